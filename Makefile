@@ -1,0 +1,103 @@
+# pasyn-sqlite: build the C core and the Lua binding, test, install.
+#   make                      build for Lua 5.4 (LUA_VERSION=5.4, 5.3, 5.1 or luajit)
+#   make test                 C unit tests + every spec under Lua 5.4 and LuaJIT, through prove
+#   make asan | tsan          the same under AddressSanitizer+UBSan / ThreadSanitizer
+#   make install PREFIX=/usr/local [DESTDIR=...]
+#   make lint | demo | bench | clean
+
+LUA_VERSION ?= 5.4
+ifeq ($(LUA_VERSION),luajit)
+LUA_INCDIR ?= /usr/include/luajit-2.1
+LUA ?= luajit
+LUA_ABI ?= 5.1
+else
+LUA_INCDIR ?= /usr/include/lua$(LUA_VERSION)
+LUA ?= lua$(LUA_VERSION)
+LUA_ABI ?= $(LUA_VERSION)
+endif
+LUA_NAME = $(notdir $(LUA))
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-function
+SQLITE_CFLAGS ?= $(shell pkg-config --cflags sqlite3 2>/dev/null)
+SQLITE_LIBS ?= $(shell pkg-config --libs sqlite3 2>/dev/null || echo -lsqlite3)
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARN) $(CFLAGS) $(SQLITE_CFLAGS) -Ic
+LDLIBS = $(SQLITE_LIBS) -lpthread -lm
+
+PREFIX ?= /usr/local
+LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
+LUA_SHAREDIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
+
+BUILD ?= build/$(LUA_NAME)
+CORE_SRC = c/deque.c c/hub.c c/task.c c/conn.c c/worker.c c/pool.c
+CORE_OBJ = $(CORE_SRC:c/%.c=$(BUILD)/obj/%.o)
+HEADERS = c/pasyn.h c/internal.h
+MODULE = $(BUILD)/pasyn_sqlite/core.so
+C_TESTS = $(BUILD)/test_deque $(BUILD)/test_hub
+SPECS = $(sort $(wildcard spec/*_spec.lua))
+TEST_LUAS ?= lua5.4 luajit
+
+.PHONY: all test check-c specs asan tsan install uninstall lint demo bench clean
+
+all: $(MODULE)
+
+$(BUILD)/obj/%.o: c/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/binding.o: lua/pasyn_sqlite/core.c lua/pasyn_sqlite/compat.h c/pasyn.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -c $< -o $@
+
+$(MODULE): $(BUILD)/obj/binding.o $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/test_%: c/test/test_%.c $(CORE_OBJ)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Every spec under each Lua of TEST_LUAS, and the C tests, in one prove run.
+test:
+	@for v in $(TEST_LUAS); do $(MAKE) --no-print-directory LUA_VERSION=$${v#lua} all || exit 1; done
+	@$(MAKE) --no-print-directory $(C_TESTS)
+	prove -e spec/run $(C_TESTS) $(foreach l,$(TEST_LUAS),$(SPECS:%=$(l)/%))
+
+# Sanitizer builds go to their own folders; the Lua interpreter itself is not instrumented,
+# so the runtime is preloaded.
+ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+asan:
+	$(MAKE) --no-print-directory BUILD=build/asan LUA_VERSION=5.4 CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all build/asan/test_deque build/asan/test_hub
+	ASAN_OPTIONS=detect_leaks=0 build/asan/test_deque && ASAN_OPTIONS=detect_leaks=0 build/asan/test_hub
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	PASYN_BUILD=build/asan prove -e spec/run $(SPECS:%=lua5.4/%)
+
+TSAN_FLAGS = -O1 -g -fsanitize=thread
+tsan:
+	$(MAKE) --no-print-directory BUILD=build/tsan LUA_VERSION=5.4 CFLAGS="$(TSAN_FLAGS)" LDFLAGS="-fsanitize=thread" all build/tsan/test_deque build/tsan/test_hub
+	TSAN_OPTIONS=halt_on_error=1 build/tsan/test_deque && TSAN_OPTIONS=halt_on_error=1 build/tsan/test_hub
+	LD_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=0 \
+	PASYN_BUILD=build/tsan prove -e spec/run $(SPECS:%=lua5.4/%)
+
+install: $(MODULE)
+	install -d $(DESTDIR)$(LUA_LIBDIR)/pasyn_sqlite $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite
+	install -m 755 $(MODULE) $(DESTDIR)$(LUA_LIBDIR)/pasyn_sqlite/core.so
+	install -m 644 lua/pasyn_sqlite.lua $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite.lua
+	install -m 644 lua/pasyn_sqlite/errors.lua lua/pasyn_sqlite/scheduler.lua $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite/
+
+uninstall:
+	rm -rf $(DESTDIR)$(LUA_LIBDIR)/pasyn_sqlite $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite.lua
+
+lint:
+	luacheck lua spec examples bench
+	$(MAKE) --no-print-directory -B BUILD=build/lint CFLAGS="-O2 -Werror" all
+
+demo: $(MODULE)
+	LUA_PATH="lua/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/quickstart.lua
+
+bench: $(MODULE)
+	LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/run.lua
+
+clean:
+	rm -rf build

@@ -1,0 +1,153 @@
+/*
+ * hub.c - completions. Workers append finished tasks to one list; only the empty->non-empty
+ * transition writes the descriptor, so a burst of completions costs the host one wake-up.
+ * The host drains the whole list at once. Tasks submitted as synchronous skip the list and
+ * wake their waiting thread through a condition variable instead.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/eventfd.h>
+#endif
+#include "internal.h"
+
+pasyn_hub *pasyn_hub_new(void)
+{
+    pasyn_hub *hub = calloc(1, sizeof *hub);
+    if (!hub)
+        return NULL;
+#ifdef __linux__
+    hub->efd = hub->wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (hub->efd < 0)
+        goto fail;
+#else
+    int fds[2];
+    if (pipe(fds) != 0)
+        goto fail;
+    for (int i = 0; i < 2; i++) {
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+    }
+    hub->efd = fds[0];
+    hub->wfd = fds[1];
+#endif
+    pthread_mutex_init(&hub->mu, NULL);
+    pthread_cond_init(&hub->sync_cv, NULL);
+    return hub;
+fail:
+    free(hub);
+    return NULL;
+}
+
+void pasyn_hub_free(pasyn_hub *hub)
+{
+    if (!hub)
+        return;
+    pasyn_task *t = pasyn_hub_drain(hub);
+    while (t) {
+        pasyn_task *next = t->next;
+        pasyn_task_free(t);
+        t = next;
+    }
+    if (hub->wfd != hub->efd)
+        close(hub->wfd);
+    close(hub->efd);
+    pthread_cond_destroy(&hub->sync_cv);
+    pthread_mutex_destroy(&hub->mu);
+    free(hub);
+}
+
+int pasyn_hub_fd(const pasyn_hub *hub)
+{
+    return hub->efd;
+}
+
+static void hub_signal(pasyn_hub *hub)
+{
+#ifdef __linux__
+    uint64_t one = 1;
+    ssize_t r;
+    do
+        r = write(hub->wfd, &one, sizeof one);
+    while (r < 0 && errno == EINTR);
+#else
+    char c = 0;
+    ssize_t r;
+    do
+        r = write(hub->wfd, &c, 1);
+    while (r < 0 && errno == EINTR);
+#endif
+    (void)r; /* EAGAIN: already readable, which is all we want */
+}
+
+static void hub_clear(pasyn_hub *hub)
+{
+    char scratch[64];
+    ssize_t r;
+    do
+        r = read(hub->efd, scratch, sizeof scratch);
+    while (r > 0 || (r < 0 && errno == EINTR));
+}
+
+void hub_complete(pasyn_hub *hub, pasyn_task *t)
+{
+    if (t->notify == NOTIFY_NONE) {
+        pasyn_task_free(t);
+        return;
+    }
+    pthread_mutex_lock(&hub->mu);
+    if (t->notify == NOTIFY_SYNC) {
+        atomic_store_explicit(&t->done, 1, memory_order_release);
+        pthread_cond_broadcast(&hub->sync_cv);
+        pthread_mutex_unlock(&hub->mu);
+        return;
+    }
+    int was_empty = hub->head == NULL;
+    t->next = NULL;
+    if (hub->tail)
+        hub->tail->next = t;
+    else
+        hub->head = t;
+    hub->tail = t;
+    pthread_mutex_unlock(&hub->mu);
+    if (was_empty)
+        hub_signal(hub);
+}
+
+pasyn_task *pasyn_hub_drain(pasyn_hub *hub)
+{
+    /* Clear the descriptor before taking the list: a completion that lands after the take
+     * finds the list empty and signals again, so none is left without a wake-up. */
+    hub_clear(hub);
+    pthread_mutex_lock(&hub->mu);
+    pasyn_task *list = hub->head;
+    hub->head = hub->tail = NULL;
+    pthread_mutex_unlock(&hub->mu);
+    return list;
+}
+
+int pasyn_hub_poll(pasyn_hub *hub, int timeout_ms)
+{
+    struct pollfd p = {.fd = hub->efd, .events = POLLIN};
+    int r;
+    do
+        r = poll(&p, 1, timeout_ms);
+    while (r < 0 && errno == EINTR);
+    return r > 0;
+}
+
+void pasyn_task_wait(pasyn_task *t)
+{
+    /* A short spin first: a point query often completes sooner than a sleep and wake-up. */
+    for (int i = 0; i < 2000; i++)
+        if (atomic_load_explicit(&t->done, memory_order_acquire))
+            return;
+    pasyn_hub *hub = t->hub;
+    pthread_mutex_lock(&hub->mu);
+    while (!atomic_load_explicit(&t->done, memory_order_acquire))
+        pthread_cond_wait(&hub->sync_cv, &hub->mu);
+    pthread_mutex_unlock(&hub->mu);
+}

@@ -1,0 +1,215 @@
+/*
+ * internal.h - the core's private structures: tasks, queues, connections, the pool. Shared by
+ * the files of c/ and by the C unit tests; never installed.
+ */
+#ifndef PASYN_INTERNAL_H
+#define PASYN_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sqlite3.h>
+#include "pasyn.h"
+
+/* A growable byte buffer. */
+typedef struct buf {
+    unsigned char *p;
+    size_t len, cap;
+} buf;
+
+int buf_reserve(buf *b, size_t extra);
+int buf_put(buf *b, const void *p, size_t n);
+void buf_free(buf *b);
+int encode_value(buf *b, const pasyn_value *v);
+
+enum notify { NOTIFY_HUB = 0, NOTIFY_SYNC = 1, NOTIFY_NONE = 2 };
+
+struct pasyn_task {
+    pasyn_task *next;       /* queue and hub link */
+    pasyn_task *prev;       /* writer queue only */
+    int kind;
+    int notify;             /* enum notify */
+    _Atomic int done;       /* set for NOTIFY_SYNC completions */
+    pasyn_hub *hub;         /* where it completes */
+    uint64_t owner;
+    void *user;
+    char *sql;
+    size_t sql_len;
+
+    buf params;             /* per value: u32 name length, name, encoded value */
+    uint32_t nsets;         /* PASYN_MANY: parameter sets closed by pasyn_task_next_set */
+    buf set_ends;           /* PASYN_MANY: offsets (size_t) where each set ends */
+
+    /* results */
+    int err;                /* enum pasyn_error */
+    int code, extended;
+    char *message;
+    int ncols;
+    char **colnames;        /* ncols names then ncols decltypes (NULL allowed), one block */
+    buf rows;
+    size_t nrows;
+    int64_t rowcount;
+    int has_rowid;
+    int64_t rowid;
+    uint64_t stream;        /* streamed result: (reader index + 1) << 48 | serial */
+};
+
+/* A mutex-protected deque of tasks: the owner takes from the front, thieves from the back. */
+typedef struct deque {
+    pthread_mutex_t mu;
+    pasyn_task **ring;
+    size_t head, len, cap;
+    _Atomic size_t size;    /* len, readable without the lock */
+} deque;
+
+int deque_init(deque *d);
+void deque_destroy(deque *d);
+int deque_push_back(deque *d, pasyn_task *t);      /* locks */
+pasyn_task *deque_pop_front(deque *d);              /* locks */
+pasyn_task *deque_pop_back(deque *d);               /* locks */
+int deque_push_back_locked(deque *d, pasyn_task *t);
+pasyn_task *deque_pop_front_locked(deque *d);
+
+struct pasyn_hub {
+    pthread_mutex_t mu;
+    pthread_cond_t sync_cv;     /* NOTIFY_SYNC completions */
+    pasyn_task *head, *tail;
+    int efd;                    /* eventfd, or the read end of a pipe */
+    int wfd;                    /* the write end (== efd for eventfd) */
+};
+
+void hub_complete(pasyn_hub *hub, pasyn_task *t); /* any worker thread */
+
+/* A prepared statement with what SQLite told us about it. */
+enum stmt_class { CLASS_READ = 1, CLASS_DML = 2, CLASS_OTHER = 3 };
+
+typedef struct cached_stmt {
+    struct cached_stmt *hnext;          /* hash chain */
+    struct cached_stmt *lru_prev, *lru_next;
+    sqlite3_stmt *stmt;
+    int klass;                          /* enum stmt_class */
+    uint32_t hash;
+    size_t sql_len;
+    char sql[];
+} cached_stmt;
+
+/* One SQLite connection, its statement cache and the authorizer notes of its last prepare. */
+typedef struct conn {
+    sqlite3 *db;
+    cached_stmt **buckets;
+    size_t nbuckets, count, capacity;
+    cached_stmt lru;                    /* sentinel: lru.lru_next is the most recent */
+    unsigned seen;                      /* authorizer notes, bits of enum seen_bits */
+} conn;
+
+int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capacity,
+              char **errmsg);
+void conn_close(conn *c);
+/* Runs a statement that returns nothing; SQLite's code. */
+int conn_exec(conn *c, const char *sql);
+/* The statement for `sql` from the cache, or a newly prepared one. On failure fills the
+ * task's error and returns NULL. A statement text holding more than one statement is refused
+ * (PASYN_EPROGRAMMING). An empty one gives NULL with no error. */
+cached_stmt *conn_acquire(conn *c, pasyn_task *t);
+/* Gives a statement back to the cache (reset, bindings cleared). */
+void conn_release(conn *c, cached_stmt *s);
+/* Binds parameter set `set` of the task; 0, or fills the task's error. */
+int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to);
+/* Steps into the task's rows; returns SQLITE_ROW when it stopped because the chunk is full
+ * (chunk 0: no limit), SQLITE_DONE, or fills the task's error. */
+int conn_step_rows(conn *c, sqlite3_stmt *st, pasyn_task *t, size_t chunk);
+/* Copies column names and types into the task. */
+int task_set_columns(pasyn_task *t, sqlite3_stmt *st);
+void task_fail(pasyn_task *t, int err, int code, int extended, const char *message);
+void task_fail_sqlite(pasyn_task *t, sqlite3 *db, int rc);
+void task_fail_programming(pasyn_task *t, const char *fmt, ...);
+void task_reset_result(pasyn_task *t);
+
+/* A small cache of statement routes, keyed by SQL text. */
+enum route { ROUTE_UNKNOWN = 0, ROUTE_READ = 1, ROUTE_WRITE = 2 };
+
+typedef struct route_entry {
+    struct route_entry *next;
+    uint32_t hash;
+    int route;
+    size_t len;
+    char sql[];
+} route_entry;
+
+typedef struct route_cache {
+    pthread_mutex_t mu;
+    route_entry **buckets;
+    size_t nbuckets, count;
+} route_cache;
+
+uint32_t hash_sql(const char *s, size_t n);
+
+typedef struct reader {
+    pasyn_pool *pool;
+    int index;
+    pthread_t thread;
+    int started;
+    conn c;
+    deque q;                /* its own tasks; others may steal from the back */
+    deque pinned;           /* tasks that only this reader may run (streams) */
+    pthread_cond_t cv;      /* parks on q.mu */
+    int sleeping;           /* under q.mu */
+    _Atomic int sleeping_hint; /* the same, readable without the lock */
+    int wake;               /* under q.mu: a wake-up is pending */
+    cached_stmt *stream;    /* the statement of the streamed result it holds */
+    uint64_t stream_id;
+    _Atomic uint64_t executed, stolen;
+    _Atomic int streaming;
+} reader;
+
+struct pasyn_pool {
+    pasyn_hub *hub;
+    pasyn_options opts;
+    char *path;             /* what the connections open */
+    char *memfile;          /* the private file behind ":memory:", removed at close */
+    char **pragma_copy;
+    int open_flags;
+
+    /* writer */
+    pthread_t writer_thread;
+    int writer_started;
+    conn wc;
+    pthread_mutex_t wmu;
+    pthread_cond_t wcv;
+    pasyn_task whead;       /* sentinel of the writer's FIFO */
+    size_t wlen;
+    _Atomic uint64_t txn_owner;
+    _Atomic int64_t total_changes;
+    _Atomic uint64_t w_executed, w_batches;
+
+    /* readers */
+    int nreaders;
+    reader *readers;
+    deque injector;
+    _Atomic unsigned rr;        /* round-robin cursor */
+    _Atomic int streaming;      /* readers holding a stream */
+    _Atomic uint64_t stream_serial;
+
+    /* lifecycle, under wmu */
+    _Atomic int phase;          /* enum phase; changed under wmu */
+    int readers_open, readers_failed;
+    pthread_cond_t phase_cv;
+    pasyn_task *open_task, *close_task;
+    pthread_rwlock_t intake;    /* submits hold it shared; close takes it alone */
+    _Atomic int closing;        /* intake stopped */
+    _Atomic int readers_stop;
+
+    route_cache routes;
+};
+
+enum phase { PHASE_OPENING = 0, PHASE_WRITER_READY, PHASE_RUNNING, PHASE_FAILED };
+
+void *writer_main(void *arg);
+void *reader_main(void *arg);
+void writer_push(pasyn_pool *pool, pasyn_task *t);
+void readers_push(pasyn_pool *pool, pasyn_task *t);
+void route_put(pasyn_pool *pool, const char *sql, size_t len, int route);
+int route_get(pasyn_pool *pool, const char *sql, size_t len);
+void complete(pasyn_task *t);
+void pool_apply_pragmas(pasyn_pool *pool, conn *c, int is_writer, char **errmsg);
+
+#endif

@@ -1,0 +1,194 @@
+/*
+ * pasyn.h - the public interface of the pasyn core: a pool of SQLite connections run by one
+ * writer thread and N reader threads, with completions delivered through a hub (a queue plus
+ * a file descriptor). No Lua here: any host can drive it.
+ *
+ * Threads. "Any thread" means the function may be called from any thread at any time the
+ * object is alive. "Owner thread" means the one thread that drives a hub (drains it, frees
+ * tasks and pools); calls marked so must not run concurrently with each other for the same
+ * hub. Workers never call back into user code.
+ *
+ * Ownership. A task is created by the caller, handed to the pool by pasyn_submit (or
+ * pasyn_open / pasyn_close), and handed back when it completes: through the hub (drained by
+ * pasyn_hub_drain) or, for a task submitted with PASYN_SYNC, through pasyn_task_wait. From
+ * then on it belongs to the caller again, who reads its results and frees it with
+ * pasyn_task_free. Between submission and completion the caller must not touch it.
+ */
+#ifndef PASYN_H
+#define PASYN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PASYN_VERSION "0.1.0"
+
+typedef struct pasyn_hub pasyn_hub;
+typedef struct pasyn_pool pasyn_pool;
+typedef struct pasyn_task pasyn_task;
+
+/* ---- values: parameters in, column values out ------------------------------------ */
+
+enum pasyn_type { PASYN_NULL = 0, PASYN_INT = 1, PASYN_FLOAT = 2, PASYN_TEXT = 3, PASYN_BLOB = 4 };
+
+typedef struct pasyn_value {
+    int type;          /* enum pasyn_type */
+    int64_t i;         /* PASYN_INT */
+    double d;          /* PASYN_FLOAT */
+    const char *p;     /* PASYN_TEXT, PASYN_BLOB: bytes (may hold NULs), not NUL-terminated */
+    size_t n;          /* their length */
+} pasyn_value;
+
+/* ---- the hub: where completed tasks go ------------------------------------------- */
+
+/* A new hub, or NULL when out of memory or file descriptors. Any thread. */
+pasyn_hub *pasyn_hub_new(void);
+/* Frees the hub and any task still queued on it. Owner thread, after every pool using it
+ * has been freed. */
+void pasyn_hub_free(pasyn_hub *hub);
+/* A descriptor that polls readable while completed tasks wait to be drained. It stays
+ * readable until the next pasyn_hub_drain. Owned by the hub: do not close it. Any thread. */
+int pasyn_hub_fd(const pasyn_hub *hub);
+/* Takes every completed task at once, oldest first, as a list walked with pasyn_task_next.
+ * NULL when none. Never blocks. Owner thread. */
+pasyn_task *pasyn_hub_drain(pasyn_hub *hub);
+/* Blocks until the hub's descriptor is readable or timeout_ms passes (negative: no limit).
+ * Returns 1 when completions wait, 0 on timeout. Owner thread. */
+int pasyn_hub_poll(pasyn_hub *hub, int timeout_ms);
+
+/* ---- opening and closing a pool ---------------------------------------------------- */
+
+typedef struct pasyn_options {
+    int readers;              /* reader threads; 0 runs everything on the writer (default 3) */
+    int busy_timeout_ms;      /* default 5000 */
+    const char *journal_mode; /* set by the writer on open unless readonly (default "wal") */
+    const char *synchronous;  /* "off", "normal", "full", "extra" (default "normal") */
+    int foreign_keys;         /* default 0 */
+    int readonly;             /* default 0 */
+    int statement_cache;      /* prepared statements kept per connection (default 128) */
+    int stealing;             /* idle readers steal queued reads (default 1) */
+    const char *const *pragmas; /* NULL, or name, value, name, value, ..., NULL */
+} pasyn_options;
+
+/* Fills in the defaults. Any thread. */
+void pasyn_options_init(pasyn_options *opts);
+
+/* Starts a pool on `database` (a path, ":memory:" or a "file:" URI): threads start at once and
+ * open their connections; `open_task` (from pasyn_task_new(PASYN_OPEN, NULL, 0)) completes when
+ * all are open or one failed. Check it with pasyn_task_error; on failure the pool serves
+ * nothing and must be freed with pasyn_pool_free. NULL only when out of memory or threads
+ * (open_task then untouched). The strings in opts are copied. `sync` as for pasyn_submit.
+ * Any thread. */
+pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hub *hub,
+                       pasyn_task *open_task, int sync);
+
+/* Stops intake (later submits fail with PASYN_ECLOSED), lets every submitted task finish,
+ * rolls back a transaction left open, releases streamed cursors, closes every connection
+ * (the writer last) and stops every thread; then `close_task` completes. Returns 0, or
+ * PASYN_ECLOSED when the pool was already closing (close_task untouched). Any thread. */
+int pasyn_close(pasyn_pool *pool, pasyn_task *close_task, int sync);
+
+/* Joins the threads and frees the pool. Only after its open task failed or its close task
+ * completed. Owner thread. */
+void pasyn_pool_free(pasyn_pool *pool);
+
+/* ---- tasks --------------------------------------------------------------------------- */
+
+enum pasyn_kind {
+    PASYN_EXEC = 1,  /* one statement, routed by what SQLite reports about it */
+    PASYN_MANY,      /* one statement run once per parameter set, on the writer */
+    PASYN_SCRIPT,    /* several ';'-separated statements without parameters, on the writer */
+    PASYN_FETCH,     /* the next chunk of a streamed result (pasyn_task_stream) */
+    PASYN_RELEASE,   /* ends a streamed result early */
+    PASYN_OPEN,      /* for pasyn_open */
+    PASYN_CLOSE      /* for pasyn_close */
+};
+
+/* Where a task failed. PASYN_ESQLITE carries SQLite's codes (pasyn_task_error). */
+enum pasyn_error {
+    PASYN_OK = 0,
+    PASYN_ESQLITE,      /* SQLite reported an error */
+    PASYN_EPROGRAMMING, /* misuse: several statements in one, wrong parameters, ... */
+    PASYN_ECLOSED,      /* the pool is closing or closed */
+    PASYN_ENOMEM        /* out of memory */
+};
+
+/* A task of `kind` on `sql` (copied; may hold NULs only after its end, len bytes). NULL when
+ * out of memory. Any thread. */
+pasyn_task *pasyn_task_new(int kind, const char *sql, size_t len);
+/* Frees a task that is not queued in a pool. Owner thread (or the creator before submit). */
+void pasyn_task_free(pasyn_task *t);
+/* The next task of a drained list. */
+pasyn_task *pasyn_task_next(const pasyn_task *t);
+
+/* The transaction owner the task acts for (a caller-chosen non-zero id; 0 = nobody). A
+ * statement that leaves the writer inside a transaction makes its owner the owner of the
+ * writer: until autocommit returns, the writer runs only that owner's tasks. */
+void pasyn_task_set_owner(pasyn_task *t, uint64_t owner);
+/* A word of the caller's own, kept with the task (e.g. to find who waits for it). */
+void pasyn_task_set_user(pasyn_task *t, void *user);
+void *pasyn_task_user(const pasyn_task *t);
+
+/* Parameters. `name` NULL binds the next positional parameter; otherwise the named one (with
+ * or without its ':', '@' or '$'). For PASYN_MANY, pasyn_task_next_set closes one parameter
+ * set and starts the next. Strings are copied. 0, or PASYN_ENOMEM. Before submit only. */
+int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn_value *v);
+int pasyn_task_next_set(pasyn_task *t);
+
+/* Queues the task. With `sync` set it completes through pasyn_task_wait instead of the hub.
+ * 0, or PASYN_ECLOSED (the task was not queued and still belongs to the caller). Any thread. */
+int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync);
+/* Blocks until a task submitted with `sync` has completed. The thread that submitted it. */
+void pasyn_task_wait(pasyn_task *t);
+
+/* ---- results of a completed task --------------------------------------------------- */
+
+/* enum pasyn_error; for PASYN_ESQLITE *code and *extended are SQLite's result codes; *message
+ * (owned by the task) says what went wrong. Out-pointers may be NULL. */
+int pasyn_task_error(const pasyn_task *t, int *code, int *extended, const char **message);
+
+/* Result columns (0 for statements without any). Names and declared types (NULL when none)
+ * live as long as the task. */
+int pasyn_task_columns(const pasyn_task *t);
+const char *pasyn_task_column_name(const pasyn_task *t, int i);
+const char *pasyn_task_column_decltype(const pasyn_task *t, int i);
+
+/* The rows of this chunk: *nrows rows of pasyn_task_columns values each, read in order with
+ * pasyn_row_value starting from the returned cursor. */
+const unsigned char *pasyn_task_rows(const pasyn_task *t, size_t *nrows);
+const unsigned char *pasyn_row_value(const unsigned char *at, pasyn_value *out);
+
+/* Rows changed by an INSERT, UPDATE or DELETE (summed over a PASYN_MANY); -1 for other
+ * statements. */
+int64_t pasyn_task_rowcount(const pasyn_task *t);
+/* 1 and *rowid when the statement inserted a row (its rowid), else 0. */
+int pasyn_task_lastrowid(const pasyn_task *t, int64_t *rowid);
+
+/* Non-zero when the result goes on: one reader keeps the statement (and its snapshot) and
+ * serves nothing else until a PASYN_FETCH task with the same stream reaches the end, or a
+ * PASYN_RELEASE task ends it. *stream identifies it for pasyn_task_set_stream. */
+int pasyn_task_stream(const pasyn_task *t, uint64_t *stream);
+void pasyn_task_set_stream(pasyn_task *t, uint64_t stream);
+
+/* ---- pool state -------------------------------------------------------------------- */
+
+/* The owner of the writer's open transaction, 0 when none. Any thread. */
+uint64_t pasyn_txn_owner(const pasyn_pool *pool);
+/* sqlite3_total_changes() of the writer as of its last task. Any thread. */
+int64_t pasyn_total_changes(const pasyn_pool *pool);
+
+typedef struct pasyn_worker_stats {
+    uint64_t executed;   /* tasks run */
+    uint64_t stolen;     /* tasks taken from another reader's deque */
+    uint64_t queued;     /* tasks waiting in its queue now */
+    uint64_t batches;    /* group-commit transactions (writer) */
+    int streaming;       /* holds a streamed result now */
+} pasyn_worker_stats;
+
+/* Counters: out[0] is the writer, out[1..readers] the readers; fills at most n entries and
+ * returns how many there are. *injector gets the shared queue's length. Any thread. */
+int pasyn_stats(const pasyn_pool *pool, pasyn_worker_stats *out, int n, uint64_t *injector);
+
+/* The SQLite library's version. */
+const char *pasyn_sqlite_version(void);
+
+#endif

@@ -1,0 +1,401 @@
+/*
+ * pool.c - a pool's life: options, opening (threads first, connections in them), routing a
+ * submitted task to the writer or the readers, the route cache, statistics, and closing.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "internal.h"
+
+#define ROUTE_CACHE_MAX 4096
+
+void pasyn_options_init(pasyn_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->readers = 3;
+    o->busy_timeout_ms = 5000;
+    o->journal_mode = "wal";
+    o->synchronous = "normal";
+    o->statement_cache = 128;
+    o->stealing = 1;
+}
+
+/* ---- route cache ------------------------------------------------------------------- */
+
+int route_get(pasyn_pool *pool, const char *sql, size_t len)
+{
+    route_cache *rc = &pool->routes;
+    uint32_t h = hash_sql(sql, len);
+    int route = ROUTE_UNKNOWN;
+    pthread_mutex_lock(&rc->mu);
+    for (route_entry *e = rc->buckets[h & (rc->nbuckets - 1)]; e; e = e->next)
+        if (e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0) {
+            route = e->route;
+            break;
+        }
+    pthread_mutex_unlock(&rc->mu);
+    return route;
+}
+
+static void routes_clear(route_cache *rc)
+{
+    for (size_t i = 0; i < rc->nbuckets; i++) {
+        route_entry *e = rc->buckets[i];
+        while (e) {
+            route_entry *next = e->next;
+            free(e);
+            e = next;
+        }
+        rc->buckets[i] = NULL;
+    }
+    rc->count = 0;
+}
+
+void route_put(pasyn_pool *pool, const char *sql, size_t len, int route)
+{
+    route_cache *rc = &pool->routes;
+    uint32_t h = hash_sql(sql, len);
+    pthread_mutex_lock(&rc->mu);
+    route_entry **head = &rc->buckets[h & (rc->nbuckets - 1)];
+    for (route_entry *e = *head; e; e = e->next)
+        if (e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0) {
+            e->route = route;
+            pthread_mutex_unlock(&rc->mu);
+            return;
+        }
+    if (rc->count >= ROUTE_CACHE_MAX)
+        routes_clear(rc); /* crude, but bounded; a hot statement is learned again at once */
+    route_entry *e = malloc(sizeof *e + len);
+    if (e) {
+        e->hash = h;
+        e->len = len;
+        e->route = route;
+        memcpy(e->sql, sql, len);
+        e->next = *head;
+        *head = e;
+        rc->count++;
+    }
+    pthread_mutex_unlock(&rc->mu);
+}
+
+/* ---- pragmas ----------------------------------------------------------------------- */
+
+static int is_word(const char *s, int dots)
+{
+    if (!s || !*s)
+        return 0;
+    for (; *s; s++)
+        if (!(isalnum((unsigned char)*s) || *s == '_' || (dots && *s == '.')))
+            return 0;
+    return 1;
+}
+
+static int is_number(const char *s)
+{
+    char *end;
+    if (!s || !*s)
+        return 0;
+    strtod(s, &end);
+    return *end == '\0';
+}
+
+/* Runs PRAGMA name = value; value is used as it is when it is a number or a word, and
+ * quoted as a string otherwise. Returns an error message (malloc'd) or NULL. */
+static char *apply_pragma(conn *c, const char *name, const char *value)
+{
+    char *msg = NULL;
+    if (!is_word(name, 1)) {
+        size_t n = strlen(name) + 64;
+        msg = malloc(n);
+        if (msg)
+            snprintf(msg, n, "pragma name '%s' is not a name", name);
+        return msg;
+    }
+    char *sql = is_number(value) || is_word(value, 0)
+                    ? sqlite3_mprintf("PRAGMA %s = %s", name, value)
+                    : sqlite3_mprintf("PRAGMA %s = %Q", name, value);
+    if (!sql)
+        return strdup("out of memory");
+    if (sqlite3_exec(c->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        const char *err = sqlite3_errmsg(c->db);
+        size_t n = strlen(sql) + strlen(err) + 8;
+        msg = malloc(n);
+        if (msg)
+            snprintf(msg, n, "%s: %s", sql, err);
+    }
+    sqlite3_free(sql);
+    return msg;
+}
+
+void pool_apply_pragmas(pasyn_pool *pool, conn *c, int is_writer, char **errmsg)
+{
+    const pasyn_options *o = &pool->opts;
+    char *err = NULL;
+    if (is_writer && !o->readonly && o->journal_mode)
+        err = apply_pragma(c, "journal_mode", o->journal_mode);
+    if (!err && is_writer && !o->readonly)
+        err = apply_pragma(c, "journal_size_limit", "67108864");
+    if (!err && !is_writer)
+        err = apply_pragma(c, "wal_autocheckpoint", "0"); /* the writer alone checkpoints */
+    if (!err && o->synchronous)
+        err = apply_pragma(c, "synchronous", o->synchronous);
+    if (!err)
+        err = apply_pragma(c, "foreign_keys", o->foreign_keys ? "ON" : "OFF");
+    for (char **p = pool->pragma_copy; !err && p && p[0] && p[1]; p += 2)
+        err = apply_pragma(c, p[0], p[1]);
+    *errmsg = err;
+}
+
+/* ---- open -------------------------------------------------------------------------- */
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+/* ":memory:" becomes a private WAL database on tmpfs, so that every connection of the pool
+ * shares it (the memdb VFS has no WAL, shared cache fails with SQLITE_LOCKED). */
+static char *make_memfile(void)
+{
+    const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
+    if (!dir || !*dir)
+        dir = "/tmp";
+    size_t n = strlen(dir) + 32;
+    char *path = malloc(n);
+    if (!path)
+        return NULL;
+    snprintf(path, n, "%s/pasyn-memory-XXXXXX", dir);
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        free(path);
+        return NULL;
+    }
+    close(fd);
+    return path;
+}
+
+static void pool_destroy(pasyn_pool *pool)
+{
+    for (int i = 0; i < pool->nreaders; i++) {
+        deque_destroy(&pool->readers[i].q);
+        deque_destroy(&pool->readers[i].pinned);
+        pthread_cond_destroy(&pool->readers[i].cv);
+    }
+    free(pool->readers);
+    deque_destroy(&pool->injector);
+    routes_clear(&pool->routes);
+    free(pool->routes.buckets);
+    pthread_mutex_destroy(&pool->routes.mu);
+    pthread_mutex_destroy(&pool->wmu);
+    pthread_cond_destroy(&pool->wcv);
+    pthread_cond_destroy(&pool->phase_cv);
+    pthread_rwlock_destroy(&pool->intake);
+    if (pool->pragma_copy)
+        for (char **p = pool->pragma_copy; *p; p++)
+            free(*p);
+    free(pool->pragma_copy);
+    free((char *)pool->opts.journal_mode);
+    free((char *)pool->opts.synchronous);
+    free(pool->path);
+    free(pool->memfile);
+    free(pool);
+}
+
+static int copy_options(pasyn_pool *pool, const pasyn_options *opts)
+{
+    pool->opts = *opts;
+    pool->opts.pragmas = NULL;
+    pool->opts.journal_mode = dup_or_null(opts->journal_mode);
+    pool->opts.synchronous = dup_or_null(opts->synchronous);
+    if (pool->opts.readers < 0)
+        pool->opts.readers = 0;
+    size_t n = 0;
+    while (opts->pragmas && opts->pragmas[n])
+        n++;
+    pool->pragma_copy = calloc(n + 1, sizeof(char *));
+    if (!pool->pragma_copy)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!(pool->pragma_copy[i] = strdup(opts->pragmas[i])))
+            return -1;
+    return 0;
+}
+
+pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hub *hub,
+                       pasyn_task *open_task, int sync)
+{
+    pasyn_options defaults;
+    if (!opts) {
+        pasyn_options_init(&defaults);
+        opts = &defaults;
+    }
+    pasyn_pool *pool = calloc(1, sizeof *pool);
+    if (!pool)
+        return NULL;
+    pool->hub = hub;
+    pool->whead.next = pool->whead.prev = &pool->whead;
+    pthread_mutex_init(&pool->wmu, NULL);
+    pthread_cond_init(&pool->wcv, NULL);
+    pthread_cond_init(&pool->phase_cv, NULL);
+    pthread_rwlock_init(&pool->intake, NULL);
+    pthread_mutex_init(&pool->routes.mu, NULL);
+    deque_init(&pool->injector);
+    pool->routes.nbuckets = 1024;
+    pool->routes.buckets = calloc(pool->routes.nbuckets, sizeof *pool->routes.buckets);
+    int failed = copy_options(pool, opts) != 0 || !pool->routes.buckets;
+    if (!failed) {
+        int memory = strcmp(database, ":memory:") == 0 || database[0] == '\0';
+        pool->memfile = memory ? make_memfile() : NULL;
+        pool->path = memory ? dup_or_null(pool->memfile) : strdup(database);
+        failed = !pool->path;
+    }
+    pool->nreaders = pool->opts.readers;
+    pool->readers = calloc(pool->nreaders ? (size_t)pool->nreaders : 1, sizeof *pool->readers);
+    if (failed || !pool->readers) {
+        pool->nreaders = 0;
+        pool_destroy(pool);
+        return NULL;
+    }
+    for (int i = 0; i < pool->nreaders; i++) {
+        reader *r = &pool->readers[i];
+        r->pool = pool;
+        r->index = i;
+        deque_init(&r->q);
+        deque_init(&r->pinned);
+        pthread_cond_init(&r->cv, NULL);
+    }
+    open_task->hub = hub;
+    open_task->notify = sync ? NOTIFY_SYNC : NOTIFY_HUB;
+    pool->open_task = open_task;
+
+    int ok = 1;
+    for (int i = 0; i < pool->nreaders && ok; i++) {
+        ok = pthread_create(&pool->readers[i].thread, NULL, reader_main, &pool->readers[i]) == 0;
+        pool->readers[i].started = ok;
+    }
+    if (ok)
+        ok = pthread_create(&pool->writer_thread, NULL, writer_main, pool) == 0;
+    pool->writer_started = ok;
+    if (!ok) {
+        pthread_mutex_lock(&pool->wmu);
+        pool->phase = PHASE_FAILED;
+        pthread_cond_broadcast(&pool->phase_cv);
+        pthread_mutex_unlock(&pool->wmu);
+        for (int i = 0; i < pool->nreaders; i++)
+            if (pool->readers[i].started)
+                pthread_join(pool->readers[i].thread, NULL);
+        pool_destroy(pool);
+        return NULL;
+    }
+    return pool;
+}
+
+/* ---- submit and close --------------------------------------------------------------- */
+
+int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
+{
+    t->hub = pool->hub;
+    t->notify = t->kind == PASYN_RELEASE ? NOTIFY_NONE : sync ? NOTIFY_SYNC : NOTIFY_HUB;
+    atomic_store_explicit(&t->done, 0, memory_order_relaxed);
+    pthread_rwlock_rdlock(&pool->intake);
+    if (atomic_load(&pool->closing) || pool->phase != PHASE_RUNNING) {
+        pthread_rwlock_unlock(&pool->intake);
+        task_fail(t, PASYN_ECLOSED, 0, 0, "the pool is closed");
+        return PASYN_ECLOSED;
+    }
+    switch (t->kind) {
+    case PASYN_EXEC:
+        if (pool->nreaders == 0 || (t->owner && t->owner == atomic_load(&pool->txn_owner)) ||
+            route_get(pool, t->sql, t->sql_len) == ROUTE_WRITE)
+            writer_push(pool, t);
+        else
+            readers_push(pool, t);
+        break;
+    case PASYN_FETCH:
+    case PASYN_RELEASE:
+        if ((t->stream >> 48) == 0 || (t->stream >> 48) > (uint64_t)pool->nreaders) {
+            pthread_rwlock_unlock(&pool->intake);
+            task_fail_programming(t, "no such stream");
+            return PASYN_EPROGRAMMING;
+        }
+        readers_push(pool, t);
+        break;
+    case PASYN_MANY:
+    case PASYN_SCRIPT:
+        writer_push(pool, t);
+        break;
+    default:
+        pthread_rwlock_unlock(&pool->intake);
+        task_fail_programming(t, "task kind %d cannot be submitted", t->kind);
+        return PASYN_EPROGRAMMING;
+    }
+    pthread_rwlock_unlock(&pool->intake);
+    return 0;
+}
+
+int pasyn_close(pasyn_pool *pool, pasyn_task *close_task, int sync)
+{
+    pthread_rwlock_wrlock(&pool->intake);
+    pthread_mutex_lock(&pool->wmu);
+    int refused = atomic_load(&pool->closing) || pool->phase != PHASE_RUNNING;
+    if (!refused) {
+        close_task->hub = pool->hub;
+        close_task->notify = sync ? NOTIFY_SYNC : NOTIFY_HUB;
+        atomic_store_explicit(&close_task->done, 0, memory_order_relaxed);
+        pool->close_task = close_task;
+        atomic_store(&pool->closing, 1);
+        pthread_cond_signal(&pool->wcv);
+    }
+    pthread_mutex_unlock(&pool->wmu);
+    pthread_rwlock_unlock(&pool->intake);
+    return refused ? PASYN_ECLOSED : 0;
+}
+
+void pasyn_pool_free(pasyn_pool *pool)
+{
+    if (!pool)
+        return;
+    if (pool->writer_started)
+        pthread_join(pool->writer_thread, NULL);
+    pool_destroy(pool);
+}
+
+/* ---- state -------------------------------------------------------------------------- */
+
+uint64_t pasyn_txn_owner(const pasyn_pool *pool)
+{
+    return atomic_load(&((pasyn_pool *)pool)->txn_owner);
+}
+
+int64_t pasyn_total_changes(const pasyn_pool *pool)
+{
+    return atomic_load(&((pasyn_pool *)pool)->total_changes);
+}
+
+int pasyn_stats(const pasyn_pool *cpool, pasyn_worker_stats *out, int n, uint64_t *injector)
+{
+    pasyn_pool *pool = (pasyn_pool *)cpool;
+    if (n > 0) {
+        pthread_mutex_lock(&pool->wmu);
+        out[0] = (pasyn_worker_stats){
+            .executed = atomic_load(&pool->w_executed),
+            .batches = atomic_load(&pool->w_batches),
+            .queued = pool->wlen,
+        };
+        pthread_mutex_unlock(&pool->wmu);
+    }
+    for (int i = 0; i < pool->nreaders && i + 1 < n; i++) {
+        reader *r = &pool->readers[i];
+        out[i + 1] = (pasyn_worker_stats){
+            .executed = atomic_load(&r->executed),
+            .stolen = atomic_load(&r->stolen),
+            .queued = atomic_load(&r->q.size) + atomic_load(&r->pinned.size),
+            .streaming = atomic_load(&r->streaming),
+        };
+    }
+    if (injector)
+        *injector = atomic_load(&pool->injector.size);
+    return pool->nreaders + 1;
+}

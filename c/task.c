@@ -1,0 +1,284 @@
+/*
+ * task.c - one unit of work and its result: the SQL, the copied parameters, and what the
+ * worker produced (rows encoded into one buffer, counts, or an error). Also the value
+ * encoding shared by parameters and rows: a type byte, then 8 bytes for numbers or a
+ * 32-bit length and the bytes for text and blobs.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+int buf_reserve(buf *b, size_t extra)
+{
+    if (b->len + extra <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra)
+        cap *= 2;
+    unsigned char *p = realloc(b->p, cap);
+    if (!p)
+        return PASYN_ENOMEM;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+int buf_put(buf *b, const void *p, size_t n)
+{
+    if (buf_reserve(b, n) != 0)
+        return PASYN_ENOMEM;
+    if (n)
+        memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+void buf_free(buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+int encode_value(buf *b, const pasyn_value *v)
+{
+    unsigned char tag = (unsigned char)v->type;
+    uint32_t n32;
+    switch (v->type) {
+    case PASYN_INT:
+        if (buf_reserve(b, 9) != 0)
+            return PASYN_ENOMEM;
+        b->p[b->len++] = tag;
+        memcpy(b->p + b->len, &v->i, 8);
+        b->len += 8;
+        return 0;
+    case PASYN_FLOAT:
+        if (buf_reserve(b, 9) != 0)
+            return PASYN_ENOMEM;
+        b->p[b->len++] = tag;
+        memcpy(b->p + b->len, &v->d, 8);
+        b->len += 8;
+        return 0;
+    case PASYN_TEXT:
+    case PASYN_BLOB:
+        if (v->n > UINT32_MAX || buf_reserve(b, 5 + v->n) != 0)
+            return PASYN_ENOMEM;
+        n32 = (uint32_t)v->n;
+        b->p[b->len++] = tag;
+        memcpy(b->p + b->len, &n32, 4);
+        b->len += 4;
+        if (v->n)
+            memcpy(b->p + b->len, v->p, v->n);
+        b->len += v->n;
+        return 0;
+    default:
+        return buf_put(b, &(unsigned char){PASYN_NULL}, 1);
+    }
+}
+
+const unsigned char *pasyn_row_value(const unsigned char *at, pasyn_value *out)
+{
+    uint32_t n32;
+    out->type = *at++;
+    switch (out->type) {
+    case PASYN_INT:
+        memcpy(&out->i, at, 8);
+        return at + 8;
+    case PASYN_FLOAT:
+        memcpy(&out->d, at, 8);
+        return at + 8;
+    case PASYN_TEXT:
+    case PASYN_BLOB:
+        memcpy(&n32, at, 4);
+        out->n = n32;
+        out->p = (const char *)at + 4;
+        return at + 4 + n32;
+    default:
+        return at;
+    }
+}
+
+pasyn_task *pasyn_task_new(int kind, const char *sql, size_t len)
+{
+    pasyn_task *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->kind = kind;
+    t->rowcount = -1;
+    if (sql) {
+        t->sql = malloc(len + 1);
+        if (!t->sql) {
+            free(t);
+            return NULL;
+        }
+        memcpy(t->sql, sql, len);
+        t->sql[len] = '\0';
+        t->sql_len = len;
+    }
+    return t;
+}
+
+void task_reset_result(pasyn_task *t)
+{
+    free(t->message);
+    t->message = NULL;
+    t->err = PASYN_OK;
+    t->code = t->extended = 0;
+    t->rows.len = 0;
+    t->nrows = 0;
+}
+
+void pasyn_task_free(pasyn_task *t)
+{
+    if (!t)
+        return;
+    free(t->sql);
+    free(t->message);
+    free(t->colnames);
+    buf_free(&t->params);
+    buf_free(&t->set_ends);
+    buf_free(&t->rows);
+    free(t);
+}
+
+pasyn_task *pasyn_task_next(const pasyn_task *t) { return t->next; }
+void pasyn_task_set_owner(pasyn_task *t, uint64_t owner) { t->owner = owner; }
+void pasyn_task_set_user(pasyn_task *t, void *user) { t->user = user; }
+void *pasyn_task_user(const pasyn_task *t) { return t->user; }
+void pasyn_task_set_stream(pasyn_task *t, uint64_t stream) { t->stream = stream; }
+
+int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn_value *v)
+{
+    if (name && namelen && (name[0] == ':' || name[0] == '@' || name[0] == '$')) {
+        name++;
+        namelen--;
+    }
+    uint32_t n32 = name ? (uint32_t)namelen : UINT32_MAX;
+    if (buf_put(&t->params, &n32, 4) != 0 || (name && buf_put(&t->params, name, namelen) != 0))
+        return PASYN_ENOMEM;
+    return encode_value(&t->params, v);
+}
+
+int pasyn_task_next_set(pasyn_task *t)
+{
+    size_t end = t->params.len;
+    if (buf_put(&t->set_ends, &end, sizeof end) != 0)
+        return PASYN_ENOMEM;
+    t->nsets++;
+    return 0;
+}
+
+void task_fail(pasyn_task *t, int err, int code, int extended, const char *message)
+{
+    free(t->message);
+    t->err = err;
+    t->code = code;
+    t->extended = extended;
+    t->message = message ? strdup(message) : NULL;
+}
+
+void task_fail_sqlite(pasyn_task *t, sqlite3 *db, int rc)
+{
+    int ext = db ? sqlite3_extended_errcode(db) : rc;
+    const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    /* sqlite3_errmsg may describe an older error after an API misuse; prefer the code's. */
+    if ((ext & 0xff) != (rc & 0xff)) {
+        ext = rc;
+        msg = sqlite3_errstr(rc);
+    }
+    task_fail(t, PASYN_ESQLITE, rc & 0xff, ext, msg);
+}
+
+void task_fail_programming(pasyn_task *t, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    task_fail(t, PASYN_EPROGRAMMING, 0, 0, msg);
+}
+
+int task_set_columns(pasyn_task *t, sqlite3_stmt *st)
+{
+    int n = sqlite3_column_count(st);
+    free(t->colnames);
+    t->colnames = NULL;
+    t->ncols = n;
+    if (n == 0)
+        return 0;
+    size_t bytes = 2 * (size_t)n * sizeof(char *);
+    for (int i = 0; i < n; i++) {
+        const char *name = sqlite3_column_name(st, i), *type = sqlite3_column_decltype(st, i);
+        bytes += (name ? strlen(name) : 0) + 1 + (type ? strlen(type) + 1 : 0);
+    }
+    char **names = malloc(bytes);
+    if (!names)
+        return PASYN_ENOMEM;
+    char *at = (char *)(names + 2 * n);
+    for (int i = 0; i < n; i++) {
+        const char *name = sqlite3_column_name(st, i), *type = sqlite3_column_decltype(st, i);
+        size_t len = name ? strlen(name) : 0;
+        names[i] = at;
+        memcpy(at, name ? name : "", len + 1);
+        at += len + 1;
+        names[n + i] = NULL;
+        if (type) {
+            len = strlen(type);
+            names[n + i] = at;
+            memcpy(at, type, len + 1);
+            at += len + 1;
+        }
+    }
+    t->colnames = names;
+    return 0;
+}
+
+int pasyn_task_error(const pasyn_task *t, int *code, int *extended, const char **message)
+{
+    if (code)
+        *code = t->code;
+    if (extended)
+        *extended = t->extended;
+    if (message)
+        *message = t->message ? t->message : "";
+    return t->err;
+}
+
+int pasyn_task_columns(const pasyn_task *t) { return t->ncols; }
+
+const char *pasyn_task_column_name(const pasyn_task *t, int i)
+{
+    return i >= 0 && i < t->ncols && t->colnames ? t->colnames[i] : NULL;
+}
+
+const char *pasyn_task_column_decltype(const pasyn_task *t, int i)
+{
+    return i >= 0 && i < t->ncols && t->colnames ? t->colnames[t->ncols + i] : NULL;
+}
+
+const unsigned char *pasyn_task_rows(const pasyn_task *t, size_t *nrows)
+{
+    *nrows = t->nrows;
+    return t->rows.p;
+}
+
+int64_t pasyn_task_rowcount(const pasyn_task *t) { return t->rowcount; }
+
+int pasyn_task_lastrowid(const pasyn_task *t, int64_t *rowid)
+{
+    if (t->has_rowid)
+        *rowid = t->rowid;
+    return t->has_rowid;
+}
+
+int pasyn_task_stream(const pasyn_task *t, uint64_t *stream)
+{
+    if (stream)
+        *stream = t->stream;
+    return t->stream != 0 && t->err == PASYN_OK;
+}
+
+const char *pasyn_sqlite_version(void) { return sqlite3_libversion(); }

@@ -1,0 +1,519 @@
+/*
+ * worker.c - the two worker loops. The writer takes tasks in submission order (only the
+ * transaction owner's while one is open) and runs everything that is not a read. A reader
+ * takes from its own deque, then steals from the back of the busiest other deque, then
+ * takes from the shared injector, then parks; it runs reads, hands anything else to the
+ * writer, and may keep one streamed result (and its snapshot) while it serves nothing else.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+/* Rows a task carries per round trip before a reader considers streaming the rest. */
+#define CHUNK_BYTES (256 * 1024)
+
+void complete(pasyn_task *t)
+{
+    hub_complete(t->hub, t);
+}
+
+/* ---- writer ------------------------------------------------------------------------ */
+
+void writer_push(pasyn_pool *pool, pasyn_task *t)
+{
+    pthread_mutex_lock(&pool->wmu);
+    t->next = &pool->whead;
+    t->prev = pool->whead.prev;
+    pool->whead.prev->next = t;
+    pool->whead.prev = t;
+    pool->wlen++;
+    pthread_cond_signal(&pool->wcv);
+    pthread_mutex_unlock(&pool->wmu);
+}
+
+static void stop_readers(pasyn_pool *pool)
+{
+    atomic_store(&pool->readers_stop, 1);
+    for (int i = 0; i < pool->nreaders; i++) {
+        reader *r = &pool->readers[i];
+        pthread_mutex_lock(&r->q.mu);
+        r->wake = 1;
+        pthread_cond_signal(&r->cv);
+        pthread_mutex_unlock(&r->q.mu);
+    }
+    for (int i = 0; i < pool->nreaders; i++) {
+        if (pool->readers[i].started)
+            pthread_join(pool->readers[i].thread, NULL);
+        pool->readers[i].started = 0;
+    }
+}
+
+/* The next task the writer may run, or NULL once the pool is closed and everything is done.
+ * While a transaction is open only its owner's tasks are eligible; the rest keep their order. */
+static pasyn_task *writer_take(pasyn_pool *pool)
+{
+    int readers_stopped = 0;
+    pthread_mutex_lock(&pool->wmu);
+    for (;;) {
+        uint64_t owner = atomic_load(&pool->txn_owner);
+        for (pasyn_task *t = pool->whead.next; t != &pool->whead; t = t->next) {
+            if (owner == 0 || t->owner == owner) {
+                t->prev->next = t->next;
+                t->next->prev = t->prev;
+                t->next = t->prev = NULL;
+                pool->wlen--;
+                pthread_mutex_unlock(&pool->wmu);
+                return t;
+            }
+        }
+        if (atomic_load(&pool->closing)) {
+            if (owner != 0) {
+                /* Intake is closed, so the owner can send nothing more: end its transaction
+                 * so the writes queued behind it run. */
+                pthread_mutex_unlock(&pool->wmu);
+                conn_exec(&pool->wc, "ROLLBACK");
+                atomic_store(&pool->txn_owner, 0);
+                pthread_mutex_lock(&pool->wmu);
+                continue;
+            }
+            if (pool->wlen == 0) {
+                if (readers_stopped) {
+                    pthread_mutex_unlock(&pool->wmu);
+                    return NULL;
+                }
+                /* Readers may still hand writes over: stop them, then look again. */
+                pthread_mutex_unlock(&pool->wmu);
+                stop_readers(pool);
+                readers_stopped = 1;
+                pthread_mutex_lock(&pool->wmu);
+                continue;
+            }
+        }
+        pthread_cond_wait(&pool->wcv, &pool->wmu);
+    }
+}
+
+static void writer_exec(pasyn_pool *pool, pasyn_task *t)
+{
+    conn *c = &pool->wc;
+    cached_stmt *s = conn_acquire(c, t);
+    if (!s)
+        return;
+    if (conn_bind(c, s, t, 0, t->params.len) == 0 && task_set_columns(t, s->stmt) == 0) {
+        sqlite3_set_last_insert_rowid(c->db, INT64_MIN);
+        if (conn_step_rows(c, s->stmt, t, 0) == SQLITE_DONE) {
+            if (s->klass == CLASS_DML)
+                t->rowcount = sqlite3_changes64(c->db);
+            t->rowid = sqlite3_last_insert_rowid(c->db);
+            t->has_rowid = t->rowid != INT64_MIN;
+        }
+    }
+    route_put(pool, t->sql, t->sql_len, s->klass == CLASS_READ ? ROUTE_READ : ROUTE_WRITE);
+    conn_release(c, s);
+}
+
+static void writer_many(pasyn_pool *pool, pasyn_task *t)
+{
+    conn *c = &pool->wc;
+    cached_stmt *s = conn_acquire(c, t);
+    if (!s)
+        return;
+    if (s->klass != CLASS_DML) {
+        task_fail_programming(t, "executemany takes an INSERT, UPDATE, DELETE or REPLACE "
+                                 "statement");
+        conn_release(c, s);
+        return;
+    }
+    const size_t *ends = (const size_t *)t->set_ends.p;
+    size_t from = 0;
+    int64_t total = 0;
+    for (uint32_t k = 0; k < t->nsets; k++) {
+        if (conn_bind(c, s, t, from, ends[k]) != 0)
+            break;
+        if (conn_step_rows(c, s->stmt, t, 0) != SQLITE_DONE)
+            break;
+        t->rows.len = 0;
+        t->nrows = 0;
+        total += sqlite3_changes64(c->db);
+        sqlite3_reset(s->stmt);
+        sqlite3_clear_bindings(s->stmt);
+        from = ends[k];
+    }
+    if (t->err == PASYN_OK)
+        t->rowcount = total;
+    conn_release(c, s);
+}
+
+static void writer_script(pasyn_pool *pool, pasyn_task *t)
+{
+    sqlite3 *db = pool->wc.db;
+    const char *p = t->sql, *end = t->sql + t->sql_len;
+    while (p < end) {
+        sqlite3_stmt *st = NULL;
+        const char *tail = NULL;
+        int rc = sqlite3_prepare_v2(db, p, (int)(end - p), &st, &tail);
+        if (rc != SQLITE_OK) {
+            task_fail_sqlite(t, db, rc);
+            return;
+        }
+        if (st) {
+            while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+                ;
+            if (rc != SQLITE_DONE)
+                task_fail_sqlite(t, db, rc);
+            sqlite3_finalize(st);
+            if (rc != SQLITE_DONE)
+                return;
+        }
+        p = tail && tail > p ? tail : end;
+    }
+}
+
+static void writer_run(pasyn_pool *pool, pasyn_task *t)
+{
+    switch (t->kind) {
+    case PASYN_EXEC:
+        writer_exec(pool, t);
+        break;
+    case PASYN_MANY:
+        writer_many(pool, t);
+        break;
+    case PASYN_SCRIPT:
+        writer_script(pool, t);
+        break;
+    default:
+        task_fail_programming(t, "task kind %d cannot run on the writer", t->kind);
+        break;
+    }
+    sqlite3 *db = pool->wc.db;
+    atomic_store(&pool->txn_owner, sqlite3_get_autocommit(db) ? 0 : (t->owner ? t->owner : 1));
+    atomic_store(&pool->total_changes, sqlite3_total_changes64(db));
+    atomic_fetch_add(&pool->w_executed, 1);
+    complete(t);
+}
+
+/* Opens the writer, then waits until every reader has opened (or one failed). */
+static int writer_start(pasyn_pool *pool)
+{
+    char *err = NULL;
+    int flags = pool->opts.readonly ? SQLITE_OPEN_READONLY
+                                    : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    int rc = conn_open(&pool->wc, pool->path, flags, pool->opts.busy_timeout_ms,
+                       pool->opts.statement_cache, &err);
+    if (rc == SQLITE_OK)
+        pool_apply_pragmas(pool, &pool->wc, 1, &err);
+    pthread_mutex_lock(&pool->wmu);
+    if (err) {
+        task_fail(pool->open_task, PASYN_ESQLITE, rc == SQLITE_OK ? SQLITE_ERROR : rc & 0xff,
+                  rc == SQLITE_OK ? SQLITE_ERROR : rc, err);
+        free(err);
+        pool->phase = PHASE_FAILED;
+    } else {
+        pool->phase = PHASE_WRITER_READY;
+        pthread_cond_broadcast(&pool->phase_cv);
+        while (pool->readers_open + pool->readers_failed < pool->nreaders)
+            pthread_cond_wait(&pool->phase_cv, &pool->wmu);
+        pool->phase = pool->readers_failed ? PHASE_FAILED : PHASE_RUNNING;
+    }
+    pthread_cond_broadcast(&pool->phase_cv);
+    int ok = pool->phase == PHASE_RUNNING;
+    pthread_mutex_unlock(&pool->wmu);
+    return ok;
+}
+
+static void remove_memfile(pasyn_pool *pool)
+{
+    if (!pool->memfile)
+        return;
+    size_t n = strlen(pool->memfile);
+    char *name = malloc(n + 5);
+    if (name) {
+        static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+        for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
+            memcpy(name, pool->memfile, n);
+            strcpy(name + n, suffixes[i]);
+            remove(name);
+        }
+        free(name);
+    }
+}
+
+void *writer_main(void *arg)
+{
+    pasyn_pool *pool = arg;
+    if (!writer_start(pool)) {
+        stop_readers(pool);
+        conn_close(&pool->wc);
+        remove_memfile(pool);
+        complete(pool->open_task);
+        return NULL;
+    }
+    complete(pool->open_task);
+    pasyn_task *t;
+    while ((t = writer_take(pool)) != NULL)
+        writer_run(pool, t);
+    if (pool->wc.db && !sqlite3_get_autocommit(pool->wc.db))
+        conn_exec(&pool->wc, "ROLLBACK");
+    conn_close(&pool->wc);
+    remove_memfile(pool);
+    complete(pool->close_task);
+    return NULL;
+}
+
+/* ---- readers ----------------------------------------------------------------------- */
+
+static void wake_reader(reader *r)
+{
+    pthread_mutex_lock(&r->q.mu);
+    r->wake = 1;
+    if (r->sleeping)
+        pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->q.mu);
+}
+
+/* Wakes one parked reader that holds no stream, if any. */
+static void wake_idle_reader(pasyn_pool *pool, const reader *except)
+{
+    for (int i = 0; i < pool->nreaders; i++) {
+        reader *r = &pool->readers[i];
+        if (r != except && atomic_load(&r->sleeping_hint) && !atomic_load(&r->streaming)) {
+            wake_reader(r);
+            return;
+        }
+    }
+}
+
+void readers_push(pasyn_pool *pool, pasyn_task *t)
+{
+    if (t->kind == PASYN_FETCH || t->kind == PASYN_RELEASE) {
+        reader *r = &pool->readers[(t->stream >> 48) - 1];
+        deque_push_back(&r->pinned, t);
+        wake_reader(r);
+        return;
+    }
+    /* Round-robin over the readers that hold no stream; at least one always holds none. */
+    unsigned start = atomic_fetch_add_explicit(&pool->rr, 1, memory_order_relaxed);
+    reader *r = NULL;
+    for (int k = 0; k < pool->nreaders; k++) {
+        r = &pool->readers[(start + (unsigned)k) % (unsigned)pool->nreaders];
+        if (!atomic_load(&r->streaming))
+            break;
+    }
+    pthread_mutex_lock(&r->q.mu);
+    deque_push_back_locked(&r->q, t);
+    int was_sleeping = r->sleeping;
+    r->wake = 1;
+    if (was_sleeping)
+        pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->q.mu);
+    if (!was_sleeping && pool->opts.stealing)
+        wake_idle_reader(pool, r);
+}
+
+static void push_injector(pasyn_pool *pool, reader *from, pasyn_task *t)
+{
+    deque_push_back(&pool->injector, t);
+    wake_idle_reader(pool, from);
+}
+
+static pasyn_task *steal(pasyn_pool *pool, reader *self)
+{
+    reader *victim = NULL;
+    size_t most = 0;
+    for (int i = 0; i < pool->nreaders; i++) {
+        reader *r = &pool->readers[i];
+        size_t n = atomic_load_explicit(&r->q.size, memory_order_relaxed);
+        if (r != self && n > most) {
+            most = n;
+            victim = r;
+        }
+    }
+    return victim ? deque_pop_back(&victim->q) : NULL;
+}
+
+static int work_visible(pasyn_pool *pool, reader *self)
+{
+    if (self->q.len || atomic_load(&self->pinned.size) || self->wake)
+        return 1;
+    if (self->stream)
+        return 0;
+    if (atomic_load(&pool->injector.size))
+        return 1;
+    if (pool->opts.stealing)
+        for (int i = 0; i < pool->nreaders; i++)
+            if (atomic_load(&pool->readers[i].q.size))
+                return 1;
+    return 0;
+}
+
+static int try_stream(pasyn_pool *pool)
+{
+    int n = atomic_load(&pool->streaming);
+    while (n + 1 < pool->nreaders)
+        if (atomic_compare_exchange_weak(&pool->streaming, &n, n + 1))
+            return 1;
+    return 0;
+}
+
+static void end_stream(reader *r)
+{
+    conn_release(&r->c, r->stream);
+    r->stream = NULL;
+    r->stream_id = 0;
+    atomic_store(&r->streaming, 0);
+    atomic_fetch_sub(&r->pool->streaming, 1);
+}
+
+static pasyn_task *reader_take(reader *r)
+{
+    pasyn_pool *pool = r->pool;
+    for (;;) {
+        pasyn_task *t = deque_pop_front(&r->pinned);
+        if (t)
+            return t;
+        if (r->stream && atomic_load(&pool->readers_stop))
+            end_stream(r); /* closing: nobody will fetch the rest */
+        if (r->stream) {
+            /* Holding a stream: serve nothing else; pass queued reads on. */
+            while ((t = deque_pop_front(&r->q)) != NULL)
+                push_injector(pool, r, t);
+        } else {
+            if ((t = deque_pop_front(&r->q)) != NULL)
+                return t;
+            if (pool->opts.stealing && (t = steal(pool, r)) != NULL) {
+                atomic_fetch_add_explicit(&r->stolen, 1, memory_order_relaxed);
+                return t;
+            }
+            if ((t = deque_pop_front(&pool->injector)) != NULL)
+                return t;
+            if (atomic_load(&pool->readers_stop))
+                return NULL;
+        }
+        pthread_mutex_lock(&r->q.mu);
+        r->sleeping = 1;
+        atomic_store(&r->sleeping_hint, 1);
+        if (!work_visible(pool, r) && !atomic_load(&pool->readers_stop))
+            pthread_cond_wait(&r->cv, &r->q.mu);
+        r->sleeping = 0;
+        atomic_store(&r->sleeping_hint, 0);
+        r->wake = 0;
+        pthread_mutex_unlock(&r->q.mu);
+    }
+}
+
+static void reader_exec(reader *r, pasyn_task *t)
+{
+    pasyn_pool *pool = r->pool;
+    cached_stmt *s = conn_acquire(&r->c, t);
+    if (!s && t->err == PASYN_OK) {
+        complete(t); /* empty statement */
+        return;
+    }
+    if (!s || s->klass != CLASS_READ) {
+        /* Not a read (or not preparable here, e.g. a TEMP table): the writer runs it and
+         * reports any error with its own connection's view. */
+        if (s) {
+            route_put(pool, t->sql, t->sql_len, ROUTE_WRITE);
+            conn_release(&r->c, s);
+        }
+        task_reset_result(t);
+        writer_push(pool, t);
+        return;
+    }
+    route_put(pool, t->sql, t->sql_len, ROUTE_READ);
+    atomic_fetch_add_explicit(&r->executed, 1, memory_order_relaxed);
+    if (conn_bind(&r->c, s, t, 0, t->params.len) != 0 || task_set_columns(t, s->stmt) != 0) {
+        conn_release(&r->c, s);
+        complete(t);
+        return;
+    }
+    int rc = conn_step_rows(&r->c, s->stmt, t, CHUNK_BYTES);
+    if (rc == SQLITE_ROW) {
+        if (try_stream(pool)) {
+            r->stream = s;
+            r->stream_id = ((uint64_t)(r->index + 1) << 48) |
+                           (atomic_fetch_add(&pool->stream_serial, 1) & 0xffffffffffffu);
+            atomic_store(&r->streaming, 1);
+            t->stream = r->stream_id;
+            complete(t);
+            return;
+        }
+        conn_step_rows(&r->c, s->stmt, t, 0); /* the last free reader: materialise it all */
+    }
+    conn_release(&r->c, s);
+    complete(t);
+}
+
+static void reader_fetch(reader *r, pasyn_task *t)
+{
+    if (!r->stream || t->stream != r->stream_id) {
+        t->stream = 0;
+        if (t->kind == PASYN_FETCH)
+            task_fail_programming(t, "the cursor's result is no longer available");
+        complete(t);
+        return;
+    }
+    atomic_fetch_add_explicit(&r->executed, 1, memory_order_relaxed);
+    if (t->kind == PASYN_FETCH) {
+        t->ncols = sqlite3_column_count(r->stream->stmt);
+        if (conn_step_rows(&r->c, r->stream->stmt, t, CHUNK_BYTES) == SQLITE_ROW) {
+            complete(t);
+            return;
+        }
+    }
+    t->stream = 0;
+    end_stream(r);
+    complete(t);
+}
+
+static int reader_start(reader *r)
+{
+    pasyn_pool *pool = r->pool;
+    pthread_mutex_lock(&pool->wmu);
+    while (pool->phase == PHASE_OPENING)
+        pthread_cond_wait(&pool->phase_cv, &pool->wmu);
+    int go = pool->phase == PHASE_WRITER_READY;
+    pthread_mutex_unlock(&pool->wmu);
+    if (!go)
+        return 0;
+    char *err = NULL;
+    int rc = conn_open(&r->c, pool->path, SQLITE_OPEN_READONLY, pool->opts.busy_timeout_ms,
+                       pool->opts.statement_cache, &err);
+    if (rc == SQLITE_OK)
+        pool_apply_pragmas(pool, &r->c, 0, &err);
+    pthread_mutex_lock(&pool->wmu);
+    if (err) {
+        if (pool->open_task->err == PASYN_OK)
+            task_fail(pool->open_task, PASYN_ESQLITE, rc == SQLITE_OK ? SQLITE_ERROR : rc & 0xff,
+                      rc == SQLITE_OK ? SQLITE_ERROR : rc, err);
+        free(err);
+        pool->readers_failed++;
+    } else {
+        pool->readers_open++;
+    }
+    pthread_cond_broadcast(&pool->phase_cv);
+    while (pool->phase == PHASE_WRITER_READY)
+        pthread_cond_wait(&pool->phase_cv, &pool->wmu);
+    go = pool->phase == PHASE_RUNNING;
+    pthread_mutex_unlock(&pool->wmu);
+    return go;
+}
+
+void *reader_main(void *arg)
+{
+    reader *r = arg;
+    if (reader_start(r)) {
+        pasyn_task *t;
+        while ((t = reader_take(r)) != NULL) {
+            if (t->kind == PASYN_EXEC)
+                reader_exec(r, t);
+            else
+                reader_fetch(r, t);
+        }
+    }
+    if (r->stream)
+        end_stream(r);
+    conn_close(&r->c);
+    return NULL;
+}

@@ -1,0 +1,519 @@
+-- pasyn_sqlite: async SQLite for Lua. Connections and cursors in the manner of Python's
+-- sqlite3; every call that talks to the database yields inside the built-in scheduler and
+-- blocks anywhere else. The work itself runs on the C core's writer and reader threads.
+
+local core = require "pasyn_sqlite.core"
+local errors = require "pasyn_sqlite.errors"
+local sched = require "pasyn_sqlite.scheduler"
+
+local M = {
+    version = core.version,
+    sqlite_version = core.sqlite_version,
+    null = core.null,
+    blob = core.blob,
+    is_error = errors.is_error,
+    run = sched.run,
+    spawn = sched.spawn,
+    sleep = sched.sleep,
+    fd = core.fd,
+    dispatch = sched.dispatch,
+}
+for kind in pairs(errors.kinds) do
+    M[kind] = kind
+end
+
+local co_running = coroutine.running
+
+local function raise(kind, message, sql)
+    error(errors.new(kind, message, sql), 3)
+end
+
+-- ---- who owns a transaction -------------------------------------------------------------
+
+local owner_ids = setmetatable({}, { __mode = "k" })
+local last_owner = 1
+
+-- The id the writer knows the calling coroutine by (1: the main thread).
+local function owner_id()
+    local co, ismain = co_running()
+    if co == nil or ismain then
+        return 1
+    end
+    local id = owner_ids[co]
+    if not id then
+        last_owner = last_owner + 1
+        id = last_owner
+        owner_ids[co] = id
+    end
+    return id
+end
+
+-- ---- options ---------------------------------------------------------------------------
+
+local function one_of(...)
+    local set, list = {}, table.concat({ ... }, ", ")
+    for _, v in ipairs({ ... }) do
+        set[v] = true
+    end
+    return function(v)
+        return type(v) == "string" and set[v:lower()] ~= nil, "one of: " .. list
+    end
+end
+
+local function count(max)
+    return function(v)
+        return math.type and math.type(v) == "integer" and v >= 0 and v <= max
+                   or (not math.type and type(v) == "number" and v >= 0 and v <= max and v % 1 == 0),
+               "a whole number from 0 to " .. max
+    end
+end
+
+local function is(t)
+    return function(v)
+        return type(v) == t, "a " .. t
+    end
+end
+
+local function row_shape(v)
+    return v == "array" or v == "named" or type(v) == "function", '"array", "named" or a function'
+end
+
+local option_checks = {
+    readers = count(64),
+    busy_timeout = count(2 ^ 31 - 1),
+    journal_mode = one_of("wal", "delete", "truncate", "persist", "memory", "off"),
+    synchronous = one_of("off", "normal", "full", "extra"),
+    foreign_keys = is("boolean"),
+    readonly = is("boolean"),
+    pragmas = is("table"),
+    statement_cache = count(100000),
+    row = row_shape,
+    group_commit = is("boolean"),
+    stealing = is("boolean"),
+    timeout = function(v)
+        return false, "not supported by this version"
+    end,
+}
+
+local function check_options(options)
+    if options == nil then
+        return {}
+    end
+    if type(options) ~= "table" then
+        raise("ProgrammingError", "connect: options must be a table, got " .. type(options))
+    end
+    local out = {}
+    for k, v in pairs(options) do
+        local check = option_checks[k]
+        if not check then
+            raise("ProgrammingError", "connect: unknown option '" .. tostring(k) .. "'")
+        end
+        local ok, want = check(v)
+        if not ok then
+            raise(k == "timeout" and "NotSupportedError" or "ProgrammingError",
+                  "connect: option '" .. k .. "' must be " .. want .. ", got " .. tostring(v))
+        end
+        out[k] = v
+    end
+    local pragmas = {}
+    for name, value in pairs(out.pragmas or {}) do
+        if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
+            raise("ProgrammingError", "connect: pragma name '" .. tostring(name) .. "' is not a name")
+        end
+        local t = type(value)
+        if t == "boolean" then
+            value = value and "ON" or "OFF"
+        elseif t ~= "string" and t ~= "number" then
+            raise("ProgrammingError", "connect: pragma '" .. name .. "' needs a string, number or boolean")
+        end
+        pragmas[#pragmas + 1] = name
+        pragmas[#pragmas + 1] = tostring(value)
+    end
+    out.pragmas = pragmas
+    return out
+end
+
+-- ---- talking to the core -----------------------------------------------------------------
+
+local Connection, Cursor = {}, {}
+
+local function check_open(conn, sql)
+    if conn.closed then
+        raise("ConnectionClosedError", "the connection is closed", sql)
+    elseif conn._closing then
+        raise("PoolClosedError", "the connection is closing", sql)
+    end
+end
+
+-- Waits for a task and returns core.result's values, raising its error.
+local function finish(conn, task, sync, sql, names, stream)
+    sched.await(task, sync)
+    local ok, a, b, c, d, e, f = core.result(task, conn._pool, names, stream)
+    if not ok then
+        error(errors.from_result(a, b, c, d, sql), 3)
+    end
+    return a, b, c, d, e, f
+end
+
+local function submit_error(kind, message, sql)
+    error(errors.new(kind, message, sql), 3)
+end
+
+-- ---- Cursor ---------------------------------------------------------------------------------
+
+Cursor.__index = Cursor
+
+local function new_cursor(conn)
+    return setmetatable({
+        connection = conn,
+        arraysize = 1,
+        rowcount = -1,
+        row = conn.row,
+        _rows = {},
+        _pos = 1,
+        _n = 0,
+    }, Cursor)
+end
+
+local function check_cursor(cur)
+    if cur._closed then
+        raise("ProgrammingError", "the cursor is closed")
+    end
+    check_open(cur.connection)
+end
+
+local function end_stream(cur)
+    if cur._stream then
+        core.release(cur._stream)
+        cur._stream = nil
+    end
+end
+
+local function describe(cur, names, decltypes)
+    if not names then
+        cur.description = nil
+        return
+    end
+    local d = cur.description
+    if d and #d == #names and cur._described == cur._sql then
+        local same = true
+        for i = 1, #names do
+            if d[i].name ~= names[i] or d[i].decltype ~= decltypes[i] then
+                same = false
+                break
+            end
+        end
+        if same then
+            return
+        end
+    end
+    d = {}
+    for i = 1, #names do
+        d[i] = { names[i], name = names[i], decltype = decltypes[i] }
+    end
+    cur.description = d
+    cur._described = cur._sql
+    cur._names = names
+end
+
+-- Takes a finished statement's results into the cursor.
+local function take(cur, rows, rowcount, lastrowid, stream, names, decltypes)
+    cur._rows, cur._pos, cur._n = rows, 1, #rows
+    cur._stream = stream
+    cur.rowcount = rowcount
+    if lastrowid ~= nil then
+        cur.lastrowid = lastrowid
+    end
+    describe(cur, names, decltypes)
+    return cur
+end
+
+local function run_statement(cur, kind, sql, ...)
+    check_cursor(cur)
+    if type(sql) ~= "string" then
+        raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
+    end
+    end_stream(cur)
+    cur._rows, cur._pos, cur._n = {}, 1, 0
+    cur._sql = sql
+    local conn = cur.connection
+    local sync = not sched.can_yield()
+    local task, ekind, emsg = core.submit(conn._pool, kind, owner_id(), sync, sql, ...)
+    if not task then
+        submit_error(ekind, emsg, sql)
+    end
+    return take(cur, finish(conn, task, sync, sql, cur.row == "named"))
+end
+
+function Cursor:execute(sql, ...)
+    return run_statement(self, "exec", sql, ...)
+end
+
+function Cursor:executescript(script)
+    return run_statement(self, "script", script)
+end
+
+local MANY_CHUNK = 10000
+
+-- Runs one parameter-set chunk of executemany; returns its rowcount.
+local function many_chunk(cur, sql, sets)
+    local conn = cur.connection
+    local sync = not sched.can_yield()
+    local task, ekind, emsg = core.submit_many(conn._pool, owner_id(), sync, sql, sets)
+    if not task then
+        submit_error(ekind, emsg, sql)
+    end
+    local _, rowcount = finish(conn, task, sync, sql)
+    return rowcount
+end
+
+function Cursor:executemany(sql, seq)
+    check_cursor(self)
+    if type(sql) ~= "string" then
+        raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
+    end
+    end_stream(self)
+    self._rows, self._pos, self._n, self.description = {}, 1, 0, nil
+    if type(seq) == "table" then
+        self.rowcount = many_chunk(self, sql, seq) -- one task: the core keeps it atomic
+        return self
+    elseif type(seq) ~= "function" then
+        raise("ProgrammingError", "executemany needs an array of parameter tables or an " ..
+              "iterator function, got " .. type(seq), sql)
+    end
+    local function next_chunk()
+        local sets = {}
+        for i = 1, MANY_CHUNK do
+            local params = seq()
+            if params == nil then
+                return sets, true
+            end
+            sets[i] = params
+        end
+        return sets, false
+    end
+    local sets, last = next_chunk()
+    if last then
+        self.rowcount = many_chunk(self, sql, sets)
+        return self
+    end
+    -- Several chunks: one transaction around them keeps it all or nothing.
+    local conn = self.connection
+    local own = not conn.in_transaction
+    if own then
+        conn:execute("BEGIN IMMEDIATE")
+    end
+    local ok, err = pcall(function()
+        local total = many_chunk(self, sql, sets)
+        while not last do
+            sets, last = next_chunk()
+            total = total + many_chunk(self, sql, sets)
+        end
+        self.rowcount = total
+    end)
+    if own then
+        conn:execute(ok and "COMMIT" or "ROLLBACK")
+    end
+    if not ok then
+        error(err, 0)
+    end
+    return self
+end
+
+-- Brings the next chunk of a streamed result; false at the end.
+local function more(cur)
+    if not cur._stream then
+        return false
+    end
+    local conn = cur.connection
+    local sync = not sched.can_yield()
+    local task, ekind, emsg = core.fetch(cur._stream, owner_id(), sync)
+    if not task then
+        submit_error(ekind, emsg, cur._sql)
+    end
+    local names = cur.row == "named" and cur._names or nil
+    local ok, rows, _, _, stream = pcall(finish, conn, task, sync, cur._sql, names, cur._stream)
+    if not ok then
+        cur._stream = nil
+        error(rows, 0)
+    end
+    cur._rows, cur._pos, cur._n, cur._stream = rows, 1, #rows, stream
+    return true
+end
+
+local function shaped(cur, row)
+    local shape = cur.row
+    if shape == "array" or shape == "named" or shape == nil then
+        return row
+    end
+    return (shape(cur, row))
+end
+
+function Cursor:fetchone()
+    check_cursor(self)
+    local pos = self._pos
+    while pos > self._n do
+        if not more(self) then
+            return nil
+        end
+        pos = self._pos
+    end
+    local row = self._rows[pos]
+    self._rows[pos] = false -- let a long streamed chunk's rows go as they are read
+    self._pos = pos + 1
+    return shaped(self, row)
+end
+
+local function collect(cur, limit)
+    check_cursor(cur)
+    local out, n = {}, 0
+    while n < limit do
+        local pos, last = cur._pos, cur._n
+        if pos > last then
+            if not more(cur) then
+                break
+            end
+        elseif n == 0 and pos == 1 and last <= limit and type(cur.row) ~= "function" then
+            out, n = cur._rows, last -- a whole chunk: hand it over as it is
+            cur._rows, cur._pos, cur._n = {}, 1, 0
+        else
+            local take_n = math.min(limit - n, last - pos + 1)
+            local rows = cur._rows
+            for i = 0, take_n - 1 do
+                n = n + 1
+                out[n] = shaped(cur, rows[pos + i])
+                rows[pos + i] = false
+            end
+            cur._pos = pos + take_n
+        end
+    end
+    return out
+end
+
+function Cursor:fetchmany(n)
+    n = n == nil and self.arraysize or n
+    if type(n) ~= "number" or n < 0 then
+        raise("ProgrammingError", "fetchmany: size must be a non-negative number")
+    end
+    return collect(self, n)
+end
+
+function Cursor:fetchall()
+    return collect(self, math.huge)
+end
+
+function Cursor:rows()
+    return function()
+        return self:fetchone()
+    end
+end
+
+function Cursor:close()
+    if self._closed then
+        return
+    end
+    end_stream(self)
+    self._closed = true
+    self._rows, self._pos, self._n = {}, 1, 0
+end
+Cursor.__close = Cursor.close
+
+-- ---- Connection -------------------------------------------------------------------------
+
+local properties = {
+    in_transaction = function(conn)
+        return not conn.closed and core.txn_owner(conn._pool) == owner_id()
+    end,
+    total_changes = function(conn)
+        return core.total_changes(conn._pool)
+    end,
+}
+
+Connection.__index = function(conn, key)
+    local method = Connection[key]
+    if method ~= nil then
+        return method
+    end
+    local property = properties[key]
+    if property then
+        return property(conn)
+    end
+end
+
+function Connection:cursor()
+    check_open(self)
+    return new_cursor(self)
+end
+
+function Connection:execute(sql, ...)
+    check_open(self, sql)
+    return new_cursor(self):execute(sql, ...)
+end
+
+function Connection:executemany(sql, seq)
+    check_open(self, sql)
+    return new_cursor(self):executemany(sql, seq)
+end
+
+function Connection:executescript(script)
+    check_open(self, script)
+    return new_cursor(self):executescript(script)
+end
+
+-- Ends the caller's own transaction; a caller that owns none changes nothing.
+local function end_transaction(conn, sql)
+    check_open(conn, sql)
+    if conn.in_transaction then
+        conn:execute(sql)
+    end
+end
+
+function Connection:commit()
+    end_transaction(self, "COMMIT")
+end
+
+function Connection:rollback()
+    end_transaction(self, "ROLLBACK")
+end
+
+function Connection:stats()
+    check_open(self)
+    return core.stats(self._pool)
+end
+
+function Connection:close()
+    if self.closed or self._closing then
+        return
+    end
+    self._closing = true
+    local sync = not sched.can_yield()
+    local task = core.close(self._pool, sync)
+    if task then
+        sched.await(task, sync)
+        core.free_task(task)
+    end
+    core.free(self._pool)
+    self.closed = true
+    self._closing = nil
+end
+Connection.__close = Connection.close
+
+function M.connect(database, options)
+    if type(database) ~= "string" then
+        raise("ProgrammingError", "connect: the database must be a string, got " .. type(database))
+    end
+    local opts = check_options(options)
+    local sync = not sched.can_yield()
+    local pool, task = core.open(database, opts, sync)
+    sched.await(task, sync)
+    local ok, class, code, extended, message = core.result(task, pool)
+    if not ok then
+        core.free(pool)
+        local err = errors.from_result(class, code, extended, message)
+        err.database = database
+        error(err, 2)
+    end
+    return setmetatable({ _pool = pool, closed = false, row = opts.row or "array" }, Connection)
+end
+
+return M

@@ -1,0 +1,62 @@
+/*
+ * compat.h - the few Lua C API differences between 5.1/LuaJIT, 5.3 and 5.4 that the binding
+ * meets, bridged once here.
+ */
+#ifndef PASYN_COMPAT_H
+#define PASYN_COMPAT_H
+
+#include <math.h>
+#include <stdint.h>
+#include "lua.h"
+#include "lauxlib.h"
+
+#if LUA_VERSION_NUM < 502
+#define compat_rawlen(L, i) lua_objlen(L, (i))
+static void compat_setfuncs(lua_State *L, const luaL_Reg *l)
+{
+    for (; l->name; l++) {
+        lua_pushcfunction(L, l->func);
+        lua_setfield(L, -2, l->name);
+    }
+}
+/* Anchors the value on top of the stack to the userdata at ud (pops it). */
+static void compat_anchor(lua_State *L, int ud)
+{
+    lua_createtable(L, 1, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+    lua_setfenv(L, ud);
+}
+#else
+#define compat_rawlen(L, i) lua_rawlen(L, (i))
+#define compat_setfuncs(L, l) luaL_setfuncs(L, (l), 0)
+static void compat_anchor(lua_State *L, int ud)
+{
+    lua_setuservalue(L, ud);
+}
+#endif
+
+#if LUA_VERSION_NUM >= 503
+#define compat_pushint64(L, v) lua_pushinteger(L, (lua_Integer)(v))
+/* 1 and *out when the number at i is an integer subtype. */
+static int compat_tointeger(lua_State *L, int i, int64_t *out)
+{
+    if (!lua_isinteger(L, i))
+        return 0;
+    *out = (int64_t)lua_tointeger(L, i);
+    return 1;
+}
+#else
+#define compat_pushint64(L, v) lua_pushnumber(L, (lua_Number)(v))
+/* Numbers are doubles: an integral one in int64's range binds as an integer. */
+static int compat_tointeger(lua_State *L, int i, int64_t *out)
+{
+    lua_Number d = lua_tonumber(L, i);
+    if (d != floor(d) || d < -9223372036854775808.0 || d >= 9223372036854775808.0)
+        return 0;
+    *out = (int64_t)d;
+    return 1;
+}
+#endif
+
+#endif

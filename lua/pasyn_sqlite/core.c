@@ -1,0 +1,757 @@
+/*
+ * core.c - the binding: the only code that sees a lua_State. It turns Lua values into a task
+ * (C memory only), submits it, and turns a completed task back into Lua values. Policy
+ * (routing, transactions, row shapes, error objects) lives in the C core or in
+ * pasyn_sqlite.lua, not here.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+#include "compat.h"
+#include "pasyn.h"
+
+#define POOL_MT "pasyn_sqlite.pool"
+#define STREAM_MT "pasyn_sqlite.stream"
+#define HUB_KEY "pasyn_sqlite.hub"
+#define BLOB_MT_KEY "pasyn_sqlite.blob"
+
+enum pool_state { POOL_OPEN = 0, POOL_CLOSING, POOL_FREED };
+
+typedef struct lpool {
+    pasyn_pool *pool;
+    int state;
+} lpool;
+
+typedef struct lstream {
+    lpool *owner;       /* kept alive by the anchor */
+    uint64_t id;        /* 0 once the result has ended */
+} lstream;
+
+static pasyn_hub *get_hub(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY);
+    pasyn_hub **hub = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return *hub;
+}
+
+static lpool *check_pool(lua_State *L, int i)
+{
+    lpool *p = luaL_checkudata(L, i, POOL_MT);
+    if (p->state == POOL_FREED)
+        luaL_error(L, "the pool has been freed");
+    return p;
+}
+
+static pasyn_task *check_task(lua_State *L, int i)
+{
+    luaL_checktype(L, i, LUA_TLIGHTUSERDATA);
+    return lua_touserdata(L, i);
+}
+
+/* Pushes nil, "ProgrammingError", message: how argument problems reach the Lua layer. */
+static int fail(lua_State *L, pasyn_task *t, const char *kind, const char *message)
+{
+    pasyn_task_free(t);
+    lua_pushnil(L);
+    lua_pushstring(L, kind);
+    lua_pushstring(L, message);
+    return 3;
+}
+
+/* ---- parameters --------------------------------------------------------------------- */
+
+/* Converts the Lua value at i; on failure leaves a message on the stack and returns 0. */
+static int to_value(lua_State *L, int i, pasyn_value *v, const char *what)
+{
+    memset(v, 0, sizeof *v);
+    switch (lua_type(L, i)) {
+    case LUA_TNIL:
+        v->type = PASYN_NULL;
+        return 1;
+    case LUA_TBOOLEAN:
+        v->type = PASYN_INT;
+        v->i = lua_toboolean(L, i);
+        return 1;
+    case LUA_TNUMBER:
+        if (compat_tointeger(L, i, &v->i)) {
+            v->type = PASYN_INT;
+        } else {
+            v->type = PASYN_FLOAT;
+            v->d = (double)lua_tonumber(L, i);
+        }
+        return 1;
+    case LUA_TSTRING:
+        v->type = PASYN_TEXT;
+        v->p = lua_tolstring(L, i, &v->n);
+        return 1;
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, i) == NULL) {
+            v->type = PASYN_NULL;
+            return 1;
+        }
+        break;
+    case LUA_TTABLE:
+        if (lua_getmetatable(L, i)) {
+            lua_getfield(L, LUA_REGISTRYINDEX, BLOB_MT_KEY);
+            int is_blob = lua_rawequal(L, -1, -2);
+            lua_pop(L, 2);
+            if (is_blob) {
+                lua_rawgeti(L, i, 1);
+                v->type = PASYN_BLOB;
+                v->p = lua_tolstring(L, -1, &v->n); /* anchored by the blob table */
+                lua_pop(L, 1);
+                return 1;
+            }
+        }
+        break;
+    default:
+        break;
+    }
+    lua_pushfstring(L, "%s: cannot bind a %s", what, luaL_typename(L, i));
+    return 0;
+}
+
+static int bind_positional(lua_State *L, pasyn_task *t, int i, int n)
+{
+    char what[48];
+    pasyn_value v;
+    for (int k = 0; k < n; k++) {
+        snprintf(what, sizeof what, "parameter %d", k + 1);
+        if (!to_value(L, i + k, &v, what))
+            return 0;
+        if (pasyn_task_bind(t, NULL, 0, &v) != 0) {
+            lua_pushliteral(L, "out of memory");
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The parameters held by the table at i: an array (t.n or #t long) or a map of names. */
+static int bind_table(lua_State *L, pasyn_task *t, int i)
+{
+    lua_getfield(L, i, "n");
+    int has_n = lua_type(L, -1) == LUA_TNUMBER;
+    int n = has_n ? (int)lua_tointeger(L, -1) : (int)compat_rawlen(L, i);
+    lua_pop(L, 1);
+    if (has_n || n > 0) {
+        int top = lua_gettop(L);
+        luaL_checkstack(L, n + 4, "too many parameters");
+        for (int k = 1; k <= n; k++)
+            lua_rawgeti(L, i, k);
+        int ok = bind_positional(L, t, top + 1, n);
+        if (ok)
+            lua_settop(L, top);
+        else
+            lua_replace(L, top + 1), lua_settop(L, top + 1);
+        return ok;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, i)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            lua_pushliteral(L, "parameter names must be strings (mixing an array part and "
+                               "names is not supported)");
+            return 0;
+        }
+        size_t len;
+        const char *name = lua_tolstring(L, -2, &len);
+        char what[96];
+        snprintf(what, sizeof what, "parameter %s%.80s",
+                 name[0] == ':' || name[0] == '@' || name[0] == '$' ? "" : ":", name);
+        pasyn_value v;
+        if (!to_value(L, -1, &v, what)) {
+            lua_replace(L, -3);
+            lua_pop(L, 1);
+            return 0;
+        }
+        if (pasyn_task_bind(t, name, len, &v) != 0) {
+            lua_pop(L, 2);
+            lua_pushliteral(L, "out of memory");
+            return 0;
+        }
+        lua_pop(L, 1);
+    }
+    return 1;
+}
+
+/* ---- submitting ------------------------------------------------------------------- */
+
+static int submit(lua_State *L, lpool *p, pasyn_task *t, int sync)
+{
+    if (p->state != POOL_OPEN)
+        return fail(L, t, "PoolClosedError", "the pool is closed");
+    int rc = pasyn_submit(p->pool, t, sync);
+    if (rc != 0) {
+        const char *msg;
+        pasyn_task_error(t, NULL, NULL, &msg);
+        lua_pushstring(L, msg);
+        pasyn_task_free(t);
+        lua_pushnil(L);
+        lua_pushstring(L, rc == PASYN_ECLOSED ? "PoolClosedError" : "ProgrammingError");
+        lua_pushvalue(L, -3);
+        return 3;
+    }
+    lua_pushlightuserdata(L, t);
+    return 1;
+}
+
+static pasyn_task *new_task(lua_State *L, int kind, const char *sql, size_t len,
+                            lua_Integer owner)
+{
+    pasyn_task *t = pasyn_task_new(kind, sql, len);
+    if (!t)
+        luaL_error(L, "out of memory");
+    pasyn_task_set_owner(t, (uint64_t)owner);
+    return t;
+}
+
+/* submit(pool, kind, owner, sync, sql [, params_table | values...]) -> task | nil, kind, msg
+ * kind: "exec" or "script". With exactly one extra argument that is a plain table, it holds
+ * the parameters; otherwise every extra argument is one. */
+static int l_submit(lua_State *L)
+{
+    lpool *p = check_pool(L, 1);
+    const char *kind = luaL_checkstring(L, 2);
+    lua_Integer owner = luaL_checkinteger(L, 3);
+    int sync = lua_toboolean(L, 4);
+    size_t len;
+    const char *sql = luaL_checklstring(L, 5, &len);
+    int script = strcmp(kind, "script") == 0;
+    pasyn_task *t = new_task(L, script ? PASYN_SCRIPT : PASYN_EXEC, sql, len, owner);
+    int nargs = lua_gettop(L) - 5, ok = 1;
+    if (nargs == 1 && lua_type(L, 6) == LUA_TTABLE && lua_getmetatable(L, 6) == 0)
+        ok = bind_table(L, t, 6);
+    else if (nargs == 1 && lua_type(L, 6) == LUA_TTABLE)
+        lua_pop(L, 1), ok = bind_positional(L, t, 6, 1);
+    else
+        ok = bind_positional(L, t, 6, nargs);
+    if (!ok)
+        return fail(L, t, "ProgrammingError", lua_tostring(L, -1));
+    return submit(L, p, t, sync);
+}
+
+/* submit_many(pool, owner, sync, sql, sets) -> task | nil, kind, msg; sets: array of tables */
+static int l_submit_many(lua_State *L)
+{
+    lpool *p = check_pool(L, 1);
+    lua_Integer owner = luaL_checkinteger(L, 2);
+    int sync = lua_toboolean(L, 3);
+    size_t len;
+    const char *sql = luaL_checklstring(L, 4, &len);
+    luaL_checktype(L, 5, LUA_TTABLE);
+    pasyn_task *t = new_task(L, PASYN_MANY, sql, len, owner);
+    int n = (int)compat_rawlen(L, 5);
+    for (int k = 1; k <= n; k++) {
+        lua_rawgeti(L, 5, k);
+        int ok = lua_type(L, -1) == LUA_TTABLE;
+        if (!ok)
+            lua_pushfstring(L, "parameter set %d is a %s, not a table", k, luaL_typename(L, -1));
+        else if (!(ok = bind_table(L, t, lua_gettop(L))))
+            lua_pushfstring(L, "parameter set %d: %s", k, lua_tostring(L, -1));
+        if (!ok)
+            return fail(L, t, "ProgrammingError", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        if (pasyn_task_next_set(t) != 0)
+            return fail(L, t, "InternalError", "out of memory");
+    }
+    return submit(L, p, t, sync);
+}
+
+static lstream *check_stream(lua_State *L, int i)
+{
+    return luaL_checkudata(L, i, STREAM_MT);
+}
+
+/* fetch(stream, owner, sync) -> task | nil, kind, msg */
+static int l_fetch(lua_State *L)
+{
+    lstream *s = check_stream(L, 1);
+    if (!s->id)
+        return fail(L, NULL, "ProgrammingError", "the result has ended");
+    pasyn_task *t = new_task(L, PASYN_FETCH, NULL, 0, luaL_checkinteger(L, 2));
+    pasyn_task_set_stream(t, s->id);
+    return submit(L, s->owner, t, lua_toboolean(L, 3));
+}
+
+/* Ends a stream early; nobody waits for the answer. */
+static void stream_release(lstream *s)
+{
+    if (s->id && s->owner->state == POOL_OPEN) {
+        pasyn_task *t = pasyn_task_new(PASYN_RELEASE, NULL, 0);
+        if (t) {
+            pasyn_task_set_stream(t, s->id);
+            if (pasyn_submit(s->owner->pool, t, 0) != 0)
+                pasyn_task_free(t);
+        }
+    }
+    s->id = 0;
+}
+
+static int l_release(lua_State *L)
+{
+    stream_release(check_stream(L, 1));
+    return 0;
+}
+
+static int l_wait(lua_State *L)
+{
+    pasyn_task_wait(check_task(L, 1));
+    return 0;
+}
+
+static int l_free_task(lua_State *L)
+{
+    pasyn_task_free(check_task(L, 1));
+    return 0;
+}
+
+/* ---- results --------------------------------------------------------------------------- */
+
+static void push_value(lua_State *L, const pasyn_value *v)
+{
+    switch (v->type) {
+    case PASYN_INT:
+        compat_pushint64(L, v->i);
+        break;
+    case PASYN_FLOAT:
+        lua_pushnumber(L, (lua_Number)v->d);
+        break;
+    case PASYN_TEXT:
+    case PASYN_BLOB:
+        lua_pushlstring(L, v->p, v->n);
+        break;
+    default:
+        lua_pushlightuserdata(L, NULL);
+        break;
+    }
+}
+
+/* Pushes the array of rows. names_idx: 0 for array rows, else a table of column names. */
+static void push_rows(lua_State *L, const pasyn_task *t, int names_idx)
+{
+    size_t nrows;
+    const unsigned char *at = pasyn_task_rows(t, &nrows);
+    int ncols = pasyn_task_columns(t);
+    lua_createtable(L, nrows > 0x7fffffff ? 0 : (int)nrows, 0);
+    pasyn_value v;
+    for (size_t r = 1; r <= nrows; r++) {
+        if (names_idx) {
+            lua_createtable(L, 0, ncols);
+            for (int c = 1; c <= ncols; c++) {
+                lua_rawgeti(L, names_idx, c);
+                at = pasyn_row_value(at, &v);
+                push_value(L, &v);
+                lua_rawset(L, -3);
+            }
+        } else {
+            lua_createtable(L, ncols, 1);
+            for (int c = 1; c <= ncols; c++) {
+                at = pasyn_row_value(at, &v);
+                push_value(L, &v);
+                lua_rawseti(L, -2, c);
+            }
+            lua_pushinteger(L, ncols);
+            lua_setfield(L, -2, "n");
+        }
+        lua_rawseti(L, -2, (int)r);
+    }
+}
+
+/* result(task, pool, names, stream) -> takes the completed task and frees it.
+ *   success: true, rows, rowcount, lastrowid|nil, stream|nil, colnames|nil, decltypes|nil
+ *   failure: false, error class ("sqlite", "programming", "closed", "nomem"), code, extended,
+ *            message
+ * names: nil/false for array rows; true for named rows keyed by the task's own column names;
+ * a table of names for named rows of a fetched chunk. stream: the stream a fetch continued. */
+static int l_result(lua_State *L)
+{
+    pasyn_task *t = check_task(L, 1);
+    lpool *p = luaL_checkudata(L, 2, POOL_MT);
+    lstream *prev = lua_isnoneornil(L, 4) ? NULL : check_stream(L, 4);
+    int code, extended;
+    const char *message;
+    int err = pasyn_task_error(t, &code, &extended, &message);
+    if (prev)
+        prev->id = 0; /* ended unless the task says it goes on */
+    if (err != PASYN_OK) {
+        static const char *const classes[] = {"ok", "sqlite", "programming", "closed", "nomem"};
+        lua_pushboolean(L, 0);
+        lua_pushstring(L, classes[err]);
+        lua_pushinteger(L, code);
+        lua_pushinteger(L, extended);
+        lua_pushstring(L, message);
+        pasyn_task_free(t);
+        return 5;
+    }
+    int ncols = pasyn_task_columns(t);
+    int has_names = ncols > 0 && pasyn_task_column_name(t, 0) != NULL;
+    int top = lua_gettop(L);
+    lua_pushboolean(L, 1);
+    if (has_names) { /* built first: named rows use them */
+        lua_createtable(L, ncols, 0);
+        lua_createtable(L, ncols, 0);
+        for (int c = 0; c < ncols; c++) {
+            const char *type = pasyn_task_column_decltype(t, c);
+            lua_pushstring(L, pasyn_task_column_name(t, c));
+            lua_rawseti(L, top + 2, c + 1);
+            if (type) {
+                lua_pushstring(L, type);
+                lua_rawseti(L, top + 3, c + 1);
+            }
+        }
+    } else {
+        lua_pushnil(L);
+        lua_pushnil(L);
+    }
+    int names_idx = 0;
+    if (lua_istable(L, 3))
+        names_idx = 3;
+    else if (lua_toboolean(L, 3) && has_names)
+        names_idx = top + 2;
+    push_rows(L, t, names_idx);
+    lua_Integer rowcount = (lua_Integer)pasyn_task_rowcount(t);
+    lua_pushinteger(L, rowcount);
+    int64_t rowid;
+    if (pasyn_task_lastrowid(t, &rowid))
+        compat_pushint64(L, rowid);
+    else
+        lua_pushnil(L);
+    uint64_t id;
+    if (pasyn_task_stream(t, &id)) {
+        if (prev) {
+            prev->id = id;
+            lua_pushvalue(L, 4);
+        } else {
+            lstream *s = lua_newuserdata(L, sizeof *s);
+            s->owner = p;
+            s->id = id;
+            luaL_getmetatable(L, STREAM_MT);
+            lua_setmetatable(L, -2);
+            lua_pushvalue(L, 2);
+            compat_anchor(L, lua_gettop(L) - 1);
+        }
+    } else {
+        lua_pushnil(L);
+    }
+    pasyn_task_free(t);
+    /* order: true, rows, rowcount, lastrowid, stream, colnames, decltypes */
+    lua_pushvalue(L, top + 2);
+    lua_pushvalue(L, top + 3);
+    lua_remove(L, top + 2);
+    lua_remove(L, top + 2);
+    return 7;
+}
+
+static int l_stream_gc(lua_State *L)
+{
+    stream_release(check_stream(L, 1));
+    return 0;
+}
+
+/* ---- pools ----------------------------------------------------------------------------- */
+
+static int opt_int(lua_State *L, int i, const char *name, int dflt)
+{
+    lua_getfield(L, i, name);
+    int v = lua_isnil(L, -1) ? dflt : (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static int opt_bool(lua_State *L, int i, const char *name, int dflt)
+{
+    lua_getfield(L, i, name);
+    int v = lua_isnil(L, -1) ? dflt : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static const char *opt_string(lua_State *L, int i, const char *name, const char *dflt)
+{
+    lua_getfield(L, i, name);
+    const char *v = lua_isnil(L, -1) ? dflt : lua_tostring(L, -1);
+    lua_pop(L, 1); /* still anchored by the options table */
+    return v;
+}
+
+/* open(database, options, sync) -> pool, task. options hold checked values; options.pragmas
+ * is an array {name, value, name, value, ...} of strings. */
+static int l_open(lua_State *L)
+{
+    const char *database = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int sync = lua_toboolean(L, 3);
+    pasyn_options o;
+    pasyn_options_init(&o);
+    o.readers = opt_int(L, 2, "readers", o.readers);
+    o.busy_timeout_ms = opt_int(L, 2, "busy_timeout", o.busy_timeout_ms);
+    o.journal_mode = opt_string(L, 2, "journal_mode", o.journal_mode);
+    o.synchronous = opt_string(L, 2, "synchronous", o.synchronous);
+    o.foreign_keys = opt_bool(L, 2, "foreign_keys", o.foreign_keys);
+    o.readonly = opt_bool(L, 2, "readonly", o.readonly);
+    o.statement_cache = opt_int(L, 2, "statement_cache", o.statement_cache);
+    o.stealing = opt_bool(L, 2, "stealing", o.stealing);
+    lua_getfield(L, 2, "pragmas");
+    int npragmas = lua_istable(L, -1) ? (int)compat_rawlen(L, -1) : 0;
+    const char **pragmas = lua_newuserdata(L, (size_t)(npragmas + 1) * sizeof(char *));
+    for (int k = 0; k < npragmas; k++) {
+        lua_rawgeti(L, -2, k + 1);
+        pragmas[k] = lua_tostring(L, -1); /* anchored by the pragmas table */
+        lua_pop(L, 1);
+    }
+    pragmas[npragmas] = NULL;
+    o.pragmas = pragmas;
+
+    pasyn_task *t = pasyn_task_new(PASYN_OPEN, NULL, 0);
+    lpool *p = lua_newuserdata(L, sizeof *p);
+    p->pool = NULL;
+    p->state = POOL_FREED;
+    luaL_getmetatable(L, POOL_MT);
+    lua_setmetatable(L, -2);
+    if (!t)
+        return luaL_error(L, "out of memory");
+    p->pool = pasyn_open(database, &o, get_hub(L), t, sync);
+    if (!p->pool) {
+        pasyn_task_free(t);
+        return luaL_error(L, "cannot start the pool: out of memory or threads");
+    }
+    p->state = POOL_OPEN;
+    lua_pushlightuserdata(L, t);
+    return 2;
+}
+
+/* close(pool, sync) -> task, or nil when it was closing already */
+static int l_close(lua_State *L)
+{
+    lpool *p = check_pool(L, 1);
+    if (p->state != POOL_OPEN)
+        return 0;
+    pasyn_task *t = pasyn_task_new(PASYN_CLOSE, NULL, 0);
+    if (!t)
+        return luaL_error(L, "out of memory");
+    if (pasyn_close(p->pool, t, lua_toboolean(L, 2)) != 0) {
+        pasyn_task_free(t);
+        return 0;
+    }
+    p->state = POOL_CLOSING;
+    lua_pushlightuserdata(L, t);
+    return 1;
+}
+
+/* free(pool): joins the threads and frees it; after a failed open or a completed close. */
+static int l_free(lua_State *L)
+{
+    lpool *p = luaL_checkudata(L, 1, POOL_MT);
+    if (p->state != POOL_FREED) {
+        pasyn_pool_free(p->pool);
+        p->pool = NULL;
+        p->state = POOL_FREED;
+    }
+    return 0;
+}
+
+/* A pool nobody closed: finish its work, close it, free it. */
+static int l_pool_gc(lua_State *L)
+{
+    lpool *p = luaL_checkudata(L, 1, POOL_MT);
+    if (p->state == POOL_OPEN) {
+        pasyn_task *t = pasyn_task_new(PASYN_CLOSE, NULL, 0);
+        if (t && pasyn_close(p->pool, t, 1) == 0) {
+            pasyn_task_wait(t);
+            pasyn_task_free(t);
+        } else {
+            pasyn_task_free(t);
+        }
+    }
+    return l_free(L);
+}
+
+static int l_txn_owner(lua_State *L)
+{
+    lpool *p = check_pool(L, 1);
+    lua_pushinteger(L, (lua_Integer)pasyn_txn_owner(p->pool));
+    return 1;
+}
+
+static int l_total_changes(lua_State *L)
+{
+    lpool *p = check_pool(L, 1);
+    compat_pushint64(L, pasyn_total_changes(p->pool));
+    return 1;
+}
+
+static void set_counter(lua_State *L, const char *name, uint64_t v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+    lua_setfield(L, -2, name);
+}
+
+static int l_stats(lua_State *L)
+{
+    lpool *p = check_pool(L, 1);
+    pasyn_worker_stats ws[65];
+    uint64_t injector;
+    int n = pasyn_stats(p->pool, ws, 65, &injector);
+    if (n > 65)
+        n = 65;
+    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 3);
+    set_counter(L, "executed", ws[0].executed);
+    set_counter(L, "queued", ws[0].queued);
+    set_counter(L, "batches", ws[0].batches);
+    lua_setfield(L, -2, "writer");
+    lua_createtable(L, n - 1, 0);
+    for (int i = 1; i < n; i++) {
+        lua_createtable(L, 0, 4);
+        set_counter(L, "executed", ws[i].executed);
+        set_counter(L, "stolen", ws[i].stolen);
+        set_counter(L, "queued", ws[i].queued);
+        lua_pushboolean(L, ws[i].streaming);
+        lua_setfield(L, -2, "streaming");
+        lua_rawseti(L, -2, i);
+    }
+    lua_setfield(L, -2, "readers");
+    set_counter(L, "injector", injector);
+    return 1;
+}
+
+/* ---- the hub ------------------------------------------------------------------------- */
+
+static int l_fd(lua_State *L)
+{
+    lua_pushinteger(L, pasyn_hub_fd(get_hub(L)));
+    return 1;
+}
+
+static int l_poll(lua_State *L)
+{
+    lua_Number seconds = luaL_optnumber(L, 1, -1);
+    int ms = seconds < 0 ? -1 : seconds > 86400 ? 86400000 : (int)(seconds * 1000 + 0.999);
+    lua_pushboolean(L, pasyn_hub_poll(get_hub(L), ms));
+    return 1;
+}
+
+/* drain() -> array of completed tasks, or nil when none */
+static int l_drain(lua_State *L)
+{
+    pasyn_task *t = pasyn_hub_drain(get_hub(L));
+    if (!t)
+        return 0;
+    lua_newtable(L);
+    for (int i = 1; t; i++) {
+        pasyn_task *next = pasyn_task_next(t);
+        lua_pushlightuserdata(L, t);
+        lua_rawseti(L, -2, i);
+        t = next;
+    }
+    return 1;
+}
+
+static int l_hub_gc(lua_State *L)
+{
+    pasyn_hub **hub = lua_touserdata(L, 1);
+    pasyn_hub_free(*hub);
+    *hub = NULL;
+    return 0;
+}
+
+static int l_now(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
+static int l_sleep(lua_State *L)
+{
+    lua_Number seconds = luaL_checknumber(L, 1);
+    if (seconds > 0) {
+        struct timespec ts;
+        ts.tv_sec = (time_t)seconds;
+        ts.tv_nsec = (long)((seconds - (lua_Number)ts.tv_sec) * 1e9);
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
+    return 0;
+}
+
+static int l_blob(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TSTRING);
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, BLOB_MT_KEY);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static int l_is_blob(lua_State *L)
+{
+    int yes = 0;
+    if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
+        lua_getfield(L, LUA_REGISTRYINDEX, BLOB_MT_KEY);
+        yes = lua_rawequal(L, -1, -2);
+    }
+    lua_pushboolean(L, yes);
+    return 1;
+}
+
+LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L);
+
+LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
+{
+    static const luaL_Reg funcs[] = {
+        {"open", l_open},         {"close", l_close},     {"free", l_free},
+        {"submit", l_submit},     {"submit_many", l_submit_many},
+        {"fetch", l_fetch},       {"release", l_release}, {"wait", l_wait},
+        {"result", l_result},     {"free_task", l_free_task},
+        {"txn_owner", l_txn_owner}, {"total_changes", l_total_changes},
+        {"stats", l_stats},       {"fd", l_fd},           {"poll", l_poll},
+        {"drain", l_drain},       {"now", l_now},         {"sleep", l_sleep},         {"blob", l_blob},
+        {"is_blob", l_is_blob},   {NULL, NULL},
+    };
+    lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY);
+    if (lua_isnil(L, -1)) {
+        pasyn_hub **hub = lua_newuserdata(L, sizeof *hub);
+        *hub = pasyn_hub_new();
+        if (!*hub)
+            return luaL_error(L, "cannot create the completion hub");
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, l_hub_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_setfield(L, LUA_REGISTRYINDEX, HUB_KEY);
+    }
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, POOL_MT);
+    lua_pushcfunction(L, l_pool_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, STREAM_MT);
+    lua_pushcfunction(L, l_stream_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, BLOB_MT_KEY);
+    if (lua_isnil(L, -1)) {
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "pasyn_sqlite.blob");
+        lua_setfield(L, -2, "__name");
+        lua_setfield(L, LUA_REGISTRYINDEX, BLOB_MT_KEY);
+    }
+    lua_pop(L, 1);
+
+    lua_newtable(L);
+    compat_setfuncs(L, funcs);
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
+    lua_pushstring(L, PASYN_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_pushstring(L, pasyn_sqlite_version());
+    lua_setfield(L, -2, "sqlite_version");
+    return 1;
+}

@@ -1,0 +1,226 @@
+-- pasyn_sqlite.scheduler: where a call waits. Inside a coroutine of the built-in scheduler a
+-- query yields and is resumed when its completion is dispatched; anywhere else it blocks the
+-- OS thread. Also run/spawn/join/sleep and dispatch for host loops.
+
+local core = require "pasyn_sqlite.core"
+
+local M = {}
+
+local co_running, co_resume, co_yield, co_status, co_create =
+    coroutine.running, coroutine.resume, coroutine.yield, coroutine.status, coroutine.create
+local isyieldable = coroutine.isyieldable or function() return true end
+local unpack = table.unpack or unpack -- luacheck: ignore
+local pack = table.pack or function(...) return { n = select("#", ...), ... } end
+
+local SUSPEND = {}                            -- what our coroutines yield while parked
+local waiting = {}                            -- task -> coroutine waiting for it
+local members = setmetatable({}, { __mode = "k" }) -- coroutine -> its handle
+local loop                                    -- the running run() loop, or nil
+
+-- True when the caller is a coroutine of the scheduler that may yield now.
+function M.can_yield()
+    local co = co_running()
+    return loop ~= nil and co ~= nil and members[co] ~= nil and isyieldable()
+end
+
+-- Waits for a submitted task: yields when `sync` is false, else blocks.
+function M.await(task, sync)
+    if sync then
+        core.wait(task)
+        return
+    end
+    local co = co_running()
+    waiting[task] = co
+    loop.pending = loop.pending + 1
+    co_yield(SUSPEND)
+end
+
+local Handle = {}
+Handle.__index = Handle
+
+local function push_ready(co, ...)
+    local r = loop.ready
+    r[#r + 1] = { co, pack(...) }
+end
+
+local function finish(h, ok, ...)
+    h.done, h.ok = true, ok
+    h.results = pack(...)
+    loop.live = loop.live - 1
+    for i = 1, #h.joiners do
+        push_ready(h.joiners[i])
+    end
+    if not ok and #h.joiners == 0 and not h.joined then
+        loop.failed[#loop.failed + 1] = h
+    end
+end
+
+local function after(co, ok, first, ...)
+    if co_status(co) == "dead" then
+        return finish(members[co], ok, first, ...)
+    end
+    if first ~= SUSPEND then
+        push_ready(co) -- a bare coroutine.yield(): let the others run, then go on
+    end
+end
+
+local function step(co, ...)
+    return after(co, co_resume(co, ...))
+end
+
+-- Delivers every pending completion to the coroutine waiting for it; returns how many.
+function M.dispatch()
+    local list = core.drain()
+    if not list then
+        return 0
+    end
+    local n = 0
+    for i = 1, #list do
+        local task = list[i]
+        local co = waiting[task]
+        if co then
+            waiting[task] = nil
+            loop.pending = loop.pending - 1
+            n = n + 1
+            step(co)
+        else
+            core.free_task(task) -- its coroutine was abandoned
+        end
+    end
+    return n
+end
+
+local function spawn(fn, ...)
+    local h = setmetatable({ co = co_create(fn), joiners = {}, done = false }, Handle)
+    members[h.co] = h
+    loop.live = loop.live + 1
+    push_ready(h.co, ...)
+    return h
+end
+
+function M.spawn(fn, ...)
+    if not loop then
+        error("sqlite.spawn: no scheduler is running (call it inside sqlite.run)", 2)
+    end
+    if type(fn) ~= "function" then
+        error("sqlite.spawn: a function is needed, got " .. type(fn), 2)
+    end
+    return spawn(fn, ...)
+end
+
+-- Waits for the coroutine to end; returns its results or raises its error.
+function Handle:join()
+    self.joined = true
+    if not self.done then
+        if not M.can_yield() then
+            error("join: only a coroutine of the scheduler can wait for another", 2)
+        end
+        if co_running() == self.co then
+            error("join: a coroutine cannot wait for itself", 2)
+        end
+        self.joiners[#self.joiners + 1] = co_running()
+        co_yield(SUSPEND)
+    end
+    if not self.ok then
+        error(self.results[1], 0)
+    end
+    return unpack(self.results, 1, self.results.n)
+end
+
+function M.sleep(seconds)
+    seconds = tonumber(seconds) or 0
+    if not M.can_yield() then
+        if seconds > 0 then
+            core.sleep(seconds)
+        end
+        return
+    end
+    local timers, when = loop.timers, core.now() + seconds
+    local i = #timers + 1
+    while i > 1 and timers[i - 1][1] > when do
+        timers[i] = timers[i - 1]
+        i = i - 1
+    end
+    timers[i] = { when, co_running() }
+    co_yield(SUSPEND)
+end
+
+local function run_ready()
+    local ready = loop.ready
+    loop.ready = {}
+    for i = 1, #ready do
+        local r = ready[i]
+        step(r[1], unpack(r[2], 1, r[2].n))
+    end
+end
+
+local function wake_timers(now)
+    local timers, n = loop.timers, 0
+    while n < #timers and timers[n + 1][1] <= now do
+        n = n + 1
+        push_ready(timers[n][2])
+    end
+    if n > 0 then
+        for i = 1, #timers do
+            timers[i] = timers[i + n]
+        end
+    end
+end
+
+-- Drops what the loop's coroutines wait for: their completions are freed when they come.
+local function abandon()
+    for task, co in pairs(waiting) do
+        if members[co] then
+            waiting[task] = nil
+        end
+    end
+end
+
+function M.run(fn, ...)
+    if loop then
+        error("sqlite.run: a scheduler is running already (use sqlite.spawn inside it)", 2)
+    end
+    if type(fn) ~= "function" then
+        error("sqlite.run: a function is needed, got " .. type(fn), 2)
+    end
+    loop = { live = 0, pending = 0, ready = {}, timers = {}, failed = {} }
+    local main = spawn(fn, ...)
+    local ok, err = pcall(function()
+        while loop.live > 0 and (main.done == false or main.ok) do
+            wake_timers(core.now())
+            run_ready()
+            M.dispatch()
+            if #loop.ready == 0 and loop.live > 0 and (not main.done or main.ok) then
+                local timers = loop.timers
+                local timeout = timers[1] and math.max(0, timers[1][1] - core.now()) or -1
+                if loop.pending > 0 then
+                    core.poll(timeout)
+                elseif timeout >= 0 then
+                    core.sleep(timeout)
+                else
+                    error("sqlite.run: every coroutine waits and nothing can wake them " ..
+                          "(a coroutine joins one that waits for it?)", 0)
+                end
+            end
+        end
+    end)
+    if loop.live > 0 then
+        abandon()
+    end
+    local failed = loop.failed
+    loop = nil
+    if not ok then
+        error(err, 0)
+    end
+    if not main.ok then
+        error(main.results[1], 0)
+    end
+    for i = 1, #failed do
+        if not failed[i].joined then
+            error(failed[i].results[1], 0)
+        end
+    end
+    return unpack(main.results, 1, main.results.n)
+end
+
+return M
