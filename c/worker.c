@@ -227,7 +227,7 @@ static void remove_memfile(pasyn_pool *pool)
     if (!pool->memfile)
         return;
     size_t n = strlen(pool->memfile);
-    char *name = malloc(n + 5);
+    char *name = malloc(n + sizeof "-journal");
     if (name) {
         static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
         for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {

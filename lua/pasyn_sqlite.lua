@@ -90,7 +90,7 @@ local option_checks = {
     row = row_shape,
     group_commit = is("boolean"),
     stealing = is("boolean"),
-    timeout = function(v)
+    timeout = function()
         return false, "not supported by this version"
     end,
 }

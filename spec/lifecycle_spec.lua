@@ -1,0 +1,212 @@
+-- Lifecycle: close, garbage collection and abandoned coroutines never lose acknowledged work,
+-- never crash a worker, and leave no thread or file descriptor behind.
+local sqlite = require "pasyn_sqlite"
+
+local function tmpdb()
+    local path = os.tmpname()
+    return path, function()
+        for _, suffix in ipairs({ "", "-wal", "-shm" }) do
+            os.remove(path .. suffix)
+        end
+    end
+end
+
+-- Our own open descriptors; nil where there is no /proc.
+local function descriptors()
+    local f = io.open("/proc/self/stat") -- opened by this process, so "self" is us
+    if not f then
+        return nil
+    end
+    local pid = f:read("*n")
+    f:close()
+    local p = io.popen("ls /proc/" .. pid .. "/fd | wc -l")
+    local n = tonumber(p:read("*a"))
+    p:close()
+    return n
+end
+
+local function threads()
+    -- /proc/self from a child shell would be the shell: ask for our own pid's tasks.
+    local f = io.open("/proc/self/status")
+    if not f then
+        return nil
+    end
+    local s = f:read("*a")
+    f:close()
+    return tonumber(s:match("Threads:%s*(%d+)"))
+end
+
+describe("lifecycle", function()
+    local path, cleanup
+    before_each(function()
+        path, cleanup = tmpdb()
+    end)
+    after_each(function()
+        cleanup()
+    end)
+
+    it("close() waits for statements other coroutines submitted before it", function()
+        local conn = sqlite.connect(path)
+        conn:execute("CREATE TABLE t (x INTEGER)")
+        local done = 0
+        sqlite.run(function()
+            for i = 1, 50 do
+                sqlite.spawn(function()
+                    conn:execute("INSERT INTO t VALUES (?)", i)
+                    done = done + 1
+                end)
+            end
+            sqlite.sleep(0) -- let them submit
+            conn:close()
+        end)
+        assert.is_true(conn.closed)
+        local check = sqlite.connect(path)
+        assert.equal(done, check:execute("SELECT count(*) FROM t"):fetchone()[1])
+        check:close()
+    end)
+
+    it("close() rolls back a transaction left open and keeps what was committed", function()
+        local conn = sqlite.connect(path)
+        conn:execute("CREATE TABLE t (x INTEGER)")
+        conn:execute("INSERT INTO t VALUES (1)")
+        conn:execute("BEGIN")
+        conn:execute("INSERT INTO t VALUES (2)")
+        conn:close()
+        local check = sqlite.connect(path)
+        local rows = check:execute("SELECT x FROM t"):fetchall()
+        assert.same({ { 1, n = 1 } }, rows)
+        check:close()
+    end)
+
+    it("close() with a half-read streamed cursor releases it", function()
+        local conn = sqlite.connect(path)
+        conn:execute("CREATE TABLE t (x INTEGER, pad TEXT)")
+        local i = 0
+        conn:executemany("INSERT INTO t VALUES (?, ?)", function()
+            i = i + 1
+            if i <= 20000 then
+                return { i, string.rep("p", 100) }
+            end
+        end)
+        local cur = conn:execute("SELECT * FROM t")
+        assert.equal(1, cur:fetchone()[1])
+        conn:close()
+        assert.has_error(function() cur:fetchone() end)
+        local ok, err = pcall(cur.fetchone, cur)
+        assert.is_false(ok)
+        assert.equal("ConnectionClosedError", err.kind)
+    end)
+
+    it("a collected cursor gives its reader back", function()
+        local conn = sqlite.connect(path)
+        conn:execute("CREATE TABLE t (x INTEGER, pad TEXT)")
+        local rows = {}
+        for i = 1, 20000 do
+            rows[i] = { i, string.rep("p", 100) }
+        end
+        conn:executemany("INSERT INTO t VALUES (?, ?)", rows)
+        local function streaming()
+            local n = 0
+            for _, r in ipairs(conn:stats().readers) do
+                n = n + (r.streaming and 1 or 0)
+            end
+            return n
+        end
+        do
+            local cur = conn:execute("SELECT * FROM t")
+            cur:fetchone()
+            assert.equal(1, streaming())
+        end
+        collectgarbage()
+        collectgarbage()
+        -- the release travels as a task; any later statement on that reader comes after it
+        for _ = 1, 20 do
+            conn:execute("SELECT 1"):fetchall()
+        end
+        assert.equal(0, streaming())
+        conn:close()
+    end)
+
+    it("an abandoned coroutine's completion is freed and the pool keeps working", function()
+        local conn = sqlite.connect(path)
+        conn:execute("CREATE TABLE t (x INTEGER)")
+        local ok, err = pcall(sqlite.run, function()
+            for i = 1, 20 do
+                sqlite.spawn(function()
+                    conn:execute("INSERT INTO t VALUES (?)", i)
+                    conn:execute("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c " ..
+                                 "WHERE n < 200000) SELECT count(*) FROM c")
+                end)
+            end
+            sqlite.sleep(0)
+            error("main gives up")
+        end)
+        assert.is_false(ok)
+        assert.matches("main gives up", tostring(err))
+        -- the abandoned coroutines' statements still complete on the workers
+        sqlite.run(function()
+            assert.equal(42, conn:execute("SELECT 42"):fetchone()[1])
+            sqlite.sleep(0.05)
+            assert.equal(0, sqlite.dispatch())
+        end)
+        local n = conn:execute("SELECT count(*) FROM t"):fetchone()[1]
+        assert.is_true(n >= 0 and n <= 20)
+        conn:close()
+    end)
+
+    it("a connection collected while its statements run is closed after they finish", function()
+        local before = threads()
+        do
+            local conn = sqlite.connect(path)
+            conn:execute("CREATE TABLE t (x INTEGER)")
+            sqlite.run(function()
+                for i = 1, 10 do
+                    sqlite.spawn(function()
+                        conn:execute("INSERT INTO t VALUES (?)", i)
+                    end)
+                end
+            end)
+        end
+        collectgarbage()
+        collectgarbage()
+        local check = sqlite.connect(path)
+        assert.equal(10, check:execute("SELECT count(*) FROM t"):fetchone()[1])
+        check:close()
+        if before then
+            assert.equal(before, threads())
+        end
+    end)
+
+    it("opening and closing pools leaves no thread and no descriptor behind", function()
+        local conn = sqlite.connect(path)
+        conn:close()
+        collectgarbage()
+        collectgarbage()
+        local t0, fd0 = threads(), descriptors()
+        for _ = 1, 20 do
+            local c = sqlite.connect(path, { readers = 3 })
+            c:execute("SELECT 1"):fetchall()
+            c:close()
+            local m = sqlite.connect(":memory:")
+            m:execute("CREATE TABLE x (y)")
+            m:close()
+        end
+        if t0 then
+            assert.equal(t0, threads())
+        end
+        if fd0 then
+            assert.equal(fd0, descriptors())
+        end
+    end)
+
+    it("a failed open leaves no thread behind and raises OperationalError", function()
+        local t0 = threads()
+        local ok, err = pcall(sqlite.connect, "/nonexistent-dir/x/y.db")
+        assert.is_false(ok)
+        assert.equal("OperationalError", err.kind)
+        assert.equal(14, err.code) -- SQLITE_CANTOPEN
+        if t0 then
+            assert.equal(t0, threads())
+        end
+    end)
+end)
