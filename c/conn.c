@@ -53,7 +53,7 @@ int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capac
               char **errmsg)
 {
     memset(c, 0, sizeof *c);
-    c->lru.lru_next = c->lru.lru_prev = &c->lru;
+    c->lru.next = c->lru.prev = &c->lru;
     c->capacity = cache_capacity > 0 ? (size_t)cache_capacity : 0;
     c->nbuckets = 16;
     while (c->nbuckets < 2 * c->capacity)
@@ -79,14 +79,14 @@ int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capac
 
 void conn_close(conn *c)
 {
-    cached_stmt *s = c->lru.lru_next;
-    while (s && s != &c->lru) {
-        cached_stmt *next = s->lru_next;
-        sqlite3_finalize(s->stmt);
-        free(s);
-        s = next;
+    lru_link *l = c->lru.next;
+    while (l && l != &c->lru) {
+        lru_link *next = l->next;
+        sqlite3_finalize(((cached_stmt *)l)->stmt);
+        free(l);
+        l = next;
     }
-    c->lru.lru_next = c->lru.lru_prev = &c->lru;
+    c->lru.next = c->lru.prev = &c->lru;
     free(c->buckets);
     c->buckets = NULL;
     if (c->db)
@@ -128,10 +128,10 @@ static int only_trivia(const char *p, const char *end)
     return 1;
 }
 
-static void lru_unlink(cached_stmt *s)
+static void lru_unlink(lru_link *l)
 {
-    s->lru_prev->lru_next = s->lru_next;
-    s->lru_next->lru_prev = s->lru_prev;
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
 }
 
 static void hash_unlink(conn *c, cached_stmt *s)
@@ -157,7 +157,7 @@ cached_stmt *conn_acquire(conn *c, pasyn_task *t)
     for (cached_stmt *s = c->buckets[h & (c->nbuckets - 1)]; s; s = s->hnext) {
         if (s->hash == h && s->sql_len == t->sql_len && memcmp(s->sql, t->sql, t->sql_len) == 0) {
             hash_unlink(c, s);
-            lru_unlink(s);
+            lru_unlink(&s->lru);
             c->count--;
             return s;
         }
@@ -208,14 +208,14 @@ void conn_release(conn *c, cached_stmt *s)
     size_t b = s->hash & (c->nbuckets - 1);
     s->hnext = c->buckets[b];
     c->buckets[b] = s;
-    s->lru_next = c->lru.lru_next;
-    s->lru_prev = &c->lru;
-    c->lru.lru_next->lru_prev = s;
-    c->lru.lru_next = s;
+    s->lru.next = c->lru.next;
+    s->lru.prev = &c->lru;
+    c->lru.next->prev = &s->lru;
+    c->lru.next = &s->lru;
     if (++c->count > c->capacity) {
-        cached_stmt *old = c->lru.lru_prev;
+        cached_stmt *old = (cached_stmt *)c->lru.prev;
         hash_unlink(c, old);
-        lru_unlink(old);
+        lru_unlink(&old->lru);
         c->count--;
         sqlite3_finalize(old->stmt);
         free(old);

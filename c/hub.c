@@ -112,6 +112,7 @@ void hub_complete(pasyn_hub *hub, pasyn_task *t)
     else
         hub->head = t;
     hub->tail = t;
+    atomic_store_explicit(&hub->pending, 1, memory_order_release);
     pthread_mutex_unlock(&hub->mu);
     if (was_empty)
         hub_signal(hub);
@@ -125,12 +126,29 @@ pasyn_task *pasyn_hub_drain(pasyn_hub *hub)
     pthread_mutex_lock(&hub->mu);
     pasyn_task *list = hub->head;
     hub->head = hub->tail = NULL;
+    atomic_store_explicit(&hub->pending, 0, memory_order_relaxed);
     pthread_mutex_unlock(&hub->mu);
     return list;
 }
 
+/* Watches `flag` for a short while; 1 when it was set. */
+static int spin_until(_Atomic int *flag)
+{
+    uint64_t deadline = now_ns() + SPIN_NS;
+    do {
+        for (int i = 0; i < 64; i++) {
+            if (atomic_load_explicit(flag, memory_order_acquire))
+                return 1;
+            cpu_relax();
+        }
+    } while (now_ns() < deadline);
+    return 0;
+}
+
 int pasyn_hub_poll(pasyn_hub *hub, int timeout_ms)
 {
+    if (timeout_ms != 0 && spin_until(&hub->pending))
+        return 1;
     struct pollfd p = {.fd = hub->efd, .events = POLLIN};
     int r;
     do
@@ -142,9 +160,8 @@ int pasyn_hub_poll(pasyn_hub *hub, int timeout_ms)
 void pasyn_task_wait(pasyn_task *t)
 {
     /* A short spin first: a point query often completes sooner than a sleep and wake-up. */
-    for (int i = 0; i < 2000; i++)
-        if (atomic_load_explicit(&t->done, memory_order_acquire))
-            return;
+    if (spin_until(&t->done))
+        return;
     pasyn_hub *hub = t->hub;
     pthread_mutex_lock(&hub->mu);
     while (!atomic_load_explicit(&t->done, memory_order_acquire))

@@ -6,6 +6,7 @@
 #define PASYN_INTERNAL_H
 
 #include <pthread.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <sqlite3.h>
 #include "pasyn.h"
@@ -73,6 +74,7 @@ struct pasyn_hub {
     pthread_mutex_t mu;
     pthread_cond_t sync_cv;     /* NOTIFY_SYNC completions */
     pasyn_task *head, *tail;
+    _Atomic int pending;        /* head != NULL, readable without the lock */
     int efd;                    /* eventfd, or the read end of a pipe */
     int wfd;                    /* the write end (== efd for eventfd) */
 };
@@ -82,9 +84,14 @@ void hub_complete(pasyn_hub *hub, pasyn_task *t); /* any worker thread */
 /* A prepared statement with what SQLite told us about it. */
 enum stmt_class { CLASS_READ = 1, CLASS_DML = 2, CLASS_OTHER = 3 };
 
+/* A link of the cache's recency list; the first member of cached_stmt. */
+typedef struct lru_link {
+    struct lru_link *prev, *next;
+} lru_link;
+
 typedef struct cached_stmt {
+    lru_link lru;                       /* first: a link is also its statement */
     struct cached_stmt *hnext;          /* hash chain */
-    struct cached_stmt *lru_prev, *lru_next;
     sqlite3_stmt *stmt;
     int klass;                          /* enum stmt_class */
     uint32_t hash;
@@ -97,7 +104,7 @@ typedef struct conn {
     sqlite3 *db;
     cached_stmt **buckets;
     size_t nbuckets, count, capacity;
-    cached_stmt lru;                    /* sentinel: lru.lru_next is the most recent */
+    lru_link lru;                       /* sentinel: lru.next is the most recent */
     unsigned seen;                      /* authorizer notes, bits of enum seen_bits */
 } conn;
 
@@ -154,6 +161,7 @@ typedef struct reader {
     pthread_cond_t cv;      /* parks on q.mu */
     int sleeping;           /* under q.mu */
     _Atomic int sleeping_hint; /* the same, readable without the lock */
+    _Atomic int spinning;   /* watching for work before parking */
     int wake;               /* under q.mu: a wake-up is pending */
     cached_stmt *stream;    /* the statement of the streamed result it holds */
     uint64_t stream_id;
@@ -186,6 +194,7 @@ struct pasyn_pool {
     reader *readers;
     deque injector;
     _Atomic unsigned rr;        /* round-robin cursor */
+    _Atomic int spinners;       /* readers watching for work before they park */
     _Atomic int streaming;      /* readers holding a stream */
     _Atomic uint64_t stream_serial;
 
@@ -200,6 +209,26 @@ struct pasyn_pool {
 
     route_cache routes;
 };
+
+/* Bounded spinning before parking (workers) or sleeping (waiters). */
+#define SPIN_NS 50000
+#define SPINNERS_MAX 1
+
+static inline uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 enum phase { PHASE_OPENING = 0, PHASE_WRITER_READY, PHASE_RUNNING, PHASE_FAILED };
 

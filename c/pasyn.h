@@ -46,7 +46,9 @@ pasyn_hub *pasyn_hub_new(void);
  * has been freed. */
 void pasyn_hub_free(pasyn_hub *hub);
 /* A descriptor that polls readable while completed tasks wait to be drained. It stays
- * readable until the next pasyn_hub_drain. Owned by the hub: do not close it. Any thread. */
+ * readable until the next pasyn_hub_drain. It may now and then be readable with nothing to
+ * drain (a completion's signal can trail its task into a drain already done): a drain that
+ * returns NULL is normal. Owned by the hub: do not close it. Any thread. */
 int pasyn_hub_fd(const pasyn_hub *hub);
 /* Takes every completed task at once, oldest first, as a list walked with pasyn_task_next.
  * NULL when none. Never blocks. Owner thread. */

@@ -506,8 +506,8 @@ static void test_concurrent(double scale)
         diag("thief %d: %zu stolen", j, thief_stat[j].stolen);
         thief_steals += thief_stat[j].stolen;
     }
-    diag("%zu tasks in %.3f s: %zu from the front, %zu stolen by owners, %zu by thieves",
-         ntasks, elapsed, own_total, owner_steals, thief_steals);
+    diag("%zu tasks in %.3f s: %zu from the front (%zu in batches), %zu stolen by owners, "
+         "%zu by thieves", ntasks, elapsed, own_total, batched, owner_steals, thief_steals);
 
     ok(atomic_load(&push_failures) == 0, "concurrent: every push succeeded");
     ok(atomic_load(&bad_pointers) == 0,

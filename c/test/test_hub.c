@@ -322,6 +322,11 @@ static void test_sync_many_waiters(pasyn_hub *hub)
             }
     }
     ok(good, "each waiter wakes when (and only when) its own task completes");
+    if (!good) { /* release waiters a missed wake-up left stuck, so the test ends */
+        pthread_mutex_lock(&hub->mu);
+        pthread_cond_broadcast(&hub->sync_cv);
+        pthread_mutex_unlock(&hub->mu);
+    }
     for (int i = 0; i < NW; i++) {
         pthread_join(w[i].th, NULL);
         pasyn_task_free(w[i].t);
