@@ -127,10 +127,12 @@ local function median(t)
 end
 
 local base = median(competitors[1].times)
-print(string.format("%-30s %12s %18s %10s", "competitor", "median us/q", "min-max", "vs " .. competitors[1].name:match("^%S+")))
+local base_name = competitors[1].name:match("^%S+")
+print(string.format("%-30s %12s %18s %10s", "competitor", "median us/q", "min-max", "vs " .. base_name))
 for _, c in ipairs(competitors) do
     local m = median(c.times)
-    print(string.format("%-30s %12.2f %8.2f-%-8.2f %9.2fx", c.name, m, c.times[1], c.times[#c.times], m / base))
+    local lo, hi = c.times[1], c.times[#c.times]
+    print(string.format("%-30s %12.2f %8.2f-%-8.2f %9.2fx", c.name, m, lo, hi, m / base))
 end
 conn:close()
 conn0:close()

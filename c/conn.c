@@ -312,11 +312,23 @@ int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
     return 0;
 }
 
-int conn_step_rows(conn *c, sqlite3_stmt *st, pasyn_task *t, size_t chunk)
+int conn_step_rows(conn *c, sqlite3_stmt *st, pasyn_task *t, size_t chunk, int describe)
 {
-    int n = sqlite3_column_count(st);
+    int n = -1;
     for (;;) {
         int rc = sqlite3_step(st);
+        if (n < 0) {
+            /* Only now: the first step may have re-prepared the statement after a schema
+             * change, and SELECT * may have gained or lost columns. */
+            n = sqlite3_column_count(st);
+            t->ncols = n;
+            if (describe && rc != SQLITE_ROW && rc != SQLITE_DONE)
+                describe = 0;
+            if (describe && task_set_columns(t, st) != 0) {
+                task_fail(t, PASYN_ENOMEM, SQLITE_NOMEM, SQLITE_NOMEM, "out of memory");
+                return SQLITE_NOMEM;
+            }
+        }
         if (rc == SQLITE_DONE)
             return SQLITE_DONE;
         if (rc != SQLITE_ROW) {

@@ -122,8 +122,9 @@ void conn_release(conn *c, cached_stmt *s);
 /* Binds parameter set `set` of the task; 0, or fills the task's error. */
 int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to);
 /* Steps into the task's rows; returns SQLITE_ROW when it stopped because the chunk is full
- * (chunk 0: no limit), SQLITE_DONE, or fills the task's error. */
-int conn_step_rows(conn *c, sqlite3_stmt *st, pasyn_task *t, size_t chunk);
+ * (chunk 0: no limit), SQLITE_DONE, or fills the task's error. Sets the task's column count,
+ * and with `describe` its column names and types. */
+int conn_step_rows(conn *c, sqlite3_stmt *st, pasyn_task *t, size_t chunk, int describe);
 /* Copies column names and types into the task. */
 int task_set_columns(pasyn_task *t, sqlite3_stmt *st);
 void task_fail(pasyn_task *t, int err, int code, int extended, const char *message);
@@ -172,7 +173,8 @@ typedef struct reader {
 struct pasyn_pool {
     pasyn_hub *hub;
     pasyn_options opts;
-    char *path;             /* what the connections open */
+    char *path;             /* what the writer opens */
+    char *reader_path;      /* what readers open: a URI asking for mode=rw(c) asks mode=ro */
     char *memfile;          /* the private file behind ":memory:", removed at close */
     char **pragma_copy;
     int open_flags;
@@ -239,6 +241,7 @@ void readers_push(pasyn_pool *pool, pasyn_task *t);
 void route_put(pasyn_pool *pool, const char *sql, size_t len, int route);
 int route_get(pasyn_pool *pool, const char *sql, size_t len);
 void complete(pasyn_task *t);
-void pool_apply_pragmas(pasyn_pool *pool, conn *c, int is_writer, char **errmsg);
+/* Applies the pool's pragmas to a connection just opened: SQLite's code, with a message. */
+int pool_apply_pragmas(pasyn_pool *pool, conn *c, int is_writer, char **errmsg);
 
 #endif

@@ -102,50 +102,50 @@ static int is_number(const char *s)
 }
 
 /* Runs PRAGMA name = value; value is used as it is when it is a number or a word, and
- * quoted as a string otherwise. Returns an error message (malloc'd) or NULL. */
-static char *apply_pragma(conn *c, const char *name, const char *value)
+ * quoted as a string otherwise. SQLite's (extended) code; *errmsg (malloc'd) on failure. */
+static int apply_pragma(conn *c, const char *name, const char *value, char **errmsg)
 {
-    char *msg = NULL;
     if (!is_word(name, 1)) {
         size_t n = strlen(name) + 64;
-        msg = malloc(n);
-        if (msg)
-            snprintf(msg, n, "pragma name '%s' is not a name", name);
-        return msg;
+        if ((*errmsg = malloc(n)) != NULL)
+            snprintf(*errmsg, n, "pragma name '%s' is not a name", name);
+        return SQLITE_MISUSE;
     }
     char *sql = is_number(value) || is_word(value, 0)
                     ? sqlite3_mprintf("PRAGMA %s = %s", name, value)
                     : sqlite3_mprintf("PRAGMA %s = %Q", name, value);
     if (!sql)
-        return strdup("out of memory");
-    if (sqlite3_exec(c->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        return SQLITE_NOMEM;
+    int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        rc = sqlite3_extended_errcode(c->db);
         const char *err = sqlite3_errmsg(c->db);
         size_t n = strlen(sql) + strlen(err) + 8;
-        msg = malloc(n);
-        if (msg)
-            snprintf(msg, n, "%s: %s", sql, err);
+        if ((*errmsg = malloc(n)) != NULL)
+            snprintf(*errmsg, n, "%s: %s", sql, err);
     }
     sqlite3_free(sql);
-    return msg;
+    return rc;
 }
 
-void pool_apply_pragmas(pasyn_pool *pool, conn *c, int is_writer, char **errmsg)
+int pool_apply_pragmas(pasyn_pool *pool, conn *c, int is_writer, char **errmsg)
 {
     const pasyn_options *o = &pool->opts;
-    char *err = NULL;
+    int rc = SQLITE_OK;
+    *errmsg = NULL;
     if (is_writer && !o->readonly && o->journal_mode)
-        err = apply_pragma(c, "journal_mode", o->journal_mode);
-    if (!err && is_writer && !o->readonly)
-        err = apply_pragma(c, "journal_size_limit", "67108864");
-    if (!err && !is_writer)
-        err = apply_pragma(c, "wal_autocheckpoint", "0"); /* the writer alone checkpoints */
-    if (!err && o->synchronous)
-        err = apply_pragma(c, "synchronous", o->synchronous);
-    if (!err)
-        err = apply_pragma(c, "foreign_keys", o->foreign_keys ? "ON" : "OFF");
-    for (char **p = pool->pragma_copy; !err && p && p[0] && p[1]; p += 2)
-        err = apply_pragma(c, p[0], p[1]);
-    *errmsg = err;
+        rc = apply_pragma(c, "journal_mode", o->journal_mode, errmsg);
+    if (rc == SQLITE_OK && is_writer && !o->readonly)
+        rc = apply_pragma(c, "journal_size_limit", "67108864", errmsg);
+    if (rc == SQLITE_OK && !is_writer) /* the writer alone checkpoints */
+        rc = apply_pragma(c, "wal_autocheckpoint", "0", errmsg);
+    if (rc == SQLITE_OK && o->synchronous)
+        rc = apply_pragma(c, "synchronous", o->synchronous, errmsg);
+    if (rc == SQLITE_OK)
+        rc = apply_pragma(c, "foreign_keys", o->foreign_keys ? "ON" : "OFF", errmsg);
+    for (char **p = pool->pragma_copy; rc == SQLITE_OK && p && p[0] && p[1]; p += 2)
+        rc = apply_pragma(c, p[0], p[1], errmsg);
+    return rc;
 }
 
 /* ---- open -------------------------------------------------------------------------- */
@@ -176,6 +176,26 @@ static char *make_memfile(void)
     return path;
 }
 
+/* Readers open read-only, and SQLite refuses a URI whose mode= asks for more than the
+ * flags allow: their copy of a "file:" URI asks mode=ro instead of mode=rw or mode=rwc. */
+static char *reader_uri(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy || strncmp(copy, "file:", 5) != 0)
+        return copy;
+    char *q = strchr(copy, '?');
+    while (q) {
+        char *key = q + 1;
+        if (strncmp(key, "mode=rw", 7) == 0 && (key[7] == 'c' || key[7] == '&' || !key[7])) {
+            size_t value_len = key[7] == 'c' ? 3 : 2;
+            memcpy(key + 5, "ro", 2);
+            memmove(key + 7, key + 5 + value_len, strlen(key + 5 + value_len) + 1);
+        }
+        q = strchr(key, '&');
+    }
+    return copy;
+}
+
 static void pool_destroy(pasyn_pool *pool)
 {
     for (int i = 0; i < pool->nreaders; i++) {
@@ -199,6 +219,7 @@ static void pool_destroy(pasyn_pool *pool)
     free((char *)pool->opts.journal_mode);
     free((char *)pool->opts.synchronous);
     free(pool->path);
+    free(pool->reader_path);
     free(pool->memfile);
     free(pool);
 }
@@ -249,7 +270,8 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
         int memory = strcmp(database, ":memory:") == 0 || database[0] == '\0';
         pool->memfile = memory ? make_memfile() : NULL;
         pool->path = memory ? dup_or_null(pool->memfile) : strdup(database);
-        failed = !pool->path;
+        pool->reader_path = pool->path ? reader_uri(pool->path) : NULL;
+        failed = !pool->path || !pool->reader_path;
     }
     pool->nreaders = pool->opts.readers;
     pool->readers = calloc(pool->nreaders ? (size_t)pool->nreaders : 1, sizeof *pool->readers);

@@ -100,9 +100,9 @@ static void writer_exec(pasyn_pool *pool, pasyn_task *t)
     cached_stmt *s = conn_acquire(c, t);
     if (!s)
         return;
-    if (conn_bind(c, s, t, 0, t->params.len) == 0 && task_set_columns(t, s->stmt) == 0) {
+    if (conn_bind(c, s, t, 0, t->params.len) == 0) {
         sqlite3_set_last_insert_rowid(c->db, INT64_MIN);
-        if (conn_step_rows(c, s->stmt, t, 0) == SQLITE_DONE) {
+        if (conn_step_rows(c, s->stmt, t, 0, 1) == SQLITE_DONE) {
             if (s->klass == CLASS_DML)
                 t->rowcount = sqlite3_changes64(c->db);
             t->rowid = sqlite3_last_insert_rowid(c->db);
@@ -125,13 +125,21 @@ static void writer_many(pasyn_pool *pool, pasyn_task *t)
         conn_release(c, s);
         return;
     }
+    /* All or nothing: a savepoint begins a transaction of its own outside one, and inside
+     * the caller's it undoes just this call's rows. */
+    int rc = conn_exec(c, "SAVEPOINT pasyn_executemany");
+    if (rc != SQLITE_OK) {
+        task_fail_sqlite(t, c->db, rc);
+        conn_release(c, s);
+        return;
+    }
     const size_t *ends = (const size_t *)t->set_ends.p;
     size_t from = 0;
     int64_t total = 0;
     for (uint32_t k = 0; k < t->nsets; k++) {
         if (conn_bind(c, s, t, from, ends[k]) != 0)
             break;
-        if (conn_step_rows(c, s->stmt, t, 0) != SQLITE_DONE)
+        if (conn_step_rows(c, s->stmt, t, 0, 0) != SQLITE_DONE)
             break;
         t->rows.len = 0;
         t->nrows = 0;
@@ -140,9 +148,17 @@ static void writer_many(pasyn_pool *pool, pasyn_task *t)
         sqlite3_clear_bindings(s->stmt);
         from = ends[k];
     }
-    if (t->err == PASYN_OK)
-        t->rowcount = total;
     conn_release(c, s);
+    if (t->err == PASYN_OK && (rc = conn_exec(c, "RELEASE pasyn_executemany")) != SQLITE_OK)
+        task_fail_sqlite(t, c->db, rc);
+    if (t->err != PASYN_OK) {
+        if (!sqlite3_get_autocommit(c->db)) { /* an error may have ended it already */
+            conn_exec(c, "ROLLBACK TO pasyn_executemany");
+            conn_exec(c, "RELEASE pasyn_executemany");
+        }
+        return;
+    }
+    t->rowcount = total;
 }
 
 static void writer_script(pasyn_pool *pool, pasyn_task *t)
@@ -202,11 +218,10 @@ static int writer_start(pasyn_pool *pool)
     int rc = conn_open(&pool->wc, pool->path, flags, pool->opts.busy_timeout_ms,
                        pool->opts.statement_cache, &err);
     if (rc == SQLITE_OK)
-        pool_apply_pragmas(pool, &pool->wc, 1, &err);
+        rc = pool_apply_pragmas(pool, &pool->wc, 1, &err);
     pthread_mutex_lock(&pool->wmu);
-    if (err) {
-        task_fail(pool->open_task, PASYN_ESQLITE, rc == SQLITE_OK ? SQLITE_ERROR : rc & 0xff,
-                  rc == SQLITE_OK ? SQLITE_ERROR : rc, err);
+    if (rc != SQLITE_OK) {
+        task_fail(pool->open_task, PASYN_ESQLITE, rc & 0xff, rc, err ? err : sqlite3_errstr(rc));
         free(err);
         pool->phase = PHASE_FAILED;
     } else {
@@ -454,12 +469,12 @@ static void reader_exec(reader *r, pasyn_task *t)
     }
     route_put(pool, t->sql, t->sql_len, ROUTE_READ);
     atomic_fetch_add_explicit(&r->executed, 1, memory_order_relaxed);
-    if (conn_bind(&r->c, s, t, 0, t->params.len) != 0 || task_set_columns(t, s->stmt) != 0) {
+    if (conn_bind(&r->c, s, t, 0, t->params.len) != 0) {
         conn_release(&r->c, s);
         complete(t);
         return;
     }
-    int rc = conn_step_rows(&r->c, s->stmt, t, CHUNK_BYTES);
+    int rc = conn_step_rows(&r->c, s->stmt, t, CHUNK_BYTES, 1);
     if (rc == SQLITE_ROW) {
         if (try_stream(pool)) {
             r->stream = s;
@@ -470,7 +485,7 @@ static void reader_exec(reader *r, pasyn_task *t)
             complete(t);
             return;
         }
-        conn_step_rows(&r->c, s->stmt, t, 0); /* the last free reader: materialise it all */
+        conn_step_rows(&r->c, s->stmt, t, 0, 0); /* the last free reader: materialise it all */
     }
     conn_release(&r->c, s);
     complete(t);
@@ -487,8 +502,7 @@ static void reader_fetch(reader *r, pasyn_task *t)
     }
     atomic_fetch_add_explicit(&r->executed, 1, memory_order_relaxed);
     if (t->kind == PASYN_FETCH) {
-        t->ncols = sqlite3_column_count(r->stream->stmt);
-        if (conn_step_rows(&r->c, r->stream->stmt, t, CHUNK_BYTES) == SQLITE_ROW) {
+        if (conn_step_rows(&r->c, r->stream->stmt, t, CHUNK_BYTES, 0) == SQLITE_ROW) {
             complete(t);
             return;
         }
@@ -509,15 +523,15 @@ static int reader_start(reader *r)
     if (!go)
         return 0;
     char *err = NULL;
-    int rc = conn_open(&r->c, pool->path, SQLITE_OPEN_READONLY, pool->opts.busy_timeout_ms,
-                       pool->opts.statement_cache, &err);
+    int rc = conn_open(&r->c, pool->reader_path, SQLITE_OPEN_READONLY,
+                       pool->opts.busy_timeout_ms, pool->opts.statement_cache, &err);
     if (rc == SQLITE_OK)
-        pool_apply_pragmas(pool, &r->c, 0, &err);
+        rc = pool_apply_pragmas(pool, &r->c, 0, &err);
     pthread_mutex_lock(&pool->wmu);
-    if (err) {
+    if (rc != SQLITE_OK) {
         if (pool->open_task->err == PASYN_OK)
-            task_fail(pool->open_task, PASYN_ESQLITE, rc == SQLITE_OK ? SQLITE_ERROR : rc & 0xff,
-                      rc == SQLITE_OK ? SQLITE_ERROR : rc, err);
+            task_fail(pool->open_task, PASYN_ESQLITE, rc & 0xff, rc,
+                      err ? err : sqlite3_errstr(rc));
         free(err);
         pool->readers_failed++;
     } else {

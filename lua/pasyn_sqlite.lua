@@ -91,7 +91,7 @@ local option_checks = {
     group_commit = is("boolean"),
     stealing = is("boolean"),
     timeout = function()
-        return false, "not supported by this version"
+        return false
     end,
 }
 
@@ -109,8 +109,10 @@ local function check_options(options)
             raise("ProgrammingError", "connect: unknown option '" .. tostring(k) .. "'")
         end
         local ok, want = check(v)
-        if not ok then
-            raise(k == "timeout" and "NotSupportedError" or "ProgrammingError",
+        if k == "timeout" then
+            raise("NotSupportedError", "connect: option 'timeout' is not supported by this version")
+        elseif not ok then
+            raise("ProgrammingError",
                   "connect: option '" .. k .. "' must be " .. want .. ", got " .. tostring(v))
         end
         out[k] = v

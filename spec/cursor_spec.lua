@@ -1,0 +1,622 @@
+-- Cursor behaviour: fetchone/fetchmany/fetchall/rows, description, rowcount, lastrowid,
+-- arraysize, row shapes (array, named, function), close, and large streamed results.
+-- Runs under Lua 5.4 and LuaJIT; the Lua 5.4-only `<close>` test is compiled with load().
+
+local sqlite = require "pasyn_sqlite"
+
+local null = sqlite.null
+
+-- Calls fn(...), which must fail with an error object of `kind`; returns that error.
+local function raises(kind, fn, ...)
+    local ok, err = pcall(fn, ...)
+    assert.is_false(ok, "expected a " .. kind .. ", but the call succeeded")
+    assert.is_true(sqlite.is_error(err), "expected an error object, got: " .. tostring(err))
+    assert.are.equal(kind, err.kind, tostring(err))
+    return err
+end
+
+local function scalar(conn, sql, ...)
+    local row = conn:execute(sql, ...):fetchone()
+    return row and row[1]
+end
+
+local function temp_path()
+    local name = os.tmpname()
+    os.remove(name)
+    return name .. ".db"
+end
+
+local function remove_db(path)
+    for _, suffix in ipairs({ "", "-wal", "-shm", "-journal" }) do
+        os.remove(path .. suffix)
+    end
+end
+
+-- Array rows {i, n = 1} for i = first..last.
+local function int_rows(first, last)
+    local rows = {}
+    for i = first, last do
+        rows[#rows + 1] = { i, n = 1 }
+    end
+    return rows
+end
+
+local conn
+
+before_each(function()
+    conn = sqlite.connect(":memory:")
+    conn:execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, score REAL, data BLOB)")
+    -- five rows, ids 1..5
+    conn:executemany("INSERT INTO t (id, name, score) VALUES (?, ?, ?)", {
+        { 1, "one", 1.5 }, { 2, "two", 2.5 }, { 3, "three", 3.5 }, { 4, "four", 4.5 }, { 5, "five", 5.5 },
+    })
+end)
+
+after_each(function()
+    pcall(conn.close, conn)
+end)
+
+describe("fetching", function()
+    it("fetchone() returns the rows in order, then nil, and nil again after that", function()
+        local cur = conn:execute("SELECT id FROM t ORDER BY id")
+        for i = 1, 5 do
+            assert.are.same({ i, n = 1 }, cur:fetchone())
+        end
+        assert.is_nil(cur:fetchone())
+        assert.is_nil(cur:fetchone())
+    end)
+
+    it("fetchone() on a SELECT with no rows returns nil", function()
+        assert.is_nil(conn:execute("SELECT id FROM t WHERE id > 100"):fetchone())
+    end)
+
+    it("fetchmany(n) returns up to n rows per call, then an empty table", function()
+        local cur = conn:execute("SELECT id FROM t ORDER BY id")
+        assert.are.same(int_rows(1, 2), cur:fetchmany(2))
+        assert.are.same(int_rows(3, 4), cur:fetchmany(2))
+        assert.are.same(int_rows(5, 5), cur:fetchmany(2))
+        assert.are.same({}, cur:fetchmany(2))
+    end)
+
+    it("fetchmany(n) with n larger than the result returns every row", function()
+        assert.are.same(int_rows(1, 5), conn:execute("SELECT id FROM t ORDER BY id"):fetchmany(100))
+    end)
+
+    it("fetchmany() without n returns cur.arraysize rows (default 1)", function()
+        local cur = conn:execute("SELECT id FROM t ORDER BY id")
+        assert.are.equal(1, cur.arraysize)
+        assert.are.same(int_rows(1, 1), cur:fetchmany())
+        cur.arraysize = 3
+        assert.are.same(int_rows(2, 4), cur:fetchmany())
+        assert.are.same(int_rows(5, 5), cur:fetchmany())
+        assert.are.same({}, cur:fetchmany())
+    end)
+
+    it("fetchall() returns every remaining row, then an empty table", function()
+        local cur = conn:execute("SELECT id FROM t ORDER BY id")
+        assert.are.same({ 1, n = 1 }, cur:fetchone())
+        assert.are.same(int_rows(2, 5), cur:fetchall())
+        assert.are.same({}, cur:fetchall())
+        assert.is_nil(cur:fetchone())
+    end)
+
+    it("fetchall() on a statement without rows returns an empty table", function()
+        assert.are.same({}, conn:execute("UPDATE t SET score = 0 WHERE id = 1"):fetchall())
+    end)
+
+    it("rows() iterates every row once, in order", function()
+        local got = {}
+        for row in conn:execute("SELECT id, name FROM t ORDER BY id DESC"):rows() do
+            got[#got + 1] = row[1] .. "=" .. row[2]
+        end
+        assert.are.same({ "5=five", "4=four", "3=three", "2=two", "1=one" }, got)
+    end)
+
+    it("fetchone, fetchmany and fetchall mix on one cursor without losing or repeating rows", function()
+        local cur = conn:execute("SELECT id FROM t ORDER BY id")
+        assert.are.same({ 1, n = 1 }, cur:fetchone())
+        assert.are.same(int_rows(2, 3), cur:fetchmany(2))
+        local rest = {}
+        for row in cur:rows() do
+            rest[#rest + 1] = row
+        end
+        assert.are.same(int_rows(4, 5), rest)
+    end)
+
+    it("a second execute on a cursor replaces its remaining rows", function()
+        local cur = conn:cursor()
+        cur:execute("SELECT id FROM t ORDER BY id")
+        assert.are.same({ 1, n = 1 }, cur:fetchone())
+        assert.are.equal(cur, cur:execute("SELECT name FROM t WHERE id = 4"))
+        assert.are.same({ { "four", n = 1 } }, cur:fetchall())
+    end)
+
+    it("two cursors over the same table are independent", function()
+        local a = conn:execute("SELECT id FROM t ORDER BY id")
+        local b = conn:execute("SELECT id FROM t ORDER BY id DESC")
+        assert.are.same({ 1, n = 1 }, a:fetchone())
+        assert.are.same({ 5, n = 1 }, b:fetchone())
+        assert.are.same({ 2, n = 1 }, a:fetchone())
+        assert.are.same({ 4, n = 1 }, b:fetchone())
+    end)
+
+    it("fetching works the same inside a coroutine of sqlite.run", function()
+        local got = sqlite.run(function()
+            local cur = conn:execute("SELECT id FROM t ORDER BY id")
+            local out = { cur:fetchone()[1] }
+            for _, row in ipairs(cur:fetchmany(2)) do
+                out[#out + 1] = row[1]
+            end
+            for row in cur:rows() do
+                out[#out + 1] = row[1]
+            end
+            return out
+        end)
+        assert.are.same({ 1, 2, 3, 4, 5 }, got)
+    end)
+end)
+
+describe("cur.description", function()
+    it("is nil for an INSERT without RETURNING", function()
+        assert.is_nil(conn:execute("INSERT INTO t (name) VALUES ('x')").description)
+    end)
+
+    it("is nil for DDL", function()
+        assert.is_nil(conn:execute("CREATE TABLE u (a)").description)
+    end)
+
+    it("gives name and decltype per column of a SELECT, with [1] equal to the name", function()
+        local d = conn:execute("SELECT id, name AS label, score, data, 1 + 1 AS two FROM t").description
+        assert.are.equal(5, #d)
+        local want = {
+            { "id", "INTEGER" }, { "label", "TEXT" }, { "score", "REAL" }, { "data", "BLOB" }, { "two", nil },
+        }
+        for i, w in ipairs(want) do
+            assert.are.equal(w[1], d[i].name, "column " .. i)
+            assert.are.equal(w[1], d[i][1], "column " .. i .. " [1]")
+            assert.are.equal(w[2], d[i].decltype, "column " .. i .. " decltype")
+        end
+    end)
+
+    it("is set for a SELECT that returns no rows", function()
+        local d = conn:execute("SELECT id, name FROM t WHERE 0").description
+        assert.are.equal(2, #d)
+        assert.are.equal("id", d[1].name)
+        assert.are.equal("name", d[2].name)
+    end)
+
+    it("goes back to nil when the cursor next runs a statement without columns", function()
+        local cur = conn:cursor()
+        cur:execute("SELECT id FROM t")
+        assert.are.equal("id", cur.description[1].name)
+        cur:execute("DELETE FROM t WHERE id = 1")
+        assert.is_nil(cur.description)
+    end)
+
+    it("is nil on a fresh cursor", function()
+        assert.is_nil(conn:cursor().description)
+    end)
+end)
+
+describe("cur.rowcount", function()
+    it("is -1 for a SELECT", function()
+        local cur = conn:execute("SELECT * FROM t")
+        assert.are.equal(-1, cur.rowcount)
+        cur:fetchall()
+        assert.are.equal(-1, cur.rowcount)
+    end)
+
+    it("is -1 for DDL", function()
+        assert.are.equal(-1, conn:execute("CREATE TABLE u (a)").rowcount)
+        assert.are.equal(-1, conn:execute("DROP TABLE u").rowcount)
+    end)
+
+    it("is 1 for a one-row INSERT and 3 for a three-row INSERT", function()
+        assert.are.equal(1, conn:execute("INSERT INTO t (name) VALUES ('x')").rowcount)
+        assert.are.equal(3, conn:execute("INSERT INTO t (name) VALUES ('a'), ('b'), ('c')").rowcount)
+    end)
+
+    it("counts the rows an UPDATE changed", function()
+        assert.are.equal(3, conn:execute("UPDATE t SET score = 0 WHERE id <= 3").rowcount)
+        assert.are.equal(0, conn:execute("UPDATE t SET score = 0 WHERE id > 100").rowcount)
+    end)
+
+    it("counts the rows a DELETE removed", function()
+        assert.are.equal(2, conn:execute("DELETE FROM t WHERE id IN (4, 5)").rowcount)
+        assert.are.equal(3, conn:execute("DELETE FROM t").rowcount)
+    end)
+
+    it("is 1 for a REPLACE", function()
+        assert.are.equal(1, conn:execute("REPLACE INTO t (id, name) VALUES (1, 'uno')").rowcount)
+        assert.are.equal("uno", scalar(conn, "SELECT name FROM t WHERE id = 1"))
+    end)
+
+    it("sums the rows of every parameter set for executemany", function()
+        local cur = conn:executemany("DELETE FROM t WHERE id > ?", { { 4 }, { 2 }, { 100 } })
+        assert.are.equal(3, cur.rowcount)
+    end)
+
+    it("is -1 on a fresh cursor", function()
+        assert.are.equal(-1, conn:cursor().rowcount)
+    end)
+
+    it("goes back to -1 when a SELECT follows an UPDATE on the same cursor", function()
+        local cur = conn:cursor()
+        cur:execute("UPDATE t SET score = 1")
+        assert.are.equal(5, cur.rowcount)
+        cur:execute("SELECT * FROM t")
+        assert.are.equal(-1, cur.rowcount)
+    end)
+end)
+
+describe("cur.lastrowid", function()
+    it("is nil on a fresh cursor and after a SELECT", function()
+        local cur = conn:cursor()
+        assert.is_nil(cur.lastrowid)
+        cur:execute("SELECT * FROM t")
+        assert.is_nil(cur.lastrowid)
+    end)
+
+    it("is the rowid of the row an INSERT inserted", function()
+        local cur = conn:execute("INSERT INTO t (name) VALUES ('six')")
+        assert.are.equal(6, cur.lastrowid)
+        cur:execute("INSERT INTO t (id, name) VALUES (42, 'answer')")
+        assert.are.equal(42, cur.lastrowid)
+        assert.are.equal("answer", scalar(conn, "SELECT name FROM t WHERE rowid = ?", cur.lastrowid))
+    end)
+
+    it("is unchanged by an INSERT OR IGNORE that ignored its row", function()
+        local cur = conn:execute("INSERT INTO t (id, name) VALUES (10, 'ten')")
+        assert.are.equal(10, cur.lastrowid)
+        cur:execute("INSERT OR IGNORE INTO t (id, name) VALUES (1, 'dup')")
+        assert.are.equal(0, cur.rowcount)
+        assert.are.equal(10, cur.lastrowid)
+    end)
+
+    it("is unchanged by an UPDATE or a SELECT after an INSERT", function()
+        local cur = conn:execute("INSERT INTO t (id, name) VALUES (10, 'ten')")
+        cur:execute("UPDATE t SET name = 'TEN' WHERE id = 10")
+        assert.are.equal(10, cur.lastrowid)
+        cur:execute("SELECT * FROM t")
+        assert.are.equal(10, cur.lastrowid)
+    end)
+
+    it("belongs to the cursor: another cursor's INSERT does not change it", function()
+        local a = conn:execute("INSERT INTO t (id, name) VALUES (10, 'ten')")
+        local b = conn:execute("INSERT INTO t (id, name) VALUES (20, 'twenty')")
+        assert.are.equal(10, a.lastrowid)
+        assert.are.equal(20, b.lastrowid)
+    end)
+
+    it("is set by an INSERT inside a coroutine", function()
+        local id = sqlite.run(function()
+            return conn:execute("INSERT INTO t (id, name) VALUES (77, 'x')").lastrowid
+        end)
+        assert.are.equal(77, id)
+    end)
+end)
+
+describe("row shapes", function()
+    it("array rows are {v1, ..., n = column_count}", function()
+        local row = conn:execute("SELECT id, name, score FROM t WHERE id = 2"):fetchone()
+        assert.are.same({ 2, "two", 2.5, n = 3 }, row)
+    end)
+
+    it("array rows carry sqlite.null for NULL so #row and ipairs see every column", function()
+        local row = conn:execute("SELECT 1, NULL, 'x', NULL"):fetchone()
+        assert.are.equal(4, row.n)
+        assert.are.equal(4, #row)
+        assert.are.equal(null, row[2])
+        assert.are.equal(null, row[4])
+        local seen = 0
+        for i, v in ipairs(row) do
+            seen = i
+            assert.is_not_nil(v)
+        end
+        assert.are.equal(4, seen)
+    end)
+
+    it("a row of only NULLs still has every column", function()
+        local row = conn:execute("SELECT NULL, NULL"):fetchone()
+        assert.are.same({ null, null, n = 2 }, row)
+    end)
+
+    it("named rows are {column = value} and carry sqlite.null so pairs sees every column", function()
+        local cur = conn:cursor()
+        cur.row = "named"
+        local row = cur:execute("SELECT id, name, data FROM t WHERE id = 3"):fetchone()
+        assert.are.same({ id = 3, name = "three", data = null }, row)
+        local keys = 0
+        for _ in pairs(row) do
+            keys = keys + 1
+        end
+        assert.are.equal(3, keys)
+    end)
+
+    it("named rows from a connection with row = 'named', for fetchall and rows()", function()
+        local c = sqlite.connect(":memory:", { row = "named" })
+        local all = c:execute("SELECT 1 AS a, 'x' AS b UNION ALL SELECT 2, 'y'"):fetchall()
+        assert.are.same({ { a = 1, b = "x" }, { a = 2, b = "y" } }, all)
+        local seen = {}
+        for row in c:execute("SELECT 3 AS a"):rows() do
+            seen[#seen + 1] = row
+        end
+        assert.are.same({ { a = 3 } }, seen)
+        c:close()
+    end)
+
+    it("a row function gets (cursor, row_array) and fetches return its result", function()
+        local cur = conn:cursor()
+        local got_cursor, got_row
+        cur.row = function(c, row)
+            got_cursor, got_row = c, row
+            return { id = row[1], upper = row[2]:upper() }
+        end
+        local row = cur:execute("SELECT id, name FROM t WHERE id = 1"):fetchone()
+        assert.are.same({ id = 1, upper = "ONE" }, row)
+        assert.are.equal(cur, got_cursor)
+        assert.are.same({ 1, "one", n = 2 }, got_row)
+    end)
+
+    it("a row function applies to fetchmany, fetchall and rows()", function()
+        local cur = conn:cursor()
+        cur.row = function(_, row)
+            return row[1] * 10
+        end
+        cur:execute("SELECT id FROM t ORDER BY id")
+        assert.are.same({ 10, 20 }, cur:fetchmany(2))
+        assert.are.equal(30, cur:fetchone())
+        assert.are.same({ 40, 50 }, cur:fetchall())
+        local seen = {}
+        for v in cur:execute("SELECT id FROM t WHERE id < 3 ORDER BY id"):rows() do
+            seen[#seen + 1] = v
+        end
+        assert.are.same({ 10, 20 }, seen)
+    end)
+
+    it("a row function can read cur.description", function()
+        local cur = conn:cursor()
+        cur.row = function(c, row)
+            local out = {}
+            for i, col in ipairs(c.description) do
+                out[col.name] = row[i]
+            end
+            return out
+        end
+        local row = cur:execute("SELECT id, name FROM t WHERE id = 5"):fetchone()
+        assert.are.same({ id = 5, name = "five" }, row)
+    end)
+
+    it("a cursor takes conn.row when it is created", function()
+        conn.row = "named"
+        local cur = conn:cursor()
+        conn.row = "array"
+        assert.are.equal("named", cur.row)
+        assert.are.same({ id = 1 }, cur:execute("SELECT id FROM t WHERE id = 1"):fetchone())
+    end)
+end)
+
+describe("cur:close()", function()
+    it("makes fetchone, fetchmany and fetchall raise ProgrammingError", function()
+        local cur = conn:execute("SELECT id FROM t ORDER BY id")
+        assert.are.same({ 1, n = 1 }, cur:fetchone())
+        cur:close()
+        raises("ProgrammingError", cur.fetchone, cur)
+        raises("ProgrammingError", cur.fetchmany, cur, 2)
+        raises("ProgrammingError", cur.fetchall, cur)
+    end)
+
+    it("makes rows() iteration raise ProgrammingError", function()
+        local cur = conn:execute("SELECT id FROM t")
+        cur:close()
+        raises("ProgrammingError", function()
+            for _ in cur:rows() do -- luacheck: ignore
+            end
+        end)
+    end)
+
+    it("makes execute on the cursor raise ProgrammingError", function()
+        local cur = conn:cursor()
+        cur:close()
+        raises("ProgrammingError", cur.execute, cur, "SELECT 1")
+    end)
+
+    it("is idempotent", function()
+        local cur = conn:execute("SELECT id FROM t")
+        cur:close()
+        cur:close()
+        raises("ProgrammingError", cur.fetchone, cur)
+    end)
+
+    it("leaves the connection and its other cursors working", function()
+        local a = conn:execute("SELECT id FROM t ORDER BY id")
+        local b = conn:execute("SELECT id FROM t ORDER BY id")
+        a:fetchone()
+        a:close()
+        assert.are.same(int_rows(1, 5), b:fetchall())
+        assert.are.equal(5, scalar(conn, "SELECT count(*) FROM t"))
+        conn:execute("INSERT INTO t (name) VALUES ('six')")
+        assert.are.equal(6, scalar(conn, "SELECT count(*) FROM t"))
+    end)
+
+    it("<close> closes the cursor at scope exit (Lua 5.4)", function()
+        if _VERSION == "Lua 5.4" then
+            local chunk = assert(load([[
+                local conn = ...
+                local escaped, first
+                do
+                    local cur <close> = conn:execute("SELECT id FROM t ORDER BY id")
+                    escaped = cur
+                    first = cur:fetchone()[1]
+                end
+                return escaped, first
+            ]]))
+            local cur, first = chunk(conn)
+            assert.are.equal(1, first)
+            raises("ProgrammingError", cur.fetchone, cur)
+        else
+            -- no <close> syntax here: the metamethod it would call must still close
+            local cur = conn:execute("SELECT id FROM t ORDER BY id")
+            local mt = getmetatable(cur)
+            assert.are.equal("function", type(mt.__close))
+            mt.__close(cur)
+            raises("ProgrammingError", cur.fetchone, cur)
+        end
+        -- the connection is untouched
+        assert.are.equal(5, scalar(conn, "SELECT count(*) FROM t"))
+    end)
+end)
+
+describe("cur.connection", function()
+    it("is the connection the cursor came from", function()
+        assert.are.equal(conn, conn:cursor().connection)
+        assert.are.equal(conn, conn:execute("SELECT 1").connection)
+        assert.are.equal(conn, conn:executemany("INSERT INTO t (name) VALUES (?)", { { "z" } }).connection)
+    end)
+end)
+
+describe("RETURNING", function()
+    it("INSERT ... RETURNING gives the inserted rows, a description, rowcount and lastrowid", function()
+        local cur = conn:execute("INSERT INTO t (name) VALUES ('six'), ('seven') RETURNING id, name")
+        assert.are.equal("id", cur.description[1].name)
+        assert.are.equal("name", cur.description[2].name)
+        assert.are.same({ { 6, "six", n = 2 }, { 7, "seven", n = 2 } }, cur:fetchall())
+        assert.are.equal(2, cur.rowcount)
+        assert.are.equal(7, cur.lastrowid)
+        assert.are.equal(7, scalar(conn, "SELECT count(*) FROM t"))
+    end)
+
+    it("DELETE ... RETURNING gives the deleted rows and removes them", function()
+        local cur = conn:execute("DELETE FROM t WHERE id >= 4 RETURNING name")
+        local names = {}
+        for row in cur:rows() do
+            names[#names + 1] = row[1]
+        end
+        table.sort(names)
+        assert.are.same({ "five", "four" }, names)
+        assert.are.equal(3, scalar(conn, "SELECT count(*) FROM t"))
+    end)
+
+    it("UPDATE ... RETURNING gives the new values", function()
+        local sql = "UPDATE t SET score = score * 2 WHERE id = 2 RETURNING id, score"
+        local rows = conn:execute(sql):fetchall()
+        assert.are.same({ { 2, 5.0, n = 2 } }, rows)
+    end)
+end)
+
+describe("PRAGMA rows", function()
+    it("PRAGMA table_info returns one row per column with name, type and pk", function()
+        local cur = conn:execute("PRAGMA table_info(t)")
+        local names = {}
+        for i, col in ipairs(cur.description) do
+            names[i] = col.name
+        end
+        assert.are.same({ "cid", "name", "type", "notnull", "dflt_value", "pk" }, names)
+        local rows = cur:fetchall()
+        assert.are.same({
+            { 0, "id", "INTEGER", 0, null, 1, n = 6 },
+            { 1, "name", "TEXT", 0, null, 0, n = 6 },
+            { 2, "score", "REAL", 0, null, 0, n = 6 },
+            { 3, "data", "BLOB", 0, null, 0, n = 6 },
+        }, rows)
+    end)
+
+    it("PRAGMA user_version can be set and read back", function()
+        conn:execute("PRAGMA user_version = 12")
+        assert.are.equal(12, scalar(conn, "PRAGMA user_version"))
+    end)
+end)
+
+describe("large results", function()
+    local N = 100000
+    local path
+
+    -- Every row is (i, a 100-character string of i's digits zero-padded).
+    local function payload(i)
+        local digits = tostring(i)
+        return string.rep("0", 100 - #digits) .. digits
+    end
+
+    before_each(function()
+        path = temp_path()
+        conn:close()
+        conn = sqlite.connect(path)
+        conn:execute("CREATE TABLE big (i INTEGER PRIMARY KEY, s TEXT)")
+        conn:execute([[
+            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?)
+            INSERT INTO big SELECT i, printf('%0100d', i) FROM c]], N)
+    end)
+
+    after_each(function()
+        pcall(conn.close, conn)
+        remove_db(path)
+    end)
+
+    it("a fetchone loop over 100k rows gives every row once, in order", function()
+        local cur = conn:execute("SELECT i, s FROM big ORDER BY i")
+        local n = 0
+        while true do
+            local row = cur:fetchone()
+            if not row then
+                break
+            end
+            n = n + 1
+            if row[1] ~= n or row[2] ~= payload(n) then
+                assert.are.same({ n, payload(n), n = 2 }, row)
+            end
+        end
+        assert.are.equal(N, n)
+    end)
+
+    it("rows() over 100k rows gives every row once, in order, inside a coroutine", function()
+        local n, bad = sqlite.run(function()
+            local count, wrong = 0, nil
+            for row in conn:execute("SELECT i, s FROM big ORDER BY i"):rows() do
+                count = count + 1
+                if not wrong and (row[1] ~= count or row[2] ~= payload(count)) then
+                    wrong = count
+                end
+            end
+            return count, wrong
+        end)
+        assert.are.equal(N, n)
+        assert.is_nil(bad)
+    end)
+
+    it("fetchall over 100k rows returns them all in order", function()
+        local rows = conn:execute("SELECT i FROM big ORDER BY i"):fetchall()
+        assert.are.equal(N, #rows)
+        for i = 1, N, 997 do
+            assert.are.equal(i, rows[i][1])
+        end
+        assert.are.equal(N, rows[N][1])
+    end)
+
+    it("fetchmany(1000) batches over 100k rows cover every row once", function()
+        local cur = conn:execute("SELECT i FROM big ORDER BY i")
+        local n = 0
+        while true do
+            local batch = cur:fetchmany(1000)
+            if #batch == 0 then
+                break
+            end
+            assert.is_true(#batch <= 1000)
+            for _, row in ipairs(batch) do
+                n = n + 1
+                if row[1] ~= n then
+                    assert.are.equal(n, row[1])
+                end
+            end
+        end
+        assert.are.equal(N, n)
+    end)
+
+    it("a half-read large cursor does not stop writes and reads on the connection", function()
+        local cur = conn:execute("SELECT i FROM big ORDER BY i")
+        assert.are.same({ 1, n = 1 }, cur:fetchone())
+        conn:execute("INSERT INTO big (i, s) VALUES (?, 'extra')", N + 1)
+        assert.are.equal(N + 1, scalar(conn, "SELECT count(*) FROM big"))
+        assert.are.same({ 2, n = 1 }, cur:fetchone())
+        cur:close()
+    end)
+end)

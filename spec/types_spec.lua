@@ -1,0 +1,441 @@
+-- Parameters and types: how Lua values bind (nil, boolean, integer, float, string, sqlite.blob,
+-- sqlite.null), how SQL values come back, the three ways to pass parameters (array, map,
+-- extra arguments), ?NNN, and the ProgrammingErrors for bad parameters and several statements.
+-- Runs under Lua 5.4 and LuaJIT; exact 64-bit integer tests need Lua 5.3+ (math.type).
+
+local sqlite = require "pasyn_sqlite"
+
+local null = sqlite.null
+local has_integers = math.type ~= nil -- Lua 5.3+: a separate integer subtype
+
+-- Calls fn(...), which must fail with an error object of `kind`; returns that error.
+local function raises(kind, fn, ...)
+    local ok, err = pcall(fn, ...)
+    assert.is_false(ok, "expected a " .. kind .. ", but the call succeeded")
+    assert.is_true(sqlite.is_error(err), "expected an error object, got: " .. tostring(err))
+    assert.are.equal(kind, err.kind, tostring(err))
+    return err
+end
+
+-- True when `message` holds the whole number n (not as part of a longer number).
+local function names_number(message, n)
+    return message:find("%f[%d]" .. n .. "%f[%D]") ~= nil
+end
+
+local conn
+
+local function one(sql, ...)
+    return conn:execute(sql, ...):fetchone()
+end
+
+-- The value of `SELECT ?` and SQLite's typeof() for it.
+local function round_trip(value)
+    local row = one("SELECT ?, typeof(?1)", { value, n = 1 })
+    return row[1], row[2]
+end
+
+local function count_rows(tbl)
+    return one("SELECT count(*) FROM " .. tbl)[1]
+end
+
+before_each(function()
+    conn = sqlite.connect(":memory:")
+end)
+
+after_each(function()
+    pcall(conn.close, conn)
+end)
+
+describe("integers", function()
+    it("small integers round-trip as INTEGER", function()
+        for _, v in ipairs({ 0, 1, -1, 42, 2147483647, -2147483648, 4294967296 }) do
+            local got, typ = round_trip(v)
+            assert.are.equal(v, got)
+            assert.are.equal("integer", typ)
+        end
+    end)
+
+    it("integers up to 2^53 round-trip exactly (also on LuaJIT)", function()
+        for _, v in ipairs({ 9007199254740992, -9007199254740992, 9007199254740991, 1000000000000001 }) do
+            local got, typ = round_trip(v)
+            assert.are.equal(v, got)
+            assert.are.equal("integer", typ)
+        end
+    end)
+
+    it("an INTEGER column value up to 2^53 comes back exactly (also on LuaJIT)", function()
+        conn:execute("CREATE TABLE n (v INTEGER)")
+        conn:execute("INSERT INTO n VALUES (9007199254740991)")
+        assert.are.equal(9007199254740991, one("SELECT v FROM n")[1])
+    end)
+
+    it("math.maxinteger and math.mininteger round-trip exactly as Lua integers", function()
+        if not has_integers then
+            return -- LuaJIT: numbers are doubles, covered up to 2^53 above
+        end
+        for _, v in ipairs({ math.maxinteger, math.mininteger, math.maxinteger - 1, math.mininteger + 1 }) do
+            local got, typ = round_trip(v)
+            assert.are.equal("integer", typ)
+            assert.are.equal("integer", math.type(got))
+            assert.is_true(v == got, "expected " .. tostring(v) .. ", got " .. tostring(got))
+        end
+    end)
+
+    it("64-bit SQL literals come back as exact Lua integers, also through a table", function()
+        if not has_integers then
+            return
+        end
+        local row = one("SELECT 9223372036854775807, -9223372036854775808, 9007199254740993")
+        assert.are.equal(math.maxinteger, row[1])
+        assert.are.equal(math.mininteger, row[2])
+        assert.are.equal("integer", math.type(row[3]))
+        assert.are.equal(9007199254740993, row[3]) -- 2^53 + 1: not representable as a double
+        conn:execute("CREATE TABLE n (v INTEGER)")
+        conn:execute("INSERT INTO n VALUES (?)", math.maxinteger)
+        conn:execute("INSERT INTO n VALUES (?)", 9007199254740993)
+        assert.are.equal(math.maxinteger, one("SELECT max(v) FROM n")[1])
+        assert.are.equal(1, one("SELECT count(*) FROM n WHERE v = 9007199254740993")[1])
+    end)
+
+    it("an integer result is a Lua integer (math.type) on Lua 5.3+", function()
+        if not has_integers then
+            return
+        end
+        assert.are.equal("integer", math.type(one("SELECT 7")[1]))
+        assert.are.equal("integer", math.type(one("SELECT count(*) FROM sqlite_master")[1]))
+    end)
+end)
+
+describe("floats", function()
+    it("floats round-trip as REAL", function()
+        for _, v in ipairs({ 1.5, -0.25, 3.141592653589793, 1e-300, 1.7976931348623157e308 }) do
+            local got, typ = round_trip(v)
+            assert.are.equal(v, got)
+            assert.are.equal("real", typ)
+        end
+    end)
+
+    it("an integral float stays a float (binds REAL on Lua 5.3+)", function()
+        if has_integers then
+            local got, typ = round_trip(2.0)
+            assert.are.equal("real", typ)
+            assert.are.equal("float", math.type(got))
+            assert.are.equal(2.0, got)
+        else
+            -- LuaJIT: an integral number binds as INTEGER and comes back equal
+            local got, typ = round_trip(2.0)
+            assert.are.equal("integer", typ)
+            assert.are.equal(2, got)
+        end
+    end)
+
+    it("REAL results are floats even when integral", function()
+        local row = one("SELECT 2.0, CAST(3 AS REAL)")
+        assert.are.equal(2, row[1])
+        assert.are.equal(3, row[2])
+        if has_integers then
+            assert.are.equal("float", math.type(row[1]))
+            assert.are.equal("float", math.type(row[2]))
+        end
+    end)
+
+    it("an integer stored in a REAL column comes back as a float", function()
+        conn:execute("CREATE TABLE r (v REAL)")
+        conn:execute("INSERT INTO r VALUES (?)", 3)
+        local v = one("SELECT v, typeof(v) FROM r")
+        assert.are.equal(3, v[1])
+        assert.are.equal("real", v[2])
+        if has_integers then
+            assert.are.equal("float", math.type(v[1]))
+        end
+    end)
+
+    it("infinities round-trip", function()
+        assert.are.equal(math.huge, (round_trip(math.huge)))
+        assert.are.equal(-math.huge, (round_trip(-math.huge)))
+    end)
+end)
+
+describe("strings and blobs", function()
+    it("a plain string binds as TEXT", function()
+        local got, typ = round_trip("hello")
+        assert.are.equal("hello", got)
+        assert.are.equal("text", typ)
+    end)
+
+    it("the empty string binds as TEXT and comes back empty", function()
+        local got, typ = round_trip("")
+        assert.are.equal("", got)
+        assert.are.equal("text", typ)
+    end)
+
+    it("a numeric-looking string stays TEXT and comes back a string", function()
+        local got, typ = round_trip("12")
+        assert.are.equal("12", got)
+        assert.are.equal("text", typ)
+        assert.are.equal("string", type(one("SELECT '12'")[1]))
+    end)
+
+    it("UTF-8 text round-trips byte for byte", function()
+        local s = "na\xc3\xafve \xe2\x82\xac \xf0\x9f\x98\x80"
+        assert.are.equal(s, (round_trip(s)))
+    end)
+
+    it("a string with embedded NULs round-trips as TEXT with every byte", function()
+        local s = "a\0b\0\0c"
+        local row = one("SELECT ?1, typeof(?1), length(CAST(?1 AS BLOB))", { s })
+        assert.are.equal(s, row[1])
+        assert.are.equal(#s, #row[1])
+        assert.are.equal("text", row[2])
+        assert.are.equal(#s, row[3])
+    end)
+
+    it("sqlite.blob(s) binds as BLOB", function()
+        local got, typ = round_trip(sqlite.blob("bytes"))
+        assert.are.equal("bytes", got)
+        assert.are.equal("string", type(got))
+        assert.are.equal("blob", typ)
+    end)
+
+    it("a blob of every byte value, NULs included, round-trips through a table", function()
+        local bytes = {}
+        for i = 0, 255 do
+            bytes[#bytes + 1] = string.char(i)
+        end
+        local s = table.concat(bytes) .. "\0\0"
+        conn:execute("CREATE TABLE b (v)")
+        conn:execute("INSERT INTO b VALUES (?)", sqlite.blob(s))
+        local row = one("SELECT v, typeof(v), length(v) FROM b")
+        assert.are.equal(s, row[1])
+        assert.are.equal("blob", row[2])
+        assert.are.equal(258, row[3])
+    end)
+
+    it("an empty sqlite.blob binds as a zero-length BLOB", function()
+        local row = one("SELECT ?1, typeof(?1), length(?1)", { sqlite.blob("") })
+        assert.are.equal("", row[1])
+        assert.are.equal("blob", row[2])
+        assert.are.equal(0, row[3])
+    end)
+
+    it("a BLOB literal comes back as a Lua string", function()
+        assert.are.equal("\1\0\255", one("SELECT x'0100ff'")[1])
+    end)
+
+    it("a 1 MiB string and blob round-trip", function()
+        local s = string.rep("0123456789abcdef", 65536)
+        assert.are.equal(s, (round_trip(s)))
+        assert.are.equal(s, (round_trip(sqlite.blob(s))))
+    end)
+end)
+
+describe("booleans and NULL", function()
+    it("true binds as 1 and false as 0 (INTEGER)", function()
+        local row = one("SELECT ?, typeof(?1), ?, typeof(?2)", true, false)
+        assert.are.same({ 1, "integer", 0, "integer", n = 4 }, row)
+    end)
+
+    it("nil binds as NULL and comes back as sqlite.null", function()
+        local got, typ = round_trip(nil)
+        assert.are.equal(null, got)
+        assert.are.equal("null", typ)
+    end)
+
+    it("sqlite.null binds as NULL", function()
+        local got, typ = round_trip(null)
+        assert.are.equal(null, got)
+        assert.are.equal("null", typ)
+    end)
+
+    it("NULL comes back as sqlite.null, never nil", function()
+        local row = one("SELECT NULL")
+        assert.are.equal(1, row.n)
+        assert.is_true(rawequal(null, row[1]))
+    end)
+
+    it("sqlite.null is a userdata and not false", function()
+        assert.are.equal("userdata", type(null))
+        assert.is_truthy(null)
+    end)
+
+    it("sqlite.null compares equal to cjson.null when lua-cjson is installed", function()
+        local ok, cjson = pcall(require, "cjson")
+        if not ok then
+            -- without cjson: at least the NULL sentinel is one stable value
+            assert.is_true(rawequal(null, one("SELECT NULL")[1]))
+            assert.is_true(rawequal(null, require("pasyn_sqlite").null))
+            return
+        end
+        assert.are.equal(cjson.null, null)
+        assert.are.equal(cjson.null, one("SELECT NULL")[1])
+    end)
+
+    it("a trailing nil among extra arguments still binds (select('#') decides the count)", function()
+        local row = one("SELECT ?, ?", 1, nil)
+        assert.are.same({ 1, null, n = 2 }, row)
+    end)
+
+    it("an array with n binds nil holes as NULL", function()
+        local row = one("SELECT ?, ?, ?", { 1, nil, 3, n = 3 })
+        assert.are.same({ 1, null, 3, n = 3 }, row)
+    end)
+end)
+
+describe("parameter styles", function()
+    it("an array binds ? in order", function()
+        assert.are.same({ 1, "two", 3.5, n = 3 }, one("SELECT ?, ?, ?", { 1, "two", 3.5 }))
+    end)
+
+    it("extra arguments bind ? in order", function()
+        assert.are.same({ 1, "two", 3.5, n = 3 }, one("SELECT ?, ?, ?", 1, "two", 3.5))
+    end)
+
+    it("?NNN binds by position, and one position may be used twice", function()
+        assert.are.same({ "b", "a", "b", n = 3 }, one("SELECT ?2, ?1, ?2", { "a", "b" }))
+        assert.are.same({ 5, 5, n = 2 }, one("SELECT ?1, ?1", 5))
+    end)
+
+    it("a map binds :name, @name and $name from keys without a prefix", function()
+        local row = one("SELECT :a, @b, $c", { a = 1, b = "two", c = 3.5 })
+        assert.are.same({ 1, "two", 3.5, n = 3 }, row)
+    end)
+
+    it("a map binds from keys with the prefix too", function()
+        local row = one("SELECT :a, @b, $c", { [":a"] = 1, ["@b"] = "two", ["$c"] = 3.5 })
+        assert.are.same({ 1, "two", 3.5, n = 3 }, row)
+    end)
+
+    it("a named parameter used twice binds the same value", function()
+        assert.are.same({ 7, 14, n = 2 }, one("SELECT :x, :x * 2", { x = 7 }))
+    end)
+
+    it("a map may hold false and sqlite.null values", function()
+        assert.are.same({ 0, null, n = 2 }, one("SELECT :f, :z", { f = false, z = null }))
+    end)
+
+    it("extra keys in a map are ignored", function()
+        assert.are.same({ 1, n = 1 }, one("SELECT :a", { a = 1, unused = 2 }))
+    end)
+
+    it("an empty table binds no parameters", function()
+        assert.are.same({ 1, n = 1 }, one("SELECT 1", {}))
+    end)
+
+    it("parameters bind into INSERT and WHERE", function()
+        conn:execute("CREATE TABLE p (id INTEGER PRIMARY KEY, name TEXT)")
+        conn:execute("INSERT INTO p (id, name) VALUES (:id, :name)", { id = 1, name = "one" })
+        conn:execute("INSERT INTO p (id, name) VALUES (?, ?)", 2, "two")
+        conn:execute("INSERT INTO p (id, name) VALUES (?2, ?1)", { "three", 3 })
+        assert.are.same({ { "one", n = 1 }, { "three", n = 1 } },
+                        conn:execute("SELECT name FROM p WHERE id IN (?, ?) ORDER BY id", 1, 3):fetchall())
+        assert.are.equal(3, count_rows("p"))
+    end)
+
+    it("every parameter style works inside a coroutine", function()
+        local rows = sqlite.run(function()
+            return {
+                one("SELECT ?", { 1 }),
+                one("SELECT ?", 2),
+                one("SELECT :v", { v = 3 }),
+                one("SELECT ?1", sqlite.blob("4")),
+            }
+        end)
+        assert.are.same({ { 1, n = 1 }, { 2, n = 1 }, { 3, n = 1 }, { "4", n = 1 } }, rows)
+    end)
+end)
+
+describe("parameter errors", function()
+    it("too many parameters raise ProgrammingError naming both counts", function()
+        local err = raises("ProgrammingError", one, "SELECT ?, ?", 1, 2, 3)
+        assert.is_true(names_number(err.message, 2), err.message)
+        assert.is_true(names_number(err.message, 3), err.message)
+    end)
+
+    it("too few parameters raise ProgrammingError naming both counts", function()
+        local err = raises("ProgrammingError", one, "SELECT ?, ?, ?, ?", { 1 })
+        assert.is_true(names_number(err.message, 4), err.message)
+        assert.is_true(names_number(err.message, 1), err.message)
+    end)
+
+    it("parameters for a statement that takes none raise ProgrammingError", function()
+        local err = raises("ProgrammingError", one, "SELECT 1", 5)
+        assert.is_true(names_number(err.message, 0), err.message)
+        assert.is_true(names_number(err.message, 1), err.message)
+    end)
+
+    it("a missing named parameter raises ProgrammingError naming it", function()
+        local err = raises("ProgrammingError", one, "SELECT :present, :missing_one", { present = 1 })
+        assert.truthy(err.message:find("missing_one", 1, true), err.message)
+        assert.falsy(err.message:find("present", 1, true), err.message)
+    end)
+
+    it("a table value raises ProgrammingError naming the parameter position", function()
+        local err = raises("ProgrammingError", one, "SELECT ?, ?", 1, {})
+        assert.is_true(names_number(err.message, 2), err.message)
+        assert.truthy(err.message:find("table", 1, true), err.message)
+    end)
+
+    it("a table inside an array raises ProgrammingError naming the parameter position", function()
+        local err = raises("ProgrammingError", one, "SELECT ?, ?, ?", { 1, 2, { 3 } })
+        assert.is_true(names_number(err.message, 3), err.message)
+        assert.truthy(err.message:find("table", 1, true), err.message)
+    end)
+
+    it("a function value raises ProgrammingError naming the named parameter", function()
+        local err = raises("ProgrammingError", one, "SELECT :callback", { callback = print })
+        assert.truthy(err.message:find("callback", 1, true), err.message)
+        assert.truthy(err.message:find("function", 1, true), err.message)
+    end)
+
+    it("a coroutine value raises ProgrammingError", function()
+        local err = raises("ProgrammingError", one, "SELECT ?", coroutine.create(print))
+        assert.is_true(names_number(err.message, 1), err.message)
+    end)
+
+    it("a bad parameter to an INSERT leaves the table unchanged", function()
+        conn:execute("CREATE TABLE p (v)")
+        raises("ProgrammingError", conn.execute, conn, "INSERT INTO p VALUES (?)", { {} })
+        raises("ProgrammingError", conn.execute, conn, "INSERT INTO p VALUES (?)", 1, 2)
+        assert.are.equal(0, count_rows("p"))
+    end)
+
+    it("parameter errors are raised inside a coroutine too", function()
+        local err = sqlite.run(function()
+            local ok, e = pcall(one, "SELECT ?", 1, 2)
+            assert.is_false(ok)
+            return e
+        end)
+        assert.are.equal("ProgrammingError", err.kind)
+    end)
+end)
+
+describe("statements", function()
+    it("a string holding two statements raises ProgrammingError and the first does not run", function()
+        conn:execute("CREATE TABLE s (v)")
+        raises("ProgrammingError", conn.execute, conn, "INSERT INTO s VALUES (1); INSERT INTO s VALUES (2)")
+        assert.are.equal(0, count_rows("s"))
+    end)
+
+    it("two SELECTs in one string raise ProgrammingError", function()
+        raises("ProgrammingError", one, "SELECT 1; SELECT 2")
+    end)
+
+    it("a DDL statement followed by another does not run either", function()
+        raises("ProgrammingError", conn.execute, conn, "CREATE TABLE a (x); CREATE TABLE b (y)")
+        assert.are.equal(0, one("SELECT count(*) FROM sqlite_master")[1])
+    end)
+
+    it("one statement with a trailing semicolon, spaces and a comment runs", function()
+        assert.are.same({ 1, n = 1 }, one("SELECT 1;  -- done\n"))
+    end)
+
+    it("empty SQL is a no-op: no rows, description nil, rowcount -1", function()
+        for _, sql in ipairs({ "", "   \n\t", "-- only a comment", "/* block */" }) do
+            local cur = conn:execute(sql)
+            assert.is_nil(cur.description, sql)
+            assert.are.equal(-1, cur.rowcount, sql)
+            assert.is_nil(cur:fetchone(), sql)
+        end
+        assert.are.equal(0, one("SELECT count(*) FROM sqlite_master")[1])
+    end)
+end)
