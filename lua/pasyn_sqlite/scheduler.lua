@@ -55,11 +55,11 @@ local function finish(h, ok, ...)
     end
 end
 
-local function after(co, ok, first, ...)
+local function after(co, ok, ...)
     if co_status(co) == "dead" then
-        return finish(members[co], ok, first, ...)
+        return finish(members[co], ok, ...)
     end
-    if first ~= SUSPEND then
+    if (...) ~= SUSPEND then
         push_ready(co) -- a bare coroutine.yield(): let the others run, then go on
     end
 end

@@ -1,0 +1,432 @@
+-- The built-in scheduler: run/spawn/join/sleep, where a call waits (yield inside the scheduler,
+-- block anywhere else), and the host-loop entry points fd() and dispatch().
+local sqlite = require "pasyn_sqlite"
+
+local pack = table.pack or function(...) return { n = select("#", ...), ... } end
+
+local function tmpdb()
+    local path = os.tmpname()
+    return path, function()
+        for _, suffix in ipairs({ "", "-wal", "-shm" }) do
+            os.remove(path .. suffix)
+        end
+    end
+end
+
+local function is_integer(v)
+    if math.type then
+        return math.type(v) == "integer"
+    end
+    return type(v) == "number" and v % 1 == 0
+end
+
+-- A read that keeps a reader busy for about a second.
+local SLOW_COUNT = 2000000
+local SLOW_SQL = [[WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?)
+                   SELECT count(*) FROM c]]
+
+describe("scheduler", function()
+    local path, cleanup, conn
+    before_each(function()
+        path, cleanup = tmpdb()
+        conn = sqlite.connect(path)
+        conn:execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    end)
+    after_each(function()
+        conn:close()
+        cleanup()
+    end)
+
+    describe("sqlite.run", function()
+        it("returns every result of fn, nils included", function()
+            local r = pack(sqlite.run(function(a, b)
+                return a + b, "x", nil, 4, nil
+            end, 1, 2))
+            assert.equal(5, r.n)
+            assert.equal(3, r[1])
+            assert.equal("x", r[2])
+            assert.is_nil(r[3])
+            assert.equal(4, r[4])
+            assert.is_nil(r[5])
+        end)
+
+        it("returns nothing when fn returns nothing", function()
+            assert.equal(0, select("#", sqlite.run(function() end)))
+        end)
+
+        it("passes its extra arguments to fn", function()
+            local r = pack(sqlite.run(function(...) return select("#", ...), ... end, "a", nil, 3))
+            assert.same({ 3, "a", nil, 3, n = 4 }, r)
+        end)
+
+        it("returns what fn computed with the database", function()
+            local n = sqlite.run(function()
+                conn:execute("INSERT INTO t (v) VALUES ('a'), ('b')")
+                return conn:execute("SELECT count(*) FROM t"):fetchone()[1]
+            end)
+            assert.equal(2, n)
+        end)
+
+        it("re-raises fn's error object as the same table", function()
+            local raised
+            local ok, err = pcall(sqlite.run, function()
+                local ok2, e = pcall(conn.execute, conn, "SELECT * FROM nope")
+                assert.is_false(ok2)
+                raised = e
+                error(e)
+            end)
+            assert.is_false(ok)
+            assert.is_true(sqlite.is_error(raised))
+            assert.is_true(rawequal(raised, err))
+            assert.equal("OperationalError", err.kind)
+        end)
+
+        it("re-raises a plain table error as the same table", function()
+            local value = { reason = "mine" }
+            local ok, err = pcall(sqlite.run, function()
+                error(value)
+            end)
+            assert.is_false(ok)
+            assert.is_true(rawequal(value, err))
+        end)
+
+        it("re-raises a string error unchanged", function()
+            local ok, err = pcall(sqlite.run, function()
+                error("boom", 0)
+            end)
+            assert.is_false(ok)
+            assert.equal("boom", err)
+        end)
+
+        it("raises when called inside a running scheduler, which keeps running", function()
+            local inner_ran = false
+            local result = sqlite.run(function()
+                local ok = pcall(sqlite.run, function()
+                    inner_ran = true
+                end)
+                assert.is_false(ok)
+                return conn:execute("SELECT 7"):fetchone()[1]
+            end)
+            assert.is_false(inner_ran)
+            assert.equal(7, result)
+        end)
+
+        it("can run again after a run that raised", function()
+            assert.is_false(pcall(sqlite.run, function() error("first", 0) end))
+            assert.equal(8, sqlite.run(function()
+                return conn:execute("SELECT 8"):fetchone()[1]
+            end))
+        end)
+
+        it("waits for spawned coroutines nobody joined", function()
+            local finished = {}
+            sqlite.run(function()
+                sqlite.spawn(function()
+                    sqlite.sleep(0.02)
+                    finished[#finished + 1] = "sleeper"
+                end)
+                sqlite.spawn(function()
+                    conn:execute("INSERT INTO t (v) VALUES ('spawned')")
+                    finished[#finished + 1] = "writer"
+                end)
+            end)
+            table.sort(finished)
+            assert.same({ "sleeper", "writer" }, finished)
+            assert.equal(1, conn:execute("SELECT count(*) FROM t WHERE v = 'spawned'"):fetchone()[1])
+        end)
+
+        it("raises the error of a spawned coroutine nobody joined", function()
+            local value = { reason = "unjoined" }
+            local main_done = false
+            local ok, err = pcall(sqlite.run, function()
+                sqlite.spawn(function()
+                    sqlite.sleep(0.01)
+                    error(value)
+                end)
+                main_done = true
+                return "main result"
+            end)
+            assert.is_true(main_done)
+            assert.is_false(ok)
+            assert.is_true(rawequal(value, err))
+        end)
+    end)
+
+    describe("sqlite.spawn", function()
+        it("raises outside sqlite.run and does not run fn", function()
+            local ran = false
+            assert.is_false(pcall(sqlite.spawn, function() ran = true end))
+            assert.is_false(ran)
+        end)
+
+        it("join() returns every result of the spawned function", function()
+            local r = sqlite.run(function()
+                local h = sqlite.spawn(function(a, b)
+                    return a * b, nil, "z"
+                end, 6, 7)
+                return pack(h:join())
+            end)
+            assert.same({ 42, nil, "z", n = 3 }, r)
+        end)
+
+        it("join() waits for a coroutine that is still running a query", function()
+            local r = sqlite.run(function()
+                local h = sqlite.spawn(function()
+                    conn:execute("INSERT INTO t (v) VALUES ('joined')")
+                    return conn:execute("SELECT id, v FROM t WHERE v = 'joined'"):fetchone()
+                end)
+                return h:join()
+            end)
+            assert.same({ 1, "joined", n = 2 }, r)
+        end)
+
+        it("join() re-raises the spawned function's error as the same value", function()
+            local value = { reason = "spawned" }
+            local caught = sqlite.run(function()
+                local h = sqlite.spawn(function()
+                    sqlite.sleep(0.005)
+                    error(value)
+                end)
+                local ok, err = pcall(h.join, h)
+                assert.is_false(ok)
+                return err
+            end)
+            assert.is_true(rawequal(value, caught))
+        end)
+
+        it("join() re-raises a database error object of the spawned coroutine", function()
+            local caught = sqlite.run(function()
+                local h = sqlite.spawn(function()
+                    conn:execute("INSERT INTO nope VALUES (1)")
+                end)
+                local ok, err = pcall(h.join, h)
+                assert.is_false(ok)
+                return err
+            end)
+            assert.is_true(sqlite.is_error(caught))
+            assert.equal("OperationalError", caught.kind)
+            assert.equal("no such table: nope", caught.message)
+        end)
+
+        it("a joined error does not make run raise", function()
+            local r = sqlite.run(function()
+                local h = sqlite.spawn(function() error("handled", 0) end)
+                local ok, err = pcall(h.join, h)
+                return ok, err
+            end)
+            assert.is_false(r)
+        end)
+
+        it("join() on a finished coroutine returns its results at once, also twice", function()
+            local a, b = sqlite.run(function()
+                local h = sqlite.spawn(function() return "done" end)
+                sqlite.sleep(0.01)
+                return h:join(), h:join()
+            end)
+            assert.equal("done", a)
+            assert.equal("done", b)
+        end)
+
+        it("spawned coroutines start in the order they were spawned", function()
+            local order = {}
+            sqlite.run(function()
+                for i = 1, 5 do
+                    sqlite.spawn(function() order[#order + 1] = i end)
+                end
+            end)
+            assert.same({ 1, 2, 3, 4, 5 }, order)
+        end)
+    end)
+
+    describe("sqlite.sleep", function()
+        it("a coroutine sleeping 0.05 wakes after one sleeping 0.01", function()
+            local order = {}
+            sqlite.run(function()
+                sqlite.spawn(function()
+                    sqlite.sleep(0.05)
+                    order[#order + 1] = "long"
+                end)
+                sqlite.spawn(function()
+                    sqlite.sleep(0.01)
+                    order[#order + 1] = "short"
+                end)
+            end)
+            assert.same({ "short", "long" }, order)
+        end)
+
+        it("sleepers wake in the order of their deadlines", function()
+            local order = {}
+            sqlite.run(function()
+                for _, d in ipairs({ 0.04, 0.01, 0.03, 0.02 }) do
+                    sqlite.spawn(function()
+                        sqlite.sleep(d)
+                        order[#order + 1] = d
+                    end)
+                end
+            end)
+            assert.same({ 0.01, 0.02, 0.03, 0.04 }, order)
+        end)
+
+        it("sleep(0) lets other ready coroutines run before it returns", function()
+            local order = {}
+            sqlite.run(function()
+                sqlite.spawn(function()
+                    order[#order + 1] = "a1"
+                    sqlite.sleep(0)
+                    order[#order + 1] = "a2"
+                end)
+                sqlite.spawn(function()
+                    order[#order + 1] = "b"
+                end)
+            end)
+            assert.same({ "a1", "b", "a2" }, order)
+        end)
+
+        it("a sleeping coroutine does not hold up another one's queries", function()
+            local order = {}
+            sqlite.run(function()
+                sqlite.spawn(function()
+                    sqlite.sleep(0.5)
+                    order[#order + 1] = "sleeper"
+                end)
+                sqlite.spawn(function()
+                    for i = 1, 10 do
+                        conn:execute("INSERT INTO t (v) VALUES (?)", "s" .. i)
+                    end
+                    assert.equal(10, conn:execute("SELECT count(*) FROM t"):fetchone()[1])
+                    order[#order + 1] = "queries"
+                end)
+            end)
+            assert.same({ "queries", "sleeper" }, order)
+        end)
+
+        it("blocks and returns outside a scheduler", function()
+            sqlite.sleep(0.001)
+            sqlite.sleep(0)
+        end)
+    end)
+
+    describe("where a call waits", function()
+        it("a coroutine's quick queries finish while another waits on a slow query", function()
+            local order = {}
+            local slow_count
+            sqlite.run(function()
+                sqlite.spawn(function()
+                    slow_count = conn:execute(SLOW_SQL, SLOW_COUNT):fetchone()[1]
+                    order[#order + 1] = "slow"
+                end)
+                sqlite.spawn(function()
+                    for i = 1, 20 do
+                        assert.equal(i, conn:execute("SELECT ?", i):fetchone()[1])
+                    end
+                    order[#order + 1] = "quick reads"
+                end)
+                sqlite.spawn(function()
+                    for i = 1, 5 do
+                        conn:execute("INSERT INTO t (v) VALUES (?)", "q" .. i)
+                    end
+                    order[#order + 1] = "quick writes"
+                end)
+            end)
+            assert.equal(SLOW_COUNT, slow_count)
+            assert.equal(3, #order)
+            assert.equal("slow", order[3])
+            assert.equal(5, conn:execute("SELECT count(*) FROM t"):fetchone()[1])
+        end)
+
+        it("a slow write does not hold up other coroutines' reads", function()
+            local order = {}
+            sqlite.run(function()
+                sqlite.spawn(function()
+                    conn:execute("INSERT INTO t (v) " .. SLOW_SQL:gsub("count%(%*%)", "'n' || count(*)"),
+                                 SLOW_COUNT)
+                    order[#order + 1] = "slow write"
+                end)
+                sqlite.spawn(function()
+                    for i = 1, 20 do
+                        assert.equal(i, conn:execute("SELECT ?", i):fetchone()[1])
+                    end
+                    order[#order + 1] = "reads"
+                end)
+            end)
+            assert.same({ "reads", "slow write" }, order)
+            assert.equal(1, conn:execute("SELECT count(*) FROM t WHERE v = ?", "n" .. SLOW_COUNT)
+                :fetchone()[1])
+        end)
+
+        it("calls in the main chunk block and return their results", function()
+            conn:execute("INSERT INTO t (v) VALUES ('main')")
+            local cur = conn:execute("SELECT id, v FROM t")
+            assert.same({ { 1, "main", n = 2 } }, cur:fetchall())
+            assert.equal(SLOW_COUNT, conn:execute(SLOW_SQL, SLOW_COUNT):fetchone()[1])
+        end)
+
+        it("calls in a plain coroutine outside run block and return their results", function()
+            local r = coroutine.wrap(function()
+                conn:execute("INSERT INTO t (v) VALUES ('wrapped')")
+                return conn:execute("SELECT v FROM t"):fetchone()[1]
+            end)()
+            assert.equal("wrapped", r)
+        end)
+
+        it("calls in a plain coroutine.wrap inside run block and return their results", function()
+            local order = {}
+            local r = sqlite.run(function()
+                sqlite.spawn(function()
+                    order[#order + 1] = "other"
+                end)
+                local v = coroutine.wrap(function()
+                    conn:execute("INSERT INTO t (v) VALUES ('wrapped in run')")
+                    local got = conn:execute("SELECT v FROM t"):fetchone()[1]
+                    order[#order + 1] = "wrapped"
+                    return got
+                end)()
+                return v
+            end)
+            assert.equal("wrapped in run", r)
+            -- the wrapped coroutine blocked rather than yielded: nothing else ran meanwhile
+            assert.same({ "wrapped", "other" }, order)
+        end)
+
+        it("a plain coroutine inside run can yield values to its own caller between queries", function()
+            local got = sqlite.run(function()
+                local gen = coroutine.wrap(function()
+                    for i = 1, 3 do
+                        coroutine.yield(conn:execute("SELECT ? * 10", i):fetchone()[1])
+                    end
+                end)
+                return { gen(), gen(), gen() }
+            end)
+            assert.same({ 10, 20, 30 }, got)
+        end)
+    end)
+
+    describe("host loop entry points", function()
+        it("sqlite.fd() is an integer >= 0 and the same each time", function()
+            local fd = sqlite.fd()
+            assert.is_true(is_integer(fd))
+            assert.is_true(fd >= 0)
+            assert.equal(fd, sqlite.fd())
+        end)
+
+        it("sqlite.dispatch() returns 0 when nothing is pending", function()
+            assert.equal(0, sqlite.dispatch())
+            assert.equal(0, sqlite.dispatch())
+        end)
+
+        it("blocking calls leave nothing for dispatch()", function()
+            for i = 1, 10 do
+                conn:execute("INSERT INTO t (v) VALUES (?)", "d" .. i)
+                conn:execute("SELECT count(*) FROM t"):fetchall()
+            end
+            assert.equal(0, sqlite.dispatch())
+        end)
+
+        it("dispatch() returns a number and never blocks inside run", function()
+            local n = sqlite.run(function()
+                return sqlite.dispatch()
+            end)
+            assert.equal(0, n)
+        end)
+    end)
+end)
