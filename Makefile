@@ -69,15 +69,15 @@ ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 asan:
 	$(MAKE) --no-print-directory BUILD=build/asan LUA_VERSION=5.4 CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all build/asan/test_deque build/asan/test_hub
 	ASAN_OPTIONS=detect_leaks=0 build/asan/test_deque && ASAN_OPTIONS=detect_leaks=0 build/asan/test_hub
-	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	PASYN_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	PASYN_BUILD=build/asan prove -e spec/run $(SPECS:%=lua5.4/%)
 
 TSAN_FLAGS = -O1 -g -fsanitize=thread
 tsan:
 	$(MAKE) --no-print-directory BUILD=build/tsan LUA_VERSION=5.4 CFLAGS="$(TSAN_FLAGS)" LDFLAGS="-fsanitize=thread" all build/tsan/test_deque build/tsan/test_hub
 	TSAN_OPTIONS=halt_on_error=1 build/tsan/test_deque && TSAN_OPTIONS=halt_on_error=1 build/tsan/test_hub
-	LD_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=0 \
+	PASYN_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=0 \
 	PASYN_BUILD=build/tsan prove -e spec/run $(SPECS:%=lua5.4/%)
 
 install: $(MODULE)
