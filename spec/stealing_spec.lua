@@ -1,0 +1,100 @@
+-- Work stealing among readers: an idle reader takes reads queued behind a busy one, and the
+-- option that turns it off really turns it off. Every read runs exactly once either way.
+local sqlite = require "pasyn_sqlite"
+
+local LONG = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 3000000) " ..
+             "SELECT count(*) FROM c"
+
+-- Starts one long read, then `quick` short ones from other coroutines; returns the order in
+-- which they finished and the pool's stats.
+local function long_then_quick(options, quick)
+    local conn = sqlite.connect(":memory:", options)
+    local order = {}
+    sqlite.run(function()
+        local long = sqlite.spawn(function()
+            local n = conn:execute(LONG):fetchone()[1]
+            order[#order + 1] = "long"
+            return n
+        end)
+        sqlite.sleep(0.02) -- the long read is running on one reader now
+        local quicks = {}
+        for i = 1, quick do
+            quicks[i] = sqlite.spawn(function()
+                local v = conn:execute("SELECT ? + 0", i):fetchone()[1]
+                order[#order + 1] = v
+                return v
+            end)
+        end
+        assert.equal(3000000, long:join())
+        for i = 1, quick do
+            assert.equal(i, quicks[i]:join())
+        end
+    end)
+    local stats = conn:stats()
+    conn:close()
+    return order, stats
+end
+
+local function stolen(stats)
+    local n = 0
+    for _, r in ipairs(stats.readers) do
+        n = n + r.stolen
+    end
+    return n
+end
+
+describe("work stealing", function()
+    it("lets an idle reader take the reads queued behind a long one", function()
+        local order, stats = long_then_quick({ readers = 2 }, 40)
+        assert.equal(41, #order)
+        assert.equal("long", order[#order]) -- no quick read waited for the long one
+        assert.is_true(stolen(stats) > 0)
+    end)
+
+    it("is off with stealing = false: nothing is stolen and reads wait in their reader's queue", function()
+        local order, stats = long_then_quick({ readers = 2, stealing = false }, 40)
+        assert.equal(41, #order)
+        assert.equal(0, stolen(stats))
+        assert.are_not.equal("long", order[#order]) -- some quick reads queued behind it
+    end)
+
+    for _, stealing in ipairs({ true, false }) do
+        it("runs every read exactly once under load (stealing = " .. tostring(stealing) .. ")", function()
+            local conn = sqlite.connect(":memory:", { readers = 3, stealing = stealing })
+            conn:execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            conn:executemany("INSERT INTO t VALUES (?)", (function()
+                local s = {}
+                for i = 1, 1000 do
+                    s[i] = { i }
+                end
+                return s
+            end)())
+            local seen, runs = {}, 0
+            local before = conn:stats()
+            sqlite.run(function()
+                for i = 1, 2000 do
+                    sqlite.spawn(function()
+                        local id = (i - 1) % 1000 + 1
+                        local row = conn:execute("SELECT id FROM t WHERE id = ?", id):fetchone()
+                        assert.equal(id, row[1])
+                        seen[i] = (seen[i] or 0) + 1
+                        runs = runs + 1
+                    end)
+                end
+            end)
+            assert.equal(2000, runs)
+            for i = 1, 2000 do
+                assert.equal(1, seen[i])
+            end
+            local after, executed = conn:stats(), 0
+            for i, r in ipairs(after.readers) do
+                executed = executed + r.executed - before.readers[i].executed
+            end
+            assert.equal(2000, executed) -- each read ran once, on exactly one reader
+            if not stealing then
+                assert.equal(0, stolen(after))
+            end
+            conn:close()
+        end)
+    end
+end)
