@@ -321,13 +321,13 @@ void readers_push(pasyn_pool *pool, pasyn_task *t)
     }
     pthread_mutex_lock(&r->q.mu);
     deque_push_back_locked(&r->q, t);
-    int was_sleeping = r->sleeping;
+    int idle = r->sleeping || atomic_load(&r->spinning);
     r->wake = 1;
-    if (was_sleeping)
+    if (r->sleeping)
         pthread_cond_signal(&r->cv);
     pthread_mutex_unlock(&r->q.mu);
-    if (!was_sleeping && pool->opts.stealing)
-        wake_idle_reader(pool, r);
+    if (!idle && pool->opts.stealing)
+        wake_idle_reader(pool, r); /* it is busy: let a parked one come and steal */
 }
 
 static void push_injector(pasyn_pool *pool, reader *from, pasyn_task *t)
