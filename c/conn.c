@@ -273,6 +273,8 @@ int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
         named |= p.name != NULL;
     }
     if (!named) {
+        if (given == 1 && want == 0 && t->lone_null_optional)
+            return 0;
         if (given != want) {
             task_fail_programming(t, "the statement takes %d parameter%s, %d %s supplied", want,
                                   want == 1 ? "" : "s", given, given == 1 ? "was" : "were");

@@ -38,6 +38,7 @@ struct pasyn_task {
 
     buf params;             /* per value: u32 name length, name, encoded value */
     uint32_t nsets;         /* PASYN_MANY: parameter sets closed by pasyn_task_next_set */
+    int lone_null_optional; /* a single NULL that may stand for "no parameters" */
     buf set_ends;           /* PASYN_MANY: offsets (size_t) where each set ends */
 
     /* results */

@@ -135,6 +135,9 @@ void *pasyn_task_user(const pasyn_task *t);
  * set and starts the next. Strings are copied. 0, or PASYN_ENOMEM. Before submit only. */
 int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn_value *v);
 int pasyn_task_next_set(pasyn_task *t);
+/* The task's only parameter is a NULL that stands for "no parameters" when the statement has
+ * none (a host's optional params argument left nil); it binds as NULL otherwise. */
+void pasyn_task_set_optional_null(pasyn_task *t);
 
 /* Queues the task. With `sync` set it completes through pasyn_task_wait instead of the hub.
  * 0, or PASYN_ECLOSED (the task was not queued and still belongs to the caller). Any thread. */

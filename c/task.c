@@ -148,6 +148,7 @@ void pasyn_task_set_owner(pasyn_task *t, uint64_t owner) { t->owner = owner; }
 void pasyn_task_set_user(pasyn_task *t, void *user) { t->user = user; }
 void *pasyn_task_user(const pasyn_task *t) { return t->user; }
 void pasyn_task_set_stream(pasyn_task *t, uint64_t stream) { t->stream = stream; }
+void pasyn_task_set_optional_null(pasyn_task *t) { t->lone_null_optional = 1; }
 
 int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn_value *v)
 {

@@ -401,6 +401,8 @@ static int spin_for_work(pasyn_pool *pool, reader *r)
                     atomic_load_explicit(&r->pinned.size, memory_order_relaxed) ||
                     (!r->stream && atomic_load_explicit(&pool->injector.size,
                                                          memory_order_relaxed));
+            for (int k = 0; k < pool->nreaders && !found && !r->stream && pool->opts.stealing; k++)
+                found = atomic_load_explicit(&pool->readers[k].q.size, memory_order_relaxed) > 0;
             cpu_relax();
         }
     } while (!found && now_ns() < deadline && !atomic_load(&pool->readers_stop));

@@ -427,6 +427,7 @@ local properties = {
         return not conn.closed and core.txn_owner(conn._pool) == owner_id()
     end,
     total_changes = function(conn)
+        check_open(conn)
         return core.total_changes(conn._pool)
     end,
 }

@@ -922,8 +922,9 @@ describe("Connection", function()
             { "commit", function(c) return c:commit() end },
             { "rollback", function(c) return c:rollback() end },
             { "stats", function(c) return c:stats() end },
+            { "total_changes", function(c) return c.total_changes end },
         }) do
-            it(case[1] .. "() after close raises ConnectionClosedError", function()
+            it(case[1] .. " after close raises ConnectionClosedError", function()
                 conn:close()
                 local err = raises("ConnectionClosedError", case[2], conn)
                 assert.is_true(err:is("PoolError"))

@@ -275,6 +275,11 @@ describe("booleans and NULL", function()
         assert.are.same({ 1, null, n = 2 }, row)
     end)
 
+    it("a lone nil stands for no parameters when the statement takes none", function()
+        assert.are.same({ 7, n = 1 }, one("SELECT 7", nil))
+        assert.are.same({ null, n = 1 }, one("SELECT ?", nil)) -- and binds NULL where it can
+    end)
+
     it("an array with n binds nil holes as NULL", function()
         local row = one("SELECT ?, ?, ?", { 1, nil, 3, n = 3 })
         assert.are.same({ 1, null, 3, n = 3 }, row)

@@ -227,6 +227,8 @@ static int l_submit(lua_State *L)
         lua_pop(L, 1), ok = bind_positional(L, t, 6, 1);
     else
         ok = bind_positional(L, t, 6, nargs);
+    if (nargs == 1 && lua_isnil(L, 6))
+        pasyn_task_set_optional_null(t); /* execute(sql, params) with params nil */
     if (!ok)
         return fail(L, t, "ProgrammingError", lua_tostring(L, -1));
     return submit(L, p, t, sync);
