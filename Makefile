@@ -59,7 +59,8 @@ $(BUILD)/test_%: c/test/test_%.c $(CORE_OBJ)
 
 # Every spec under each Lua of TEST_LUAS, and the C tests, in one prove run.
 test:
-	@for v in $(TEST_LUAS); do $(MAKE) --no-print-directory LUA_VERSION=$${v#lua} all || exit 1; done
+	@for l in $(TEST_LUAS); do v=$${l#lua}; [ "$$l" = luajit ] && v=luajit; \
+	    $(MAKE) --no-print-directory LUA_VERSION=$$v all || exit 1; done
 	@$(MAKE) --no-print-directory $(C_TESTS)
 	prove -e spec/run $(C_TESTS) $(foreach l,$(TEST_LUAS),$(SPECS:%=$(l)/%))
 
