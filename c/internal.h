@@ -191,6 +191,7 @@ struct pasyn_pool {
     _Atomic uint64_t txn_owner;
     _Atomic int64_t total_changes;
     _Atomic uint64_t w_executed, w_batches;
+    _Atomic uint64_t w_pushed;  /* tasks ever queued for the writer: a spinning writer watches it */
 
     /* readers */
     int nreaders;

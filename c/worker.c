@@ -28,8 +28,30 @@ void writer_push(pasyn_pool *pool, pasyn_task *t)
     pool->whead.prev->next = t;
     pool->whead.prev = t;
     pool->wlen++;
+    atomic_fetch_add_explicit(&pool->w_pushed, 1, memory_order_release);
     pthread_cond_signal(&pool->wcv);
     pthread_mutex_unlock(&pool->wmu);
+}
+
+/* Like a reader, the writer watches for a while before it parks (sharing the readers' budget
+ * of spinners): returns 1 when a task was queued since `seen`. */
+static int writer_spin(pasyn_pool *pool, uint64_t seen)
+{
+    if (atomic_fetch_add(&pool->spinners, 1) >= SPINNERS_MAX) {
+        atomic_fetch_sub(&pool->spinners, 1);
+        return 0;
+    }
+    uint64_t deadline = now_ns() + SPIN_NS;
+    int found = 0;
+    do {
+        for (int i = 0; i < 64 && !found; i++) {
+            found = atomic_load_explicit(&pool->w_pushed, memory_order_acquire) != seen ||
+                    atomic_load_explicit(&pool->closing, memory_order_relaxed);
+            cpu_relax();
+        }
+    } while (!found && now_ns() < deadline);
+    atomic_fetch_sub(&pool->spinners, 1);
+    return found;
 }
 
 static void stop_readers(pasyn_pool *pool)
@@ -90,7 +112,12 @@ static pasyn_task *writer_take(pasyn_pool *pool)
                 continue;
             }
         }
-        pthread_cond_wait(&pool->wcv, &pool->wmu);
+        uint64_t seen = atomic_load_explicit(&pool->w_pushed, memory_order_relaxed);
+        pthread_mutex_unlock(&pool->wmu);
+        int found = writer_spin(pool, seen);
+        pthread_mutex_lock(&pool->wmu);
+        if (!found && atomic_load(&pool->w_pushed) == seen && !atomic_load(&pool->closing))
+            pthread_cond_wait(&pool->wcv, &pool->wmu);
     }
 }
 

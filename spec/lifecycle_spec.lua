@@ -195,7 +195,9 @@ describe("lifecycle", function()
             assert.equal(t0, threads())
         end
         if fd0 then
-            assert.equal(fd0, descriptors())
+            -- A leak would add descriptors on every round; a file handle of an earlier test
+            -- that the collector closes meanwhile may take one away.
+            assert.is_true(descriptors() <= fd0)
         end
     end)
 
