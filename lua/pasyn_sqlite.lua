@@ -147,18 +147,18 @@ local function check_open(conn, sql)
     end
 end
 
--- Waits for a task and returns core.result's values, raising its error.
-local function finish(conn, task, sync, sql, names, stream)
+-- Takes what a core submit function returned (a task, or nil and an error it reported),
+-- waits for the task and returns core.result's values, raising the statement's error.
+local function finish(conn, sync, sql, names, stream, task, ekind, emsg)
+    if not task then
+        error(errors.new(ekind, emsg, sql), 3)
+    end
     sched.await(task, sync)
     local ok, a, b, c, d, e, f = core.result(task, conn._pool, names, stream)
     if not ok then
         error(errors.from_result(a, b, c, d, sql), 3)
     end
     return a, b, c, d, e, f
-end
-
-local function submit_error(kind, message, sql)
-    error(errors.new(kind, message, sql), 3)
 end
 
 -- ---- Cursor ---------------------------------------------------------------------------------
@@ -240,11 +240,8 @@ local function run_statement(cur, kind, sql, ...)
     cur._sql = sql
     local conn = cur.connection
     local sync = not sched.can_yield()
-    local task, ekind, emsg = core.submit(conn._pool, kind, owner_id(), sync, sql, ...)
-    if not task then
-        submit_error(ekind, emsg, sql)
-    end
-    return take(cur, finish(conn, task, sync, sql, cur.row == "named"))
+    return take(cur, finish(conn, sync, sql, cur.row == "named", nil,
+                            core.submit(conn._pool, kind, owner_id(), sync, sql, ...)))
 end
 
 function Cursor:execute(sql, ...)
@@ -261,11 +258,8 @@ local MANY_CHUNK = 10000
 local function many_chunk(cur, sql, sets)
     local conn = cur.connection
     local sync = not sched.can_yield()
-    local task, ekind, emsg = core.submit_many(conn._pool, owner_id(), sync, sql, sets)
-    if not task then
-        submit_error(ekind, emsg, sql)
-    end
-    local _, rowcount = finish(conn, task, sync, sql)
+    local _, rowcount = finish(conn, sync, sql, nil, nil,
+                               core.submit_many(conn._pool, owner_id(), sync, sql, sets))
     return rowcount
 end
 
@@ -327,19 +321,12 @@ local function more(cur)
     if not cur._stream then
         return false
     end
-    local conn = cur.connection
-    local sync = not sched.can_yield()
-    local task, ekind, emsg = core.fetch(cur._stream, owner_id(), sync)
-    if not task then
-        submit_error(ekind, emsg, cur._sql)
-    end
+    local stream, sync = cur._stream, not sched.can_yield()
+    cur._stream = nil -- ended, unless the answer says it goes on
     local names = cur.row == "named" and cur._names or nil
-    local ok, rows, _, _, stream = pcall(finish, conn, task, sync, cur._sql, names, cur._stream)
-    if not ok then
-        cur._stream = nil
-        error(rows, 0)
-    end
-    cur._rows, cur._pos, cur._n, cur._stream = rows, 1, #rows, stream
+    local rows, _, _, going_on = finish(cur.connection, sync, cur._sql, names, stream,
+                                        core.fetch(stream, owner_id(), sync))
+    cur._rows, cur._pos, cur._n, cur._stream = rows, 1, #rows, going_on
     return true
 end
 
