@@ -54,8 +54,8 @@ $(MODULE): $(BUILD)/obj/binding.o $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/test_%: c/test/test_%.c $(CORE_OBJ)
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/test_%: c/test/test_%.c c/test/tap.h $(CORE_OBJ)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
 
 # Every spec under each Lua of TEST_LUAS, and the C tests, in one prove run.
 test:

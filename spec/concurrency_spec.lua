@@ -2,15 +2,9 @@
 -- every coroutine runs exactly once, and nothing is lost or done twice, whatever the pool's
 -- shape (readers, stealing).
 local sqlite = require "pasyn_sqlite"
+local support = require "support"
 
-local function tmpdb()
-    local path = os.tmpname()
-    return path, function()
-        for _, suffix in ipairs({ "", "-wal", "-shm" }) do
-            os.remove(path .. suffix)
-        end
-    end
-end
+local tmpdb = support.tmpdb
 
 local ACCOUNTS = 50
 local START_BALANCE = 1000

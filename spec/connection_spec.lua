@@ -3,21 +3,11 @@
 -- Runs under Lua 5.4 and LuaJIT; the Lua 5.4-only `<close>` test is compiled with load().
 
 local sqlite = require "pasyn_sqlite"
+local support = require "support"
 
 -- ---- helpers --------------------------------------------------------------------------------
 
--- A fresh path for a database file in the temp directory (nothing exists there yet).
-local function temp_path()
-    local name = os.tmpname()
-    os.remove(name)
-    return name .. ".db"
-end
-
-local function remove_db(path)
-    for _, suffix in ipairs({ "", "-wal", "-shm", "-journal" }) do
-        os.remove(path .. suffix)
-    end
-end
+local temp_path, remove_db = support.temp_path, support.remove_db
 
 local function file_exists(path)
     local f = io.open(path, "rb")
@@ -28,30 +18,14 @@ local function file_exists(path)
     return false
 end
 
--- Calls fn(...), which must fail with an error object of `kind`; returns that error.
-local function raises(kind, fn, ...)
-    local ok, err = pcall(fn, ...)
-    assert.is_false(ok, "expected a " .. kind .. ", but the call succeeded")
-    assert.is_true(sqlite.is_error(err), "expected an error object, got: " .. tostring(err))
-    assert.are.equal(kind, err.kind, tostring(err))
-    return err
-end
-
-local function scalar(conn, sql, ...)
-    local row = conn:execute(sql, ...):fetchone()
-    return row and row[1]
-end
+local raises, scalar = support.raises, support.scalar
 
 local function count_rows(conn, tbl)
     return scalar(conn, "SELECT count(*) FROM " .. tbl)
 end
 
 local function reader_executed(stats)
-    local total = 0
-    for _, r in ipairs(stats.readers) do
-        total = total + r.executed
-    end
-    return total
+    return support.readers_sum(stats, "executed")
 end
 
 -- Every test opens connections through `open`; after_each closes them and removes files.

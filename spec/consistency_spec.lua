@@ -2,18 +2,10 @@
 -- coroutine, also while other cursors are half-consumed; half-consumed cursors never starve
 -- other reads; big results stream; :memory: is one database shared by the whole pool.
 local sqlite = require "pasyn_sqlite"
+local support = require "support"
 
-local pack = table.pack or function(...) return { n = select("#", ...), ... } end
-local unpack = table.unpack or unpack
-
-local function tmpdb()
-    local path = os.tmpname()
-    return path, function()
-        for _, suffix in ipairs({ "", "-wal", "-shm" }) do
-            os.remove(path .. suffix)
-        end
-    end
-end
+local pack, unpack = support.pack, support.unpack
+local tmpdb = support.tmpdb
 
 -- Rows in the big table: about 1 MB of results, far more than one chunk.
 local BIG = 30000
@@ -26,11 +18,7 @@ local function fill_big(conn)
 end
 
 local function reader_executions(conn)
-    local n = 0
-    for _, r in ipairs(conn:stats().readers) do
-        n = n + r.executed
-    end
-    return n
+    return support.readers_sum(conn:stats(), "executed")
 end
 
 local function streaming_readers(conn)

@@ -3,34 +3,12 @@
 -- Runs under Lua 5.4 and LuaJIT; the Lua 5.4-only `<close>` test is compiled with load().
 
 local sqlite = require "pasyn_sqlite"
+local support = require "support"
 
 local null = sqlite.null
 
--- Calls fn(...), which must fail with an error object of `kind`; returns that error.
-local function raises(kind, fn, ...)
-    local ok, err = pcall(fn, ...)
-    assert.is_false(ok, "expected a " .. kind .. ", but the call succeeded")
-    assert.is_true(sqlite.is_error(err), "expected an error object, got: " .. tostring(err))
-    assert.are.equal(kind, err.kind, tostring(err))
-    return err
-end
-
-local function scalar(conn, sql, ...)
-    local row = conn:execute(sql, ...):fetchone()
-    return row and row[1]
-end
-
-local function temp_path()
-    local name = os.tmpname()
-    os.remove(name)
-    return name .. ".db"
-end
-
-local function remove_db(path)
-    for _, suffix in ipairs({ "", "-wal", "-shm", "-journal" }) do
-        os.remove(path .. suffix)
-    end
-end
+local raises, scalar = support.raises, support.scalar
+local temp_path, remove_db = support.temp_path, support.remove_db
 
 -- Array rows {i, n = 1} for i = first..last.
 local function int_rows(first, last)

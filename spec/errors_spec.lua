@@ -2,15 +2,9 @@
 -- follow the documented hierarchy, SQLite's codes map to kinds as Python's sqlite3 maps them,
 -- and a connection keeps working after any error.
 local sqlite = require "pasyn_sqlite"
+local support = require "support"
 
-local function tmpdb()
-    local path = os.tmpname()
-    return path, function()
-        for _, suffix in ipairs({ "", "-wal", "-shm" }) do
-            os.remove(path .. suffix)
-        end
-    end
-end
+local tmpdb = support.tmpdb
 
 -- Calls f(...) expecting it to raise; returns what it raised.
 local function catch(f, ...)

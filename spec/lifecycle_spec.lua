@@ -1,15 +1,9 @@
 -- Lifecycle: close, garbage collection and abandoned coroutines never lose acknowledged work,
 -- never crash a worker, and leave no thread or file descriptor behind.
 local sqlite = require "pasyn_sqlite"
+local support = require "support"
 
-local function tmpdb()
-    local path = os.tmpname()
-    return path, function()
-        for _, suffix in ipairs({ "", "-wal", "-shm" }) do
-            os.remove(path .. suffix)
-        end
-    end
-end
+local tmpdb = support.tmpdb
 
 -- Our own open descriptors; nil where there is no /proc.
 local function descriptors()

@@ -2,22 +2,13 @@
 -- reader threads; writes, DDL, PRAGMAs, transaction control, ATTACH and TEMP objects on the
 -- writer. Measured with conn:stats() deltas on a connection nobody else uses.
 local sqlite = require "pasyn_sqlite"
+local support = require "support"
 
-local function tmpdb()
-    local path = os.tmpname()
-    return path, function()
-        for _, suffix in ipairs({ "", "-wal", "-shm" }) do
-            os.remove(path .. suffix)
-        end
-    end
-end
+local pack, unpack = support.pack, support.unpack
+local tmpdb = support.tmpdb
 
 local function executed(stats)
-    local readers = 0
-    for _, r in ipairs(stats.readers) do
-        readers = readers + r.executed
-    end
-    return stats.writer.executed, readers
+    return stats.writer.executed, support.readers_sum(stats, "executed")
 end
 
 -- Runs fn (which talks to conn) and returns how many statements ran on the writer and on the
@@ -35,8 +26,7 @@ local ON_READER = { writer = 0, readers = 1 }
 -- Asserts that executing sql (with the extra arguments) runs once, where `want` says, the first
 -- time and the second time; returns the second cursor's rows.
 local function assert_routes(conn, want, sql, ...)
-    local args = table.pack and table.pack(...) or { n = select("#", ...), ... }
-    local unpack = table.unpack or unpack
+    local args = pack(...)
     local rows
     for round = 1, 2 do
         assert.same(want, ran_on(conn, function()

@@ -1,17 +1,10 @@
 -- The built-in scheduler: run/spawn/join/sleep, where a call waits (yield inside the scheduler,
 -- block anywhere else), and the host-loop entry points fd() and dispatch().
 local sqlite = require "pasyn_sqlite"
+local support = require "support"
 
-local pack = table.pack or function(...) return { n = select("#", ...), ... } end
-
-local function tmpdb()
-    local path = os.tmpname()
-    return path, function()
-        for _, suffix in ipairs({ "", "-wal", "-shm" }) do
-            os.remove(path .. suffix)
-        end
-    end
-end
+local pack = support.pack
+local tmpdb = support.tmpdb
 
 local function is_integer(v)
     if math.type then

@@ -1,6 +1,7 @@
 -- Work stealing among readers: an idle reader takes reads queued behind a busy one, and the
 -- option that turns it off really turns it off. Every read runs exactly once either way.
 local sqlite = require "pasyn_sqlite"
+local support = require "support"
 
 local LONG = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 3000000) " ..
              "SELECT count(*) FROM c"
@@ -36,11 +37,7 @@ local function long_then_quick(options, quick)
 end
 
 local function stolen(stats)
-    local n = 0
-    for _, r in ipairs(stats.readers) do
-        n = n + r.stolen
-    end
-    return n
+    return support.readers_sum(stats, "stolen")
 end
 
 describe("work stealing", function()

@@ -4,18 +4,12 @@
 -- Runs under Lua 5.4 and LuaJIT; exact 64-bit integer tests need Lua 5.3+ (math.type).
 
 local sqlite = require "pasyn_sqlite"
+local support = require "support"
 
 local null = sqlite.null
 local has_integers = math.type ~= nil -- Lua 5.3+: a separate integer subtype
 
--- Calls fn(...), which must fail with an error object of `kind`; returns that error.
-local function raises(kind, fn, ...)
-    local ok, err = pcall(fn, ...)
-    assert.is_false(ok, "expected a " .. kind .. ", but the call succeeded")
-    assert.is_true(sqlite.is_error(err), "expected an error object, got: " .. tostring(err))
-    assert.are.equal(kind, err.kind, tostring(err))
-    return err
-end
+local raises = support.raises
 
 -- True when `message` holds the whole number n (not as part of a longer number).
 local function names_number(message, n)

@@ -15,67 +15,12 @@
  *      c/hub.c c/task.c -lsqlite3 -lpthread -o /tmp/test_deque
  */
 #include <sched.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 #include "internal.h"
-
-/* ---- TAP ------------------------------------------------------------------------------ */
-
-static int ntests, nfailed;
-
-static int ok(int cond, const char *fmt, ...)
-{
-    va_list ap;
-    ntests++;
-    if (!cond)
-        nfailed++;
-    printf("%s %d - ", cond ? "ok" : "not ok", ntests);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    fflush(stdout);
-    return cond;
-}
-
-static void diag(const char *fmt, ...)
-{
-    va_list ap;
-    printf("# ");
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    fflush(stdout);
-}
-
-static void on_alarm(int sig)
-{
-    static const char msg[] = "Bail out! watchdog: test_deque hung\n";
-    (void)sig;
-    ssize_t r = write(1, msg, sizeof msg - 1);
-    (void)r;
-    _exit(2);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
+#include "tap.h"
 
 /* ---- single-threaded ------------------------------------------------------------------ */
 
@@ -449,9 +394,7 @@ static void *thief_main(void *arg)
 
 static void test_concurrent(double scale)
 {
-    ntasks = (size_t)(1000000.0 * scale);
-    if (ntasks < 1000)
-        ntasks = 1000;
+    ntasks = tap_scaled(1000000.0, scale, 1000);
     tasks = calloc(ntasks, sizeof *tasks);
     counts = calloc(ntasks, sizeof *counts);
     if (!tasks || !counts) {
@@ -543,16 +486,8 @@ static void test_concurrent(double scale)
 
 int main(void)
 {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    double scale = 1.0;
-    const char *e = getenv("PASYN_TEST_SCALE");
-    if (e && *e) {
-        scale = strtod(e, NULL);
-        if (!(scale > 0))
-            scale = 1.0;
-    }
-    signal(SIGALRM, on_alarm);
-    alarm(600);
+    tap_start("Bail out! watchdog: test_deque hung\n", 600);
+    double scale = tap_scale();
 
     for (uintptr_t i = 0; i < NSTATIC; i++)
         tk[i].user = (void *)i;
@@ -565,8 +500,5 @@ int main(void)
     test_model();
     test_concurrent(scale);
 
-    printf("1..%d\n", ntests);
-    if (nfailed)
-        diag("%d of %d tests failed", nfailed, ntests);
-    return nfailed ? 1 : 0;
+    return tap_done();
 }

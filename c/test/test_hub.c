@@ -18,8 +18,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,58 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "internal.h"
-
-/* ---- TAP ------------------------------------------------------------------------------ */
-
-static int ntests, nfailed;
-
-static int ok(int cond, const char *fmt, ...)
-{
-    va_list ap;
-    ntests++;
-    if (!cond)
-        nfailed++;
-    printf("%s %d - ", cond ? "ok" : "not ok", ntests);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    fflush(stdout);
-    return cond;
-}
-
-static void diag(const char *fmt, ...)
-{
-    va_list ap;
-    printf("# ");
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    fflush(stdout);
-}
-
-static void on_alarm(int sig)
-{
-    static const char msg[] = "Bail out! watchdog: test_hub hung (lost wake-up?)\n";
-    (void)sig;
-    ssize_t r = write(1, msg, sizeof msg - 1);
-    (void)r;
-    _exit(2);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
+#include "tap.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
@@ -362,9 +309,7 @@ static void *completer_main(void *arg)
 
 static void test_sync_handoff(pasyn_hub *hub, double scale)
 {
-    size_t n = (size_t)(20000 * scale);
-    if (n < 200)
-        n = 200;
+    size_t n = tap_scaled(20000, scale, 200);
     pthread_t th;
     atomic_store(&handoff_stop, 0);
     pthread_create(&th, NULL, completer_main, hub);
@@ -421,9 +366,7 @@ static void *producer_main(void *arg)
 
 static void test_concurrent(double scale)
 {
-    ntasks = (size_t)(1000000.0 * scale);
-    if (ntasks < 1000)
-        ntasks = 1000;
+    ntasks = tap_scaled(1000000.0, scale, 1000);
     unsigned char *counts = calloc(ntasks, 1);
     chub = pasyn_hub_new();
     if (!counts || !chub) {
@@ -523,20 +466,12 @@ static void test_free_with_queued(void)
 
 int main(void)
 {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    double scale = 1.0;
-    const char *e = getenv("PASYN_TEST_SCALE");
-    if (e && *e) {
-        scale = strtod(e, NULL);
-        if (!(scale > 0))
-            scale = 1.0;
-    }
-    signal(SIGALRM, on_alarm);
-    alarm(600);
+    tap_start("Bail out! watchdog: test_hub hung (lost wake-up?)\n", 600);
+    double scale = tap_scale();
 
     pasyn_hub *hub = pasyn_hub_new();
     if (!ok(hub != NULL, "pasyn_hub_new returns a hub")) {
-        printf("1..%d\n", ntests);
+        tap_plan();
         return 1;
     }
     test_empty(hub);
@@ -552,8 +487,5 @@ int main(void)
     test_concurrent(scale);
     test_free_with_queued();
 
-    printf("1..%d\n", ntests);
-    if (nfailed)
-        diag("%d of %d tests failed", nfailed, ntests);
-    return nfailed ? 1 : 0;
+    return tap_done();
 }

@@ -1,0 +1,59 @@
+-- Helpers shared by the specs: temporary database files, raises(), scalar() and stats sums.
+-- The specs' LUA_PATH holds spec/?.lua, so `local support = require "support"` finds this.
+local sqlite = require "pasyn_sqlite"
+local assert = require "luassert"
+
+local support = {}
+
+support.pack = table.pack or function(...) return { n = select("#", ...), ... } end
+support.unpack = table.unpack or unpack
+
+-- Removes a database file and its -wal, -shm and -journal companions.
+function support.remove_db(path)
+    for _, suffix in ipairs({ "", "-wal", "-shm", "-journal" }) do
+        os.remove(path .. suffix)
+    end
+end
+
+-- A fresh path for a database file in the temp directory (nothing exists there yet).
+function support.temp_path()
+    local name = os.tmpname()
+    os.remove(name)
+    return name .. ".db"
+end
+
+-- A database path from os.tmpname() (an empty file), and a function that removes the file
+-- and its companions.
+function support.tmpdb()
+    local path = os.tmpname()
+    return path, function()
+        support.remove_db(path)
+    end
+end
+
+-- Calls fn(...), which must fail with an error object of `kind`; returns that error.
+function support.raises(kind, fn, ...)
+    local ok, err = pcall(fn, ...)
+    assert.is_false(ok, "expected a " .. kind .. ", but the call succeeded")
+    assert.is_true(sqlite.is_error(err), "expected an error object, got: " .. tostring(err))
+    assert.are.equal(kind, err.kind, tostring(err))
+    return err
+end
+
+-- The first value of the first row of sql (nil when there is no row).
+function support.scalar(conn, sql, ...)
+    local row = conn:execute(sql, ...):fetchone()
+    return row and row[1]
+end
+
+-- The sum of one per-reader counter (executed, stolen, ...) over stats.readers of a
+-- conn:stats() table.
+function support.readers_sum(stats, field)
+    local total = 0
+    for _, r in ipairs(stats.readers) do
+        total = total + r[field]
+    end
+    return total
+end
+
+return support
