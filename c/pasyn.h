@@ -85,8 +85,9 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
 
 /* Stops intake (later submits fail with PASYN_ECLOSED), lets every submitted task finish,
  * rolls back a transaction left open, releases streamed cursors, closes every connection
- * (the writer last) and stops every thread; then `close_task` completes. Returns 0, or
- * PASYN_ECLOSED when the pool was already closing (close_task untouched). Any thread. */
+ * (the writer last) and stops every thread; then `close_task` completes. A pool still
+ * opening stops as soon as it is open (or has failed). Returns 0, or PASYN_ECLOSED when the
+ * pool was already closing or its open failed (close_task untouched). Any thread. */
 int pasyn_close(pasyn_pool *pool, pasyn_task *close_task, int sync);
 
 /* Joins the threads and frees the pool. Only after its open task failed or its close task

@@ -361,7 +361,8 @@ int pasyn_close(pasyn_pool *pool, pasyn_task *close_task, int sync)
 {
     pthread_rwlock_wrlock(&pool->intake);
     pthread_mutex_lock(&pool->wmu);
-    int refused = atomic_load(&pool->closing) || pool->phase != PHASE_RUNNING;
+    /* A pool still opening may be closed too: the writer stops right after the open. */
+    int refused = atomic_load(&pool->closing) || pool->phase == PHASE_FAILED;
     if (!refused) {
         close_task->hub = pool->hub;
         close_task->notify = sync ? NOTIFY_SYNC : NOTIFY_HUB;

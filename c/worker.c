@@ -288,7 +288,12 @@ void *writer_main(void *arg)
         stop_readers(pool);
         conn_close(&pool->wc);
         remove_memfile(pool);
+        pthread_mutex_lock(&pool->wmu);
+        pasyn_task *close_task = pool->close_task; /* a close that came while opening */
+        pthread_mutex_unlock(&pool->wmu);
         complete(pool->open_task);
+        if (close_task)
+            complete(close_task);
         return NULL;
     }
     complete(pool->open_task);
@@ -326,12 +331,21 @@ static void wake_idle_reader(pasyn_pool *pool, const reader *except)
     }
 }
 
+/* A task no queue could take (out of memory) completes at once with that error. */
+static void fail_unqueued(pasyn_task *t)
+{
+    task_fail(t, PASYN_ENOMEM, SQLITE_NOMEM, SQLITE_NOMEM, "out of memory");
+    complete(t);
+}
+
 void readers_push(pasyn_pool *pool, pasyn_task *t)
 {
     if (t->kind == PASYN_FETCH || t->kind == PASYN_RELEASE) {
         reader *r = &pool->readers[(t->stream >> 48) - 1];
-        deque_push_back(&r->pinned, t);
-        wake_reader(r);
+        if (deque_push_back(&r->pinned, t) != 0)
+            fail_unqueued(t);
+        else
+            wake_reader(r);
         return;
     }
     /* A reader watching for work takes it at once; otherwise round-robin over the readers
@@ -347,7 +361,11 @@ void readers_push(pasyn_pool *pool, pasyn_task *t)
             r = c;
     }
     pthread_mutex_lock(&r->q.mu);
-    deque_push_back_locked(&r->q, t);
+    if (deque_push_back_locked(&r->q, t) != 0) {
+        pthread_mutex_unlock(&r->q.mu);
+        fail_unqueued(t);
+        return;
+    }
     int idle = r->sleeping || atomic_load(&r->spinning);
     r->wake = 1;
     if (r->sleeping)
@@ -359,8 +377,10 @@ void readers_push(pasyn_pool *pool, pasyn_task *t)
 
 static void push_injector(pasyn_pool *pool, reader *from, pasyn_task *t)
 {
-    deque_push_back(&pool->injector, t);
-    wake_idle_reader(pool, from);
+    if (deque_push_back(&pool->injector, t) != 0)
+        fail_unqueued(t);
+    else
+        wake_idle_reader(pool, from);
 }
 
 static pasyn_task *steal(pasyn_pool *pool, reader *self)

@@ -195,6 +195,44 @@ describe("lifecycle", function()
         end
     end)
 
+    it("a pool whose connect was abandoned midway is closed when collected", function()
+        collectgarbage()
+        collectgarbage()
+        local t0 = threads()
+        local connecting = false
+        local ok, err = pcall(sqlite.run, function()
+            sqlite.spawn(function()
+                connecting = true
+                sqlite.connect(path, { readers = 3 }) -- yields; its coroutine is then dropped
+            end)
+            sqlite.sleep(0)
+            error("gave up")
+        end)
+        assert.is_false(ok)
+        assert.matches("gave up", tostring(err))
+        assert.is_true(connecting)
+        collectgarbage()
+        collectgarbage()
+        if t0 then
+            assert.equal(t0, threads())
+        end
+        local again = sqlite.connect(path)
+        assert.equal(1, again:execute("SELECT 1"):fetchone()[1])
+        again:close()
+    end)
+
+    it("finished coroutines and their handles can be collected", function()
+        local handles = setmetatable({}, { __mode = "k" })
+        sqlite.run(function()
+            for _ = 1, 100 do
+                handles[sqlite.spawn(function() return 1 end)] = true
+            end
+        end)
+        collectgarbage()
+        collectgarbage()
+        assert.is_nil(next(handles))
+    end)
+
     it("a failed open leaves no thread behind and raises OperationalError", function()
         local t0 = threads()
         local ok, err = pcall(sqlite.connect, "/nonexistent-dir/x/y.db")

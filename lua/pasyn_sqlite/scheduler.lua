@@ -47,10 +47,12 @@ local function finish(h, ok, ...)
     h.done, h.ok = true, ok
     h.results = pack(...)
     loop.live = loop.live - 1
-    for i = 1, #h.joiners do
-        push_ready(h.joiners[i])
+    local joiners = h.joiners
+    h.joiners = {}
+    for i = 1, #joiners do
+        push_ready(joiners[i])
     end
-    if not ok and #h.joiners == 0 and not h.joined then
+    if not ok and #joiners == 0 and not h.joined then
         loop.failed[#loop.failed + 1] = h
     end
 end
@@ -91,10 +93,13 @@ function M.dispatch()
 end
 
 local function spawn(fn, ...)
-    local h = setmetatable({ co = co_create(fn), joiners = {}, done = false }, Handle)
-    members[h.co] = h
+    -- The handle does not refer to its coroutine: on Lua 5.1 and LuaJIT a weak-keyed table
+    -- whose value refers to its key would keep both alive for ever.
+    local co = co_create(fn)
+    local h = setmetatable({ joiners = {}, done = false }, Handle)
+    members[co] = h
     loop.live = loop.live + 1
-    push_ready(h.co, ...)
+    push_ready(co, ...)
     return h
 end
 
@@ -115,7 +120,7 @@ function Handle:join()
         if not M.can_yield() then
             error("join: only a coroutine of the scheduler can wait for another", 2)
         end
-        if co_running() == self.co then
+        if members[co_running()] == self then
             error("join: a coroutine cannot wait for itself", 2)
         end
         self.joiners[#self.joiners + 1] = co_running()
