@@ -1,6 +1,6 @@
 # pasyn-sqlite: build the C core and the Lua binding, test, install.
 #   make                      build for Lua 5.4 (LUA_VERSION=5.4, 5.3, 5.1 or luajit)
-#   make test                 C unit tests + every spec under Lua 5.4 and LuaJIT, through prove
+#   make test                 C unit tests + every spec under Lua 5.4, 5.3 and LuaJIT, through prove
 #   make asan | tsan          the same under AddressSanitizer+UBSan / ThreadSanitizer
 #   make install PREFIX=/usr/local [DESTDIR=...]
 #   make lint | demo | bench | clean
@@ -36,7 +36,7 @@ HEADERS = c/pasyn.h c/internal.h
 MODULE = $(BUILD)/pasyn_sqlite/core.so
 C_TESTS = $(BUILD)/test_deque $(BUILD)/test_hub
 SPECS = $(sort $(wildcard spec/*_spec.lua))
-TEST_LUAS ?= lua5.4 luajit
+TEST_LUAS ?= lua5.4 lua5.3 luajit
 
 .PHONY: all test check-c specs asan tsan install uninstall lint demo bench clean
 
