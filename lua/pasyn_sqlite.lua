@@ -154,7 +154,9 @@ local function finish(conn, sync, sql, names, stream, task, ekind, emsg)
         error(errors.new(ekind, emsg, sql), 3)
     end
     sched.await(task, sync)
-    local ok, a, b, c, d, e, f = core.result(task, conn._pool, names, stream)
+    local known = conn._described[sql]
+    local ok, a, b, c, d, e, f = core.result(task, conn._pool, names, stream,
+                                             known and known.names, known and known.decltypes)
     if not ok then
         error(errors.from_result(a, b, c, d, sql), 3)
     end
@@ -191,31 +193,37 @@ local function end_stream(cur)
     end
 end
 
+local DESCRIBED_MAX = 512
+
+-- Sets cur.description from the result's column names and types. Descriptions are kept per
+-- connection and SQL text: core.result hands back the same name tables while they still
+-- describe the statement, and then the same description serves again.
 local function describe(cur, names, decltypes)
+    cur._names = names
     if not names then
         cur.description = nil
         return
     end
-    local d = cur.description
-    if d and #d == #names and cur._described == cur._sql then
-        local same = true
-        for i = 1, #names do
-            if d[i].name ~= names[i] or d[i].decltype ~= decltypes[i] then
-                same = false
-                break
-            end
-        end
-        if same then
-            return
-        end
+    local described = cur.connection._described
+    local known = described[cur._sql]
+    if known and known.names == names then
+        cur.description = known.description
+        return
     end
-    d = {}
+    local d = {}
     for i = 1, #names do
         d[i] = { names[i], name = names[i], decltype = decltypes[i] }
     end
+    if not known then
+        local conn = cur.connection
+        if conn._ndescribed >= DESCRIBED_MAX then -- SQL built on the fly: keep it bounded
+            described, conn._ndescribed = {}, 0
+            conn._described = described
+        end
+        conn._ndescribed = conn._ndescribed + 1
+    end
+    described[cur._sql] = { names = names, decltypes = decltypes, description = d }
     cur.description = d
-    cur._described = cur._sql
-    cur._names = names
 end
 
 -- Takes a finished statement's results into the cursor.
@@ -503,7 +511,13 @@ function M.connect(database, options)
         err.database = database
         error(err, 2)
     end
-    return setmetatable({ _pool = pool, closed = false, row = opts.row or "array" }, Connection)
+    return setmetatable({
+        _pool = pool,
+        _described = {}, -- SQL text -> its column tables and description
+        _ndescribed = 0,
+        closed = false,
+        row = opts.row or "array",
+    }, Connection)
 end
 
 return M

@@ -174,6 +174,23 @@ describe("cur.description", function()
     it("is nil on a fresh cursor", function()
         assert.is_nil(conn:cursor().description)
     end)
+
+    it("follows a renamed column and a changed type for the same SQL text", function()
+        local sql = "SELECT * FROM t WHERE id = 1"
+        assert.are.equal("name", conn:execute(sql).description[2].name)
+        assert.are.equal("name", conn:execute(sql).description[2].name) -- the kept description
+        conn:execute("ALTER TABLE t RENAME COLUMN name TO label")
+        local cur = conn:execute(sql)
+        assert.are.equal("label", cur.description[2].name)
+        assert.are.same({ "label", name = "label", decltype = "TEXT" }, cur.description[2])
+        local named = conn:cursor()
+        named.row = "named"
+        assert.are.equal("one", named:execute(sql):fetchone().label)
+        conn:execute("CREATE TABLE v (id INTEGER PRIMARY KEY, label BLOB)")
+        conn:execute("DROP TABLE t")
+        conn:execute("ALTER TABLE v RENAME TO t")
+        assert.are.equal("BLOB", conn:execute(sql).description[2].decltype)
+    end)
 end)
 
 describe("cur.rowcount", function()

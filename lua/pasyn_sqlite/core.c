@@ -361,12 +361,36 @@ static void push_rows(lua_State *L, const pasyn_task *t, int names_idx)
     }
 }
 
-/* result(task, pool, names, stream) -> takes the completed task and frees it.
+/* 1 when the tables at names_idx and types_idx hold exactly the task's column names and
+ * declared types, so a caller can keep the description it built from them. */
+static int same_columns(lua_State *L, const pasyn_task *t, int names_idx, int types_idx)
+{
+    int ncols = pasyn_task_columns(t);
+    if (!lua_istable(L, names_idx) || !lua_istable(L, types_idx) ||
+        (int)compat_rawlen(L, names_idx) != ncols)
+        return 0;
+    int same = 1;
+    for (int c = 0; c < ncols && same; c++) {
+        const char *type = pasyn_task_column_decltype(t, c);
+        lua_rawgeti(L, names_idx, c + 1);
+        lua_rawgeti(L, types_idx, c + 1);
+        const char *known_name = lua_tostring(L, -2), *known_type = lua_tostring(L, -1);
+        same = known_name && strcmp(known_name, pasyn_task_column_name(t, c)) == 0 &&
+               (type ? known_type && strcmp(known_type, type) == 0 : known_type == NULL);
+        lua_pop(L, 2);
+    }
+    return same;
+}
+
+/* result(task, pool, names, stream, known_names, known_types) -> takes the completed task
+ * and frees it.
  *   success: true, rows, rowcount, lastrowid|nil, stream|nil, colnames|nil, decltypes|nil
  *   failure: false, error class ("sqlite", "programming", "closed", "nomem"), code, extended,
  *            message
  * names: nil/false for array rows; true for named rows keyed by the task's own column names;
- * a table of names for named rows of a fetched chunk. stream: the stream a fetch continued. */
+ * a table of names for named rows of a fetched chunk. stream: the stream a fetch continued.
+ * known_names, known_types: column tables of an earlier result, returned again (not rebuilt)
+ * when they still describe this one. */
 static int l_result(lua_State *L)
 {
     pasyn_task *t = check_task(L, 1);
@@ -391,7 +415,10 @@ static int l_result(lua_State *L)
     int has_names = ncols > 0 && pasyn_task_column_name(t, 0) != NULL;
     int top = lua_gettop(L);
     lua_pushboolean(L, 1);
-    if (has_names) { /* built first: named rows use them */
+    if (has_names && same_columns(L, t, 5, 6)) { /* the caller's tables still describe it */
+        lua_pushvalue(L, 5);
+        lua_pushvalue(L, 6);
+    } else if (has_names) { /* built first: named rows use them */
         lua_createtable(L, ncols, 0);
         lua_createtable(L, ncols, 0);
         for (int c = 0; c < ncols; c++) {

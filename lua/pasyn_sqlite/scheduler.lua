@@ -152,6 +152,9 @@ end
 
 local function run_ready()
     local ready = loop.ready
+    if #ready == 0 then
+        return
+    end
     loop.ready = {}
     for i = 1, #ready do
         local r = ready[i]
