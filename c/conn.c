@@ -272,6 +272,16 @@ int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
         at = next_param(at, &p);
         named |= p.name != NULL;
     }
+    if (t->pack_count >= 0 && !sqlite3_bind_parameter_index(st, ":n") &&
+        !sqlite3_bind_parameter_index(st, "@n") && !sqlite3_bind_parameter_index(st, "$n")) {
+        if (t->pack_count != want) { /* an array of pack_count NULLs, all left unbound */
+            task_fail_programming(t, "the statement takes %d parameter%s, %d %s supplied", want,
+                                  want == 1 ? "" : "s", t->pack_count,
+                                  t->pack_count == 1 ? "was" : "were");
+            return -1;
+        }
+        return 0;
+    }
     if (!named) {
         if (given == 1 && want == 0 && t->lone_null_optional)
             return 0;

@@ -39,6 +39,7 @@ struct pasyn_task {
     buf params;             /* per value: u32 name length, name, encoded value */
     uint32_t nsets;         /* PASYN_MANY: parameter sets closed by pasyn_task_next_set */
     int lone_null_optional; /* a single NULL that may stand for "no parameters" */
+    int pack_count;         /* >= 0: the lone parameter n may be this many NULLs instead */
     buf set_ends;           /* PASYN_MANY: offsets (size_t) where each set ends */
 
     /* results */
@@ -184,6 +185,8 @@ struct pasyn_pool {
     pthread_t writer_thread;
     int writer_started;
     conn wc;
+    conn classifier;        /* read-only, prepares SQL text seen for the first time */
+    pthread_mutex_t cmu;    /* guards the classifier; submitters of any thread use it */
     pthread_mutex_t wmu;
     pthread_cond_t wcv;
     pasyn_task whead;       /* sentinel of the writer's FIFO */
@@ -209,6 +212,7 @@ struct pasyn_pool {
     pasyn_task *open_task, *close_task;
     pthread_rwlock_t intake;    /* submits hold it shared; close takes it alone */
     _Atomic int closing;        /* intake stopped */
+    _Atomic int closed;         /* everything closed; the close task is completing */
     _Atomic int readers_stop;
 
     route_cache routes;

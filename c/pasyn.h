@@ -139,9 +139,16 @@ int pasyn_task_next_set(pasyn_task *t);
 /* The task's only parameter is a NULL that stands for "no parameters" when the statement has
  * none (a host's optional params argument left nil); it binds as NULL otherwise. */
 void pasyn_task_set_optional_null(pasyn_task *t);
+/* The task's only parameter is one named "n" that may instead be the count of an array of
+ * NULLs (a host table like {n = 2}): it binds :n, @n or $n when the statement has one, and
+ * otherwise stands for `count` NULL positional parameters. */
+void pasyn_task_set_pack_count(pasyn_task *t, int count);
 
 /* Queues the task. With `sync` set it completes through pasyn_task_wait instead of the hub.
- * 0, or PASYN_ECLOSED (the task was not queued and still belongs to the caller). Any thread. */
+ * 0; or, with the task not queued and still the caller's (its error set): PASYN_ECLOSED when
+ * the pool is closing or closed, PASYN_EPROGRAMMING for a kind that cannot be submitted or a
+ * stream the pool does not have. SQL text the pool has not seen before is prepared here, on
+ * the calling thread, to learn where it runs. Any thread. */
 int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync);
 /* Blocks until a task submitted with `sync` has completed. The thread that submitted it. */
 void pasyn_task_wait(pasyn_task *t);
@@ -179,6 +186,9 @@ void pasyn_task_set_stream(pasyn_task *t, uint64_t stream);
 
 /* The owner of the writer's open transaction, 0 when none. Any thread. */
 uint64_t pasyn_txn_owner(const pasyn_pool *pool);
+/* Non-zero once a close (or a failed open) has closed every connection and the threads are
+ * ending: pasyn_pool_free will not wait long. Any thread. */
+int pasyn_closed(const pasyn_pool *pool);
 /* sqlite3_total_changes() of the writer as of its last task. Any thread. */
 int64_t pasyn_total_changes(const pasyn_pool *pool);
 

@@ -212,6 +212,7 @@ static void pool_destroy(pasyn_pool *pool)
     pthread_cond_destroy(&pool->wcv);
     pthread_cond_destroy(&pool->phase_cv);
     pthread_rwlock_destroy(&pool->intake);
+    pthread_mutex_destroy(&pool->cmu);
     if (pool->pragma_copy)
         for (char **p = pool->pragma_copy; *p; p++)
             free(*p);
@@ -261,6 +262,7 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
     pthread_cond_init(&pool->wcv, NULL);
     pthread_cond_init(&pool->phase_cv, NULL);
     pthread_rwlock_init(&pool->intake, NULL);
+    pthread_mutex_init(&pool->cmu, NULL);
     pthread_mutex_init(&pool->routes.mu, NULL);
     deque_init(&pool->injector);
     pool->routes.nbuckets = 1024;
@@ -316,6 +318,28 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
 
 /* ---- submit and close --------------------------------------------------------------- */
 
+/* Where a statement runs. SQL text seen for the first time is prepared on the classifier
+ * connection here, on the submitting thread, so that every write goes straight to the
+ * writer's queue and writes keep their submission order. What cannot be prepared there
+ * (TEMP or attached objects, errors) goes to the writer, which knows or reports it. */
+static int route_of(pasyn_pool *pool, pasyn_task *t)
+{
+    int route = route_get(pool, t->sql, t->sql_len);
+    if (route != ROUTE_UNKNOWN)
+        return route;
+    pthread_mutex_lock(&pool->cmu);
+    cached_stmt *s = conn_acquire(&pool->classifier, t);
+    if (s) {
+        route = s->klass == CLASS_READ ? ROUTE_READ : ROUTE_WRITE;
+        conn_release(&pool->classifier, s); /* a cache of 0: finalized */
+        route_put(pool, t->sql, t->sql_len, route);
+    }
+    pthread_mutex_unlock(&pool->cmu);
+    task_reset_result(t); /* any error is the writer's to report */
+    return route == ROUTE_READ ? ROUTE_READ : ROUTE_WRITE;
+}
+
+
 int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
 {
     t->hub = pool->hub;
@@ -330,7 +354,7 @@ int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
     switch (t->kind) {
     case PASYN_EXEC:
         if (pool->nreaders == 0 || (t->owner && t->owner == atomic_load(&pool->txn_owner)) ||
-            route_get(pool, t->sql, t->sql_len) == ROUTE_WRITE)
+            route_of(pool, t) == ROUTE_WRITE)
             writer_push(pool, t);
         else
             readers_push(pool, t);
@@ -390,6 +414,11 @@ void pasyn_pool_free(pasyn_pool *pool)
 uint64_t pasyn_txn_owner(const pasyn_pool *pool)
 {
     return atomic_load(&((pasyn_pool *)pool)->txn_owner);
+}
+
+int pasyn_closed(const pasyn_pool *pool)
+{
+    return atomic_load(&((pasyn_pool *)pool)->closed);
 }
 
 int64_t pasyn_total_changes(const pasyn_pool *pool)

@@ -107,6 +107,7 @@ pasyn_task *pasyn_task_new(int kind, const char *sql, size_t len)
         return NULL;
     t->kind = kind;
     t->rowcount = -1;
+    t->pack_count = -1;
     if (sql) {
         t->sql = malloc(len + 1);
         if (!t->sql) {
@@ -149,6 +150,7 @@ void pasyn_task_set_user(pasyn_task *t, void *user) { t->user = user; }
 void *pasyn_task_user(const pasyn_task *t) { return t->user; }
 void pasyn_task_set_stream(pasyn_task *t, uint64_t stream) { t->stream = stream; }
 void pasyn_task_set_optional_null(pasyn_task *t) { t->lone_null_optional = 1; }
+void pasyn_task_set_pack_count(pasyn_task *t, int count) { t->pack_count = count; }
 
 int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn_value *v)
 {

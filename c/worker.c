@@ -246,6 +246,9 @@ static int writer_start(pasyn_pool *pool)
                        pool->opts.statement_cache, &err);
     if (rc == SQLITE_OK)
         rc = pool_apply_pragmas(pool, &pool->wc, 1, &err);
+    if (rc == SQLITE_OK && pool->nreaders > 0) /* after WAL is set, like the readers */
+        rc = conn_open(&pool->classifier, pool->reader_path, SQLITE_OPEN_READONLY,
+                       pool->opts.busy_timeout_ms, 0, &err);
     pthread_mutex_lock(&pool->wmu);
     if (rc != SQLITE_OK) {
         task_fail(pool->open_task, PASYN_ESQLITE, rc & 0xff, rc, err ? err : sqlite3_errstr(rc));
@@ -286,11 +289,13 @@ void *writer_main(void *arg)
     pasyn_pool *pool = arg;
     if (!writer_start(pool)) {
         stop_readers(pool);
+        conn_close(&pool->classifier);
         conn_close(&pool->wc);
         remove_memfile(pool);
         pthread_mutex_lock(&pool->wmu);
         pasyn_task *close_task = pool->close_task; /* a close that came while opening */
         pthread_mutex_unlock(&pool->wmu);
+        atomic_store(&pool->closed, 1);
         complete(pool->open_task);
         if (close_task)
             complete(close_task);
@@ -302,8 +307,10 @@ void *writer_main(void *arg)
         writer_run(pool, t);
     if (pool->wc.db && !sqlite3_get_autocommit(pool->wc.db))
         conn_exec(&pool->wc, "ROLLBACK");
+    conn_close(&pool->classifier);
     conn_close(&pool->wc);
     remove_memfile(pool);
+    atomic_store(&pool->closed, 1);
     complete(pool->close_task);
     return NULL;
 }

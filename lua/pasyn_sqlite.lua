@@ -153,7 +153,7 @@ local function finish(conn, sync, sql, names, stream, task, ekind, emsg)
     if not task then
         error(errors.new(ekind, emsg, sql), 3)
     end
-    sched.await(task, sync)
+    sched.await(task, sync, conn._pool)
     local known = conn._described[sql]
     local ok, a, b, c, d, e, f = core.result(task, conn._pool, names, stream,
                                              known and known.names, known and known.decltypes)
@@ -301,12 +301,11 @@ function Cursor:executemany(sql, seq)
         self.rowcount = many_chunk(self, sql, sets)
         return self
     end
-    -- Several chunks: one transaction around them keeps it all or nothing.
+    -- Several chunks: a transaction of its own, or inside the caller's a savepoint, around
+    -- them keeps the whole call all or nothing.
     local conn = self.connection
     local own = not conn.in_transaction
-    if own then
-        conn:execute("BEGIN IMMEDIATE")
-    end
+    conn:execute(own and "BEGIN IMMEDIATE" or "SAVEPOINT pasyn_executemany_all")
     local ok, err = pcall(function()
         local total = many_chunk(self, sql, sets)
         while not last do
@@ -315,10 +314,17 @@ function Cursor:executemany(sql, seq)
         end
         self.rowcount = total
     end)
-    if own then
-        conn:execute(ok and "COMMIT" or "ROLLBACK")
+    if ok then
+        ok, err = pcall(conn.execute, conn, own and "COMMIT" or "RELEASE pasyn_executemany_all")
     end
     if not ok then
+        -- Undo, and raise the error that stopped the call, not one the undo may meet.
+        if own then
+            pcall(conn.execute, conn, "ROLLBACK")
+        else
+            pcall(conn.execute, conn, "ROLLBACK TO pasyn_executemany_all")
+            pcall(conn.execute, conn, "RELEASE pasyn_executemany_all")
+        end
         error(err, 0)
     end
     return self
@@ -334,6 +340,12 @@ local function more(cur)
     local names = cur.row == "named" and cur._names or nil
     local rows, _, _, going_on = finish(cur.connection, sync, cur._sql, names, stream,
                                         core.fetch(stream, owner_id(), sync))
+    if cur._closed then -- closed by another coroutine while this chunk was on its way
+        if going_on then
+            core.release(going_on)
+        end
+        return false
+    end
     cur._rows, cur._pos, cur._n, cur._stream = rows, 1, #rows, going_on
     return true
 end
@@ -387,10 +399,15 @@ local function collect(cur, limit)
     return out
 end
 
+local function is_count(n)
+    return type(n) == "number" and n >= 0 and n % 1 == 0
+end
+
 function Cursor:fetchmany(n)
     n = n == nil and self.arraysize or n
-    if type(n) ~= "number" or n < 0 then
-        raise("ProgrammingError", "fetchmany: size must be a non-negative number")
+    if not is_count(n) then
+        raise("ProgrammingError", "fetchmany: the size (or cursor.arraysize) must be a " ..
+              "non-negative whole number, got " .. tostring(n))
     end
     return collect(self, n)
 end
@@ -480,7 +497,18 @@ function Connection:stats()
 end
 
 function Connection:close()
-    if self.closed or self._closing then
+    if self.closed then
+        return
+    end
+    if self._closing then
+        -- Another coroutine is closing it: return once it is closed, and finish the job if
+        -- that coroutine was abandoned on the way.
+        while not core.closed(self._pool) do
+            sched.sleep(0.001)
+        end
+        core.free(self._pool)
+        self.closed = true
+        self._closing = nil
         return
     end
     self._closing = true

@@ -128,14 +128,39 @@ static int bind_positional(lua_State *L, pasyn_task *t, int i, int n)
     return 1;
 }
 
-/* The parameters held by the table at i: an array (t.n or #t long) or a map of names. */
+/* 1 when the table at i has a string key other than "n". */
+static int has_names_besides_n(lua_State *L, int i)
+{
+    int found = 0;
+    lua_pushnil(L);
+    while (!found && lua_next(L, i)) {
+        lua_pop(L, 1);
+        found = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "n") != 0;
+    }
+    if (found)
+        lua_pop(L, 1);
+    return found;
+}
+
+/* The parameters held by the table at i: an array (t.n or #t long) or a map of names. A
+ * table whose only key is n is both (table.pack(nil) or {n = value} for :n): the statement
+ * decides, through pasyn_task_set_pack_count. */
 static int bind_table(lua_State *L, pasyn_task *t, int i)
 {
     lua_getfield(L, i, "n");
     int has_n = lua_type(L, -1) == LUA_TNUMBER;
-    int n = has_n ? (int)lua_tointeger(L, -1) : (int)compat_rawlen(L, i);
+    lua_Number count = lua_tonumber(L, -1);
     lua_pop(L, 1);
-    if (has_n || n > 0) {
+    int len = (int)compat_rawlen(L, i);
+    int is_count = has_n && count >= 0 && count <= 32766 && count == (lua_Number)(int)count;
+    if (len > 0 && has_n && !is_count) {
+        lua_pushliteral(L, "the parameter count t.n must be a whole number from 0 to 32766");
+        return 0;
+    }
+    if (len == 0 && has_n && is_count && !has_names_besides_n(L, i))
+        pasyn_task_set_pack_count(t, (int)count); /* and bind it as :n below */
+    else if (len > 0) {
+        int n = has_n ? (int)count : len;
         int top = lua_gettop(L);
         luaL_checkstack(L, n + 4, "too many parameters");
         for (int k = 1; k <= n; k++)
@@ -155,8 +180,8 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
                                "names is not supported)");
             return 0;
         }
-        size_t len;
-        const char *name = lua_tolstring(L, -2, &len);
+        size_t namelen;
+        const char *name = lua_tolstring(L, -2, &namelen);
         char what[96];
         snprintf(what, sizeof what, "parameter %s%.80s",
                  name[0] == ':' || name[0] == '@' || name[0] == '$' ? "" : ":", name);
@@ -166,7 +191,7 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
             lua_pop(L, 1);
             return 0;
         }
-        if (pasyn_task_bind(t, name, len, &v) != 0) {
+        if (pasyn_task_bind(t, name, namelen, &v) != 0) {
             lua_pop(L, 2);
             lua_pushliteral(L, "out of memory");
             return 0;
@@ -604,6 +629,14 @@ static int l_txn_owner(lua_State *L)
     return 1;
 }
 
+/* closed(pool) -> true once the pool's close has finished (or it was freed) */
+static int l_closed(lua_State *L)
+{
+    lpool *p = luaL_checkudata(L, 1, POOL_MT);
+    lua_pushboolean(L, p->state == POOL_FREED || pasyn_closed(p->pool));
+    return 1;
+}
+
 static int l_total_changes(lua_State *L)
 {
     lpool *p = check_pool(L, 1);
@@ -738,7 +771,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"submit", l_submit},     {"submit_many", l_submit_many},
         {"fetch", l_fetch},       {"release", l_release}, {"wait", l_wait},
         {"result", l_result},     {"free_task", l_free_task},
-        {"txn_owner", l_txn_owner}, {"total_changes", l_total_changes},
+        {"txn_owner", l_txn_owner}, {"total_changes", l_total_changes}, {"closed", l_closed},
         {"stats", l_stats},       {"fd", l_fd},           {"poll", l_poll},
         {"drain", l_drain},       {"now", l_now},         {"sleep", l_sleep},         {"blob", l_blob},
         {"is_blob", l_is_blob},   {NULL, NULL},

@@ -14,6 +14,7 @@ local pack = table.pack or function(...) return { n = select("#", ...), ... } en
 
 local SUSPEND = {}                            -- what our coroutines yield while parked
 local waiting = {}                            -- task -> coroutine waiting for it
+local task_pools = {}                         -- task -> the pool it was submitted to
 local members = setmetatable({}, { __mode = "k" }) -- coroutine -> its handle
 local loop                                    -- the running run() loop, or nil
 
@@ -23,16 +24,29 @@ function M.can_yield()
     return loop ~= nil and co ~= nil and members[co] ~= nil and isyieldable()
 end
 
--- Waits for a submitted task: yields when `sync` is false, else blocks.
-function M.await(task, sync)
+-- Waits for a task submitted to `pool`: yields when `sync` is false, else blocks.
+function M.await(task, sync, pool)
     if sync then
         core.wait(task)
         return
     end
     local co = co_running()
-    waiting[task] = co
+    waiting[task], task_pools[task] = co, pool
     loop.pending = loop.pending + 1
     co_yield(SUSPEND)
+end
+
+-- A completion nobody waits for any more: free it, and let go of a streamed result it
+-- started, or its reader would keep serving nothing else.
+local function discard(task, pool)
+    if pool then
+        local ok, _, _, _, stream = core.result(task, pool)
+        if ok and stream then
+            core.release(stream)
+        end
+    else
+        core.free_task(task)
+    end
 end
 
 local Handle = {}
@@ -79,14 +93,14 @@ function M.dispatch()
     local n = 0
     for i = 1, #list do
         local task = list[i]
-        local co = waiting[task]
+        local co, pool = waiting[task], task_pools[task]
+        waiting[task], task_pools[task] = nil, nil
         if co then
-            waiting[task] = nil
             loop.pending = loop.pending - 1
             n = n + 1
             step(co)
         else
-            core.free_task(task) -- its coroutine was abandoned
+            discard(task, pool) -- its coroutine was abandoned
         end
     end
     return n
@@ -134,6 +148,9 @@ end
 
 function M.sleep(seconds)
     seconds = tonumber(seconds) or 0
+    if seconds ~= seconds or seconds < 0 then -- NaN or negative: no wait at all
+        seconds = 0
+    end
     if not M.can_yield() then
         if seconds > 0 then
             core.sleep(seconds)
@@ -175,7 +192,7 @@ local function wake_timers(now)
     end
 end
 
--- Drops what the loop's coroutines wait for: their completions are freed when they come.
+-- Drops what the loop's coroutines wait for: their completions are discarded when they come.
 local function abandon()
     for task, co in pairs(waiting) do
         if members[co] then
