@@ -33,14 +33,22 @@ void writer_push(pasyn_pool *pool, pasyn_task *t)
     pthread_mutex_unlock(&pool->wmu);
 }
 
-/* Like a reader, the writer watches for a while before it parks (sharing the readers' budget
- * of spinners): returns 1 when a task was queued since `seen`. */
+/* Workers spin only while fewer than SPINNERS_MAX of the pool's do: on a small machine more
+ * would take the cores that the busy threads need. */
+static int spinner_enter(pasyn_pool *pool)
+{
+    if (atomic_fetch_add(&pool->spinners, 1) < SPINNERS_MAX)
+        return 1;
+    atomic_fetch_sub(&pool->spinners, 1);
+    return 0;
+}
+
+/* Like a reader, the writer watches for a while before it parks: returns 1 when a task was
+ * queued since `seen`. */
 static int writer_spin(pasyn_pool *pool, uint64_t seen)
 {
-    if (atomic_fetch_add(&pool->spinners, 1) >= SPINNERS_MAX) {
-        atomic_fetch_sub(&pool->spinners, 1);
+    if (!spinner_enter(pool))
         return 0;
-    }
     uint64_t deadline = now_ns() + SPIN_NS;
     int found = 0;
     do {
@@ -442,10 +450,8 @@ static void end_stream(reader *r)
  * one reader at a time keeps watching for work for a short while before it parks. */
 static int spin_for_work(pasyn_pool *pool, reader *r)
 {
-    if (atomic_fetch_add(&pool->spinners, 1) >= SPINNERS_MAX) {
-        atomic_fetch_sub(&pool->spinners, 1);
+    if (!spinner_enter(pool))
         return 0;
-    }
     atomic_store(&r->spinning, 1);
     uint64_t deadline = now_ns() + SPIN_NS;
     int found = 0;
