@@ -19,12 +19,14 @@ local function streaming(conn)
     return n
 end
 
--- Waits (up to ~2 s) until no reader holds a stream; the release travels as a task.
+-- Waits (up to ~2 s) until no reader holds a stream; the release travels as a task (and a
+-- cursor that did reach its coroutine is let go of by the collector).
 local function wait_no_stream(conn)
     for _ = 1, 200 do
         if streaming(conn) == 0 then
             return 0
         end
+        collectgarbage()
         sqlite.sleep(0.01)
     end
     return streaming(conn)
