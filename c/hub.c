@@ -141,7 +141,7 @@ static int spin_until(_Atomic int *flag)
                 return 1;
             cpu_relax();
         }
-    } while (now_ns() < deadline);
+    } while (spin_go_on(deadline));
     return 0;
 }
 

@@ -6,6 +6,7 @@
 #define PASYN_INTERNAL_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
 #include <stdatomic.h>
 #include <sqlite3.h>
@@ -219,7 +220,9 @@ struct pasyn_pool {
 };
 
 /* Bounded spinning before parking (workers) or sleeping (waiters). */
+#ifndef SPIN_NS
 #define SPIN_NS 50000
+#endif
 #define SPINNERS_MAX 1
 
 static inline uint64_t now_ns(void)
@@ -227,6 +230,14 @@ static inline uint64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Between rounds of watching: give the core away if another thread wants it (on a busy
+ * machine the thread we wait for may need this very core), then say whether to go on. */
+static inline int spin_go_on(uint64_t deadline)
+{
+    sched_yield();
+    return now_ns() < deadline;
 }
 
 static inline void cpu_relax(void)

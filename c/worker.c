@@ -57,7 +57,7 @@ static int writer_spin(pasyn_pool *pool, uint64_t seen)
                     atomic_load_explicit(&pool->closing, memory_order_relaxed);
             cpu_relax();
         }
-    } while (!found && now_ns() < deadline);
+    } while (!found && spin_go_on(deadline));
     atomic_fetch_sub(&pool->spinners, 1);
     return found;
 }
@@ -465,7 +465,7 @@ static int spin_for_work(pasyn_pool *pool, reader *r)
                 found = atomic_load_explicit(&pool->readers[k].q.size, memory_order_relaxed) > 0;
             cpu_relax();
         }
-    } while (!found && now_ns() < deadline && !atomic_load(&pool->readers_stop));
+    } while (!found && spin_go_on(deadline) && !atomic_load(&pool->readers_stop));
     atomic_store(&r->spinning, 0);
     atomic_fetch_sub(&pool->spinners, 1);
     return found;
