@@ -3,30 +3,36 @@
 local sqlite = require "pasyn_sqlite"
 local support = require "support"
 
-local LONG = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 3000000) " ..
-             "SELECT count(*) FROM c"
+local function count_to(n)
+    return "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < " .. n ..
+           ") SELECT count(*) FROM c"
+end
 
--- Starts one long read, then `quick` short ones from other coroutines; returns the order in
--- which they finished and the pool's stats.
-local function long_then_quick(options, quick)
+-- On two readers: a long read takes one, a medium read the other; while both are busy,
+-- `quick` short reads are queued round-robin on the two, so half of them wait behind the
+-- long read unless the reader freed by the medium one steals them. Returns the order in
+-- which the reads finished and the pool's stats.
+local function long_medium_quick(options, quick)
     local conn = sqlite.connect(":memory:", options)
     local order = {}
     sqlite.run(function()
-        local long = sqlite.spawn(function()
-            local n = conn:execute(LONG):fetchone()[1]
-            order[#order + 1] = "long"
-            return n
-        end)
-        sqlite.sleep(0.02) -- the long read is running on one reader now
+        local function read(label, sql, ...)
+            return sqlite.spawn(function(...)
+                local v = conn:execute(sql, ...):fetchone()[1]
+                order[#order + 1] = label or v
+                return v
+            end, ...)
+        end
+        local long = read("long", count_to(3000000))
+        sqlite.sleep(0.02) -- the long read is running on one reader
+        local medium = read("medium", count_to(300000))
+        sqlite.sleep(0.005) -- and the medium one on the other
         local quicks = {}
         for i = 1, quick do
-            quicks[i] = sqlite.spawn(function()
-                local v = conn:execute("SELECT ? + 0", i):fetchone()[1]
-                order[#order + 1] = v
-                return v
-            end)
+            quicks[i] = read(nil, "SELECT ? + 0", i)
         end
         assert.equal(3000000, long:join())
+        assert.equal(300000, medium:join())
         for i = 1, quick do
             assert.equal(i, quicks[i]:join())
         end
@@ -42,15 +48,15 @@ end
 
 describe("work stealing", function()
     it("lets an idle reader take the reads queued behind a long one", function()
-        local order, stats = long_then_quick({ readers = 2 }, 40)
-        assert.equal(41, #order)
+        local order, stats = long_medium_quick({ readers = 2 }, 40)
+        assert.equal(42, #order)
         assert.equal("long", order[#order]) -- no quick read waited for the long one
         assert.is_true(stolen(stats) > 0)
     end)
 
     it("is off with stealing = false: nothing is stolen and reads wait in their reader's queue", function()
-        local order, stats = long_then_quick({ readers = 2, stealing = false }, 40)
-        assert.equal(41, #order)
+        local order, stats = long_medium_quick({ readers = 2, stealing = false }, 40)
+        assert.equal(42, #order)
         assert.equal(0, stolen(stats))
         assert.are_not.equal("long", order[#order]) -- some quick reads queued behind it
     end)
