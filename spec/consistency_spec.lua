@@ -21,27 +21,8 @@ local function reader_executions(conn)
     return support.readers_sum(conn:stats(), "executed")
 end
 
-local function streaming_readers(conn)
-    local n = 0
-    for _, r in ipairs(conn:stats().readers) do
-        if r.streaming then
-            n = n + 1
-        end
-    end
-    return n
-end
-
--- Polls until no reader streams (a released stream ends on its reader thread a moment later);
--- returns how many still stream after about two seconds.
-local function streaming_after_release(conn)
-    for _ = 1, 200 do
-        if streaming_readers(conn) == 0 then
-            return 0
-        end
-        sqlite.sleep(0.01)
-    end
-    return streaming_readers(conn)
-end
+local streaming_readers = support.streaming_readers
+local streaming_after_release = support.wait_no_stream
 
 -- Runs fn under sqlite.run and raises if it has not finished after about `limit` seconds: a
 -- guard against a hang, not a timing assertion.

@@ -100,11 +100,7 @@ describe("lifecycle", function()
         end
         conn:executemany("INSERT INTO t VALUES (?, ?)", rows)
         local function streaming()
-            local n = 0
-            for _, r in ipairs(conn:stats().readers) do
-                n = n + (r.streaming and 1 or 0)
-            end
-            return n
+            return support.streaming_readers(conn)
         end
         do
             local cur = conn:execute("SELECT * FROM t")

@@ -11,26 +11,7 @@ local raises, scalar, readers_sum = support.raises, support.scalar, support.read
 local SLOW_BIG = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 3000000) " ..
                  "SELECT n, randomblob(100000) FROM c WHERE n % 300000 = 0"
 
-local function streaming(conn)
-    local n = 0
-    for _, r in ipairs(conn:stats().readers) do
-        n = n + (r.streaming and 1 or 0)
-    end
-    return n
-end
-
--- Waits (up to ~2 s) until no reader holds a stream; the release travels as a task (and a
--- cursor that did reach its coroutine is let go of by the collector).
-local function wait_no_stream(conn)
-    for _ = 1, 200 do
-        if streaming(conn) == 0 then
-            return 0
-        end
-        collectgarbage()
-        sqlite.sleep(0.01)
-    end
-    return streaming(conn)
-end
+local wait_no_stream = support.wait_no_stream
 
 describe("robustness", function()
     local path, cleanup, conn

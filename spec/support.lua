@@ -56,4 +56,27 @@ function support.readers_sum(stats, field)
     return total
 end
 
+-- How many readers of conn hold a streamed result now.
+function support.streaming_readers(conn)
+    local n = 0
+    for _, r in ipairs(conn:stats().readers) do
+        n = n + (r.streaming and 1 or 0)
+    end
+    return n
+end
+
+-- Polls (about two seconds at most) until no reader streams: a released stream ends on its
+-- reader's thread a moment later, and a dropped cursor releases its stream when collected.
+-- Returns how many still stream.
+function support.wait_no_stream(conn)
+    for _ = 1, 200 do
+        if support.streaming_readers(conn) == 0 then
+            return 0
+        end
+        collectgarbage()
+        sqlite.sleep(0.01)
+    end
+    return support.streaming_readers(conn)
+end
+
 return support
