@@ -90,8 +90,8 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
  * pool was already closing or its open failed (close_task untouched). Any thread. */
 int pasyn_close(pasyn_pool *pool, pasyn_task *close_task, int sync);
 
-/* Joins the threads and frees the pool. Only after its open task failed or its close task
- * completed. Owner thread. */
+/* Joins the threads and frees the pool. Only after its open task failed, its close task
+ * completed or pasyn_closed said so. Owner thread. */
 void pasyn_pool_free(pasyn_pool *pool);
 
 /* ---- tasks --------------------------------------------------------------------------- */
@@ -115,8 +115,8 @@ enum pasyn_error {
     PASYN_ENOMEM        /* out of memory */
 };
 
-/* A task of `kind` on `sql` (copied; may hold NULs only after its end, len bytes). NULL when
- * out of memory. Any thread. */
+/* A task of `kind` on the `len` bytes of SQL at `sql` (copied; NULL for kinds without SQL).
+ * NULL when out of memory. Any thread. */
 pasyn_task *pasyn_task_new(int kind, const char *sql, size_t len);
 /* Frees a task that is not queued in a pool. Owner thread (or the creator before submit). */
 void pasyn_task_free(pasyn_task *t);
