@@ -41,6 +41,7 @@ struct pasyn_task {
     uint32_t nsets;         /* PASYN_MANY: parameter sets closed by pasyn_task_next_set */
     int lone_null_optional; /* a single NULL that may stand for "no parameters" */
     int pack_count;         /* >= 0: the lone parameter n may be this many NULLs instead */
+    int route_known;        /* the route cache knew it at submit: workers need not learn it */
     buf set_ends;           /* PASYN_MANY: offsets (size_t) where each set ends */
 
     /* results */

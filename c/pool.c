@@ -325,14 +325,17 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
 static int route_of(pasyn_pool *pool, pasyn_task *t)
 {
     int route = route_get(pool, t->sql, t->sql_len);
-    if (route != ROUTE_UNKNOWN)
+    if (route != ROUTE_UNKNOWN) {
+        t->route_known = 1;
         return route;
+    }
     pthread_mutex_lock(&pool->cmu);
     cached_stmt *s = conn_acquire(&pool->classifier, t);
     if (s) {
         route = s->klass == CLASS_READ ? ROUTE_READ : ROUTE_WRITE;
         conn_release(&pool->classifier, s); /* a cache of 0: finalized */
         route_put(pool, t->sql, t->sql_len, route);
+        t->route_known = 1;
     }
     pthread_mutex_unlock(&pool->cmu);
     task_reset_result(t); /* any error is the writer's to report */

@@ -144,7 +144,8 @@ static void writer_exec(pasyn_pool *pool, pasyn_task *t)
             t->has_rowid = t->rowid != INT64_MIN;
         }
     }
-    route_put(pool, t->sql, t->sql_len, s->klass == CLASS_READ ? ROUTE_READ : ROUTE_WRITE);
+    if (!t->route_known && pool->nreaders > 0) /* e.g. TEMP objects the classifier lacks */
+        route_put(pool, t->sql, t->sql_len, s->klass == CLASS_READ ? ROUTE_READ : ROUTE_WRITE);
     conn_release(c, s);
 }
 
@@ -522,14 +523,13 @@ static void reader_exec(reader *r, pasyn_task *t)
         /* Not a read (or not preparable here, e.g. a TEMP table): the writer runs it and
          * reports any error with its own connection's view. */
         if (s) {
-            route_put(pool, t->sql, t->sql_len, ROUTE_WRITE);
+            route_put(pool, t->sql, t->sql_len, ROUTE_WRITE); /* the cache said read: no more */
             conn_release(&r->c, s);
         }
         task_reset_result(t);
         writer_push(pool, t);
         return;
     }
-    route_put(pool, t->sql, t->sql_len, ROUTE_READ);
     atomic_fetch_add_explicit(&r->executed, 1, memory_order_relaxed);
     if (conn_bind(&r->c, s, t, 0, t->params.len) != 0) {
         conn_release(&r->c, s);
