@@ -3,6 +3,7 @@
  * (hash plus LRU), what the authorizer tells about a statement (is it a read, a DML write, or
  * something else), binding a task's parameters, and stepping rows into the task's buffer.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -322,6 +323,40 @@ int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
         return -1;
     }
     return 0;
+}
+
+/* VM instructions between two looks at the clock: a few microseconds of work. */
+#define PROGRESS_OPS 1000
+
+static int past_deadline(void *arg)
+{
+    conn *c = arg;
+    if (now_ns() < c->deadline)
+        return 0;
+    c->timed_out = 1;
+    return 1;
+}
+
+void conn_arm(conn *c, const pasyn_task *t)
+{
+    c->timed_out = 0;
+    if (!t->timeout_ns)
+        return;
+    c->deadline = now_ns() + t->timeout_ns;
+    sqlite3_progress_handler(c->db, PROGRESS_OPS, past_deadline, c);
+}
+
+void conn_disarm(conn *c, pasyn_task *t)
+{
+    if (!c->deadline)
+        return;
+    sqlite3_progress_handler(c->db, 0, NULL, NULL);
+    c->deadline = 0;
+    if (c->timed_out && t->err == PASYN_ESQLITE && t->code == SQLITE_INTERRUPT) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "statement timed out after %.3g s", t->timeout_ns / 1e9);
+        task_fail(t, PASYN_ESQLITE, SQLITE_INTERRUPT, SQLITE_INTERRUPT, msg);
+    }
 }
 
 int conn_step_rows(conn *c, sqlite3_stmt *st, pasyn_task *t, size_t chunk, int describe)

@@ -42,6 +42,7 @@ struct pasyn_task {
     int lone_null_optional; /* a single NULL that may stand for "no parameters" */
     int pack_count;         /* >= 0: the lone parameter n may be this many NULLs instead */
     int route_known;        /* the route cache knew it at submit: workers need not learn it */
+    uint64_t timeout_ns;    /* 0, or how long it may run */
     buf set_ends;           /* PASYN_MANY: offsets (size_t) where each set ends */
 
     /* results */
@@ -110,6 +111,8 @@ typedef struct conn {
     size_t nbuckets, count, capacity;
     lru_link lru;                       /* sentinel: lru.next is the most recent */
     unsigned seen;                      /* authorizer notes, bits of enum seen_bits */
+    uint64_t deadline;                  /* now_ns() past which the running task stops; 0 none */
+    int timed_out;                      /* the progress handler stopped it */
 } conn;
 
 int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capacity,
@@ -129,6 +132,10 @@ int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to);
  * (chunk 0: no limit), SQLITE_DONE, or fills the task's error. Sets the task's column count,
  * and with `describe` its column names and types. */
 int conn_step_rows(conn *c, sqlite3_stmt *st, pasyn_task *t, size_t chunk, int describe);
+/* Around running a task: a task with a timeout gets a progress handler that stops it at its
+ * deadline; disarming names the timeout in the task's error when that is what stopped it. */
+void conn_arm(conn *c, const pasyn_task *t);
+void conn_disarm(conn *c, pasyn_task *t);
 /* Copies column names and types into the task. */
 int task_set_columns(pasyn_task *t, sqlite3_stmt *st);
 void task_fail(pasyn_task *t, int err, int code, int extended, const char *message);
@@ -195,7 +202,8 @@ struct pasyn_pool {
     size_t wlen;
     _Atomic uint64_t txn_owner;
     _Atomic int64_t total_changes;
-    _Atomic uint64_t w_executed, w_batches;
+    sqlite3_stmt *ctl[6];   /* group commit's BEGIN, COMMIT, ...: enum ctl in worker.c */
+    _Atomic uint64_t w_executed, w_batches, w_batched, w_batch_max;
     _Atomic uint64_t w_pushed;  /* tasks ever queued for the writer: a spinning writer watches it */
 
     /* readers */

@@ -68,6 +68,7 @@ typedef struct pasyn_options {
     int readonly;             /* default 0 */
     int statement_cache;      /* prepared statements kept per connection (default 128) */
     int stealing;             /* idle readers steal queued reads (default 1) */
+    int group_commit;         /* commit queued autocommit writes together (default 1) */
     const char *const *pragmas; /* NULL, or name, value, name, value, ..., NULL */
 } pasyn_options;
 
@@ -102,6 +103,7 @@ enum pasyn_kind {
     PASYN_SCRIPT,    /* several ';'-separated statements without parameters, on the writer */
     PASYN_FETCH,     /* the next chunk of a streamed result (pasyn_task_stream) */
     PASYN_RELEASE,   /* ends a streamed result early */
+    PASYN_ABANDON,   /* its owner is gone: roll back the transaction it holds, if any */
     PASYN_OPEN,      /* for pasyn_open */
     PASYN_CLOSE      /* for pasyn_close */
 };
@@ -127,6 +129,10 @@ pasyn_task *pasyn_task_next(const pasyn_task *t);
  * statement that leaves the writer inside a transaction makes its owner the owner of the
  * writer: until autocommit returns, the writer runs only that owner's tasks. */
 void pasyn_task_set_owner(pasyn_task *t, uint64_t owner);
+/* Stops the task's statement with SQLITE_INTERRUPT once it has run `seconds` (counted from
+ * when a worker starts it, not while it waits in a queue; for a streamed result, per chunk).
+ * 0: no limit. Before submit only. */
+void pasyn_task_set_timeout(pasyn_task *t, double seconds);
 /* A word of the caller's own, kept with the task (e.g. to find who waits for it). */
 void pasyn_task_set_user(pasyn_task *t, void *user);
 void *pasyn_task_user(const pasyn_task *t);
@@ -150,6 +156,9 @@ void pasyn_task_set_pack_count(pasyn_task *t, int count);
  * stream the pool does not have. SQL text the pool has not seen before is prepared here, on
  * the calling thread, to learn where it runs. Any thread. */
 int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync);
+/* PASYN_RELEASE and PASYN_ABANDON tasks complete silently: the pool frees them and nobody
+ * is told. A PASYN_ABANDON task (with the gone owner's id) runs after that owner's tasks
+ * already queued, so it ends a transaction even if the owner's BEGIN has not run yet. */
 /* Blocks until a task submitted with `sync` has completed. The thread that submitted it. */
 void pasyn_task_wait(pasyn_task *t);
 
@@ -184,6 +193,12 @@ void pasyn_task_set_stream(pasyn_task *t, uint64_t stream);
 
 /* ---- pool state -------------------------------------------------------------------- */
 
+/* Makes the statements running now, on every connection of the pool, fail with
+ * SQLITE_INTERRUPT (a streamed result held by a reader counts as running). Statements that
+ * start afterwards are not affected. 0, or PASYN_ECLOSED once the pool is closing. Any
+ * thread. */
+int pasyn_interrupt(pasyn_pool *pool);
+
 /* The owner of the writer's open transaction, 0 when none. Any thread. */
 uint64_t pasyn_txn_owner(const pasyn_pool *pool);
 /* Non-zero once a close (or a failed open) has closed every connection and the threads are
@@ -197,6 +212,8 @@ typedef struct pasyn_worker_stats {
     uint64_t stolen;     /* tasks taken from another reader's deque */
     uint64_t queued;     /* tasks waiting in its queue now */
     uint64_t batches;    /* group-commit transactions (writer) */
+    uint64_t batched;    /* statements run inside them (writer) */
+    uint64_t batch_max;  /* the most statements one of them held (writer) */
     int streaming;       /* holds a streamed result now */
 } pasyn_worker_stats;
 

@@ -20,6 +20,7 @@ void pasyn_options_init(pasyn_options *o)
     o->synchronous = "normal";
     o->statement_cache = 128;
     o->stealing = 1;
+    o->group_commit = 1;
 }
 
 /* ---- route cache ------------------------------------------------------------------- */
@@ -346,7 +347,9 @@ static int route_of(pasyn_pool *pool, pasyn_task *t)
 int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
 {
     t->hub = pool->hub;
-    t->notify = t->kind == PASYN_RELEASE ? NOTIFY_NONE : sync ? NOTIFY_SYNC : NOTIFY_HUB;
+    t->notify = t->kind == PASYN_RELEASE || t->kind == PASYN_ABANDON ? NOTIFY_NONE
+                : sync                                                ? NOTIFY_SYNC
+                                                                      : NOTIFY_HUB;
     atomic_store_explicit(&t->done, 0, memory_order_relaxed);
     pthread_rwlock_rdlock(&pool->intake);
     if (atomic_load(&pool->closing) || pool->phase != PHASE_RUNNING) {
@@ -373,6 +376,7 @@ int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
         break;
     case PASYN_MANY:
     case PASYN_SCRIPT:
+    case PASYN_ABANDON:
         writer_push(pool, t);
         break;
     default:
@@ -414,6 +418,20 @@ void pasyn_pool_free(pasyn_pool *pool)
 
 /* ---- state -------------------------------------------------------------------------- */
 
+int pasyn_interrupt(pasyn_pool *pool)
+{
+    /* Under the intake lock: close cannot begin, so no connection closes meanwhile. */
+    pthread_rwlock_rdlock(&pool->intake);
+    int open = !atomic_load(&pool->closing) && pool->phase == PHASE_RUNNING;
+    if (open) {
+        sqlite3_interrupt(pool->wc.db);
+        for (int i = 0; i < pool->nreaders; i++)
+            sqlite3_interrupt(pool->readers[i].c.db);
+    }
+    pthread_rwlock_unlock(&pool->intake);
+    return open ? 0 : PASYN_ECLOSED;
+}
+
 uint64_t pasyn_txn_owner(const pasyn_pool *pool)
 {
     return atomic_load(&((pasyn_pool *)pool)->txn_owner);
@@ -437,6 +455,8 @@ int pasyn_stats(const pasyn_pool *cpool, pasyn_worker_stats *out, int n, uint64_
         out[0] = (pasyn_worker_stats){
             .executed = atomic_load(&pool->w_executed),
             .batches = atomic_load(&pool->w_batches),
+            .batched = atomic_load(&pool->w_batched),
+            .batch_max = atomic_load(&pool->w_batch_max),
             .queued = pool->wlen,
         };
         pthread_mutex_unlock(&pool->wmu);

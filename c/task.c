@@ -129,6 +129,8 @@ void task_reset_result(pasyn_task *t)
     t->code = t->extended = 0;
     t->rows.len = 0;
     t->nrows = 0;
+    t->rowcount = -1;
+    t->has_rowid = 0;
 }
 
 void pasyn_task_free(pasyn_task *t)
@@ -151,6 +153,11 @@ void *pasyn_task_user(const pasyn_task *t) { return t->user; }
 void pasyn_task_set_stream(pasyn_task *t, uint64_t stream) { t->stream = stream; }
 void pasyn_task_set_optional_null(pasyn_task *t) { t->lone_null_optional = 1; }
 void pasyn_task_set_pack_count(pasyn_task *t, int count) { t->pack_count = count; }
+
+void pasyn_task_set_timeout(pasyn_task *t, double seconds)
+{
+    t->timeout_ns = seconds > 0 ? (seconds < 1e9 ? (uint64_t)(seconds * 1e9) : UINT64_MAX / 2) : 0;
+}
 
 int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn_value *v)
 {

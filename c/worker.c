@@ -222,8 +222,11 @@ static void writer_script(pasyn_pool *pool, pasyn_task *t)
     }
 }
 
-static void writer_run(pasyn_pool *pool, pasyn_task *t)
+/* Runs a task's statements, leaving the task uncompleted. */
+static void writer_do(pasyn_pool *pool, pasyn_task *t)
 {
+    conn *c = &pool->wc;
+    conn_arm(c, t);
     switch (t->kind) {
     case PASYN_EXEC:
         writer_exec(pool, t);
@@ -234,15 +237,200 @@ static void writer_run(pasyn_pool *pool, pasyn_task *t)
     case PASYN_SCRIPT:
         writer_script(pool, t);
         break;
+    case PASYN_ABANDON:
+        /* The gate let it through, so a transaction still open is its owner's. */
+        if (!sqlite3_get_autocommit(c->db))
+            conn_exec(c, "ROLLBACK");
+        break;
     default:
         task_fail_programming(t, "task kind %d cannot run on the writer", t->kind);
         break;
     }
-    sqlite3 *db = pool->wc.db;
-    atomic_store(&pool->txn_owner, sqlite3_get_autocommit(db) ? 0 : (t->owner ? t->owner : 1));
-    atomic_store(&pool->total_changes, sqlite3_total_changes64(db));
+    conn_disarm(c, t);
     atomic_fetch_add(&pool->w_executed, 1);
+}
+
+/* After one task or a batch: who owns the writer now, and the change count readers see. */
+static void writer_settle(pasyn_pool *pool, uint64_t owner)
+{
+    sqlite3 *db = pool->wc.db;
+    atomic_store(&pool->txn_owner, sqlite3_get_autocommit(db) ? 0 : (owner ? owner : 1));
+    atomic_store(&pool->total_changes, sqlite3_total_changes64(db));
+}
+
+static void writer_run(pasyn_pool *pool, pasyn_task *t)
+{
+    writer_do(pool, t);
+    writer_settle(pool, t->owner);
     complete(t);
+}
+
+/* ---- group commit ------------------------------------------------------------------ */
+
+/* The statements a batch is made of, prepared once on the writer's connection. */
+enum ctl { CTL_BEGIN, CTL_COMMIT, CTL_ROLLBACK, CTL_SAVEPOINT, CTL_RELEASE, CTL_ROLLBACK_TO };
+
+static const char *const ctl_sql[] = {
+    [CTL_BEGIN] = "BEGIN IMMEDIATE",
+    [CTL_COMMIT] = "COMMIT",
+    [CTL_ROLLBACK] = "ROLLBACK",
+    [CTL_SAVEPOINT] = "SAVEPOINT pasyn_group",
+    [CTL_RELEASE] = "RELEASE pasyn_group",
+    [CTL_ROLLBACK_TO] = "ROLLBACK TO pasyn_group",
+};
+
+static int ctl(pasyn_pool *pool, enum ctl which)
+{
+    sqlite3_stmt **st = &pool->ctl[which];
+    if (!*st) {
+        int rc = sqlite3_prepare_v3(pool->wc.db, ctl_sql[which], -1, SQLITE_PREPARE_PERSISTENT,
+                                    st, NULL);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    int rc = sqlite3_step(*st);
+    sqlite3_reset(*st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* The most statements one batch holds: a bound on how long the first of them waits. */
+#define BATCH_MAX 512
+
+/* Only a plain write may join a batch: an INSERT, UPDATE or DELETE, or an executemany of
+ * one. Anything else (transaction control, DDL, PRAGMA, VACUUM, reads) runs alone. */
+static int joins_batch(pasyn_pool *pool, pasyn_task *t)
+{
+    if (t->kind != PASYN_EXEC && t->kind != PASYN_MANY)
+        return 0;
+    cached_stmt *s = conn_acquire(&pool->wc, t);
+    if (!s) {
+        task_reset_result(t); /* it runs alone and reports the error itself */
+        return 0;
+    }
+    int dml = s->klass == CLASS_DML;
+    conn_release(&pool->wc, s);
+    return dml;
+}
+
+/* The task at the head of the writer's queue, taken, when no transaction gates the queue. */
+static pasyn_task *writer_take_head(pasyn_pool *pool)
+{
+    pasyn_task *t = NULL;
+    pthread_mutex_lock(&pool->wmu);
+    if (pool->whead.next != &pool->whead && atomic_load(&pool->txn_owner) == 0) {
+        t = pool->whead.next;
+        t->prev->next = t->next;
+        t->next->prev = t->prev;
+        t->next = t->prev = NULL;
+        pool->wlen--;
+    }
+    pthread_mutex_unlock(&pool->wmu);
+    return t;
+}
+
+static void note_batch(pasyn_pool *pool, int n)
+{
+    atomic_fetch_add(&pool->w_batches, 1);
+    atomic_fetch_add(&pool->w_batched, (uint64_t)n);
+    uint64_t max = atomic_load(&pool->w_batch_max);
+    if ((uint64_t)n > max)
+        atomic_store(&pool->w_batch_max, (uint64_t)n);
+}
+
+/* Runs `first` and the plain writes queued right behind it as one transaction, each in a
+ * savepoint of its own, and completes them only once the COMMIT has succeeded. A statement
+ * that ends the transaction itself (RAISE(ROLLBACK), an I/O error) keeps its error, and the
+ * ones before it run again alone; a failed COMMIT sends all of them to run alone. Returns a
+ * task taken from the queue that did not run in the batch (it runs next, alone), or NULL. */
+static pasyn_task *writer_batch(pasyn_pool *pool, pasyn_task *first)
+{
+    sqlite3 *db = pool->wc.db;
+    pasyn_task *batch[BATCH_MAX], *next = NULL;
+    int n = 0, broken = 0;
+    if (ctl(pool, CTL_BEGIN) != SQLITE_OK) {
+        if (!sqlite3_get_autocommit(db))
+            ctl(pool, CTL_ROLLBACK);
+        return first; /* e.g. busy: it runs alone and meets the error itself */
+    }
+    for (pasyn_task *t = first; t;) {
+        batch[n++] = t;
+        if (ctl(pool, CTL_SAVEPOINT) != SQLITE_OK) {
+            broken = 1;
+            n--; /* not run: it goes alone with the rest */
+            next = t;
+            break;
+        }
+        writer_do(pool, t);
+        if (sqlite3_get_autocommit(db)) { /* the statement ended the whole transaction */
+            broken = 1;
+            break;
+        }
+        /* A failed statement leaves nothing behind, whatever its conflict clause. */
+        if ((t->err != PASYN_OK && ctl(pool, CTL_ROLLBACK_TO) != SQLITE_OK) ||
+            ctl(pool, CTL_RELEASE) != SQLITE_OK) {
+            broken = 1;
+            break;
+        }
+        if (n == BATCH_MAX || !(t = writer_take_head(pool)))
+            break;
+        if (!joins_batch(pool, t)) {
+            next = t;
+            break;
+        }
+    }
+    int guilty = -1; /* the statement that ended the transaction keeps its error */
+    if (broken) {
+        if (sqlite3_get_autocommit(db))
+            guilty = n - 1;
+        else
+            ctl(pool, CTL_ROLLBACK);
+    } else if (ctl(pool, CTL_COMMIT) != SQLITE_OK) {
+        broken = 1;
+        if (!sqlite3_get_autocommit(db))
+            ctl(pool, CTL_ROLLBACK);
+    }
+    if (!broken)
+        note_batch(pool, n);
+    for (int i = 0; broken && i < n; i++) {
+        pasyn_task *t = batch[i];
+        if (i != guilty && t->err == PASYN_OK) {
+            /* Nothing of it was kept: it runs again alone. (One that failed on its own
+             * changed nothing and keeps its error.) */
+            task_reset_result(t);
+            writer_do(pool, t);
+        }
+    }
+    writer_settle(pool, 0);
+    for (int i = 0; i < n; i++)
+        complete(batch[i]);
+    return next;
+}
+
+static int writer_queued(pasyn_pool *pool)
+{
+    pthread_mutex_lock(&pool->wmu);
+    int more = pool->wlen > 0;
+    pthread_mutex_unlock(&pool->wmu);
+    return more;
+}
+
+/* Runs a task the writer took: with the plain writes queued behind it as one batch when it is
+ * a plain write itself, no transaction is open and others wait; otherwise alone. */
+static void writer_serve(pasyn_pool *pool, pasyn_task *t)
+{
+    if (pool->opts.group_commit && atomic_load(&pool->txn_owner) == 0 && writer_queued(pool) &&
+        joins_batch(pool, t))
+        t = writer_batch(pool, t);
+    if (t)
+        writer_run(pool, t);
+}
+
+static void writer_close_ctl(pasyn_pool *pool)
+{
+    for (size_t i = 0; i < sizeof pool->ctl / sizeof *pool->ctl; i++) {
+        sqlite3_finalize(pool->ctl[i]);
+        pool->ctl[i] = NULL;
+    }
 }
 
 /* Opens the writer, then waits until every reader has opened (or one failed). */
@@ -313,9 +501,10 @@ void *writer_main(void *arg)
     complete(pool->open_task);
     pasyn_task *t;
     while ((t = writer_take(pool)) != NULL)
-        writer_run(pool, t);
+        writer_serve(pool, t);
     if (pool->wc.db && !sqlite3_get_autocommit(pool->wc.db))
         conn_exec(&pool->wc, "ROLLBACK");
+    writer_close_ctl(pool);
     conn_close(&pool->classifier);
     conn_close(&pool->wc);
     remove_memfile(pool);
@@ -536,18 +725,19 @@ static void reader_exec(reader *r, pasyn_task *t)
         complete(t);
         return;
     }
+    conn_arm(&r->c, t);
     int rc = conn_step_rows(&r->c, s->stmt, t, CHUNK_BYTES, 1);
-    if (rc == SQLITE_ROW) {
-        if (try_stream(pool)) {
-            r->stream = s;
-            r->stream_id = ((uint64_t)(r->index + 1) << 48) |
-                           (atomic_fetch_add(&pool->stream_serial, 1) & 0xffffffffffffu);
-            atomic_store(&r->streaming, 1);
-            t->stream = r->stream_id;
-            complete(t);
-            return;
-        }
-        conn_step_rows(&r->c, s->stmt, t, 0, 0); /* the last free reader: materialise it all */
+    if (rc == SQLITE_ROW && !try_stream(pool))
+        rc = conn_step_rows(&r->c, s->stmt, t, 0, 0); /* the last free reader: all of it */
+    conn_disarm(&r->c, t);
+    if (rc == SQLITE_ROW) { /* more to come: this reader keeps the statement */
+        r->stream = s;
+        r->stream_id = ((uint64_t)(r->index + 1) << 48) |
+                       (atomic_fetch_add(&pool->stream_serial, 1) & 0xffffffffffffu);
+        atomic_store(&r->streaming, 1);
+        t->stream = r->stream_id;
+        complete(t);
+        return;
     }
     conn_release(&r->c, s);
     complete(t);
@@ -564,7 +754,10 @@ static void reader_fetch(reader *r, pasyn_task *t)
     }
     atomic_fetch_add_explicit(&r->executed, 1, memory_order_relaxed);
     if (t->kind == PASYN_FETCH) {
-        if (conn_step_rows(&r->c, r->stream->stmt, t, CHUNK_BYTES, 0) == SQLITE_ROW) {
+        conn_arm(&r->c, t);
+        int rc = conn_step_rows(&r->c, r->stream->stmt, t, CHUNK_BYTES, 0);
+        conn_disarm(&r->c, t);
+        if (rc == SQLITE_ROW) {
             complete(t);
             return;
         }

@@ -23,6 +23,8 @@ for kind in pairs(errors.kinds) do
 end
 
 local co_running = coroutine.running
+local unpack = table.unpack or unpack -- luacheck: ignore
+local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 
 local function raise(kind, message, sql)
     error(errors.new(kind, message, sql), 3)
@@ -33,7 +35,8 @@ end
 local owner_ids = setmetatable({}, { __mode = "k" })
 local last_owner = 1
 
--- The id the writer knows the calling coroutine by (1: the main thread).
+-- The id the writer knows the calling coroutine by (1: the main thread), and the coroutine
+-- (nil for the main thread).
 local function owner_id()
     local co, ismain = co_running()
     if co == nil or ismain then
@@ -45,7 +48,58 @@ local function owner_id()
         id = last_owner
         owner_ids[co] = id
     end
-    return id
+    return id, co
+end
+
+-- A coroutine that has owned a transaction gets a guard: when the coroutine ends (the
+-- scheduler says so) or is collected, the guard has the writer roll back what the coroutine
+-- left open, on every pool it began a transaction on. The writer runs that after the
+-- coroutine's own queued tasks and only if the coroutine still owns the transaction.
+local guards = setmetatable({}, { __mode = "k" }) -- coroutine -> guard
+local newproxy = newproxy -- luacheck: ignore (Lua 5.1 and LuaJIT: no __gc on tables)
+
+local function new_guard(id)
+    local guard = { id = id, pools = setmetatable({}, { __mode = "k" }) } -- pool -> true
+    local function gone()
+        for pool in pairs(guard.pools) do
+            core.abandon(pool, id)
+        end
+    end
+    if newproxy then
+        guard.proxy = newproxy(true)
+        getmetatable(guard.proxy).__gc = gone
+    else
+        setmetatable(guard, { __gc = gone })
+    end
+    return guard
+end
+
+-- After a statement of `co`: if it left `co` owning a transaction on the pool, guard it.
+local function note_owner(pool, id, co)
+    if co and core.txn_owner(pool) == id then
+        local guard = guards[co]
+        if not guard then
+            guard = new_guard(id)
+            guards[co] = guard
+        end
+        guard.pools[pool] = true
+    end
+end
+
+-- A coroutine of the scheduler ended: nothing of it is in flight, so what the writer says now
+-- is the truth; roll back what it left open and disarm its guard.
+sched.on_end = function(co)
+    local guard = guards[co]
+    if guard then
+        guards[co] = nil
+        local pools = guard.pools
+        guard.pools = {} -- disarmed: collecting it later does nothing
+        for pool in pairs(pools) do
+            if core.txn_owner(pool) == guard.id then
+                core.abandon(pool, guard.id)
+            end
+        end
+    end
 end
 
 -- ---- options ---------------------------------------------------------------------------
@@ -74,6 +128,10 @@ local function is(t)
     end
 end
 
+local function seconds(v)
+    return type(v) == "number" and v > 0 and v < math.huge, "a number of seconds above 0"
+end
+
 local function row_shape(v)
     return v == "array" or v == "named" or type(v) == "function", '"array", "named" or a function'
 end
@@ -89,6 +147,7 @@ local option_checks = {
     statement_cache = count(100000),
     row = row_shape,
     group_commit = is("boolean"),
+    timeout = seconds,
     stealing = is("boolean"),
 }
 
@@ -102,9 +161,7 @@ local function check_options(options)
     local out = {}
     for k, v in pairs(options) do
         local check = option_checks[k]
-        if k == "timeout" then -- in the contract, not in this version yet
-            raise("NotSupportedError", "connect: option 'timeout' is not supported by this version")
-        elseif not check then
+        if not check then
             raise("ProgrammingError", "connect: unknown option '" .. tostring(k) .. "'")
         end
         local ok, want = check(v)
@@ -150,7 +207,9 @@ local function finish(conn, sync, sql, names, stream, task, ekind, emsg)
     if not task then
         error(errors.new(ekind, emsg, sql), 3)
     end
-    sched.await(task, sync, conn._pool)
+    local pool = conn._pool
+    sched.await(task, sync, pool)
+    note_owner(pool, owner_id())
     local known = conn._described[sql]
     local ok, a, b, c, d, e, f = core.result(task, conn._pool, names, stream,
                                              known and known.names, known and known.decltypes)
@@ -170,6 +229,7 @@ local function new_cursor(conn)
         arraysize = 1,
         rowcount = -1,
         row = conn.row,
+        timeout = conn.timeout,
         _rows = {},
         _pos = 1,
         _n = 0,
@@ -246,7 +306,7 @@ local function run_statement(cur, kind, sql, ...)
     local conn = cur.connection
     local sync = not sched.can_yield()
     return take(cur, finish(conn, sync, sql, cur.row == "named", nil,
-                            core.submit(conn._pool, kind, owner_id(), sync, sql, ...)))
+                            core.submit(conn._pool, kind, owner_id(), sync, cur.timeout, sql, ...)))
 end
 
 function Cursor:execute(sql, ...)
@@ -264,7 +324,8 @@ local function many_chunk(cur, sql, sets)
     local conn = cur.connection
     local sync = not sched.can_yield()
     local _, rowcount = finish(conn, sync, sql, nil, nil,
-                               core.submit_many(conn._pool, owner_id(), sync, sql, sets))
+                               core.submit_many(conn._pool, owner_id(), sync, cur.timeout, sql,
+                                                sets))
     return rowcount
 end
 
@@ -336,7 +397,7 @@ local function more(cur)
     cur._stream = nil -- ended, unless the answer says it goes on
     local names = cur.row == "named" and cur._names or nil
     local rows, _, _, going_on = finish(cur.connection, sync, cur._sql, names, stream,
-                                        core.fetch(stream, owner_id(), sync))
+                                        core.fetch(stream, owner_id(), sync, cur.timeout))
     if cur._closed then -- closed by another coroutine while this chunk was on its way
         if going_on then
             core.release(going_on)
@@ -488,6 +549,59 @@ function Connection:rollback()
     end_transaction(self, "ROLLBACK")
 end
 
+local begin_modes = {
+    deferred = "BEGIN DEFERRED",
+    immediate = "BEGIN IMMEDIATE",
+    exclusive = "BEGIN EXCLUSIVE",
+}
+
+-- Runs fn(conn) in a transaction of the caller's: BEGIN <mode> ... COMMIT, or inside one the
+-- caller already owns a savepoint; an error rolls back (to the savepoint) and goes on up.
+function Connection:transaction(fn, mode)
+    check_open(self)
+    if type(fn) ~= "function" then
+        raise("ProgrammingError", "transaction: a function is needed, got " .. type(fn))
+    end
+    local begin = begin_modes[mode == nil and "immediate" or type(mode) == "string" and mode:lower()]
+    if not begin then
+        raise("ProgrammingError", 'transaction: the mode must be "deferred", "immediate" or ' ..
+              '"exclusive", got ' .. tostring(mode))
+    end
+    local nested = self.in_transaction
+    self:execute(nested and "SAVEPOINT pasyn_transaction" or begin)
+    local results = pack(pcall(fn, self))
+    local ok = results[1]
+    if ok and self.in_transaction then -- fn may have ended it itself
+        if nested then
+            self:execute("RELEASE pasyn_transaction")
+        else
+            local committed, err = pcall(self.execute, self, "COMMIT")
+            if not committed then
+                ok, results = false, { false, err }
+            end
+        end
+    end
+    if ok then
+        return unpack(results, 2, results.n)
+    end
+    if self.in_transaction then -- undo; the error to raise is fn's, not one the undo meets
+        if nested then
+            pcall(self.execute, self, "ROLLBACK TO pasyn_transaction")
+            pcall(self.execute, self, "RELEASE pasyn_transaction")
+        else
+            pcall(self.execute, self, "ROLLBACK")
+        end
+    end
+    error(results[2], 0)
+end
+
+-- Stops the statements running now on every thread of the pool: they fail with
+-- OperationalError. Statements issued later run as usual.
+function Connection:interrupt()
+    check_open(self)
+    core.interrupt(self._pool)
+end
+
 function Connection:stats()
     check_open(self)
     return core.stats(self._pool)
@@ -542,6 +656,7 @@ function M.connect(database, options)
         _ndescribed = 0,
         closed = false,
         row = opts.row or "array",
+        timeout = opts.timeout,
     }, Connection)
 end
 

@@ -223,18 +223,21 @@ static int submit(lua_State *L, lpool *p, pasyn_task *t, int sync)
 }
 
 static pasyn_task *new_task(lua_State *L, int kind, const char *sql, size_t len,
-                            lua_Integer owner)
+                            lua_Integer owner, int timeout_idx)
 {
+    double timeout = (double)luaL_optnumber(L, timeout_idx, 0); /* before anything to free */
     pasyn_task *t = pasyn_task_new(kind, sql, len);
     if (!t)
         luaL_error(L, "out of memory");
     pasyn_task_set_owner(t, (uint64_t)owner);
+    pasyn_task_set_timeout(t, timeout);
     return t;
 }
 
-/* submit(pool, kind, owner, sync, sql [, params_table | values...]) -> task | nil, kind, msg
- * kind: "exec" or "script". With exactly one extra argument that is a plain table, it holds
- * the parameters; otherwise every extra argument is one. */
+/* submit(pool, kind, owner, sync, timeout, sql [, params_table | values...])
+ *   -> task | nil, kind, msg
+ * kind: "exec" or "script"; timeout: seconds or nil. With exactly one extra argument that is a
+ * plain table, it holds the parameters; otherwise every extra argument is one. */
 static int l_submit(lua_State *L)
 {
     lpool *p = check_pool(L, 1);
@@ -242,36 +245,37 @@ static int l_submit(lua_State *L)
     lua_Integer owner = luaL_checkinteger(L, 3);
     int sync = lua_toboolean(L, 4);
     size_t len;
-    const char *sql = luaL_checklstring(L, 5, &len);
+    const char *sql = luaL_checklstring(L, 6, &len);
     int script = strcmp(kind, "script") == 0;
-    pasyn_task *t = new_task(L, script ? PASYN_SCRIPT : PASYN_EXEC, sql, len, owner);
-    int nargs = lua_gettop(L) - 5, ok = 1;
-    if (nargs == 1 && lua_type(L, 6) == LUA_TTABLE && lua_getmetatable(L, 6) == 0)
-        ok = bind_table(L, t, 6);
-    else if (nargs == 1 && lua_type(L, 6) == LUA_TTABLE)
-        lua_pop(L, 1), ok = bind_positional(L, t, 6, 1);
+    pasyn_task *t = new_task(L, script ? PASYN_SCRIPT : PASYN_EXEC, sql, len, owner, 5);
+    int nargs = lua_gettop(L) - 6, ok = 1;
+    if (nargs == 1 && lua_type(L, 7) == LUA_TTABLE && lua_getmetatable(L, 7) == 0)
+        ok = bind_table(L, t, 7);
+    else if (nargs == 1 && lua_type(L, 7) == LUA_TTABLE)
+        lua_pop(L, 1), ok = bind_positional(L, t, 7, 1);
     else
-        ok = bind_positional(L, t, 6, nargs);
-    if (nargs == 1 && lua_isnil(L, 6))
+        ok = bind_positional(L, t, 7, nargs);
+    if (nargs == 1 && lua_isnil(L, 7))
         pasyn_task_set_optional_null(t); /* execute(sql, params) with params nil */
     if (!ok)
         return fail(L, t, "ProgrammingError", lua_tostring(L, -1));
     return submit(L, p, t, sync);
 }
 
-/* submit_many(pool, owner, sync, sql, sets) -> task | nil, kind, msg; sets: array of tables */
+/* submit_many(pool, owner, sync, timeout, sql, sets) -> task | nil, kind, msg;
+ * sets: array of tables */
 static int l_submit_many(lua_State *L)
 {
     lpool *p = check_pool(L, 1);
     lua_Integer owner = luaL_checkinteger(L, 2);
     int sync = lua_toboolean(L, 3);
     size_t len;
-    const char *sql = luaL_checklstring(L, 4, &len);
-    luaL_checktype(L, 5, LUA_TTABLE);
-    pasyn_task *t = new_task(L, PASYN_MANY, sql, len, owner);
-    int n = (int)compat_rawlen(L, 5);
+    const char *sql = luaL_checklstring(L, 5, &len);
+    luaL_checktype(L, 6, LUA_TTABLE);
+    pasyn_task *t = new_task(L, PASYN_MANY, sql, len, owner, 4);
+    int n = (int)compat_rawlen(L, 6);
     for (int k = 1; k <= n; k++) {
-        lua_rawgeti(L, 5, k);
+        lua_rawgeti(L, 6, k);
         int ok = lua_type(L, -1) == LUA_TTABLE;
         if (!ok)
             lua_pushfstring(L, "parameter set %d is a %s, not a table", k, luaL_typename(L, -1));
@@ -286,18 +290,43 @@ static int l_submit_many(lua_State *L)
     return submit(L, p, t, sync);
 }
 
+/* abandon(pool, owner): the owner is gone; its open transaction, if any, is rolled back once
+ * its tasks already queued have run. Nobody waits for it; safe from a finalizer. */
+static int l_abandon(lua_State *L)
+{
+    lpool *p = luaL_checkudata(L, 1, POOL_MT);
+    lua_Integer owner = luaL_checkinteger(L, 2);
+    if (p->state != POOL_OPEN)
+        return 0;
+    pasyn_task *t = pasyn_task_new(PASYN_ABANDON, NULL, 0);
+    if (t) {
+        pasyn_task_set_owner(t, (uint64_t)owner);
+        if (pasyn_submit(p->pool, t, 0) != 0)
+            pasyn_task_free(t);
+    }
+    return 0;
+}
+
+/* interrupt(pool) -> true, or false when the pool is closing */
+static int l_interrupt(lua_State *L)
+{
+    lpool *p = check_pool(L, 1);
+    lua_pushboolean(L, p->state == POOL_OPEN && pasyn_interrupt(p->pool) == 0);
+    return 1;
+}
+
 static lstream *check_stream(lua_State *L, int i)
 {
     return luaL_checkudata(L, i, STREAM_MT);
 }
 
-/* fetch(stream, owner, sync) -> task | nil, kind, msg */
+/* fetch(stream, owner, sync, timeout) -> task | nil, kind, msg */
 static int l_fetch(lua_State *L)
 {
     lstream *s = check_stream(L, 1);
     if (!s->id)
         return fail(L, NULL, "ProgrammingError", "the result has ended");
-    pasyn_task *t = new_task(L, PASYN_FETCH, NULL, 0, luaL_checkinteger(L, 2));
+    pasyn_task *t = new_task(L, PASYN_FETCH, NULL, 0, luaL_checkinteger(L, 2), 4);
     pasyn_task_set_stream(t, s->id);
     return submit(L, s->owner, t, lua_toboolean(L, 3));
 }
@@ -547,6 +576,7 @@ static int l_open(lua_State *L)
     o.readonly = opt_bool(L, 2, "readonly", o.readonly);
     o.statement_cache = opt_int(L, 2, "statement_cache", o.statement_cache);
     o.stealing = opt_bool(L, 2, "stealing", o.stealing);
+    o.group_commit = opt_bool(L, 2, "group_commit", o.group_commit);
     lua_getfield(L, 2, "pragmas");
     int npragmas = lua_istable(L, -1) ? (int)compat_rawlen(L, -1) : 0;
     const char **pragmas = lua_newuserdata(L, (size_t)(npragmas + 1) * sizeof(char *));
@@ -622,10 +652,11 @@ static int l_pool_gc(lua_State *L)
     return l_free(L);
 }
 
+/* txn_owner(pool) -> the owner id of the writer's open transaction, 0 when none (or freed) */
 static int l_txn_owner(lua_State *L)
 {
-    lpool *p = check_pool(L, 1);
-    lua_pushinteger(L, (lua_Integer)pasyn_txn_owner(p->pool));
+    lpool *p = luaL_checkudata(L, 1, POOL_MT);
+    lua_pushinteger(L, p->state == POOL_FREED ? 0 : (lua_Integer)pasyn_txn_owner(p->pool));
     return 1;
 }
 
@@ -663,6 +694,8 @@ static int l_stats(lua_State *L)
     set_counter(L, "executed", ws[0].executed);
     set_counter(L, "queued", ws[0].queued);
     set_counter(L, "batches", ws[0].batches);
+    set_counter(L, "batched", ws[0].batched);
+    set_counter(L, "batch_max", ws[0].batch_max);
     lua_setfield(L, -2, "writer");
     lua_createtable(L, n - 1, 0);
     for (int i = 1; i < n; i++) {
@@ -774,7 +807,8 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"txn_owner", l_txn_owner}, {"total_changes", l_total_changes}, {"closed", l_closed},
         {"stats", l_stats},       {"fd", l_fd},           {"poll", l_poll},
         {"drain", l_drain},       {"now", l_now},         {"sleep", l_sleep},         {"blob", l_blob},
-        {"is_blob", l_is_blob},   {NULL, NULL},
+        {"is_blob", l_is_blob},   {"abandon", l_abandon}, {"interrupt", l_interrupt},
+        {NULL, NULL},
     };
     lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY);
     if (lua_isnil(L, -1)) {

@@ -6,6 +6,9 @@ local core = require "pasyn_sqlite.core"
 
 local M = {}
 
+-- M.on_end(co), when set, is told of each of the scheduler's coroutines that ends (returns or
+-- raises), before anybody joining it resumes.
+
 local co_running, co_resume, co_yield, co_status, co_create =
     coroutine.running, coroutine.resume, coroutine.yield, coroutine.status, coroutine.create
 local isyieldable = coroutine.isyieldable or function() return true end
@@ -73,6 +76,9 @@ end
 
 local function after(co, ok, ...)
     if co_status(co) == "dead" then
+        if M.on_end then
+            M.on_end(co)
+        end
         return finish(members[co], ok, ...)
     end
     if (...) ~= SUSPEND then
