@@ -96,6 +96,7 @@ lint:
 
 demo: $(MODULE)
 	LUA_PATH="lua/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/quickstart.lua
+	LUA_PATH="lua/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/transfers.lua
 
 bench: $(MODULE)
 	LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/roundtrip.lua

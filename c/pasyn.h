@@ -154,11 +154,11 @@ void pasyn_task_set_pack_count(pasyn_task *t, int count);
  * 0; or, with the task not queued and still the caller's (its error set): PASYN_ECLOSED when
  * the pool is closing or closed, PASYN_EPROGRAMMING for a kind that cannot be submitted or a
  * stream the pool does not have. SQL text the pool has not seen before is prepared here, on
- * the calling thread, to learn where it runs. Any thread. */
+ * the calling thread, to learn where it runs. PASYN_RELEASE and PASYN_ABANDON tasks complete
+ * silently: the pool frees them and nobody is told. A PASYN_ABANDON task (with the gone
+ * owner's id) runs after that owner's tasks already queued, so it ends the transaction even
+ * if the owner's BEGIN had not run yet when the owner went. Any thread. */
 int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync);
-/* PASYN_RELEASE and PASYN_ABANDON tasks complete silently: the pool frees them and nobody
- * is told. A PASYN_ABANDON task (with the gone owner's id) runs after that owner's tasks
- * already queued, so it ends a transaction even if the owner's BEGIN has not run yet. */
 /* Blocks until a task submitted with `sync` has completed. The thread that submitted it. */
 void pasyn_task_wait(pasyn_task *t);
 

@@ -342,7 +342,7 @@ static void note_batch(pasyn_pool *pool, int n)
  * that ends the transaction itself (RAISE(ROLLBACK), an I/O error) keeps its error, and the
  * ones before it run again alone; a failed COMMIT sends all of them to run alone. Returns a
  * task taken from the queue that did not run in the batch (it runs next, alone), or NULL. */
-static pasyn_task *writer_batch(pasyn_pool *pool, pasyn_task *first)
+static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first)
 {
     sqlite3 *db = pool->wc.db;
     pasyn_task *batch[BATCH_MAX], *next = NULL;
@@ -420,7 +420,7 @@ static void writer_serve(pasyn_pool *pool, pasyn_task *t)
 {
     if (pool->opts.group_commit && atomic_load(&pool->txn_owner) == 0 && writer_queued(pool) &&
         joins_batch(pool, t))
-        t = writer_batch(pool, t);
+        t = writer_group_commit(pool, t);
     if (t)
         writer_run(pool, t);
 }
