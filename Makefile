@@ -100,6 +100,7 @@ demo: $(MODULE)
 
 bench: $(MODULE)
 	LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/roundtrip.lua
+	LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/group_commit.lua
 
 clean:
 	rm -rf build

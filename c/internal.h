@@ -203,6 +203,9 @@ struct pasyn_pool {
     _Atomic uint64_t txn_owner;
     _Atomic int64_t total_changes;
     sqlite3_stmt *ctl[6];   /* group commit's BEGIN, COMMIT, ...: enum ctl in worker.c */
+    uint64_t commit_ns;     /* how long a group commit's COMMIT takes, on average */
+    uint64_t gap_ns;        /* how long a batch waited for its next write, on average */
+    int last_batch;         /* statements in the writer's last group commit, 0 after others */
     _Atomic uint64_t w_executed, w_batches, w_batched, w_batch_max;
     _Atomic uint64_t w_pushed;  /* tasks ever queued for the writer: a spinning writer watches it */
 

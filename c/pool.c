@@ -259,6 +259,7 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
         return NULL;
     pool->hub = hub;
     pool->whead.next = pool->whead.prev = &pool->whead;
+    pool->gap_ns = SPIN_NS / 4; /* until batches have shown how writes arrive */
     pthread_mutex_init(&pool->wmu, NULL);
     pthread_cond_init(&pool->wcv, NULL);
     pthread_cond_init(&pool->phase_cv, NULL);

@@ -43,13 +43,13 @@ static int spinner_enter(pasyn_pool *pool)
     return 0;
 }
 
-/* Like a reader, the writer watches for a while before it parks: returns 1 when a task was
- * queued since `seen`. */
-static int writer_spin(pasyn_pool *pool, uint64_t seen)
+/* Like a reader, the writer watches for a while (`ns`) before it parks: returns 1 when a task
+ * was queued since `seen`. */
+static int writer_spin(pasyn_pool *pool, uint64_t seen, uint64_t ns)
 {
     if (!spinner_enter(pool))
         return 0;
-    uint64_t deadline = now_ns() + SPIN_NS;
+    uint64_t deadline = now_ns() + ns;
     int found = 0;
     do {
         for (int i = 0; i < 64 && !found; i++) {
@@ -122,7 +122,7 @@ static pasyn_task *writer_take(pasyn_pool *pool)
         }
         uint64_t seen = atomic_load_explicit(&pool->w_pushed, memory_order_relaxed);
         pthread_mutex_unlock(&pool->wmu);
-        int found = writer_spin(pool, seen);
+        int found = writer_spin(pool, seen, SPIN_NS);
         pthread_mutex_lock(&pool->wmu);
         if (!found && atomic_load(&pool->w_pushed) == seen && !atomic_load(&pool->closing))
             pthread_cond_wait(&pool->wcv, &pool->wmu);
@@ -328,6 +328,27 @@ static pasyn_task *writer_take_head(pasyn_pool *pool)
     return t;
 }
 
+/* The next task for the batch. When the queue is empty but writes have come in since the batch
+ * began, more are likely on their way (the callers of the last batch resume one by one): watch
+ * for them before committing, since each one that comes saves a COMMIT of its own. For how
+ * long: a few of the gaps seen between such writes, or the time a COMMIT takes if that is
+ * longer, never more than SPIN_NS. Writes that were all queued at once never wait, unless
+ * `expect` says that the callers of the last batch are likely to write again. */
+static pasyn_task *writer_next_in_batch(pasyn_pool *pool, int expect, uint64_t pushed_at_start)
+{
+    uint64_t seen = atomic_load(&pool->w_pushed);
+    pasyn_task *t = writer_take_head(pool);
+    if (t || (!expect && seen == pushed_at_start))
+        return t;
+    uint64_t linger = 3 * pool->gap_ns > pool->commit_ns ? 3 * pool->gap_ns : pool->commit_ns;
+    if (linger > SPIN_NS)
+        linger = SPIN_NS;
+    uint64_t start = now_ns();
+    if (writer_spin(pool, seen, linger) && (t = writer_take_head(pool)) != NULL)
+        pool->gap_ns = (pool->gap_ns * 7 + (now_ns() - start)) / 8;
+    return t;
+}
+
 static void note_batch(pasyn_pool *pool, int n)
 {
     atomic_fetch_add(&pool->w_batches, 1);
@@ -342,11 +363,12 @@ static void note_batch(pasyn_pool *pool, int n)
  * that ends the transaction itself (RAISE(ROLLBACK), an I/O error) keeps its error, and the
  * ones before it run again alone; a failed COMMIT sends all of them to run alone. Returns a
  * task taken from the queue that did not run in the batch (it runs next, alone), or NULL. */
-static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first)
+static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first, int expect)
 {
     sqlite3 *db = pool->wc.db;
     pasyn_task *batch[BATCH_MAX], *next = NULL;
     int n = 0, broken = 0;
+    uint64_t pushed_at_start = atomic_load(&pool->w_pushed);
     if (ctl(pool, CTL_BEGIN) != SQLITE_OK) {
         if (!sqlite3_get_autocommit(db))
             ctl(pool, CTL_ROLLBACK);
@@ -371,7 +393,7 @@ static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first)
             broken = 1;
             break;
         }
-        if (n == BATCH_MAX || !(t = writer_take_head(pool)))
+        if (n == BATCH_MAX || !(t = writer_next_in_batch(pool, expect, pushed_at_start)))
             break;
         if (!joins_batch(pool, t)) {
             next = t;
@@ -384,12 +406,18 @@ static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first)
             guilty = n - 1;
         else
             ctl(pool, CTL_ROLLBACK);
-    } else if (ctl(pool, CTL_COMMIT) != SQLITE_OK) {
-        broken = 1;
-        if (!sqlite3_get_autocommit(db))
-            ctl(pool, CTL_ROLLBACK);
+    } else {
+        uint64_t start = now_ns();
+        if (ctl(pool, CTL_COMMIT) != SQLITE_OK) {
+            broken = 1;
+            if (!sqlite3_get_autocommit(db))
+                ctl(pool, CTL_ROLLBACK);
+        }
+        /* A running average, for writer_next_in_batch. */
+        pool->commit_ns = (pool->commit_ns * 7 + (now_ns() - start)) / 8;
     }
-    if (!broken)
+    pool->last_batch = broken ? 0 : n;
+    if (!broken && n > 1)
         note_batch(pool, n);
     for (int i = 0; broken && i < n; i++) {
         pasyn_task *t = batch[i];
@@ -418,9 +446,14 @@ static int writer_queued(pasyn_pool *pool)
  * a plain write itself, no transaction is open and others wait; otherwise alone. */
 static void writer_serve(pasyn_pool *pool, pasyn_task *t)
 {
-    if (pool->opts.group_commit && atomic_load(&pool->txn_owner) == 0 && writer_queued(pool) &&
-        joins_batch(pool, t))
-        t = writer_group_commit(pool, t);
+    /* Worth a batch when writes wait behind this one, or when the last batch's callers are
+     * likely to write again soon (they were all woken at once). */
+    int expect = pool->last_batch > 1;
+    if (pool->opts.group_commit && atomic_load(&pool->txn_owner) == 0 &&
+        (expect || writer_queued(pool)) && joins_batch(pool, t))
+        t = writer_group_commit(pool, t, expect);
+    else
+        pool->last_batch = 0;
     if (t)
         writer_run(pool, t);
 }
