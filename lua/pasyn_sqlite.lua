@@ -211,7 +211,7 @@ local function finish(conn, sync, sql, names, stream, task, ekind, emsg)
     sched.await(task, sync, pool)
     note_owner(pool, owner_id())
     local known = conn._described[sql]
-    local ok, a, b, c, d, e, f = core.result(task, conn._pool, names, stream,
+    local ok, a, b, c, d, e, f = core.result(task, pool, names, stream,
                                              known and known.names, known and known.decltypes)
     if not ok then
         error(errors.from_result(a, b, c, d, sql), 3)
@@ -241,6 +241,11 @@ local function check_cursor(cur)
         raise("ProgrammingError", "the cursor is closed")
     end
     check_open(cur.connection)
+    local timeout = cur.timeout
+    if timeout ~= nil and not seconds(timeout) then
+        raise("ProgrammingError", "the cursor's timeout must be nil or a number of seconds " ..
+              "above 0, got " .. tostring(timeout))
+    end
 end
 
 local function end_stream(cur)

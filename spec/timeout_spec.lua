@@ -155,6 +155,25 @@ describe("timeouts", function()
             assert.equal(2, conn.timeout)
             assert.equal(2, conn:cursor().timeout)
         end)
+
+        it("a cursor's bad timeout raises ProgrammingError naming it, and nothing runs", function()
+            open()
+            conn:execute("CREATE TABLE t (x INTEGER)")
+            for _, bad in ipairs({ 0, -1, "soon", math.huge, 0 / 0, true }) do
+                local cur = conn:cursor()
+                cur.timeout = bad
+                local err = support.raises("ProgrammingError", cur.execute, cur,
+                                           "INSERT INTO t VALUES (1)")
+                assert.matches("timeout", err.message)
+                support.raises("ProgrammingError", cur.executemany, cur, "INSERT INTO t VALUES (?)",
+                               { { 1 } })
+            end
+            conn.timeout = -5 -- taken by new cursors, refused when one is used
+            support.raises("ProgrammingError", conn.execute, conn, "INSERT INTO t VALUES (1)")
+            conn.timeout = nil
+            assert.equal(0, support.scalar(conn, "SELECT count(*) FROM t"))
+            assert_works(conn)
+        end)
     end)
 
     for _, shape in ipairs(SHAPES) do
