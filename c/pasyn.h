@@ -211,7 +211,7 @@ typedef struct pasyn_worker_stats {
     uint64_t executed;   /* tasks run */
     uint64_t stolen;     /* tasks taken from another reader's deque */
     uint64_t queued;     /* tasks waiting in its queue now */
-    uint64_t batches;    /* group-commit transactions (writer) */
+    uint64_t batches;    /* group-commit transactions of two or more statements (writer) */
     uint64_t batched;    /* statements run inside them (writer) */
     uint64_t batch_max;  /* the most statements one of them held (writer) */
     int streaming;       /* holds a streamed result now */
