@@ -1,8 +1,9 @@
 /*
  * hub.c - completions. Workers append finished tasks to one list; only the empty->non-empty
- * transition writes the descriptor, so a burst of completions costs the host one wake-up.
- * The host drains the whole list at once. Tasks submitted as synchronous skip the list and
- * wake their waiting thread through a condition variable instead.
+ * transition writes the descriptor, so a burst of completions costs the host one wake-up, and
+ * not even that while the host is watching the list in pasyn_hub_poll. The host drains the
+ * whole list at once. Tasks submitted as synchronous skip the list and wake their waiting
+ * thread through a condition variable instead.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -89,7 +90,7 @@ static void hub_clear(pasyn_hub *hub)
     ssize_t r;
     do
         r = read(hub->efd, scratch, sizeof scratch);
-    while (r > 0 || (r < 0 && errno == EINTR));
+    while ((r > 0 && hub->efd != hub->wfd) || (r < 0 && errno == EINTR)); /* eventfd: once */
 }
 
 void hub_complete(pasyn_hub *hub, pasyn_task *t)
@@ -112,18 +113,23 @@ void hub_complete(pasyn_hub *hub, pasyn_task *t)
     else
         hub->head = t;
     hub->tail = t;
-    atomic_store_explicit(&hub->pending, 1, memory_order_release);
-    pthread_mutex_unlock(&hub->mu);
-    if (was_empty)
+    /* pending before watching (both seq_cst): a host that stops watching then looks at
+     * pending, so either it sees this task or this sees it gone and writes the descriptor. */
+    atomic_store(&hub->pending, 1);
+    if (was_empty && !atomic_load(&hub->watching) && !hub->signalled) {
+        hub->signalled = 1; /* written under the lock: drain knows the descriptor's state */
         hub_signal(hub);
+    }
+    pthread_mutex_unlock(&hub->mu);
 }
 
 pasyn_task *pasyn_hub_drain(pasyn_hub *hub)
 {
-    /* Clear the descriptor before taking the list: a completion that lands after the take
-     * finds the list empty and signals again, so none is left without a wake-up. */
-    hub_clear(hub);
     pthread_mutex_lock(&hub->mu);
+    if (hub->signalled) { /* clear it with the list, so the two never disagree */
+        hub_clear(hub);
+        hub->signalled = 0;
+    }
     pasyn_task *list = hub->head;
     hub->head = hub->tail = NULL;
     atomic_store_explicit(&hub->pending, 0, memory_order_relaxed);
@@ -147,8 +153,16 @@ static int spin_until(_Atomic int *flag)
 
 int pasyn_hub_poll(pasyn_hub *hub, int timeout_ms)
 {
-    if (timeout_ms != 0 && spin_until(&hub->pending))
+    if (atomic_load(&hub->pending))
         return 1;
+    if (timeout_ms != 0) {
+        /* While we watch, completions need not write the descriptor. */
+        atomic_store(&hub->watching, 1);
+        int seen = spin_until(&hub->pending);
+        atomic_store(&hub->watching, 0);
+        if (seen || atomic_load(&hub->pending))
+            return 1;
+    }
     struct pollfd p = {.fd = hub->efd, .events = POLLIN};
     int r;
     do

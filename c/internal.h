@@ -80,6 +80,8 @@ struct pasyn_hub {
     pthread_cond_t sync_cv;     /* NOTIFY_SYNC completions */
     pasyn_task *head, *tail;
     _Atomic int pending;        /* head != NULL, readable without the lock */
+    _Atomic int watching;       /* the host spins on pending in pasyn_hub_poll */
+    int signalled;              /* under mu: the descriptor was written since the last drain */
     int efd;                    /* eventfd, or the read end of a pipe */
     int wfd;                    /* the write end (== efd for eventfd) */
 };

@@ -53,8 +53,10 @@ int pasyn_hub_fd(const pasyn_hub *hub);
 /* Takes every completed task at once, oldest first, as a list walked with pasyn_task_next.
  * NULL when none. Never blocks. Owner thread. */
 pasyn_task *pasyn_hub_drain(pasyn_hub *hub);
-/* Blocks until the hub's descriptor is readable or timeout_ms passes (negative: no limit).
- * Returns 1 when completions wait, 0 on timeout. Owner thread. */
+/* Blocks until completions wait or timeout_ms passes (negative: no limit): watches for a
+ * short while, then sleeps in poll() on the descriptor. Completions that come while it watches
+ * do not write the descriptor, so after it returns 1 drain before polling the descriptor
+ * anywhere else. Returns 1 when completions wait, 0 on timeout. Owner thread. */
 int pasyn_hub_poll(pasyn_hub *hub, int timeout_ms);
 
 /* ---- opening and closing a pool ---------------------------------------------------- */

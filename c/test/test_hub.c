@@ -221,6 +221,32 @@ static void test_sync_wait(pasyn_hub *hub)
     pasyn_task_free(d.t);
 }
 
+/* a completion while pasyn_hub_poll watches needs no descriptor write; one that comes after
+ * the watch gave up (poll sleeping in poll()) must write it, or the host would sleep on */
+static void test_poll_watching(pasyn_hub *hub)
+{
+    delayed soon = {hub, mk(hub, NOTIFY_HUB, 40), 0, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, complete_later, &soon);
+    int r = pasyn_hub_poll(hub, 5000);
+    pthread_join(th, NULL);
+    ok(r == 1, "poll returns 1 for a completion that comes while it watches");
+    ok(check_list(pasyn_hub_drain(hub), 40, 1) && !fd_readable(hub) &&
+           pasyn_hub_poll(hub, 0) == 0,
+       "drain takes it, and leaves the descriptor unreadable and poll(0) at 0");
+    delayed late = {hub, mk(hub, NOTIFY_HUB, 41), 150, 0}; /* well after the watching */
+    double t0 = now_s();
+    pthread_create(&th, NULL, complete_later, &late);
+    r = pasyn_hub_poll(hub, 5000);
+    double waited = now_s() - t0;
+    pthread_join(th, NULL);
+    ok(r == 1 && waited >= 0.14 && waited < 4.0,
+       "a completion after the watching wakes poll() through the descriptor (%.0f ms)",
+       waited * 1e3);
+    ok(fd_readable(hub) && check_list(pasyn_hub_drain(hub), 41, 1) && !fd_readable(hub),
+       "that one wrote the descriptor, and the drain cleared it");
+}
+
 /* several waiters share hub->sync_cv: completing one must wake it (broadcast), and must not
  * release the others */
 typedef struct waiter {
@@ -480,6 +506,7 @@ int main(void)
     test_one_wakeup_per_burst(hub);
     test_sync_inline(hub);
     test_sync_wait(hub);
+    test_poll_watching(hub);
     test_sync_many_waiters(hub);
     test_sync_handoff(hub, scale);
     pasyn_hub_free(hub);
