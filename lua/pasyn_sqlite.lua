@@ -223,6 +223,10 @@ end
 
 Cursor.__index = Cursor
 
+-- The rows of a cursor that holds none. Shared, and never written: rows are only ever
+-- overwritten at positions up to cur._n, which is 0 here.
+local NO_ROWS = setmetatable({}, { __newindex = function() error("NO_ROWS is read-only", 2) end })
+
 local function new_cursor(conn)
     return setmetatable({
         connection = conn,
@@ -230,7 +234,7 @@ local function new_cursor(conn)
         rowcount = -1,
         row = conn.row,
         timeout = conn.timeout,
-        _rows = {},
+        _rows = NO_ROWS,
         _pos = 1,
         _n = 0,
     }, Cursor)
@@ -306,7 +310,7 @@ local function run_statement(cur, kind, sql, ...)
         raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
     end
     end_stream(cur)
-    cur._rows, cur._pos, cur._n = {}, 1, 0
+    cur._rows, cur._pos, cur._n = NO_ROWS, 1, 0
     cur._sql = sql
     local conn = cur.connection
     local sync = not sched.can_yield()
@@ -340,7 +344,7 @@ function Cursor:executemany(sql, seq)
         raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
     end
     end_stream(self)
-    self._rows, self._pos, self._n, self.description = {}, 1, 0, nil
+    self._rows, self._pos, self._n, self.description = NO_ROWS, 1, 0, nil
     if type(seq) == "table" then
         self.rowcount = many_chunk(self, sql, seq) -- one task: the core keeps it atomic
         return self
@@ -447,7 +451,7 @@ local function collect(cur, limit)
             end
         elseif n == 0 and pos == 1 and last <= limit and type(cur.row) ~= "function" then
             out, n = cur._rows, last -- a whole chunk: hand it over as it is
-            cur._rows, cur._pos, cur._n = {}, 1, 0
+            cur._rows, cur._pos, cur._n = NO_ROWS, 1, 0
         else
             local take_n = math.min(limit - n, last - pos + 1)
             local rows = cur._rows
@@ -491,7 +495,7 @@ function Cursor:close()
     end
     end_stream(self)
     self._closed = true
-    self._rows, self._pos, self._n = {}, 1, 0
+    self._rows, self._pos, self._n = NO_ROWS, 1, 0
 end
 Cursor.__close = Cursor.close
 
@@ -624,7 +628,7 @@ function Connection:close()
         end
         core.free(self._pool)
         self.closed = true
-        self._closing = nil
+        self._closing = false
         return
     end
     self._closing = true
@@ -636,7 +640,7 @@ function Connection:close()
     end
     core.free(self._pool)
     self.closed = true
-    self._closing = nil
+    self._closing = false
 end
 Connection.__close = Connection.close
 
@@ -660,6 +664,7 @@ function M.connect(database, options)
         _described = {}, -- SQL text -> its column tables and description
         _ndescribed = 0,
         closed = false,
+        _closing = false, -- a field, not nil: every call reads it, and nil would go to __index
         row = opts.row or "array",
         timeout = opts.timeout,
     }, Connection)
