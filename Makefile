@@ -102,5 +102,12 @@ bench: $(MODULE)
 	LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/roundtrip.lua
 	LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/group_commit.lua
 
+# The benchmark suite (bench/README.md): pasyn_sqlite against LuaDBI, LuaSQL and raw C, one table.
+.PHONY: bench-suite
+bench-suite: $(MODULE)
+	@mkdir -p build
+	$(CC) -O2 -Wall -Wextra $(SQLITE_CFLAGS) bench/raw.c -o build/bench-raw $(SQLITE_LIBS)
+	LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/suite.lua
+
 clean:
 	rm -rf build
