@@ -586,11 +586,12 @@ void readers_push(pasyn_pool *pool, pasyn_task *t)
             wake_reader(r);
         return;
     }
-    /* A reader watching for work takes it at once; otherwise round-robin over the readers
-     * that hold no stream (at least one always holds none). */
+    /* A reader watching for work with nothing queued takes it at once; otherwise round-robin
+     * over the readers that hold no stream (at least one always holds none). */
     reader *r = NULL;
     for (int k = 0; k < pool->nreaders && !r; k++)
-        if (atomic_load(&pool->readers[k].spinning) && !atomic_load(&pool->readers[k].streaming))
+        if (atomic_load(&pool->readers[k].spinning) && !atomic_load(&pool->readers[k].streaming) &&
+            atomic_load(&pool->readers[k].q.size) == 0)
             r = &pool->readers[k];
     unsigned start = atomic_fetch_add_explicit(&pool->rr, 1, memory_order_relaxed);
     for (int k = 0; k < pool->nreaders && !r; k++) {
@@ -604,7 +605,10 @@ void readers_push(pasyn_pool *pool, pasyn_task *t)
         fail_unqueued(t);
         return;
     }
-    int idle = r->sleeping || atomic_load(&r->spinning);
+    /* Idle: it will take this task itself. Otherwise (busy, or work queued before this one,
+     * e.g. a burst landing on a reader that has not looked up yet) a parked reader may come
+     * and steal. */
+    int idle = (r->sleeping || atomic_load(&r->spinning)) && r->q.len == 1;
     r->wake = 1;
     if (r->sleeping)
         pthread_cond_signal(&r->cv);

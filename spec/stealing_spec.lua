@@ -100,4 +100,30 @@ describe("work stealing", function()
             conn:close()
         end)
     end
+    -- A burst submitted while one reader is watching for work (right after it served a read)
+    -- must not all queue on that reader while the other stays parked.
+    it("spreads a burst of long reads over both readers", function()
+        local conn = sqlite.connect(":memory:", { readers = 2 })
+        for _ = 1, 5 do
+            local before = conn:stats()
+            sqlite.run(function()
+                conn:execute("SELECT 1"):fetchone() -- a reader is now spinning for work
+                local hs = {}
+                for i = 1, 6 do
+                    hs[i] = sqlite.spawn(function()
+                        return conn:execute(count_to(300000)):fetchone()[1]
+                    end)
+                end
+                for i = 1, 6 do
+                    assert.equal(300000, hs[i]:join())
+                end
+            end)
+            local after = conn:stats()
+            for i = 1, 2 do
+                local ran = after.readers[i].executed - before.readers[i].executed
+                assert.is_true(ran >= 2, "reader " .. i .. " ran only " .. ran .. " of the 7 reads")
+            end
+        end
+        conn:close()
+    end)
 end)
