@@ -328,14 +328,21 @@ end
 
 local MANY_CHUNK = 10000
 
--- Runs one parameter-set chunk of executemany; returns its rowcount.
-local function many_chunk(cur, sql, sets)
+-- Sends one parameter-set chunk of executemany to the writer; many_wait waits for it and
+-- returns its rowcount (or raises its error).
+local function many_submit(cur, sql, sets)
     local conn = cur.connection
     local sync = not sched.can_yield()
-    local _, rowcount = finish(conn, sync, sql, nil, nil,
-                               core.submit_many(conn._pool, owner_id(), sync, cur.timeout, sql,
-                                                sets))
+    return { sync, core.submit_many(conn._pool, owner_id(), sync, cur.timeout, sql, sets) }
+end
+
+local function many_wait(cur, sql, sent)
+    local _, rowcount = finish(cur.connection, sent[1], sql, nil, nil, sent[2], sent[3], sent[4])
     return rowcount
+end
+
+local function many_chunk(cur, sql, sets)
+    return many_wait(cur, sql, many_submit(cur, sql, sets))
 end
 
 function Cursor:executemany(sql, seq)
@@ -374,12 +381,19 @@ function Cursor:executemany(sql, seq)
     local own = not conn.in_transaction
     conn:execute(own and "BEGIN IMMEDIATE" or "SAVEPOINT pasyn_executemany_all")
     local ok, err = pcall(function()
-        local total = many_chunk(self, sql, sets)
+        local total, sent = 0, many_submit(self, sql, sets)
         while not last do
-            sets, last = next_chunk()
-            total = total + many_chunk(self, sql, sets)
+            -- The next chunk is built while the writer inserts this one; an error of either
+            -- stops the call, the chunk's first (it came first), after the chunk is done.
+            local built, more, is_last = pcall(next_chunk)
+            total = total + many_wait(self, sql, sent)
+            if not built then
+                error(more, 0)
+            end
+            sets, last = more, is_last
+            sent = many_submit(self, sql, sets)
         end
-        self.rowcount = total
+        self.rowcount = total + many_wait(self, sql, sent)
     end)
     if ok then
         ok, err = pcall(conn.execute, conn, own and "COMMIT" or "RELEASE pasyn_executemany_all")

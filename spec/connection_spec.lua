@@ -625,6 +625,43 @@ describe("Connection", function()
             assert.is_false(conn.in_transaction)
         end)
 
+        -- The next chunk is read from the iterator while the writer inserts the one before.
+        it("over chunks, a failing chunk's error wins over the iterator's that came after it",
+           function()
+            local i = 0
+            local err = raises("IntegrityError", conn.executemany, conn,
+                               "INSERT INTO t (id, v) VALUES (?, ?)", function()
+                i = i + 1
+                if i == 10001 then
+                    error("iterator broke") -- while chunk 1 (which fails at row 5) is inserted
+                end
+                return { i, i == 5 and "v1" or ("v" .. i) }
+            end)
+            assert.matches("UNIQUE", err.message)
+            assert.are.equal(10001, i) -- one chunk read ahead, never more
+            assert.are.equal(0, count_rows(conn, "t"))
+            assert.is_false(conn.in_transaction)
+        end)
+
+        it("over chunks, the iterator's own error comes through unchanged after a good chunk",
+           function()
+            local i, boom = 0, { "a table error" }
+            local ok, err = pcall(conn.executemany, conn, "INSERT INTO t (id, v) VALUES (?, ?)",
+                                  function()
+                i = i + 1
+                if i == 15000 then
+                    error(boom)
+                end
+                return { i, "v" .. i }
+            end)
+            assert.is_false(ok)
+            assert.are.equal(boom, err)
+            assert.are.equal(0, count_rows(conn, "t"))
+            assert.is_false(conn.in_transaction)
+            conn:execute("INSERT INTO t (id, v) VALUES (1, 'after')") -- the pool goes on
+            assert.are.equal(1, count_rows(conn, "t"))
+        end)
+
         it("inserts every row of a long iterator (25000 rows) and counts them all", function()
             local i = 0
             local cur = conn:executemany("INSERT INTO t (id, v) VALUES (?, ?)", function()
