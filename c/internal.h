@@ -183,6 +183,11 @@ typedef struct reader {
     _Atomic int streaming;
 } reader;
 
+/* The statements a group commit is made of (worker.c). */
+enum ctl {
+    CTL_BEGIN, CTL_COMMIT, CTL_ROLLBACK, CTL_SAVEPOINT, CTL_RELEASE, CTL_ROLLBACK_TO, CTL_COUNT
+};
+
 struct pasyn_pool {
     pasyn_hub *hub;
     pasyn_options opts;
@@ -204,7 +209,7 @@ struct pasyn_pool {
     size_t wlen;
     _Atomic uint64_t txn_owner;
     _Atomic int64_t total_changes;
-    sqlite3_stmt *ctl[6];   /* group commit's BEGIN, COMMIT, ...: enum ctl in worker.c */
+    sqlite3_stmt *ctl[CTL_COUNT]; /* group commit's BEGIN, COMMIT, ...: prepared once */
     uint64_t commit_ns;     /* how long a group commit's COMMIT takes, on average */
     uint64_t gap_ns;        /* how long a batch waited for its next write, on average */
     int last_batch;         /* statements in the writer's last group commit, 0 after others */

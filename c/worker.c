@@ -268,9 +268,7 @@ static void writer_run(pasyn_pool *pool, pasyn_task *t)
 /* ---- group commit ------------------------------------------------------------------ */
 
 /* The statements a batch is made of, prepared once on the writer's connection. */
-enum ctl { CTL_BEGIN, CTL_COMMIT, CTL_ROLLBACK, CTL_SAVEPOINT, CTL_RELEASE, CTL_ROLLBACK_TO };
-
-static const char *const ctl_sql[] = {
+static const char *const ctl_sql[CTL_COUNT] = {
     [CTL_BEGIN] = "BEGIN IMMEDIATE",
     [CTL_COMMIT] = "COMMIT",
     [CTL_ROLLBACK] = "ROLLBACK",
@@ -460,7 +458,7 @@ static void writer_serve(pasyn_pool *pool, pasyn_task *t)
 
 static void writer_close_ctl(pasyn_pool *pool)
 {
-    for (size_t i = 0; i < sizeof pool->ctl / sizeof *pool->ctl; i++) {
+    for (int i = 0; i < CTL_COUNT; i++) {
         sqlite3_finalize(pool->ctl[i]);
         pool->ctl[i] = NULL;
     }
