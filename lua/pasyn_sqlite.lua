@@ -328,6 +328,17 @@ end
 
 local MANY_CHUNK = 10000
 
+-- Rolls back the caller's transaction, or with `savepoint` just what that savepoint covers.
+-- Errors are ignored: the one to raise is the error that made the caller undo.
+local function undo(conn, savepoint)
+    if savepoint then
+        pcall(conn.execute, conn, "ROLLBACK TO " .. savepoint)
+        pcall(conn.execute, conn, "RELEASE " .. savepoint)
+    else
+        pcall(conn.execute, conn, "ROLLBACK")
+    end
+end
+
 -- Sends one parameter-set chunk of executemany to the writer; many_wait waits for it and
 -- returns its rowcount (or raises its error).
 local function many_submit(cur, sql, sets)
@@ -399,13 +410,7 @@ function Cursor:executemany(sql, seq)
         ok, err = pcall(conn.execute, conn, own and "COMMIT" or "RELEASE pasyn_executemany_all")
     end
     if not ok then
-        -- Undo, and raise the error that stopped the call, not one the undo may meet.
-        if own then
-            pcall(conn.execute, conn, "ROLLBACK")
-        else
-            pcall(conn.execute, conn, "ROLLBACK TO pasyn_executemany_all")
-            pcall(conn.execute, conn, "RELEASE pasyn_executemany_all")
-        end
+        undo(conn, not own and "pasyn_executemany_all")
         error(err, 0)
     end
     return self
@@ -607,13 +612,8 @@ function Connection:transaction(fn, mode)
     if ok then
         return unpack(results, 2, results.n)
     end
-    if self.in_transaction then -- undo; the error to raise is fn's, not one the undo meets
-        if nested then
-            pcall(self.execute, self, "ROLLBACK TO pasyn_transaction")
-            pcall(self.execute, self, "RELEASE pasyn_transaction")
-        else
-            pcall(self.execute, self, "ROLLBACK")
-        end
+    if self.in_transaction then
+        undo(self, nested and "pasyn_transaction")
     end
     error(results[2], 0)
 end
