@@ -3,7 +3,7 @@
 #   make test                 C unit tests + every spec under Lua 5.4, 5.3 and LuaJIT, through prove
 #   make asan | tsan          the same under AddressSanitizer+UBSan / ThreadSanitizer
 #   make install PREFIX=/usr/local [DESTDIR=...]
-#   make lint | demo | bench | clean
+#   make lint | demo | bench | bench-suite | clean
 
 LUA_VERSION ?= 5.4
 ifeq ($(LUA_VERSION),luajit)
@@ -38,7 +38,7 @@ C_TESTS = $(BUILD)/test_deque $(BUILD)/test_hub
 SPECS = $(sort $(wildcard spec/*_spec.lua))
 TEST_LUAS ?= lua5.4 lua5.3 luajit
 
-.PHONY: all test check-c specs asan tsan install uninstall lint demo bench clean
+.PHONY: all test check-c specs asan tsan install uninstall lint demo bench bench-suite clean
 
 all: $(MODULE)
 
@@ -103,7 +103,6 @@ bench: $(MODULE)
 	LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/group_commit.lua
 
 # The benchmark suite (bench/README.md): pasyn_sqlite against LuaDBI, LuaSQL and raw C, one table.
-.PHONY: bench-suite
 bench-suite: $(MODULE)
 	@mkdir -p build
 	$(CC) -O2 -Wall -Wextra $(SQLITE_CFLAGS) bench/raw.c -o build/bench-raw $(SQLITE_LIBS)
