@@ -8,7 +8,7 @@
 -- CAP (inserts for a competitor too slow for N, default 2000) and MAX_RUN (seconds a run of
 -- N may take before that competitor is capped, default 5). Progress goes to stderr.
 local sqlite = require "pasyn_sqlite"
-local core = require "pasyn_sqlite.core"
+local lib = require "lib"
 
 local function setting(name, pos, default)
     local v = pos and arg and tonumber(arg[pos]) or tonumber(os.getenv(name)) -- an argument wins
@@ -20,7 +20,7 @@ local CALLERS = setting("CALLERS", nil, 256)
 local CAP = math.min(setting("CAP", nil, 2000), N)
 local MAX_RUN = tonumber(os.getenv("MAX_RUN")) or 5
 local MODES = { "normal", "full" }
-local now = core.now
+local now = lib.now
 
 local SCHEMA = "CREATE TABLE t (id INTEGER PRIMARY KEY, k INTEGER, v TEXT)"
 local INSERT = "INSERT INTO t (k, v) VALUES (?, ?)"
@@ -29,28 +29,7 @@ for i = 1, N do
     values[i] = "value " .. i
 end
 
--- ---- fresh files ---------------------------------------------------------------------------
-
-local dir = os.getenv("TMPDIR")
-if not dir or dir == "" then
-    dir = "/tmp"
-end
-local live = {} -- paths not removed yet
-
-local function fresh_path()
-    local name = os.tmpname() -- a unique name (the file it creates is removed at once)
-    os.remove(name)
-    local path = dir .. "/pasyn-gc-bench-" .. name:match("[^/]*$") .. ".db"
-    live[path] = true
-    return path
-end
-
-local function remove(path)
-    for _, s in ipairs({ "", "-wal", "-shm", "-journal" }) do
-        os.remove(path .. s)
-    end
-    live[path] = nil
-end
+local fresh_path, remove = lib.fresh_path, lib.remove
 
 -- ---- competitors: each run(mode, n) inserts n rows and returns seconds [, writer stats] ----
 
@@ -84,26 +63,18 @@ local function pasyn_run(group_commit)
     end
 end
 
-local DBI
-do
-    local ok, m = pcall(require, "DBI")
-    DBI = ok and m or nil
-end
+local DBI = lib.DBI
 
 local function dbi_value(db, sql)
     local st = assert(db:prepare(sql))
-    assert(st:execute())
-    local row = st:fetch(false)
+    local row = lib.dbi_all(st)[1]
     st:close()
     return row and row[1]
 end
 
 local function dbi_run(mode, n)
     local path = fresh_path()
-    local db = assert(DBI.Connect("SQLite3", path))
-    -- LuaDBI opens a transaction by default. (autocommit(true) returns false when there was no
-    -- transaction to roll back; the count through a second connection below shows it took.)
-    db:autocommit(true)
+    local db = lib.open_dbi(path) -- autocommit: the count through a second connection shows it
     assert(dbi_value(db, "PRAGMA journal_mode=WAL") == "wal")
     assert(DBI.Do(db, "PRAGMA synchronous=" .. mode))
     assert(DBI.Do(db, SCHEMA))
@@ -114,7 +85,7 @@ local function dbi_run(mode, n)
     end
     local dt = now() - t0
     st:close()
-    local other = assert(DBI.Connect("SQLite3", path)) -- sees only what was committed
+    local other = lib.open_dbi(path) -- sees only what was committed
     local count = dbi_value(other, "SELECT count(*) FROM t")
     other:close()
     db:close()
@@ -131,47 +102,15 @@ if DBI then
     competitors[#competitors + 1] = { key = "dbi", name = "LuaDBI, 1 thread, prepared", run = dbi_run }
 end
 
--- ---- the machine ---------------------------------------------------------------------------
-
-local function first_line(cmd)
-    local p = io.popen(cmd .. " 2>/dev/null")
-    if not p then
-        return nil
-    end
-    local line = p:read("l")
-    p:close()
-    return line
-end
-
-local cores = tonumber(first_line("nproc"))
-local cpu
-do
-    local f, count = io.open("/proc/cpuinfo"), 0
-    if f then
-        for line in f:lines() do
-            if line:match("^processor") then
-                count = count + 1
-            end
-            cpu = cpu or line:match("^model name%s*:%s*(.-)%s*$")
-        end
-        f:close()
-    end
-    cores = cores or count
-end
-
-local dbi_sqlite = "-"
-if DBI then
-    local db = assert(DBI.Connect("SQLite3", ":memory:"))
-    dbi_sqlite = dbi_value(db, "SELECT sqlite_version()")
-    db:close()
-end
+local machine = lib.machine()
 
 print(string.format("group commit: %d single-row autocommit INSERTs per run, pasyn from %d coroutines, "
                     .. "%d rounds", N, CALLERS, ROUNDS))
 print(string.format("machine: %d cores (%s), %s, SQLite %s (pasyn_sqlite %s), SQLite %s (LuaDBI %s)",
-                    cores, cpu or "?", _VERSION, sqlite.sqlite_version, sqlite.version, dbi_sqlite,
-                    DBI and DBI._VERSION or "not installed"))
-print(string.format("each run: a fresh WAL file in %s, %s; inserts/s over the inserts alone", dir, SCHEMA))
+                    machine.cores, machine.cpu, _VERSION, sqlite.sqlite_version, sqlite.version,
+                    machine.dbi_sqlite, machine.dbi))
+print(string.format("each run: a fresh WAL file in %s, %s; inserts/s over the inserts alone", lib.dir,
+                    SCHEMA))
 io.stdout:flush() -- before the progress lines, when both go to one file
 
 local function main()
@@ -223,24 +162,10 @@ local function main()
 
     -- ---- the tables ------------------------------------------------------------------------
 
-    local function sorted(t)
-        local s = {}
-        for i = 1, #t do
-            s[i] = t[i]
-        end
-        table.sort(s)
-        return s
-    end
-
-    local function median(t)
-        local s = sorted(t)
-        local n = #s
-        return n % 2 == 1 and s[(n + 1) / 2] or (s[n / 2] + s[n / 2 + 1]) / 2
-    end
+    local median = lib.median
 
     local function range(t, fmt)
-        local s = sorted(t)
-        return string.format(fmt .. "-" .. fmt, s[1], s[#s])
+        return string.format(fmt .. "-" .. fmt, lib.minmax(t))
     end
 
     local capped = false
@@ -267,12 +192,8 @@ local function main()
             if not (ra and rb) then
                 return "-"
             end
-            local per_round = {}
-            for i = 1, ROUNDS do
-                per_round[i] = ra.rates[i] / rb.rates[i]
-            end
             return string.format("%.2fx (rounds %s)", median(ra.rates) / median(rb.rates),
-                                 range(per_round, "%.2f"))
+                                 range(lib.ratios(ra.rates, rb.rates), "%.2f"))
         end
         print(string.format("  group commit on vs off: %s;  on vs LuaDBI: %s", ratio("on", "off"),
                             ratio("on", "dbi")))
@@ -291,9 +212,7 @@ local function main()
 end
 
 local ok, err = xpcall(main, debug.traceback)
-for path in pairs(live) do -- what a failed run left behind
-    remove(path)
-end
+lib.remove_all() -- what a failed run left behind
 if not ok then
     io.stderr:write(tostring(err), "\n")
     os.exit(1)

@@ -166,6 +166,57 @@ local function probe_text(a, b, queries)
                          (b.v - a.v) / queries, (b.iv - a.iv) / queries)
 end
 
+-- Competitors by their key.
+local function by_key(cs)
+    local by = {}
+    for _, c in ipairs(cs) do
+        by[c.key] = c
+    end
+    return by
+end
+
+-- A LuaDBI statement prepared on DB, and a function that closes it and its connection; nil
+-- (and a close that does nothing) when LuaDBI is not installed.
+local function dbi_prepared(sql)
+    local dbi = lib.open_dbi(DB)
+    if not dbi then
+        return nil, function() end
+    end
+    local st = assert(dbi:prepare(sql))
+    return st, function()
+        st:close()
+        dbi:close()
+    end
+end
+
+-- The point-read references of W1 and W2: raw C, and LuaDBI running the reads one after the
+-- other, both checked against `expect`; `result(dt)` turns a run's seconds into its metrics.
+-- Returns what closes LuaDBI.
+local function point_references(cs, id, names, n, seed, ids, expect, result)
+    cs[#cs + 1] = { name = names.raw, key = "raw", run = function()
+        local dt, got = lib.raw(RAW, "point", DB, n, seed, ROWS)
+        check(tonumber(got) == expect, "%s raw C: age sum %s, not %d", id, got, expect)
+        return result(dt)
+    end }
+    local st, close = dbi_prepared(POINT)
+    if st then
+        cs[#cs + 1] = { name = names.dbi, key = "dbi", run = function()
+            local sum = 0
+            local t0 = now()
+            for i = 1, n do
+                st:execute(ids[i])
+                local row = st:fetch(false)
+                check(row[1] == ids[i], "%s LuaDBI: asked for %d, got %s", id, ids[i], tostring(row[1]))
+                sum = sum + row[4]
+            end
+            local dt = now() - t0
+            check(sum == expect, "%s LuaDBI: age sum %d, not %d", id, sum, expect)
+            return result(dt)
+        end }
+    end
+    return close
+end
+
 -- ---- W1: one coroutine, point reads -----------------------------------------------------------
 
 local function w1()
@@ -177,28 +228,8 @@ local function w1()
     local function us(dt)
         return { us = dt / N * 1e6 }, string.format("%.3f s, %.2f us/query", dt, dt / N * 1e6)
     end
-    cs[#cs + 1] = { name = "raw C, prepared", key = "raw", run = function()
-        local dt, got = lib.raw(RAW, "point", DB, N, SEED, ROWS)
-        check(tonumber(got) == expect, "W1 raw C: age sum %s, not %d", got, expect)
-        return us(dt)
-    end }
-    local dbi = lib.open_dbi(DB)
-    local dbi_st = dbi and assert(dbi:prepare(POINT))
-    if dbi then
-        cs[#cs + 1] = { name = "LuaDBI, prepared", key = "dbi", run = function()
-            local sum = 0
-            local t0 = now()
-            for i = 1, N do
-                dbi_st:execute(ids[i])
-                local row = dbi_st:fetch(false)
-                check(row[1] == ids[i], "W1 LuaDBI: asked for %d, got %s", ids[i], tostring(row[1]))
-                sum = sum + row[4]
-            end
-            local dt = now() - t0
-            check(sum == expect, "W1 LuaDBI: age sum %d, not %d", sum, expect)
-            return us(dt)
-        end }
-    end
+    local close_dbi = point_references(cs, "W1", { raw = "raw C, prepared", dbi = "LuaDBI, prepared" },
+                                       N, SEED, ids, expect, us)
     local lsql, lenv = lib.open_luasql(DB)
     if lsql then
         cs[#cs + 1] = { name = "LuaSQL, no prepare", key = "luasql", run = function()
@@ -238,18 +269,12 @@ local function w1()
     end }
     lib.rounds("W1", cs)
     conn:close()
-    if dbi then
-        dbi_st:close()
-        dbi:close()
-    end
+    close_dbi()
     if lsql then
         lsql:close()
         lenv:close()
     end
-    local by = {}
-    for _, c in ipairs(cs) do
-        by[c.key] = c
-    end
+    local by = by_key(cs)
     for _, c in ipairs(cs) do
         local r = { id = "W1", who = c.name, metric = "us/query", samples = c.samples.us }
         if c.key == "pasyn" and by.dbi then
@@ -276,28 +301,9 @@ local function w2()
     local function kqs(dt)
         return { kqs = N / dt / 1000 }, string.format("%.3f s, %.0f queries/s", dt, N / dt)
     end
-    cs[#cs + 1] = { name = "raw C, prepared, 1 thread", key = "raw", run = function()
-        local dt, got = lib.raw(RAW, "point", DB, N, SEED, ROWS)
-        check(tonumber(got) == expect, "W2 raw C: age sum %s, not %d", got, expect)
-        return kqs(dt)
-    end }
-    local dbi = lib.open_dbi(DB)
-    local dbi_st = dbi and assert(dbi:prepare(POINT))
-    if dbi then
-        cs[#cs + 1] = { name = "LuaDBI, prepared, sequential", key = "dbi", run = function()
-            local sum = 0
-            local t0 = now()
-            for i = 1, N do
-                dbi_st:execute(ids[i])
-                local row = dbi_st:fetch(false)
-                check(row[1] == ids[i], "W2 LuaDBI: asked for %d, got %s", ids[i], tostring(row[1]))
-                sum = sum + row[4]
-            end
-            local dt = now() - t0
-            check(sum == expect, "W2 LuaDBI: age sum %d, not %d", sum, expect)
-            return kqs(dt)
-        end }
-    end
+    local close_dbi = point_references(cs, "W2", { raw = "raw C, prepared, 1 thread",
+                                                   dbi = "LuaDBI, prepared, sequential" },
+                                       N, SEED, ids, expect, kqs)
     local conn = sqlite.connect(DB)
     local probes, stolen = {}, {}
     cs[#cs + 1] = { name = "pasyn, 256 coroutines", key = "pasyn", run = function(round)
@@ -341,14 +347,8 @@ local function w2()
     end }
     lib.rounds("W2", cs)
     conn:close()
-    if dbi then
-        dbi_st:close()
-        dbi:close()
-    end
-    local by = {}
-    for _, c in ipairs(cs) do
-        by[c.key] = c
-    end
+    close_dbi()
+    local by = by_key(cs)
     for _, c in ipairs(cs) do
         local r = { id = "W2", who = c.name, metric = "k queries/s", samples = c.samples.kqs, fmt = "%.1f" }
         if by.dbi and c.key ~= "dbi" then
@@ -465,9 +465,8 @@ local function w3()
             return { s = dt }, string.format("%.3f s (the slower of the two)", dt)
         end }
     end
-    local dbi = lib.open_dbi(DB)
-    local dbi_st = dbi and assert(dbi:prepare(GROUPBY))
-    if dbi then
+    local dbi_st, close_dbi = dbi_prepared(GROUPBY)
+    if dbi_st then
         cs[#cs + 1] = { name = "LuaDBI, sequential", key = "dbi", run = function()
             local dt, longest = dbi_groupby(dbi_st, N, expect, "W3")
             return { s = dt, longest = longest },
@@ -483,14 +482,8 @@ local function w3()
         end }
     end
     lib.rounds("W3", cs)
-    if dbi then
-        dbi_st:close()
-        dbi:close()
-    end
-    local by = {}
-    for _, c in ipairs(cs) do
-        by[c.key] = c
-    end
+    close_dbi()
+    local by = by_key(cs)
     for _, c in ipairs(cs) do
         local r = { id = "W3", who = c.name, metric = N .. " queries, s", samples = c.samples.s,
                     fmt = "%.3f" }
@@ -521,9 +514,8 @@ local function w4()
     local N = scaled(8, 4)
     local expect = groupby_digest()
     local cs, spread = {}, {}
-    local dbi = lib.open_dbi(DB)
-    local dbi_st = dbi and assert(dbi:prepare(GROUPBY))
-    if dbi then
+    local dbi_st, close_dbi = dbi_prepared(GROUPBY)
+    if dbi_st then
         cs[#cs + 1] = { name = "LuaDBI, sequential", key = "dbi", run = function()
             local dt, longest = dbi_groupby(dbi_st, N, expect, "W4")
             return { s = dt, stall = longest }, string.format("%.3f s, a 1 ms ticker would stall %.1f ms",
@@ -547,14 +539,8 @@ local function w4()
                              p99 * 1e3, max * 1e3)
     end }
     lib.rounds("W4", cs)
-    if dbi then
-        dbi_st:close()
-        dbi:close()
-    end
-    local by = {}
-    for _, c in ipairs(cs) do
-        by[c.key] = c
-    end
+    close_dbi()
+    local by = by_key(cs)
     local p, idle = by.pasyn, by.idle
     local who = "pasyn readers=2 + 1 ms ticker"
     lib.row { id = "W4", who = who, metric = N .. " queries, s", samples = p.samples.s, fmt = "%.3f" }
