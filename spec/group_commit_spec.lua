@@ -81,14 +81,7 @@ local function assert_values(out, n, want, except)
     end
 end
 
--- The values of one column of a query, in order.
-local function column(conn, sql, ...)
-    local out = {}
-    for row in conn:execute(sql, ...):rows() do
-        out[#out + 1] = row[1]
-    end
-    return out
-end
+local column = support.column
 
 -- 1..n without the numbers in `except`.
 local function range_without(n, except)

@@ -46,6 +46,15 @@ function support.scalar(conn, sql, ...)
     return row and row[1]
 end
 
+-- The first column of every row of sql, as a flat array.
+function support.column(conn, sql, ...)
+    local out = {}
+    for row in conn:execute(sql, ...):rows() do
+        out[#out + 1] = row[1]
+    end
+    return out
+end
+
 -- The sum of one per-reader counter (executed, stolen, ...) over stats.readers of a
 -- conn:stats() table.
 function support.readers_sum(stats, field)

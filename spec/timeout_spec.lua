@@ -103,8 +103,9 @@ local SHAPES = {
     { name = "a pool without readers", options = { readers = 0 } },
 }
 
-describe("timeouts", function()
-    local path, cleanup, conn
+-- Each test gets a fresh database file; the connection it opened (conn) is closed after it.
+local path, cleanup, conn
+local function fresh_db_each_test()
     before_each(function()
         path, cleanup = tmpdb()
     end)
@@ -115,6 +116,10 @@ describe("timeouts", function()
         end
         cleanup()
     end)
+end
+
+describe("timeouts", function()
+    fresh_db_each_test()
 
     local function open(shape, extra)
         local opts = {}
@@ -329,17 +334,7 @@ describe("timeouts", function()
 end)
 
 describe("interrupt()", function()
-    local path, cleanup, conn
-    before_each(function()
-        path, cleanup = tmpdb()
-    end)
-    after_each(function()
-        if conn then
-            conn:close()
-            conn = nil
-        end
-        cleanup()
-    end)
+    fresh_db_each_test()
 
     it("stops what runs now on every thread: a read on a reader and a write on the writer",
        function()

@@ -40,14 +40,7 @@ after_each(function()
     end
 end)
 
--- The first column of every row of sql, as a flat array.
-local function column(conn, sql, ...)
-    local out = {}
-    for row in conn:execute(sql, ...):rows() do
-        out[#out + 1] = row[1]
-    end
-    return out
-end
+local column = support.column
 
 -- Suspends the calling coroutine until pred() is true; fails after about ten seconds rather
 -- than hanging the run.
