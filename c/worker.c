@@ -79,9 +79,10 @@ static void stop_readers(pasyn_pool *pool)
     }
 }
 
-/* The next task the writer may run, or NULL once the pool is closed and everything is done.
- * While a transaction is open only its owner's tasks are eligible; the rest keep their order. */
-static pasyn_task *writer_take(pasyn_pool *pool)
+/* The next task the writer may run, or NULL once the pool is closed and everything is done;
+ * *more says whether others were left in the queue. While a transaction is open only its
+ * owner's tasks are eligible; the rest keep their order. */
+static pasyn_task *writer_take(pasyn_pool *pool, int *more)
 {
     int readers_stopped = 0;
     pthread_mutex_lock(&pool->wmu);
@@ -93,6 +94,7 @@ static pasyn_task *writer_take(pasyn_pool *pool)
                 t->next->prev = t->prev;
                 t->next = t->prev = NULL;
                 pool->wlen--;
+                *more = pool->wlen > 0;
                 pthread_mutex_unlock(&pool->wmu);
                 return t;
             }
@@ -432,23 +434,15 @@ static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first, int 
     return next;
 }
 
-static int writer_queued(pasyn_pool *pool)
-{
-    pthread_mutex_lock(&pool->wmu);
-    int more = pool->wlen > 0;
-    pthread_mutex_unlock(&pool->wmu);
-    return more;
-}
-
 /* Runs a task the writer took: with the plain writes queued behind it as one batch when it is
- * a plain write itself, no transaction is open and others wait; otherwise alone. */
-static void writer_serve(pasyn_pool *pool, pasyn_task *t)
+ * a plain write itself, no transaction is open and others wait (`more`); otherwise alone. */
+static void writer_serve(pasyn_pool *pool, pasyn_task *t, int more)
 {
     /* Worth a batch when writes wait behind this one, or when the last batch's callers are
      * likely to write again soon (they were all woken at once). */
     int expect = pool->last_batch > 1;
     if (pool->opts.group_commit && atomic_load(&pool->txn_owner) == 0 &&
-        (expect || writer_queued(pool)) && joins_batch(pool, t))
+        (expect || more) && joins_batch(pool, t))
         t = writer_group_commit(pool, t, expect);
     else
         pool->last_batch = 0;
@@ -531,8 +525,9 @@ void *writer_main(void *arg)
     }
     complete(pool->open_task);
     pasyn_task *t;
-    while ((t = writer_take(pool)) != NULL)
-        writer_serve(pool, t);
+    int more;
+    while ((t = writer_take(pool, &more)) != NULL)
+        writer_serve(pool, t, more);
     if (pool->wc.db && !sqlite3_get_autocommit(pool->wc.db))
         conn_exec(&pool->wc, "ROLLBACK");
     writer_close_ctl(pool);
