@@ -3,7 +3,8 @@
 #   make test                 C unit tests + every spec under Lua 5.4, 5.3 and LuaJIT, through prove
 #   make asan | tsan          the same under AddressSanitizer+UBSan / ThreadSanitizer
 #   make install PREFIX=/usr/local [DESTDIR=...]
-#   make lint | demo | bench | bench-suite | clean
+#   make bench                the benchmark suite, one table (bench/README.md; BENCH_SCALE=0.1: quick)
+#   make lint | demo | clean
 
 LUA_VERSION ?= 5.4
 ifeq ($(LUA_VERSION),luajit)
@@ -38,7 +39,7 @@ C_TESTS = $(BUILD)/test_deque $(BUILD)/test_hub
 SPECS = $(sort $(wildcard spec/*_spec.lua))
 TEST_LUAS ?= lua5.4 lua5.3 luajit
 
-.PHONY: all test check-c specs asan tsan install uninstall lint demo bench bench-suite clean
+.PHONY: all test check-c specs asan tsan install uninstall lint demo bench clean
 
 all: $(MODULE)
 
@@ -98,15 +99,14 @@ demo: $(MODULE)
 	LUA_PATH="lua/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/quickstart.lua
 	LUA_PATH="lua/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/transfers.lua
 
-bench: $(MODULE)
-	LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/roundtrip.lua
-	LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/group_commit.lua
-
-# The benchmark suite (bench/README.md): pasyn_sqlite against LuaDBI, LuaSQL and raw C, one table.
-bench-suite: $(MODULE)
-	@mkdir -p build
-	$(CC) -O2 -Wall -Wextra $(SQLITE_CFLAGS) bench/raw.c -o build/bench-raw $(SQLITE_LIBS)
+# The benchmark suite (bench/README.md): pasyn_sqlite against LuaDBI, LuaSQL and raw C, one
+# table; with gnuplot installed, also the chart bench/chart.svg.
+bench: $(MODULE) build/bench-raw
 	LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/suite.lua
+
+build/bench-raw: bench/raw.c
+	@mkdir -p build
+	$(CC) -O2 -Wall -Wextra $(SQLITE_CFLAGS) bench/raw.c -o $@ $(SQLITE_LIBS)
 
 clean:
 	rm -rf build

@@ -367,6 +367,14 @@ function M.dbi_all(stmt, ...)
     return out
 end
 
+-- The first value of the first row of `sql` on a LuaDBI connection (nil when no row).
+function M.dbi_value(db, sql)
+    local st = assert(db:prepare(sql))
+    local row = M.dbi_all(st)[1]
+    st:close()
+    return row and row[1]
+end
+
 -- A LuaSQL environment and connection, or nil and why not.
 function M.open_luasql(path)
     if not luasql then
@@ -393,31 +401,29 @@ function M.raw_path(root)
     return exe
 end
 
-local function shell_quote(s)
-    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+-- A shell command line running `exe` with the given arguments, each quoted.
+function M.command(exe, ...)
+    local args = {}
+    for i, a in ipairs({ exe, ... }) do
+        args[i] = "'" .. tostring(a):gsub("'", "'\\''") .. "'"
+    end
+    return table.concat(args, " ")
 end
 
 function M.raw(exe, ...)
-    local args = { shell_quote(exe) }
-    for i = 1, select("#", ...) do
-        args[#args + 1] = shell_quote((select(i, ...)))
-    end
-    local p = assert(io.popen(table.concat(args, " ")))
+    local cmd = M.command(exe, ...)
+    local p = assert(io.popen(cmd))
     local out = p:read("a")
     local ok = p:close()
     local secs, check = out:match("^(%S+) (%S+)")
-    assert(ok and secs, "bench-raw failed: " .. table.concat(args, " ") .. ": " .. out)
+    assert(ok and secs, "bench-raw failed: " .. cmd .. ": " .. out)
     return tonumber(secs), check
 end
 
 -- k copies of bench-raw at once, the same arguments; returns the longest elapsed seconds (each
 -- times itself, so starting them is not counted) and the check values, which must agree.
 function M.raw_parallel(exe, k, ...)
-    local args = { shell_quote(exe) }
-    for i = 1, select("#", ...) do
-        args[#args + 1] = shell_quote((select(i, ...)))
-    end
-    local one = table.concat(args, " ")
+    local one = M.command(exe, ...)
     local cmd = "(" .. string.rep(one .. " & ", k) .. "wait)"
     local p = assert(io.popen(cmd))
     local out = p:read("a")

@@ -1,8 +1,8 @@
--- The benchmark suite, part one: pasyn_sqlite against the synchronous bindings (LuaDBI, LuaSQL)
--- and raw C on the workloads W1-W4, W6, W7 and M1 of the benchmark plan; every workload on the
--- same file and data for all its competitors, in interleaved rounds; one table at the end with
--- medians, min-max, per-round ratios and whether each target is met. See bench/README.md.
---   make bench-suite
+-- The benchmark suite: pasyn_sqlite against the synchronous bindings (LuaDBI, LuaSQL) and raw C
+-- on the workloads of the benchmark plan (W1-W7, W7p, M1); every workload on the same file and
+-- data for all its competitors, in interleaved rounds; one table at the end with medians,
+-- min-max, per-round ratios and whether each target is met, then notes. See bench/README.md.
+--   make bench
 --   LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 bench/suite.lua
 -- Environment: BENCH_SCALE (default 1; 0.1 for a quick run), BENCH_ROUNDS (default 5),
 -- BENCH_ONLY (e.g. "W1,W3": only those workloads). Progress goes to stderr.
@@ -27,6 +27,31 @@ local GROUPBY = "SELECT age % 10 AS k, count(*), sum(length(name)), " ..
 -- W7: the heavy scan, a full-table aggregate (~30 ms here).
 local SCAN = "SELECT count(*), sum(length(name) + length(email)), sum(instr(email, 'o')), max(age) " ..
              "FROM users"
+
+local LUA = arg and arg[-1] or "lua5.4"
+
+-- The command line that runs this script again as a child process (`kind`: m1).
+local function child_command(kind, ...)
+    return lib.command(LUA, ROOT .. "/bench/suite.lua", "--" .. kind .. "-child", ...)
+end
+
+-- Runs fn(i, c) for i = 1..n from `callers` coroutines under sqlite.run, coroutine c taking
+-- i = c, c + callers, c + 2 * callers, ...; returns when all are done.
+local function in_coroutines(callers, n, fn)
+    sqlite.run(function()
+        local hs = {}
+        for c = 1, math.min(callers, n) do
+            hs[c] = sqlite.spawn(function()
+                for i = c, n, callers do
+                    fn(i, c)
+                end
+            end)
+        end
+        for c = 1, #hs do
+            hs[c]:join()
+        end
+    end)
+end
 
 -- ---- M1's child: one measurement in a process of its own ----------------------------------------
 -- lua5.4 bench/suite.lua --m1-child <db> <n> stmt|sleep
@@ -120,7 +145,7 @@ end
 
 local RAW = lib.raw_path(ROOT)
 local m = lib.machine()
-print(string.format("pasyn_sqlite benchmark suite (part 1): scale %g, %d rounds, %d rows in users",
+print(string.format("pasyn_sqlite benchmark suite: scale %g, %d rounds, %d rows in users",
                     lib.SCALE, lib.ROUNDS, ROWS))
 print(string.format("machine: %d cores (%d in /proc/cpuinfo), %s", m.cores, m.cpus, m.cpu))
 local _, raw_sqlite = lib.raw(RAW, "version")
@@ -151,6 +176,15 @@ local function age_sum(ids)
         s = s + lib.user(ids[i])[4]
     end
     return s
+end
+
+-- The rows of `sql` on the file at `path`, read through a connection of its own: what another
+-- connection sees committed.
+local function committed_rows(path, sql)
+    local conn = sqlite.connect(path, { readers = 0 })
+    local rows = conn:execute(sql):fetchall()
+    conn:close()
+    return rows
 end
 
 -- CPU and context switches around a run of a pasyn connection (its threads must be alive).
@@ -311,22 +345,10 @@ local function w2()
         local s0 = conn:stats()
         local p0 = probe()
         local t0 = now()
-        sqlite.run(function()
-            local hs = {}
-            for c = 1, CALLERS do
-                hs[c] = sqlite.spawn(function()
-                    local sum = 0
-                    for i = c, N, CALLERS do
-                        local row = conn:execute(POINT, ids[i]):fetchone()
-                        check(row[1] == ids[i], "W2 pasyn: asked for %d, got %s", ids[i], tostring(row[1]))
-                        sum = sum + row[4]
-                    end
-                    sums[c] = sum
-                end)
-            end
-            for c = 1, CALLERS do
-                hs[c]:join()
-            end
+        in_coroutines(CALLERS, N, function(i, c)
+            local row = conn:execute(POINT, ids[i]):fetchone()
+            check(row[1] == ids[i], "W2 pasyn: asked for %d, got %s", ids[i], tostring(row[1]))
+            sums[c] = (sums[c] or 0) + row[4]
         end)
         local dt = now() - t0
         if round > 0 then
@@ -508,6 +530,7 @@ local function w3()
     end
     note("W3: statements run per reader (the warm-up query too), each run from the warm-up on: " ..
          "readers=2 %s; readers=3 %s", table.concat(per_reader[2], ", "), table.concat(per_reader[3], ", "))
+
 end
 
 local function w4()
@@ -564,6 +587,124 @@ local function w4()
                   samples = by.dbi.samples.stall, scale = 1e3, fmt = "%.1f",
                   note = "(what a ticker would see)" }
     end
+
+end
+
+-- ---- W5: 256 coroutines of single-row autocommit INSERTs, group commit on and off ----------------
+
+local W5_SCHEMA = "CREATE TABLE t (id INTEGER PRIMARY KEY, k INTEGER, v TEXT)"
+local W5_INSERT = "INSERT INTO t (k, v) VALUES (?, ?)"
+
+local W5_CALLERS = 256
+
+-- One pasyn run: the rows of `values` inserted from W5_CALLERS coroutines on a fresh file, then
+-- counted through a second connection; returns the seconds and the writer's statistics.
+local function w5_pasyn(mode, group_commit, values)
+    local n = #values
+    local path = lib.fresh_path("w5")
+    local conn = sqlite.connect(path, { synchronous = mode, group_commit = group_commit })
+    conn:execute(W5_SCHEMA)
+    local t0 = now()
+    in_coroutines(W5_CALLERS, n, function(i)
+        local cur = conn:execute(W5_INSERT, i, values[i])
+        check(cur.rowcount == 1, "W5 pasyn: an insert changed %d rows", cur.rowcount)
+    end)
+    local dt = now() - t0
+    local w = conn:stats().writer
+    local count = committed_rows(path, "SELECT count(*) FROM t")[1][1]
+    conn:close()
+    lib.remove(path)
+    check(count == n, "W5 pasyn: another connection sees %d rows, not %d", count, n)
+    return dt, w
+end
+
+-- The same rows inserted by LuaDBI one after the other (autocommit, a prepared statement).
+local function w5_dbi(mode, values)
+    local n = #values
+    local path = lib.fresh_path("w5")
+    local db = lib.open_dbi(path)
+    check(lib.dbi_value(db, "PRAGMA journal_mode = WAL") == "wal", "W5 LuaDBI: no WAL")
+    assert(lib.DBI.Do(db, "PRAGMA synchronous = " .. mode))
+    assert(lib.DBI.Do(db, W5_SCHEMA))
+    local st = assert(db:prepare(W5_INSERT))
+    local t0 = now()
+    for i = 1, n do
+        assert(st:execute(i, values[i]))
+    end
+    local dt = now() - t0
+    st:close()
+    local count = committed_rows(path, "SELECT count(*) FROM t")[1][1]
+    db:close()
+    lib.remove(path)
+    check(count == n, "W5 LuaDBI: another connection sees %d rows, not %d", count, n)
+    return dt
+end
+
+local function w5()
+    local N = scaled(20000, 2000)
+    local MODES, TARGET = { "full", "normal" }, { full = 20, normal = 4 }
+    local values = {}
+    for i = 1, N do
+        values[i] = "value " .. i
+    end
+    local function result(dt)
+        return { kis = N / dt / 1000 }, string.format("%.3f s, %.0f inserts/s", dt, N / dt)
+    end
+    local cs = {}
+    for _, mode in ipairs(MODES) do
+        for _, on in ipairs({ true, false }) do
+            cs[#cs + 1] = { name = string.format("pasyn group_commit=%s, %s", on, mode),
+                            key = mode .. (on and " on" or " off"), run = function()
+                local dt, w = w5_pasyn(mode, on, values)
+                local got, text = result(dt)
+                got.batches, got.max, got.inside = w.batches, w.batch_max, w.batched / N
+                got.avg = w.batches > 0 and w.batched / w.batches or 0
+                return got, string.format("%s; %d batches, avg %.1f, max %d", text, w.batches, got.avg,
+                                          w.batch_max)
+            end }
+        end
+        if lib.DBI then
+            cs[#cs + 1] = { name = "LuaDBI autocommit, prepared, " .. mode, key = mode .. " dbi",
+                            run = function() return result(w5_dbi(mode, values)) end }
+        end
+    end
+    lib.rounds("W5", cs)
+    local by = by_key(cs)
+    for _, mode in ipairs(MODES) do
+        local on, off, dbi = by[mode .. " on"], by[mode .. " off"], by[mode .. " dbi"]
+        local function row(c, label, over, target)
+            local r = { id = "W5", who = c.name, metric = "k inserts/s", samples = c.samples.kis,
+                        fmt = "%.1f" }
+            if over then
+                r.ratio = { label = label, values = lib.ratios(c.samples.kis, over.samples.kis) }
+            end
+            if target then
+                r.target, r.met = string.format(">= %dx", target), lib.median(r.ratio.values) >= target
+            end
+            lib.row(r)
+        end
+        if dbi then
+            row(dbi)
+        end
+        row(off, "vs LuaDBI", dbi)
+        if dbi then
+            row(on, "pasyn/LuaDBI", dbi, TARGET[mode])
+        end
+        row(on, "on/off", off)
+        local avg_lo, avg_hi = lib.minmax(on.samples.avg)
+        local max_lo, max_hi = lib.minmax(on.samples.max)
+        note("W5 %s: group_commit=true, the writer's batches per run (medians, min-max over the rounds): " ..
+             "%.0f batches, avg batch %.1f (%.1f-%.1f), max batch %.0f (%d-%d), %.1f%% of the inserts in " ..
+             "a batch", mode, lib.median(on.samples.batches), lib.median(on.samples.avg), avg_lo, avg_hi,
+             lib.median(on.samples.max), max_lo, max_hi, 100 * lib.median(on.samples.inside))
+        if mode ~= MODES[#MODES] then
+            lib.rule()
+        end
+    end
+    note("W5: %d single-row autocommit INSERTs per run, pasyn from %d coroutines on one connection, " ..
+         "LuaDBI one after the other; a fresh WAL file per run, the rows counted through a second " ..
+         "connection; a batch is a group commit of two or more writes (avg = batched / batches)", N,
+         W5_CALLERS)
 end
 
 -- ---- W7: 64 coroutines, 95% point reads + 5% heavy scans, stealing on and off -----------------------
@@ -669,9 +810,8 @@ end
 
 local function w_m1()
     local N = scaled(10000, 1000)
-    local lua = arg[-1] or "lua5.4"
     local function child(mode)
-        local cmd = string.format("%s %s/bench/suite.lua --m1-child %s %d %s", lua, ROOT, DB, N, mode)
+        local cmd = child_command("m1", DB, N, mode)
         local p = assert(io.popen(cmd))
         local out = p:read("a")
         local ok = p:close()
@@ -788,7 +928,7 @@ end
 -- ---- run them ------------------------------------------------------------------------------------
 
 local WORKLOADS = {
-    { "W1", w1 }, { "W2", w2 }, { "W3", w3 }, { "W4", w4 },
+    { "W1", w1 }, { "W2", w2 }, { "W3", w3 }, { "W4", w4 }, { "W5", w5 },
     { "W7", function() w7("W7", scaled(2000, 200), false) end },
     { "W7P", function() w7("W7p", scaled(1000, 200), true) end },
     { "M1", w_m1 }, { "W6", w6 },
