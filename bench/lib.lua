@@ -1,5 +1,5 @@
--- Helpers shared by the benchmark suite (bench/suite.lua): fresh database files, the standard
--- data set, the LCG that the Lua side and bench/raw.c both draw ids from, statistics,
+-- Helpers shared by the benchmark suite (bench/suite.lua): fresh database files and copies, the
+-- standard data set, the LCG that the Lua side and bench/raw.c both draw ids from, statistics,
 -- interleaved rounds, the competitors' connections (LuaDBI, LuaSQL, raw C), and the table.
 local sqlite = require "pasyn_sqlite"
 local core = require "pasyn_sqlite.core"
@@ -94,13 +94,32 @@ local CITIES = { "Amsterdam", "Athens", "Bangkok", "Berlin", "Bogota", "Brussels
                  "Oslo", "Paris", "Prague", "Reykjavik", "Rome", "Santiago", "Seoul", "Stockholm",
                  "Tokyo", "Vienna", "Warsaw" }
 
+M.CITIES = CITIES
 M.USERS_SCHEMA = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, email TEXT, age INTEGER, city TEXT)"
+
+-- The city of row i (the indexed column).
+local function city(i)
+    return CITIES[(i * 7919) % #CITIES + 1]
+end
 
 -- Row i of the standard data set: deterministic, so every file made from it is the same.
 function M.user(i)
     local first, last = FIRST[i % 16 + 1], LAST[(i * 7 + i // 16) % 16 + 1]
     return { i, first .. " " .. last, string.format("%s.%s%d@example.org", first:lower(), last:lower(), i),
-             18 + (i * 37) % 63, CITIES[(i * 7919) % #CITIES + 1] }
+             18 + (i * 37) % 63, city(i) }
+end
+
+-- How many rows of the standard data set live in each city: { [city] = count }.
+function M.city_counts(rows)
+    local counts = {}
+    for _, c in ipairs(CITIES) do
+        counts[c] = 0
+    end
+    for i = 1, rows or M.ROWS do
+        local c = city(i)
+        counts[c] = counts[c] + 1
+    end
+    return counts
 end
 
 -- Makes a fresh file holding the standard data set (`users`, ROWS rows, indexes on city and
@@ -124,6 +143,30 @@ function M.make_users(rows)
     conn:execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn:close()
     return path
+end
+
+-- A fresh copy of a database file that no connection has open (its -wal, if any, is empty),
+-- byte for byte; returns the copy's path.
+function M.copy_db(path, tag)
+    local wal = io.open(path .. "-wal", "rb")
+    if wal then
+        local size = wal:seek("end")
+        wal:close()
+        assert(size == 0, "copy_db: " .. path .. " has a WAL of " .. size .. " bytes (a connection is open)")
+    end
+    local src = assert(io.open(path, "rb"))
+    local copy = M.fresh_path(tag)
+    local dst = assert(io.open(copy, "wb"))
+    while true do
+        local block = src:read(1 << 20)
+        if not block then
+            break
+        end
+        assert(dst:write(block))
+    end
+    src:close()
+    assert(dst:close())
+    return copy
 end
 
 -- ---- results: the digest (the same in bench/raw.c) -------------------------------------------
@@ -353,9 +396,13 @@ function M.open_dbi(path)
     return db
 end
 
--- All rows of a prepared LuaDBI statement, executed with the given parameters.
-function M.dbi_all(stmt, ...)
-    assert(stmt:execute(...))
+-- All rows of a prepared LuaDBI statement, executed with the given parameters; nil and the
+-- error when it fails.
+function M.dbi_rows(stmt, ...)
+    local ok, err = stmt:execute(...)
+    if not ok then
+        return nil, err
+    end
     local out = {}
     while true do
         local row = stmt:fetch(false)
@@ -365,6 +412,11 @@ function M.dbi_all(stmt, ...)
         out[#out + 1] = row
     end
     return out
+end
+
+-- The same, raising the error.
+function M.dbi_all(stmt, ...)
+    return assert(M.dbi_rows(stmt, ...))
 end
 
 -- The first value of the first row of `sql` on a LuaDBI connection (nil when no row).

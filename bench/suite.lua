@@ -1,5 +1,5 @@
 -- The benchmark suite: pasyn_sqlite against the synchronous bindings (LuaDBI, LuaSQL) and raw C
--- on the workloads of the benchmark plan (W1-W7, W7p, M1); every workload on the same file and
+-- on the workloads of the benchmark plan (W1-W8, W7p, M1); every workload on the same file and
 -- data for all its competitors, in interleaved rounds; one table at the end with medians,
 -- min-max, per-round ratios and whether each target is met, then notes. See bench/README.md.
 --   make bench
@@ -30,7 +30,7 @@ local SCAN = "SELECT count(*), sum(length(name) + length(email)), sum(instr(emai
 
 local LUA = arg and arg[-1] or "lua5.4"
 
--- The command line that runs this script again as a child process (`kind`: m1).
+-- The command line that runs this script again as a child process (`kind` is m1 or w8).
 local function child_command(kind, ...)
     return lib.command(LUA, ROOT .. "/bench/suite.lua", "--" .. kind .. "-child", ...)
 end
@@ -127,8 +127,157 @@ local function m1_child(path, n, mode)
     io.write(string.format("%d %d %.1f %d\n", before, peak, result_bytes, seen))
 end
 
+-- ---- W8's child: one of the processes of a run ---------------------------------------------------
+-- lua5.4 bench/suite.lua --w8-child pasyn|dbi <db> <process> <coroutines> <ops per coroutine> <start>
+-- Opens its connection, waits for the common start (lib.now's clock is system-wide), runs its
+-- operations and prints: ready end ops inserts failed locked batches batched first-error
+
+local W8 = {
+    point = POINT,
+    range = "SELECT id, name, age FROM users WHERE id >= ? ORDER BY id LIMIT 50",
+    count = "SELECT count(*) FROM users WHERE city = ?",
+    insert = "INSERT INTO w8_events (process, op, note) VALUES (?, ?, ?)",
+}
+local W8_SCHEMA = "CREATE TABLE w8_events (id INTEGER PRIMARY KEY, process INTEGER, op INTEGER, note TEXT)"
+
+-- Process p's n operations, the same for both competitors: kinds[i] is point (40%), range (20%),
+-- count (20%) or insert (20%); ids[i] the id read, the range's first id, or the city's number.
+local function w8_ops(p, n)
+    local kinds, ids = lib.ids(n, 80 + p, 100), lib.ids(n, 90 + p)
+    for i = 1, n do
+        local k = kinds[i]
+        kinds[i] = k <= 40 and "point" or k <= 60 and "range" or k <= 80 and "count" or "insert"
+    end
+    return kinds, ids
+end
+
+local function w8_city(id)
+    return lib.CITIES[id % #lib.CITIES + 1]
+end
+
+-- What is wrong with an operation's result (rows read, or rows changed by an insert), or nil.
+local function w8_wrong(kind, id, got, counts)
+    local ok
+    if kind == "insert" then
+        ok = got == 1
+    elseif kind == "point" then
+        ok = #got == 1 and got[1][1] == id
+    elseif kind == "range" then
+        local n = math.min(50, ROWS - id + 1)
+        ok = #got == n and got[1][1] == id and got[n][1] == id + n - 1
+    else
+        ok = #got == 1 and got[1][1] == counts[w8_city(id)]
+    end
+    if not ok then
+        return string.format("wrong result for %s %d: %s", kind, id,
+                             type(got) == "table" and #got .. " rows" or tostring(got))
+    end
+end
+
+-- The competitors' side: exec(kind, ...) runs one operation and returns its rows (or the rows an
+-- insert changed), or nil and the error; close() returns the writer's batches and batched.
+local function w8_pasyn_open(path)
+    local conn = sqlite.connect(path) -- the defaults: busy_timeout 5000 ms, WAL, synchronous normal
+    local function op(kind, ...)
+        local cur = conn:execute(W8[kind], ...)
+        if kind == "insert" then
+            return cur.rowcount
+        end
+        return cur:fetchall()
+    end
+    local function exec(kind, ...)
+        local ok, got = pcall(op, kind, ...)
+        if ok then
+            return got
+        end
+        return nil, got
+    end
+    return exec, function()
+        local w = conn:stats().writer
+        conn:close()
+        return w.batches, w.batched
+    end
+end
+
+local function w8_dbi_open(path)
+    local db = assert(lib.open_dbi(path))
+    assert(lib.dbi_value(db, "PRAGMA busy_timeout = 5000") == 5000)
+    assert(lib.dbi_value(db, "PRAGMA journal_mode = WAL") == "wal")
+    assert(lib.DBI.Do(db, "PRAGMA synchronous = NORMAL"))
+    local sts = {}
+    for kind, sql in pairs(W8) do
+        sts[kind] = assert(db:prepare(sql))
+    end
+    local function exec(kind, ...)
+        local st = sts[kind]
+        if kind ~= "insert" then
+            return lib.dbi_rows(st, ...)
+        end
+        local ok, err = st:execute(...)
+        if not ok then
+            return nil, err
+        end
+        return st:affected()
+    end
+    return exec, function()
+        for _, st in pairs(sts) do
+            st:close()
+        end
+        db:close()
+        return 0, 0
+    end
+end
+
+local function w8_child(who, path, p, callers, per, start)
+    local function int(v)
+        return math.tointeger(tonumber(v))
+    end
+    p, callers, per, start = int(p), int(callers), int(per), tonumber(start)
+    local n = callers * per
+    local kinds, ids = w8_ops(p, n)
+    local counts = lib.city_counts()
+    local exec, close = (who == "pasyn" and w8_pasyn_open or w8_dbi_open)(path)
+    local first_row, first_err = exec("point", 1) -- the connection is up
+    assert(first_row and not w8_wrong("point", 1, first_row), first_err)
+    local failed, locked, inserts, first = 0, 0, 0, nil
+    local function run(i)
+        local kind, id = kinds[i], ids[i]
+        local got, err
+        if kind == "insert" then
+            inserts = inserts + 1
+            got, err = exec(kind, p, i, "event " .. i)
+        elseif kind == "count" then
+            got, err = exec(kind, w8_city(id))
+        else
+            got, err = exec(kind, id)
+        end
+        err = err and tostring(err) or w8_wrong(kind, id, got, counts)
+        if err then
+            failed = failed + 1
+            locked = locked + (err:find("locked") and 1 or 0)
+            first = first or string.format("%s (operation %d): %s", kind, i, (err:gsub("%s+", " ")))
+        end
+    end
+    local ready = now()
+    sqlite.sleep(start - ready) -- outside sqlite.run it blocks
+    if who == "pasyn" then
+        in_coroutines(callers, n, run)
+    else
+        for i = 1, n do
+            run(i)
+        end
+    end
+    local done = now()
+    local batches, batched = close()
+    io.write(string.format("%.6f %.6f %d %d %d %d %d %d %s\n", ready, done, n, inserts, failed, locked,
+                           batches, batched, first or "-"))
+end
+
 if arg and arg[1] == "--m1-child" then
     m1_child(arg[2], arg[3], arg[4])
+    os.exit(0)
+elseif arg and arg[1] == "--w8-child" then
+    w8_child(table.unpack(arg, 2, 7))
     os.exit(0)
 end
 
@@ -806,6 +955,99 @@ local function w7(id, ops, paced)
          stolen[true] or 0, stolen[false] or 0)
 end
 
+-- ---- W8: 4 processes at once, 80% reads / 20% inserts ----------------------------------------------
+
+local W8_PROCS, W8_CALLERS = 4, 10
+local W8_LEAD = 0.3 -- s from starting the children to their common start: time to open and get ready
+
+-- One run: the children on a fresh copy of the data set, all started before any is read and
+-- starting together; returns their figures summed, with the start, the ends and the inserts
+-- the file holds per process.
+local function w8_launch(who, per)
+    local path = lib.copy_db(DB, "w8")
+    local conn = sqlite.connect(path, { readers = 0 })
+    conn:execute(W8_SCHEMA)
+    conn:close()
+    local start = now() + W8_LEAD
+    local ps = {}
+    for p = 1, W8_PROCS do
+        local cmd = child_command("w8", who, path, p, W8_CALLERS, per, string.format("%.6f", start))
+        ps[p] = assert(io.popen(cmd))
+    end
+    local sum = { start = start, first_end = math.huge, last_end = 0, early = math.huge, ops = 0,
+                  failed = 0, locked = 0, batches = 0, batched = 0, inserts = {}, errors = {} }
+    for p = 1, W8_PROCS do
+        local out = ps[p]:read("a")
+        local ok = ps[p]:close()
+        local f = { out:match("^(%S+) (%S+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ([^\n]*)") }
+        check(ok and #f == 9, "W8 %s: process %d failed: %s", who, p, out)
+        local ready, done = tonumber(f[1]), tonumber(f[2])
+        sum.first_end, sum.last_end = math.min(sum.first_end, done), math.max(sum.last_end, done)
+        sum.early = math.min(sum.early, start - ready)
+        sum.ops, sum.inserts[p] = sum.ops + tonumber(f[3]), tonumber(f[4])
+        sum.failed, sum.locked = sum.failed + tonumber(f[5]), sum.locked + tonumber(f[6])
+        sum.batches, sum.batched = sum.batches + tonumber(f[7]), sum.batched + tonumber(f[8])
+        if f[9] ~= "-" then
+            sum.errors[#sum.errors + 1] = string.format("process %d: %s", p, f[9])
+        end
+    end
+    sum.counted = {}
+    for _, r in ipairs(committed_rows(path, "SELECT process, count(*) FROM w8_events GROUP BY process")) do
+        sum.counted[r[1]] = r[2]
+    end
+    lib.remove(path)
+    return sum
+end
+
+local function w8()
+    local PER = scaled(1000, 50)
+    local cs, early, locked = {}, {}, {}
+    local function competitor(who, name)
+        cs[#cs + 1] = { name = name, key = who, run = function()
+            local r = w8_launch(who, PER)
+            locked[who] = (locked[who] or 0) + r.locked
+            early[who] = math.min(early[who] or math.huge, r.early)
+            check(r.failed == 0, "W8 %s: %d operations failed, %d of them 'database is locked'; %s", who,
+                  r.failed, r.locked, table.concat(r.errors, "; "))
+            for p = 1, W8_PROCS do
+                check(r.counted[p] == r.inserts[p], "W8 %s: process %d inserted %d rows, the table holds %s",
+                      who, p, r.inserts[p], tostring(r.counted[p]))
+            end
+            local dt = r.last_end - r.start
+            return { kops = r.ops / dt / 1000, batches = r.batches,
+                     avg = r.batches > 0 and r.batched / r.batches or 0 },
+                   string.format("%.3f s, %.0f ops/s (processes ended %.3f-%.3f s after the start; ready " ..
+                                 "%.0f ms before it)", dt, r.ops / dt, r.first_end - r.start, dt,
+                                 r.early * 1e3)
+        end }
+    end
+    if lib.DBI then
+        competitor("dbi", W8_PROCS .. " processes x LuaDBI, sequential")
+    end
+    competitor("pasyn", string.format("%d processes x pasyn, %d coroutines", W8_PROCS, W8_CALLERS))
+    lib.rounds("W8", cs)
+    local by = by_key(cs)
+    for _, c in ipairs(cs) do
+        local r = { id = "W8", who = c.name, metric = "k ops/s", samples = c.samples.kops, fmt = "%.1f" }
+        if c.key == "pasyn" and by.dbi then
+            r.ratio = { label = "pasyn/LuaDBI", values = lib.ratios(c.samples.kops, by.dbi.samples.kops) }
+            r.target, r.met = ">= 1.5x", lib.median(r.ratio.values) >= 1.5
+        end
+        lib.row(r)
+    end
+    note("W8: %d processes at once, each %d x %d operations (40%% point reads, 20%% range reads of 50 " ..
+         "rows, 20%% counts by city, 20%% single-row INSERTs into a table of its own), on a fresh copy of " ..
+         "the data set per run; ops/s = all operations / (the last process's end - the common start)",
+         W8_PROCS, W8_CALLERS, PER)
+    local dbi_locked = by.dbi and tostring(locked.dbi) or "-"
+    local dbi_early = by.dbi and string.format("%.0f", early.dbi * 1e3) or "-"
+    note("W8: 'database is locked' errors over all runs: pasyn %d, LuaDBI %s; the children were ready at " ..
+         "least %.0f ms (pasyn), %s ms (LuaDBI) before the common start", locked.pasyn, dbi_locked,
+         early.pasyn * 1e3, dbi_early)
+    note("W8: pasyn's writers (one per process) formed %.0f group commits per run, of %.1f writes on " ..
+         "average (medians)", lib.median(by.pasyn.samples.batches), lib.median(by.pasyn.samples.avg))
+end
+
 -- ---- M1: 10,000 statements in flight -----------------------------------------------------------
 
 local function w_m1()
@@ -931,7 +1173,7 @@ local WORKLOADS = {
     { "W1", w1 }, { "W2", w2 }, { "W3", w3 }, { "W4", w4 }, { "W5", w5 },
     { "W7", function() w7("W7", scaled(2000, 200), false) end },
     { "W7P", function() w7("W7p", scaled(1000, 200), true) end },
-    { "M1", w_m1 }, { "W6", w6 },
+    { "W8", w8 }, { "M1", w_m1 }, { "W6", w6 },
 }
 
 local function main()
