@@ -1,7 +1,8 @@
 -- The benchmark suite: pasyn_sqlite against the synchronous bindings (LuaDBI, LuaSQL) and raw C
 -- on the workloads of the benchmark plan (W1-W8, W7p, M1); every workload on the same file and
 -- data for all its competitors, in interleaved rounds; one table at the end with medians,
--- min-max, per-round ratios and whether each target is met, then notes. See bench/README.md.
+-- min-max, per-round ratios and whether each target is met, then notes, and a chart of W3 and W4
+-- (bench/chart.svg, drawn by gnuplot from bench/chart.gp). See bench/README.md.
 --   make bench
 --   LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 bench/suite.lua
 -- Environment: BENCH_SCALE (default 1; 0.1 for a quick run), BENCH_ROUNDS (default 5),
@@ -538,6 +539,7 @@ end
 -- ---- W3 and W4: CPU-heavy reads, readers 1-3; a 1 ms ticker beside them -------------------------
 
 local GROUPBY_DIGEST -- what every competitor's result must digest to (raw C says)
+local chart = {} -- what W3 and W4 leave for the chart (bench/chart.gp)
 
 local function groupby_digest()
     if not GROUPBY_DIGEST then
@@ -679,7 +681,19 @@ local function w3()
     end
     note("W3: statements run per reader (the warm-up query too), each run from the warm-up on: " ..
          "readers=2 %s; readers=3 %s", table.concat(per_reader[2], ", "), table.concat(per_reader[3], ", "))
-
+    local function qps(c) -- queries/s: median, min, max over the rounds
+        if not c then
+            return nil
+        end
+        local q = {}
+        for i, s in ipairs(c.samples.s) do
+            q[i] = N / s
+        end
+        local lo, hi = lib.minmax(q)
+        return { lib.median(q), lo, hi }
+    end
+    chart.w3 = { qps(by[1]), qps(by[2]), qps(by[3]), n = N, dbi = qps(by.dbi), raw = qps(by.raw),
+                 raw2 = qps(by.raw2) }
 end
 
 local function w4()
@@ -736,7 +750,52 @@ local function w4()
                   samples = by.dbi.samples.stall, scale = 1e3, fmt = "%.1f",
                   note = "(what a ticker would see)" }
     end
+    chart.w4 = { idle_p99 = lib.median(idle.samples.p99), p50 = lib.median(p.samples.p50), p99 = p99,
+                 max = max, stall = by.dbi and lib.median(by.dbi.samples.stall) }
+end
 
+-- Writes build/bench-chart.dat (gnuplot variables and data blocks) from what W3 and W4 left and,
+-- when gnuplot is installed, draws bench/chart.svg from it with bench/chart.gp.
+local function draw_chart(cores)
+    local data, svg = ROOT .. "/build/bench-chart.dat", ROOT .. "/bench/chart.svg"
+    local reads, ticker = chart.w3, chart.w4
+    local function first(v) -- a reference's median, NaN (no line) when it did not run
+        return v and string.format("%.6g", v[1]) or "NaN"
+    end
+    local lines = {
+        string.format('title = "pasyn_sqlite benchmark suite: scale %g, %d rounds, %d cores (medians over ' ..
+                      'the rounds)"', lib.SCALE, lib.ROUNDS, cores),
+        "queries = " .. reads.n,
+        "dbi = " .. first(reads.dbi), "raw = " .. first(reads.raw), "raw2 = " .. first(reads.raw2),
+        "$w3 << EOD",
+    }
+    for readers = 1, 3 do
+        lines[#lines + 1] = string.format("%d %.6g %.6g %.6g", readers, table.unpack(reads[readers]))
+    end
+    lines[#lines + 1] = "EOD"
+    lines[#lines + 1] = "$w4 << EOD" -- label, ms, group (0 the floor, 1 async, 2 sync)
+    local function bar(label, s, group)
+        if s then
+            lines[#lines + 1] = string.format('"%s" %.6g %d', label, s * 1e3, group)
+        end
+    end
+    bar("ticker alone\\np99", ticker.idle_p99, 0)
+    bar("pasyn\\np50", ticker.p50, 1)
+    bar("pasyn\\np99", ticker.p99, 1)
+    bar("pasyn\\nmax", ticker.max, 1)
+    bar("LuaDBI stall\\n(sync)", ticker.stall, 2)
+    lines[#lines + 1] = "EOD"
+    local f = assert(io.open(data, "w"))
+    f:write(table.concat(lines, "\n"), "\n")
+    f:close()
+    if not os.execute("command -v gnuplot >/dev/null 2>&1") then
+        print("chart skipped: gnuplot is not installed (its data is in build/bench-chart.dat)")
+        return
+    end
+    local cmd = lib.command("gnuplot", "-e", string.format("data = '%s'; out = '%s'", data, svg),
+                            ROOT .. "/bench/chart.gp")
+    check(os.execute(cmd), "gnuplot failed: %s", cmd)
+    print("chart of W3 and W4: bench/chart.svg")
 end
 
 -- ---- W5: 256 coroutines of single-row autocommit INSERTs, group commit on and off ----------------
@@ -1198,6 +1257,9 @@ local function main()
     print()
     print("median and min-max over the rounds; a ratio is taken within each round (the competitors ran")
     print("back to back), its median judged against the target and its min-max shown; see bench/README.md")
+    if chart.w3 and chart.w4 then
+        draw_chart(m.cores)
+    end
     print(string.format("suite took %.1f s", now() - T0))
 end
 
