@@ -78,13 +78,19 @@ int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capac
     return SQLITE_OK;
 }
 
+static void stmt_free(cached_stmt *s)
+{
+    sqlite3_finalize(s->stmt);
+    columns_put(s->cols);
+    free(s);
+}
+
 void conn_close(conn *c)
 {
     lru_link *l = c->lru.next;
     while (l && l != &c->lru) {
         lru_link *next = l->next;
-        sqlite3_finalize(((cached_stmt *)l)->stmt);
-        free(l);
+        stmt_free((cached_stmt *)l);
         l = next;
     }
     c->lru.next = c->lru.prev = &c->lru;
@@ -189,6 +195,8 @@ cached_stmt *conn_acquire(conn *c, pasyn_task *t)
         return NULL;
     }
     s->stmt = st;
+    s->cols = NULL;
+    s->prepares = 0;
     s->klass = classify(c, st);
     s->hash = h;
     s->sql_len = t->sql_len;
@@ -202,8 +210,7 @@ void conn_release(conn *c, cached_stmt *s)
     sqlite3_reset(s->stmt);
     sqlite3_clear_bindings(s->stmt);
     if (c->capacity == 0) {
-        sqlite3_finalize(s->stmt);
-        free(s);
+        stmt_free(s);
         return;
     }
     size_t b = s->hash & (c->nbuckets - 1);
@@ -218,8 +225,7 @@ void conn_release(conn *c, cached_stmt *s)
         hash_unlink(c, old);
         lru_unlink(&old->lru);
         c->count--;
-        sqlite3_finalize(old->stmt);
-        free(old);
+        stmt_free(old);
     }
 }
 
@@ -359,8 +365,9 @@ void conn_disarm(conn *c, pasyn_task *t)
     }
 }
 
-int conn_step_rows(conn *c, sqlite3_stmt *st, pasyn_task *t, size_t chunk, int describe)
+int conn_step_rows(conn *c, cached_stmt *s, pasyn_task *t, size_t chunk, int describe)
 {
+    sqlite3_stmt *st = s->stmt;
     int n = -1;
     for (;;) {
         int rc = sqlite3_step(st);
@@ -371,7 +378,7 @@ int conn_step_rows(conn *c, sqlite3_stmt *st, pasyn_task *t, size_t chunk, int d
             t->ncols = n;
             if (describe && rc != SQLITE_ROW && rc != SQLITE_DONE)
                 describe = 0;
-            if (describe && task_set_columns(t, st) != 0) {
+            if (describe && task_set_columns(t, s) != 0) {
                 task_fail(t, PASYN_ENOMEM, SQLITE_NOMEM, SQLITE_NOMEM, "out of memory");
                 return SQLITE_NOMEM;
             }

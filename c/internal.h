@@ -12,10 +12,12 @@
 #include <sqlite3.h>
 #include "pasyn.h"
 
-/* A growable byte buffer. */
+/* A growable byte buffer. It may start in storage it does not own (inside its task): then
+ * `borrowed` is set, and the first growth moves it to memory of its own. */
 typedef struct buf {
     unsigned char *p;
     size_t len, cap;
+    int borrowed;
 } buf;
 
 int buf_reserve(buf *b, size_t extra);
@@ -24,6 +26,15 @@ void buf_free(buf *b);
 int encode_value(buf *b, const pasyn_value *v);
 
 enum notify { NOTIFY_HUB = 0, NOTIFY_SYNC = 1, NOTIFY_NONE = 2 };
+
+/* The column names and declared types of a prepared statement, built once per prepare and
+ * shared by its cache entry and every task that ran it; the last of them frees it. */
+typedef struct columns {
+    _Atomic int refs;
+    int n;
+    uint64_t id;            /* never reused: pasyn_task_columns_id */
+    const char *text[];     /* n names, then n declared types (NULL: none); the strings follow */
+} columns;
 
 struct pasyn_task {
     pasyn_task *next;       /* queue and hub link */
@@ -50,7 +61,7 @@ struct pasyn_task {
     int code, extended;
     char *message;
     int ncols;
-    char **colnames;        /* ncols names then ncols decltypes (NULL allowed), one block */
+    columns *cols;          /* their names and types, when described */
     buf rows;
     size_t nrows;
     int64_t rowcount;
@@ -101,6 +112,8 @@ typedef struct cached_stmt {
     struct cached_stmt *hnext;          /* hash chain */
     sqlite3_stmt *stmt;
     int klass;                          /* enum stmt_class */
+    columns *cols;                      /* described once per prepare, or NULL */
+    int prepares;                       /* SQLite's re-prepare count when cols was built */
     uint32_t hash;
     size_t sql_len;
     char sql[];
@@ -133,13 +146,14 @@ int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to);
 /* Steps into the task's rows; returns SQLITE_ROW when it stopped because the chunk is full
  * (chunk 0: no limit), SQLITE_DONE, or fills the task's error. Sets the task's column count,
  * and with `describe` its column names and types. */
-int conn_step_rows(conn *c, sqlite3_stmt *st, pasyn_task *t, size_t chunk, int describe);
+int conn_step_rows(conn *c, cached_stmt *s, pasyn_task *t, size_t chunk, int describe);
 /* Around running a task: a task with a timeout gets a progress handler that stops it at its
  * deadline; disarming names the timeout in the task's error when that is what stopped it. */
 void conn_arm(conn *c, const pasyn_task *t);
 void conn_disarm(conn *c, pasyn_task *t);
 /* Copies column names and types into the task. */
-int task_set_columns(pasyn_task *t, sqlite3_stmt *st);
+int task_set_columns(pasyn_task *t, cached_stmt *s);
+void columns_put(columns *c);
 void task_fail(pasyn_task *t, int err, int code, int extended, const char *message);
 void task_fail_sqlite(pasyn_task *t, sqlite3 *db, int rc);
 void task_fail_programming(pasyn_task *t, const char *fmt, ...);

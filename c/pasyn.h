@@ -175,6 +175,9 @@ int pasyn_task_error(const pasyn_task *t, int *code, int *extended, const char *
 int pasyn_task_columns(const pasyn_task *t);
 const char *pasyn_task_column_name(const pasyn_task *t, int i);
 const char *pasyn_task_column_decltype(const pasyn_task *t, int i);
+/* Names the task's column names and types: tasks with the same id have the same ones (an id
+ * is never reused), so what was built from one serves the others. 0: no names. */
+uint64_t pasyn_task_columns_id(const pasyn_task *t);
 
 /* The rows of this chunk: *nrows rows of pasyn_task_columns values each, read in order with
  * pasyn_row_value starting from the returned cursor. */

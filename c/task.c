@@ -17,11 +17,14 @@ int buf_reserve(buf *b, size_t extra)
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + extra)
         cap *= 2;
-    unsigned char *p = realloc(b->p, cap);
+    unsigned char *p = realloc(b->borrowed ? NULL : b->p, cap);
     if (!p)
         return PASYN_ENOMEM;
+    if (b->borrowed && b->len)
+        memcpy(p, b->p, b->len);
     b->p = p;
     b->cap = cap;
+    b->borrowed = 0;
     return 0;
 }
 
@@ -37,7 +40,9 @@ int buf_put(buf *b, const void *p, size_t n)
 
 void buf_free(buf *b)
 {
-    free(b->p);
+    if (!b->borrowed)
+        free(b->p);
+    b->borrowed = 0;
     b->p = NULL;
     b->len = b->cap = 0;
 }
@@ -100,20 +105,27 @@ const unsigned char *pasyn_row_value(const unsigned char *at, pasyn_value *out)
     }
 }
 
+/* A point query's parameters and its row fit in the task's own allocation, with the SQL. */
+enum { PARAMS_INLINE = 64, ROWS_INLINE = 192 };
+
 pasyn_task *pasyn_task_new(int kind, const char *sql, size_t len)
 {
-    pasyn_task *t = calloc(1, sizeof *t);
-    if (!t)
+    size_t sql_bytes = sql ? len + 1 : 0;
+    unsigned char *block = malloc(sizeof(pasyn_task) + PARAMS_INLINE + ROWS_INLINE + sql_bytes);
+    if (!block)
         return NULL;
+    pasyn_task *t = (pasyn_task *)block;
+    memset(t, 0, sizeof *t);
     t->kind = kind;
     t->rowcount = -1;
     t->pack_count = -1;
+    unsigned char *at = block + sizeof *t;
+    t->params = (buf){.p = at, .cap = PARAMS_INLINE, .borrowed = 1};
+    at += PARAMS_INLINE;
+    t->rows = (buf){.p = at, .cap = ROWS_INLINE, .borrowed = 1};
+    at += ROWS_INLINE;
     if (sql) {
-        t->sql = malloc(len + 1);
-        if (!t->sql) {
-            free(t);
-            return NULL;
-        }
+        t->sql = (char *)at;
         memcpy(t->sql, sql, len);
         t->sql[len] = '\0';
         t->sql_len = len;
@@ -137,9 +149,8 @@ void pasyn_task_free(pasyn_task *t)
 {
     if (!t)
         return;
-    free(t->sql);
     free(t->message);
-    free(t->colnames);
+    columns_put(t->cols);
     buf_free(&t->params);
     buf_free(&t->set_ends);
     buf_free(&t->rows);
@@ -211,38 +222,64 @@ void task_fail_programming(pasyn_task *t, const char *fmt, ...)
     task_fail(t, PASYN_EPROGRAMMING, 0, 0, msg);
 }
 
-int task_set_columns(pasyn_task *t, sqlite3_stmt *st)
+static columns *columns_new(sqlite3_stmt *st)
 {
+    static _Atomic uint64_t last_id;
     int n = sqlite3_column_count(st);
-    free(t->colnames);
-    t->colnames = NULL;
-    t->ncols = n;
-    if (n == 0)
-        return 0;
-    size_t bytes = 2 * (size_t)n * sizeof(char *);
+    size_t bytes = sizeof(columns) + 2 * (size_t)n * sizeof(char *);
     for (int i = 0; i < n; i++) {
         const char *name = sqlite3_column_name(st, i), *type = sqlite3_column_decltype(st, i);
         bytes += (name ? strlen(name) : 0) + 1 + (type ? strlen(type) + 1 : 0);
     }
-    char **names = malloc(bytes);
-    if (!names)
-        return PASYN_ENOMEM;
-    char *at = (char *)(names + 2 * n);
+    columns *c = malloc(bytes);
+    if (!c)
+        return NULL;
+    atomic_init(&c->refs, 1);
+    c->n = n;
+    c->id = atomic_fetch_add(&last_id, 1) + 1;
+    char *at = (char *)(c->text + 2 * n);
     for (int i = 0; i < n; i++) {
         const char *name = sqlite3_column_name(st, i), *type = sqlite3_column_decltype(st, i);
         size_t len = name ? strlen(name) : 0;
-        names[i] = at;
+        c->text[i] = at;
         memcpy(at, name ? name : "", len + 1);
         at += len + 1;
-        names[n + i] = NULL;
+        c->text[n + i] = NULL;
         if (type) {
             len = strlen(type);
-            names[n + i] = at;
+            c->text[n + i] = at;
             memcpy(at, type, len + 1);
             at += len + 1;
         }
     }
-    t->colnames = names;
+    return c;
+}
+
+void columns_put(columns *c)
+{
+    if (c && atomic_fetch_sub(&c->refs, 1) == 1)
+        free(c);
+}
+
+/* Gives the task the statement's columns, described again only when SQLite has re-prepared
+ * the statement since (a schema change may have changed what SELECT * returns). */
+int task_set_columns(pasyn_task *t, cached_stmt *s)
+{
+    int prepares = sqlite3_stmt_status(s->stmt, SQLITE_STMTSTATUS_REPREPARE, 0);
+    if (!s->cols || s->prepares != prepares) {
+        columns *c = columns_new(s->stmt);
+        if (!c)
+            return PASYN_ENOMEM;
+        columns_put(s->cols);
+        s->cols = c;
+        s->prepares = prepares;
+    }
+    columns_put(t->cols);
+    t->cols = NULL;
+    if (s->cols->n > 0) {
+        atomic_fetch_add(&s->cols->refs, 1);
+        t->cols = s->cols;
+    }
     return 0;
 }
 
@@ -261,13 +298,15 @@ int pasyn_task_columns(const pasyn_task *t) { return t->ncols; }
 
 const char *pasyn_task_column_name(const pasyn_task *t, int i)
 {
-    return i >= 0 && i < t->ncols && t->colnames ? t->colnames[i] : NULL;
+    return t->cols && i >= 0 && i < t->cols->n ? t->cols->text[i] : NULL;
 }
 
 const char *pasyn_task_column_decltype(const pasyn_task *t, int i)
 {
-    return i >= 0 && i < t->ncols && t->colnames ? t->colnames[t->ncols + i] : NULL;
+    return t->cols && i >= 0 && i < t->cols->n ? t->cols->text[t->cols->n + i] : NULL;
 }
+
+uint64_t pasyn_task_columns_id(const pasyn_task *t) { return t->cols ? t->cols->id : 0; }
 
 const unsigned char *pasyn_task_rows(const pasyn_task *t, size_t *nrows)
 {

@@ -139,7 +139,7 @@ static void writer_exec(pasyn_pool *pool, pasyn_task *t)
         return;
     if (conn_bind(c, s, t, 0, t->params.len) == 0) {
         sqlite3_set_last_insert_rowid(c->db, INT64_MIN);
-        if (conn_step_rows(c, s->stmt, t, 0, 1) == SQLITE_DONE) {
+        if (conn_step_rows(c, s, t, 0, 1) == SQLITE_DONE) {
             if (s->klass == CLASS_DML)
                 t->rowcount = sqlite3_changes64(c->db);
             t->rowid = sqlite3_last_insert_rowid(c->db);
@@ -177,7 +177,7 @@ static void writer_many(pasyn_pool *pool, pasyn_task *t)
     for (uint32_t k = 0; k < t->nsets; k++) {
         if (conn_bind(c, s, t, from, ends[k]) != 0)
             break;
-        if (conn_step_rows(c, s->stmt, t, 0, 0) != SQLITE_DONE)
+        if (conn_step_rows(c, s, t, 0, 0) != SQLITE_DONE)
             break;
         t->rows.len = 0;
         t->nrows = 0;
@@ -756,9 +756,9 @@ static void reader_exec(reader *r, pasyn_task *t)
         return;
     }
     conn_arm(&r->c, t);
-    int rc = conn_step_rows(&r->c, s->stmt, t, CHUNK_BYTES, 1);
+    int rc = conn_step_rows(&r->c, s, t, CHUNK_BYTES, 1);
     if (rc == SQLITE_ROW && !try_stream(pool))
-        rc = conn_step_rows(&r->c, s->stmt, t, 0, 0); /* the last free reader: all of it */
+        rc = conn_step_rows(&r->c, s, t, 0, 0); /* the last free reader: all of it */
     conn_disarm(&r->c, t);
     if (rc == SQLITE_ROW) { /* more to come: this reader keeps the statement */
         r->stream = s;
@@ -785,7 +785,7 @@ static void reader_fetch(reader *r, pasyn_task *t)
     atomic_fetch_add_explicit(&r->executed, 1, memory_order_relaxed);
     if (t->kind == PASYN_FETCH) {
         conn_arm(&r->c, t);
-        int rc = conn_step_rows(&r->c, r->stream->stmt, t, CHUNK_BYTES, 0);
+        int rc = conn_step_rows(&r->c, r->stream, t, CHUNK_BYTES, 0);
         conn_disarm(&r->c, t);
         if (rc == SQLITE_ROW) {
             complete(t);
