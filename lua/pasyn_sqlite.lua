@@ -23,6 +23,7 @@ for kind in pairs(errors.kinds) do
 end
 
 local co_running = coroutine.running
+local rawget = rawget
 local unpack = table.unpack or unpack -- luacheck: ignore
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 
@@ -211,12 +212,17 @@ local function finish(conn, sync, sql, names, stream, task, ekind, emsg)
     sched.await(task, sync, pool)
     note_owner(pool, owner_id())
     local known = conn._described[sql]
-    local ok, a, b, c, d, e, f = core.result(task, pool, names, stream,
-                                             known and known.names, known and known.decltypes)
+    local ok, a, b, c, d, e, f, g
+    if known then
+        ok, a, b, c, d, e, f, g = core.result(task, pool, names, stream, known.ids, known.names,
+                                              known.decltypes)
+    else
+        ok, a, b, c, d, e, f, g = core.result(task, pool, names, stream)
+    end
     if not ok then
         error(errors.from_result(a, b, c, d, sql), 3)
     end
-    return a, b, c, d, e, f
+    return a, b, c, d, e, f, g
 end
 
 -- ---- Cursor ---------------------------------------------------------------------------------
@@ -233,11 +239,26 @@ local function new_cursor(conn)
         arraysize = 1,
         rowcount = -1,
         row = conn.row,
-        timeout = conn.timeout,
+        timeout = rawget(conn, "timeout"), -- nil would go to Connection.__index
         _rows = NO_ROWS,
         _pos = 1,
         _n = 0,
+        -- Set by the first statement: named here (as nil) so that the table is made with room
+        -- for them and does not grow, twice, while the statement's results come in.
+        _sql = nil,
+        _stream = nil,
+        _names = nil,
+        description = nil,
+        lastrowid = nil,
     }, Cursor)
+end
+
+local function check_timeout(cur)
+    local timeout = cur.timeout
+    if timeout ~= nil and not seconds(timeout) then
+        raise("ProgrammingError", "the cursor's timeout must be nil or a number of seconds " ..
+              "above 0, got " .. tostring(timeout))
+    end
 end
 
 local function check_cursor(cur)
@@ -245,11 +266,7 @@ local function check_cursor(cur)
         raise("ProgrammingError", "the cursor is closed")
     end
     check_open(cur.connection)
-    local timeout = cur.timeout
-    if timeout ~= nil and not seconds(timeout) then
-        raise("ProgrammingError", "the cursor's timeout must be nil or a number of seconds " ..
-              "above 0, got " .. tostring(timeout))
-    end
+    check_timeout(cur)
 end
 
 local function end_stream(cur)
@@ -262,9 +279,10 @@ end
 local DESCRIBED_MAX = 512
 
 -- Sets cur.description from the result's column names and types. Descriptions are kept per
--- connection and SQL text: core.result hands back the same name tables while they still
--- describe the statement, and then the same description serves again.
-local function describe(cur, names, decltypes)
+-- connection and SQL text with the core's ids for those columns: core.result hands back the
+-- same name tables while they still describe the statement, and then the same description
+-- serves again.
+local function describe(cur, names, decltypes, id)
     cur._names = names
     if not names then
         cur.description = nil
@@ -288,24 +306,25 @@ local function describe(cur, names, decltypes)
         end
         conn._ndescribed = conn._ndescribed + 1
     end
-    described[cur._sql] = { names = names, decltypes = decltypes, description = d }
+    described[cur._sql] = { ids = { id }, names = names, decltypes = decltypes, description = d }
     cur.description = d
 end
 
 -- Takes a finished statement's results into the cursor.
-local function take(cur, rows, rowcount, lastrowid, stream, names, decltypes)
+local function take(cur, rows, rowcount, lastrowid, stream, names, decltypes, columns_id)
     cur._rows, cur._pos, cur._n = rows, 1, #rows
     cur._stream = stream
     cur.rowcount = rowcount
     if lastrowid ~= nil then
         cur.lastrowid = lastrowid
     end
-    describe(cur, names, decltypes)
+    describe(cur, names, decltypes, columns_id)
     return cur
 end
 
+-- Runs sql on the cursor; the caller has checked that the cursor and its connection are open.
 local function run_statement(cur, kind, sql, ...)
-    check_cursor(cur)
+    check_timeout(cur)
     if type(sql) ~= "string" then
         raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
     end
@@ -319,10 +338,12 @@ local function run_statement(cur, kind, sql, ...)
 end
 
 function Cursor:execute(sql, ...)
+    check_cursor(self)
     return run_statement(self, "exec", sql, ...)
 end
 
 function Cursor:executescript(script)
+    check_cursor(self)
     return run_statement(self, "script", script)
 end
 
@@ -548,7 +569,7 @@ end
 
 function Connection:execute(sql, ...)
     check_open(self, sql)
-    return new_cursor(self):execute(sql, ...)
+    return run_statement(new_cursor(self), "exec", sql, ...)
 end
 
 function Connection:executemany(sql, seq)
@@ -558,7 +579,7 @@ end
 
 function Connection:executescript(script)
     check_open(self, script)
-    return new_cursor(self):executescript(script)
+    return run_statement(new_cursor(self), "script", script)
 end
 
 -- Ends the caller's own transaction; a caller that owns none changes nothing.

@@ -61,8 +61,9 @@ static int fail(lua_State *L, pasyn_task *t, const char *kind, const char *messa
 
 /* ---- parameters --------------------------------------------------------------------- */
 
-/* Converts the Lua value at i; on failure leaves a message on the stack and returns 0. */
-static int to_value(lua_State *L, int i, pasyn_value *v, const char *what)
+/* Converts the Lua value at i; on failure leaves a message naming the parameter (position
+ * `pos`, or `name` when it is not NULL) on the stack and returns 0. */
+static int to_value(lua_State *L, int i, pasyn_value *v, int pos, const char *name)
 {
     memset(v, 0, sizeof *v);
     switch (lua_type(L, i)) {
@@ -108,17 +109,20 @@ static int to_value(lua_State *L, int i, pasyn_value *v, const char *what)
     default:
         break;
     }
-    lua_pushfstring(L, "%s: cannot bind a %s", what, luaL_typename(L, i));
+    if (name)
+        lua_pushfstring(L, "parameter %s%s: cannot bind a %s",
+                        name[0] == ':' || name[0] == '@' || name[0] == '$' ? "" : ":", name,
+                        luaL_typename(L, i));
+    else
+        lua_pushfstring(L, "parameter %d: cannot bind a %s", pos, luaL_typename(L, i));
     return 0;
 }
 
 static int bind_positional(lua_State *L, pasyn_task *t, int i, int n)
 {
-    char what[48];
     pasyn_value v;
     for (int k = 0; k < n; k++) {
-        snprintf(what, sizeof what, "parameter %d", k + 1);
-        if (!to_value(L, i + k, &v, what))
+        if (!to_value(L, i + k, &v, k + 1, NULL))
             return 0;
         if (pasyn_task_bind(t, NULL, 0, &v) != 0) {
             lua_pushliteral(L, "out of memory");
@@ -182,11 +186,8 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
         }
         size_t namelen;
         const char *name = lua_tolstring(L, -2, &namelen);
-        char what[96];
-        snprintf(what, sizeof what, "parameter %s%.80s",
-                 name[0] == ':' || name[0] == '@' || name[0] == '$' ? "" : ":", name);
         pasyn_value v;
-        if (!to_value(L, -1, &v, what)) {
+        if (!to_value(L, -1, &v, 0, name)) {
             lua_replace(L, -3);
             lua_pop(L, 1);
             return 0;
@@ -416,7 +417,7 @@ static void push_rows(lua_State *L, const pasyn_task *t, int names_idx)
 }
 
 /* 1 when the tables at names_idx and types_idx hold exactly the task's column names and
- * declared types, so a caller can keep the description it built from them. */
+ * declared types. */
 static int same_columns(lua_State *L, const pasyn_task *t, int names_idx, int types_idx)
 {
     int ncols = pasyn_task_columns(t);
@@ -436,15 +437,40 @@ static int same_columns(lua_State *L, const pasyn_task *t, int names_idx, int ty
     return same;
 }
 
-/* result(task, pool, names, stream, known_names, known_types) -> takes the completed task
- * and frees it.
- *   success: true, rows, rowcount, lastrowid|nil, stream|nil, colnames|nil, decltypes|nil
+#define KNOWN_IDS_MAX 8
+
+/* 1 when the tables at 6 and 7 describe the task's columns: its columns id is one of those
+ * in the array at 5, or the names and types are the same (then the id joins the array: each
+ * connection of a pool describes a statement under an id of its own). */
+static int known_columns(lua_State *L, const pasyn_task *t, lua_Number id)
+{
+    if (!lua_istable(L, 5))
+        return 0;
+    int n = (int)compat_rawlen(L, 5);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 5, i);
+        int same = lua_tonumber(L, -1) == id;
+        lua_pop(L, 1);
+        if (same)
+            return 1;
+    }
+    if (!same_columns(L, t, 6, 7))
+        return 0;
+    lua_pushnumber(L, id);
+    lua_rawseti(L, 5, n < KNOWN_IDS_MAX ? n + 1 : (int)((uint64_t)id % KNOWN_IDS_MAX) + 1);
+    return 1;
+}
+
+/* result(task, pool, names, stream, known_ids, known_names, known_types) -> takes the completed
+ * task and frees it.
+ *   success: true, rows, rowcount, lastrowid|nil, stream|nil, colnames|nil, decltypes|nil,
+ *            columns id (0: no names)
  *   failure: false, error class ("sqlite", "programming", "closed", "nomem"), code, extended,
  *            message
  * names: nil/false for array rows; true for named rows keyed by the task's own column names;
  * a table of names for named rows of a fetched chunk. stream: the stream a fetch continued.
- * known_names, known_types: column tables of an earlier result, returned again (not rebuilt)
- * when they still describe this one. */
+ * known_ids, known_names, known_types: column tables of earlier results, with the columns ids
+ * they served, returned again (not rebuilt) when they describe this one. */
 static int l_result(lua_State *L)
 {
     pasyn_task *t = check_task(L, 1);
@@ -466,12 +492,14 @@ static int l_result(lua_State *L)
         return 5;
     }
     int ncols = pasyn_task_columns(t);
-    int has_names = ncols > 0 && pasyn_task_column_name(t, 0) != NULL;
-    int top = lua_gettop(L);
+    uint64_t columns_id = pasyn_task_columns_id(t);
+    int has_names = columns_id != 0;
+    lua_settop(L, 7);
+    int top = 7;
     lua_pushboolean(L, 1);
-    if (has_names && same_columns(L, t, 5, 6)) { /* the caller's tables still describe it */
-        lua_pushvalue(L, 5);
+    if (has_names && known_columns(L, t, (lua_Number)columns_id)) { /* the caller's tables */
         lua_pushvalue(L, 6);
+        lua_pushvalue(L, 7);
     } else if (has_names) { /* built first: named rows use them */
         lua_createtable(L, ncols, 0);
         lua_createtable(L, ncols, 0);
@@ -519,12 +547,13 @@ static int l_result(lua_State *L)
         lua_pushnil(L);
     }
     pasyn_task_free(t);
-    /* order: true, rows, rowcount, lastrowid, stream, colnames, decltypes */
+    /* order: true, rows, rowcount, lastrowid, stream, colnames, decltypes, columns id */
     lua_pushvalue(L, top + 2);
     lua_pushvalue(L, top + 3);
     lua_remove(L, top + 2);
     lua_remove(L, top + 2);
-    return 7;
+    lua_pushnumber(L, (lua_Number)columns_id);
+    return 8;
 }
 
 static int l_stream_gc(lua_State *L)
