@@ -415,15 +415,22 @@ function Cursor:executemany(sql, seq)
     local ok, err = pcall(function()
         local total, sent = 0, many_submit(self, sql, sets)
         while not last do
-            -- The next chunk is built while the writer inserts this one; an error of either
-            -- stops the call, the chunk's first (it came first), after the chunk is done.
+            -- The next chunk is built, and sent to queue behind this one, while the writer
+            -- inserts this one. An error of either stops the call: this chunk's first (it came
+            -- first). A chunk queued behind a failed one is waited for, and undone with the rest.
             local built, more, is_last = pcall(next_chunk)
-            total = total + many_wait(self, sql, sent)
-            if not built then
+            local following = built and many_submit(self, sql, more)
+            local done, count = pcall(many_wait, self, sql, sent)
+            if not done then
+                if following then
+                    pcall(many_wait, self, sql, following)
+                end
+                error(count, 0)
+            elseif not built then
                 error(more, 0)
             end
-            sets, last = more, is_last
-            sent = many_submit(self, sql, sets)
+            total = total + count
+            sent, last = following, is_last
         end
         self.rowcount = total + many_wait(self, sql, sent)
     end)

@@ -643,6 +643,23 @@ describe("Connection", function()
             assert.is_false(conn.in_transaction)
         end)
 
+        it("over chunks, a good chunk queued behind a failing one is undone with it", function()
+            local i = 0
+            local err = raises("IntegrityError", conn.executemany, conn,
+                               "INSERT INTO t (id, v) VALUES (?, ?)", function()
+                i = i + 1
+                if i <= 15000 then -- chunk 1 fails at row 5; chunk 2 is good and queued behind it
+                    return { i, i == 5 and "v1" or ("v" .. i) }
+                end
+            end)
+            assert.matches("UNIQUE", err.message)
+            assert.are.equal(15001, i)
+            assert.are.equal(0, count_rows(conn, "t"))
+            assert.is_false(conn.in_transaction)
+            conn:execute("INSERT INTO t (id, v) VALUES (1, 'after')") -- the pool goes on
+            assert.are.equal(1, count_rows(conn, "t"))
+        end)
+
         it("over chunks, the iterator's own error comes through unchanged after a good chunk",
            function()
             local i, boom = 0, { "a table error" }
