@@ -75,15 +75,16 @@ local function finish(h, ok, ...)
 end
 
 local function after(co, ok, ...)
+    if ok and (...) == SUSPEND then -- parked: the usual case, told without asking co_status
+        return
+    end
     if co_status(co) == "dead" then
         if M.on_end then
             M.on_end(co)
         end
         return finish(members[co], ok, ...)
     end
-    if (...) ~= SUSPEND then
-        push_ready(co) -- a bare coroutine.yield(): let the others run, then go on
-    end
+    push_ready(co) -- a bare coroutine.yield(): let the others run, then go on
 end
 
 local function step(co, ...)
@@ -218,7 +219,9 @@ function M.run(fn, ...)
     local main = spawn(fn, ...)
     local ok, err = pcall(function()
         while loop.live > 0 and (main.done == false or main.ok) do
-            wake_timers(core.now())
+            if loop.timers[1] then
+                wake_timers(core.now())
+            end
             run_ready()
             M.dispatch()
             if #loop.ready == 0 and loop.live > 0 and (not main.done or main.ok) then
