@@ -230,26 +230,25 @@ end
 Cursor.__index = Cursor
 
 -- The rows of a cursor that holds none. Shared, and never written: rows are only ever
--- overwritten at positions up to cur._n, which is 0 here.
+-- overwritten at positions up to #cur._rows, which is 0 here.
 local NO_ROWS = setmetatable({}, { __newindex = function() error("NO_ROWS is read-only", 2) end })
 
+Cursor.arraysize = 1 -- until a cursor sets its own
+
+-- A cursor is made with room for the 8 fields below (_sql and description, named as nil,
+-- come with its first statement; lastrowid takes description's place after a write), so that
+-- the table does not grow while a statement's results come in. A streamed result (_stream)
+-- makes it grow.
 local function new_cursor(conn)
     return setmetatable({
         connection = conn,
-        arraysize = 1,
         rowcount = -1,
         row = conn.row,
         timeout = rawget(conn, "timeout"), -- nil would go to Connection.__index
-        _rows = NO_ROWS,
+        _rows = NO_ROWS, -- rows not fetched yet from _pos on; the ones before it are false
         _pos = 1,
-        _n = 0,
-        -- Set by the first statement: named here (as nil) so that the table is made with room
-        -- for them and does not grow, twice, while the statement's results come in.
         _sql = nil,
-        _stream = nil,
-        _names = nil,
         description = nil,
-        lastrowid = nil,
     }, Cursor)
 end
 
@@ -283,7 +282,6 @@ local DESCRIBED_MAX = 512
 -- same name tables while they still describe the statement, and then the same description
 -- serves again.
 local function describe(cur, names, decltypes, id)
-    cur._names = names
     if not names then
         cur.description = nil
         return
@@ -312,7 +310,7 @@ end
 
 -- Takes a finished statement's results into the cursor.
 local function take(cur, rows, rowcount, lastrowid, stream, names, decltypes, columns_id)
-    cur._rows, cur._pos, cur._n = rows, 1, #rows
+    cur._rows, cur._pos = rows, 1
     cur._stream = stream
     cur.rowcount = rowcount
     if lastrowid ~= nil then
@@ -329,7 +327,7 @@ local function run_statement(cur, kind, sql, ...)
         raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
     end
     end_stream(cur)
-    cur._rows, cur._pos, cur._n = NO_ROWS, 1, 0
+    cur._rows, cur._pos = NO_ROWS, 1
     cur._sql = sql
     local conn = cur.connection
     local sync = not sched.can_yield()
@@ -383,7 +381,7 @@ function Cursor:executemany(sql, seq)
         raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
     end
     end_stream(self)
-    self._rows, self._pos, self._n, self.description = NO_ROWS, 1, 0, nil
+    self._rows, self._pos, self.description = NO_ROWS, 1, nil
     if type(seq) == "table" then
         self.rowcount = many_chunk(self, sql, seq) -- one task: the core keeps it atomic
         return self
@@ -451,7 +449,13 @@ local function more(cur)
     end
     local stream, sync = cur._stream, not sched.can_yield()
     cur._stream = nil -- ended, unless the answer says it goes on
-    local names = cur.row == "named" and cur._names or nil
+    local names
+    if cur.row == "named" then -- the names the first chunk's rows have as keys
+        names = {}
+        for i, column in ipairs(cur.description) do
+            names[i] = column[1]
+        end
+    end
     local rows, _, _, going_on = finish(cur.connection, sync, cur._sql, names, stream,
                                         core.fetch(stream, owner_id(), sync, cur.timeout))
     if cur._closed then -- closed by another coroutine while this chunk was on its way
@@ -460,7 +464,7 @@ local function more(cur)
         end
         return false
     end
-    cur._rows, cur._pos, cur._n, cur._stream = rows, 1, #rows, going_on
+    cur._rows, cur._pos, cur._stream = rows, 1, going_on
     return true
 end
 
@@ -475,7 +479,7 @@ end
 function Cursor:fetchone()
     check_cursor(self)
     local pos = self._pos
-    while pos > self._n do
+    while pos > #self._rows do
         if not more(self) then
             return nil
         end
@@ -491,14 +495,14 @@ local function collect(cur, limit)
     check_cursor(cur)
     local out, n = {}, 0
     while n < limit do
-        local pos, last = cur._pos, cur._n
+        local pos, last = cur._pos, #cur._rows
         if pos > last then
             if not more(cur) then
                 break
             end
         elseif n == 0 and pos == 1 and last <= limit and type(cur.row) ~= "function" then
             out, n = cur._rows, last -- a whole chunk: hand it over as it is
-            cur._rows, cur._pos, cur._n = NO_ROWS, 1, 0
+            cur._rows, cur._pos = NO_ROWS, 1
         else
             local take_n = math.min(limit - n, last - pos + 1)
             local rows = cur._rows
@@ -542,7 +546,7 @@ function Cursor:close()
     end
     end_stream(self)
     self._closed = true
-    self._rows, self._pos, self._n = NO_ROWS, 1, 0
+    self._rows, self._pos = NO_ROWS, 1
 end
 Cursor.__close = Cursor.close
 
