@@ -229,6 +229,42 @@ describe("scheduler", function()
             end)
             assert.same({ 1, 2, 3, 4, 5 }, order)
         end)
+
+        it("each coroutine gets its own arguments, also when coroutines started together spawn more",
+           function()
+            local got = {}
+            local function record(...)
+                got[#got + 1] = table.concat({ ... }, ",")
+            end
+            sqlite.run(function()
+                for i = 1, 3 do -- these three start together; the first two spawn more with arguments
+                    sqlite.spawn(function(a, b)
+                        record(a, b)
+                        if i < 3 then
+                            for k = 1, 3 do
+                                sqlite.spawn(record, "child" .. i, k)
+                            end
+                        end
+                    end, "top" .. i, i)
+                end
+            end)
+            table.sort(got)
+            assert.same({ "child1,1", "child1,2", "child1,3", "child2,1", "child2,2", "child2,3",
+                          "top1,1", "top2,2", "top3,3" }, got)
+        end)
+
+        it("a coroutine spawned without arguments gets none, whatever those started before it spawn",
+           function()
+            local got = {}
+            sqlite.run(function()
+                sqlite.spawn(function() -- starts first, and spawns two with arguments
+                    sqlite.spawn(function(...) got.z1 = select("#", ...) end, "z", 1)
+                    sqlite.spawn(function(...) got.z2 = select("#", ...) end, "z", 2)
+                end)
+                sqlite.spawn(function(...) got.y = select("#", ...) end) -- starts right after
+            end)
+            assert.same({ z1 = 2, z2 = 2, y = 0 }, got)
+        end)
     end)
 
     describe("sqlite.sleep", function()

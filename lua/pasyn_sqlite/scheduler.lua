@@ -55,9 +55,15 @@ end
 local Handle = {}
 Handle.__index = Handle
 
+-- The ready list: coroutines in loop.ready, and at the same position in loop.args what to
+-- resume them with, only when there is something (spawn's arguments).
 local function push_ready(co, ...)
     local r = loop.ready
-    r[#r + 1] = { co, pack(...) }
+    local n = #r + 1
+    r[n] = co
+    if select("#", ...) > 0 then
+        loop.args[n] = pack(...)
+    end
 end
 
 local function finish(h, ok, ...)
@@ -65,11 +71,11 @@ local function finish(h, ok, ...)
     h.results = pack(...)
     loop.live = loop.live - 1
     local joiners = h.joiners
-    h.joiners = {}
-    for i = 1, #joiners do
+    h.joiners = nil
+    for i = 1, joiners and #joiners or 0 do
         push_ready(joiners[i])
     end
-    if not ok and #joiners == 0 and not h.joined then
+    if not ok and not joiners and not h.joined then
         loop.failed[#loop.failed + 1] = h
     end
 end
@@ -117,7 +123,7 @@ local function spawn(fn, ...)
     -- The handle does not refer to its coroutine: on Lua 5.1 and LuaJIT a weak-keyed table
     -- whose value refers to its key would keep both alive for ever.
     local co = co_create(fn)
-    local h = setmetatable({ joiners = {}, done = false }, Handle)
+    local h = setmetatable({ done = false, joiners = nil }, Handle) -- joiners: made by join
     members[co] = h
     loop.live = loop.live + 1
     push_ready(co, ...)
@@ -144,7 +150,9 @@ function Handle:join()
         if members[co_running()] == self then
             error("join: a coroutine cannot wait for itself", 2)
         end
-        self.joiners[#self.joiners + 1] = co_running()
+        local joiners = self.joiners or {}
+        self.joiners = joiners
+        joiners[#joiners + 1] = co_running()
         co_yield(SUSPEND)
     end
     if not self.ok then
@@ -175,14 +183,18 @@ function M.sleep(seconds)
 end
 
 local function run_ready()
-    local ready = loop.ready
+    local ready, args = loop.ready, loop.args
     if #ready == 0 then
         return
     end
-    loop.ready = {}
+    loop.ready, loop.args = {}, {} -- what the coroutines below make ready goes there
     for i = 1, #ready do
-        local r = ready[i]
-        step(r[1], unpack(r[2], 1, r[2].n))
+        local a = args[i]
+        if a then
+            step(ready[i], unpack(a, 1, a.n))
+        else
+            step(ready[i])
+        end
     end
 end
 
@@ -215,7 +227,7 @@ function M.run(fn, ...)
     if type(fn) ~= "function" then
         error("sqlite.run: a function is needed, got " .. type(fn), 2)
     end
-    loop = { live = 0, pending = 0, ready = {}, timers = {}, failed = {} }
+    loop = { live = 0, pending = 0, ready = {}, args = {}, timers = {}, failed = {} }
     local main = spawn(fn, ...)
     local ok, err = pcall(function()
         while loop.live > 0 and (main.done == false or main.ok) do
