@@ -197,6 +197,7 @@ cached_stmt *conn_acquire(conn *c, pasyn_task *t)
     s->stmt = st;
     s->cols = NULL;
     s->prepares = 0;
+    s->run_ns = 0;
     s->klass = classify(c, st);
     s->hash = h;
     s->sql_len = t->sql_len;

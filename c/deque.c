@@ -66,6 +66,26 @@ static pasyn_task *deque_pop_back_locked(deque *d)
     return d->ring[(d->head + d->len) % d->cap];
 }
 
+pasyn_task *deque_take_short(deque *d, size_t *at)
+{
+    if (atomic_load_explicit(&d->size, memory_order_relaxed) == 0)
+        return NULL;
+    pthread_mutex_lock(&d->mu);
+    pasyn_task *t = NULL;
+    for (size_t i = 0; i < d->len && !t; i++) {
+        if (d->ring[(d->head + i) % d->cap]->long_read)
+            continue;
+        t = d->ring[(d->head + i) % d->cap];
+        *at = i;
+        for (size_t j = i; j + 1 < d->len; j++) /* close the gap */
+            d->ring[(d->head + j) % d->cap] = d->ring[(d->head + j + 1) % d->cap];
+        d->len--;
+        atomic_store(&d->size, d->len);
+    }
+    pthread_mutex_unlock(&d->mu);
+    return t;
+}
+
 int deque_push_back(deque *d, pasyn_task *t)
 {
     pthread_mutex_lock(&d->mu);

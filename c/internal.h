@@ -53,6 +53,7 @@ struct pasyn_task {
     int lone_null_optional; /* a single NULL that may stand for "no parameters" */
     int pack_count;         /* >= 0: the lone parameter n may be this many NULLs instead */
     int route_known;        /* the route cache knew it at submit: workers need not learn it */
+    int long_read;          /* a read whose SQL ran for LONG_READ_NS or more the last time */
     uint64_t timeout_ns;    /* 0, or how long it may run */
     buf set_ends;           /* PASYN_MANY: offsets (size_t) where each set ends */
 
@@ -83,6 +84,7 @@ void deque_destroy(deque *d);
 int deque_push_back(deque *d, pasyn_task *t);      /* locks */
 pasyn_task *deque_pop_front(deque *d);              /* locks */
 pasyn_task *deque_pop_back(deque *d);               /* locks */
+pasyn_task *deque_take_short(deque *d, size_t *at); /* locks: the first that is no long read */
 int deque_push_back_locked(deque *d, pasyn_task *t);
 pasyn_task *deque_pop_front_locked(deque *d);
 
@@ -114,6 +116,7 @@ typedef struct cached_stmt {
     int klass;                          /* enum stmt_class */
     columns *cols;                      /* described once per prepare, or NULL */
     int prepares;                       /* SQLite's re-prepare count when cols was built */
+    uint64_t run_ns;                    /* how long it runs here: a moving average */
     uint32_t hash;
     size_t sql_len;
     char sql[];
@@ -166,6 +169,7 @@ typedef struct route_entry {
     struct route_entry *next;
     uint32_t hash;
     int route;
+    int long_read;          /* it ran for LONG_READ_NS or more the last time */
     size_t len;
     char sql[];
 } route_entry;
@@ -194,6 +198,7 @@ typedef struct reader {
     cached_stmt *stream;    /* the statement of the streamed result it holds */
     uint64_t stream_id;
     _Atomic uint64_t executed, stolen;
+    int overtaken;          /* short reads taken in a row before a long one of its own */
     _Atomic int streaming;
 } reader;
 
@@ -235,6 +240,7 @@ struct pasyn_pool {
     reader *readers;
     deque injector;
     _Atomic unsigned rr;        /* round-robin cursor */
+    _Atomic int long_reads;     /* long reads queued or running on the readers */
     _Atomic int spinners;       /* readers watching for work before they park */
     _Atomic int streaming;      /* readers holding a stream */
     _Atomic uint64_t stream_serial;
@@ -257,6 +263,12 @@ struct pasyn_pool {
 #define SPIN_NS 50000
 #endif
 #define SPINNERS_MAX 1
+
+/* A read that runs this long (on average, on the reader that ran it) is a long one: with
+ * stealing on, short reads queued behind it are taken first. */
+#define LONG_READ_NS 1000000
+/* How many short reads a reader takes in a row ahead of a long one of its own queue. */
+#define OVERTAKE_MAX 32
 
 static inline uint64_t now_ns(void)
 {
@@ -289,7 +301,8 @@ void *reader_main(void *arg);
 void writer_push(pasyn_pool *pool, pasyn_task *t);
 void readers_push(pasyn_pool *pool, pasyn_task *t);
 void route_put(pasyn_pool *pool, const char *sql, size_t len, int route);
-int route_get(pasyn_pool *pool, const char *sql, size_t len);
+int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read);
+void route_note_long(pasyn_pool *pool, const char *sql, size_t len, int long_read);
 void complete(pasyn_task *t);
 /* Applies the pool's pragmas to a connection just opened: SQLite's code, with a message. */
 int pool_apply_pragmas(pasyn_pool *pool, conn *c, int is_writer, char **errmsg);

@@ -25,19 +25,35 @@ void pasyn_options_init(pasyn_options *o)
 
 /* ---- route cache ------------------------------------------------------------------- */
 
-int route_get(pasyn_pool *pool, const char *sql, size_t len)
+static route_entry *route_find(route_cache *rc, uint32_t h, const char *sql, size_t len)
+{
+    for (route_entry *e = rc->buckets[h & (rc->nbuckets - 1)]; e; e = e->next)
+        if (e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0)
+            return e;
+    return NULL;
+}
+
+int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read)
 {
     route_cache *rc = &pool->routes;
     uint32_t h = hash_sql(sql, len);
-    int route = ROUTE_UNKNOWN;
     pthread_mutex_lock(&rc->mu);
-    for (route_entry *e = rc->buckets[h & (rc->nbuckets - 1)]; e; e = e->next)
-        if (e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0) {
-            route = e->route;
-            break;
-        }
+    route_entry *e = route_find(rc, h, sql, len);
+    int route = e ? e->route : ROUTE_UNKNOWN;
+    *long_read = e && e->long_read;
     pthread_mutex_unlock(&rc->mu);
     return route;
+}
+
+void route_note_long(pasyn_pool *pool, const char *sql, size_t len, int long_read)
+{
+    route_cache *rc = &pool->routes;
+    uint32_t h = hash_sql(sql, len);
+    pthread_mutex_lock(&rc->mu);
+    route_entry *e = route_find(rc, h, sql, len);
+    if (e)
+        e->long_read = long_read;
+    pthread_mutex_unlock(&rc->mu);
 }
 
 static void routes_clear(route_cache *rc)
@@ -59,13 +75,13 @@ void route_put(pasyn_pool *pool, const char *sql, size_t len, int route)
     route_cache *rc = &pool->routes;
     uint32_t h = hash_sql(sql, len);
     pthread_mutex_lock(&rc->mu);
+    route_entry *known = route_find(rc, h, sql, len);
+    if (known) {
+        known->route = route;
+        pthread_mutex_unlock(&rc->mu);
+        return;
+    }
     route_entry **head = &rc->buckets[h & (rc->nbuckets - 1)];
-    for (route_entry *e = *head; e; e = e->next)
-        if (e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0) {
-            e->route = route;
-            pthread_mutex_unlock(&rc->mu);
-            return;
-        }
     if (rc->count >= ROUTE_CACHE_MAX)
         routes_clear(rc); /* crude, but bounded; a hot statement is learned again at once */
     route_entry *e = malloc(sizeof *e + len);
@@ -73,6 +89,7 @@ void route_put(pasyn_pool *pool, const char *sql, size_t len, int route)
         e->hash = h;
         e->len = len;
         e->route = route;
+        e->long_read = 0;
         memcpy(e->sql, sql, len);
         e->next = *head;
         *head = e;
@@ -326,7 +343,7 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
  * (TEMP or attached objects, errors) goes to the writer, which knows or reports it. */
 static int route_of(pasyn_pool *pool, pasyn_task *t)
 {
-    int route = route_get(pool, t->sql, t->sql_len);
+    int route = route_get(pool, t->sql, t->sql_len, &t->long_read);
     if (route != ROUTE_UNKNOWN) {
         t->route_known = 1;
         return route;

@@ -598,6 +598,8 @@ void readers_push(pasyn_pool *pool, pasyn_task *t)
         fail_unqueued(t);
         return;
     }
+    if (t->long_read)
+        atomic_fetch_add(&pool->long_reads, 1); /* until a reader is done with it */
     /* Idle: it will take this task itself. Otherwise (busy, or work queued before this one,
      * e.g. a burst landing on a reader that has not looked up yet) a parked reader may come
      * and steal. */
@@ -691,6 +693,30 @@ static int spin_for_work(pasyn_pool *pool, reader *r)
     return found;
 }
 
+/* While long reads are queued or running, a short read should not wait behind one: a reader
+ * about to take its next task takes the first short read of its own queue, or else of another
+ * reader's (a steal), before a long one; but never more than OVERTAKE_MAX in a row while a
+ * long read waits at the front of its own queue. */
+static pasyn_task *take_short(pasyn_pool *pool, reader *r)
+{
+    if (r->overtaken >= OVERTAKE_MAX) {
+        r->overtaken = 0;
+        return NULL;
+    }
+    for (int k = 0; k < pool->nreaders; k++) {
+        reader *from = &pool->readers[(r->index + k) % pool->nreaders];
+        size_t at;
+        pasyn_task *t = deque_take_short(&from->q, &at);
+        if (!t)
+            continue;
+        if (from != r)
+            atomic_fetch_add_explicit(&r->stolen, 1, memory_order_relaxed);
+        r->overtaken = at > 0 || from != r ? r->overtaken + 1 : 0;
+        return t;
+    }
+    return NULL;
+}
+
 static pasyn_task *reader_take(reader *r)
 {
     pasyn_pool *pool = r->pool;
@@ -705,6 +731,9 @@ static pasyn_task *reader_take(reader *r)
             while ((t = deque_pop_front(&r->q)) != NULL)
                 push_injector(pool, r, t);
         } else {
+            if (pool->opts.stealing && atomic_load(&pool->long_reads) > 0 &&
+                (t = take_short(pool, r)) != NULL)
+                return t;
             if ((t = deque_pop_front(&r->q)) != NULL)
                 return t;
             if (pool->opts.stealing && (t = steal(pool, r)) != NULL) {
@@ -730,9 +759,21 @@ static pasyn_task *reader_take(reader *r)
     }
 }
 
-static void reader_exec(reader *r, pasyn_task *t)
+/* After a read ran: the route cache learns whether its SQL is a long read when that changed.
+ * An average, so that a short read that lost its core for a while stays short. */
+static void note_length(pasyn_pool *pool, cached_stmt *s, pasyn_task *t, uint64_t start)
+{
+    uint64_t took = now_ns() - start;
+    s->run_ns = s->run_ns ? s->run_ns - s->run_ns / 8 + took / 8 : took;
+    int long_read = s->run_ns >= LONG_READ_NS;
+    if (long_read != t->long_read)
+        route_note_long(pool, t->sql, t->sql_len, long_read);
+}
+
+static void reader_run(reader *r, pasyn_task *t)
 {
     pasyn_pool *pool = r->pool;
+    uint64_t start = now_ns();
     cached_stmt *s = conn_acquire(&r->c, t);
     if (!s && t->err == PASYN_OK) {
         complete(t); /* empty statement */
@@ -760,6 +801,7 @@ static void reader_exec(reader *r, pasyn_task *t)
     if (rc == SQLITE_ROW && !try_stream(pool))
         rc = conn_step_rows(&r->c, s, t, 0, 0); /* the last free reader: all of it */
     conn_disarm(&r->c, t);
+    note_length(pool, s, t, start);
     if (rc == SQLITE_ROW) { /* more to come: this reader keeps the statement */
         r->stream = s;
         r->stream_id = ((uint64_t)(r->index + 1) << 48) |
@@ -771,6 +813,14 @@ static void reader_exec(reader *r, pasyn_task *t)
     }
     conn_release(&r->c, s);
     complete(t);
+}
+
+static void reader_exec(reader *r, pasyn_task *t)
+{
+    int long_read = t->long_read; /* t is not ours once it is completed */
+    reader_run(r, t);
+    if (long_read)
+        atomic_fetch_sub(&r->pool->long_reads, 1);
 }
 
 static void reader_fetch(reader *r, pasyn_task *t)

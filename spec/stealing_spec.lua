@@ -1,5 +1,6 @@
--- Work stealing among readers: an idle reader takes reads queued behind a busy one, and the
--- option that turns it off really turns it off. Every read runs exactly once either way.
+-- Work stealing among readers: an idle reader takes reads queued behind a busy one, short reads
+-- go before long ones, and the option that turns it off really turns it off. Every read runs
+-- exactly once either way.
 local sqlite = require "pasyn_sqlite"
 local support = require "support"
 
@@ -100,6 +101,70 @@ describe("work stealing", function()
             conn:close()
         end)
     end
+    -- Short reads queued behind long ones: with stealing, a reader takes the short ones first
+    -- (once the pool has seen the long SQL run long); without it, its queue is served in order.
+    local function long_long_short(options)
+        local conn = sqlite.connect(":memory:", options)
+        conn:execute(count_to(300000)):fetchone() -- now known as a long read
+        local order = {}
+        sqlite.run(function()
+            local function read(label, sql)
+                return sqlite.spawn(function()
+                    conn:execute(sql):fetchone()
+                    order[#order + 1] = label
+                end)
+            end
+            local hs = { read("long 1", count_to(300000)) }
+            sqlite.sleep(0.01) -- long 1 is running on the only reader
+            hs[2] = read("long 2", count_to(300000))
+            hs[3] = read("short", "SELECT 1")
+            for i = 1, 3 do
+                hs[i]:join()
+            end
+        end)
+        conn:close()
+        return order
+    end
+
+    it("runs a short read queued behind a long one before it", function()
+        assert.same({ "long 1", "short", "long 2" }, long_long_short({ readers = 1 }))
+    end)
+
+    it("keeps its queue's order with stealing = false", function()
+        assert.same({ "long 1", "long 2", "short" }, long_long_short({ readers = 1, stealing = false }))
+    end)
+
+    it("runs every read exactly once when short reads overtake long ones", function()
+        local conn = sqlite.connect(":memory:", { readers = 3 })
+        conn:execute(count_to(30000)):fetchone() -- known as a long read
+        local seen, runs, n = {}, 0, 1500
+        local before = conn:stats()
+        sqlite.run(function()
+            for i = 1, n do
+                sqlite.spawn(function()
+                    if i % 50 == 0 then
+                        assert.equal(30000, conn:execute(count_to(30000)):fetchone()[1])
+                    else
+                        assert.equal(i, conn:execute("SELECT ? + 0", i):fetchone()[1])
+                    end
+                    seen[i] = (seen[i] or 0) + 1
+                    runs = runs + 1
+                end)
+            end
+        end)
+        assert.equal(n, runs)
+        for i = 1, n do
+            assert.equal(1, seen[i])
+        end
+        local after, executed = conn:stats(), 0
+        for i, r in ipairs(after.readers) do
+            executed = executed + r.executed - before.readers[i].executed
+        end
+        assert.equal(n, executed)
+        assert.is_true(stolen(after) - stolen(before) > 0)
+        conn:close()
+    end)
+
     -- A burst submitted while one reader is watching for work (right after it served a read)
     -- must not all queue on that reader while the other stays parked.
     it("spreads a burst of long reads over both readers", function()

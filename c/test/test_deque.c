@@ -2,7 +2,7 @@
  * test_deque.c - unit tests of c/deque.c, printed as TAP for prove(1).
  *
  * Single-threaded: empty pops, FIFO from the front, LIFO from the back, growth while the
- * ring is wrapped around, the _locked variants, the `size` mirror, and a randomized
+ * ring is wrapped around, the _locked variants, take_short, the `size` mirror, and a randomized
  * comparison against a reference model. Concurrent: 2 producers push tasks into 3 deques;
  * 3 owners pop from the front of their own deque (stealing from the back of the busiest
  * other one when theirs is empty) and 3 thieves steal from the back of the busiest deque;
@@ -164,6 +164,43 @@ static void test_locked(void)
     ok(deque_init(&d) == 0 && deque_push_back(&d, &tk[7]) == 0 &&
        id_of(deque_pop_back(&d)) == 7 && deque_pop_back(&d) == NULL,
        "a destroyed deque can be initialised and used again");
+    deque_destroy(&d);
+}
+
+/* take_short removes the first task that is not a long read, wherever it is, and closes the
+ * gap: on a ring wrapped around, the others keep their order. */
+static void test_take_short(void)
+{
+    deque d;
+    deque_init(&d);
+    uintptr_t next = 0;
+    for (int i = 0; i < 12; i++)
+        deque_push_back(&d, &tk[next++]);
+    for (int i = 0; i < 10; i++)
+        deque_pop_front(&d);
+    while (d.len < d.cap) /* wrapped: ids 10 .. 25 */
+        deque_push_back(&d, &tk[next++]);
+    uintptr_t first = 10, last = next; /* ids first .. last-1 are queued */
+    for (uintptr_t i = first; i < last; i++)
+        tk[i].long_read = i % 3 != 0; /* the short ones: 12, 15, 18, 21, 24 */
+    int good = d.head + d.len > d.cap;
+    size_t at, pos = 0;
+    uintptr_t want = 12;
+    pasyn_task *t;
+    while ((t = deque_take_short(&d, &at)) != NULL) {
+        good &= id_of(t) == want && at == want - first - pos && dsize(&d) == d.len;
+        want += 3;
+        pos++;
+    }
+    good &= want == 27 && d.len == last - first - 5;
+    for (uintptr_t i = first; i < last; i++)
+        if (i % 3 != 0)
+            good &= id_of(deque_pop_front(&d)) == i;
+    good &= deque_pop_front(&d) == NULL && deque_take_short(&d, &at) == NULL;
+    ok(good, "take_short takes the short tasks in order from a wrapped ring, and the long ones "
+             "stay in order");
+    for (uintptr_t i = first; i < last; i++)
+        tk[i].long_read = 0;
     deque_destroy(&d);
 }
 
@@ -497,6 +534,7 @@ int main(void)
     test_wrap_growth(0);
     test_wrap_growth(1);
     test_locked();
+    test_take_short();
     test_model();
     test_concurrent(scale);
 
