@@ -267,6 +267,8 @@ struct pasyn_pool {
 /* A read that runs this long (on average, on the reader that ran it) is a long one: with
  * stealing on, short reads queued behind it are taken first. */
 #define LONG_READ_NS 1000000
+/* The time slice readers ask for (worker.c, lengthen_slice). */
+#define READER_SLICE_NS 5000000
 /* How many short reads a reader takes in a row ahead of a long one of its own queue. */
 #define OVERTAKE_MAX 32
 

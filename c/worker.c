@@ -5,9 +5,12 @@
  * takes from the shared injector, then parks; it runs reads, hands anything else to the
  * writer, and may keep one streamed result (and its snapshot) while it serves nothing else.
  */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "internal.h"
 
 /* Rows a task carries per round trip before a reader considers streaming the rest. */
@@ -880,9 +883,36 @@ static int reader_start(reader *r)
     return go;
 }
 
+/* Readers ask the kernel for a longer time slice than the default. Its scheduler (EEVDF,
+ * Linux 6.12 on) lets a waking thread with a shorter slice preempt the running one at once
+ * (PREEMPT_SHORT); so a caller's event loop that wakes up while the readers keep every core
+ * busy gets a core at once instead of at the next tick, 4 ms later. 5 ms, not more: the
+ * readers also share the cores among themselves. Elsewhere this does nothing. */
+static void lengthen_slice(void)
+{
+#if defined(__linux__) && defined(SYS_sched_setattr) && defined(SYS_sched_getattr)
+    struct { /* struct sched_attr, version 1 */
+        uint32_t size, policy;
+        uint64_t flags;
+        int32_t nice;
+        uint32_t priority;
+        uint64_t runtime, deadline, period;
+        uint32_t util_min, util_max;
+    } a;
+    memset(&a, 0, sizeof a);
+    if (syscall(SYS_sched_getattr, 0, &a, (unsigned)sizeof a, 0) == 0 && a.policy == SCHED_OTHER) {
+        a.size = sizeof a;
+        a.flags = 0;
+        a.runtime = READER_SLICE_NS;
+        syscall(SYS_sched_setattr, 0, &a, 0);
+    }
+#endif
+}
+
 void *reader_main(void *arg)
 {
     reader *r = arg;
+    lengthen_slice();
     if (reader_start(r)) {
         pasyn_task *t;
         while ((t = reader_take(r)) != NULL) {
