@@ -274,18 +274,27 @@ int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
     sqlite3_stmt *st = s->stmt;
     int want = sqlite3_bind_parameter_count(st);
     const unsigned char *begin = t->params.p + from, *end = t->params.p + to;
-    param p;
+    param p, first = {0};
     int given = 0, named = 0, rc = SQLITE_OK;
     for (const unsigned char *at = begin; at < end; given++) {
         at = next_param(at, &p);
+        if (given == 0)
+            first = p;
         named |= p.name != NULL;
     }
-    if (t->pack_count >= 0 && !sqlite3_bind_parameter_index(st, ":n") &&
+    if (t->allow_packs && given == 1 && first.name && first.namelen == 1 && first.name[0] == 'n' &&
+        first.v.type == PASYN_INT && !sqlite3_bind_parameter_index(st, ":n") &&
         !sqlite3_bind_parameter_index(st, "@n") && !sqlite3_bind_parameter_index(st, "$n")) {
-        if (t->pack_count != want) { /* an array of pack_count NULLs, all left unbound */
-            task_fail_programming(t, "the statement takes %d parameter%s, %d %s supplied", want,
-                                  want == 1 ? "" : "s", t->pack_count,
-                                  t->pack_count == 1 ? "was" : "were");
+        if (first.v.i != want) { /* an array of n NULLs */
+            task_fail_programming(t, "the statement takes %d parameter%s, %lld %s supplied", want,
+                                  want == 1 ? "" : "s", (long long)first.v.i,
+                                  first.v.i == 1 ? "was" : "were");
+            return -1;
+        }
+        for (int i = 1; i <= want && rc == SQLITE_OK; i++)
+            rc = sqlite3_bind_null(st, i);
+        if (rc != SQLITE_OK) {
+            task_fail_sqlite(t, c->db, rc);
             return -1;
         }
         return 0;

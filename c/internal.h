@@ -51,7 +51,7 @@ struct pasyn_task {
     buf params;             /* per value: u32 name length, name, encoded value */
     uint32_t nsets;         /* PASYN_MANY: parameter sets closed by pasyn_task_next_set */
     int lone_null_optional; /* a single NULL that may stand for "no parameters" */
-    int pack_count;         /* >= 0: the lone parameter n may be this many NULLs instead */
+    int allow_packs;        /* a set whose lone parameter is n may be that many NULLs */
     int route_known;        /* the route cache knew it at submit: workers need not learn it */
     int long_read;          /* a read whose SQL ran for LONG_READ_NS or more the last time */
     uint64_t timeout_ns;    /* 0, or how long it may run */

@@ -147,10 +147,11 @@ int pasyn_task_next_set(pasyn_task *t);
 /* The task's only parameter is a NULL that stands for "no parameters" when the statement has
  * none (a host's optional params argument left nil); it binds as NULL otherwise. */
 void pasyn_task_set_optional_null(pasyn_task *t);
-/* The task's only parameter is one named "n" that may instead be the count of an array of
- * NULLs (a host table like {n = 2}): it binds :n, @n or $n when the statement has one, and
- * otherwise stands for `count` NULL positional parameters. */
-void pasyn_task_set_pack_count(pasyn_task *t, int count);
+/* A parameter set of the task whose only parameter is one named "n" holding a whole number
+ * may be the count of an array of NULLs (a host table like {n = 2}): it binds :n, @n or $n
+ * when the statement has one, and otherwise stands for that many NULL positional
+ * parameters. Without this call such a set binds :n only. */
+void pasyn_task_allow_packs(pasyn_task *t);
 
 /* Queues the task. With `sync` set it completes through pasyn_task_wait instead of the hub.
  * 0; or, with the task not queued and still the caller's (its error set): PASYN_ECLOSED when

@@ -118,7 +118,6 @@ pasyn_task *pasyn_task_new(int kind, const char *sql, size_t len)
     memset(t, 0, sizeof *t);
     t->kind = kind;
     t->rowcount = -1;
-    t->pack_count = -1;
     unsigned char *at = block + sizeof *t;
     t->params = (buf){.p = at, .cap = PARAMS_INLINE, .borrowed = 1};
     at += PARAMS_INLINE;
@@ -163,7 +162,7 @@ void pasyn_task_set_user(pasyn_task *t, void *user) { t->user = user; }
 void *pasyn_task_user(const pasyn_task *t) { return t->user; }
 void pasyn_task_set_stream(pasyn_task *t, uint64_t stream) { t->stream = stream; }
 void pasyn_task_set_optional_null(pasyn_task *t) { t->lone_null_optional = 1; }
-void pasyn_task_set_pack_count(pasyn_task *t, int count) { t->pack_count = count; }
+void pasyn_task_allow_packs(pasyn_task *t) { t->allow_packs = 1; }
 
 void pasyn_task_set_timeout(pasyn_task *t, double seconds)
 {

@@ -185,8 +185,7 @@ static void writer_many(pasyn_pool *pool, pasyn_task *t)
         t->rows.len = 0;
         t->nrows = 0;
         total += sqlite3_changes64(c->db);
-        sqlite3_reset(s->stmt);
-        sqlite3_clear_bindings(s->stmt);
+        sqlite3_reset(s->stmt); /* the next set binds every parameter again */
         from = ends[k];
     }
     conn_release(c, s);

@@ -125,6 +125,19 @@ describe("robustness", function()
         raises("ProgrammingError", conn.execute, conn, "SELECT ?", { "a", n = 1.5 })
     end)
 
+    it("executemany: a set {n = k} stands for k NULLs, and only that set", function()
+        conn:execute("CREATE TABLE packs (a, b)")
+        local pack = support.pack
+        conn:executemany("INSERT INTO packs VALUES (?, ?)",
+                         { { 1, 2 }, pack(nil, nil), { 3, 4 }, { n = 2 }, { 5, 6 } })
+        local rows = conn:execute("SELECT a, b FROM packs ORDER BY rowid"):fetchall()
+        local null = sqlite.null
+        assert.same({ { 1, 2, n = 2 }, { null, null, n = 2 }, { 3, 4, n = 2 }, { null, null, n = 2 },
+                      { 5, 6, n = 2 } }, rows)
+        conn:executemany("INSERT INTO packs VALUES (:n, :n)", { { n = 7 }, { n = 8 } }) -- binds :n
+        assert.equal(15, scalar(conn, "SELECT sum(a) FROM packs WHERE a = b AND a > 6"))
+    end)
+
     it("fetchmany refuses a size that is not a whole number and loses no row", function()
         conn:executemany("INSERT INTO t VALUES (?, 'x')", { { 1 }, { 2 }, { 3 } })
         local cur = conn:execute("SELECT id FROM t ORDER BY id")

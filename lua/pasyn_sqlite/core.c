@@ -148,7 +148,7 @@ static int has_names_besides_n(lua_State *L, int i)
 
 /* The parameters held by the table at i: an array (t.n or #t long) or a map of names. A
  * table whose only key is n is both (table.pack(nil) or {n = value} for :n): the statement
- * decides, through pasyn_task_set_pack_count. */
+ * decides, through pasyn_task_allow_packs. */
 static int bind_table(lua_State *L, pasyn_task *t, int i)
 {
     lua_getfield(L, i, "n");
@@ -162,7 +162,7 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
         return 0;
     }
     if (len == 0 && has_n && is_count && !has_names_besides_n(L, i))
-        pasyn_task_set_pack_count(t, (int)count); /* and bind it as :n below */
+        pasyn_task_allow_packs(t); /* and bind it as :n below */
     else if (len > 0) {
         int n = has_n ? (int)count : len;
         int top = lua_gettop(L);
