@@ -418,16 +418,16 @@ function Cursor:executemany(sql, seq)
             -- first). A chunk queued behind a failed one is waited for, and undone with the rest.
             local built, more, is_last = pcall(next_chunk)
             local following = built and many_submit(self, sql, more)
-            local done, count = pcall(many_wait, self, sql, sent)
+            local done, inserted = pcall(many_wait, self, sql, sent)
             if not done then
                 if following then
                     pcall(many_wait, self, sql, following)
                 end
-                error(count, 0)
+                error(inserted, 0)
             elseif not built then
                 error(more, 0)
             end
-            total = total + count
+            total = total + inserted
             sent, last = following, is_last
         end
         self.rowcount = total + many_wait(self, sql, sent)
