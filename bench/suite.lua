@@ -917,10 +917,10 @@ end
 
 -- ---- W7: 64 coroutines, 95% point reads + 5% heavy scans, stealing on and off -----------------------
 -- As the plan says it, closed loop: each coroutine issues its next operation when the last one
--- returned. Then nearly every coroutine soon waits on a scan, and the readers never idle. So
--- also W7p, paced (open loop): each coroutine issues its operations on a fixed schedule, offered
--- at about half of what two cores can scan; readers do idle then, and a point read queued
--- behind a scan is what stealing is for.
+-- returned. Then nearly every coroutine soon waits on a scan, and the readers never idle: a
+-- point read gains only from readers taking short reads before long ones. So also W7p, paced
+-- (open loop): each coroutine issues its operations on a fixed schedule, offered at about half
+-- of what two cores can scan; readers do idle then, and steal point reads queued behind scans.
 
 local function w7(id, ops, paced)
     local CALLERS = 64
