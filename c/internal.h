@@ -53,7 +53,7 @@ struct pasyn_task {
     int lone_null_optional; /* a single NULL that may stand for "no parameters" */
     int allow_packs;        /* a set whose lone parameter is n may be that many NULLs */
     int route_known;        /* the route cache knew it at submit: workers need not learn it */
-    int long_read;          /* a read whose SQL ran for LONG_READ_NS or more the last time */
+    int long_read;          /* a read whose SQL is a long read (LONG_READ_NS), as last learned */
     uint64_t timeout_ns;    /* 0, or how long it may run */
     buf set_ends;           /* PASYN_MANY: offsets (size_t) where each set ends */
 
@@ -154,7 +154,7 @@ int conn_step_rows(conn *c, cached_stmt *s, pasyn_task *t, size_t chunk, int des
  * deadline; disarming names the timeout in the task's error when that is what stopped it. */
 void conn_arm(conn *c, const pasyn_task *t);
 void conn_disarm(conn *c, pasyn_task *t);
-/* Copies column names and types into the task. */
+/* Gives the task the statement's column names and types (described once per prepare). */
 int task_set_columns(pasyn_task *t, cached_stmt *s);
 void columns_put(columns *c);
 void task_fail(pasyn_task *t, int err, int code, int extended, const char *message);
@@ -169,7 +169,7 @@ typedef struct route_entry {
     struct route_entry *next;
     uint32_t hash;
     int route;
-    int long_read;          /* it ran for LONG_READ_NS or more the last time */
+    int long_read;          /* a long read, as a reader last found (LONG_READ_NS) */
     size_t len;
     char sql[];
 } route_entry;

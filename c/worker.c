@@ -1,9 +1,10 @@
 /*
  * worker.c - the two worker loops. The writer takes tasks in submission order (only the
  * transaction owner's while one is open) and runs everything that is not a read. A reader
- * takes from its own deque, then steals from the back of the busiest other deque, then
- * takes from the shared injector, then parks; it runs reads, hands anything else to the
- * writer, and may keep one streamed result (and its snapshot) while it serves nothing else.
+ * takes from its own deque (while long reads are about, short reads first, from any deque),
+ * then steals from the back of the busiest other deque, then takes from the shared injector,
+ * then parks; it runs reads, hands anything else to the writer, and may keep one streamed
+ * result (and its snapshot) while it serves nothing else.
  */
 #include <sched.h>
 #include <stdio.h>
@@ -736,8 +737,10 @@ static pasyn_task *reader_take(reader *r)
             if (pool->opts.stealing && atomic_load(&pool->long_reads) > 0 &&
                 (t = take_short(pool, r)) != NULL)
                 return t;
-            if ((t = deque_pop_front(&r->q)) != NULL)
+            if ((t = deque_pop_front(&r->q)) != NULL) {
+                r->overtaken = 0;
                 return t;
+            }
             if (pool->opts.stealing && (t = steal(pool, r)) != NULL) {
                 atomic_fetch_add_explicit(&r->stolen, 1, memory_order_relaxed);
                 return t;
