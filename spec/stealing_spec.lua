@@ -47,6 +47,32 @@ local function stolen(stats)
     return support.readers_sum(stats, "stolen")
 end
 
+-- Runs read(i) for i = 1..n, each in a coroutine of its own, and checks that each ran exactly
+-- once, on exactly one reader; returns the pool's stats before and after.
+local function each_once(conn, n, read)
+    local seen, runs = {}, 0
+    local before = conn:stats()
+    sqlite.run(function()
+        for i = 1, n do
+            sqlite.spawn(function()
+                read(i)
+                seen[i] = (seen[i] or 0) + 1
+                runs = runs + 1
+            end)
+        end
+    end)
+    assert.equal(n, runs)
+    for i = 1, n do
+        assert.equal(1, seen[i])
+    end
+    local after, executed = conn:stats(), 0
+    for i, r in ipairs(after.readers) do
+        executed = executed + r.executed - before.readers[i].executed
+    end
+    assert.equal(n, executed) -- each read ran once, on exactly one reader
+    return before, after
+end
+
 describe("work stealing", function()
     it("lets an idle reader take the reads queued behind a long one", function()
         local order, stats = long_medium_quick({ readers = 2 }, 40)
@@ -73,28 +99,10 @@ describe("work stealing", function()
                 end
                 return s
             end)())
-            local seen, runs = {}, 0
-            local before = conn:stats()
-            sqlite.run(function()
-                for i = 1, 2000 do
-                    sqlite.spawn(function()
-                        local id = (i - 1) % 1000 + 1
-                        local row = conn:execute("SELECT id FROM t WHERE id = ?", id):fetchone()
-                        assert.equal(id, row[1])
-                        seen[i] = (seen[i] or 0) + 1
-                        runs = runs + 1
-                    end)
-                end
+            local _, after = each_once(conn, 2000, function(i)
+                local id = (i - 1) % 1000 + 1
+                assert.equal(id, conn:execute("SELECT id FROM t WHERE id = ?", id):fetchone()[1])
             end)
-            assert.equal(2000, runs)
-            for i = 1, 2000 do
-                assert.equal(1, seen[i])
-            end
-            local after, executed = conn:stats(), 0
-            for i, r in ipairs(after.readers) do
-                executed = executed + r.executed - before.readers[i].executed
-            end
-            assert.equal(2000, executed) -- each read ran once, on exactly one reader
             if not stealing then
                 assert.equal(0, stolen(after))
             end
@@ -137,30 +145,13 @@ describe("work stealing", function()
     it("runs every read exactly once when short reads overtake long ones", function()
         local conn = sqlite.connect(":memory:", { readers = 3 })
         conn:execute(count_to(30000)):fetchone() -- known as a long read
-        local seen, runs, n = {}, 0, 1500
-        local before = conn:stats()
-        sqlite.run(function()
-            for i = 1, n do
-                sqlite.spawn(function()
-                    if i % 50 == 0 then
-                        assert.equal(30000, conn:execute(count_to(30000)):fetchone()[1])
-                    else
-                        assert.equal(i, conn:execute("SELECT ? + 0", i):fetchone()[1])
-                    end
-                    seen[i] = (seen[i] or 0) + 1
-                    runs = runs + 1
-                end)
+        local before, after = each_once(conn, 1500, function(i)
+            if i % 50 == 0 then
+                assert.equal(30000, conn:execute(count_to(30000)):fetchone()[1])
+            else
+                assert.equal(i, conn:execute("SELECT ? + 0", i):fetchone()[1])
             end
         end)
-        assert.equal(n, runs)
-        for i = 1, n do
-            assert.equal(1, seen[i])
-        end
-        local after, executed = conn:stats(), 0
-        for i, r in ipairs(after.readers) do
-            executed = executed + r.executed - before.readers[i].executed
-        end
-        assert.equal(n, executed)
         assert.is_true(stolen(after) - stolen(before) > 0)
         conn:close()
     end)
