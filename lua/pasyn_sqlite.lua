@@ -265,7 +265,6 @@ local function check_cursor(cur)
         raise("ProgrammingError", "the cursor is closed")
     end
     check_open(cur.connection)
-    check_timeout(cur)
 end
 
 local function end_stream(cur)
@@ -326,7 +325,9 @@ local function run_statement(cur, kind, sql, ...)
     if type(sql) ~= "string" then
         raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
     end
-    end_stream(cur)
+    if cur._stream then
+        end_stream(cur)
+    end
     cur._rows, cur._pos = NO_ROWS, 1
     cur._sql = sql
     local conn = cur.connection
@@ -336,7 +337,7 @@ local function run_statement(cur, kind, sql, ...)
 end
 
 function Cursor:execute(sql, ...)
-    check_cursor(self)
+    check_cursor(self) -- run_statement checks the timeout
     return run_statement(self, "exec", sql, ...)
 end
 
@@ -377,6 +378,7 @@ end
 
 function Cursor:executemany(sql, seq)
     check_cursor(self)
+    check_timeout(self)
     if type(sql) ~= "string" then
         raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
     end
@@ -447,6 +449,7 @@ local function more(cur)
     if not cur._stream then
         return false
     end
+    check_timeout(cur)
     local stream, sync = cur._stream, not sched.can_yield()
     cur._stream = nil -- ended, unless the answer says it goes on
     local names
