@@ -261,6 +261,7 @@ local function w8_child(who, path, p, callers, per, start)
     end
     local ready = now()
     sqlite.sleep(start - ready) -- outside sqlite.run it blocks
+    local cpu0 = lib.cpu_seconds()
     if who == "pasyn" then
         in_coroutines(callers, n, run)
     else
@@ -268,10 +269,10 @@ local function w8_child(who, path, p, callers, per, start)
             run(i)
         end
     end
-    local done = now()
+    local done, cpu = now(), lib.cpu_seconds() - cpu0
     local batches, batched = close()
-    io.write(string.format("%.6f %.6f %d %d %d %d %d %d %s\n", ready, done, n, inserts, failed, locked,
-                           batches, batched, first or "-"))
+    io.write(string.format("%.6f %.6f %d %d %d %d %d %d %.2f %s\n", ready, done, n, inserts, failed, locked,
+                           batches, batched, cpu, first or "-"))
 end
 
 if arg and arg[1] == "--m1-child" then
@@ -1034,20 +1035,21 @@ local function w8_launch(who, per)
         ps[p] = assert(io.popen(cmd))
     end
     local sum = { start = start, first_end = math.huge, last_end = 0, early = math.huge, ops = 0,
-                  failed = 0, locked = 0, batches = 0, batched = 0, inserts = {}, errors = {} }
+                  failed = 0, locked = 0, batches = 0, batched = 0, cpu = 0, inserts = {}, errors = {} }
     for p = 1, W8_PROCS do
         local out = ps[p]:read("a")
         local ok = ps[p]:close()
-        local f = { out:match("^(%S+) (%S+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) ([^\n]*)") }
-        check(ok and #f == 9, "W8 %s: process %d failed: %s", who, p, out)
+        local f = { out:match("^(%S+) (%S+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%S+) ([^\n]*)") }
+        check(ok and #f == 10, "W8 %s: process %d failed: %s", who, p, out)
         local ready, done = tonumber(f[1]), tonumber(f[2])
         sum.first_end, sum.last_end = math.min(sum.first_end, done), math.max(sum.last_end, done)
         sum.early = math.min(sum.early, start - ready)
         sum.ops, sum.inserts[p] = sum.ops + tonumber(f[3]), tonumber(f[4])
         sum.failed, sum.locked = sum.failed + tonumber(f[5]), sum.locked + tonumber(f[6])
         sum.batches, sum.batched = sum.batches + tonumber(f[7]), sum.batched + tonumber(f[8])
-        if f[9] ~= "-" then
-            sum.errors[#sum.errors + 1] = string.format("process %d: %s", p, f[9])
+        sum.cpu = sum.cpu + tonumber(f[9])
+        if f[10] ~= "-" then
+            sum.errors[#sum.errors + 1] = string.format("process %d: %s", p, f[10])
         end
     end
     sum.counted = {}
@@ -1073,7 +1075,7 @@ local function w8()
                       who, p, r.inserts[p], tostring(r.counted[p]))
             end
             local dt = r.last_end - r.start
-            return { kops = r.ops / dt / 1000, batches = r.batches,
+            return { kops = r.ops / dt / 1000, batches = r.batches, cpu_us = r.cpu / r.ops * 1e6,
                      avg = r.batches > 0 and r.batched / r.batches or 0 },
                    string.format("%.3f s, %.0f ops/s (processes ended %.3f-%.3f s after the start; ready " ..
                                  "%.0f ms before it)", dt, r.ops / dt, r.first_end - r.start, dt,
@@ -1105,6 +1107,11 @@ local function w8()
          early.pasyn * 1e3, dbi_early)
     note("W8: pasyn's writers (one per process) formed %.0f group commits per run, of %.1f writes on " ..
          "average (medians)", lib.median(by.pasyn.samples.batches), lib.median(by.pasyn.samples.avg))
+    if by.dbi then
+        note("W8: CPU time per operation, all threads of the %d processes (medians): pasyn %.1f us, " ..
+             "LuaDBI %.1f us", W8_PROCS, lib.median(by.pasyn.samples.cpu_us),
+             lib.median(by.dbi.samples.cpu_us))
+    end
 end
 
 -- ---- M1: 10,000 statements in flight -----------------------------------------------------------
