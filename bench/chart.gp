@@ -29,6 +29,7 @@ plot $w3 using 1:2:3:4 with yerrorlines lw 2 pt 7 lc "#1f5fa8" title "pasyn (med
 
 set title "W4: a 1 ms ticker beside W3, async vs sync"
 unset xlabel
+set xtics font ",11"
 set bmargin 4
 set ylabel "lateness, ms, log scale (lower is better)"
 set logscale y
