@@ -309,7 +309,7 @@ end
 
 -- Takes a finished statement's results into the cursor.
 local function take(cur, rows, rowcount, lastrowid, stream, names, decltypes, columns_id)
-    cur._rows, cur._pos = rows, 1
+    cur._rows, cur._pos = rows or NO_ROWS, 1
     cur._stream = stream
     cur.rowcount = rowcount
     if lastrowid ~= nil then
@@ -467,7 +467,7 @@ local function more(cur)
         end
         return false
     end
-    cur._rows, cur._pos, cur._stream = rows, 1, going_on
+    cur._rows, cur._pos, cur._stream = rows or NO_ROWS, 1, going_on
     return true
 end
 

@@ -385,12 +385,17 @@ static void push_value(lua_State *L, const pasyn_value *v)
     }
 }
 
-/* Pushes the array of rows. names_idx: 0 for array rows, else a table of column names. */
+/* Pushes the array of rows, or nil for none. names_idx: 0 for array rows, else a table of
+ * column names. */
 static void push_rows(lua_State *L, const pasyn_task *t, int names_idx)
 {
     size_t nrows;
     const unsigned char *at = pasyn_task_rows(t, &nrows);
     int ncols = pasyn_task_columns(t);
+    if (nrows == 0) { /* most writes: no table to make */
+        lua_pushnil(L);
+        return;
+    }
     lua_createtable(L, nrows > 0x7fffffff ? 0 : (int)nrows, 0);
     pasyn_value v;
     for (size_t r = 1; r <= nrows; r++) {
@@ -463,7 +468,7 @@ static int known_columns(lua_State *L, const pasyn_task *t, lua_Number id)
 
 /* result(task, pool, names, stream, known_ids, known_names, known_types) -> takes the completed
  * task and frees it.
- *   success: true, rows, rowcount, lastrowid|nil, stream|nil, colnames|nil, decltypes|nil,
+ *   success: true, rows|nil (none), rowcount, lastrowid|nil, stream|nil, colnames|nil, decltypes|nil,
  *            columns id (0: no names)
  *   failure: false, error class ("sqlite", "programming", "closed", "nomem"), code, extended,
  *            message
