@@ -36,12 +36,13 @@ end
 local owner_ids = setmetatable({}, { __mode = "k" })
 local last_owner = 1
 
--- The id the writer knows the calling coroutine by (1: the main thread), and the coroutine
--- (nil for the main thread).
-local function owner_id()
+-- Who calls: whether the call must block (it does not come from a coroutine of the scheduler
+-- that may yield), the id the writer knows the caller by (1: the main thread), and the
+-- coroutine (nil for the main thread).
+local function caller()
     local co, ismain = co_running()
     if co == nil or ismain then
-        return 1
+        return true, 1, nil
     end
     local id = owner_ids[co]
     if not id then
@@ -49,7 +50,7 @@ local function owner_id()
         id = last_owner
         owner_ids[co] = id
     end
-    return id, co
+    return not sched.can_yield(co), id, co
 end
 
 -- A coroutine that has owned a transaction gets a guard: when the coroutine ends (the
@@ -204,13 +205,13 @@ end
 
 -- Takes what a core submit function returned (a task, or nil and an error it reported),
 -- waits for the task and returns core.result's values, raising the statement's error.
-local function finish(conn, sync, sql, names, stream, task, ekind, emsg)
+local function finish(conn, sync, id, co, sql, names, stream, task, ekind, emsg)
     if not task then
         error(errors.new(ekind, emsg, sql), 3)
     end
     local pool = conn._pool
-    sched.await(task, sync, pool)
-    note_owner(pool, owner_id())
+    sched.await(task, sync, pool, co)
+    note_owner(pool, id, co)
     local known = conn._described[sql]
     local ok, a, b, c, d, e, f, g
     if known then
@@ -331,9 +332,9 @@ local function run_statement(cur, kind, sql, ...)
     cur._rows, cur._pos = NO_ROWS, 1
     cur._sql = sql
     local conn = cur.connection
-    local sync = not sched.can_yield()
-    return take(cur, finish(conn, sync, sql, cur.row == "named", nil,
-                            core.submit(conn._pool, kind, owner_id(), sync, cur.timeout, sql, ...)))
+    local sync, id, co = caller()
+    return take(cur, finish(conn, sync, id, co, sql, cur.row == "named", nil,
+                            core.submit(conn._pool, kind, id, sync, cur.timeout, sql, ...)))
 end
 
 function Cursor:execute(sql, ...)
@@ -363,12 +364,13 @@ end
 -- returns its rowcount (or raises its error).
 local function many_submit(cur, sql, sets)
     local conn = cur.connection
-    local sync = not sched.can_yield()
-    return { sync, core.submit_many(conn._pool, owner_id(), sync, cur.timeout, sql, sets) }
+    local sync, id, co = caller()
+    return { sync, id, co, core.submit_many(conn._pool, id, sync, cur.timeout, sql, sets) }
 end
 
 local function many_wait(cur, sql, sent)
-    local _, rowcount = finish(cur.connection, sent[1], sql, nil, nil, sent[2], sent[3], sent[4])
+    local _, rowcount = finish(cur.connection, sent[1], sent[2], sent[3], sql, nil, nil, sent[4], sent[5],
+                               sent[6])
     return rowcount
 end
 
@@ -450,7 +452,8 @@ local function more(cur)
         return false
     end
     check_timeout(cur)
-    local stream, sync = cur._stream, not sched.can_yield()
+    local stream = cur._stream
+    local sync, id, co = caller()
     cur._stream = nil -- ended, unless the answer says it goes on
     local names
     if cur.row == "named" then -- the names the first chunk's rows have as keys
@@ -459,8 +462,8 @@ local function more(cur)
             names[i] = column[1]
         end
     end
-    local rows, _, _, going_on = finish(cur.connection, sync, cur._sql, names, stream,
-                                        core.fetch(stream, owner_id(), sync, cur.timeout))
+    local rows, _, _, going_on = finish(cur.connection, sync, id, co, cur._sql, names, stream,
+                                        core.fetch(stream, id, sync, cur.timeout))
     if cur._closed then -- closed by another coroutine while this chunk was on its way
         if going_on then
             core.release(going_on)
@@ -557,7 +560,7 @@ Cursor.__close = Cursor.close
 
 local properties = {
     in_transaction = function(conn)
-        return not conn.closed and core.txn_owner(conn._pool) == owner_id()
+        return not conn.closed and core.txn_owner(conn._pool) == select(2, caller())
     end,
     total_changes = function(conn)
         check_open(conn)

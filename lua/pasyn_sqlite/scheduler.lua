@@ -21,19 +21,21 @@ local task_pools = {}                         -- task -> the pool it was submitt
 local members = setmetatable({}, { __mode = "k" }) -- coroutine -> its handle
 local loop                                    -- the running run() loop, or nil
 
--- True when the caller is a coroutine of the scheduler that may yield now.
-function M.can_yield()
-    local co = co_running()
+-- True when the caller (the running coroutine `co`, found when not given) is a coroutine of the
+-- scheduler that may yield now.
+function M.can_yield(co)
+    co = co or co_running()
     return loop ~= nil and co ~= nil and members[co] ~= nil and isyieldable()
 end
 
--- Waits for a task submitted to `pool`: yields when `sync` is false, else blocks.
-function M.await(task, sync, pool)
+-- Waits for a task submitted to `pool`: yields when `sync` is false (`co` is the running
+-- coroutine, found when not given), else blocks.
+function M.await(task, sync, pool, co)
     if sync then
         core.wait(task)
         return
     end
-    local co = co_running()
+    co = co or co_running()
     waiting[task], task_pools[task] = co, pool
     loop.pending = loop.pending + 1
     co_yield(SUSPEND)
