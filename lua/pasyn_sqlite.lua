@@ -213,13 +213,8 @@ local function finish(conn, sync, id, co, sql, names, stream, task, ekind, emsg)
     sched.await(task, sync, pool, co)
     note_owner(pool, id, co)
     local known = conn._described[sql]
-    local ok, a, b, c, d, e, f, g
-    if known then
-        ok, a, b, c, d, e, f, g = core.result(task, pool, names, stream, known.ids, known.names,
-                                              known.decltypes)
-    else
-        ok, a, b, c, d, e, f, g = core.result(task, pool, names, stream)
-    end
+    local ok, a, b, c, d, e, f, g = core.result(task, pool, names, stream, known and known.ids,
+                                                known and known.names, known and known.decltypes)
     if not ok then
         error(errors.from_result(a, b, c, d, sql), 3)
     end
@@ -363,14 +358,14 @@ end
 -- Sends one parameter-set chunk of executemany to the writer; many_wait waits for it and
 -- returns its rowcount (or raises its error).
 local function many_submit(cur, sql, sets)
-    local conn = cur.connection
     local sync, id, co = caller()
-    return { sync, id, co, core.submit_many(conn._pool, id, sync, cur.timeout, sql, sets) }
+    return { sync = sync, id = id, co = co, -- then what submit_many returned
+             core.submit_many(cur.connection._pool, id, sync, cur.timeout, sql, sets) }
 end
 
 local function many_wait(cur, sql, sent)
-    local _, rowcount = finish(cur.connection, sent[1], sent[2], sent[3], sql, nil, nil, sent[4], sent[5],
-                               sent[6])
+    local _, rowcount = finish(cur.connection, sent.sync, sent.id, sent.co, sql, nil, nil, sent[1],
+                               sent[2], sent[3])
     return rowcount
 end
 

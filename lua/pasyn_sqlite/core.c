@@ -468,8 +468,8 @@ static int known_columns(lua_State *L, const pasyn_task *t, lua_Number id)
 
 /* result(task, pool, names, stream, known_ids, known_names, known_types) -> takes the completed
  * task and frees it.
- *   success: true, rows|nil (none), rowcount, lastrowid|nil, stream|nil, colnames|nil, decltypes|nil,
- *            columns id (0: no names)
+ *   success: true, rows|nil (none), rowcount, lastrowid|nil, stream|nil, colnames|nil,
+ *            decltypes|nil, columns id (0: no names)
  *   failure: false, error class ("sqlite", "programming", "closed", "nomem"), code, extended,
  *            message
  * names: nil/false for array rows; true for named rows keyed by the task's own column names;
