@@ -1,28 +1,74 @@
 /*
  * conn.c - one SQLite connection as a worker uses it: opening, the prepared-statement cache
  * (hash plus LRU), what the authorizer tells about a statement (is it a read, a DML write, or
- * something else), binding a task's parameters, and stepping rows into the task's buffer.
+ * something else; does it read the connection's own state; which table a top-level INSERT
+ * fills), binding a task's parameters, stepping rows into the task's buffer, and stopping the
+ * running statement at its deadline or on an interrupt.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "internal.h"
 
 enum seen_bits {
-    SEEN_DML = 1,       /* INSERT/UPDATE/DELETE on a user table, at the top level */
-    SEEN_NOT_READ = 2,  /* transaction control, savepoints, ATTACH/DETACH, PRAGMA, DDL, ... */
-    SEEN_LOCAL = 4      /* touches objects only this connection has: TEMP or attached ones */
+    SEEN_DML = 1,        /* INSERT/UPDATE/DELETE on a user table, at the top level */
+    SEEN_NOT_READ = 2,   /* transaction control, savepoints, ATTACH/DETACH, PRAGMA, DDL, ... */
+    SEEN_LOCAL = 4,      /* touches objects only this connection has: TEMP or attached ones */
+    SEEN_CONN_STATE = 8, /* reads state of the connection that runs it (see reads_conn_state) */
+    SEEN_INSERT = 16     /* a top-level INSERT: c->insert_table and c->insert_db name it */
 };
+
+/* SQL functions whose answer depends on the connection that runs them: the rowid of its last
+ * INSERT, its change counts (SQLite's lang_corefunc.html: "... by the database connection that
+ * invoked the function") and load_extension(), which changes that connection alone. The
+ * authorizer reports each function a statement calls, in views and triggers too
+ * (SQLITE_FUNCTION, c3ref/c_alter_table.html), under its registered lower-case name. */
+static const char *const conn_state_functions[] = {
+    "last_insert_rowid", "changes", "total_changes", "load_extension",
+};
+
+/* A PRAGMA's table-valued function (pragma.html#pragfunc: pragma_table_info, pragma_data_version,
+ * pragma_database_list, ...) is reported as a read of the eponymous virtual table "pragma_NAME";
+ * like the PRAGMA itself it answers with the running connection's settings and schema. */
+static int reads_conn_state(int action, const char *a, const char *b)
+{
+    if (action == SQLITE_READ)
+        return a && strncmp(a, "pragma_", 7) == 0;
+    if (action != SQLITE_FUNCTION || !b)
+        return 0;
+    for (size_t i = 0; i < sizeof conn_state_functions / sizeof *conn_state_functions; i++)
+        if (strcasecmp(b, conn_state_functions[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Copies a name the authorizer gave (valid only during the call) into the connection. */
+static void note_name(char *to, size_t size, const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n >= size)
+        n = 0; /* too long to keep: the statement counts as not inserting (lastrowid unset) */
+    memcpy(to, name ? name : "", n);
+    to[n] = '\0';
+}
 
 static int authorizer(void *arg, int action, const char *a, const char *b, const char *dbname,
                       const char *inner)
 {
     conn *c = arg;
-    (void)b;
     if (dbname && strcmp(dbname, "main") != 0)
         c->seen |= SEEN_LOCAL;
+    if (reads_conn_state(action, a, b))
+        c->seen |= SEEN_CONN_STATE;
     switch (action) {
     case SQLITE_INSERT:
+        if (!inner && a && strncmp(a, "sqlite_", 7) != 0 && !(c->seen & SEEN_INSERT)) {
+            c->seen |= SEEN_INSERT;
+            note_name(c->insert_table, sizeof c->insert_table, a);
+            note_name(c->insert_db, sizeof c->insert_db, dbname);
+        }
+        /* fall through */
     case SQLITE_UPDATE:
     case SQLITE_DELETE:
         if (!inner && a && strncmp(a, "sqlite_", 7) != 0)
@@ -50,10 +96,34 @@ static int authorizer(void *arg, int action, const char *a, const char *b, const
     return SQLITE_OK;
 }
 
+/* VM instructions between two looks at the running task's stop conditions: a few microseconds
+ * of work. */
+#define PROGRESS_OPS 1000
+
+/* The progress handler, installed for good: stops the running task once it is past its
+ * deadline, or once the pool was interrupted after the task started. Between tasks (nothing
+ * armed) it lets everything run. */
+static int stop_check(void *arg)
+{
+    conn *c = arg;
+    if (!c->armed)
+        return 0;
+    if (c->interrupts && atomic_load_explicit(c->interrupts, memory_order_relaxed) != c->interrupts_seen) {
+        c->stopped = STOP_INTERRUPT;
+        return 1;
+    }
+    if (c->deadline && now_ns() >= c->deadline) {
+        c->stopped = STOP_TIMEOUT;
+        return 1;
+    }
+    return 0;
+}
+
 int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capacity,
-              char **errmsg)
+              const _Atomic uint64_t *interrupts, char **errmsg)
 {
     memset(c, 0, sizeof *c);
+    c->interrupts = interrupts;
     c->lru.next = c->lru.prev = &c->lru;
     c->capacity = cache_capacity > 0 ? (size_t)cache_capacity : 0;
     c->nbuckets = 16;
@@ -64,7 +134,11 @@ int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capac
         *errmsg = strdup("out of memory");
         return SQLITE_NOMEM;
     }
-    int rc = sqlite3_open_v2(path, &c->db, flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI, NULL);
+    /* A private cache whatever sqlite3_enable_shared_cache() the host set: shared-cache
+     * locking fails with SQLITE_LOCKED, which busy_timeout does not retry. */
+    int rc = sqlite3_open_v2(path, &c->db,
+                             flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI | SQLITE_OPEN_PRIVATECACHE,
+                             NULL);
     if (rc != SQLITE_OK) {
         *errmsg = strdup(c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
         if (c->db)
@@ -75,6 +149,7 @@ int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capac
     sqlite3_extended_result_codes(c->db, 1);
     sqlite3_busy_timeout(c->db, busy_ms);
     sqlite3_set_authorizer(c->db, authorizer, c);
+    sqlite3_progress_handler(c->db, PROGRESS_OPS, stop_check, c);
     return SQLITE_OK;
 }
 
@@ -149,9 +224,21 @@ static void hash_unlink(conn *c, cached_stmt *s)
     *at = s->hnext;
 }
 
+/* The index of the statement's first named parameter (":a", "@a", "$a"), 0 when none. */
+static int first_named(sqlite3_stmt *st)
+{
+    int n = sqlite3_bind_parameter_count(st);
+    for (int i = 1; i <= n; i++) {
+        const char *name = sqlite3_bind_parameter_name(st, i);
+        if (name && name[0] != '?')
+            return i;
+    }
+    return 0;
+}
+
 static int classify(conn *c, sqlite3_stmt *st)
 {
-    if (sqlite3_stmt_readonly(st) && !(c->seen & (SEEN_NOT_READ | SEEN_LOCAL)))
+    if (sqlite3_stmt_readonly(st) && !(c->seen & (SEEN_NOT_READ | SEEN_LOCAL | SEEN_CONN_STATE)))
         return CLASS_READ;
     if ((c->seen & SEEN_DML) && !(c->seen & SEEN_NOT_READ))
         return CLASS_DML;
@@ -188,7 +275,10 @@ cached_stmt *conn_acquire(conn *c, pasyn_task *t)
     }
     if (!st)
         return NULL; /* nothing but white space and comments */
-    cached_stmt *s = malloc(sizeof *s + t->sql_len + 1);
+    /* The SQL, then for a top-level INSERT the names of its table and database. */
+    size_t table_len = c->seen & SEEN_INSERT ? strlen(c->insert_table) + 1 : 0;
+    size_t db_len = table_len ? strlen(c->insert_db) + 1 : 0;
+    cached_stmt *s = malloc(sizeof *s + t->sql_len + 1 + table_len + db_len);
     if (!s) {
         sqlite3_finalize(st);
         task_fail(t, PASYN_ENOMEM, SQLITE_NOMEM, SQLITE_NOMEM, "out of memory");
@@ -199,11 +289,52 @@ cached_stmt *conn_acquire(conn *c, pasyn_task *t)
     s->prepares = 0;
     s->run_ns = 0;
     s->klass = classify(c, st);
+    s->first_named = first_named(st);
     s->hash = h;
     s->sql_len = t->sql_len;
     memcpy(s->sql, t->sql, t->sql_len);
     s->sql[t->sql_len] = '\0';
+    s->insert_table = s->insert_db = NULL;
+    if (table_len) {
+        char *names = s->sql + t->sql_len + 1;
+        s->insert_table = memcpy(names, c->insert_table, table_len);
+        s->insert_db = memcpy(names + table_len, c->insert_db, db_len);
+    }
     return s;
+}
+
+/* The update hook: a row of the watched statement's own table inserted with the rowid that
+ * last_insert_rowid() already held (sqlite3_update_hook: not called for WITHOUT ROWID tables,
+ * whose inserts set no rowid either). */
+static void note_insert(void *arg, int op, const char *db, const char *table, sqlite3_int64 rowid)
+{
+    conn *c = arg;
+    const cached_stmt *s = c->inserting;
+    if (op == SQLITE_INSERT && s && rowid == c->rowid_before && strcmp(table, s->insert_table) == 0 &&
+        strcmp(db, s->insert_db) == 0)
+        c->reinserted = 1;
+}
+
+void conn_track_inserts(conn *c)
+{
+    sqlite3_update_hook(c->db, note_insert, c);
+}
+
+void conn_watch_insert(conn *c, const cached_stmt *s)
+{
+    c->inserting = s->insert_table ? s : NULL;
+    c->rowid_before = sqlite3_last_insert_rowid(c->db);
+    c->reinserted = 0;
+}
+
+/* A trigger's INSERT sets last_insert_rowid() only while the trigger runs (c3ref/last_insert_rowid),
+ * so a value that changed was set by the statement itself. */
+int conn_inserted(conn *c, int64_t *rowid)
+{
+    const cached_stmt *s = c->inserting;
+    c->inserting = NULL;
+    *rowid = sqlite3_last_insert_rowid(c->db);
+    return s && (*rowid != c->rowid_before || c->reinserted);
 }
 
 void conn_release(conn *c, cached_stmt *s)
@@ -269,6 +400,20 @@ static int bind_one(sqlite3_stmt *st, int i, const pasyn_value *v)
     }
 }
 
+/* Values given by position (an array) bind only to nameless placeholders ('?' and '?NNN'): a
+ * ":a", "@a" or "$a" given the first value of an array would take it silently. Python's
+ * sqlite3 refuses this since 3.14 (ProgrammingError "Binding 1 ('a') is a named parameter, but
+ * you supplied a sequence ..."). 0, or fills the task's error. */
+static int check_nameless(const cached_stmt *s, pasyn_task *t)
+{
+    if (!s->first_named)
+        return 0;
+    task_fail_programming(t, "parameter %s is named, but the parameters were given as an array "
+                             "(give a table of names)",
+                          sqlite3_bind_parameter_name(s->stmt, s->first_named));
+    return -1;
+}
+
 int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
 {
     sqlite3_stmt *st = s->stmt;
@@ -282,35 +427,30 @@ int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
             first = p;
         named |= p.name != NULL;
     }
-    if (t->allow_packs && given == 1 && first.name && first.namelen == 1 && first.name[0] == 'n' &&
-        first.v.type == PASYN_INT && !sqlite3_bind_parameter_index(st, ":n") &&
-        !sqlite3_bind_parameter_index(st, "@n") && !sqlite3_bind_parameter_index(st, "$n")) {
-        if (first.v.i != want) { /* an array of n NULLs */
-            task_fail_programming(t, "the statement takes %d parameter%s, %lld %s supplied", want,
-                                  want == 1 ? "" : "s", (long long)first.v.i,
-                                  first.v.i == 1 ? "was" : "were");
-            return -1;
-        }
-        for (int i = 1; i <= want && rc == SQLITE_OK; i++)
-            rc = sqlite3_bind_null(st, i);
-        if (rc != SQLITE_OK) {
-            task_fail_sqlite(t, c->db, rc);
-            return -1;
-        }
-        return 0;
-    }
-    if (!named) {
-        if (given == 1 && want == 0 && t->lone_null_optional)
+    /* {n = k} where the statement has no :n: an array of k NULLs (pasyn_task_allow_packs). */
+    int nulls = t->allow_packs && given == 1 && first.name && first.namelen == 1 &&
+                first.name[0] == 'n' && first.v.type == PASYN_INT &&
+                !sqlite3_bind_parameter_index(st, ":n") && !sqlite3_bind_parameter_index(st, "@n") &&
+                !sqlite3_bind_parameter_index(st, "$n");
+    if (nulls || !named) {
+        if (!nulls && given == 1 && want == 0 && t->lone_null_optional)
             return 0;
-        if (given != want) {
-            task_fail_programming(t, "the statement takes %d parameter%s, %d %s supplied", want,
-                                  want == 1 ? "" : "s", given, given == 1 ? "was" : "were");
+        long long count = nulls ? (long long)first.v.i : given;
+        if (count != want) {
+            task_fail_programming(t, "the statement takes %d parameter%s, %lld %s supplied", want,
+                                  want == 1 ? "" : "s", count, count == 1 ? "was" : "were");
             return -1;
         }
-        int i = 1;
-        for (const unsigned char *at = begin; at < end && rc == SQLITE_OK; i++) {
-            at = next_param(at, &p);
-            rc = bind_one(st, i, &p.v);
+        if (check_nameless(s, t) != 0)
+            return -1;
+        const unsigned char *at = begin;
+        for (int i = 1; i <= want && rc == SQLITE_OK; i++) {
+            if (nulls) {
+                rc = sqlite3_bind_null(st, i);
+            } else {
+                at = next_param(at, &p);
+                rc = bind_one(st, i, &p.v);
+            }
         }
     } else {
         for (int i = 1; i <= want && rc == SQLITE_OK; i++) {
@@ -341,34 +481,19 @@ int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
     return 0;
 }
 
-/* VM instructions between two looks at the clock: a few microseconds of work. */
-#define PROGRESS_OPS 1000
-
-static int past_deadline(void *arg)
-{
-    conn *c = arg;
-    if (now_ns() < c->deadline)
-        return 0;
-    c->timed_out = 1;
-    return 1;
-}
-
 void conn_arm(conn *c, const pasyn_task *t)
 {
-    c->timed_out = 0;
-    if (!t->timeout_ns)
-        return;
-    c->deadline = now_ns() + t->timeout_ns;
-    sqlite3_progress_handler(c->db, PROGRESS_OPS, past_deadline, c);
+    c->stopped = 0;
+    c->deadline = t->timeout_ns ? now_ns() + t->timeout_ns : 0;
+    if (c->interrupts)
+        c->interrupts_seen = atomic_load_explicit(c->interrupts, memory_order_relaxed);
+    c->armed = 1;
 }
 
 void conn_disarm(conn *c, pasyn_task *t)
 {
-    if (!c->deadline)
-        return;
-    sqlite3_progress_handler(c->db, 0, NULL, NULL);
-    c->deadline = 0;
-    if (c->timed_out && t->err == PASYN_ESQLITE && t->code == SQLITE_INTERRUPT) {
+    c->armed = 0;
+    if (c->stopped == STOP_TIMEOUT && t->err == PASYN_ESQLITE && t->code == SQLITE_INTERRUPT) {
         char msg[96];
         snprintf(msg, sizeof msg, "statement timed out after %.3g s", t->timeout_ns / 1e9);
         task_fail(t, PASYN_ESQLITE, SQLITE_INTERRUPT, SQLITE_INTERRUPT, msg);

@@ -117,24 +117,46 @@ typedef struct cached_stmt {
     columns *cols;                      /* described once per prepare, or NULL */
     int prepares;                       /* SQLite's re-prepare count when cols was built */
     uint64_t run_ns;                    /* how long it runs here: a moving average */
+    int first_named;                    /* index of its first :a/@a/$a parameter, 0 when none */
+    const char *insert_table;           /* a top-level INSERT: its table and database (in sql's */
+    const char *insert_db;              /* block, after the SQL), else NULL */
     uint32_t hash;
     size_t sql_len;
     char sql[];
 } cached_stmt;
 
-/* One SQLite connection, its statement cache and the authorizer notes of its last prepare. */
+/* Why the progress handler stopped the running task. */
+enum stop { STOP_NONE = 0, STOP_TIMEOUT, STOP_INTERRUPT };
+
+/* One SQLite connection, its statement cache, the authorizer notes of its last prepare, and
+ * what may stop the task running on it. */
 typedef struct conn {
     sqlite3 *db;
     cached_stmt **buckets;
     size_t nbuckets, count, capacity;
     lru_link lru;                       /* sentinel: lru.next is the most recent */
     unsigned seen;                      /* authorizer notes, bits of enum seen_bits */
-    uint64_t deadline;                  /* now_ns() past which the running task stops; 0 none */
-    int timed_out;                      /* the progress handler stopped it */
+    char insert_table[128];             /* with SEEN_INSERT: the top-level INSERT's table */
+    char insert_db[64];                 /* and its database */
+
+    /* the running task, between conn_arm and conn_disarm */
+    int armed;
+    uint64_t deadline;                  /* now_ns() past which it stops; 0 none */
+    const _Atomic uint64_t *interrupts; /* the pool's interrupt count (pasyn_interrupt), or NULL */
+    uint64_t interrupts_seen;           /* that count when the task started */
+    int stopped;                        /* enum stop: what the progress handler stopped it for */
+
+    /* the statement whose insert conn_watch_insert watches */
+    const cached_stmt *inserting;
+    int64_t rowid_before;               /* last_insert_rowid() before it ran */
+    int reinserted;                     /* its table got a row with that rowid again */
 } conn;
 
+/* Opens a connection with SQLite's `flags` (plus NOMUTEX, URI and PRIVATECACHE); `interrupts`
+ * (may be NULL) is the counter whose change stops a task armed before it. SQLite's code, with
+ * *errmsg (malloc'd) on failure. The thread that will use the connection. */
 int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capacity,
-              char **errmsg);
+              const _Atomic uint64_t *interrupts, char **errmsg);
 void conn_close(conn *c);
 /* Runs a statement that returns nothing; SQLite's code. */
 int conn_exec(conn *c, const char *sql);
@@ -142,6 +164,13 @@ int conn_exec(conn *c, const char *sql);
  * task's error and returns NULL. A statement text holding more than one statement is refused
  * (PASYN_EPROGRAMMING). An empty one gives NULL with no error. */
 cached_stmt *conn_acquire(conn *c, pasyn_task *t);
+/* Around stepping a statement on the writer: whether it inserted a row itself (a top-level
+ * INSERT that inserted, not a trigger's or an upsert's update), told without planting anything
+ * in the connection: last_insert_rowid() changed, or the update hook saw the statement's table
+ * get a row with the same rowid again (REPLACE). conn_track_inserts installs that hook. */
+void conn_track_inserts(conn *c);
+void conn_watch_insert(conn *c, const cached_stmt *s);
+int conn_inserted(conn *c, int64_t *rowid);
 /* Gives a statement back to the cache (reset, bindings cleared). */
 void conn_release(conn *c, cached_stmt *s);
 /* Binds parameter set `set` of the task; 0, or fills the task's error. */
@@ -150,8 +179,9 @@ int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to);
  * (chunk 0: no limit), SQLITE_DONE, or fills the task's error. Sets the task's column count,
  * and with `describe` its column names and types. */
 int conn_step_rows(conn *c, cached_stmt *s, pasyn_task *t, size_t chunk, int describe);
-/* Around running a task: a task with a timeout gets a progress handler that stops it at its
- * deadline; disarming names the timeout in the task's error when that is what stopped it. */
+/* Around running a task: the connection's progress handler stops it at its deadline (a task
+ * with a timeout) or when the pool is interrupted meanwhile; disarming names the timeout in the
+ * task's error when that is what stopped it. Nothing unarmed is ever stopped. */
 void conn_arm(conn *c, const pasyn_task *t);
 void conn_disarm(conn *c, pasyn_task *t);
 /* Gives the task the statement's column names and types (described once per prepare). */
@@ -204,7 +234,7 @@ typedef struct reader {
 
 /* The statements a group commit is made of (worker.c). */
 enum ctl {
-    CTL_BEGIN, CTL_COMMIT, CTL_ROLLBACK, CTL_SAVEPOINT, CTL_RELEASE, CTL_ROLLBACK_TO, CTL_COUNT
+    CTL_BEGIN, CTL_COMMIT, CTL_ROLLBACK, CTL_SAVEPOINT, CTL_RELEASE, CTL_COUNT
 };
 
 struct pasyn_pool {
@@ -227,7 +257,9 @@ struct pasyn_pool {
     pasyn_task whead;       /* sentinel of the writer's FIFO */
     size_t wlen;
     _Atomic uint64_t txn_owner;
-    _Atomic int64_t total_changes;
+    _Atomic int64_t total_changes;  /* what total_changes() answers (below), as of the last task */
+    int64_t uncounted;      /* changes SQLite counted in group commits it then rolled back, whose
+                               statements ran again alone: total_changes() leaves them out */
     sqlite3_stmt *ctl[CTL_COUNT]; /* group commit's BEGIN, COMMIT, ...: prepared once */
     uint64_t commit_ns;     /* how long a group commit's COMMIT takes, on average */
     uint64_t gap_ns;        /* how long a batch waited for its next write, on average */
@@ -237,6 +269,8 @@ struct pasyn_pool {
 
     /* readers */
     int nreaders;
+    int use_readers;            /* reads go to them: some exist, and WAL mode or read-only (set
+                                   by the writer before the readers open) */
     reader *readers;
     deque injector;
     _Atomic unsigned rr;        /* round-robin cursor */
@@ -256,6 +290,7 @@ struct pasyn_pool {
     _Atomic int readers_stop;
 
     route_cache routes;
+    _Atomic uint64_t interrupts; /* pasyn_interrupt calls: stops tasks started before one */
 };
 
 /* Bounded spinning before parking (workers) or sleeping (waiters). */

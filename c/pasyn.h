@@ -140,7 +140,9 @@ void pasyn_task_set_user(pasyn_task *t, void *user);
 void *pasyn_task_user(const pasyn_task *t);
 
 /* Parameters. `name` NULL binds the next positional parameter; otherwise the named one (with
- * or without its ':', '@' or '$'). For PASYN_MANY, pasyn_task_next_set closes one parameter
+ * or without its ':', '@' or '$'). Positional values bind only to nameless placeholders ('?',
+ * '?NNN'): given to a statement with a ":a", "@a" or "$a", the task fails with
+ * PASYN_EPROGRAMMING, as does a count of values unlike the statement's. For PASYN_MANY, pasyn_task_next_set closes one parameter
  * set and starts the next. Strings are copied. 0, or PASYN_ENOMEM. Before submit only. */
 int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn_value *v);
 int pasyn_task_next_set(pasyn_task *t);
@@ -155,8 +157,8 @@ void pasyn_task_allow_packs(pasyn_task *t);
 
 /* Queues the task. With `sync` set it completes through pasyn_task_wait instead of the hub.
  * 0; or, with the task not queued and still the caller's (its error set): PASYN_ECLOSED when
- * the pool is closing or closed, PASYN_EPROGRAMMING for a kind that cannot be submitted or a
- * stream the pool does not have. SQL text the pool has not seen before is prepared here, on
+ * the pool is closing or closed, PASYN_EPROGRAMMING for SQL holding a NUL byte, a kind that
+ * cannot be submitted or a stream the pool does not have. SQL text the pool has not seen before is prepared here, on
  * the calling thread, to learn where it runs. PASYN_RELEASE and PASYN_ABANDON tasks complete
  * silently: the pool frees them and nobody is told. A PASYN_ABANDON task (with the gone
  * owner's id) runs after that owner's tasks already queued, so it ends the transaction even
@@ -188,7 +190,9 @@ const unsigned char *pasyn_row_value(const unsigned char *at, pasyn_value *out);
 /* Rows changed by an INSERT, UPDATE or DELETE (summed over a PASYN_MANY); -1 for other
  * statements. */
 int64_t pasyn_task_rowcount(const pasyn_task *t);
-/* 1 and *rowid when the statement inserted a row (its rowid), else 0. */
+/* 1 and *rowid when the statement itself inserted a row (a top-level INSERT or REPLACE that
+ * inserted; not a trigger's insert, an upsert that updated, an ignored row or a WITHOUT ROWID
+ * table): *rowid is then sqlite3_last_insert_rowid() after it, any 64-bit value. Else 0. */
 int pasyn_task_lastrowid(const pasyn_task *t, int64_t *rowid);
 
 /* Non-zero when the result goes on: one reader keeps the statement (and its snapshot) and
@@ -200,9 +204,10 @@ void pasyn_task_set_stream(pasyn_task *t, uint64_t stream);
 /* ---- pool state -------------------------------------------------------------------- */
 
 /* Makes the statements running now, on every connection of the pool, fail with
- * SQLITE_INTERRUPT (a streamed result held by a reader counts as running). Statements that
- * start afterwards are not affected. 0, or PASYN_ECLOSED once the pool is closing. Any
- * thread. */
+ * SQLITE_INTERRUPT ("interrupted"): each worker's task that started before this call stops at
+ * its next check (every 1000 SQLite VM instructions). A streamed result between two fetches is
+ * not running: its next chunk comes as usual. Statements that start afterwards are not
+ * affected. 0, or PASYN_ECLOSED once the pool is closing. Any thread. */
 int pasyn_interrupt(pasyn_pool *pool);
 
 /* The owner of the writer's open transaction, 0 when none. Any thread. */
@@ -210,7 +215,8 @@ uint64_t pasyn_txn_owner(const pasyn_pool *pool);
 /* Non-zero once a close (or a failed open) has closed every connection and the threads are
  * ending: pasyn_pool_free will not wait long. Any thread. */
 int pasyn_closed(const pasyn_pool *pool);
-/* sqlite3_total_changes() of the writer as of its last task. Any thread. */
+/* What SQL's total_changes() answers on the writer, as of its last task: sqlite3_total_changes()
+ * less the changes of group commits that were rolled back and ran again alone. Any thread. */
 int64_t pasyn_total_changes(const pasyn_pool *pool);
 
 typedef struct pasyn_worker_stats {

@@ -362,8 +362,21 @@ static int route_of(pasyn_pool *pool, pasyn_task *t)
 }
 
 
+/* SQLite reads SQL text only up to a NUL byte: what follows would be dropped silently (Python's
+ * sqlite3 refuses it too: "the query contains a null character"). */
+static int holds_nul(pasyn_task *t)
+{
+    const char *nul = t->sql ? memchr(t->sql, '\0', t->sql_len) : NULL;
+    if (nul)
+        task_fail_programming(t, "the SQL holds a NUL byte (at byte %zu); nothing was run",
+                              (size_t)(nul - t->sql));
+    return nul != NULL;
+}
+
 int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
 {
+    if (holds_nul(t))
+        return PASYN_EPROGRAMMING;
     t->hub = pool->hub;
     t->notify = t->kind == PASYN_RELEASE || t->kind == PASYN_ABANDON ? NOTIFY_NONE
                 : sync                                                ? NOTIFY_SYNC
@@ -377,7 +390,7 @@ int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
     }
     switch (t->kind) {
     case PASYN_EXEC:
-        if (pool->nreaders == 0 || (t->owner && t->owner == atomic_load(&pool->txn_owner)) ||
+        if (!pool->use_readers || (t->owner && t->owner == atomic_load(&pool->txn_owner)) ||
             route_of(pool, t) == ROUTE_WRITE)
             writer_push(pool, t);
         else
@@ -438,16 +451,14 @@ void pasyn_pool_free(pasyn_pool *pool)
 
 int pasyn_interrupt(pasyn_pool *pool)
 {
-    /* Under the intake lock: close cannot begin, so no connection closes meanwhile. */
-    pthread_rwlock_rdlock(&pool->intake);
-    int open = !atomic_load(&pool->closing) && pool->phase == PHASE_RUNNING;
-    if (open) {
-        sqlite3_interrupt(pool->wc.db);
-        for (int i = 0; i < pool->nreaders; i++)
-            sqlite3_interrupt(pool->readers[i].c.db);
-    }
-    pthread_rwlock_unlock(&pool->intake);
-    return open ? 0 : PASYN_ECLOSED;
+    /* Each worker's progress handler compares this count with its value when the running task
+     * started (conn_arm): only statements running now stop, each through its own task. Not
+     * sqlite3_interrupt(), whose flag stays set while any statement of the connection is open
+     * (a half-read streamed cursor), failing that cursor's next chunk too. */
+    if (atomic_load(&pool->closing) || pool->phase != PHASE_RUNNING)
+        return PASYN_ECLOSED;
+    atomic_fetch_add(&pool->interrupts, 1);
+    return 0;
 }
 
 uint64_t pasyn_txn_owner(const pasyn_pool *pool)

@@ -142,15 +142,18 @@ static void writer_exec(pasyn_pool *pool, pasyn_task *t)
     if (!s)
         return;
     if (conn_bind(c, s, t, 0, t->params.len) == 0) {
-        sqlite3_set_last_insert_rowid(c->db, INT64_MIN);
-        if (conn_step_rows(c, s, t, 0, 1) == SQLITE_DONE) {
+        conn_watch_insert(c, s);
+        int rc = conn_step_rows(c, s, t, 0, 1);
+        int64_t rowid;
+        int inserted = conn_inserted(c, &rowid);
+        if (rc == SQLITE_DONE) {
             if (s->klass == CLASS_DML)
                 t->rowcount = sqlite3_changes64(c->db);
-            t->rowid = sqlite3_last_insert_rowid(c->db);
-            t->has_rowid = t->rowid != INT64_MIN;
+            t->rowid = rowid;
+            t->has_rowid = inserted;
         }
     }
-    if (!t->route_known && pool->nreaders > 0) /* e.g. TEMP objects the classifier lacks */
+    if (!t->route_known && pool->use_readers) /* e.g. TEMP objects the classifier lacks */
         route_put(pool, t->sql, t->sql_len, s->klass == CLASS_READ ? ROUTE_READ : ROUTE_WRITE);
     conn_release(c, s);
 }
@@ -260,7 +263,7 @@ static void writer_settle(pasyn_pool *pool, uint64_t owner)
 {
     sqlite3 *db = pool->wc.db;
     atomic_store(&pool->txn_owner, sqlite3_get_autocommit(db) ? 0 : (owner ? owner : 1));
-    atomic_store(&pool->total_changes, sqlite3_total_changes64(db));
+    atomic_store(&pool->total_changes, sqlite3_total_changes64(db) - pool->uncounted);
 }
 
 static void writer_run(pasyn_pool *pool, pasyn_task *t)
@@ -279,7 +282,6 @@ static const char *const ctl_sql[CTL_COUNT] = {
     [CTL_ROLLBACK] = "ROLLBACK",
     [CTL_SAVEPOINT] = "SAVEPOINT pasyn_group",
     [CTL_RELEASE] = "RELEASE pasyn_group",
-    [CTL_ROLLBACK_TO] = "ROLLBACK TO pasyn_group",
 };
 
 static int ctl(pasyn_pool *pool, enum ctl which)
@@ -361,17 +363,28 @@ static void note_batch(pasyn_pool *pool, int n)
         atomic_store(&pool->w_batch_max, (uint64_t)n);
 }
 
+/* A task the progress handler stopped (its timeout, or conn:interrupt()): it is not run again. */
+static int was_stopped(const pasyn_task *t)
+{
+    return t->err == PASYN_ESQLITE && t->code == SQLITE_INTERRUPT;
+}
+
 /* Runs `first` and the plain writes queued right behind it as one transaction, each in a
  * savepoint of its own, and completes them only once the COMMIT has succeeded. A statement
- * that ends the transaction itself (RAISE(ROLLBACK), an I/O error) keeps its error, and the
- * ones before it run again alone; a failed COMMIT sends all of them to run alone. Returns a
- * task taken from the queue that did not run in the batch (it runs next, alone), or NULL. */
+ * that fails on its own keeps what SQLite kept of it, as it would alone (nothing after ABORT,
+ * the rows before the failing one after OR FAIL). When the batch cannot commit (a statement
+ * ended the transaction: RAISE(ROLLBACK), OR ROLLBACK, an I/O error; or the COMMIT failed),
+ * nothing of it was kept, and every statement runs again alone, in order, so that each gets
+ * the answer and leaves the connection state (changes(), last_insert_rowid()) it would have
+ * alone; only a statement that was stopped (timeout, interrupt) keeps its error. Returns a task
+ * taken from the queue that did not run in the batch (it runs next, alone), or NULL. */
 static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first, int expect)
 {
     sqlite3 *db = pool->wc.db;
     pasyn_task *batch[BATCH_MAX], *next = NULL;
     int n = 0, broken = 0;
     uint64_t pushed_at_start = atomic_load(&pool->w_pushed);
+    int64_t total_before = sqlite3_total_changes64(db);
     if (ctl(pool, CTL_BEGIN) != SQLITE_OK) {
         if (!sqlite3_get_autocommit(db))
             ctl(pool, CTL_ROLLBACK);
@@ -386,13 +399,8 @@ static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first, int 
             break;
         }
         writer_do(pool, t);
-        if (sqlite3_get_autocommit(db)) { /* the statement ended the whole transaction */
-            broken = 1;
-            break;
-        }
-        /* A failed statement leaves nothing behind, whatever its conflict clause. */
-        if ((t->err != PASYN_OK && ctl(pool, CTL_ROLLBACK_TO) != SQLITE_OK) ||
-            ctl(pool, CTL_RELEASE) != SQLITE_OK) {
+        /* Autocommit back on: the statement ended the whole transaction. */
+        if (sqlite3_get_autocommit(db) || ctl(pool, CTL_RELEASE) != SQLITE_OK) {
             broken = 1;
             break;
         }
@@ -403,32 +411,24 @@ static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first, int 
             break;
         }
     }
-    int guilty = -1; /* the statement that ended the transaction keeps its error */
-    if (broken) {
-        if (sqlite3_get_autocommit(db))
-            guilty = n - 1;
-        else
-            ctl(pool, CTL_ROLLBACK);
-    } else {
+    if (!broken) {
         uint64_t start = now_ns();
-        if (ctl(pool, CTL_COMMIT) != SQLITE_OK) {
-            broken = 1;
-            if (!sqlite3_get_autocommit(db))
-                ctl(pool, CTL_ROLLBACK);
-        }
+        broken = ctl(pool, CTL_COMMIT) != SQLITE_OK;
         /* A running average, for writer_next_in_batch. */
         pool->commit_ns = (pool->commit_ns * 7 + (now_ns() - start)) / 8;
     }
     pool->last_batch = broken ? 0 : n;
     if (!broken && n > 1)
         note_batch(pool, n);
-    for (int i = 0; broken && i < n; i++) {
-        pasyn_task *t = batch[i];
-        if (i != guilty && t->err == PASYN_OK) {
-            /* Nothing of it was kept: it runs again alone. (One that failed on its own
-             * changed nothing and keeps its error.) */
-            task_reset_result(t);
-            writer_do(pool, t);
+    if (broken) {
+        if (!sqlite3_get_autocommit(db))
+            ctl(pool, CTL_ROLLBACK);
+        pool->uncounted += sqlite3_total_changes64(db) - total_before;
+        for (int i = 0; i < n; i++) {
+            if (!was_stopped(batch[i])) {
+                task_reset_result(batch[i]);
+                writer_do(pool, batch[i]);
+            }
         }
     }
     writer_settle(pool, 0);
@@ -461,19 +461,52 @@ static void writer_close_ctl(pasyn_pool *pool)
     }
 }
 
-/* Opens the writer, then waits until every reader has opened (or one failed). */
+/* total_changes() on the writer: SQLite's count less the changes of group commits that were
+ * rolled back and whose statements ran again alone (pool->uncounted), so that it answers as one
+ * connection running the statements one by one would. Writer thread only, like its data. */
+static void writer_total_changes(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    pasyn_pool *pool = sqlite3_user_data(ctx);
+    (void)argc;
+    (void)argv;
+    sqlite3_result_int64(ctx, sqlite3_total_changes64(pool->wc.db) - pool->uncounted);
+}
+
+/* The journal mode the writer's connection is in, as SQLite reports it (it may refuse WAL). */
+static int in_wal_mode(conn *c)
+{
+    sqlite3_stmt *st = NULL;
+    int wal = 0;
+    if (sqlite3_prepare_v2(c->db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        const unsigned char *mode = sqlite3_column_text(st, 0);
+        wal = mode && strcmp((const char *)mode, "wal") == 0;
+    }
+    sqlite3_finalize(st);
+    return wal;
+}
+
+/* Opens the writer, then waits until every reader has opened (or one failed). Reads go to the
+ * readers only in WAL mode or in a read-only pool: in a rollback journal the readers and the
+ * writer lock each other out, and the pool would answer "database is locked" to itself. */
 static int writer_start(pasyn_pool *pool)
 {
     char *err = NULL;
     int flags = pool->opts.readonly ? SQLITE_OPEN_READONLY
                                     : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     int rc = conn_open(&pool->wc, pool->path, flags, pool->opts.busy_timeout_ms,
-                       pool->opts.statement_cache, &err);
+                       pool->opts.statement_cache, &pool->interrupts, &err);
     if (rc == SQLITE_OK)
         rc = pool_apply_pragmas(pool, &pool->wc, 1, &err);
-    if (rc == SQLITE_OK && pool->nreaders > 0) /* after WAL is set, like the readers */
+    if (rc == SQLITE_OK) {
+        conn_track_inserts(&pool->wc);
+        rc = sqlite3_create_function_v2(pool->wc.db, "total_changes", 0, SQLITE_UTF8, pool,
+                                        writer_total_changes, NULL, NULL, NULL);
+        pool->use_readers = pool->nreaders > 0 && (pool->opts.readonly || in_wal_mode(&pool->wc));
+    }
+    if (rc == SQLITE_OK && pool->use_readers) /* after WAL is set, like the readers */
         rc = conn_open(&pool->classifier, pool->reader_path, SQLITE_OPEN_READONLY,
-                       pool->opts.busy_timeout_ms, 0, &err);
+                       pool->opts.busy_timeout_ms, 0, NULL, &err);
     pthread_mutex_lock(&pool->wmu);
     if (rc != SQLITE_OK) {
         task_fail(pool->open_task, PASYN_ESQLITE, rc & 0xff, rc, err ? err : sqlite3_errstr(rc));
@@ -852,21 +885,30 @@ static void reader_fetch(reader *r, pasyn_task *t)
     complete(t);
 }
 
+/* Opens the reader's connection once the writer has opened (and set WAL), one reader after
+ * the other: the first connection to read a WAL database whose index is not built yet builds
+ * it, and another one reading meanwhile gets SQLITE_BUSY_RECOVERY, at once with busy_timeout 0;
+ * the pool must not lose a race against itself. A reader the pool does not use (no WAL) opens
+ * nothing and ends. */
 static int reader_start(reader *r)
 {
     pasyn_pool *pool = r->pool;
     pthread_mutex_lock(&pool->wmu);
-    while (pool->phase == PHASE_OPENING)
+    while (pool->phase == PHASE_OPENING ||
+           (pool->phase == PHASE_WRITER_READY && pool->readers_open + pool->readers_failed < r->index))
         pthread_cond_wait(&pool->phase_cv, &pool->wmu);
-    int go = pool->phase == PHASE_WRITER_READY;
+    int go = pool->phase == PHASE_WRITER_READY, open = go && pool->use_readers;
     pthread_mutex_unlock(&pool->wmu);
     if (!go)
         return 0;
     char *err = NULL;
-    int rc = conn_open(&r->c, pool->reader_path, SQLITE_OPEN_READONLY,
-                       pool->opts.busy_timeout_ms, pool->opts.statement_cache, &err);
-    if (rc == SQLITE_OK)
-        rc = pool_apply_pragmas(pool, &r->c, 0, &err);
+    int rc = SQLITE_OK;
+    if (open) {
+        rc = conn_open(&r->c, pool->reader_path, SQLITE_OPEN_READONLY, pool->opts.busy_timeout_ms,
+                       pool->opts.statement_cache, &pool->interrupts, &err);
+        if (rc == SQLITE_OK)
+            rc = pool_apply_pragmas(pool, &r->c, 0, &err);
+    }
     pthread_mutex_lock(&pool->wmu);
     if (rc != SQLITE_OK) {
         if (pool->open_task->err == PASYN_OK)
@@ -880,7 +922,7 @@ static int reader_start(reader *r)
     pthread_cond_broadcast(&pool->phase_cv);
     while (pool->phase == PHASE_WRITER_READY)
         pthread_cond_wait(&pool->phase_cv, &pool->wmu);
-    go = pool->phase == PHASE_RUNNING;
+    go = pool->phase == PHASE_RUNNING && open;
     pthread_mutex_unlock(&pool->wmu);
     return go;
 }
