@@ -367,6 +367,44 @@ describe("interrupt()", function()
         assert.equal(1000000, scalar_within(conn, nil, counting(1000000)))
     end)
 
+    -- sqlite3_interrupt() would keep its flag while any statement of the connection is open,
+    -- and a half-read streamed cursor holds one open on its reader between fetches.
+    for _, ncursors in ipairs({ 1, 2 }) do
+        it("leaves " .. ncursors .. " half-read streamed cursor(s) alone: each reads its remaining "
+           .. "rows while a long query beside them is stopped", function()
+            conn = sqlite.connect(path, { readers = 3 })
+            conn:execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, pad TEXT)")
+            conn:execute([[INSERT INTO rows (id, pad)
+                           WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000)
+                           SELECT x, printf('%0200d', x) FROM c]])
+            sqlite.run(function()
+                local cursors, seen = {}, {}
+                for k = 1, ncursors do
+                    cursors[k] = conn:execute("SELECT id, pad FROM rows ORDER BY id")
+                    seen[k] = #cursors[k]:fetchmany(10)
+                end
+                assert.equal(ncursors, support.streaming_readers(conn))
+                local long = sqlite.spawn(function()
+                    return pcall(scalar_within, conn, nil, RUNAWAY)
+                end)
+                local done = false
+                sqlite.spawn(function()
+                    interrupt_until(conn, function() return done end)
+                end)
+                local ok, err = long:join()
+                done = true
+                assert_interrupted({ ok = ok, err = err })
+                for k = 1, ncursors do
+                    for row in cursors[k]:rows() do
+                        seen[k] = seen[k] + 1
+                        assert.equal(seen[k], row[1], "cursor " .. k)
+                    end
+                    assert.equal(5000, seen[k], "cursor " .. k)
+                end
+            end)
+        end)
+    end
+
     it("with nothing running changes nothing: the statements issued afterwards run", function()
         conn = sqlite.connect(path)
         conn:interrupt()
