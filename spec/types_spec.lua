@@ -398,6 +398,40 @@ describe("parameter errors", function()
         assert.are.equal(0, count_rows("p"))
     end)
 
+    -- Python 3.14 refuses this too: "Binding 1 ('a') is a named parameter, but you supplied a
+    -- sequence which requires nameless (qmark) placeholders."
+    it("an array (or extra arguments) for named placeholders raises ProgrammingError naming one",
+       function()
+        local cases = {
+            { "SELECT :2, :1", { { "first", "second" } } },
+            { "SELECT :a", { { 1 } } },
+            { "SELECT @a, $b", { 1, 2 } },
+            { "SELECT ?, :a", { 1, 2 } },
+            { "SELECT :a", { { n = 1 } } }, -- table.pack(nil): an array of one NULL
+            { "SELECT ?1, :a", { { 1, 2 } } },
+        }
+        for _, case in ipairs(cases) do
+            local err = raises("ProgrammingError", one, case[1], support.unpack(case[2]))
+            assert.truthy(err.message:find("is named", 1, true), case[1] .. ": " .. err.message)
+            assert.truthy(err.message:find("array", 1, true), case[1] .. ": " .. err.message)
+        end
+        assert.are.same({ "x", n = 1 }, one("SELECT :n", { n = "x" })) -- a map: bound by name
+    end)
+
+    it("executemany refuses an array set for named placeholders, and inserts nothing", function()
+        conn:execute("CREATE TABLE m (a, b)")
+        local err = raises("ProgrammingError", conn.executemany, conn,
+                           "INSERT INTO m VALUES (:a, :b)", { { a = 1, b = 2 }, { 3, 4 } })
+        assert.truthy(err.message:find(":a is named", 1, true), err.message)
+        assert.are.equal(0, count_rows("m"))
+        local sets = { { 1, 2 } }
+        local function iterate()
+            return table.remove(sets)
+        end
+        raises("ProgrammingError", conn.executemany, conn, "INSERT INTO m VALUES (:a, :b)", iterate)
+        assert.are.equal(0, count_rows("m"))
+    end)
+
     it("parameter errors are raised inside a coroutine too", function()
         local err = sqlite.run(function()
             local ok, e = pcall(one, "SELECT ?", 1, 2)
@@ -422,6 +456,26 @@ describe("statements", function()
     it("a DDL statement followed by another does not run either", function()
         raises("ProgrammingError", conn.execute, conn, "CREATE TABLE a (x); CREATE TABLE b (y)")
         assert.are.equal(0, one("SELECT count(*) FROM sqlite_master")[1])
+    end)
+
+    -- SQLite reads SQL only up to a NUL: the rest would be dropped silently. Python refuses it
+    -- ("the query contains a null character").
+    it("SQL holding a NUL byte raises ProgrammingError and nothing runs, in every call", function()
+        conn:execute("CREATE TABLE n (i)")
+        local nul = "INSERT INTO n (i) VALUES (1);\0INSERT INTO n (i) VALUES (5);"
+        local single = "INSERT INTO n (i) VALUES (1)\0 garbage"
+        local calls = {
+            { conn.executescript, nul },
+            { conn.execute, single },
+            { conn.execute, "SELECT 1\0" },
+            { conn.executemany, single, { {} } },
+        }
+        for i, call in ipairs(calls) do
+            local err = raises("ProgrammingError", call[1], conn, call[2], call[3])
+            assert.truthy(err.message:find("NUL", 1, true), "call " .. i .. ": " .. err.message)
+        end
+        assert.are.equal(0, count_rows("n"))
+        assert.are.same({ 1, n = 1 }, one("SELECT 1")) -- the pool goes on working
     end)
 
     it("one statement with a trailing semicolon, spaces and a comment runs", function()
