@@ -155,13 +155,24 @@ describe("routing", function()
             assert.same({ { 0, n = 1 } }, rows)
         end)
 
-        it("PRAGMA user_version = n, which readers then see", function()
+        it("PRAGMA user_version = n, which PRAGMA and pragma_user_version then read", function()
             assert_routes(conn, ON_WRITER, "PRAGMA user_version = 5")
             assert.equal(5, conn:execute("PRAGMA user_version"):fetchone()[1])
-            assert.same(ON_READER, ran_on(conn, function()
-                assert.equal(5, conn:execute("SELECT user_version FROM pragma_user_version")
-                    :fetchone()[1])
-            end))
+            local rows = assert_routes(conn, ON_WRITER, "SELECT user_version FROM pragma_user_version")
+            assert.same({ { 5, n = 1 } }, rows)
+        end)
+
+        -- A PRAGMA's table-valued function answers with the running connection's settings and
+        -- schema, TEMP objects included: like the PRAGMA itself it runs on the writer.
+        it("pragma_* table-valued functions, which see the writer's settings and TEMP tables",
+           function()
+            conn:execute("CREATE TEMP TABLE scratch (a, b)")
+            local rows = assert_routes(conn, ON_WRITER,
+                                       "SELECT name FROM pragma_table_info('scratch') ORDER BY cid")
+            assert.same({ { "a", n = 1 }, { "b", n = 1 } }, rows)
+            conn:execute("PRAGMA cache_size = -777")
+            assert.same({ { -777, n = 1 } },
+                        assert_routes(conn, ON_WRITER, "SELECT * FROM pragma_cache_size"))
         end)
 
         it("PRAGMA table_info(t)", function()
@@ -250,6 +261,50 @@ describe("routing", function()
         assert_routes(conn, ON_WRITER, "INSERT INTO t (v) VALUES ('z')")
         local rows = assert_routes(conn, ON_WRITER, "SELECT v FROM t WHERE v = 'z'")
         assert.same({ { "z", n = 1 }, { "z", n = 1 } }, rows)
+    end)
+
+    -- Outside WAL the readers and the writer lock each other out: reads on readers would meet
+    -- "database is locked" from the pool's own writer. One connection never does.
+    describe("in a rollback-journal database", function()
+        it("every statement runs on the writer, and busy_timeout = 0 meets no lock of the pool's",
+           function()
+            local file, remove = tmpdb()
+            local db = sqlite.connect(file, { journal_mode = "delete", busy_timeout = 0 })
+            db:execute("CREATE TABLE k (id INTEGER PRIMARY KEY, v INTEGER)")
+            assert.same(ON_WRITER, ran_on(db, function()
+                db:execute("SELECT count(*) FROM k"):fetchall()
+            end))
+            local out = {}
+            sqlite.run(function()
+                for c = 1, 20 do
+                    sqlite.spawn(function()
+                        for i = 1, 20 do
+                            db:execute("INSERT INTO k (v) VALUES (?)", c * 100 + i)
+                            local n = db:execute("SELECT count(*) FROM k"):fetchone()[1]
+                            out[#out + 1] = n -- after the call: other coroutines ran meanwhile
+                        end
+                    end)
+                end
+            end)
+            assert.equal(400, #out)
+            assert.equal(400, support.scalar(db, "SELECT count(*) FROM k"))
+            assert.equal(0, support.readers_sum(db:stats(), "executed"))
+            db:close()
+            remove()
+        end)
+
+        it("a readonly pool still reads on its readers", function()
+            local file, remove = tmpdb()
+            local w = sqlite.connect(file, { journal_mode = "delete" })
+            w:execute("CREATE TABLE k (v)")
+            w:close()
+            local db = sqlite.connect(file, { readonly = true })
+            assert.same(ON_READER, ran_on(db, function()
+                db:execute("SELECT count(*) FROM k"):fetchall()
+            end))
+            db:close()
+            remove()
+        end)
     end)
 
     describe("inside a transaction", function()
