@@ -31,11 +31,11 @@ LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
 BUILD ?= build/$(LUA_NAME)
-CORE_SRC = c/deque.c c/hub.c c/task.c c/conn.c c/worker.c c/pool.c
+CORE_SRC = c/deque.c c/hub.c c/task.c c/conn.c c/uri.c c/worker.c c/pool.c
 CORE_OBJ = $(CORE_SRC:c/%.c=$(BUILD)/obj/%.o)
-HEADERS = c/pasyn.h c/internal.h
+HEADERS = c/pasyn.h c/internal.h c/uri.h
 MODULE = $(BUILD)/pasyn_sqlite/core.so
-C_TESTS = $(BUILD)/test_deque $(BUILD)/test_hub
+C_TESTS = $(BUILD)/test_deque $(BUILD)/test_hub $(BUILD)/test_uri
 SPECS = $(sort $(wildcard spec/*_spec.lua))
 TEST_LUAS ?= lua5.4 lua5.3 luajit
 
@@ -69,8 +69,9 @@ test:
 # so the runtime is preloaded.
 ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 asan:
-	$(MAKE) --no-print-directory BUILD=build/asan LUA_VERSION=5.4 CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all build/asan/test_deque build/asan/test_hub
+	$(MAKE) --no-print-directory BUILD=build/asan LUA_VERSION=5.4 CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all build/asan/test_deque build/asan/test_hub build/asan/test_uri
 	ASAN_OPTIONS=detect_leaks=0 build/asan/test_deque && ASAN_OPTIONS=detect_leaks=0 build/asan/test_hub
+	build/asan/test_uri
 	PASYN_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	PASYN_BUILD=build/asan prove -e spec/run $(SPECS:%=lua5.4/%)

@@ -43,6 +43,25 @@ static int reads_conn_state(int action, const char *a, const char *b)
     return 0;
 }
 
+/* PRAGMAs that set a setting of the connection that runs them which changes what a read on it
+ * answers (pragma.html): LIKE's case, the order of unordered rows, whether the schema's
+ * functions and virtual tables may run, result column names. Run through execute they reach
+ * the writer alone; the readers apply them too (pasyn_pool's settings). */
+static const char *const read_settings[] = {
+    "case_sensitive_like", "reverse_unordered_selects", "trusted_schema",
+    "full_column_names", "short_column_names",
+};
+_Static_assert(sizeof read_settings / sizeof *read_settings == READ_SETTINGS, "READ_SETTINGS");
+
+/* 1 + the index in read_settings of the setting a PRAGMA `name` = `value` sets, else 0. */
+static int read_setting(const char *name, const char *value)
+{
+    for (size_t i = 0; value && name && i < sizeof read_settings / sizeof *read_settings; i++)
+        if (strcasecmp(name, read_settings[i]) == 0)
+            return (int)i + 1;
+    return 0;
+}
+
 /* Copies a name the authorizer gave (valid only during the call) into the connection. */
 static void note_name(char *to, size_t size, const char *name)
 {
@@ -61,6 +80,8 @@ static int authorizer(void *arg, int action, const char *a, const char *b, const
         c->seen |= SEEN_LOCAL;
     if (reads_conn_state(action, a, b))
         c->seen |= SEEN_CONN_STATE;
+    if (action == SQLITE_PRAGMA)
+        c->setting = read_setting(a, b);
     switch (action) {
     case SQLITE_INSERT:
         if (!inner && a && strncmp(a, "sqlite_", 7) != 0 && !(c->seen & SEEN_INSERT)) {
@@ -259,6 +280,7 @@ cached_stmt *conn_acquire(conn *c, pasyn_task *t)
     sqlite3_stmt *st = NULL;
     const char *tail = NULL;
     c->seen = 0;
+    c->setting = 0;
     int rc = sqlite3_prepare_v3(c->db, t->sql, (int)t->sql_len,
                                 c->capacity ? SQLITE_PREPARE_PERSISTENT : 0, &st, &tail);
     if (rc != SQLITE_OK) {
@@ -290,6 +312,7 @@ cached_stmt *conn_acquire(conn *c, pasyn_task *t)
     s->run_ns = 0;
     s->klass = classify(c, st);
     s->first_named = first_named(st);
+    s->setting = c->setting;
     s->hash = h;
     s->sql_len = t->sql_len;
     memcpy(s->sql, t->sql, t->sql_len);

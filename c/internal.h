@@ -118,6 +118,7 @@ typedef struct cached_stmt {
     int prepares;                       /* SQLite's re-prepare count when cols was built */
     uint64_t run_ns;                    /* how long it runs here: a moving average */
     int first_named;                    /* index of its first :a/@a/$a parameter, 0 when none */
+    int setting;                        /* a PRAGMA setting a read setting: 1 + its index */
     const char *insert_table;           /* a top-level INSERT: its table and database (in sql's */
     const char *insert_db;              /* block, after the SQL), else NULL */
     uint32_t hash;
@@ -136,6 +137,7 @@ typedef struct conn {
     size_t nbuckets, count, capacity;
     lru_link lru;                       /* sentinel: lru.next is the most recent */
     unsigned seen;                      /* authorizer notes, bits of enum seen_bits */
+    int setting;                        /* a PRAGMA setting a read setting: 1 + its index */
     char insert_table[128];             /* with SEEN_INSERT: the top-level INSERT's table */
     char insert_db[64];                 /* and its database */
 
@@ -229,8 +231,12 @@ typedef struct reader {
     uint64_t stream_id;
     _Atomic uint64_t executed, stolen;
     int overtaken;          /* short reads taken in a row before a long one of its own */
+    uint64_t settings_gen;  /* the pool's settings_gen it applied last */
     _Atomic int streaming;
 } reader;
+
+/* How many read settings conn.c knows (read_settings). */
+#define READ_SETTINGS 5
 
 /* The statements a group commit is made of (worker.c). */
 enum ctl {
@@ -291,7 +297,18 @@ struct pasyn_pool {
 
     route_cache routes;
     _Atomic uint64_t interrupts; /* pasyn_interrupt calls: stops tasks started before one */
+
+    /* Read settings (conn.c, read_settings) the writer ran through execute: the last PRAGMA
+     * for each, which every reader applies before its next task once `settings_gen` moved. */
+    pthread_mutex_t settings_mu;
+    char *settings[READ_SETTINGS];
+    _Atomic uint64_t settings_gen;
 };
+
+/* Remembers the PRAGMA `sql` that set read setting `setting` (1 + index) on the writer, for the
+ * readers to apply; and applies the ones a reader has not yet. Writer / that reader's thread. */
+void settings_note(pasyn_pool *pool, int setting, const char *sql, size_t len);
+void settings_apply(pasyn_pool *pool, reader *r);
 
 /* Bounded spinning before parking (workers) or sleeping (waiters). */
 #ifndef SPIN_NS

@@ -79,7 +79,10 @@ void pasyn_options_init(pasyn_options *opts);
 
 /* Starts a pool on `database` (a path, ":memory:" or a "file:" URI): threads start at once and
  * open their connections; `open_task` (from pasyn_task_new(PASYN_OPEN, NULL, 0)) completes when
- * all are open or one failed. Check it with pasyn_task_error; on failure the pool serves
+ * all are open or one failed. A URI that would give each connection a database of its own
+ * (file::memory:, mode=memory, vfs=memdb, an empty path) opens the pool's one private memory
+ * database, as ":memory:" and "" do; cache=shared is dropped; nolock=1 and vfs=unix-none fail
+ * the open task with PASYN_EPROGRAMMING naming the part (uri.c). Check it with pasyn_task_error; on failure the pool serves
  * nothing and must be freed with pasyn_pool_free. NULL only when out of memory or threads
  * (open_task then untouched). The strings in opts are copied. `sync` as for pasyn_submit.
  * Any thread. */

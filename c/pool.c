@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "internal.h"
+#include "uri.h"
 
 #define ROUTE_CACHE_MAX 4096
 
@@ -96,6 +97,32 @@ void route_put(pasyn_pool *pool, const char *sql, size_t len, int route)
         rc->count++;
     }
     pthread_mutex_unlock(&rc->mu);
+}
+
+/* ---- read settings ----------------------------------------------------------------- */
+
+void settings_note(pasyn_pool *pool, int setting, const char *sql, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return; /* out of memory: the readers keep the setting they had */
+    memcpy(copy, sql, len);
+    copy[len] = '\0';
+    pthread_mutex_lock(&pool->settings_mu);
+    free(pool->settings[setting - 1]);
+    pool->settings[setting - 1] = copy;
+    atomic_fetch_add_explicit(&pool->settings_gen, 1, memory_order_release);
+    pthread_mutex_unlock(&pool->settings_mu);
+}
+
+void settings_apply(pasyn_pool *pool, reader *r)
+{
+    pthread_mutex_lock(&pool->settings_mu);
+    for (int i = 0; i < READ_SETTINGS; i++)
+        if (pool->settings[i])
+            conn_exec(&r->c, pool->settings[i]); /* it ran on the writer: it runs here */
+    r->settings_gen = atomic_load_explicit(&pool->settings_gen, memory_order_relaxed);
+    pthread_mutex_unlock(&pool->settings_mu);
 }
 
 /* ---- pragmas ----------------------------------------------------------------------- */
@@ -194,24 +221,31 @@ static char *make_memfile(void)
     return path;
 }
 
-/* Readers open read-only, and SQLite refuses a URI whose mode= asks for more than the
- * flags allow: their copy of a "file:" URI asks mode=ro instead of mode=rw or mode=rwc. */
-static char *reader_uri(const char *path)
+/* What the writer and the readers open (uri.c): a path or URI for each, or the pool's private
+ * WAL file for a memory database. A read-only pool's writer opens the readers' string, whose
+ * mode= asks no more than SQLITE_OPEN_READONLY allows. 0; -1 when out of memory or, with
+ * *refused (malloc'd) saying why, when the database's URI is refused. */
+static int plan_paths(pasyn_pool *pool, const char *database, char **refused)
 {
-    char *copy = strdup(path);
-    if (!copy || strncmp(copy, "file:", 5) != 0)
-        return copy;
-    char *q = strchr(copy, '?');
-    while (q) {
-        char *key = q + 1;
-        if (strncmp(key, "mode=rw", 7) == 0 && (key[7] == 'c' || key[7] == '&' || !key[7])) {
-            size_t value_len = key[7] == 'c' ? 3 : 2;
-            memcpy(key + 5, "ro", 2);
-            memmove(key + 7, key + 5 + value_len, strlen(key + 5 + value_len) + 1);
-        }
-        q = strchr(key, '&');
+    uri_plan plan;
+    char *why = NULL;
+    int rc = uri_plan_make(database, &plan, &why);
+    if (rc == PASYN_EPROGRAMMING)
+        *refused = why ? why : strdup("connect: the database's URI is refused");
+    else
+        free(why);
+    if (rc == PASYN_EPROGRAMMING)
+        return *refused ? 0 : -1;
+    if (rc == 0 && plan.memory) {
+        pool->memfile = make_memfile();
+        pool->path = dup_or_null(pool->memfile);
+        pool->reader_path = dup_or_null(pool->memfile);
+    } else if (rc == 0) {
+        pool->path = strdup(pool->opts.readonly ? plan.reader : plan.writer);
+        pool->reader_path = strdup(plan.reader);
     }
-    return copy;
+    uri_plan_free(&plan);
+    return pool->path && pool->reader_path ? 0 : -1;
 }
 
 static void pool_destroy(pasyn_pool *pool)
@@ -231,6 +265,9 @@ static void pool_destroy(pasyn_pool *pool)
     pthread_cond_destroy(&pool->phase_cv);
     pthread_rwlock_destroy(&pool->intake);
     pthread_mutex_destroy(&pool->cmu);
+    pthread_mutex_destroy(&pool->settings_mu);
+    for (int i = 0; i < READ_SETTINGS; i++)
+        free(pool->settings[i]);
     if (pool->pragma_copy)
         for (char **p = pool->pragma_copy; *p; p++)
             free(*p);
@@ -282,21 +319,19 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
     pthread_cond_init(&pool->phase_cv, NULL);
     pthread_rwlock_init(&pool->intake, NULL);
     pthread_mutex_init(&pool->cmu, NULL);
+    pthread_mutex_init(&pool->settings_mu, NULL);
     pthread_mutex_init(&pool->routes.mu, NULL);
     deque_init(&pool->injector);
     pool->routes.nbuckets = 1024;
     pool->routes.buckets = calloc(pool->routes.nbuckets, sizeof *pool->routes.buckets);
     int failed = copy_options(pool, opts) != 0 || !pool->routes.buckets;
-    if (!failed) {
-        int memory = strcmp(database, ":memory:") == 0 || database[0] == '\0';
-        pool->memfile = memory ? make_memfile() : NULL;
-        pool->path = memory ? dup_or_null(pool->memfile) : strdup(database);
-        pool->reader_path = pool->path ? reader_uri(pool->path) : NULL;
-        failed = !pool->path || !pool->reader_path;
-    }
+    char *refused = NULL;
+    if (!failed)
+        failed = plan_paths(pool, database, &refused) != 0;
     pool->nreaders = pool->opts.readers;
     pool->readers = calloc(pool->nreaders ? (size_t)pool->nreaders : 1, sizeof *pool->readers);
     if (failed || !pool->readers) {
+        free(refused);
         pool->nreaders = 0;
         pool_destroy(pool);
         return NULL;
@@ -312,6 +347,14 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
     open_task->hub = hub;
     open_task->notify = sync ? NOTIFY_SYNC : NOTIFY_HUB;
     pool->open_task = open_task;
+    if (refused) { /* a failed open, without threads: the task says why */
+        task_fail(open_task, PASYN_EPROGRAMMING, 0, 0, refused);
+        free(refused);
+        pool->phase = PHASE_FAILED;
+        atomic_store(&pool->closed, 1);
+        complete(open_task);
+        return pool;
+    }
 
     int ok = 1;
     for (int i = 0; i < pool->nreaders && ok; i++) {

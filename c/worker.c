@@ -151,6 +151,8 @@ static void writer_exec(pasyn_pool *pool, pasyn_task *t)
                 t->rowcount = sqlite3_changes64(c->db);
             t->rowid = rowid;
             t->has_rowid = inserted;
+            if (s->setting && pool->use_readers)
+                settings_note(pool, s->setting, t->sql, t->sql_len);
         }
     }
     if (!t->route_known && pool->use_readers) /* e.g. TEMP objects the classifier lacks */
@@ -212,16 +214,20 @@ static void writer_script(pasyn_pool *pool, pasyn_task *t)
     while (p < end) {
         sqlite3_stmt *st = NULL;
         const char *tail = NULL;
+        pool->wc.setting = 0; /* the authorizer tells whether it sets a read setting */
         int rc = sqlite3_prepare_v2(db, p, (int)(end - p), &st, &tail);
         if (rc != SQLITE_OK) {
             task_fail_sqlite(t, db, rc);
             return;
         }
         if (st) {
+            int setting = pool->wc.setting;
             while ((rc = sqlite3_step(st)) == SQLITE_ROW)
                 ;
             if (rc != SQLITE_DONE)
                 task_fail_sqlite(t, db, rc);
+            else if (setting && pool->use_readers)
+                settings_note(pool, setting, p, (size_t)((tail ? tail : end) - p));
             sqlite3_finalize(st);
             if (rc != SQLITE_DONE)
                 return;
@@ -812,6 +818,8 @@ static void reader_run(reader *r, pasyn_task *t)
 {
     pasyn_pool *pool = r->pool;
     uint64_t start = now_ns();
+    if (atomic_load_explicit(&pool->settings_gen, memory_order_acquire) != r->settings_gen)
+        settings_apply(pool, r);
     cached_stmt *s = conn_acquire(&r->c, t);
     if (!s && t->err == PASYN_OK) {
         complete(t); /* empty statement */

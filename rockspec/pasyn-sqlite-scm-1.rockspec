@@ -28,7 +28,7 @@ build = {
       ["pasyn_sqlite.core"] = {
          sources = {
             "lua/pasyn_sqlite/core.c",
-            "c/deque.c", "c/hub.c", "c/task.c", "c/conn.c", "c/worker.c", "c/pool.c",
+            "c/deque.c", "c/hub.c", "c/task.c", "c/conn.c", "c/uri.c", "c/worker.c", "c/pool.c",
          },
          defines = { "_GNU_SOURCE" },
          incdirs = { "c", "$(SQLITE_INCDIR)" },
