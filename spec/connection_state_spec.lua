@@ -100,6 +100,46 @@ describe("connection state read through SQL", function()
     end
 end)
 
+-- A PRAGMA run through execute reaches the writer alone; settings that change what a read
+-- answers must reach the readers too, or the same SELECT answers differently by where it runs.
+describe("read settings changed through execute", function()
+    local conn, cleanup
+    after_each(function()
+        conn:close()
+        cleanup()
+    end)
+
+    -- The counts that `sql` gives from n coroutines at once (they spread over the readers).
+    local function from_everywhere(sql, n)
+        local seen = {}
+        sqlite.run(function()
+            for _ = 1, n do
+                sqlite.spawn(function()
+                    local v = scalar(conn, sql)
+                    seen[v] = (seen[v] or 0) + 1
+                end)
+            end
+        end)
+        return seen
+    end
+
+    it("PRAGMA case_sensitive_like (execute, then executescript) holds on every connection",
+       function()
+        local path
+        path, cleanup = support.tmpdb()
+        conn = sqlite.connect(path, { readers = 3 })
+        conn:execute("CREATE TABLE t (x)")
+        conn:execute("INSERT INTO t VALUES ('a')")
+        local like = "SELECT count(*) FROM t WHERE x LIKE 'A'"
+        assert.same({ [1] = 30 }, from_everywhere(like, 30))
+        conn:execute("PRAGMA case_sensitive_like = ON")
+        assert.same({ [0] = 30 }, from_everywhere(like, 30))
+        assert.is_true(support.readers_sum(conn:stats(), "executed") >= 30)
+        conn:executescript("PRAGMA case_sensitive_like = OFF; SELECT 1;")
+        assert.same({ [1] = 30 }, from_everywhere(like, 30))
+    end)
+end)
+
 describe("cur.lastrowid", function()
     local conn, path, cleanup
     before_each(function()
