@@ -53,9 +53,14 @@ static const char *const read_settings[] = {
 };
 _Static_assert(sizeof read_settings / sizeof *read_settings == READ_SETTINGS, "READ_SETTINGS");
 
-/* 1 + the index in read_settings of the setting a PRAGMA `name` = `value` sets, else 0. */
-static int read_setting(const char *name, const char *value)
+/* 1 + the index in read_settings of the setting a PRAGMA `name` = `value` sets;
+ * SETTING_LEAVES_WAL for a journal_mode other than WAL on main; else 0. */
+static int read_setting(const char *name, const char *value, const char *dbname)
 {
+    if (value && name && strcasecmp(name, "journal_mode") == 0)
+        return strcasecmp(value, "wal") != 0 && (!dbname || strcmp(dbname, "main") == 0)
+                   ? SETTING_LEAVES_WAL
+                   : 0;
     for (size_t i = 0; value && name && i < sizeof read_settings / sizeof *read_settings; i++)
         if (strcasecmp(name, read_settings[i]) == 0)
             return (int)i + 1;
@@ -81,7 +86,7 @@ static int authorizer(void *arg, int action, const char *a, const char *b, const
     if (reads_conn_state(action, a, b))
         c->seen |= SEEN_CONN_STATE;
     if (action == SQLITE_PRAGMA)
-        c->setting = read_setting(a, b);
+        c->setting = read_setting(a, b, dbname);
     switch (action) {
     case SQLITE_INSERT:
         if (!inner && a && strncmp(a, "sqlite_", 7) != 0 && !(c->seen & SEEN_INSERT)) {

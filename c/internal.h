@@ -118,7 +118,8 @@ typedef struct cached_stmt {
     int prepares;                       /* SQLite's re-prepare count when cols was built */
     uint64_t run_ns;                    /* how long it runs here: a moving average */
     int first_named;                    /* index of its first :a/@a/$a parameter, 0 when none */
-    int setting;                        /* a PRAGMA setting a read setting: 1 + its index */
+    int setting;                        /* a PRAGMA setting a read setting: 1 + its index; or
+                                           SETTING_LEAVES_WAL */
     const char *insert_table;           /* a top-level INSERT: its table and database (in sql's */
     const char *insert_db;              /* block, after the SQL), else NULL */
     uint32_t hash;
@@ -235,8 +236,10 @@ typedef struct reader {
     _Atomic int streaming;
 } reader;
 
-/* How many read settings conn.c knows (read_settings). */
+/* How many read settings conn.c knows (read_settings); and the `setting` of a PRAGMA
+ * journal_mode that leaves WAL, which a pool with readers refuses (worker.c). */
 #define READ_SETTINGS 5
+#define SETTING_LEAVES_WAL (-1)
 
 /* The statements a group commit is made of (worker.c). */
 enum ctl {

@@ -135,13 +135,25 @@ static pasyn_task *writer_take(pasyn_pool *pool, int *more)
     }
 }
 
+/* A pool whose readers are open cannot leave WAL: each reader's connection keeps the WAL in
+ * use, so SQLite answers "database is locked" after busy_timeout, although no other process
+ * holds a lock. Refused at once, naming the way out. 0, or fills the task's error. */
+static int refuse_leaving_wal(pasyn_pool *pool, int setting, pasyn_task *t)
+{
+    if (setting != SETTING_LEAVES_WAL || !pool->use_readers)
+        return 0;
+    task_fail_programming(t, "a pool with readers cannot leave WAL mode while open: open it "
+                             "with the journal_mode option (or readers = 0)");
+    return -1;
+}
+
 static void writer_exec(pasyn_pool *pool, pasyn_task *t)
 {
     conn *c = &pool->wc;
     cached_stmt *s = conn_acquire(c, t);
     if (!s)
         return;
-    if (conn_bind(c, s, t, 0, t->params.len) == 0) {
+    if (refuse_leaving_wal(pool, s->setting, t) == 0 && conn_bind(c, s, t, 0, t->params.len) == 0) {
         conn_watch_insert(c, s);
         int rc = conn_step_rows(c, s, t, 0, 1);
         int64_t rowid;
@@ -151,7 +163,7 @@ static void writer_exec(pasyn_pool *pool, pasyn_task *t)
                 t->rowcount = sqlite3_changes64(c->db);
             t->rowid = rowid;
             t->has_rowid = inserted;
-            if (s->setting && pool->use_readers)
+            if (s->setting > 0 && pool->use_readers)
                 settings_note(pool, s->setting, t->sql, t->sql_len);
         }
     }
@@ -222,11 +234,15 @@ static void writer_script(pasyn_pool *pool, pasyn_task *t)
         }
         if (st) {
             int setting = pool->wc.setting;
+            if (refuse_leaving_wal(pool, setting, t) != 0) {
+                sqlite3_finalize(st);
+                return;
+            }
             while ((rc = sqlite3_step(st)) == SQLITE_ROW)
                 ;
             if (rc != SQLITE_DONE)
                 task_fail_sqlite(t, db, rc);
-            else if (setting && pool->use_readers)
+            else if (setting > 0 && pool->use_readers)
                 settings_note(pool, setting, p, (size_t)((tail ? tail : end) - p));
             sqlite3_finalize(st);
             if (rc != SQLITE_DONE)

@@ -293,6 +293,28 @@ describe("routing", function()
             remove()
         end)
 
+        it("leaving WAL through execute is refused at once with readers open, and works "
+           .. "without readers", function()
+            local file, remove = tmpdb()
+            local db = sqlite.connect(file, { busy_timeout = 0 })
+            db:execute("CREATE TABLE k (v)")
+            for _, call in ipairs({ { db.execute, "PRAGMA journal_mode = 'delete'" },
+                                    { db.executescript, "PRAGMA main.journal_mode = TRUNCATE;" } }) do
+                local err = support.raises("ProgrammingError", call[1], db, call[2])
+                assert.truthy(err.message:find("journal_mode option", 1, true), err.message)
+            end
+            assert.equal("wal", support.scalar(db, "PRAGMA journal_mode"))
+            assert.equal("wal", support.scalar(db, "PRAGMA journal_mode = WAL"))
+            db:execute("INSERT INTO k VALUES (1)")
+            db:close()
+            db = sqlite.connect(file, { readers = 0, busy_timeout = 0 })
+            assert.equal("delete", support.scalar(db, "PRAGMA journal_mode = delete"))
+            db:execute("INSERT INTO k VALUES (2)")
+            assert.equal(2, support.scalar(db, "SELECT count(*) FROM k"))
+            db:close()
+            remove()
+        end)
+
         it("a readonly pool still reads on its readers", function()
             local file, remove = tmpdb()
             local w = sqlite.connect(file, { journal_mode = "delete" })
