@@ -267,8 +267,12 @@ struct pasyn_pool {
     size_t wlen;
     _Atomic uint64_t txn_owner;
     _Atomic int64_t total_changes;  /* what total_changes() answers (below), as of the last task */
-    int64_t uncounted;      /* changes SQLite counted in group commits it then rolled back, whose
-                               statements ran again alone: total_changes() leaves them out */
+    /* SQL's changes() and total_changes() on the writer (worker.c, writer_changes): as one
+     * connection running the writes one by one would answer, not counting group commits that
+     * were rolled back and whose statements ran again alone. Writer thread only. */
+    int64_t uncounted;      /* changes SQLite counted in such group commits */
+    int64_t changes_before; /* changes() when such a group commit began, */
+    int changes_stale;      /* answered until the next write statement completes */
     sqlite3_stmt *ctl[CTL_COUNT]; /* group commit's BEGIN, COMMIT, ...: prepared once */
     uint64_t commit_ns;     /* how long a group commit's COMMIT takes, on average */
     uint64_t gap_ns;        /* how long a batch waited for its next write, on average */

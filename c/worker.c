@@ -158,6 +158,8 @@ static void writer_exec(pasyn_pool *pool, pasyn_task *t)
         int rc = conn_step_rows(c, s, t, 0, 1);
         int64_t rowid;
         int inserted = conn_inserted(c, &rowid);
+        if (s->klass == CLASS_DML)
+            pool->changes_stale = 0; /* SQLite's changes() is this statement's now */
         if (rc == SQLITE_DONE) {
             if (s->klass == CLASS_DML)
                 t->rowcount = sqlite3_changes64(c->db);
@@ -198,7 +200,9 @@ static void writer_many(pasyn_pool *pool, pasyn_task *t)
     for (uint32_t k = 0; k < t->nsets; k++) {
         if (conn_bind(c, s, t, from, ends[k]) != 0)
             break;
-        if (conn_step_rows(c, s, t, 0, 0) != SQLITE_DONE)
+        int rc_step = conn_step_rows(c, s, t, 0, 0);
+        pool->changes_stale = 0;
+        if (rc_step != SQLITE_DONE)
             break;
         t->rows.len = 0;
         t->nrows = 0;
@@ -240,6 +244,8 @@ static void writer_script(pasyn_pool *pool, pasyn_task *t)
             }
             while ((rc = sqlite3_step(st)) == SQLITE_ROW)
                 ;
+            if (!sqlite3_stmt_readonly(st))
+                pool->changes_stale = 0;
             if (rc != SQLITE_DONE)
                 task_fail_sqlite(t, db, rc);
             else if (setting > 0 && pool->use_readers)
@@ -286,6 +292,12 @@ static void writer_settle(pasyn_pool *pool, uint64_t owner)
     sqlite3 *db = pool->wc.db;
     atomic_store(&pool->txn_owner, sqlite3_get_autocommit(db) ? 0 : (owner ? owner : 1));
     atomic_store(&pool->total_changes, sqlite3_total_changes64(db) - pool->uncounted);
+}
+
+/* What changes() answers on the writer now (pasyn_pool's changes_stale). */
+static int64_t writer_changes_now(pasyn_pool *pool)
+{
+    return pool->changes_stale ? pool->changes_before : sqlite3_changes64(pool->wc.db);
 }
 
 static void writer_run(pasyn_pool *pool, pasyn_task *t)
@@ -407,6 +419,8 @@ static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first, int 
     int n = 0, broken = 0;
     uint64_t pushed_at_start = atomic_load(&pool->w_pushed);
     int64_t total_before = sqlite3_total_changes64(db);
+    int64_t rowid_before = sqlite3_last_insert_rowid(db);
+    int64_t changes_before = writer_changes_now(pool);
     if (ctl(pool, CTL_BEGIN) != SQLITE_OK) {
         if (!sqlite3_get_autocommit(db))
             ctl(pool, CTL_ROLLBACK);
@@ -445,7 +459,12 @@ static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first, int 
     if (broken) {
         if (!sqlite3_get_autocommit(db))
             ctl(pool, CTL_ROLLBACK);
+        /* Back to the connection state of the batch's start, which one connection running
+         * the statements alone would have when the first of them starts. */
         pool->uncounted += sqlite3_total_changes64(db) - total_before;
+        sqlite3_set_last_insert_rowid(db, rowid_before);
+        pool->changes_before = changes_before;
+        pool->changes_stale = 1;
         for (int i = 0; i < n; i++) {
             if (!was_stopped(batch[i])) {
                 task_reset_result(batch[i]);
@@ -483,9 +502,16 @@ static void writer_close_ctl(pasyn_pool *pool)
     }
 }
 
-/* total_changes() on the writer: SQLite's count less the changes of group commits that were
- * rolled back and whose statements ran again alone (pool->uncounted), so that it answers as one
- * connection running the statements one by one would. Writer thread only, like its data. */
+/* changes() and total_changes() on the writer: SQLite's counts, less what group commits that
+ * were rolled back counted (their statements ran again alone; see pasyn_pool). Writer thread
+ * only, like their data. */
+static void writer_changes(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    (void)argv;
+    sqlite3_result_int64(ctx, writer_changes_now(sqlite3_user_data(ctx)));
+}
+
 static void writer_total_changes(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     pasyn_pool *pool = sqlite3_user_data(ctx);
@@ -524,6 +550,9 @@ static int writer_start(pasyn_pool *pool)
         conn_track_inserts(&pool->wc);
         rc = sqlite3_create_function_v2(pool->wc.db, "total_changes", 0, SQLITE_UTF8, pool,
                                         writer_total_changes, NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_create_function_v2(pool->wc.db, "changes", 0, SQLITE_UTF8, pool,
+                                            writer_changes, NULL, NULL, NULL);
         pool->use_readers = pool->nreaders > 0 && (pool->opts.readonly || in_wal_mode(&pool->wc));
     }
     if (rc == SQLITE_OK && pool->use_readers) /* after WAL is set, like the readers */
