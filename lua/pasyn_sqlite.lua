@@ -22,8 +22,8 @@ for kind in pairs(errors.kinds) do
     M[kind] = kind
 end
 
-local co_running = coroutine.running
-local rawget = rawget
+local co_running, co_status = coroutine.running, coroutine.status
+local rawset = rawset
 local unpack = table.unpack or unpack -- luacheck: ignore
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 
@@ -195,22 +195,50 @@ end
 
 local Connection, Cursor = {}, {}
 
+-- What a timeout field holds for "no timeout". The field is always present, so that reading
+-- it never reaches __index (see "Fields" below): nil cannot stand for none, and false is a
+-- value a user may set (to be refused when a statement uses it), so a private marker does.
+local NO_TIMEOUT = {}
+
+-- cur._busy when the cursor is closed. Otherwise it is false, or who is running an operation
+-- of the cursor now (see "In use" below).
+local CLOSED = {}
+
+local function public_timeout(timeout)
+    if timeout == NO_TIMEOUT then
+        return nil
+    end
+    return timeout
+end
+
 local function check_open(conn, sql)
-    if conn.closed then
+    if conn._closed then
         raise("ConnectionClosedError", "the connection is closed", sql)
     elseif conn._closing then
         raise("PoolClosedError", "the connection is closing", sql)
     end
 end
 
--- Takes what a core submit function returned (a task, or nil and an error it reported),
--- waits for the task and returns core.result's values, raising the statement's error.
-local function finish(conn, sync, id, co, sql, names, stream, task, ekind, emsg)
+-- Takes what a core submit function returned for a statement of `cur` (a task, or nil and an
+-- error it reported), waits for the task and returns core.result's values, raising the
+-- statement's error.
+--
+-- While the task is on its way the cursor is in use: another coroutine that runs meanwhile
+-- and touches it is refused (check_cursor). The mark is set around the wait alone and put
+-- back as it was (executemany and a fetch with a row function hold it for longer). The wait
+-- raises nothing in the normal course, and the statement's errors are raised after it, so they
+-- never leave the mark behind, with no pcall on this path, which every statement takes. (A
+-- coroutine closed while it waits leaves it, and refuse() sees that its holder is dead.)
+local function finish(cur, sync, id, co, sql, names, stream, task, ekind, emsg)
     if not task then
         error(errors.new(ekind, emsg, sql), 3)
     end
+    local conn = cur._conn
     local pool = conn._pool
+    local busy = cur._busy
+    cur._busy = co or true
     sched.await(task, sync, pool, co)
+    cur._busy = busy
     note_owner(pool, id, co)
     local known = conn._described[sql]
     local ok, a, b, c, d, e, f, g = core.result(task, pool, names, stream, known and known.ids,
@@ -221,9 +249,85 @@ local function finish(conn, sync, id, co, sql, names, stream, task, ekind, emsg)
     return a, b, c, d, e, f, g
 end
 
+-- Fields of both objects: what cannot be assigned raises; what can is checked.
+local function set_row(obj, value)
+    local ok, want = row_shape(value) -- the check connect makes of its `row` option
+    if not ok then
+        raise("ProgrammingError", "row must be " .. want .. ", got " .. tostring(value))
+    end
+    obj._row = value
+end
+
+-- A timeout is checked when a statement uses it (checked_timeout), as it always was: setting
+-- one does not raise.
+local function set_timeout(obj, value)
+    obj._timeout = value == nil and NO_TIMEOUT or value
+end
+
+local function refuse_field(key, known, what, settable)
+    if known then
+        raise("ProgrammingError", tostring(key) .. " is read-only")
+    end
+    raise("ProgrammingError", what .. " has no field '" .. tostring(key) .. "' to set (its " ..
+          "settable fields: " .. settable .. ")")
+end
+
 -- ---- Cursor ---------------------------------------------------------------------------------
 
-Cursor.__index = Cursor
+-- Fields. As in Python's sqlite3 (Modules/_sqlite/cursor.c, cursor_members), description,
+-- rowcount, lastrowid and connection are read-only: assigning one raises ProgrammingError
+-- (Python: AttributeError, "readonly attribute"). row, timeout and arraysize can be set; a row
+-- shape is checked when it is set, a timeout or an arraysize when it is used. Any other field
+-- raises too (Python: AttributeError, no attribute): a typo such as `cur.rows = "named"` would
+-- otherwise do nothing, silently.
+--
+-- For __newindex to see an assignment the field must be absent from the cursor's table, so
+-- the values live in private fields, and reading a public one goes through __index. Every
+-- private field is always present (false, or NO_TIMEOUT, for "none"): the library's own reads
+-- and writes, a few dozen per statement, never reach a metamethod. What that costs is the
+-- method lookup: `cur:fetchone()` finds its method through a function instead of a table.
+local CURSOR_FIELDS = { -- public name -> private one; false there reads as nil
+    connection = "_conn",
+    description = "_description",
+    rowcount = "_rowcount",
+    lastrowid = "_lastrowid",
+    row = "_row",
+}
+
+function Cursor.__index(cur, key)
+    local member = Cursor[key] -- methods first: the lookup every call makes
+    if member ~= nil then
+        return member
+    end
+    local field = CURSOR_FIELDS[key]
+    if field then
+        local value = cur[field]
+        if value == false then
+            return nil
+        end
+        return value
+    elseif key == "timeout" then
+        return public_timeout(cur._timeout)
+    end
+end
+
+local cursor_setters = {
+    row = set_row,
+    timeout = set_timeout,
+    arraysize = function(cur, value) -- here only while unset: then it stays in the table
+        rawset(cur, "arraysize", value)
+    end,
+}
+
+function Cursor.__newindex(cur, key, value)
+    local set = cursor_setters[key]
+    if set then
+        set(cur, value)
+        return
+    end
+    refuse_field(key, CURSOR_FIELDS[key] ~= nil or Cursor[key] ~= nil, "a cursor",
+                 "arraysize, row and timeout")
+end
 
 -- The rows of a cursor that holds none. Shared, and never written: rows are only ever
 -- overwritten at positions up to #cur._rows, which is 0 here.
@@ -231,60 +335,106 @@ local NO_ROWS = setmetatable({}, { __newindex = function() error("NO_ROWS is rea
 
 Cursor.arraysize = 1 -- until a cursor sets its own
 
--- A cursor is made with room for the 8 fields below (_sql and description, named as nil,
--- come with its first statement; lastrowid takes description's place after a write), so that
--- the table does not grow while a statement's results come in. A streamed result (_stream)
--- makes it grow.
+-- A cursor is made with every field it will have (arraysize apart), so that the table does
+-- not grow while a statement's results come in.
 local function new_cursor(conn)
     return setmetatable({
-        connection = conn,
-        rowcount = -1,
-        row = conn.row,
-        timeout = rawget(conn, "timeout"), -- nil would go to Connection.__index
+        _conn = conn,
+        _row = conn._row,
+        _timeout = conn._timeout,
+        _rowcount = -1,
+        _description = false,
+        _lastrowid = false,
         _rows = NO_ROWS, -- rows not fetched yet from _pos on; the ones before it are false
         _pos = 1,
-        _sql = nil,
-        description = nil,
+        _sql = false,
+        _stream = false,
+        _busy = false,
     }, Cursor)
 end
 
-local function check_timeout(cur)
-    local timeout = cur.timeout
-    if timeout ~= nil and not seconds(timeout) then
+-- The cursor's timeout as the core takes it (nil for none). A bad one raises here, when a
+-- statement would use it.
+local function checked_timeout(cur)
+    local timeout = cur._timeout
+    if timeout == NO_TIMEOUT then
+        return nil
+    end
+    if not seconds(timeout) then
         raise("ProgrammingError", "the cursor's timeout must be nil or a number of seconds " ..
               "above 0, got " .. tostring(timeout))
     end
+    return timeout
+end
+
+-- In use. As Python's sqlite3 refuses "Recursive use of cursors not allowed."
+-- (Modules/_sqlite/cursor.c: check_cursor_locked(), called by check_cursor() for execute,
+-- executemany, executescript and every fetch, and by close(); _pysqlite_query_execute() sets
+-- self->locked for the whole call, its executemany iterator included, and clears it on every
+-- way out; GH-80254 locks the per-row user code of a fetch), a cursor is refused while an
+-- operation of its own is under way: from the executemany iterator, from a row function, or
+-- from another coroutine that runs while the operation waits for its statement. cur._busy
+-- holds the coroutine running the operation (true for the main thread). A fetch's row
+-- function is locked too, unlike Python's row_factory: a fetch from inside it would upset the
+-- fetch that called it (collect_rows keeps its place in locals).
+local function refuse(cur)
+    local holder = cur._busy
+    if holder == CLOSED then
+        raise("ProgrammingError", "the cursor is closed")
+    elseif type(holder) == "thread" and co_status(holder) == "dead" then
+        cur._busy = false -- its coroutine ended inside the operation (coroutine.close): over
+        return
+    end
+    raise("ProgrammingError", "Recursive use of cursors not allowed. (An operation of this " ..
+          "cursor is under way: its executemany iterator, its row function, or another " ..
+          "coroutine waiting on it.)")
 end
 
 local function check_cursor(cur)
-    if cur._closed then
-        raise("ProgrammingError", "the cursor is closed")
+    if cur._busy then
+        refuse(cur)
     end
-    check_open(cur.connection)
+    check_open(cur._conn)
+end
+
+-- Calls fn(...) with the cursor marked in use, for an operation that runs the user's code
+-- (the executemany iterator, a row function), and clears the mark on every way out. Only these
+-- paths pay for the pcall; a statement's wait marks the cursor without one (finish). The error
+-- goes on unchanged.
+local function while_busy(cur, fn, ...)
+    cur._busy = co_running() or true
+    local ok, a, b = pcall(fn, ...)
+    cur._busy = false
+    if not ok then
+        error(a, 0)
+    end
+    return a, b
 end
 
 local function end_stream(cur)
-    if cur._stream then
-        core.release(cur._stream)
-        cur._stream = nil
+    local stream = cur._stream
+    if stream then
+        cur._stream = false
+        core.release(stream)
     end
 end
 
 local DESCRIBED_MAX = 512
 
--- Sets cur.description from the result's column names and types. Descriptions are kept per
--- connection and SQL text with the core's ids for those columns: core.result hands back the
--- same name tables while they still describe the statement, and then the same description
--- serves again.
+-- Sets the cursor's description from the result's column names and types. Descriptions are
+-- kept per connection and SQL text with the core's ids for those columns: core.result hands
+-- back the same name tables while they still describe the statement, and then the same
+-- description serves again.
 local function describe(cur, names, decltypes, id)
     if not names then
-        cur.description = nil
+        cur._description = false
         return
     end
-    local described = cur.connection._described
+    local conn = cur._conn
+    local described = conn._described
     local known = described[cur._sql]
     if known and known.names == names then
-        cur.description = known.description
+        cur._description = known.description
         return
     end
     local d = {}
@@ -292,7 +442,6 @@ local function describe(cur, names, decltypes, id)
         d[i] = { names[i], name = names[i], decltype = decltypes[i] }
     end
     if not known then
-        local conn = cur.connection
         if conn._ndescribed >= DESCRIBED_MAX then -- SQL built on the fly: keep it bounded
             described, conn._ndescribed = {}, 0
             conn._described = described
@@ -300,16 +449,16 @@ local function describe(cur, names, decltypes, id)
         conn._ndescribed = conn._ndescribed + 1
     end
     described[cur._sql] = { ids = { id }, names = names, decltypes = decltypes, description = d }
-    cur.description = d
+    cur._description = d
 end
 
 -- Takes a finished statement's results into the cursor.
 local function take(cur, rows, rowcount, lastrowid, stream, names, decltypes, columns_id)
     cur._rows, cur._pos = rows or NO_ROWS, 1
-    cur._stream = stream
-    cur.rowcount = rowcount
+    cur._stream = stream or false
+    cur._rowcount = rowcount
     if lastrowid ~= nil then
-        cur.lastrowid = lastrowid
+        cur._lastrowid = lastrowid
     end
     describe(cur, names, decltypes, columns_id)
     return cur
@@ -317,7 +466,7 @@ end
 
 -- Runs sql on the cursor; the caller has checked that the cursor and its connection are open.
 local function run_statement(cur, kind, sql, ...)
-    check_timeout(cur)
+    local timeout = checked_timeout(cur)
     if type(sql) ~= "string" then
         raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
     end
@@ -326,17 +475,26 @@ local function run_statement(cur, kind, sql, ...)
     end
     cur._rows, cur._pos = NO_ROWS, 1
     cur._sql = sql
-    local conn = cur.connection
     local sync, id, co = caller()
-    return take(cur, finish(conn, sync, id, co, sql, cur.row == "named", nil,
-                            core.submit(conn._pool, kind, id, sync, cur.timeout, sql, ...)))
+    return take(cur, finish(cur, sync, id, co, sql, cur._row == "named", nil,
+                            core.submit(cur._conn._pool, kind, id, sync, timeout, sql, ...)))
 end
 
+-- cur:execute(sql [, params | value, ...]) -> cur. Runs one statement on the cursor: its rows
+-- replace what the cursor held, and description, rowcount and lastrowid follow it. `params`
+-- is an array (for ?, ?NNN) or a map (for :name, @name, $name), or the values come as extra
+-- arguments. Raises the statement's error (OperationalError, IntegrityError, ...);
+-- ProgrammingError for SQL that is not one statement, bad parameters, a closed cursor, a bad
+-- cur.timeout, or a cursor in use (see "In use"); ConnectionClosedError / PoolClosedError for
+-- a closed or closing connection. As Python's Cursor.execute.
 function Cursor:execute(sql, ...)
     check_cursor(self) -- run_statement checks the timeout
     return run_statement(self, "exec", sql, ...)
 end
 
+-- cur:executescript(script) -> cur. Runs ';'-separated statements without parameters on the
+-- writer, in order; no rows come back. Raises as execute does; statements before a failing
+-- one stay. As Python's Cursor.executescript, except that it does not COMMIT first.
 function Cursor:executescript(script)
     check_cursor(self)
     return run_statement(self, "script", script)
@@ -357,79 +515,64 @@ end
 
 -- Sends one parameter-set chunk of executemany to the writer; many_wait waits for it and
 -- returns its rowcount (or raises its error).
-local function many_submit(cur, sql, sets)
+local function many_submit(cur, sql, sets, timeout)
     local sync, id, co = caller()
     return { sync = sync, id = id, co = co, -- then what submit_many returned
-             core.submit_many(cur.connection._pool, id, sync, cur.timeout, sql, sets) }
+             core.submit_many(cur._conn._pool, id, sync, timeout, sql, sets) }
 end
 
 local function many_wait(cur, sql, sent)
-    local _, rowcount = finish(cur.connection, sent.sync, sent.id, sent.co, sql, nil, nil, sent[1],
-                               sent[2], sent[3])
+    local _, rowcount = finish(cur, sent.sync, sent.id, sent.co, sql, nil, nil, sent[1], sent[2],
+                               sent[3])
     return rowcount
 end
 
-local function many_chunk(cur, sql, sets)
-    return many_wait(cur, sql, many_submit(cur, sql, sets))
+local function many_chunk(cur, sql, sets, timeout)
+    return many_wait(cur, sql, many_submit(cur, sql, sets, timeout))
 end
 
-function Cursor:executemany(sql, seq)
-    check_cursor(self)
-    check_timeout(self)
-    if type(sql) ~= "string" then
-        raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
-    end
-    end_stream(self)
-    self._rows, self._pos, self.description = NO_ROWS, 1, nil
-    if type(seq) == "table" then
-        self.rowcount = many_chunk(self, sql, seq) -- one task: the core keeps it atomic
-        return self
-    elseif type(seq) ~= "function" then
-        raise("ProgrammingError", "executemany needs an array of parameter tables or an " ..
-              "iterator function, got " .. type(seq), sql)
-    end
-    local function next_chunk()
-        local sets = {}
-        for i = 1, MANY_CHUNK do
-            local params = seq()
-            if params == nil then
-                return sets, true
-            end
-            sets[i] = params
+-- The next parameter tables of the iterator seq, up to MANY_CHUNK: the array, and whether
+-- seq has ended.
+local function next_chunk(seq)
+    local sets = {}
+    for i = 1, MANY_CHUNK do
+        local params = seq()
+        if params == nil then
+            return sets, true
         end
-        return sets, false
+        sets[i] = params
     end
-    local sets, last = next_chunk()
-    if last then
-        self.rowcount = many_chunk(self, sql, sets)
-        return self
-    end
-    -- Several chunks: a transaction of its own, or inside the caller's a savepoint, around
-    -- them keeps the whole call all or nothing.
-    local conn = self.connection
+    return sets, false
+end
+
+-- executemany over an iterator that gave more than one chunk (`sets` is the first): a
+-- transaction of its own, or inside the caller's a savepoint, around the chunks keeps the
+-- whole call all or nothing. Sets cur's rowcount, or raises the error that undid the call.
+local function many_chunks(cur, sql, seq, sets, timeout)
+    local conn = cur._conn
     local own = not conn.in_transaction
     conn:execute(own and "BEGIN IMMEDIATE" or "SAVEPOINT pasyn_executemany_all")
     local ok, err = pcall(function()
-        local total, sent = 0, many_submit(self, sql, sets)
+        local total, sent, last = 0, many_submit(cur, sql, sets, timeout), false
         while not last do
             -- The next chunk is built, and sent to queue behind this one, while the writer
             -- inserts this one. An error of either stops the call: this chunk's first (it came
             -- first). A chunk queued behind a failed one is waited for, and undone with the rest.
-            local built, more, is_last = pcall(next_chunk)
-            local following = built and many_submit(self, sql, more)
-            local done, inserted = pcall(many_wait, self, sql, sent)
+            local built, following_sets, is_last = pcall(next_chunk, seq)
+            local following = built and many_submit(cur, sql, following_sets, timeout)
+            local done, inserted = pcall(many_wait, cur, sql, sent)
             if not done then
                 if following then
-                    pcall(many_wait, self, sql, following)
+                    pcall(many_wait, cur, sql, following)
                 end
                 error(inserted, 0)
             elseif not built then
-                error(more, 0)
+                error(following_sets, 0)
             end
             total = total + inserted
             sent, last = following, is_last
         end
-        self.rowcount = total + many_wait(self, sql, sent)
+        cur._rowcount = total + many_wait(cur, sql, sent)
     end)
     if ok then
         ok, err = pcall(conn.execute, conn, own and "COMMIT" or "RELEASE pasyn_executemany_all")
@@ -438,90 +581,137 @@ function Cursor:executemany(sql, seq)
         undo(conn, not own and "pasyn_executemany_all")
         error(err, 0)
     end
+end
+
+-- cur:executemany(sql, seq) -> cur. Runs one INSERT, UPDATE, DELETE or REPLACE once per
+-- parameter table: `seq` is an array of them, or an iterator function returning one per call
+-- and nil at the end. All or nothing when the caller has no open transaction; rowcount is the
+-- total, description nil. Raises as execute does, and ProgrammingError for another kind of
+-- statement or a `seq` of another type; an error raised by the iterator goes on unchanged.
+-- The cursor is in use until the call returns, so the iterator may not use it (Python's
+-- executemany refuses it the same way: "Recursive use of cursors not allowed.").
+function Cursor:executemany(sql, seq)
+    check_cursor(self)
+    local timeout = checked_timeout(self)
+    if type(sql) ~= "string" then
+        raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
+    end
+    end_stream(self)
+    self._rows, self._pos, self._description = NO_ROWS, 1, false
+    if type(seq) == "table" then
+        self._rowcount = many_chunk(self, sql, seq, timeout) -- one task: the core keeps it atomic
+        return self
+    elseif type(seq) ~= "function" then
+        raise("ProgrammingError", "executemany needs an array of parameter tables or an " ..
+              "iterator function, got " .. type(seq), sql)
+    end
+    local sets, last = while_busy(self, next_chunk, seq)
+    if last then
+        self._rowcount = many_chunk(self, sql, sets, timeout)
+    else
+        while_busy(self, many_chunks, self, sql, seq, sets, timeout)
+    end
     return self
 end
 
 -- Brings the next chunk of a streamed result; false at the end.
 local function more(cur)
-    if not cur._stream then
+    local stream = cur._stream
+    if not stream then
         return false
     end
-    check_timeout(cur)
-    local stream = cur._stream
+    local timeout = checked_timeout(cur)
     local sync, id, co = caller()
-    cur._stream = nil -- ended, unless the answer says it goes on
+    cur._stream = false -- ended, unless the answer says it goes on
     local names
-    if cur.row == "named" then -- the names the first chunk's rows have as keys
+    if cur._row == "named" then -- the names the first chunk's rows have as keys
         names = {}
-        for i, column in ipairs(cur.description) do
+        for i, column in ipairs(cur._description) do
             names[i] = column[1]
         end
     end
-    local rows, _, _, going_on = finish(cur.connection, sync, id, co, cur._sql, names, stream,
-                                        core.fetch(stream, id, sync, cur.timeout))
-    if cur._closed then -- closed by another coroutine while this chunk was on its way
-        if going_on then
-            core.release(going_on)
-        end
-        return false
-    end
-    cur._rows, cur._pos, cur._stream = rows or NO_ROWS, 1, going_on
+    local rows, _, _, going_on = finish(cur, sync, id, co, cur._sql, names, stream,
+                                        core.fetch(stream, id, sync, timeout))
+    cur._rows, cur._pos, cur._stream = rows or NO_ROWS, 1, going_on or false
     return true
 end
 
-local function shaped(cur, row)
-    local shape = cur.row
-    if shape == "array" or shape == "named" or shape == nil then
-        return row
-    end
-    return (shape(cur, row))
-end
-
+-- cur:fetchone() -> the next row (its shape: cur.row), or nil at the end. Raises
+-- ProgrammingError on a closed cursor or one in use (a row function that fetches from its own
+-- cursor, another coroutine's fetch under way), ConnectionClosedError after conn:close(), a
+-- streamed result's error, and what a row function raises (its row is used up then). As
+-- Python's Cursor.fetchone.
 function Cursor:fetchone()
     check_cursor(self)
-    local pos = self._pos
-    while pos > #self._rows do
+    local rows, pos = self._rows, self._pos
+    while pos > #rows do
         if not more(self) then
             return nil
         end
-        pos = self._pos
+        rows, pos = self._rows, self._pos
     end
-    local row = self._rows[pos]
-    self._rows[pos] = false -- let a long streamed chunk's rows go as they are read
+    local row = rows[pos]
+    rows[pos] = false -- let a long streamed chunk's rows go as they are read
     self._pos = pos + 1
-    return shaped(self, row)
+    local shape = self._row
+    if shape == "array" or shape == "named" then
+        return row
+    end
+    return (while_busy(self, shape, self, row))
 end
 
-local function collect(cur, limit)
-    check_cursor(cur)
+-- Up to `limit` rows of the cursor, shaped by `shape` (the cursor's row when the fetch began).
+local function collect_rows(cur, limit, shape)
+    local plain = shape == "array" or shape == "named"
     local out, n = {}, 0
     while n < limit do
-        local pos, last = cur._pos, #cur._rows
+        local pos, rows = cur._pos, cur._rows
+        local last = #rows
         if pos > last then
             if not more(cur) then
                 break
             end
-        elseif n == 0 and pos == 1 and last <= limit and type(cur.row) ~= "function" then
-            out, n = cur._rows, last -- a whole chunk: hand it over as it is
+        elseif n == 0 and pos == 1 and last <= limit and plain then
+            out, n = rows, last -- a whole chunk: hand it over as it is
             cur._rows, cur._pos = NO_ROWS, 1
-        else
+        elseif plain then
             local take_n = math.min(limit - n, last - pos + 1)
-            local rows = cur._rows
-            for i = 0, take_n - 1 do
+            for i = pos, pos + take_n - 1 do
                 n = n + 1
-                out[n] = shaped(cur, rows[pos + i])
-                rows[pos + i] = false
+                out[n] = rows[i]
+                rows[i] = false
             end
             cur._pos = pos + take_n
+        else
+            -- The cursor moves on before the row function runs: if it raises, its row is
+            -- used up (as in Python, whose row_factory runs after the step) and the next fetch
+            -- goes on from the row after it.
+            local row = rows[pos]
+            rows[pos] = false
+            cur._pos = pos + 1
+            n = n + 1
+            out[n] = shape(cur, row)
         end
     end
     return out
+end
+
+local function collect(cur, limit)
+    check_cursor(cur)
+    local shape = cur._row
+    if shape == "array" or shape == "named" then
+        return collect_rows(cur, limit, shape)
+    end
+    return (while_busy(cur, collect_rows, cur, limit, shape))
 end
 
 local function is_count(n)
     return type(n) == "number" and n >= 0 and n % 1 == 0
 end
 
+-- cur:fetchmany([n]) -> an array of up to n rows (default cur.arraysize, 1 unless set); an
+-- empty array at the end. n (or arraysize) must be a whole number >= 0, else ProgrammingError
+-- before any row is used up. Raises as fetchone does. As Python's Cursor.fetchmany.
 function Cursor:fetchmany(n)
     n = n == nil and self.arraysize or n
     if not is_count(n) then
@@ -531,35 +721,66 @@ function Cursor:fetchmany(n)
     return collect(self, n)
 end
 
+-- cur:fetchall() -> an array of the remaining rows, possibly empty. Raises as fetchone does.
+-- As Python's Cursor.fetchall.
 function Cursor:fetchall()
     return collect(self, math.huge)
 end
 
+-- cur:rows() -> an iterator for `for row in cur:rows() do ... end`, calling fetchone (and
+-- raising what it raises). Python iterates the cursor itself.
 function Cursor:rows()
     return function()
         return self:fetchone()
     end
 end
 
+-- cur:close(). Lets go of the cursor's result (and of its reader, for a streamed one);
+-- fetches and executes raise ProgrammingError afterwards. Closing again does nothing. Raises
+-- ProgrammingError ("Recursive use of cursors not allowed.") while an operation of the cursor
+-- is under way (from its row function or executemany iterator, or from another coroutine
+-- while it waits), as Python's Cursor.close does (check_cursor_locked): it leaves the cursor
+-- and the operation as they were.
+-- Also the cursor's __close (Lua 5.4 `<close>`).
 function Cursor:close()
-    if self._closed then
+    local busy = self._busy
+    if busy == CLOSED then
         return
+    elseif busy then
+        refuse(self) -- raises, unless the operation's coroutine is gone
     end
     end_stream(self)
-    self._closed = true
+    self._busy = CLOSED
     self._rows, self._pos = NO_ROWS, 1
 end
 Cursor.__close = Cursor.close
 
 -- ---- Connection -------------------------------------------------------------------------
 
-local properties = {
+-- Fields. closed, in_transaction and total_changes are read-only: assigning one raises
+-- ProgrammingError (Python's in_transaction and total_changes have no setter:
+-- Modules/_sqlite/connection.c, connection_getset, "(setter)0", and assigning them raises
+-- AttributeError; Python has no `closed`). row (Python's row_factory) is checked when it is
+-- set, timeout when a statement uses it. Any other field raises too, as on a Python
+-- Connection, so that a typo such as `conn.rows = "named"` is not silently ignored. The
+-- values live in private fields, or come from the core, so that __newindex sees every
+-- assignment; the library reads the private fields directly.
+local conn_properties = {
+    closed = function(conn)
+        return conn._closed
+    end,
     in_transaction = function(conn)
-        return not conn.closed and core.txn_owner(conn._pool) == select(2, caller())
+        return not conn._closed and core.txn_owner(conn._pool) == select(2, caller())
     end,
     total_changes = function(conn)
         check_open(conn)
         return core.total_changes(conn._pool)
+    end,
+    row = function(conn)
+        return conn._row
+    end,
+    timeout = function(conn)
+        return public_timeout(conn._timeout)
     end,
 }
 
@@ -568,27 +789,51 @@ Connection.__index = function(conn, key)
     if method ~= nil then
         return method
     end
-    local property = properties[key]
+    local property = conn_properties[key]
     if property then
         return property(conn)
     end
 end
 
+local conn_setters = {
+    row = set_row,
+    timeout = set_timeout,
+}
+
+function Connection.__newindex(conn, key, value)
+    local set = conn_setters[key]
+    if set then
+        set(conn, value)
+        return
+    end
+    refuse_field(key, conn_properties[key] ~= nil or Connection[key] ~= nil, "a connection",
+                 "row and timeout")
+end
+
+-- conn:cursor() -> a new Cursor of this connection, with no statement yet; it takes conn.row
+-- and conn.timeout. Raises ConnectionClosedError / PoolClosedError on a closed or closing
+-- connection. As Python's Connection.cursor.
 function Connection:cursor()
     check_open(self)
     return new_cursor(self)
 end
 
+-- conn:execute(sql [, params | value, ...]) -> a new Cursor holding the result: a cursor's
+-- execute (see Cursor:execute for params and errors). As Python's Connection.execute.
 function Connection:execute(sql, ...)
     check_open(self, sql)
     return run_statement(new_cursor(self), "exec", sql, ...)
 end
 
+-- conn:executemany(sql, seq) -> a new Cursor: a cursor's executemany (see Cursor:executemany).
+-- As Python's Connection.executemany.
 function Connection:executemany(sql, seq)
     check_open(self, sql)
     return new_cursor(self):executemany(sql, seq)
 end
 
+-- conn:executescript(script) -> a new Cursor: a cursor's executescript. As Python's
+-- Connection.executescript, except that it does not COMMIT first.
 function Connection:executescript(script)
     check_open(self, script)
     return run_statement(new_cursor(self), "script", script)
@@ -602,10 +847,16 @@ local function end_transaction(conn, sql)
     end
 end
 
+-- conn:commit(). Commits the calling coroutine's own open transaction; a no-op when it owns
+-- none (a write outside BEGIN is committed when it returns). Raises the COMMIT's error, and
+-- ConnectionClosedError / PoolClosedError. Python's commit, for transactions owned by
+-- coroutines.
 function Connection:commit()
     end_transaction(self, "COMMIT")
 end
 
+-- conn:rollback(). Rolls back the calling coroutine's own open transaction; a no-op when it
+-- owns none. Raises as commit does. Python's rollback, for transactions owned by coroutines.
 function Connection:rollback()
     end_transaction(self, "ROLLBACK")
 end
@@ -616,8 +867,11 @@ local begin_modes = {
     exclusive = "BEGIN EXCLUSIVE",
 }
 
--- Runs fn(conn) in a transaction of the caller's: BEGIN <mode> ... COMMIT, or inside one the
--- caller already owns a savepoint; an error rolls back (to the savepoint) and goes on up.
+-- conn:transaction(fn [, mode]) -> fn's results. Runs fn(conn) in a transaction of the
+-- caller's: BEGIN <mode> ("deferred", "immediate" (default) or "exclusive") ... COMMIT, or
+-- inside one the caller already owns a savepoint; an error rolls back (to the savepoint) and
+-- goes on up unchanged, as does a failed COMMIT's. Raises ProgrammingError for a fn that is
+-- not a function or an unknown mode. Python's `with conn:`, with nesting.
 function Connection:transaction(fn, mode)
     check_open(self)
     if type(fn) ~= "function" then
@@ -651,20 +905,28 @@ function Connection:transaction(fn, mode)
     error(results[2], 0)
 end
 
--- Stops the statements running now on every thread of the pool: they fail with
--- OperationalError. Statements issued later run as usual.
+-- conn:interrupt(). Stops the statements running now on every thread of the pool: they fail
+-- with OperationalError. Statements issued later run as usual. Raises ConnectionClosedError /
+-- PoolClosedError. As Python's Connection.interrupt.
 function Connection:interrupt()
     check_open(self)
     core.interrupt(self._pool)
 end
 
+-- conn:stats() -> a table of per-thread counters (see the README). Raises
+-- ConnectionClosedError / PoolClosedError. Not in Python's sqlite3.
 function Connection:stats()
     check_open(self)
     return core.stats(self._pool)
 end
 
+-- conn:close(). Waits for the statements already submitted, rolls back an open transaction,
+-- closes every connection of the pool and joins its threads; conn.closed is true afterwards.
+-- Closing again does nothing; from another coroutine while a close is under way, it returns
+-- once that close is done. Also the connection's __close (Lua 5.4 `<close>`). As Python's
+-- Connection.close.
 function Connection:close()
-    if self.closed then
+    if self._closed then
         return
     end
     if self._closing then
@@ -674,7 +936,7 @@ function Connection:close()
             sched.sleep(0.001)
         end
         core.free(self._pool)
-        self.closed = true
+        self._closed = true
         self._closing = false
         return
     end
@@ -686,11 +948,16 @@ function Connection:close()
         core.free_task(task)
     end
     core.free(self._pool)
-    self.closed = true
+    self._closed = true
     self._closing = false
 end
 Connection.__close = Connection.close
 
+-- sqlite.connect(database [, options]) -> a Connection: a pool of one writer and
+-- options.readers readers on `database` (a path, a file: URI, or ":memory:"). Options as in
+-- the README; an unknown option or a bad value raises ProgrammingError naming it. Raises
+-- OperationalError or DatabaseError (with a `database` field) when opening fails. Python's
+-- sqlite3.connect, for a pool.
 function M.connect(database, options)
     if type(database) ~= "string" then
         raise("ProgrammingError", "connect: the database must be a string, got " .. type(database))
@@ -706,14 +973,16 @@ function M.connect(database, options)
         err.database = database
         error(err, 2)
     end
+    -- Every field is present (false, or NO_TIMEOUT, for none): the library's reads and writes
+    -- of them never reach __index or __newindex (see the Connection's fields).
     return setmetatable({
         _pool = pool,
         _described = {}, -- SQL text -> its column tables and description
         _ndescribed = 0,
-        closed = false,
-        _closing = false, -- a field, not nil: every call reads it, and nil would go to __index
-        row = opts.row or "array",
-        timeout = opts.timeout,
+        _closed = false,
+        _closing = false,
+        _row = opts.row or "array",
+        _timeout = opts.timeout == nil and NO_TIMEOUT or opts.timeout,
     }, Connection)
 end
 

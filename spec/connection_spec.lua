@@ -881,6 +881,95 @@ describe("Connection", function()
         end)
     end)
 
+    -- API.md: closed, in_transaction and total_changes are read-only (assigning raises
+    -- ProgrammingError), row is settable; README: timeout is settable too.
+    describe("fields", function()
+        -- Assigns conn[field] = value, which must raise ProgrammingError naming the field.
+        local function refused(field, value, pattern)
+            local err = raises("ProgrammingError", function()
+                conn[field] = value
+            end)
+            assert.matches(pattern or (field .. " is read%-only"), err.message, 1)
+            return err
+        end
+
+        it("closed, in_transaction and total_changes are read-only and keep their values",
+           function()
+            conn:execute("INSERT INTO t (v) VALUES ('a')")
+            for _, value in ipairs({ true, false, 0, "x" }) do
+                refused("closed", value)
+                refused("in_transaction", value)
+                refused("total_changes", value)
+            end
+            refused("closed", nil) -- nil too: the fields are not in the table to be removed
+            refused("in_transaction", nil)
+            assert.is_false(conn.closed)
+            assert.is_false(conn.in_transaction)
+            assert.are.equal(1, conn.total_changes)
+            -- the values still follow the connection
+            conn:execute("BEGIN")
+            refused("in_transaction", false)
+            assert.is_true(conn.in_transaction)
+            conn:rollback()
+            assert.is_false(conn.in_transaction)
+            conn:close()
+            refused("closed", false)
+            assert.is_true(conn.closed)
+        end)
+
+        it("assigning a method raises ProgrammingError and the method stays", function()
+            refused("execute", function() end)
+            refused("close", nil)
+            assert.are.same({ 1, n = 1 }, conn:execute("SELECT 1"):fetchone())
+        end)
+
+        it("row refuses a bad shape with ProgrammingError saying what it must be, and keeps "
+           .. "the old shape", function()
+            conn.row = "named"
+            for _, bad in ipairs({ "bogus", "NAMED", 5, true, {} }) do
+                local err = refused("row", bad, 'row must be "array", "named" or a function')
+                assert.matches(tostring(bad), err.message, 1, true)
+            end
+            refused("row", nil, "row must be")
+            assert.are.equal("named", conn.row)
+            assert.are.same({ x = 1 }, conn:execute("SELECT 1 AS x"):fetchone())
+            -- the same words as connect's check of its row option
+            local err = raises("ProgrammingError", sqlite.connect, ":memory:", { row = "bogus" })
+            assert.matches('"array", "named" or a function', err.message, 1, true)
+        end)
+
+        it("timeout can be set and cleared; cursors take it; a bad one raises only when used",
+           function()
+            assert.is_nil(conn.timeout)
+            conn.timeout = 2
+            assert.are.equal(2, conn.timeout)
+            assert.are.equal(2, conn:cursor().timeout)
+            conn.timeout = nil
+            assert.is_nil(conn.timeout)
+            assert.is_nil(conn:cursor().timeout)
+            conn.timeout = "soon" -- accepted here, as it always was: checked at use
+            assert.are.equal("soon", conn.timeout)
+            local err = raises("ProgrammingError", conn.execute, conn, "SELECT 1")
+            assert.matches("timeout", err.message)
+            conn.timeout = 1
+            assert.are.same({ 1, n = 1 }, conn:execute("SELECT 1"):fetchone())
+            local c = open(":memory:", { timeout = 3 })
+            assert.are.equal(3, c.timeout)
+            assert.are.equal(3, c:execute("SELECT 1").timeout)
+        end)
+
+        it("an unknown field raises ProgrammingError naming it, so a typo is not silent", function()
+            for _, field in ipairs({ "rows", "Row", "in_transactions", "foo" }) do
+                local err = refused(field, "named", "'" .. field .. "'")
+                assert.matches("row and timeout", err.message, 1, true)
+                assert.is_nil(conn[field])
+            end
+            refused(1, true, "'1'")
+            assert.are.equal("array", conn.row)
+            assert.is_false(conn.closed)
+        end)
+    end)
+
     describe("stats()", function()
         it("has the documented shape", function()
             local c = open(":memory:", { readers = 2 })

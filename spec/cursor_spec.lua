@@ -470,6 +470,351 @@ describe("cur.connection", function()
     end)
 end)
 
+-- As Python's sqlite3 (cursor_members): description, rowcount, lastrowid and connection are
+-- read-only; arraysize, row (row_factory) and timeout can be set.
+describe("cursor fields", function()
+    -- Assigns cur[field] = value, which must raise ProgrammingError naming the field.
+    local function refused(cur, field, value, pattern)
+        local err = raises("ProgrammingError", function()
+            cur[field] = value
+        end)
+        assert.matches(pattern or (field .. " is read%-only"), err.message, 1)
+        return err
+    end
+
+    it("description, rowcount, lastrowid and connection are read-only and keep their values",
+       function()
+        local cur = conn:execute("INSERT INTO t (id, name) VALUES (10, 'ten') RETURNING id")
+        local description = cur.description
+        for _, value in ipairs({ 7, "x", false, {} }) do
+            for _, field in ipairs({ "description", "rowcount", "lastrowid", "connection" }) do
+                refused(cur, field, value)
+            end
+        end
+        for _, field in ipairs({ "description", "rowcount", "lastrowid", "connection" }) do
+            refused(cur, field, nil) -- nil too: nothing to remove from the table
+        end
+        assert.are.equal(description, cur.description)
+        assert.are.equal(1, cur.rowcount)
+        assert.are.equal(10, cur.lastrowid)
+        assert.are.equal(conn, cur.connection)
+        -- nil values stay nil, and the fields still follow the statements
+        local fresh = conn:cursor()
+        refused(fresh, "description", {})
+        refused(fresh, "lastrowid", 3)
+        assert.is_nil(fresh.description)
+        assert.is_nil(fresh.lastrowid)
+        fresh:execute("DELETE FROM t WHERE id > 3")
+        assert.are.equal(3, fresh.rowcount)
+        assert.is_nil(fresh.description)
+        assert.are.same({ { 10, n = 1 } }, cur:fetchall())
+    end)
+
+    it("assigning a method raises ProgrammingError and the method stays", function()
+        local cur = conn:cursor()
+        refused(cur, "fetchone", function() end)
+        refused(cur, "execute", nil)
+        assert.are.same({ 1, n = 1 }, cur:execute("SELECT id FROM t WHERE id = 1"):fetchone())
+    end)
+
+    it("row refuses a bad shape with ProgrammingError saying what it must be, and keeps the old "
+       .. "shape", function()
+        local cur = conn:cursor()
+        cur.row = "named"
+        for _, bad in ipairs({ 5, "bogus", "Array", false, {} }) do
+            refused(cur, "row", bad, 'row must be "array", "named" or a function')
+        end
+        refused(cur, "row", nil, "row must be")
+        assert.are.equal("named", cur.row)
+        assert.are.same({ id = 1 }, cur:execute("SELECT id FROM t WHERE id = 1"):fetchone())
+        cur.row = "array"
+        assert.are.equal("array", cur.row)
+    end)
+
+    it("arraysize and timeout can be set, and cleared back to their defaults", function()
+        local cur = conn:execute("SELECT id FROM t ORDER BY id")
+        cur.arraysize = 2
+        assert.are.equal(2, cur.arraysize)
+        assert.are.same(int_rows(1, 2), cur:fetchmany())
+        cur.arraysize = nil
+        assert.are.equal(1, cur.arraysize)
+        assert.are.same(int_rows(3, 3), cur:fetchmany())
+        assert.is_nil(cur.timeout)
+        cur.timeout = 0.5
+        assert.are.equal(0.5, cur.timeout)
+        cur.timeout = nil
+        assert.is_nil(cur.timeout)
+        -- a bad value is taken, and refused when used (as before fields were checked)
+        cur.arraysize = "many"
+        raises("ProgrammingError", cur.fetchmany, cur)
+        cur.timeout = false
+        assert.is_false(cur.timeout)
+        raises("ProgrammingError", cur.execute, cur, "SELECT 1")
+    end)
+
+    it("an unknown field raises ProgrammingError naming it, so a typo is not silent", function()
+        local cur = conn:cursor()
+        for _, field in ipairs({ "row_factory", "array_size", "Row", "foo" }) do
+            local err = refused(cur, field, "named", "'" .. field .. "'")
+            assert.matches("arraysize, row and timeout", err.message, 1, true)
+            assert.is_nil(cur[field])
+        end
+        assert.are.equal("array", cur.row)
+    end)
+end)
+
+-- As Python's sqlite3 ("Recursive use of cursors not allowed."): a cursor is refused while an
+-- operation of its own is under way.
+describe("a cursor in use", function()
+    local RECURSIVE = "^Recursive use of cursors not allowed%."
+
+    local function refused_in_use(fn, ...)
+        local err = raises("ProgrammingError", fn, ...)
+        assert.matches(RECURSIVE, err.message)
+        return err
+    end
+
+    -- Every way to use a cursor, each a function(cur).
+    local uses = {
+        { "execute", function(c) return c:execute("SELECT 1") end },
+        { "executemany", function(c)
+            return c:executemany("INSERT INTO t (name) VALUES (?)", { { "x" } })
+        end },
+        { "executescript", function(c) return c:executescript("SELECT 1;") end },
+        { "fetchone", function(c) return c:fetchone() end },
+        { "fetchmany", function(c) return c:fetchmany(2) end },
+        { "fetchall", function(c) return c:fetchall() end },
+        { "rows", function(c)
+            for _ in c:rows() do -- luacheck: ignore
+            end
+        end },
+        { "close", function(c) return c:close() end },
+    }
+
+    for _, use in ipairs(uses) do
+        it("executemany's iterator cannot " .. use[1] .. " its own cursor; nothing is inserted, "
+           .. "and the cursor works afterwards", function()
+            local cur = conn:cursor()
+            local n = 0
+            local err = refused_in_use(cur.executemany, cur, "INSERT INTO t (name) VALUES (?)", function()
+                n = n + 1
+                if n == 3 then
+                    use[2](cur)
+                end
+                if n <= 5 then
+                    return { "row" .. n }
+                end
+            end)
+            assert.are.equal("ProgrammingError", err.kind)
+            assert.are.equal(5, scalar(conn, "SELECT count(*) FROM t"))
+            -- released: the cursor goes on as usual
+            cur:executemany("INSERT INTO t (name) VALUES (?)", { { "a" }, { "b" } })
+            assert.are.equal(2, cur.rowcount)
+            assert.are.same({ { 7, n = 1 } }, cur:execute("SELECT count(*) FROM t"):fetchall())
+        end)
+
+        it("a row function cannot " .. use[1] .. " its own cursor, and the cursor works afterwards",
+           function()
+            local cur = conn:cursor()
+            cur.row = function(c, row)
+                if row[1] == 2 then
+                    use[2](c)
+                end
+                return row[1]
+            end
+            cur:execute("SELECT id FROM t ORDER BY id")
+            assert.are.equal(1, cur:fetchone())
+            refused_in_use(cur.fetchone, cur) -- row 2's function refused: row 2 is used up
+            assert.are.equal(3, cur:fetchone())
+            cur:execute("SELECT id FROM t ORDER BY id")
+            refused_in_use(cur.fetchall, cur)
+            assert.are.same({ 3, 4, 5 }, cur:fetchall())
+            cur:execute("SELECT id FROM t ORDER BY id")
+            refused_in_use(cur.fetchmany, cur, 3)
+            assert.are.same({ 3, 4 }, cur:fetchmany(2))
+            cur:execute("SELECT id FROM t ORDER BY id")
+            refused_in_use(function()
+                for _ in cur:rows() do -- luacheck: ignore
+                end
+            end)
+            assert.are.same({ 3, 4, 5 }, cur:fetchall())
+            assert.is_false(cur:execute("SELECT 1").connection.closed)
+        end)
+    end
+
+    it("a row function may use the connection and other cursors", function()
+        local other = conn:cursor()
+        local cur = conn:cursor()
+        cur.row = function(_, row)
+            return scalar(conn, "SELECT name FROM t WHERE id = ?", row[1]) ..
+                   other:execute("SELECT ? * 2", row[1]):fetchone()[1]
+        end
+        cur:execute("SELECT id FROM t WHERE id < 3 ORDER BY id")
+        assert.are.same({ "one2", "two4" }, cur:fetchall())
+    end)
+
+    it("executemany's iterator may use the connection and other cursors", function()
+        local other = conn:cursor()
+        local i = 0
+        local cur = conn:executemany("INSERT INTO t (id, name) VALUES (?, ?)", function()
+            i = i + 1
+            if i <= 3 then
+                return { 100 + i, other:execute("SELECT name FROM t WHERE id = ?", i):fetchone()[1] }
+            end
+        end)
+        assert.are.equal(3, cur.rowcount)
+        assert.are.equal("three", scalar(conn, "SELECT name FROM t WHERE id = 103"))
+    end)
+
+    it("executemany's iterator cannot use its cursor in a later chunk either (10000 rows each)",
+       function()
+        local cur = conn:cursor()
+        local n = 0
+        refused_in_use(cur.executemany, cur, "INSERT INTO t (name) VALUES (?)", function()
+            n = n + 1
+            -- chunk 3: read after the wait for chunk 1, which marks the cursor in use itself
+            if n == 25000 then
+                cur:execute("SELECT 1")
+            end
+            if n <= 35000 then
+                return { "r" }
+            end
+        end)
+        assert.are.equal(5, scalar(conn, "SELECT count(*) FROM t")) -- all or nothing
+        assert.is_false(conn.in_transaction)
+        assert.are.equal(3, cur:executemany("DELETE FROM t WHERE id > ?", { { 2 } }).rowcount)
+    end)
+
+    it("an error of the statement, the iterator or the row function leaves the cursor free",
+       function()
+        local cur = conn:cursor()
+        raises("OperationalError", cur.execute, cur, "SELEC 1")
+        raises("IntegrityError", cur.executemany, cur, "INSERT INTO t (id) VALUES (?)", { { 1 } })
+        local ok, err = pcall(cur.executemany, cur, "INSERT INTO t (name) VALUES (?)", function()
+            error("iterator failed")
+        end)
+        assert.is_false(ok)
+        assert.matches("iterator failed", err) -- unchanged: a string
+        cur.row = function(_, row)
+            if row[1] == 2 then
+                error({ mine = true })
+            end
+            return row[1]
+        end
+        cur:execute("SELECT id FROM t ORDER BY id")
+        ok, err = pcall(cur.fetchall, cur)
+        assert.is_false(ok)
+        assert.are.same({ mine = true }, err) -- unchanged: the same table
+        assert.are.same({ 3, 4, 5 }, cur:fetchall()) -- row 2 was used up
+        cur:execute("SELECT id FROM t WHERE id = 2")
+        assert.is_false((pcall(cur.fetchone, cur)))
+        cur.row = "array"
+        assert.are.same({ { 5, n = 1 } }, cur:execute("SELECT count(*) FROM t"):fetchall())
+        cur:close()
+    end)
+
+    it("inside sqlite.run: the same errors leave the cursor free", function()
+        sqlite.run(function()
+            local cur = conn:cursor()
+            raises("OperationalError", cur.execute, cur, "SELEC 1")
+            raises("IntegrityError", cur.executemany, cur, "INSERT INTO t (id) VALUES (?)", { { 1 } })
+            assert.are.same({ { 5, n = 1 } }, cur:execute("SELECT count(*) FROM t"):fetchall())
+        end)
+    end)
+
+    it("another coroutine cannot use a cursor while its statement is on its way", function()
+        local cur = conn:cursor()
+        local seen = {}
+        sqlite.run(function()
+            local a = sqlite.spawn(function()
+                return cur:execute("SELECT id FROM t ORDER BY id"):fetchall()
+            end)
+            local b = sqlite.spawn(function()
+                -- a runs first and waits for its SELECT: every use of the cursor is refused
+                for _, use in ipairs(uses) do
+                    local ok, err = pcall(use[2], cur)
+                    seen[use[1]] = not ok and sqlite.is_error(err) and err.kind == "ProgrammingError"
+                                   and err.message:match(RECURSIVE) ~= nil
+                end
+                return a:join()
+            end)
+            assert.are.same(int_rows(1, 5), b:join())
+        end)
+        for _, use in ipairs(uses) do
+            assert.is_true(seen[use[1]], use[1] .. " was not refused")
+        end
+        -- and free again once a's statement came back
+        assert.are.same({ { 1, n = 1 } }, cur:execute("SELECT 1"):fetchall())
+    end)
+
+    it("another coroutine cannot use a cursor while its executemany iterator waits", function()
+        local cur = conn:cursor()
+        local refused_kind
+        sqlite.run(function()
+            local n = 0
+            local a = sqlite.spawn(function()
+                return cur:executemany("INSERT INTO t (name) VALUES (?)", function()
+                    n = n + 1
+                    if n == 2 then
+                        sqlite.sleep(0.01)
+                    end
+                    if n <= 3 then
+                        return { "x" }
+                    end
+                end).rowcount
+            end)
+            sqlite.spawn(function()
+                local ok, err = pcall(cur.fetchall, cur)
+                refused_kind = not ok and err.kind
+            end)
+            assert.are.equal(3, a:join())
+        end)
+        assert.are.equal("ProgrammingError", refused_kind)
+        assert.are.equal(8, scalar(conn, "SELECT count(*) FROM t"))
+    end)
+
+    it("another coroutine cannot use a cursor while its row function is suspended", function()
+        local cur = conn:cursor()
+        cur.row = function(_, row)
+            coroutine.yield("paused")
+            return row[1]
+        end
+        cur:execute("SELECT id FROM t ORDER BY id")
+        local co = coroutine.create(function()
+            return cur:fetchall()
+        end)
+        assert.are.same({ true, "paused" }, { coroutine.resume(co) })
+        refused_in_use(cur.fetchone, cur)
+        refused_in_use(cur.close, cur)
+        for _ = 1, 4 do
+            coroutine.resume(co)
+        end
+        assert.are.same({ true, { 1, 2, 3, 4, 5 } }, { coroutine.resume(co) })
+        cur:close() -- free again
+    end)
+
+    it("a coroutine closed while it held the cursor does not leave it in use (Lua 5.4)", function()
+        if not coroutine.close then
+            return -- LuaJIT, Lua 5.1: no coroutine.close, the only way to end one mid-operation
+        end
+        local cur = conn:cursor()
+        cur.row = function(_, row)
+            coroutine.yield()
+            return row[1]
+        end
+        cur:execute("SELECT id FROM t ORDER BY id")
+        local co = coroutine.create(function()
+            return cur:fetchone()
+        end)
+        coroutine.resume(co)
+        refused_in_use(cur.fetchone, cur)
+        assert.is_true(coroutine.close(co))
+        cur.row = "array"
+        assert.are.same({ 2, n = 1 }, cur:fetchone()) -- row 1 went with the closed coroutine
+        cur:close()
+    end)
+end)
+
 describe("RETURNING", function()
     it("INSERT ... RETURNING gives the inserted rows, a description, rowcount and lastrowid", function()
         local cur = conn:execute("INSERT INTO t (name) VALUES ('six'), ('seven') RETURNING id, name")
@@ -612,6 +957,34 @@ describe("large results", function()
         conn:execute("INSERT INTO big (i, s) VALUES (?, 'extra')", N + 1)
         assert.are.equal(N + 1, scalar(conn, "SELECT count(*) FROM big"))
         assert.are.same({ 2, n = 1 }, cur:fetchone())
+        cur:close()
+    end)
+
+    it("another coroutine cannot fetch from or close a cursor while its streamed fetch waits for "
+       .. "a chunk", function()
+        local cur = conn:execute("SELECT i FROM big ORDER BY i")
+        assert.are.same({ 1, n = 1 }, cur:fetchone())
+        assert.are.equal(1, support.streaming_readers(conn)) -- the rest comes in chunks
+        local refused = {}
+        local rows = sqlite.run(function()
+            local a = sqlite.spawn(function()
+                return cur:fetchall()
+            end)
+            sqlite.spawn(function()
+                -- a has taken the chunk in memory and waits for the next one
+                for _, name in ipairs({ "fetchone", "fetchall", "close" }) do
+                    local ok, err = pcall(cur[name], cur)
+                    refused[#refused + 1] = not ok and err.kind == "ProgrammingError"
+                                            and err.message:match("^Recursive use") ~= nil
+                end
+            end)
+            return a:join()
+        end)
+        assert.are.same({ true, true, true }, refused)
+        assert.are.equal(N - 1, #rows) -- a's fetch went on untouched
+        assert.are.equal(2, rows[1][1])
+        assert.are.equal(N, rows[N - 1][1])
+        assert.is_nil(cur:fetchone())
         cur:close()
     end)
 end)
