@@ -243,7 +243,7 @@ typedef struct reader {
 
 /* The statements a group commit is made of (worker.c). */
 enum ctl {
-    CTL_BEGIN, CTL_COMMIT, CTL_ROLLBACK, CTL_SAVEPOINT, CTL_RELEASE, CTL_COUNT
+    CTL_BEGIN, CTL_COMMIT, CTL_ROLLBACK, CTL_COUNT
 };
 
 struct pasyn_pool {

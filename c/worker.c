@@ -286,18 +286,24 @@ static void writer_do(pasyn_pool *pool, pasyn_task *t)
     atomic_fetch_add(&pool->w_executed, 1);
 }
 
+/* What changes() and total_changes() answer on the writer now: SQLite's counts, less what
+ * group commits that were rolled back counted (see pasyn_pool). Writer thread. */
+static int64_t writer_changes_now(pasyn_pool *pool)
+{
+    return pool->changes_stale ? pool->changes_before : sqlite3_changes64(pool->wc.db);
+}
+
+static int64_t writer_total_changes_now(pasyn_pool *pool)
+{
+    return sqlite3_total_changes64(pool->wc.db) - pool->uncounted;
+}
+
 /* After one task or a batch: who owns the writer now, and the change count readers see. */
 static void writer_settle(pasyn_pool *pool, uint64_t owner)
 {
     sqlite3 *db = pool->wc.db;
     atomic_store(&pool->txn_owner, sqlite3_get_autocommit(db) ? 0 : (owner ? owner : 1));
-    atomic_store(&pool->total_changes, sqlite3_total_changes64(db) - pool->uncounted);
-}
-
-/* What changes() answers on the writer now (pasyn_pool's changes_stale). */
-static int64_t writer_changes_now(pasyn_pool *pool)
-{
-    return pool->changes_stale ? pool->changes_before : sqlite3_changes64(pool->wc.db);
+    atomic_store(&pool->total_changes, writer_total_changes_now(pool));
 }
 
 static void writer_run(pasyn_pool *pool, pasyn_task *t)
@@ -314,8 +320,6 @@ static const char *const ctl_sql[CTL_COUNT] = {
     [CTL_BEGIN] = "BEGIN IMMEDIATE",
     [CTL_COMMIT] = "COMMIT",
     [CTL_ROLLBACK] = "ROLLBACK",
-    [CTL_SAVEPOINT] = "SAVEPOINT pasyn_group",
-    [CTL_RELEASE] = "RELEASE pasyn_group",
 };
 
 static int ctl(pasyn_pool *pool, enum ctl which)
@@ -403,10 +407,10 @@ static int was_stopped(const pasyn_task *t)
     return t->err == PASYN_ESQLITE && t->code == SQLITE_INTERRUPT;
 }
 
-/* Runs `first` and the plain writes queued right behind it as one transaction, each in a
- * savepoint of its own, and completes them only once the COMMIT has succeeded. A statement
- * that fails on its own keeps what SQLite kept of it, as it would alone (nothing after ABORT,
- * the rows before the failing one after OR FAIL). When the batch cannot commit (a statement
+/* Runs `first` and the plain writes queued right behind it as one transaction, and completes
+ * them only once the COMMIT has succeeded. A statement that fails on its own keeps what SQLite
+ * keeps of it alone, with no savepoint of ours: SQLite's statement journal undoes it after the
+ * default ABORT, and OR FAIL keeps the rows before the failing one (lang_conflict.html). When the batch cannot commit (a statement
  * ended the transaction: RAISE(ROLLBACK), OR ROLLBACK, an I/O error; or the COMMIT failed),
  * nothing of it was kept, and every statement runs again alone, in order, so that each gets
  * the answer and leaves the connection state (changes(), last_insert_rowid()) it would have
@@ -428,15 +432,8 @@ static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first, int 
     }
     for (pasyn_task *t = first; t;) {
         batch[n++] = t;
-        if (ctl(pool, CTL_SAVEPOINT) != SQLITE_OK) {
-            broken = 1;
-            n--; /* not run: it goes alone with the rest */
-            next = t;
-            break;
-        }
         writer_do(pool, t);
-        /* Autocommit back on: the statement ended the whole transaction. */
-        if (sqlite3_get_autocommit(db) || ctl(pool, CTL_RELEASE) != SQLITE_OK) {
+        if (sqlite3_get_autocommit(db)) { /* the statement ended the whole transaction */
             broken = 1;
             break;
         }
@@ -502,9 +499,8 @@ static void writer_close_ctl(pasyn_pool *pool)
     }
 }
 
-/* changes() and total_changes() on the writer: SQLite's counts, less what group commits that
- * were rolled back counted (their statements ran again alone; see pasyn_pool). Writer thread
- * only, like their data. */
+/* SQL's changes() and total_changes() on the writer (writer_changes_now and
+ * writer_total_changes_now). */
 static void writer_changes(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     (void)argc;
@@ -514,10 +510,9 @@ static void writer_changes(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 
 static void writer_total_changes(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
-    pasyn_pool *pool = sqlite3_user_data(ctx);
     (void)argc;
     (void)argv;
-    sqlite3_result_int64(ctx, sqlite3_total_changes64(pool->wc.db) - pool->uncounted);
+    sqlite3_result_int64(ctx, writer_total_changes_now(sqlite3_user_data(ctx)));
 }
 
 /* The journal mode the writer's connection is in, as SQLite reports it (it may refuse WAL). */
