@@ -233,7 +233,7 @@ local function finish(cur, sync, id, co, sql, names, stream, task, ekind, emsg)
     if not task then
         error(errors.new(ekind, emsg, sql), 3)
     end
-    local conn = cur._conn
+    local conn = cur._cfg.conn
     local pool = conn._pool
     local busy = cur._busy
     cur._busy = co or true
@@ -250,18 +250,34 @@ local function finish(cur, sync, id, co, sql, names, stream, task, ekind, emsg)
 end
 
 -- Fields of both objects: what cannot be assigned raises; what can is checked.
+--
+-- The settable settings (row, timeout) and the connection live in `_cfg`, a small table that
+-- a connection shares with every cursor made from it, and that a change replaces rather than
+-- modifies: a cursor keeps the settings it was made with (README, "Cursors take conn.row"),
+-- and one that sets its own gets a table of its own. So a cursor has 8 fields and no more (a
+-- Lua table of 8 hash slots; a ninth would double it), which matters with thousands of
+-- statements in flight.
+local function with_setting(obj, key, value)
+    local cfg = {}
+    for k, v in pairs(obj._cfg) do
+        cfg[k] = v
+    end
+    cfg[key] = value
+    obj._cfg = cfg
+end
+
 local function set_row(obj, value)
     local ok, want = row_shape(value) -- the check connect makes of its `row` option
     if not ok then
         raise("ProgrammingError", "row must be " .. want .. ", got " .. tostring(value))
     end
-    obj._row = value
+    with_setting(obj, "row", value)
 end
 
 -- A timeout is checked when a statement uses it (checked_timeout), as it always was: setting
 -- one does not raise.
 local function set_timeout(obj, value)
-    obj._timeout = value == nil and NO_TIMEOUT or value
+    with_setting(obj, "timeout", value == nil and NO_TIMEOUT or value)
 end
 
 local function refuse_field(key, known, what, settable)
@@ -282,16 +298,31 @@ end
 -- otherwise do nothing, silently.
 --
 -- For __newindex to see an assignment the field must be absent from the cursor's table, so
--- the values live in private fields, and reading a public one goes through __index. Every
--- private field is always present (false, or NO_TIMEOUT, for "none"): the library's own reads
--- and writes, a few dozen per statement, never reach a metamethod. What that costs is the
--- method lookup: `cur:fetchone()` finds its method through a function instead of a table.
-local CURSOR_FIELDS = { -- public name -> private one; false there reads as nil
-    connection = "_conn",
-    description = "_description",
-    rowcount = "_rowcount",
-    lastrowid = "_lastrowid",
-    row = "_row",
+-- the values live in private fields, and reading a public one goes through __index. The
+-- private fields a statement touches are always present (false for "none"): the library's
+-- own reads and writes, a few dozen per statement, never reach a metamethod. _lastrowid alone
+-- is set (rawset) only once an insert gives one. What that costs is the method lookup:
+-- `cur:fetchone()` finds its method through a function instead of a table.
+local cursor_getters = {
+    description = function(cur)
+        local stmt = cur._stmt
+        return stmt and stmt.description or nil
+    end,
+    rowcount = function(cur)
+        return cur._rowcount
+    end,
+    lastrowid = function(cur)
+        return rawget(cur, "_lastrowid")
+    end,
+    connection = function(cur)
+        return cur._cfg.conn
+    end,
+    row = function(cur)
+        return cur._cfg.row
+    end,
+    timeout = function(cur)
+        return public_timeout(cur._cfg.timeout)
+    end,
 }
 
 function Cursor.__index(cur, key)
@@ -299,15 +330,9 @@ function Cursor.__index(cur, key)
     if member ~= nil then
         return member
     end
-    local field = CURSOR_FIELDS[key]
-    if field then
-        local value = cur[field]
-        if value == false then
-            return nil
-        end
-        return value
-    elseif key == "timeout" then
-        return public_timeout(cur._timeout)
+    local get = cursor_getters[key]
+    if get then
+        return get(cur)
     end
 end
 
@@ -325,7 +350,7 @@ function Cursor.__newindex(cur, key, value)
         set(cur, value)
         return
     end
-    refuse_field(key, CURSOR_FIELDS[key] ~= nil or Cursor[key] ~= nil, "a cursor",
+    refuse_field(key, cursor_getters[key] or Cursor[key] ~= nil, "a cursor",
                  "arraysize, row and timeout")
 end
 
@@ -335,19 +360,15 @@ local NO_ROWS = setmetatable({}, { __newindex = function() error("NO_ROWS is rea
 
 Cursor.arraysize = 1 -- until a cursor sets its own
 
--- A cursor is made with every field it will have (arraysize apart), so that the table does
--- not grow while a statement's results come in.
+-- A cursor is made with the 8 fields a statement touches, so that the table does not grow
+-- while a statement's results come in (lastrowid and arraysize come only when set).
 local function new_cursor(conn)
     return setmetatable({
-        _conn = conn,
-        _row = conn._row,
-        _timeout = conn._timeout,
+        _cfg = conn._cfg, -- conn, row, timeout (see "Fields")
         _rowcount = -1,
-        _description = false,
-        _lastrowid = false,
+        _stmt = false, -- its statement's description record (see describe), when it has columns
         _rows = NO_ROWS, -- rows not fetched yet from _pos on; the ones before it are false
         _pos = 1,
-        _sql = false,
         _stream = false,
         _busy = false,
     }, Cursor)
@@ -356,7 +377,7 @@ end
 -- The cursor's timeout as the core takes it (nil for none). A bad one raises here, when a
 -- statement would use it.
 local function checked_timeout(cur)
-    local timeout = cur._timeout
+    local timeout = cur._cfg.timeout
     if timeout == NO_TIMEOUT then
         return nil
     end
@@ -394,7 +415,7 @@ local function check_cursor(cur)
     if cur._busy then
         refuse(cur)
     end
-    check_open(cur._conn)
+    check_open(cur._cfg.conn)
 end
 
 -- Calls fn(...) with the cursor marked in use, for an operation that runs the user's code
@@ -421,20 +442,21 @@ end
 
 local DESCRIBED_MAX = 512
 
--- Sets the cursor's description from the result's column names and types. Descriptions are
--- kept per connection and SQL text with the core's ids for those columns: core.result hands
+-- Gives the cursor the description record of its statement `sql` (false when the result has
+-- no columns): { sql, description, and what core.result needs to know the columns again:
+-- ids, names, decltypes }. Records are kept per connection and SQL text: core.result hands
 -- back the same name tables while they still describe the statement, and then the same
--- description serves again.
-local function describe(cur, names, decltypes, id)
+-- record, and description, serves again.
+local function describe(cur, sql, names, decltypes, id)
     if not names then
-        cur._description = false
+        cur._stmt = false
         return
     end
-    local conn = cur._conn
+    local conn = cur._cfg.conn
     local described = conn._described
-    local known = described[cur._sql]
+    local known = described[sql]
     if known and known.names == names then
-        cur._description = known.description
+        cur._stmt = known
         return
     end
     local d = {}
@@ -448,19 +470,20 @@ local function describe(cur, names, decltypes, id)
         end
         conn._ndescribed = conn._ndescribed + 1
     end
-    described[cur._sql] = { ids = { id }, names = names, decltypes = decltypes, description = d }
-    cur._description = d
+    known = { sql = sql, ids = { id }, names = names, decltypes = decltypes, description = d }
+    described[sql] = known
+    cur._stmt = known
 end
 
--- Takes a finished statement's results into the cursor.
-local function take(cur, rows, rowcount, lastrowid, stream, names, decltypes, columns_id)
+-- Takes the results of the finished statement `sql` into the cursor.
+local function take(cur, sql, rows, rowcount, lastrowid, stream, names, decltypes, columns_id)
     cur._rows, cur._pos = rows or NO_ROWS, 1
     cur._stream = stream or false
     cur._rowcount = rowcount
     if lastrowid ~= nil then
-        cur._lastrowid = lastrowid
+        rawset(cur, "_lastrowid", lastrowid) -- absent until the first insert
     end
-    describe(cur, names, decltypes, columns_id)
+    describe(cur, sql, names, decltypes, columns_id)
     return cur
 end
 
@@ -474,10 +497,10 @@ local function run_statement(cur, kind, sql, ...)
         end_stream(cur)
     end
     cur._rows, cur._pos = NO_ROWS, 1
-    cur._sql = sql
     local sync, id, co = caller()
-    return take(cur, finish(cur, sync, id, co, sql, cur._row == "named", nil,
-                            core.submit(cur._conn._pool, kind, id, sync, timeout, sql, ...)))
+    local cfg = cur._cfg
+    return take(cur, sql, finish(cur, sync, id, co, sql, cfg.row == "named", nil,
+                            core.submit(cfg.conn._pool, kind, id, sync, timeout, sql, ...)))
 end
 
 -- cur:execute(sql [, params | value, ...]) -> cur. Runs one statement on the cursor: its rows
@@ -518,7 +541,7 @@ end
 local function many_submit(cur, sql, sets, timeout)
     local sync, id, co = caller()
     return { sync = sync, id = id, co = co, -- then what submit_many returned
-             core.submit_many(cur._conn._pool, id, sync, timeout, sql, sets) }
+             core.submit_many(cur._cfg.conn._pool, id, sync, timeout, sql, sets) }
 end
 
 local function many_wait(cur, sql, sent)
@@ -549,7 +572,7 @@ end
 -- transaction of its own, or inside the caller's a savepoint, around the chunks keeps the
 -- whole call all or nothing. Sets cur's rowcount, or raises the error that undid the call.
 local function many_chunks(cur, sql, seq, sets, timeout)
-    local conn = cur._conn
+    local conn = cur._cfg.conn
     local own = not conn.in_transaction
     conn:execute(own and "BEGIN IMMEDIATE" or "SAVEPOINT pasyn_executemany_all")
     local ok, err = pcall(function()
@@ -597,7 +620,7 @@ function Cursor:executemany(sql, seq)
         raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
     end
     end_stream(self)
-    self._rows, self._pos, self._description = NO_ROWS, 1, false
+    self._rows, self._pos, self._stmt = NO_ROWS, 1, false
     if type(seq) == "table" then
         self._rowcount = many_chunk(self, sql, seq, timeout) -- one task: the core keeps it atomic
         return self
@@ -623,14 +646,10 @@ local function more(cur)
     local timeout = checked_timeout(cur)
     local sync, id, co = caller()
     cur._stream = false -- ended, unless the answer says it goes on
-    local names
-    if cur._row == "named" then -- the names the first chunk's rows have as keys
-        names = {}
-        for i, column in ipairs(cur._description) do
-            names[i] = column[1]
-        end
-    end
-    local rows, _, _, going_on = finish(cur, sync, id, co, cur._sql, names, stream,
+    local stmt = cur._stmt -- a streamed result has columns
+    -- named rows: the names the first chunk's rows have as keys
+    local names = cur._cfg.row == "named" and stmt.names or nil
+    local rows, _, _, going_on = finish(cur, sync, id, co, stmt.sql, names, stream,
                                         core.fetch(stream, id, sync, timeout))
     cur._rows, cur._pos, cur._stream = rows or NO_ROWS, 1, going_on or false
     return true
@@ -653,7 +672,7 @@ function Cursor:fetchone()
     local row = rows[pos]
     rows[pos] = false -- let a long streamed chunk's rows go as they are read
     self._pos = pos + 1
-    local shape = self._row
+    local shape = self._cfg.row
     if shape == "array" or shape == "named" then
         return row
     end
@@ -698,7 +717,7 @@ end
 
 local function collect(cur, limit)
     check_cursor(cur)
-    local shape = cur._row
+    local shape = cur._cfg.row
     if shape == "array" or shape == "named" then
         return collect_rows(cur, limit, shape)
     end
@@ -777,10 +796,10 @@ local conn_properties = {
         return core.total_changes(conn._pool)
     end,
     row = function(conn)
-        return conn._row
+        return conn._cfg.row
     end,
     timeout = function(conn)
-        return public_timeout(conn._timeout)
+        return public_timeout(conn._cfg.timeout)
     end,
 }
 
@@ -975,15 +994,17 @@ function M.connect(database, options)
     end
     -- Every field is present (false, or NO_TIMEOUT, for none): the library's reads and writes
     -- of them never reach __index or __newindex (see the Connection's fields).
-    return setmetatable({
+    local conn = setmetatable({
         _pool = pool,
         _described = {}, -- SQL text -> its column tables and description
         _ndescribed = 0,
         _closed = false,
         _closing = false,
-        _row = opts.row or "array",
-        _timeout = opts.timeout == nil and NO_TIMEOUT or opts.timeout,
+        _cfg = false, -- below: it names conn
     }, Connection)
+    conn._cfg = { conn = conn, row = opts.row or "array",
+                  timeout = opts.timeout == nil and NO_TIMEOUT or opts.timeout }
+    return conn
 end
 
 return M
