@@ -11,13 +11,6 @@
 #include <strings.h>
 #include "internal.h"
 
-enum seen_bits {
-    SEEN_DML = 1,        /* INSERT/UPDATE/DELETE on a user table, at the top level */
-    SEEN_NOT_READ = 2,   /* transaction control, savepoints, ATTACH/DETACH, PRAGMA, DDL, ... */
-    SEEN_LOCAL = 4,      /* touches objects only this connection has: TEMP or attached ones */
-    SEEN_CONN_STATE = 8, /* reads state of the connection that runs it (see reads_conn_state) */
-    SEEN_INSERT = 16     /* a top-level INSERT: c->insert_table and c->insert_db name it */
-};
 
 /* SQL functions whose answer depends on the connection that runs them: the rowid of its last
  * INSERT, its change counts (SQLite's lang_corefunc.html: "... by the database connection that
@@ -28,19 +21,34 @@ static const char *const conn_state_functions[] = {
     "last_insert_rowid", "changes", "total_changes", "load_extension",
 };
 
-/* A PRAGMA's table-valued function (pragma.html#pragfunc: pragma_table_info, pragma_data_version,
- * pragma_database_list, ...) is reported as a read of the eponymous virtual table "pragma_NAME";
- * like the PRAGMA itself it answers with the running connection's settings and schema. */
+/* What else a statement reads of the connection that runs it, reported as a read of a table:
+ * a PRAGMA's table-valued function (pragma.html#pragfunc: pragma_table_info,
+ * pragma_data_version, ...), the eponymous virtual table "pragma_NAME", which like the PRAGMA
+ * answers with that connection's settings and schema; and sqlite_stmt (stmt.html), its
+ * prepared statements. */
 static int reads_conn_state(int action, const char *a, const char *b)
 {
     if (action == SQLITE_READ)
-        return a && strncmp(a, "pragma_", 7) == 0;
+        return a && (strncmp(a, "pragma_", 7) == 0 || strcmp(a, "sqlite_stmt") == 0);
     if (action != SQLITE_FUNCTION || !b)
         return 0;
     for (size_t i = 0; i < sizeof conn_state_functions / sizeof *conn_state_functions; i++)
         if (strcasecmp(b, conn_state_functions[i]) == 0)
             return 1;
     return 0;
+}
+
+/* A read of a table that, on the writer's connection, is (or may be) a TEMP object: the TEMP
+ * schema table itself, or a name the writer's TEMP schema holds, which shadows a main table of
+ * that name there (lang_naming.html: temp is searched first). A read that names no column
+ * (count(*)) is reported without its database, so the name decides. */
+static int reads_local(conn *c, int action, const char *a)
+{
+    if (action != SQLITE_READ || !a)
+        return 0;
+    if (strcmp(a, "sqlite_temp_schema") == 0 || strcmp(a, "sqlite_temp_master") == 0)
+        return 1;
+    return c->temp_names && temp_names_has(c->temp_names, a);
 }
 
 /* PRAGMAs that set a setting of the connection that runs them which changes what a read on it
@@ -53,47 +61,56 @@ static const char *const read_settings[] = {
 };
 _Static_assert(sizeof read_settings / sizeof *read_settings == READ_SETTINGS, "READ_SETTINGS");
 
-/* 1 + the index in read_settings of the setting a PRAGMA `name` = `value` sets;
- * SETTING_LEAVES_WAL for a journal_mode other than WAL on main; else 0. */
-static int read_setting(const char *name, const char *value, const char *dbname)
+/* 1 + the index in read_settings of the setting a PRAGMA `name` = `value` sets, else 0. */
+static int read_setting(const char *name, const char *value)
 {
-    if (value && name && strcasecmp(name, "journal_mode") == 0)
-        return strcasecmp(value, "wal") != 0 && (!dbname || strcmp(dbname, "main") == 0)
-                   ? SETTING_LEAVES_WAL
-                   : 0;
     for (size_t i = 0; value && name && i < sizeof read_settings / sizeof *read_settings; i++)
         if (strcasecmp(name, read_settings[i]) == 0)
             return (int)i + 1;
     return 0;
 }
 
-/* Copies a name the authorizer gave (valid only during the call) into the connection. */
-static void note_name(char *to, size_t size, const char *name)
+/* PRAGMA journal_mode leaving WAL, or locking_mode = EXCLUSIVE, on main: one connection would
+ * then hold the database for itself, and the pool's other connections keep it in use, so
+ * SQLite would answer "database is locked" to the pool's own writer (pragma.html). A pool with
+ * readers refuses them on every connection (conn->refuse_locks_out), in the authorizer: SQLite
+ * asks it before a PRAGMA takes effect, and locking_mode takes effect when it is merely
+ * prepared, on the classifier too. */
+static int locks_readers_out(const char *name, const char *value, const char *dbname)
 {
-    size_t n = name ? strlen(name) : 0;
-    if (n >= size)
-        n = 0; /* too long to keep: the statement counts as not inserting (lastrowid unset) */
-    memcpy(to, name ? name : "", n);
-    to[n] = '\0';
+    if (!name || !value || (dbname && strcmp(dbname, "main") != 0))
+        return 0;
+    if (strcasecmp(name, "journal_mode") == 0)
+        return strcasecmp(value, "wal") != 0;
+    return strcasecmp(name, "locking_mode") == 0 && strcasecmp(value, "exclusive") == 0;
+}
+
+/* Keeps the names of a top-level INSERT's table and database (valid only during the
+ * authorizer's call) in c->insert_names: "table\0db\0". 0, or -1 when out of memory. */
+static int note_insert_target(conn *c, const char *table, const char *dbname)
+{
+    c->insert_names.len = 0;
+    return buf_put(&c->insert_names, table, strlen(table) + 1) == 0 &&
+                   buf_put(&c->insert_names, dbname ? dbname : "main",
+                           strlen(dbname ? dbname : "main") + 1) == 0
+               ? 0
+               : -1;
 }
 
 static int authorizer(void *arg, int action, const char *a, const char *b, const char *dbname,
                       const char *inner)
 {
     conn *c = arg;
-    if (dbname && strcmp(dbname, "main") != 0)
+    if ((dbname && strcmp(dbname, "main") != 0) || reads_local(c, action, a))
         c->seen |= SEEN_LOCAL;
     if (reads_conn_state(action, a, b))
         c->seen |= SEEN_CONN_STATE;
-    if (action == SQLITE_PRAGMA)
-        c->setting = read_setting(a, b, dbname);
     switch (action) {
     case SQLITE_INSERT:
-        if (!inner && a && strncmp(a, "sqlite_", 7) != 0 && !(c->seen & SEEN_INSERT)) {
-            c->seen |= SEEN_INSERT;
-            note_name(c->insert_table, sizeof c->insert_table, a);
-            note_name(c->insert_db, sizeof c->insert_db, dbname);
-        }
+        if (!inner && a && strncmp(a, "sqlite_", 7) != 0 && !(c->seen & SEEN_INSERT) &&
+            note_insert_target(c, a, dbname) == 0)
+            c->seen |= SEEN_INSERT; /* else out of memory: a REPLACE of the last rowid sets no
+                                       lastrowid */
         /* fall through */
     case SQLITE_UPDATE:
     case SQLITE_DELETE:
@@ -105,6 +122,14 @@ static int authorizer(void *arg, int action, const char *a, const char *b, const
     case SQLITE_FUNCTION:
     case SQLITE_RECURSIVE:
         break;
+    case SQLITE_PRAGMA:
+        c->setting = read_setting(a, b);
+        c->seen |= SEEN_NOT_READ;
+        if (c->refuse_locks_out && locks_readers_out(a, b, dbname)) {
+            c->seen |= SEEN_LOCKS_OUT;
+            return SQLITE_DENY; /* conn_fail_prepare says why */
+        }
+        break;
     case SQLITE_CREATE_TEMP_INDEX:
     case SQLITE_CREATE_TEMP_TABLE:
     case SQLITE_CREATE_TEMP_TRIGGER:
@@ -113,7 +138,22 @@ static int authorizer(void *arg, int action, const char *a, const char *b, const
     case SQLITE_DROP_TEMP_TABLE:
     case SQLITE_DROP_TEMP_TRIGGER:
     case SQLITE_DROP_TEMP_VIEW:
-        c->seen |= SEEN_LOCAL | SEEN_NOT_READ;
+        c->seen |= SEEN_LOCAL | SEEN_NOT_READ | SEEN_SCHEMA;
+        break;
+    case SQLITE_CREATE_INDEX:
+    case SQLITE_CREATE_TABLE:
+    case SQLITE_CREATE_TRIGGER:
+    case SQLITE_CREATE_VIEW:
+    case SQLITE_DROP_INDEX:
+    case SQLITE_DROP_TABLE:
+    case SQLITE_DROP_TRIGGER:
+    case SQLITE_DROP_VIEW:
+    case SQLITE_ALTER_TABLE:
+    case SQLITE_ATTACH:
+    case SQLITE_DETACH:
+    case SQLITE_CREATE_VTABLE:
+    case SQLITE_DROP_VTABLE:
+        c->seen |= SEEN_NOT_READ | SEEN_SCHEMA;
         break;
     default:
         c->seen |= SEEN_NOT_READ;
@@ -134,12 +174,11 @@ static int stop_check(void *arg)
     conn *c = arg;
     if (!c->armed)
         return 0;
-    if (c->interrupts && atomic_load_explicit(c->interrupts, memory_order_relaxed) != c->interrupts_seen) {
-        c->stopped = STOP_INTERRUPT;
+    if (c->interrupts &&
+        atomic_load_explicit(c->interrupts, memory_order_relaxed) != c->interrupts_seen)
         return 1;
-    }
     if (c->deadline && now_ns() >= c->deadline) {
-        c->stopped = STOP_TIMEOUT;
+        c->timed_out = 1;
         return 1;
     }
     return 0;
@@ -162,9 +201,8 @@ int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capac
     }
     /* A private cache whatever sqlite3_enable_shared_cache() the host set: shared-cache
      * locking fails with SQLITE_LOCKED, which busy_timeout does not retry. */
-    int rc = sqlite3_open_v2(path, &c->db,
-                             flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI | SQLITE_OPEN_PRIVATECACHE,
-                             NULL);
+    flags |= SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI | SQLITE_OPEN_PRIVATECACHE;
+    int rc = sqlite3_open_v2(path, &c->db, flags, NULL);
     if (rc != SQLITE_OK) {
         *errmsg = strdup(c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
         if (c->db)
@@ -186,7 +224,8 @@ static void stmt_free(cached_stmt *s)
     free(s);
 }
 
-void conn_close(conn *c)
+/* Finalizes every statement of the cache. */
+static void forget_statements(conn *c)
 {
     lru_link *l = c->lru.next;
     while (l && l != &c->lru) {
@@ -195,8 +234,17 @@ void conn_close(conn *c)
         l = next;
     }
     c->lru.next = c->lru.prev = &c->lru;
+    if (c->buckets)
+        memset(c->buckets, 0, c->nbuckets * sizeof *c->buckets);
+    c->count = 0;
+}
+
+void conn_close(conn *c)
+{
+    forget_statements(c);
     free(c->buckets);
     c->buckets = NULL;
+    buf_free(&c->insert_names);
     if (c->db)
         sqlite3_close_v2(c->db);
     c->db = NULL;
@@ -271,6 +319,16 @@ static int classify(conn *c, sqlite3_stmt *st)
     return CLASS_OTHER;
 }
 
+void conn_fail_prepare(conn *c, pasyn_task *t, int rc)
+{
+    if (c->seen & SEEN_LOCKS_OUT)
+        task_fail_programming(t, "a pool with readers cannot leave WAL mode or take "
+                                 "locking_mode EXCLUSIVE while open: open it with the "
+                                 "journal_mode option (or readers = 0)");
+    else
+        task_fail_sqlite(t, c->db, rc);
+}
+
 cached_stmt *conn_acquire(conn *c, pasyn_task *t)
 {
     uint32_t h = hash_sql(t->sql, t->sql_len);
@@ -289,7 +347,7 @@ cached_stmt *conn_acquire(conn *c, pasyn_task *t)
     int rc = sqlite3_prepare_v3(c->db, t->sql, (int)t->sql_len,
                                 c->capacity ? SQLITE_PREPARE_PERSISTENT : 0, &st, &tail);
     if (rc != SQLITE_OK) {
-        task_fail_sqlite(t, c->db, rc);
+        conn_fail_prepare(c, t, rc);
         return NULL;
     }
     if (!tail)
@@ -303,9 +361,8 @@ cached_stmt *conn_acquire(conn *c, pasyn_task *t)
     if (!st)
         return NULL; /* nothing but white space and comments */
     /* The SQL, then for a top-level INSERT the names of its table and database. */
-    size_t table_len = c->seen & SEEN_INSERT ? strlen(c->insert_table) + 1 : 0;
-    size_t db_len = table_len ? strlen(c->insert_db) + 1 : 0;
-    cached_stmt *s = malloc(sizeof *s + t->sql_len + 1 + table_len + db_len);
+    size_t names_len = c->seen & SEEN_INSERT ? c->insert_names.len : 0;
+    cached_stmt *s = malloc(sizeof *s + t->sql_len + 1 + names_len);
     if (!s) {
         sqlite3_finalize(st);
         task_fail(t, PASYN_ENOMEM, SQLITE_NOMEM, SQLITE_NOMEM, "out of memory");
@@ -316,36 +373,33 @@ cached_stmt *conn_acquire(conn *c, pasyn_task *t)
     s->prepares = 0;
     s->run_ns = 0;
     s->klass = classify(c, st);
+    s->classified_at = 0;
     s->first_named = first_named(st);
     s->setting = c->setting;
+    s->changes_schema = (c->seen & SEEN_SCHEMA) != 0;
     s->hash = h;
     s->sql_len = t->sql_len;
     memcpy(s->sql, t->sql, t->sql_len);
     s->sql[t->sql_len] = '\0';
     s->insert_table = s->insert_db = NULL;
-    if (table_len) {
-        char *names = s->sql + t->sql_len + 1;
-        s->insert_table = memcpy(names, c->insert_table, table_len);
-        s->insert_db = memcpy(names + table_len, c->insert_db, db_len);
+    if (names_len) {
+        char *names = memcpy(s->sql + t->sql_len + 1, c->insert_names.p, names_len);
+        s->insert_table = names;
+        s->insert_db = names + strlen(names) + 1;
     }
     return s;
 }
 
-/* The update hook: a row of the watched statement's own table inserted with the rowid that
- * last_insert_rowid() already held (sqlite3_update_hook: not called for WITHOUT ROWID tables,
- * whose inserts set no rowid either). */
+/* The update hook, set while a top-level INSERT runs: a row of the statement's own table
+ * inserted with the rowid that last_insert_rowid() already held (sqlite3_update_hook: not
+ * called for WITHOUT ROWID tables, whose inserts set no rowid either). */
 static void note_insert(void *arg, int op, const char *db, const char *table, sqlite3_int64 rowid)
 {
     conn *c = arg;
     const cached_stmt *s = c->inserting;
-    if (op == SQLITE_INSERT && s && rowid == c->rowid_before && strcmp(table, s->insert_table) == 0 &&
+    if (op == SQLITE_INSERT && rowid == c->rowid_before && strcmp(table, s->insert_table) == 0 &&
         strcmp(db, s->insert_db) == 0)
         c->reinserted = 1;
-}
-
-void conn_track_inserts(conn *c)
-{
-    sqlite3_update_hook(c->db, note_insert, c);
 }
 
 void conn_watch_insert(conn *c, const cached_stmt *s)
@@ -353,16 +407,30 @@ void conn_watch_insert(conn *c, const cached_stmt *s)
     c->inserting = s->insert_table ? s : NULL;
     c->rowid_before = sqlite3_last_insert_rowid(c->db);
     c->reinserted = 0;
+    if (c->inserting)
+        sqlite3_update_hook(c->db, note_insert, c);
 }
 
-/* A trigger's INSERT sets last_insert_rowid() only while the trigger runs (c3ref/last_insert_rowid),
- * so a value that changed was set by the statement itself. */
+/* A trigger's INSERT sets last_insert_rowid() only while the trigger runs
+ * (c3ref/last_insert_rowid), so a value that changed was set by the statement itself. */
 int conn_inserted(conn *c, int64_t *rowid)
 {
     const cached_stmt *s = c->inserting;
     c->inserting = NULL;
+    if (s)
+        sqlite3_update_hook(c->db, NULL, NULL);
     *rowid = sqlite3_last_insert_rowid(c->db);
     return s && (*rowid != c->rowid_before || c->reinserted);
+}
+
+int conn_class_now(conn *c, cached_stmt *s)
+{
+    int prepares = sqlite3_stmt_status(s->stmt, SQLITE_STMTSTATUS_REPREPARE, 0);
+    if (prepares != s->classified_at) {
+        s->klass = classify(c, s->stmt);
+        s->classified_at = prepares;
+    }
+    return s->klass;
 }
 
 void conn_release(conn *c, cached_stmt *s)
@@ -458,19 +526,19 @@ int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
     /* {n = k} where the statement has no :n: an array of k NULLs (pasyn_task_allow_packs). */
     int nulls = t->allow_packs && given == 1 && first.name && first.namelen == 1 &&
                 first.name[0] == 'n' && first.v.type == PASYN_INT &&
-                !sqlite3_bind_parameter_index(st, ":n") && !sqlite3_bind_parameter_index(st, "@n") &&
-                !sqlite3_bind_parameter_index(st, "$n");
+                !sqlite3_bind_parameter_index(st, ":n") &&
+                !sqlite3_bind_parameter_index(st, "@n") && !sqlite3_bind_parameter_index(st, "$n");
     if (nulls || !named) {
         if (!nulls && given == 1 && want == 0 && t->lone_null_optional)
             return 0;
+        if (check_nameless(s, t) != 0) /* Python names this one first, whatever the count */
+            return -1;
         long long count = nulls ? (long long)first.v.i : given;
         if (count != want) {
             task_fail_programming(t, "the statement takes %d parameter%s, %lld %s supplied", want,
                                   want == 1 ? "" : "s", count, count == 1 ? "was" : "were");
             return -1;
         }
-        if (check_nameless(s, t) != 0)
-            return -1;
         const unsigned char *at = begin;
         for (int i = 1; i <= want && rc == SQLITE_OK; i++) {
             if (nulls) {
@@ -511,7 +579,7 @@ int conn_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
 
 void conn_arm(conn *c, const pasyn_task *t)
 {
-    c->stopped = 0;
+    c->timed_out = 0;
     c->deadline = t->timeout_ns ? now_ns() + t->timeout_ns : 0;
     if (c->interrupts)
         c->interrupts_seen = atomic_load_explicit(c->interrupts, memory_order_relaxed);
@@ -521,7 +589,7 @@ void conn_arm(conn *c, const pasyn_task *t)
 void conn_disarm(conn *c, pasyn_task *t)
 {
     c->armed = 0;
-    if (c->stopped == STOP_TIMEOUT && t->err == PASYN_ESQLITE && t->code == SQLITE_INTERRUPT) {
+    if (c->timed_out && t->err == PASYN_ESQLITE && t->code == SQLITE_INTERRUPT) {
         char msg[96];
         snprintf(msg, sizeof msg, "statement timed out after %.3g s", t->timeout_ns / 1e9);
         task_fail(t, PASYN_ESQLITE, SQLITE_INTERRUPT, SQLITE_INTERRUPT, msg);
@@ -532,6 +600,7 @@ int conn_step_rows(conn *c, cached_stmt *s, pasyn_task *t, size_t chunk, int des
 {
     sqlite3_stmt *st = s->stmt;
     int n = -1;
+    c->seen = 0; /* what the authorizer reports now comes from a re-prepare (conn_class_now) */
     for (;;) {
         int rc = sqlite3_step(st);
         if (n < 0) {

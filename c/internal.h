@@ -101,8 +101,34 @@ struct pasyn_hub {
 
 void hub_complete(pasyn_hub *hub, pasyn_task *t); /* any worker thread */
 
+/* What the authorizer reported while a statement was prepared (conn.c, authorizer). */
+enum seen_bits {
+    SEEN_DML = 1,        /* INSERT/UPDATE/DELETE on a user table, at the top level */
+    SEEN_NOT_READ = 2,   /* transaction control, savepoints, ATTACH/DETACH, PRAGMA, DDL, ... */
+    SEEN_LOCAL = 4,      /* touches objects only the writer's connection has: TEMP or attached */
+    SEEN_CONN_STATE = 8, /* reads state of the connection that runs it (see reads_conn_state) */
+    SEEN_INSERT = 16,    /* a top-level INSERT: c->insert_names names its table and database */
+    SEEN_SCHEMA = 32,    /* changes a schema: CREATE, DROP, ALTER, ATTACH, DETACH */
+    SEEN_LOCKS_OUT = 64  /* a PRAGMA that would lock the pool's readers out, denied */
+};
+
 /* A prepared statement with what SQLite told us about it. */
 enum stmt_class { CLASS_READ = 1, CLASS_DML = 2, CLASS_OTHER = 3 };
+
+/* The names of the writer's TEMP tables and views, which the writer's connection finds before
+ * main objects of the same names: the classifier and the readers, which have no TEMP schema,
+ * treat a read of such a name as the writer's (conn.c, reads_local). Set by the writer after a
+ * schema change; `count` is readable without the lock. */
+typedef struct temp_names {
+    pthread_mutex_t mu;
+    char **names;
+    size_t n;
+    _Atomic size_t count;
+} temp_names;
+
+int temp_names_has(temp_names *tn, const char *name);              /* any thread */
+void temp_names_refresh(temp_names *tn, sqlite3 *writer_db);       /* the writer */
+void temp_names_free(temp_names *tn);
 
 /* A link of the cache's recency list; the first member of cached_stmt. */
 typedef struct lru_link {
@@ -118,17 +144,15 @@ typedef struct cached_stmt {
     int prepares;                       /* SQLite's re-prepare count when cols was built */
     uint64_t run_ns;                    /* how long it runs here: a moving average */
     int first_named;                    /* index of its first :a/@a/$a parameter, 0 when none */
-    int setting;                        /* a PRAGMA setting a read setting: 1 + its index; or
-                                           SETTING_LEAVES_WAL */
+    int setting;                        /* a PRAGMA setting a read setting: 1 + its index */
+    int changes_schema;                 /* CREATE, DROP, ALTER, ATTACH, DETACH (SEEN_SCHEMA) */
+    int classified_at;                  /* SQLite's re-prepare count when klass was learned */
     const char *insert_table;           /* a top-level INSERT: its table and database (in sql's */
     const char *insert_db;              /* block, after the SQL), else NULL */
     uint32_t hash;
     size_t sql_len;
     char sql[];
 } cached_stmt;
-
-/* Why the progress handler stopped the running task. */
-enum stop { STOP_NONE = 0, STOP_TIMEOUT, STOP_INTERRUPT };
 
 /* One SQLite connection, its statement cache, the authorizer notes of its last prepare, and
  * what may stop the task running on it. */
@@ -139,15 +163,16 @@ typedef struct conn {
     lru_link lru;                       /* sentinel: lru.next is the most recent */
     unsigned seen;                      /* authorizer notes, bits of enum seen_bits */
     int setting;                        /* a PRAGMA setting a read setting: 1 + its index */
-    char insert_table[128];             /* with SEEN_INSERT: the top-level INSERT's table */
-    char insert_db[64];                 /* and its database */
+    buf insert_names;                   /* with SEEN_INSERT: "table\0database\0" of the INSERT */
+    temp_names *temp_names;             /* the writer's TEMP names, on the other connections */
+    int refuse_locks_out;               /* deny PRAGMAs that would lock other connections out */
 
     /* the running task, between conn_arm and conn_disarm */
     int armed;
     uint64_t deadline;                  /* now_ns() past which it stops; 0 none */
     const _Atomic uint64_t *interrupts; /* the pool's interrupt count (pasyn_interrupt), or NULL */
     uint64_t interrupts_seen;           /* that count when the task started */
-    int stopped;                        /* enum stop: what the progress handler stopped it for */
+    int timed_out;                      /* the progress handler stopped it at its deadline */
 
     /* the statement whose insert conn_watch_insert watches */
     const cached_stmt *inserting;
@@ -163,17 +188,22 @@ int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capac
 void conn_close(conn *c);
 /* Runs a statement that returns nothing; SQLite's code. */
 int conn_exec(conn *c, const char *sql);
+/* Fills the task's error for a prepare that failed with `rc`: SQLite's, or why the authorizer
+ * denied it. */
+void conn_fail_prepare(conn *c, pasyn_task *t, int rc);
 /* The statement for `sql` from the cache, or a newly prepared one. On failure fills the
  * task's error and returns NULL. A statement text holding more than one statement is refused
  * (PASYN_EPROGRAMMING). An empty one gives NULL with no error. */
 cached_stmt *conn_acquire(conn *c, pasyn_task *t);
 /* Around stepping a statement on the writer: whether it inserted a row itself (a top-level
  * INSERT that inserted, not a trigger's or an upsert's update), told without planting anything
- * in the connection: last_insert_rowid() changed, or the update hook saw the statement's table
- * get a row with the same rowid again (REPLACE). conn_track_inserts installs that hook. */
-void conn_track_inserts(conn *c);
+ * in the connection: last_insert_rowid() changed, or the update hook (set meanwhile) saw the
+ * statement's table get a row with the same rowid again (REPLACE). */
 void conn_watch_insert(conn *c, const cached_stmt *s);
 int conn_inserted(conn *c, int64_t *rowid);
+/* The statement's class after it was stepped: when SQLite re-prepared it meanwhile (after a
+ * schema change, made by another process too), the class of the new statement. */
+int conn_class_now(conn *c, cached_stmt *s);
 /* Gives a statement back to the cache (reset, bindings cleared). */
 void conn_release(conn *c, cached_stmt *s);
 /* Binds parameter set `set` of the task; 0, or fills the task's error. */
@@ -236,10 +266,8 @@ typedef struct reader {
     _Atomic int streaming;
 } reader;
 
-/* How many read settings conn.c knows (read_settings); and the `setting` of a PRAGMA
- * journal_mode that leaves WAL, which a pool with readers refuses (worker.c). */
+/* How many read settings conn.c knows (read_settings). */
 #define READ_SETTINGS 5
-#define SETTING_LEAVES_WAL (-1)
 
 /* The statements a group commit is made of (worker.c). */
 enum ctl {
@@ -272,7 +300,8 @@ struct pasyn_pool {
      * were rolled back and whose statements ran again alone. Writer thread only. */
     int64_t uncounted;      /* changes SQLite counted in such group commits */
     int64_t changes_before; /* changes() when such a group commit began, */
-    int changes_stale;      /* answered until the next write statement completes */
+    int changes_stale;      /* answered while changes() and total_changes() stay */
+    int64_t stale_changes, stale_total; /* as the group commit's ROLLBACK left them */
     sqlite3_stmt *ctl[CTL_COUNT]; /* group commit's BEGIN, COMMIT, ...: prepared once */
     uint64_t commit_ns;     /* how long a group commit's COMMIT takes, on average */
     uint64_t gap_ns;        /* how long a batch waited for its next write, on average */
@@ -282,8 +311,9 @@ struct pasyn_pool {
 
     /* readers */
     int nreaders;
-    int use_readers;            /* reads go to them: some exist, and WAL mode or read-only (set
-                                   by the writer before the readers open) */
+    int use_readers;            /* reads go to them: some exist, WAL mode or read-only, no
+                                   exclusive locking. Set by the writer before phase becomes
+                                   RUNNING (an atomic store), which submitters load first */
     reader *readers;
     deque injector;
     _Atomic unsigned rr;        /* round-robin cursor */
@@ -310,11 +340,14 @@ struct pasyn_pool {
     pthread_mutex_t settings_mu;
     char *settings[READ_SETTINGS];
     _Atomic uint64_t settings_gen;
+
+    temp_names temp_names;  /* the writer's TEMP tables and views, updated by schema changes */
 };
 
 /* Remembers the PRAGMA `sql` that set read setting `setting` (1 + index) on the writer, for the
  * readers to apply; and applies the ones a reader has not yet. Writer / that reader's thread. */
 void settings_note(pasyn_pool *pool, int setting, const char *sql, size_t len);
+void routes_forget(pasyn_pool *pool);
 void settings_apply(pasyn_pool *pool, reader *r);
 
 /* Bounded spinning before parking (workers) or sleeping (waiters). */

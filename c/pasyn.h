@@ -82,10 +82,14 @@ void pasyn_options_init(pasyn_options *opts);
  * all are open or one failed. A URI that would give each connection a database of its own
  * (file::memory:, mode=memory, vfs=memdb, an empty path) opens the pool's one private memory
  * database, as ":memory:" and "" do; cache=shared is dropped; nolock=1 and vfs=unix-none fail
- * the open task with PASYN_EPROGRAMMING naming the part (uri.c). Check it with pasyn_task_error; on failure the pool serves
+ * the open task with PASYN_EPROGRAMMING naming the part (uri.c). The writer opens first and
+ * sets the journal mode, then the readers open one after another (at once they would race to
+ * build a new WAL's index). Reads go to the readers only in WAL mode (or a read-only pool)
+ * without locking_mode EXCLUSIVE: otherwise everything runs on the writer and the reader
+ * threads end at once. Check the open task with pasyn_task_error; on failure the pool serves
  * nothing and must be freed with pasyn_pool_free. NULL only when out of memory or threads
- * (open_task then untouched). The strings in opts are copied. `sync` as for pasyn_submit.
- * Any thread. */
+ * (open_task then untouched). The strings in opts are copied. `sync` as for pasyn_submit. Any
+ * thread. */
 pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hub *hub,
                        pasyn_task *open_task, int sync);
 
@@ -142,11 +146,12 @@ void pasyn_task_set_timeout(pasyn_task *t, double seconds);
 void pasyn_task_set_user(pasyn_task *t, void *user);
 void *pasyn_task_user(const pasyn_task *t);
 
-/* Parameters. `name` NULL binds the next positional parameter; otherwise the named one (with
- * or without its ':', '@' or '$'). Positional values bind only to nameless placeholders ('?',
+/* Parameters. `name` NULL binds the next positional parameter; otherwise the named one (with or
+ * without its ':', '@' or '$'). Positional values bind only to nameless placeholders ('?',
  * '?NNN'): given to a statement with a ":a", "@a" or "$a", the task fails with
- * PASYN_EPROGRAMMING, as does a count of values unlike the statement's. For PASYN_MANY, pasyn_task_next_set closes one parameter
- * set and starts the next. Strings are copied. 0, or PASYN_ENOMEM. Before submit only. */
+ * PASYN_EPROGRAMMING, as does a count of values unlike the statement's. For PASYN_MANY,
+ * pasyn_task_next_set closes one parameter set and starts the next. Strings are copied. 0, or
+ * PASYN_ENOMEM. Before submit only. */
 int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn_value *v);
 int pasyn_task_next_set(pasyn_task *t);
 /* The task's only parameter is a NULL that stands for "no parameters" when the statement has
@@ -158,14 +163,24 @@ void pasyn_task_set_optional_null(pasyn_task *t);
  * parameters. Without this call such a set binds :n only. */
 void pasyn_task_allow_packs(pasyn_task *t);
 
-/* Queues the task. With `sync` set it completes through pasyn_task_wait instead of the hub.
- * 0; or, with the task not queued and still the caller's (its error set): PASYN_ECLOSED when
- * the pool is closing or closed, PASYN_EPROGRAMMING for SQL holding a NUL byte, a kind that
- * cannot be submitted or a stream the pool does not have. SQL text the pool has not seen before is prepared here, on
- * the calling thread, to learn where it runs. PASYN_RELEASE and PASYN_ABANDON tasks complete
- * silently: the pool frees them and nobody is told. A PASYN_ABANDON task (with the gone
- * owner's id) runs after that owner's tasks already queued, so it ends the transaction even
- * if the owner's BEGIN had not run yet when the owner went. Any thread. */
+/* Queues the task. With `sync` set it completes through pasyn_task_wait instead of the hub. 0;
+ * or, with the task not queued and still the caller's (its error set): PASYN_ECLOSED when the
+ * pool is closing or closed, PASYN_EPROGRAMMING for SQL holding a NUL byte, a kind that cannot
+ * be submitted or a stream the pool does not have. SQL text the pool has not seen before is
+ * prepared here, on the calling thread, to learn where it runs. PASYN_RELEASE and PASYN_ABANDON
+ * tasks complete silently: the pool frees them and nobody is told. A PASYN_ABANDON task (with
+ * the gone owner's id) runs after that owner's tasks already queued, so it ends the transaction
+ * even if the owner's BEGIN had not run yet when the owner went. Any thread.
+ *
+ * What a task answers is what one SQLite connection would answer (the writer's, which holds the
+ * pool's TEMP and attached objects and its connection state): statements that read connection
+ * state (last_insert_rowid(), changes(), total_changes(), PRAGMAs and their table-valued
+ * functions, TEMP names) run on the writer; a read a reader cannot answer (SQLITE_ERROR, or a
+ * statement SQLite re-prepared into a non-read) runs again on the writer; routes are learned
+ * again after each schema change; the PRAGMAs that change what reads answer
+ * (case_sensitive_like, ...) reach every reader. In a pool that uses readers, a PRAGMA leaving
+ * WAL or taking locking_mode EXCLUSIVE fails with PASYN_EPROGRAMMING: it would lock the
+ * readers out. */
 int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync);
 /* Blocks until a task submitted with `sync` has completed. The thread that submitted it. */
 void pasyn_task_wait(pasyn_task *t);
@@ -206,11 +221,12 @@ void pasyn_task_set_stream(pasyn_task *t, uint64_t stream);
 
 /* ---- pool state -------------------------------------------------------------------- */
 
-/* Makes the statements running now, on every connection of the pool, fail with
- * SQLITE_INTERRUPT ("interrupted"): each worker's task that started before this call stops at
- * its next check (every 1000 SQLite VM instructions). A streamed result between two fetches is
- * not running: its next chunk comes as usual. Statements that start afterwards are not
- * affected. 0, or PASYN_ECLOSED once the pool is closing. Any thread. */
+/* Makes the statements running now, on every connection of the pool, fail with SQLITE_INTERRUPT
+ * ("interrupted"): each worker's task that started before this call stops at its next check
+ * (the progress handler, about every 1000 SQLite VM instructions; not while SQLite waits for a
+ * lock of another process, nor inside one long instruction such as a sort's). A streamed result
+ * between two fetches is not running: its next chunk comes as usual. Statements that start
+ * afterwards are not affected. 0, or PASYN_ECLOSED once the pool is closing. Any thread. */
 int pasyn_interrupt(pasyn_pool *pool);
 
 /* The owner of the writer's open transaction, 0 when none. Any thread. */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include "internal.h"
 #include "uri.h"
@@ -97,6 +98,72 @@ void route_put(pasyn_pool *pool, const char *sql, size_t len, int route)
         rc->count++;
     }
     pthread_mutex_unlock(&rc->mu);
+}
+
+/* Forgets every route: after a schema change a text may run elsewhere (a view that now calls
+ * changes(), a name that now is a TEMP table's). The writer. */
+void routes_forget(pasyn_pool *pool)
+{
+    pthread_mutex_lock(&pool->routes.mu);
+    routes_clear(&pool->routes);
+    pthread_mutex_unlock(&pool->routes.mu);
+}
+
+/* ---- the writer's TEMP names ------------------------------------------------------- */
+
+int temp_names_has(temp_names *tn, const char *name)
+{
+    if (atomic_load_explicit(&tn->count, memory_order_acquire) == 0)
+        return 0;
+    int found = 0;
+    pthread_mutex_lock(&tn->mu);
+    for (size_t i = 0; i < tn->n && !found; i++)
+        found = strcasecmp(tn->names[i], name) == 0; /* SQL names ignore ASCII case */
+    pthread_mutex_unlock(&tn->mu);
+    return found;
+}
+
+static void names_free(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+void temp_names_refresh(temp_names *tn, sqlite3 *writer_db)
+{
+    sqlite3_stmt *st = NULL;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    int ok = sqlite3_prepare_v2(writer_db, "SELECT name FROM temp.sqlite_schema WHERE type IN "
+                                "('table', 'view')", -1, &st, NULL) == SQLITE_OK;
+    while (ok && sqlite3_step(st) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        if (n == cap) {
+            char **more = realloc(names, (cap = cap ? 2 * cap : 8) * sizeof *names);
+            ok = more != NULL;
+            names = more ? more : names;
+        }
+        if (ok && name)
+            ok = (names[n++] = strdup(name)) != NULL;
+    }
+    sqlite3_finalize(st);
+    if (!ok) { /* out of memory: keep the names known before */
+        names_free(names, n);
+        return;
+    }
+    pthread_mutex_lock(&tn->mu);
+    names_free(tn->names, tn->n);
+    tn->names = names;
+    tn->n = n;
+    atomic_store_explicit(&tn->count, n, memory_order_release);
+    pthread_mutex_unlock(&tn->mu);
+}
+
+void temp_names_free(temp_names *tn)
+{
+    names_free(tn->names, tn->n);
+    pthread_mutex_destroy(&tn->mu);
 }
 
 /* ---- read settings ----------------------------------------------------------------- */
@@ -266,6 +333,7 @@ static void pool_destroy(pasyn_pool *pool)
     pthread_rwlock_destroy(&pool->intake);
     pthread_mutex_destroy(&pool->cmu);
     pthread_mutex_destroy(&pool->settings_mu);
+    temp_names_free(&pool->temp_names);
     for (int i = 0; i < READ_SETTINGS; i++)
         free(pool->settings[i]);
     if (pool->pragma_copy)
@@ -320,6 +388,7 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
     pthread_rwlock_init(&pool->intake, NULL);
     pthread_mutex_init(&pool->cmu, NULL);
     pthread_mutex_init(&pool->settings_mu, NULL);
+    pthread_mutex_init(&pool->temp_names.mu, NULL);
     pthread_mutex_init(&pool->routes.mu, NULL);
     deque_init(&pool->injector);
     pool->routes.nbuckets = 1024;

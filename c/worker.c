@@ -135,16 +135,16 @@ static pasyn_task *writer_take(pasyn_pool *pool, int *more)
     }
 }
 
-/* A pool whose readers are open cannot leave WAL: each reader's connection keeps the WAL in
- * use, so SQLite answers "database is locked" after busy_timeout, although no other process
- * holds a lock. Refused at once, naming the way out. 0, or fills the task's error. */
-static int refuse_leaving_wal(pasyn_pool *pool, int setting, pasyn_task *t)
+/* After a statement changed a schema: the TEMP names whose reads belong to the writer, and
+ * every route learned before is learned again (a name may be a TEMP table's now; the
+ * classifier knows the names). A reader's statement that SQLite re-prepares after a change of
+ * main's schema is classified again where it runs (reader_run). The writer. */
+static void schema_changed(pasyn_pool *pool)
 {
-    if (setting != SETTING_LEAVES_WAL || !pool->use_readers)
-        return 0;
-    task_fail_programming(t, "a pool with readers cannot leave WAL mode while open: open it "
-                             "with the journal_mode option (or readers = 0)");
-    return -1;
+    if (!pool->use_readers)
+        return;
+    temp_names_refresh(&pool->temp_names, pool->wc.db);
+    routes_forget(pool);
 }
 
 static void writer_exec(pasyn_pool *pool, pasyn_task *t)
@@ -153,7 +153,7 @@ static void writer_exec(pasyn_pool *pool, pasyn_task *t)
     cached_stmt *s = conn_acquire(c, t);
     if (!s)
         return;
-    if (refuse_leaving_wal(pool, s->setting, t) == 0 && conn_bind(c, s, t, 0, t->params.len) == 0) {
+    if (conn_bind(c, s, t, 0, t->params.len) == 0) {
         conn_watch_insert(c, s);
         int rc = conn_step_rows(c, s, t, 0, 1);
         int64_t rowid;
@@ -165,8 +165,10 @@ static void writer_exec(pasyn_pool *pool, pasyn_task *t)
                 t->rowcount = sqlite3_changes64(c->db);
             t->rowid = rowid;
             t->has_rowid = inserted;
-            if (s->setting > 0 && pool->use_readers)
+            if (s->setting && pool->use_readers)
                 settings_note(pool, s->setting, t->sql, t->sql_len);
+            if (s->changes_schema)
+                schema_changed(pool);
         }
     }
     if (!t->route_known && pool->use_readers) /* e.g. TEMP objects the classifier lacks */
@@ -230,26 +232,25 @@ static void writer_script(pasyn_pool *pool, pasyn_task *t)
     while (p < end) {
         sqlite3_stmt *st = NULL;
         const char *tail = NULL;
-        pool->wc.setting = 0; /* the authorizer tells whether it sets a read setting */
+        pool->wc.seen = 0; /* the authorizer tells what it is */
+        pool->wc.setting = 0;
         int rc = sqlite3_prepare_v2(db, p, (int)(end - p), &st, &tail);
         if (rc != SQLITE_OK) {
-            task_fail_sqlite(t, db, rc);
+            conn_fail_prepare(&pool->wc, t, rc);
             return;
         }
         if (st) {
-            int setting = pool->wc.setting;
-            if (refuse_leaving_wal(pool, setting, t) != 0) {
-                sqlite3_finalize(st);
-                return;
-            }
+            int setting = pool->wc.setting, seen = (int)pool->wc.seen;
             while ((rc = sqlite3_step(st)) == SQLITE_ROW)
                 ;
             if (!sqlite3_stmt_readonly(st))
                 pool->changes_stale = 0;
             if (rc != SQLITE_DONE)
                 task_fail_sqlite(t, db, rc);
-            else if (setting > 0 && pool->use_readers)
+            else if (setting && pool->use_readers)
                 settings_note(pool, setting, p, (size_t)((tail ? tail : end) - p));
+            if (rc == SQLITE_DONE && (seen & SEEN_SCHEMA))
+                schema_changed(pool);
             sqlite3_finalize(st);
             if (rc != SQLITE_DONE)
                 return;
@@ -287,10 +288,17 @@ static void writer_do(pasyn_pool *pool, pasyn_task *t)
 }
 
 /* What changes() and total_changes() answer on the writer now: SQLite's counts, less what
- * group commits that were rolled back counted (see pasyn_pool). Writer thread. */
+ * group commits that were rolled back counted (see pasyn_pool). Until a statement (or a
+ * trigger's, which SQLite counts the same way) completes after such a group commit, changes()
+ * is what it was when the group commit began. Writer thread. */
 static int64_t writer_changes_now(pasyn_pool *pool)
 {
-    return pool->changes_stale ? pool->changes_before : sqlite3_changes64(pool->wc.db);
+    sqlite3 *db = pool->wc.db;
+    if (pool->changes_stale && sqlite3_changes64(db) == pool->stale_changes &&
+        sqlite3_total_changes64(db) == pool->stale_total)
+        return pool->changes_before;
+    pool->changes_stale = 0;
+    return sqlite3_changes64(db);
 }
 
 static int64_t writer_total_changes_now(pasyn_pool *pool)
@@ -401,6 +409,16 @@ static void note_batch(pasyn_pool *pool, int n)
         atomic_store(&pool->w_batch_max, (uint64_t)n);
 }
 
+/* A statement that leaves a deferred foreign key violation pending would fail alone, at its
+ * own COMMIT (foreignkeys.html, 4.2); in a batch a later statement could mend it before the
+ * shared COMMIT (c3ref/c_dbstatus_options.html, SQLITE_DBSTATUS_DEFERRED_FKS). */
+static int defers_violation(sqlite3 *db)
+{
+    int pending = 0, highwater = 0;
+    sqlite3_db_status(db, SQLITE_DBSTATUS_DEFERRED_FKS, &pending, &highwater, 0);
+    return pending > 0;
+}
+
 /* A task the progress handler stopped (its timeout, or conn:interrupt()): it is not run again. */
 static int was_stopped(const pasyn_task *t)
 {
@@ -410,12 +428,13 @@ static int was_stopped(const pasyn_task *t)
 /* Runs `first` and the plain writes queued right behind it as one transaction, and completes
  * them only once the COMMIT has succeeded. A statement that fails on its own keeps what SQLite
  * keeps of it alone, with no savepoint of ours: SQLite's statement journal undoes it after the
- * default ABORT, and OR FAIL keeps the rows before the failing one (lang_conflict.html). When the batch cannot commit (a statement
- * ended the transaction: RAISE(ROLLBACK), OR ROLLBACK, an I/O error; or the COMMIT failed),
- * nothing of it was kept, and every statement runs again alone, in order, so that each gets
- * the answer and leaves the connection state (changes(), last_insert_rowid()) it would have
- * alone; only a statement that was stopped (timeout, interrupt) keeps its error. Returns a task
- * taken from the queue that did not run in the batch (it runs next, alone), or NULL. */
+ * default ABORT, and OR FAIL keeps the rows before the failing one (lang_conflict.html). When
+ * the batch cannot commit (a statement ended the transaction: RAISE(ROLLBACK), OR ROLLBACK, an
+ * I/O error; or the COMMIT failed), nothing of it was kept, and every statement runs again
+ * alone, in order, so that each gets the answer and leaves the connection state (changes(),
+ * last_insert_rowid()) it would have alone; only a statement that was stopped (timeout,
+ * interrupt) keeps its error. Returns a task taken from the queue that did not run in the batch
+ * (it runs next, alone), or NULL. */
 static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first, int expect)
 {
     sqlite3 *db = pool->wc.db;
@@ -433,7 +452,8 @@ static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first, int 
     for (pasyn_task *t = first; t;) {
         batch[n++] = t;
         writer_do(pool, t);
-        if (sqlite3_get_autocommit(db)) { /* the statement ended the whole transaction */
+        /* The statement ended the whole transaction, or it must meet a COMMIT of its own. */
+        if (sqlite3_get_autocommit(db) || defers_violation(db)) {
             broken = 1;
             break;
         }
@@ -461,6 +481,8 @@ static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first, int 
         pool->uncounted += sqlite3_total_changes64(db) - total_before;
         sqlite3_set_last_insert_rowid(db, rowid_before);
         pool->changes_before = changes_before;
+        pool->stale_changes = sqlite3_changes64(db);
+        pool->stale_total = sqlite3_total_changes64(db);
         pool->changes_stale = 1;
         for (int i = 0; i < n; i++) {
             if (!was_stopped(batch[i])) {
@@ -515,18 +537,21 @@ static void writer_total_changes(sqlite3_context *ctx, int argc, sqlite3_value *
     sqlite3_result_int64(ctx, writer_total_changes_now(sqlite3_user_data(ctx)));
 }
 
-/* The journal mode the writer's connection is in, as SQLite reports it (it may refuse WAL). */
-static int in_wal_mode(conn *c)
+/* 1 when PRAGMA `name` on the writer's connection answers `value`, as SQLite reports it (it
+ * may refuse WAL; the pragmas option may have set locking_mode). */
+static int pragma_is(conn *c, const char *name, const char *value)
 {
+    char sql[64];
     sqlite3_stmt *st = NULL;
-    int wal = 0;
-    if (sqlite3_prepare_v2(c->db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK &&
+    int is = 0;
+    snprintf(sql, sizeof sql, "PRAGMA %s", name);
+    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW) {
-        const unsigned char *mode = sqlite3_column_text(st, 0);
-        wal = mode && strcmp((const char *)mode, "wal") == 0;
+        const unsigned char *got = sqlite3_column_text(st, 0);
+        is = got && strcmp((const char *)got, value) == 0;
     }
     sqlite3_finalize(st);
-    return wal;
+    return is;
 }
 
 /* Opens the writer, then waits until every reader has opened (or one failed). Reads go to the
@@ -542,17 +567,25 @@ static int writer_start(pasyn_pool *pool)
     if (rc == SQLITE_OK)
         rc = pool_apply_pragmas(pool, &pool->wc, 1, &err);
     if (rc == SQLITE_OK) {
-        conn_track_inserts(&pool->wc);
-        rc = sqlite3_create_function_v2(pool->wc.db, "total_changes", 0, SQLITE_UTF8, pool,
+        /* Innocuous, as SQLite's own are: trusted_schema = OFF allows them in views and
+         * triggers (c3ref/c_deterministic.html). */
+        int fn_flags = SQLITE_UTF8 | SQLITE_INNOCUOUS;
+        rc = sqlite3_create_function_v2(pool->wc.db, "total_changes", 0, fn_flags, pool,
                                         writer_total_changes, NULL, NULL, NULL);
         if (rc == SQLITE_OK)
-            rc = sqlite3_create_function_v2(pool->wc.db, "changes", 0, SQLITE_UTF8, pool,
+            rc = sqlite3_create_function_v2(pool->wc.db, "changes", 0, fn_flags, pool,
                                             writer_changes, NULL, NULL, NULL);
-        pool->use_readers = pool->nreaders > 0 && (pool->opts.readonly || in_wal_mode(&pool->wc));
+        pool->use_readers = pool->nreaders > 0 &&
+                            !pragma_is(&pool->wc, "locking_mode", "exclusive") &&
+                            (pool->opts.readonly || pragma_is(&pool->wc, "journal_mode", "wal"));
+        pool->wc.refuse_locks_out = pool->use_readers;
     }
-    if (rc == SQLITE_OK && pool->use_readers) /* after WAL is set, like the readers */
+    if (rc == SQLITE_OK && pool->use_readers) { /* after WAL is set, like the readers */
         rc = conn_open(&pool->classifier, pool->reader_path, SQLITE_OPEN_READONLY,
                        pool->opts.busy_timeout_ms, 0, NULL, &err);
+        pool->classifier.temp_names = &pool->temp_names;
+        pool->classifier.refuse_locks_out = 1;
+    }
     pthread_mutex_lock(&pool->wmu);
     if (rc != SQLITE_OK) {
         task_fail(pool->open_task, PASYN_ESQLITE, rc & 0xff, rc, err ? err : sqlite3_errstr(rc));
@@ -854,6 +887,28 @@ static void note_length(pasyn_pool *pool, cached_stmt *s, pasyn_task *t, uint64_
         route_note_long(pool, t->sql, t->sql_len, long_read);
 }
 
+/* A task that is no read after all (or not preparable here, e.g. a TEMP table's): the writer
+ * runs it and reports any error with its own connection's view. Reads have no side effects,
+ * so what the reader may have stepped of it is dropped. */
+static void hand_to_writer(reader *r, pasyn_task *t, cached_stmt *s)
+{
+    if (s) {
+        route_put(r->pool, t->sql, t->sql_len, ROUTE_WRITE); /* the cache said read: no more */
+        conn_release(&r->c, s);
+    }
+    task_reset_result(t);
+    writer_push(r->pool, t);
+}
+
+/* A read that failed here with SQLITE_ERROR ("no such table", "no such column", ...) may have
+ * met what this connection lacks or has not seen yet: the writer's TEMP and attached objects,
+ * a schema the writer has just changed (SQLite re-prepares the statement at its step). The
+ * writer's view is the pool's: it answers, with the same error when it is one. */
+static int reader_lacks(const pasyn_task *t)
+{
+    return t->err == PASYN_ESQLITE && t->code == SQLITE_ERROR;
+}
+
 static void reader_run(reader *r, pasyn_task *t)
 {
     pasyn_pool *pool = r->pool;
@@ -866,14 +921,7 @@ static void reader_run(reader *r, pasyn_task *t)
         return;
     }
     if (!s || s->klass != CLASS_READ) {
-        /* Not a read (or not preparable here, e.g. a TEMP table): the writer runs it and
-         * reports any error with its own connection's view. */
-        if (s) {
-            route_put(pool, t->sql, t->sql_len, ROUTE_WRITE); /* the cache said read: no more */
-            conn_release(&r->c, s);
-        }
-        task_reset_result(t);
-        writer_push(pool, t);
+        hand_to_writer(r, t, s);
         return;
     }
     atomic_fetch_add_explicit(&r->executed, 1, memory_order_relaxed);
@@ -884,6 +932,11 @@ static void reader_run(reader *r, pasyn_task *t)
     }
     conn_arm(&r->c, t);
     int rc = conn_step_rows(&r->c, s, t, CHUNK_BYTES, 1);
+    if (conn_class_now(&r->c, s) != CLASS_READ || reader_lacks(t)) {
+        conn_disarm(&r->c, t);
+        hand_to_writer(r, t, s);
+        return;
+    }
     if (rc == SQLITE_ROW && !try_stream(pool))
         rc = conn_step_rows(&r->c, s, t, 0, 0); /* the last free reader: all of it */
     conn_disarm(&r->c, t);
@@ -943,7 +996,8 @@ static int reader_start(reader *r)
     pasyn_pool *pool = r->pool;
     pthread_mutex_lock(&pool->wmu);
     while (pool->phase == PHASE_OPENING ||
-           (pool->phase == PHASE_WRITER_READY && pool->readers_open + pool->readers_failed < r->index))
+           (pool->phase == PHASE_WRITER_READY &&
+            pool->readers_open + pool->readers_failed < r->index))
         pthread_cond_wait(&pool->phase_cv, &pool->wmu);
     int go = pool->phase == PHASE_WRITER_READY, open = go && pool->use_readers;
     pthread_mutex_unlock(&pool->wmu);
@@ -954,6 +1008,8 @@ static int reader_start(reader *r)
     if (open) {
         rc = conn_open(&r->c, pool->reader_path, SQLITE_OPEN_READONLY, pool->opts.busy_timeout_ms,
                        pool->opts.statement_cache, &pool->interrupts, &err);
+        r->c.temp_names = &pool->temp_names;
+        r->c.refuse_locks_out = 1;
         if (rc == SQLITE_OK)
             rc = pool_apply_pragmas(pool, &r->c, 0, &err);
     }

@@ -289,6 +289,15 @@ describe("cur.lastrowid", function()
         end)
         assert.are.equal(77, id)
     end)
+
+    -- The update hook that tells a REPLACE of the last rowid names the table: a name of any
+    -- length must do.
+    it("is set by a REPLACE of the last rowid into a table with a long name", function()
+        local name = "t_" .. string.rep("x", 300)
+        conn:execute("CREATE TABLE " .. name .. " (id INTEGER PRIMARY KEY, v)")
+        conn:execute("INSERT INTO " .. name .. " (id, v) VALUES (7, 'a')")
+        assert.equal(7, conn:execute("REPLACE INTO " .. name .. " (id, v) VALUES (7, 'b')").lastrowid)
+    end)
 end)
 
 describe("row shapes", function()

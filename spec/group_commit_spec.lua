@@ -451,6 +451,50 @@ describe("group commit", function()
         end)
     end
 
+    -- Alone, a statement that leaves a deferred foreign key violation fails at its own COMMIT
+    -- (foreignkeys.html 4.2); in a batch a later statement must not mend it first.
+    for _, gc in ipairs({ true, false }) do
+        it("a deferred foreign key violation mended by a later write of the batch still fails "
+           .. "its own call (group_commit = " .. tostring(gc) .. ")", function()
+            open({ group_commit = gc, foreign_keys = true })
+            conn:execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+            conn:execute([[CREATE TABLE child (pid INTEGER REFERENCES parent (id)
+                           DEFERRABLE INITIALLY DEFERRED)]])
+            conn:execute("CREATE TABLE other (x)")
+            local writes = { "INSERT INTO other VALUES (0)", "INSERT INTO child VALUES (5)",
+                             "INSERT INTO parent VALUES (5)", "INSERT INTO other VALUES (1)" }
+            local out = behind_transaction(conn, #writes, function(i)
+                return conn:execute(writes[i]).rowcount
+            end)
+            assert.same({ 2 }, failed_calls(out, #writes))
+            assert.equal("IntegrityError", out[2].err.kind)
+            assert.matches("FOREIGN KEY", out[2].err.message)
+            assert.equal(0, support.scalar(conn, "SELECT count(*) FROM child"))
+            assert.equal(1, support.scalar(conn, "SELECT count(*) FROM parent"))
+            assert.equal(2, support.scalar(conn, "SELECT count(*) FROM other"))
+        end)
+    end
+
+    -- A batch broken by RAISE(ROLLBACK) runs its statements again alone: a trigger of the
+    -- first of them reads changes() as one connection would, not as the batch left it.
+    it("after a broken batch, a trigger's changes() in the statements run again is its own",
+       function()
+        open()
+        conn:execute("CREATE TABLE a (x)")
+        conn:execute("CREATE TABLE log (c)")
+        conn:execute("CREATE TABLE t (v INTEGER NOT NULL)")
+        conn:execute([[CREATE TRIGGER t_two AFTER INSERT ON t BEGIN
+                       INSERT INTO a VALUES (1), (2); INSERT INTO log VALUES (changes()); END]])
+        conn:execute([[CREATE TRIGGER t_no BEFORE INSERT ON t WHEN NEW.v = 7
+                       BEGIN SELECT RAISE(ROLLBACK, 'no'); END]])
+        local out = behind_transaction(conn, 20, function(i)
+            return conn:execute("INSERT INTO t VALUES (?)", i).rowcount
+        end)
+        assert.same({ 7 }, failed_calls(out, 20))
+        assert.same({ 2 }, column(conn, "SELECT DISTINCT c FROM log"))
+        assert.equal(19, support.scalar(conn, "SELECT count(*) FROM log"))
+    end)
+
     it("plain writes, DDL and reads from 100 coroutines keep each coroutine's order", function()
         open()
         conn:execute("CREATE TABLE log (id INTEGER PRIMARY KEY, c INTEGER NOT NULL, step INTEGER NOT NULL)")

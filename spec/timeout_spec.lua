@@ -405,6 +405,20 @@ describe("interrupt()", function()
         end)
     end
 
+    it("leaves a statement queued behind the one it stops: that one runs to its end", function()
+        conn = sqlite.connect(path, { readers = 0 }) -- one thread: the second waits its turn
+        local out = together({
+            function() return scalar_within(conn, nil, RUNAWAY) end,
+            function() return scalar_within(conn, nil, counting(300000)) end,
+            function()
+                sqlite.sleep(0.05) -- both are submitted, the first is running
+                conn:interrupt()
+            end,
+        })
+        assert_interrupted(out[1])
+        assert.same({ ok = true, value = 300000 }, out[2])
+    end)
+
     it("with nothing running changes nothing: the statements issued afterwards run", function()
         conn = sqlite.connect(path)
         conn:interrupt()

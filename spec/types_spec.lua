@@ -409,6 +409,7 @@ describe("parameter errors", function()
             { "SELECT ?, :a", { 1, 2 } },
             { "SELECT :a", { { n = 1 } } }, -- table.pack(nil): an array of one NULL
             { "SELECT ?1, :a", { { 1, 2 } } },
+            { "SELECT ?1, :a", { { 1 } } }, -- named first, whatever the count (as Python)
         }
         for _, case in ipairs(cases) do
             local err = raises("ProgrammingError", one, case[1], support.unpack(case[2]))
