@@ -195,21 +195,9 @@ end
 
 local Connection, Cursor = {}, {}
 
--- What a timeout field holds for "no timeout". The field is always present, so that reading
--- it never reaches __index (see "Fields" below): nil cannot stand for none, and false is a
--- value a user may set (to be refused when a statement uses it), so a private marker does.
-local NO_TIMEOUT = {}
-
 -- cur._busy when the cursor is closed. Otherwise it is false, or who is running an operation
 -- of the cursor now (see "In use" below).
 local CLOSED = {}
-
-local function public_timeout(timeout)
-    if timeout == NO_TIMEOUT then
-        return nil
-    end
-    return timeout
-end
 
 local function check_open(conn, sql)
     if conn._closed then
@@ -251,37 +239,46 @@ end
 
 -- Fields of both objects: what cannot be assigned raises; what can is checked.
 --
--- The settable settings (row, timeout) and the connection live in `_cfg`, a small table that
--- a connection shares with every cursor made from it, and that a change replaces rather than
--- modifies: a cursor keeps the settings it was made with (README, "Cursors take conn.row"),
--- and one that sets its own gets a table of its own. So a cursor has 8 fields and no more (a
--- Lua table of 8 hash slots; a ninth would double it), which matters with thousands of
--- statements in flight.
-local function with_setting(obj, key, value)
-    local cfg = {}
-    for k, v in pairs(obj._cfg) do
-        cfg[k] = v
+-- The settable settings (row, timeout) and the connection live in `_cfg`, a small plain table
+-- (no metatable: a setting that is nil, a timeout of none, is simply absent) that a connection
+-- shares with every cursor made from it, and that a change replaces rather than modifies: a
+-- cursor keeps the settings it was made with (README, "Cursors take conn.row"), and one that
+-- sets its own gets a table of its own. So a cursor is made with 7 fields, in a Lua table of 8
+-- hash slots: an insert's _lastrowid fills the 8th, and only a ninth field (a cursor's own
+-- arraysize as well) doubles the table, which matters with thousands of statements in flight.
+--
+-- The settings of `_cfg`, the same on both objects: each one's public name (which is also its
+-- key in `_cfg`) -> the check an assignment makes, which raises, or false for none. A timeout
+-- is checked when a statement uses it (checked_timeout), as it always was: setting one does
+-- not raise, and a bad one (false included) is refused then. Reading one is `obj._cfg[name]`.
+local settings = {
+    row = function(value)
+        local ok, want = row_shape(value) -- the check connect makes of its `row` option
+        if not ok then
+            raise("ProgrammingError", "row must be " .. want .. ", got " .. tostring(value))
+        end
+    end,
+    timeout = false,
+}
+
+-- obj[key] = value, for a key absent from obj's table (its __newindex): a setting of `settings`
+-- is checked and goes into a new `_cfg`; any other key raises, as read-only when `getters` or
+-- `methods` know it, else as a field `what` (the object, for the message) does not have.
+local function set_field(obj, key, value, getters, methods, what, settable)
+    local check = settings[key]
+    if check ~= nil then
+        if check then
+            check(value)
+        end
+        local cfg = {}
+        for k, v in pairs(obj._cfg) do
+            cfg[k] = v
+        end
+        cfg[key] = value
+        obj._cfg = cfg
+        return
     end
-    cfg[key] = value
-    obj._cfg = cfg
-end
-
-local function set_row(obj, value)
-    local ok, want = row_shape(value) -- the check connect makes of its `row` option
-    if not ok then
-        raise("ProgrammingError", "row must be " .. want .. ", got " .. tostring(value))
-    end
-    with_setting(obj, "row", value)
-end
-
--- A timeout is checked when a statement uses it (checked_timeout), as it always was: setting
--- one does not raise.
-local function set_timeout(obj, value)
-    with_setting(obj, "timeout", value == nil and NO_TIMEOUT or value)
-end
-
-local function refuse_field(key, known, what, settable)
-    if known then
+    if getters[key] ~= nil or methods[key] ~= nil then
         raise("ProgrammingError", tostring(key) .. " is read-only")
     end
     raise("ProgrammingError", what .. " has no field '" .. tostring(key) .. "' to set (its " ..
@@ -317,12 +314,6 @@ local cursor_getters = {
     connection = function(cur)
         return cur._cfg.conn
     end,
-    row = function(cur)
-        return cur._cfg.row
-    end,
-    timeout = function(cur)
-        return public_timeout(cur._cfg.timeout)
-    end,
 }
 
 function Cursor.__index(cur, key)
@@ -333,25 +324,17 @@ function Cursor.__index(cur, key)
     local get = cursor_getters[key]
     if get then
         return get(cur)
+    elseif settings[key] ~= nil then
+        return cur._cfg[key]
     end
 end
 
-local cursor_setters = {
-    row = set_row,
-    timeout = set_timeout,
-    arraysize = function(cur, value) -- here only while unset: then it stays in the table
-        rawset(cur, "arraysize", value)
-    end,
-}
-
 function Cursor.__newindex(cur, key, value)
-    local set = cursor_setters[key]
-    if set then
-        set(cur, value)
+    if key == "arraysize" then -- here only while unset: then it stays in the table
+        rawset(cur, key, value)
         return
     end
-    refuse_field(key, cursor_getters[key] or Cursor[key] ~= nil, "a cursor",
-                 "arraysize, row and timeout")
+    set_field(cur, key, value, cursor_getters, Cursor, "a cursor", "arraysize, row and timeout")
 end
 
 -- The rows of a cursor that holds none. Shared, and never written: rows are only ever
@@ -360,8 +343,9 @@ local NO_ROWS = setmetatable({}, { __newindex = function() error("NO_ROWS is rea
 
 Cursor.arraysize = 1 -- until a cursor sets its own
 
--- A cursor is made with the 8 fields a statement touches, so that the table does not grow
--- while a statement's results come in (lastrowid and arraysize come only when set).
+-- A cursor is made with the 7 fields a statement touches, so that the table does not grow
+-- while a statement's results come in: _lastrowid, the 8th, comes with the first insert that
+-- gives one (and arraysize only when set; see "Fields").
 local function new_cursor(conn)
     return setmetatable({
         _cfg = conn._cfg, -- conn, row, timeout (see "Fields")
@@ -378,7 +362,7 @@ end
 -- statement would use it.
 local function checked_timeout(cur)
     local timeout = cur._cfg.timeout
-    if timeout == NO_TIMEOUT then
+    if timeout == nil then
         return nil
     end
     if not seconds(timeout) then
@@ -795,12 +779,6 @@ local conn_properties = {
         check_open(conn)
         return core.total_changes(conn._pool)
     end,
-    row = function(conn)
-        return conn._cfg.row
-    end,
-    timeout = function(conn)
-        return public_timeout(conn._cfg.timeout)
-    end,
 }
 
 Connection.__index = function(conn, key)
@@ -811,22 +789,13 @@ Connection.__index = function(conn, key)
     local property = conn_properties[key]
     if property then
         return property(conn)
+    elseif settings[key] ~= nil then
+        return conn._cfg[key]
     end
 end
 
-local conn_setters = {
-    row = set_row,
-    timeout = set_timeout,
-}
-
 function Connection.__newindex(conn, key, value)
-    local set = conn_setters[key]
-    if set then
-        set(conn, value)
-        return
-    end
-    refuse_field(key, conn_properties[key] ~= nil or Connection[key] ~= nil, "a connection",
-                 "row and timeout")
+    set_field(conn, key, value, conn_properties, Connection, "a connection", "row and timeout")
 end
 
 -- conn:cursor() -> a new Cursor of this connection, with no statement yet; it takes conn.row
@@ -974,9 +943,11 @@ Connection.__close = Connection.close
 
 -- sqlite.connect(database [, options]) -> a Connection: a pool of one writer and
 -- options.readers readers on `database` (a path, a file: URI, or ":memory:"). Options as in
--- the README; an unknown option or a bad value raises ProgrammingError naming it. Raises
--- OperationalError or DatabaseError (with a `database` field) when opening fails. Python's
--- sqlite3.connect, for a pool.
+-- the README. Raises ProgrammingError for a database that is not a string, for an unknown
+-- option or a bad value (naming it), and for a URI the core refuses (nolock=1 or
+-- vfs=unix-none, naming the part; with a `database` field); OperationalError or
+-- DatabaseError (with a `database` field) when opening fails. Python's sqlite3.connect, for
+-- a pool.
 function M.connect(database, options)
     if type(database) ~= "string" then
         raise("ProgrammingError", "connect: the database must be a string, got " .. type(database))
@@ -992,8 +963,9 @@ function M.connect(database, options)
         err.database = database
         error(err, 2)
     end
-    -- Every field is present (false, or NO_TIMEOUT, for none): the library's reads and writes
-    -- of them never reach __index or __newindex (see the Connection's fields).
+    -- Every field is present (false for none): the library's reads and writes of them never
+    -- reach __index or __newindex (see the Connection's fields). _cfg is a plain table, where
+    -- nil is no timeout.
     local conn = setmetatable({
         _pool = pool,
         _described = {}, -- SQL text -> its column tables and description
@@ -1002,8 +974,7 @@ function M.connect(database, options)
         _closing = false,
         _cfg = false, -- below: it names conn
     }, Connection)
-    conn._cfg = { conn = conn, row = opts.row or "array",
-                  timeout = opts.timeout == nil and NO_TIMEOUT or opts.timeout }
+    conn._cfg = { conn = conn, row = opts.row or "array", timeout = opts.timeout }
     return conn
 end
 

@@ -6,6 +6,7 @@ local sqlite = require "pasyn_sqlite"
 local support = require "support"
 
 local scalar = support.scalar
+local counts_everywhere = support.counts_everywhere
 
 -- Every pool shape the state could be split or planted in.
 local SHAPES = {
@@ -109,20 +110,6 @@ describe("read settings changed through execute", function()
         cleanup()
     end)
 
-    -- The counts that `sql` gives from n coroutines at once (they spread over the readers).
-    local function from_everywhere(sql, n)
-        local seen = {}
-        sqlite.run(function()
-            for _ = 1, n do
-                sqlite.spawn(function()
-                    local v = scalar(conn, sql)
-                    seen[v] = (seen[v] or 0) + 1
-                end)
-            end
-        end)
-        return seen
-    end
-
     it("PRAGMA case_sensitive_like (execute, then executescript) holds on every connection",
        function()
         local path
@@ -131,12 +118,30 @@ describe("read settings changed through execute", function()
         conn:execute("CREATE TABLE t (x)")
         conn:execute("INSERT INTO t VALUES ('a')")
         local like = "SELECT count(*) FROM t WHERE x LIKE 'A'"
-        assert.same({ [1] = 30 }, from_everywhere(like, 30))
+        assert.same({ [1] = 30 }, counts_everywhere(conn, like, 30))
         conn:execute("PRAGMA case_sensitive_like = ON")
-        assert.same({ [0] = 30 }, from_everywhere(like, 30))
+        assert.same({ [0] = 30 }, counts_everywhere(conn, like, 30))
         assert.is_true(support.readers_sum(conn:stats(), "executed") >= 30)
         conn:executescript("PRAGMA case_sensitive_like = OFF; SELECT 1;")
-        assert.same({ [1] = 30 }, from_everywhere(like, 30))
+        assert.same({ [1] = 30 }, counts_everywhere(conn, like, 30))
+    end)
+
+    it("PRAGMA reverse_unordered_selects = ON (execute) reverses an unordered SELECT on every "
+       .. "connection", function()
+        local path
+        path, cleanup = support.tmpdb()
+        conn = sqlite.connect(path, { readers = 3 })
+        conn:execute("CREATE TABLE t (x)")
+        for x = 1, 3 do
+            conn:execute("INSERT INTO t VALUES (?)", x)
+        end
+        -- One sqlite3 connection answers "1,2,3", and "3,2,1" after the PRAGMA (3.40.1).
+        local unordered = "SELECT group_concat(x) FROM (SELECT x FROM t)"
+        assert.same({ ["1,2,3"] = 30 }, counts_everywhere(conn, unordered, 30))
+        conn:execute("PRAGMA reverse_unordered_selects = ON")
+        local before = support.readers_sum(conn:stats(), "executed")
+        assert.same({ ["3,2,1"] = 30 }, counts_everywhere(conn, unordered, 30))
+        assert.is_true(support.readers_sum(conn:stats(), "executed") - before >= 30)
     end)
 end)
 

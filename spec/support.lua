@@ -1,4 +1,5 @@
--- Helpers shared by the specs: temporary database files, raises(), scalar() and stats sums.
+-- Helpers shared by the specs: temporary database files, raises(), scalar(), what many
+-- coroutines read at once, and stats sums.
 -- The specs' LUA_PATH holds spec/?.lua, so `local support = require "support"` finds this.
 local sqlite = require "pasyn_sqlite"
 local assert = require "luassert"
@@ -44,6 +45,23 @@ end
 function support.scalar(conn, sql, ...)
     local row = conn:execute(sql, ...):fetchone()
     return row and row[1]
+end
+
+-- The values that `sql` (its first row's first value, as scalar gives it) gives from n
+-- coroutines at once, as a { value = count } table. Run at once, they spread over the pool's
+-- readers, so that every reader answers some of them. Returns when they are all done (it
+-- runs them with sqlite.run).
+function support.counts_everywhere(conn, sql, n)
+    local seen = {}
+    sqlite.run(function()
+        for _ = 1, n do
+            sqlite.spawn(function()
+                local v = support.scalar(conn, sql)
+                seen[v] = (seen[v] or 0) + 1
+            end)
+        end
+    end)
+    return seen
 end
 
 -- The first column of every row of sql, as a flat array.

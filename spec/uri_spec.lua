@@ -8,20 +8,7 @@ local sqlite = require "pasyn_sqlite"
 local support = require "support"
 
 local scalar = support.scalar
-
--- Counts from n coroutines at once, so that every reader answers some of them.
-local function counts_everywhere(conn, sql, n)
-    local seen = {}
-    sqlite.run(function()
-        for _ = 1, n do
-            sqlite.spawn(function()
-                local v = scalar(conn, sql)
-                seen[v] = (seen[v] or 0) + 1
-            end)
-        end
-    end)
-    return seen
-end
+local counts_everywhere = support.counts_everywhere
 
 local function exists(path)
     local f = io.open(path, "rb")
