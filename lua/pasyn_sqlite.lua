@@ -316,18 +316,24 @@ local cursor_getters = {
     end,
 }
 
-function Cursor.__index(cur, key)
-    local member = Cursor[key] -- methods first: the lookup every call makes
-    if member ~= nil then
-        return member
-    end
-    local get = cursor_getters[key]
-    if get then
-        return get(cur)
-    elseif settings[key] ~= nil then
-        return cur._cfg[key]
+-- The __index of a class whose objects keep their fields private: its methods first (the
+-- lookup every call makes), then `getters` (name -> function(obj)), then the settings.
+local function fields_index(class, getters)
+    return function(obj, key)
+        local member = class[key]
+        if member ~= nil then
+            return member
+        end
+        local get = getters[key]
+        if get then
+            return get(obj)
+        elseif settings[key] ~= nil then
+            return obj._cfg[key]
+        end
     end
 end
+
+Cursor.__index = fields_index(Cursor, cursor_getters)
 
 function Cursor.__newindex(cur, key, value)
     if key == "arraysize" then -- here only while unset: then it stays in the table
@@ -781,18 +787,7 @@ local conn_properties = {
     end,
 }
 
-Connection.__index = function(conn, key)
-    local method = Connection[key]
-    if method ~= nil then
-        return method
-    end
-    local property = conn_properties[key]
-    if property then
-        return property(conn)
-    elseif settings[key] ~= nil then
-        return conn._cfg[key]
-    end
-end
+Connection.__index = fields_index(Connection, conn_properties)
 
 function Connection.__newindex(conn, key, value)
     set_field(conn, key, value, conn_properties, Connection, "a connection", "row and timeout")

@@ -8,20 +8,13 @@ local support = require "support"
 
 local scalar = support.scalar
 
--- The distinct answers of `sql` from n coroutines at once (they spread over the readers).
+-- The distinct answers of `sql` from n coroutines at once (they spread over the readers), in
+-- order.
 local function answers(conn, sql, n)
-    local seen, list = {}, {}
-    sqlite.run(function()
-        for _ = 1, n do
-            sqlite.spawn(function()
-                local v = scalar(conn, sql)
-                if not seen[v] then
-                    seen[v] = true
-                    list[#list + 1] = v
-                end
-            end)
-        end
-    end)
+    local list = {}
+    for v in pairs(support.counts_everywhere(conn, sql, n)) do
+        list[#list + 1] = v
+    end
     table.sort(list, function(a, b) return tostring(a) < tostring(b) end)
     return list
 end
