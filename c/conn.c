@@ -312,6 +312,9 @@ static int first_named(sqlite3_stmt *st)
 
 static int classify(conn *c, sqlite3_stmt *st)
 {
+    if (sqlite3_stmt_isexplain(st)) /* runs nothing: no rowcount, no executemany; the writer's
+                                       plan, which sees its TEMP objects */
+        return CLASS_OTHER;
     if (sqlite3_stmt_readonly(st) && !(c->seen & (SEEN_NOT_READ | SEEN_LOCAL | SEEN_CONN_STATE)))
         return CLASS_READ;
     if ((c->seen & SEEN_DML) && !(c->seen & SEEN_NOT_READ))

@@ -127,7 +127,9 @@ typedef struct temp_names {
 } temp_names;
 
 int temp_names_has(temp_names *tn, const char *name);              /* any thread */
-void temp_names_refresh(temp_names *tn, sqlite3 *writer_db);       /* the writer */
+/* Takes the names the writer's connection has now; with `keep`, also keeps those known
+ * before (inside a transaction, whose changes other coroutines must not see yet). */
+void temp_names_refresh(temp_names *tn, sqlite3 *writer_db, int keep); /* the writer */
 void temp_names_free(temp_names *tn);
 
 /* A link of the cache's recency list; the first member of cached_stmt. */
@@ -241,6 +243,7 @@ typedef struct route_cache {
     pthread_mutex_t mu;
     route_entry **buckets;
     size_t nbuckets, count;
+    uint64_t gen;           /* routes_forget calls: a verdict learned before one is not kept */
 } route_cache;
 
 uint32_t hash_sql(const char *s, size_t n);
@@ -342,6 +345,8 @@ struct pasyn_pool {
     _Atomic uint64_t settings_gen;
 
     temp_names temp_names;  /* the writer's TEMP tables and views, updated by schema changes */
+    _Atomic int writer_local; /* the writer has TEMP objects or ATTACHed databases */
+    int schema_in_txn;      /* the writer's open transaction changed a schema (writer only) */
 };
 
 /* Remembers the PRAGMA `sql` that set read setting `setting` (1 + index) on the writer, for the
@@ -394,8 +399,11 @@ void *writer_main(void *arg);
 void *reader_main(void *arg);
 void writer_push(pasyn_pool *pool, pasyn_task *t);
 void readers_push(pasyn_pool *pool, pasyn_task *t);
-void route_put(pasyn_pool *pool, const char *sql, size_t len, int route);
-int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read);
+/* Learns a route; `gen` is the generation route_get gave before the verdict was learned (it is
+ * dropped when routes were forgotten since), or ROUTE_ANY_GEN for the writer's own verdicts. */
+void route_put(pasyn_pool *pool, const char *sql, size_t len, int route, uint64_t gen);
+int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read, uint64_t *gen);
+#define ROUTE_ANY_GEN UINT64_MAX
 void route_note_long(pasyn_pool *pool, const char *sql, size_t len, int long_read);
 void complete(pasyn_task *t);
 /* Applies the pool's pragmas to a connection just opened: SQLite's code, with a message. */

@@ -35,7 +35,7 @@ static route_entry *route_find(route_cache *rc, uint32_t h, const char *sql, siz
     return NULL;
 }
 
-int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read)
+int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read, uint64_t *gen)
 {
     route_cache *rc = &pool->routes;
     uint32_t h = hash_sql(sql, len);
@@ -43,6 +43,7 @@ int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read)
     route_entry *e = route_find(rc, h, sql, len);
     int route = e ? e->route : ROUTE_UNKNOWN;
     *long_read = e && e->long_read;
+    *gen = rc->gen;
     pthread_mutex_unlock(&rc->mu);
     return route;
 }
@@ -72,11 +73,15 @@ static void routes_clear(route_cache *rc)
     rc->count = 0;
 }
 
-void route_put(pasyn_pool *pool, const char *sql, size_t len, int route)
+void route_put(pasyn_pool *pool, const char *sql, size_t len, int route, uint64_t gen)
 {
     route_cache *rc = &pool->routes;
     uint32_t h = hash_sql(sql, len);
     pthread_mutex_lock(&rc->mu);
+    if (gen != ROUTE_ANY_GEN && gen != rc->gen) { /* learned before a schema change */
+        pthread_mutex_unlock(&rc->mu);
+        return;
+    }
     route_entry *known = route_find(rc, h, sql, len);
     if (known) {
         known->route = route;
@@ -106,6 +111,7 @@ void routes_forget(pasyn_pool *pool)
 {
     pthread_mutex_lock(&pool->routes.mu);
     routes_clear(&pool->routes);
+    pool->routes.gen++;
     pthread_mutex_unlock(&pool->routes.mu);
 }
 
@@ -130,7 +136,7 @@ static void names_free(char **names, size_t n)
     free(names);
 }
 
-void temp_names_refresh(temp_names *tn, sqlite3 *writer_db)
+void temp_names_refresh(temp_names *tn, sqlite3 *writer_db, int keep)
 {
     sqlite3_stmt *st = NULL;
     char **names = NULL;
@@ -148,11 +154,24 @@ void temp_names_refresh(temp_names *tn, sqlite3 *writer_db)
             ok = (names[n++] = strdup(name)) != NULL;
     }
     sqlite3_finalize(st);
+    pthread_mutex_lock(&tn->mu); /* only the writer changes the names: reading them is safe */
+    for (size_t i = 0; ok && keep && i < tn->n; i++) {
+        int known = 0;
+        for (size_t k = 0; k < n && !known; k++)
+            known = strcasecmp(names[k], tn->names[i]) == 0;
+        if (!known && n == cap) {
+            char **more = realloc(names, (cap = cap ? 2 * cap : 8) * sizeof *names);
+            ok = more != NULL;
+            names = more ? more : names;
+        }
+        if (ok && !known)
+            ok = (names[n++] = strdup(tn->names[i])) != NULL;
+    }
     if (!ok) { /* out of memory: keep the names known before */
+        pthread_mutex_unlock(&tn->mu);
         names_free(names, n);
         return;
     }
-    pthread_mutex_lock(&tn->mu);
     names_free(tn->names, tn->n);
     tn->names = names;
     tn->n = n;
@@ -455,7 +474,8 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
  * (TEMP or attached objects, errors) goes to the writer, which knows or reports it. */
 static int route_of(pasyn_pool *pool, pasyn_task *t)
 {
-    int route = route_get(pool, t->sql, t->sql_len, &t->long_read);
+    uint64_t gen;
+    int route = route_get(pool, t->sql, t->sql_len, &t->long_read, &gen);
     if (route != ROUTE_UNKNOWN) {
         t->route_known = 1;
         return route;
@@ -465,7 +485,7 @@ static int route_of(pasyn_pool *pool, pasyn_task *t)
     if (s) {
         route = s->klass == CLASS_READ ? ROUTE_READ : ROUTE_WRITE;
         conn_release(&pool->classifier, s); /* a cache of 0: finalized */
-        route_put(pool, t->sql, t->sql_len, route);
+        route_put(pool, t->sql, t->sql_len, route, gen);
         t->route_known = 1;
     }
     pthread_mutex_unlock(&pool->cmu);

@@ -135,6 +135,19 @@ static pasyn_task *writer_take(pasyn_pool *pool, int *more)
     }
 }
 
+/* Whether the writer's connection has ATTACHed databases (pragma.html#pragma_database_list). */
+static int attached(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int n = 0;
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM pragma_database_list WHERE name NOT IN "
+                           "('main', 'temp')", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return n > 0;
+}
+
 /* After a statement changed a schema: the TEMP names whose reads belong to the writer, and
  * every route learned before is learned again (a name may be a TEMP table's now; the
  * classifier knows the names). A reader's statement that SQLite re-prepares after a change of
@@ -143,7 +156,15 @@ static void schema_changed(pasyn_pool *pool)
 {
     if (!pool->use_readers)
         return;
-    temp_names_refresh(&pool->temp_names, pool->wc.db);
+    sqlite3 *db = pool->wc.db;
+    /* Inside a transaction the change may be undone (ROLLBACK, ROLLBACK TO, an error that ends
+     * it), and other coroutines must not see it before the COMMIT: the names known before are
+     * kept too (their reads then go to the writer, which serves them once the transaction has
+     * ended), and the exact names are taken after each task until it has (writer_settle). */
+    pool->schema_in_txn = !sqlite3_get_autocommit(db);
+    temp_names_refresh(&pool->temp_names, db, pool->schema_in_txn);
+    atomic_store(&pool->writer_local,
+                 atomic_load(&pool->temp_names.count) > 0 || attached(db));
     routes_forget(pool);
 }
 
@@ -172,7 +193,8 @@ static void writer_exec(pasyn_pool *pool, pasyn_task *t)
         }
     }
     if (!t->route_known && pool->use_readers) /* e.g. TEMP objects the classifier lacks */
-        route_put(pool, t->sql, t->sql_len, s->klass == CLASS_READ ? ROUTE_READ : ROUTE_WRITE);
+        route_put(pool, t->sql, t->sql_len, s->klass == CLASS_READ ? ROUTE_READ : ROUTE_WRITE,
+                  ROUTE_ANY_GEN);
     conn_release(c, s);
 }
 
@@ -312,6 +334,8 @@ static void writer_settle(pasyn_pool *pool, uint64_t owner)
     sqlite3 *db = pool->wc.db;
     atomic_store(&pool->txn_owner, sqlite3_get_autocommit(db) ? 0 : (owner ? owner : 1));
     atomic_store(&pool->total_changes, writer_total_changes_now(pool));
+    if (pool->schema_in_txn)
+        schema_changed(pool);
 }
 
 static void writer_run(pasyn_pool *pool, pasyn_task *t)
@@ -488,6 +512,11 @@ static pasyn_task *writer_group_commit(pasyn_pool *pool, pasyn_task *first, int 
             if (!was_stopped(batch[i])) {
                 task_reset_result(batch[i]);
                 writer_do(pool, batch[i]);
+            } else { /* stopped alone, its statement would have set changes() to 0 */
+                pool->changes_before = 0;
+                pool->stale_changes = sqlite3_changes64(db);
+                pool->stale_total = sqlite3_total_changes64(db);
+                pool->changes_stale = 1;
             }
         }
     }
@@ -893,20 +922,22 @@ static void note_length(pasyn_pool *pool, cached_stmt *s, pasyn_task *t, uint64_
 static void hand_to_writer(reader *r, pasyn_task *t, cached_stmt *s)
 {
     if (s) {
-        route_put(r->pool, t->sql, t->sql_len, ROUTE_WRITE); /* the cache said read: no more */
+        route_put(r->pool, t->sql, t->sql_len, ROUTE_WRITE, ROUTE_ANY_GEN); /* no read after all */
         conn_release(&r->c, s);
     }
     task_reset_result(t);
     writer_push(r->pool, t);
 }
 
-/* A read that failed here with SQLITE_ERROR ("no such table", "no such column", ...) may have
- * met what this connection lacks or has not seen yet: the writer's TEMP and attached objects,
- * a schema the writer has just changed (SQLite re-prepares the statement at its step). The
- * writer's view is the pool's: it answers, with the same error when it is one. */
-static int reader_lacks(const pasyn_task *t)
+/* A read that failed here with "no such table" (column, function, ...) while the writer has
+ * TEMP or attached objects may have met what this connection lacks: the writer's view is the
+ * pool's, and it answers (with the same error when it is one). Any other error is the read's
+ * own: retried on the writer it would wait behind another coroutine's transaction. */
+static int reader_lacks(pasyn_pool *pool, const pasyn_task *t)
 {
-    return t->err == PASYN_ESQLITE && t->code == SQLITE_ERROR;
+    return t->err == PASYN_ESQLITE && t->code == SQLITE_ERROR &&
+           atomic_load_explicit(&pool->writer_local, memory_order_relaxed) && t->message &&
+           strncmp(t->message, "no such ", 8) == 0;
 }
 
 static void reader_run(reader *r, pasyn_task *t)
@@ -932,7 +963,7 @@ static void reader_run(reader *r, pasyn_task *t)
     }
     conn_arm(&r->c, t);
     int rc = conn_step_rows(&r->c, s, t, CHUNK_BYTES, 1);
-    if (conn_class_now(&r->c, s) != CLASS_READ || reader_lacks(t)) {
+    if (conn_class_now(&r->c, s) != CLASS_READ || reader_lacks(pool, t)) {
         conn_disarm(&r->c, t);
         hand_to_writer(r, t, s);
         return;

@@ -298,6 +298,22 @@ describe("cur.lastrowid", function()
         conn:execute("INSERT INTO " .. name .. " (id, v) VALUES (7, 'a')")
         assert.equal(7, conn:execute("REPLACE INTO " .. name .. " (id, v) VALUES (7, 'b')").lastrowid)
     end)
+
+    -- EXPLAIN runs nothing: no rowcount, no rowid, and executemany does not take it.
+    it("EXPLAIN of a write changes nothing: rowcount -1, lastrowid unset, refused by executemany",
+       function()
+        conn:execute("CREATE TABLE e (x)")
+        conn:execute("INSERT INTO e VALUES (1), (2), (3)")
+        for _, sql in ipairs({ "EXPLAIN QUERY PLAN DELETE FROM e WHERE x = 1",
+                               "EXPLAIN INSERT INTO e VALUES (4)" }) do
+            local cur = conn:execute(sql)
+            assert.equal(-1, cur.rowcount, sql)
+            assert.is_nil(cur.lastrowid, sql)
+        end
+        assert.equal(3, conn:execute("SELECT count(*) FROM e"):fetchone()[1])
+        support.raises("ProgrammingError", conn.executemany, conn, "EXPLAIN UPDATE e SET x = ?",
+                       { { 1 } })
+    end)
 end)
 
 describe("row shapes", function()

@@ -495,6 +495,27 @@ describe("group commit", function()
         assert.equal(19, support.scalar(conn, "SELECT count(*) FROM log"))
     end)
 
+    -- A member stopped by its timeout ends the batch's transaction (SQLite rolls it back) and is
+    -- not run again; alone it would have left changes() at 0, and the next statement sees that.
+    it("after a batch broken by a timed-out member, the next member's changes() is 0", function()
+        open()
+        conn:execute("CREATE TABLE t (v, c)")
+        conn:execute("INSERT INTO t VALUES ('x', 0), ('y', 0), ('z', 0)")
+        local slow = [[INSERT INTO t SELECT 'slow', count(*) FROM (WITH RECURSIVE r(i) AS
+                       (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 50000000) SELECT i FROM r)]]
+        local out = behind_transaction(conn, 3, function(i)
+            if i == 2 then
+                local cur = conn:cursor()
+                cur.timeout = 0.05
+                return cur:execute(slow).rowcount
+            end
+            return conn:execute("INSERT INTO t VALUES (?, changes())", "w" .. i).rowcount
+        end)
+        assert.same({ 2 }, failed_calls(out, 3))
+        assert.equal(9, out[2].err.code) -- SQLITE_INTERRUPT: timed out
+        assert.same({ 3, 0 }, column(conn, "SELECT c FROM t WHERE v IN ('w1', 'w3') ORDER BY v"))
+    end)
+
     it("plain writes, DDL and reads from 100 coroutines keep each coroutine's order", function()
         open()
         conn:execute("CREATE TABLE log (id INTEGER PRIMARY KEY, c INTEGER NOT NULL, step INTEGER NOT NULL)")
