@@ -411,7 +411,14 @@ describe("interrupt()", function()
             function() return scalar_within(conn, nil, RUNAWAY) end,
             function() return scalar_within(conn, nil, counting(300000)) end,
             function()
-                sqlite.sleep(0.05) -- both are submitted, the first is running
+                -- Once the writer runs the first, the second is all its queue holds (a guard of
+                -- about 10 s against a hang; not a timing).
+                for _ = 1, 1000 do
+                    if conn:stats().writer.queued == 1 then
+                        break
+                    end
+                    sqlite.sleep(0.01)
+                end
                 conn:interrupt()
             end,
         })
