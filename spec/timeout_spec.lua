@@ -419,6 +419,7 @@ describe("interrupt()", function()
                     end
                     sqlite.sleep(0.01)
                 end
+                sqlite.sleep(0.02) -- taken is not yet started: a moment for the writer to begin it
                 conn:interrupt()
             end,
         })
