@@ -136,6 +136,25 @@ static void names_free(char **names, size_t n)
     free(names);
 }
 
+/* Appends a copy of `name` to the array *names of *n names (room for *cap). 1, or 0 when out
+ * of memory. */
+static int names_push(char ***names, size_t *n, size_t *cap, const char *name)
+{
+    if (*n == *cap) {
+        size_t more = *cap ? 2 * *cap : 8;
+        char **grown = realloc(*names, more * sizeof **names);
+        if (!grown)
+            return 0;
+        *names = grown;
+        *cap = more;
+    }
+    char *copy = strdup(name);
+    if (!copy)
+        return 0;
+    (*names)[(*n)++] = copy;
+    return 1;
+}
+
 void temp_names_refresh(temp_names *tn, sqlite3 *writer_db, int keep)
 {
     sqlite3_stmt *st = NULL;
@@ -145,13 +164,8 @@ void temp_names_refresh(temp_names *tn, sqlite3 *writer_db, int keep)
                                 "('table', 'view')", -1, &st, NULL) == SQLITE_OK;
     while (ok && sqlite3_step(st) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 0);
-        if (n == cap) {
-            char **more = realloc(names, (cap = cap ? 2 * cap : 8) * sizeof *names);
-            ok = more != NULL;
-            names = more ? more : names;
-        }
-        if (ok && name)
-            ok = (names[n++] = strdup(name)) != NULL;
+        if (name)
+            ok = names_push(&names, &n, &cap, name);
     }
     sqlite3_finalize(st);
     pthread_mutex_lock(&tn->mu); /* only the writer changes the names: reading them is safe */
@@ -159,13 +173,8 @@ void temp_names_refresh(temp_names *tn, sqlite3 *writer_db, int keep)
         int known = 0;
         for (size_t k = 0; k < n && !known; k++)
             known = strcasecmp(names[k], tn->names[i]) == 0;
-        if (!known && n == cap) {
-            char **more = realloc(names, (cap = cap ? 2 * cap : 8) * sizeof *names);
-            ok = more != NULL;
-            names = more ? more : names;
-        }
-        if (ok && !known)
-            ok = (names[n++] = strdup(tn->names[i])) != NULL;
+        if (!known)
+            ok = names_push(&names, &n, &cap, tn->names[i]);
     }
     if (!ok) { /* out of memory: keep the names known before */
         pthread_mutex_unlock(&tn->mu);
@@ -316,12 +325,11 @@ static int plan_paths(pasyn_pool *pool, const char *database, char **refused)
     uri_plan plan;
     char *why = NULL;
     int rc = uri_plan_make(database, &plan, &why);
-    if (rc == PASYN_EPROGRAMMING)
+    if (rc == PASYN_EPROGRAMMING) {
         *refused = why ? why : strdup("connect: the database's URI is refused");
-    else
-        free(why);
-    if (rc == PASYN_EPROGRAMMING)
         return *refused ? 0 : -1;
+    }
+    free(why);
     if (rc == 0 && plan.memory) {
         pool->memfile = make_memfile();
         pool->path = dup_or_null(pool->memfile);

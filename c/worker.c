@@ -135,17 +135,18 @@ static pasyn_task *writer_take(pasyn_pool *pool, int *more)
     }
 }
 
-/* Whether the writer's connection has ATTACHed databases (pragma.html#pragma_database_list). */
-static int attached(sqlite3 *db)
+/* 1 when the first value `sql` gives on the connection reads `value` (as text). */
+static int answers(sqlite3 *db, const char *sql, const char *value)
 {
     sqlite3_stmt *st = NULL;
-    int n = 0;
-    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM pragma_database_list WHERE name NOT IN "
-                           "('main', 'temp')", -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        n = sqlite3_column_int(st, 0);
+    int is = 0;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        const unsigned char *got = sqlite3_column_text(st, 0);
+        is = got && strcmp((const char *)got, value) == 0;
+    }
     sqlite3_finalize(st);
-    return n > 0;
+    return is;
 }
 
 /* After a statement changed a schema: the TEMP names whose reads belong to the writer, and
@@ -164,8 +165,21 @@ static void schema_changed(pasyn_pool *pool)
     pool->schema_in_txn = !sqlite3_get_autocommit(db);
     temp_names_refresh(&pool->temp_names, db, pool->schema_in_txn);
     atomic_store(&pool->writer_local,
-                 atomic_load(&pool->temp_names.count) > 0 || attached(db));
+                 atomic_load(&pool->temp_names.count) > 0 ||
+                     answers(db, "SELECT count(*) > 0 FROM pragma_database_list WHERE name NOT IN "
+                             "('main', 'temp')", "1")); /* ATTACHed databases */
     routes_forget(pool);
+}
+
+/* After a statement ran on the writer: what the rest of the pool must learn of it, a read
+ * setting it set (`setting`, 1 + its index) or a schema it changed. `sql` is its text. */
+static void writer_ran(pasyn_pool *pool, int setting, int changes_schema, const char *sql,
+                       size_t len)
+{
+    if (setting && pool->use_readers)
+        settings_note(pool, setting, sql, len);
+    if (changes_schema)
+        schema_changed(pool);
 }
 
 static void writer_exec(pasyn_pool *pool, pasyn_task *t)
@@ -186,10 +200,7 @@ static void writer_exec(pasyn_pool *pool, pasyn_task *t)
                 t->rowcount = sqlite3_changes64(c->db);
             t->rowid = rowid;
             t->has_rowid = inserted;
-            if (s->setting && pool->use_readers)
-                settings_note(pool, s->setting, t->sql, t->sql_len);
-            if (s->changes_schema)
-                schema_changed(pool);
+            writer_ran(pool, s->setting, s->changes_schema, t->sql, t->sql_len);
         }
     }
     if (!t->route_known && pool->use_readers) /* e.g. TEMP objects the classifier lacks */
@@ -269,10 +280,8 @@ static void writer_script(pasyn_pool *pool, pasyn_task *t)
                 pool->changes_stale = 0;
             if (rc != SQLITE_DONE)
                 task_fail_sqlite(t, db, rc);
-            else if (setting && pool->use_readers)
-                settings_note(pool, setting, p, (size_t)((tail ? tail : end) - p));
-            if (rc == SQLITE_DONE && (seen & SEEN_SCHEMA))
-                schema_changed(pool);
+            else
+                writer_ran(pool, setting, seen & SEEN_SCHEMA, p, (size_t)((tail ? tail : end) - p));
             sqlite3_finalize(st);
             if (rc != SQLITE_DONE)
                 return;
@@ -566,23 +575,6 @@ static void writer_total_changes(sqlite3_context *ctx, int argc, sqlite3_value *
     sqlite3_result_int64(ctx, writer_total_changes_now(sqlite3_user_data(ctx)));
 }
 
-/* 1 when PRAGMA `name` on the writer's connection answers `value`, as SQLite reports it (it
- * may refuse WAL; the pragmas option may have set locking_mode). */
-static int pragma_is(conn *c, const char *name, const char *value)
-{
-    char sql[64];
-    sqlite3_stmt *st = NULL;
-    int is = 0;
-    snprintf(sql, sizeof sql, "PRAGMA %s", name);
-    if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW) {
-        const unsigned char *got = sqlite3_column_text(st, 0);
-        is = got && strcmp((const char *)got, value) == 0;
-    }
-    sqlite3_finalize(st);
-    return is;
-}
-
 /* Opens the writer, then waits until every reader has opened (or one failed). Reads go to the
  * readers only in WAL mode or in a read-only pool: in a rollback journal the readers and the
  * writer lock each other out, and the pool would answer "database is locked" to itself. */
@@ -604,9 +596,11 @@ static int writer_start(pasyn_pool *pool)
         if (rc == SQLITE_OK)
             rc = sqlite3_create_function_v2(pool->wc.db, "changes", 0, fn_flags, pool,
                                             writer_changes, NULL, NULL, NULL);
+        /* As SQLite reports them: it may refuse WAL; the pragmas option may set locking_mode. */
+        sqlite3 *db = pool->wc.db;
         pool->use_readers = pool->nreaders > 0 &&
-                            !pragma_is(&pool->wc, "locking_mode", "exclusive") &&
-                            (pool->opts.readonly || pragma_is(&pool->wc, "journal_mode", "wal"));
+                            !answers(db, "PRAGMA locking_mode", "exclusive") &&
+                            (pool->opts.readonly || answers(db, "PRAGMA journal_mode", "wal"));
         pool->wc.refuse_locks_out = pool->use_readers;
     }
     if (rc == SQLITE_OK && pool->use_readers) { /* after WAL is set, like the readers */
