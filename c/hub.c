@@ -1,25 +1,33 @@
 /*
  * hub.c - completions. Workers append finished tasks to one list; only the empty->non-empty
- * transition writes the descriptor, so a burst of completions costs the host one wake-up, and
- * not even that while the host is watching the list in pasyn_hub_poll. The host drains the
- * whole list at once. Tasks submitted as synchronous skip the list and wake their waiting
- * thread through a condition variable instead.
+ * transition writes the signal target (the hub's descriptor, or a socket the host connected,
+ * see pasyn_hub_listen), so a burst of completions costs the host one wake-up, and not even
+ * that while the host is watching the list in pasyn_hub_poll. The host drains the whole list
+ * at once. Tasks submitted as synchronous skip the list and wake their waiting thread through
+ * a condition variable instead.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/eventfd.h>
 #endif
 #include "internal.h"
 
+static void hub_unlisten(pasyn_hub *hub);
+
 pasyn_hub *pasyn_hub_new(void)
 {
     pasyn_hub *hub = calloc(1, sizeof *hub);
     if (!hub)
         return NULL;
+    hub->sfd = hub->lfd = -1;
 #ifdef __linux__
     hub->efd = hub->wfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (hub->efd < 0)
@@ -56,6 +64,9 @@ void pasyn_hub_free(pasyn_hub *hub)
     if (hub->wfd != hub->efd)
         close(hub->wfd);
     close(hub->efd);
+    if (hub->sfd >= 0)
+        close(hub->sfd);
+    hub_unlisten(hub);
     pthread_cond_destroy(&hub->sync_cv);
     pthread_mutex_destroy(&hub->mu);
     free(hub);
@@ -68,6 +79,15 @@ int pasyn_hub_fd(const pasyn_hub *hub)
 
 static void hub_signal(pasyn_hub *hub)
 {
+    if (hub->sfd >= 0) {
+        /* One byte; MSG_NOSIGNAL: a host that closed its end must not get us a SIGPIPE. */
+        ssize_t r;
+        do
+            r = send(hub->sfd, "", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (r < 0 && errno == EINTR);
+        (void)r; /* EAGAIN: bytes are pending already; EPIPE: nobody listens any more */
+        return;
+    }
 #ifdef __linux__
     uint64_t one = 1;
     ssize_t r;
@@ -127,7 +147,8 @@ pasyn_task *pasyn_hub_drain(pasyn_hub *hub)
 {
     pthread_mutex_lock(&hub->mu);
     if (hub->signalled) { /* clear it with the list, so the two never disagree */
-        hub_clear(hub);
+        if (hub->sfd < 0)
+            hub_clear(hub); /* a socket's bytes are read by the host, before it drains */
         hub->signalled = 0;
     }
     pasyn_task *list = hub->head;
@@ -183,5 +204,89 @@ void pasyn_task_wait(pasyn_task *t)
     pthread_mutex_lock(&hub->mu);
     while (!atomic_load_explicit(&t->done, memory_order_acquire))
         pthread_cond_wait(&hub->sync_cv, &hub->mu);
+    pthread_mutex_unlock(&hub->mu);
+}
+
+/* ---- a socket as the signal target ------------------------------------------------ */
+
+/* Under mu: makes `sfd` (or the hub's own descriptor, for -1) the signal target, closing the
+ * socket it replaces. The old target's signal is cleared and, when tasks wait, the new one is
+ * written at once, so "signalled" keeps meaning "the current target was written". */
+static void hub_retarget(pasyn_hub *hub, int sfd)
+{
+    if (hub->signalled && hub->sfd < 0)
+        hub_clear(hub);
+    if (hub->sfd >= 0)
+        close(hub->sfd);
+    hub->sfd = sfd;
+    hub->signalled = 0;
+    if (hub->head && !atomic_load(&hub->watching)) {
+        hub->signalled = 1;
+        hub_signal(hub);
+    }
+}
+
+static void hub_unlisten(pasyn_hub *hub)
+{
+    if (hub->lfd < 0)
+        return;
+    close(hub->lfd);
+    unlink(hub->lpath);
+    hub->lfd = -1;
+    hub->lpath[0] = '\0';
+}
+
+int pasyn_hub_listen(pasyn_hub *hub, const char **path)
+{
+    static _Atomic unsigned counter;
+    hub_unlisten(hub);
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !*dir)
+        dir = "/tmp";
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/pasyn-%ld-%u.sock", dir,
+                     (long)getpid(), atomic_fetch_add(&counter, 1));
+    if (n < 0 || (size_t)n >= sizeof addr.sun_path)
+        return -ENAMETOOLONG;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    unlink(addr.sun_path); /* a leftover of a process that had our pid and was killed */
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 1) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(addr.sun_path);
+        return -e;
+    }
+    hub->lfd = fd;
+    memcpy(hub->lpath, addr.sun_path, sizeof hub->lpath);
+    *path = hub->lpath;
+    return 0;
+}
+
+int pasyn_hub_accept(pasyn_hub *hub)
+{
+    if (hub->lfd < 0)
+        return -EINVAL;
+    int fd;
+    do
+        fd = accept4(hub->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    while (fd < 0 && errno == EINTR);
+    int e = errno;
+    hub_unlisten(hub);
+    if (fd < 0)
+        return -e;
+    pthread_mutex_lock(&hub->mu);
+    hub_retarget(hub, fd);
+    pthread_mutex_unlock(&hub->mu);
+    return 0;
+}
+
+void pasyn_hub_unaccept(pasyn_hub *hub)
+{
+    hub_unlisten(hub);
+    pthread_mutex_lock(&hub->mu);
+    if (hub->sfd >= 0)
+        hub_retarget(hub, -1);
     pthread_mutex_unlock(&hub->mu);
 }

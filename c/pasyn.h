@@ -59,6 +59,21 @@ pasyn_task *pasyn_hub_drain(pasyn_hub *hub);
  * anywhere else. Returns 1 when completions wait, 0 on timeout. Owner thread. */
 int pasyn_hub_poll(pasyn_hub *hub, int timeout_ms);
 
+/* For hosts that can watch only connections they open themselves (OpenResty's cosockets
+ * connect to a path; no API there wraps a descriptor). pasyn_hub_listen makes a listening
+ * unix-domain stream socket at a fresh path under $TMPDIR (default /tmp) and points *path at
+ * it (owned by the hub, valid until the next call on the hub); the host then connects to that
+ * path, and pasyn_hub_accept takes the connection, removes the path and makes the connection
+ * the signal target: from then on each empty->non-empty transition of the completion list
+ * writes one byte to it (never blocking), instead of the hub's descriptor. The host reads
+ * those bytes itself (any number at once) and then drains; tasks that were waiting when it
+ * connected are signalled at once. A later accept replaces the connection;
+ * pasyn_hub_unaccept closes it and goes back to the hub's descriptor. 0 or a negative errno
+ * (-EAGAIN from accept: the host has not connected). Owner thread. */
+int pasyn_hub_listen(pasyn_hub *hub, const char **path);
+int pasyn_hub_accept(pasyn_hub *hub);
+void pasyn_hub_unaccept(pasyn_hub *hub);
+
 /* ---- opening and closing a pool ---------------------------------------------------- */
 
 typedef struct pasyn_options {

@@ -17,6 +17,7 @@ local M = {
     sleep = sched.sleep,
     fd = core.fd,
     dispatch = sched.dispatch,
+    set_host = sched.set_host,
 }
 for kind in pairs(errors.kinds) do
     M[kind] = kind

@@ -6,7 +6,9 @@
  * oldest first, then poll 0 again); one wake-up per burst (the eventfd counter is 1 after
  * several completions); NOTIFY_SYNC tasks that bypass the list. Threaded: pasyn_task_wait
  * while another thread completes the task after a sleep; several waiters sharing the hub's
- * condition variable; sync hand-offs in a loop; 4 producers completing 1,000,000 tasks while
+ * condition variable; sync hand-offs in a loop; a connected unix socket as the signal target
+ * (one byte per burst, tasks waiting at accept signalled at once, back to the descriptor on
+ * unaccept, a closed peer harmless, paths removed); 4 producers completing 1,000,000 tasks while
  * the main thread polls and drains, each task seen exactly once and none lost.
  *
  * PASYN_TEST_SCALE (a factor, default 1) scales the 1,000,000 tasks and the hand-off loop.
@@ -22,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include "internal.h"
@@ -170,6 +174,89 @@ static void test_one_wakeup_per_burst(pasyn_hub *hub)
        (unsigned long long)v);
     ok(check_list(pasyn_hub_drain(hub), 6, 2) && pasyn_hub_poll(hub, 0) == 0,
        "which drains its 2 tasks and leaves the hub quiet");
+}
+
+/* ---- a connected socket as the signal target (pasyn_hub_listen / accept / unaccept) ---- */
+
+/* Bytes waiting on `fd` right now (read and counted), -1 when the peer closed. */
+static int read_bytes(int fd)
+{
+    char bytes[64];
+    int n = 0;
+    ssize_t r;
+    while ((r = recv(fd, bytes, sizeof bytes, MSG_DONTWAIT)) > 0)
+        n += (int)r;
+    return r == 0 ? -1 : n;
+}
+
+static int connect_to(const char *path)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+static void test_socket_target(pasyn_hub *hub)
+{
+    ok(pasyn_hub_accept(hub) == -EINVAL, "accept before listen fails with -EINVAL");
+    const char *path = NULL;
+    int rc = pasyn_hub_listen(hub, &path);
+    ok(rc == 0 && path && access(path, F_OK) == 0, "listen makes a socket at a path (%s)",
+       path ? path : "none");
+    char saved[108];
+    snprintf(saved, sizeof saved, "%s", path);
+    ok(pasyn_hub_accept(hub) == -EAGAIN, "accept before the host connected fails with -EAGAIN");
+    ok(access(saved, F_OK) != 0, "and the path is gone, as after every accept");
+
+    /* A task that was waiting when the host connected is signalled at once. */
+    hub_complete(hub, mk(hub, NOTIFY_HUB, 1));
+    ok(pasyn_hub_listen(hub, &path) == 0, "listen again");
+    int host = connect_to(path);
+    ok(host >= 0 && pasyn_hub_accept(hub) == 0 && access(path, F_OK) != 0,
+       "the host connects, accept takes it and removes the path");
+    ok(read_bytes(host) == 1 && !fd_readable(hub),
+       "a task waiting at accept signals the socket once, not the descriptor");
+    ok(check_list(pasyn_hub_drain(hub), 1, 1), "and drains");
+
+    for (uintptr_t i = 2; i <= 4; i++)
+        hub_complete(hub, mk(hub, NOTIFY_HUB, i));
+    ok(read_bytes(host) == 1 && !fd_readable(hub), "a burst of 3 writes one byte to the socket");
+    hub_complete(hub, mk(hub, NOTIFY_HUB, 5));
+    ok(read_bytes(host) == 0, "a completion before the drain writes nothing more");
+    ok(check_list(pasyn_hub_drain(hub), 2, 4), "the drain returns all 4");
+    hub_complete(hub, mk(hub, NOTIFY_HUB, 6));
+    ok(read_bytes(host) == 1, "the next burst after the drain writes again");
+
+    /* Back to the descriptor, with a task waiting: the descriptor takes over the signal. */
+    pasyn_hub_unaccept(hub);
+    ok(read_bytes(host) == -1, "unaccept closes the hub's end of the socket");
+    ok(fd_readable(hub) && pasyn_hub_poll(hub, 0) == 1,
+       "and a task still waiting signals the descriptor instead");
+    ok(check_list(pasyn_hub_drain(hub), 6, 1) && !fd_readable(hub), "which the drain clears");
+    close(host);
+
+    /* A host that closed its end: completions go on (no SIGPIPE), drains work. */
+    ok(pasyn_hub_listen(hub, &path) == 0 && (host = connect_to(path)) >= 0 &&
+           pasyn_hub_accept(hub) == 0,
+       "a second host connects");
+    close(host);
+    hub_complete(hub, mk(hub, NOTIFY_HUB, 7));
+    hub_complete(hub, mk(hub, NOTIFY_HUB, 8));
+    ok(check_list(pasyn_hub_drain(hub), 7, 2), "after the host closed its end, tasks still drain");
+    pasyn_hub_unaccept(hub);
+    ok(!fd_readable(hub) && pasyn_hub_drain(hub) == NULL, "and the hub is quiet again");
+
+    /* listen without accept: freeing the hub removes the path */
+    pasyn_hub *other = pasyn_hub_new();
+    ok(other && pasyn_hub_listen(other, &path) == 0, "another hub listens");
+    snprintf(saved, sizeof saved, "%s", path);
+    pasyn_hub_free(other);
+    ok(access(saved, F_OK) != 0, "pasyn_hub_free removes a path nobody connected to");
 }
 
 static void test_sync_inline(pasyn_hub *hub)
@@ -504,6 +591,7 @@ int main(void)
     test_notify_none(hub);
     test_notify_hub(hub);
     test_one_wakeup_per_burst(hub);
+    test_socket_target(hub);
     test_sync_inline(hub);
     test_sync_wait(hub);
     test_poll_watching(hub);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "compat.h"
 #include "pasyn.h"
 
@@ -27,12 +28,29 @@ typedef struct lstream {
     uint64_t id;        /* 0 once the result has ended */
 } lstream;
 
+/* The Lua state's hub, made on first use rather than when the module loads: OpenResty
+ * loads modules in its master process, which then forks the workers, and a descriptor made
+ * there would be shared by all of them. A hub made before a fork is left to the parent: the
+ * child makes its own (the old one's memory stays, as its lock may be held by a thread that
+ * does not exist in the child). */
+typedef struct lhub {
+    pasyn_hub *hub;
+    pid_t pid; /* the process that made it */
+} lhub;
+
 static pasyn_hub *get_hub(lua_State *L)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY);
-    pasyn_hub **hub = lua_touserdata(L, -1);
+    lhub *h = lua_touserdata(L, -1);
     lua_pop(L, 1);
-    return *hub;
+    pid_t pid = getpid();
+    if (!h->hub || h->pid != pid) {
+        h->hub = pasyn_hub_new();
+        if (!h->hub)
+            luaL_error(L, "cannot create the completion hub: %s", strerror(errno));
+        h->pid = pid;
+    }
+    return h->hub;
 }
 
 static lpool *check_pool(lua_State *L, int i)
@@ -778,11 +796,46 @@ static int l_drain(lua_State *L)
     return 1;
 }
 
+/* hub_listen() -> the path of a unix-domain socket for the host to connect to, or nil and a
+ * message; hub_accept() -> true once that connection is the hub's signal target, or nil and a
+ * message; hub_unaccept(): back to sqlite.fd(). Host thread. See pasyn_hub_listen. */
+static int l_hub_listen(lua_State *L)
+{
+    const char *path;
+    int rc = pasyn_hub_listen(get_hub(L), &path);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(-rc));
+        return 2;
+    }
+    lua_pushstring(L, path);
+    return 1;
+}
+
+static int l_hub_accept(lua_State *L)
+{
+    int rc = pasyn_hub_accept(get_hub(L));
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(-rc));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_hub_unaccept(lua_State *L)
+{
+    pasyn_hub_unaccept(get_hub(L));
+    return 0;
+}
+
 static int l_hub_gc(lua_State *L)
 {
-    pasyn_hub **hub = lua_touserdata(L, 1);
-    pasyn_hub_free(*hub);
-    *hub = NULL;
+    lhub *h = lua_touserdata(L, 1);
+    if (h->hub && h->pid == getpid())
+        pasyn_hub_free(h->hub);
+    h->hub = NULL;
     return 0;
 }
 
@@ -842,14 +895,15 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"stats", l_stats},       {"fd", l_fd},           {"poll", l_poll},
         {"drain", l_drain},       {"now", l_now},         {"sleep", l_sleep},         {"blob", l_blob},
         {"is_blob", l_is_blob},   {"abandon", l_abandon}, {"interrupt", l_interrupt},
+        {"hub_listen", l_hub_listen}, {"hub_accept", l_hub_accept},
+        {"hub_unaccept", l_hub_unaccept},
         {NULL, NULL},
     };
     lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY);
     if (lua_isnil(L, -1)) {
-        pasyn_hub **hub = lua_newuserdata(L, sizeof *hub);
-        *hub = pasyn_hub_new();
-        if (!*hub)
-            return luaL_error(L, "cannot create the completion hub");
+        lhub *h = lua_newuserdata(L, sizeof *h);
+        h->hub = NULL; /* made on first use: get_hub */
+        h->pid = 0;
         lua_createtable(L, 0, 1);
         lua_pushcfunction(L, l_hub_gc);
         lua_setfield(L, -2, "__gc");

@@ -1,6 +1,7 @@
--- pasyn_sqlite.scheduler: where a call waits. Inside a coroutine of the built-in scheduler a
--- query yields and is resumed when its completion is dispatched; anywhere else it blocks the
--- OS thread. Also run/spawn/join/sleep and dispatch for host loops.
+-- pasyn_sqlite.scheduler: where a call waits. Inside a coroutine of the built-in scheduler, or
+-- one that a host adapter (set_host) says may yield, a query yields and is resumed when its
+-- completion is dispatched; anywhere else it blocks the OS thread. Also run/spawn/join/sleep,
+-- and dispatch for host loops.
 
 local core = require "pasyn_sqlite.core"
 
@@ -20,16 +21,25 @@ local waiting = {}                            -- task -> coroutine waiting for i
 local task_pools = {}                         -- task -> the pool it was submitted to
 local members = setmetatable({}, { __mode = "k" }) -- coroutine -> its handle
 local loop                                    -- the running run() loop, or nil
+local host                                    -- the host adapter of set_host, or nil
+local hosts = {}                              -- task -> the host that resumes its waiter
 
--- True when the caller (the running coroutine `co`, found when not given) is a coroutine of the
--- scheduler that may yield now.
+-- True when the caller (the running coroutine `co`, found when not given) may yield now: a
+-- coroutine of the built-in scheduler, or one the host adapter says may.
 function M.can_yield(co)
     co = co or co_running()
-    return loop ~= nil and co ~= nil and members[co] ~= nil and isyieldable()
+    if co == nil then
+        return false
+    elseif loop ~= nil and members[co] ~= nil then
+        return isyieldable()
+    end
+    return host ~= nil and host.can_yield(co) == true
 end
 
 -- Waits for a task submitted to `pool`: yields when `sync` is false (`co` is the running
--- coroutine, found when not given), else blocks.
+-- coroutine, found when not given), else blocks. A coroutine of a host waits in
+-- host.suspend until dispatch has taken its task; a resume from anywhere else (the host's
+-- own loop, a spurious wake-up) only makes it suspend again.
 function M.await(task, sync, pool, co)
     if sync then
         core.wait(task)
@@ -37,8 +47,69 @@ function M.await(task, sync, pool, co)
     end
     co = co or co_running()
     waiting[task], task_pools[task] = co, pool
-    loop.pending = loop.pending + 1
-    co_yield(SUSPEND)
+    if loop ~= nil and members[co] ~= nil then
+        loop.pending = loop.pending + 1
+        co_yield(SUSPEND)
+        return
+    end
+    local h = host
+    hosts[task] = h
+    repeat
+        h.suspend(co)
+    until waiting[task] == nil
+end
+
+-- What set_host fills in when the host leaves it out: any coroutine but the main one may
+-- yield; it waits by yielding (no values) and dispatch resumes it with coroutine.resume, so
+-- an error it raises afterwards comes out of dispatch (as luv's callbacks raise from uv.run).
+local function yields_anywhere(co)
+    local _, ismain = co_running()
+    return co ~= nil and not ismain and isyieldable()
+end
+local function suspend_by_yield()
+    co_yield()
+end
+local function resume_directly(co)
+    local ok, err = co_resume(co)
+    if not ok then
+        error(err, 0)
+    end
+end
+
+-- set_host(h): declares the host loop that runs this Lua state's coroutines, or none
+-- (h = nil). h is a table of functions, each optional:
+--   h.can_yield(co) -> true when the running coroutine `co` may yield to the host now; a
+--                      call from anywhere else blocks the OS thread (default: any coroutine
+--                      but the main one, where coroutine.isyieldable says so);
+--   h.suspend(co)   -- called inside `co`: returns once resume(co) was called, or earlier
+--                      (then it is called again) (default: coroutine.yield());
+--   h.resume(co)    -- called from dispatch, in the host's thread, when the completion `co`
+--                      waits for has arrived (default: coroutine.resume(co), re-raising its
+--                      error; dispatch re-raises the first error of a call after delivering
+--                      every completion: a host that must see each error passes its own).
+-- The host also watches sqlite.fd() and calls sqlite.dispatch() when it polls readable.
+-- Coroutines of the built-in scheduler (sqlite.run) keep waiting there. Returns the host
+-- that was set before. Raises a plain error for a value that is not a table of functions.
+function M.set_host(h)
+    local before = host
+    if h == nil then
+        host = nil
+        return before
+    end
+    if type(h) ~= "table" then
+        error("set_host: a table of functions is needed, got " .. type(h), 2)
+    end
+    for _, name in ipairs({ "can_yield", "suspend", "resume" }) do
+        if h[name] ~= nil and type(h[name]) ~= "function" then
+            error("set_host: " .. name .. " must be a function, got " .. type(h[name]), 2)
+        end
+    end
+    host = {
+        can_yield = h.can_yield or yields_anywhere,
+        suspend = h.suspend or suspend_by_yield,
+        resume = h.resume or resume_directly,
+    }
+    return before
 end
 
 -- A completion nobody waits for any more: free it, and let go of a streamed result it
@@ -99,24 +170,36 @@ local function step(co, ...)
     return after(co, co_resume(co, ...))
 end
 
--- Delivers every pending completion to the coroutine waiting for it; returns how many.
+-- Delivers every pending completion to the coroutine waiting for it; returns how many. Every
+-- completion is delivered before an error that a host's resume raised is re-raised (the
+-- first one, when several did).
 function M.dispatch()
     local list = core.drain()
     if not list then
         return 0
     end
-    local n = 0
+    local n, failure = 0, nil
     for i = 1, #list do
         local task = list[i]
-        local co, pool = waiting[task], task_pools[task]
+        local co, pool, h = waiting[task], task_pools[task], hosts[task]
         waiting[task], task_pools[task] = nil, nil
-        if co then
+        if not co then
+            discard(task, pool) -- its coroutine was abandoned
+        elseif h then
+            hosts[task] = nil
+            n = n + 1
+            local ok, err = pcall(h.resume, co)
+            if not ok and failure == nil then
+                failure = err
+            end
+        else
             loop.pending = loop.pending - 1
             n = n + 1
             step(co)
-        else
-            discard(task, pool) -- its coroutine was abandoned
         end
+    end
+    if failure ~= nil then
+        error(failure, 0)
     end
     return n
 end

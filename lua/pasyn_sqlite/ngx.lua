@@ -1,0 +1,157 @@
+-- pasyn_sqlite.ngx: the module for OpenResty (ngx_lua). A query in a rewrite, access, content,
+-- ssl or timer handler, or in an ngx.thread, yields the light thread and the nginx worker serves
+-- other requests meanwhile; in phases that cannot yield (init_worker, set, header and body
+-- filters, log, balancer) the call blocks, as in a plain script.
+--
+-- How a completion wakes a request. ngx_lua 0.10.23 resumes a light thread only for an event
+-- it registered itself: a C function's own lua_yield hangs the request, and no API watches an
+-- arbitrary descriptor. So one light thread per worker, the dispatcher (an ngx.timer), connects
+-- a cosocket to a unix-domain socket the completion hub listens on (pasyn_hub_listen) and
+-- reads it; the hub writes a byte there when completions arrive, the dispatcher drains them
+-- (sqlite.dispatch) and posts the semaphore each waiting request sleeps on. The dispatcher
+-- runs only while requests wait, and lingers LINGER seconds after the last one, so a busy
+-- worker pays for its start once and an idle worker is woken by nothing of ours.
+-- Alternatives measured and why not (README, "OpenResty"): a polling ngx.timer adds up to a
+-- tick of latency and idle wake-ups; ngx.run_worker_thread needs a thread_pool directive and
+-- a thread of nginx's pool blocked per wait.
+--
+-- Use: local sqlite = require "pasyn_sqlite.ngx" (the same table as require "pasyn_sqlite"),
+-- in init_by_lua* or anywhere; open one Connection per worker, on first use (connect refuses
+-- to run in the master, in init_by_lua*: its threads would not survive the fork).
+
+local sqlite = require "pasyn_sqlite"
+local core = require "pasyn_sqlite.core"
+local errors = require "pasyn_sqlite.errors"
+local semaphore = require "ngx.semaphore"
+
+local ngx = ngx
+local get_phase, timer_at, exiting, log = ngx.get_phase, ngx.timer.at, ngx.worker.exiting, ngx.log
+local tcp = ngx.socket.tcp
+
+-- Phases whose handlers may yield the light thread on a semaphore (ngx_lua 0.10.23 docs of
+-- ngx.semaphore's wait: "rewrite_by_lua*, access_by_lua*, content_by_lua*, ssl_certificate_by_lua*,
+-- ssl_session_fetch_by_lua*, ngx.timer.*").
+local YIELDS = {
+    rewrite = true, access = true, content = true, timer = true,
+    ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
+}
+local LINGER = 0.2         -- seconds the dispatcher stays after the last wait
+local WAIT = 3600          -- a semaphore wait's own timeout (seconds); waits are resumed anyway
+
+local semas = setmetatable({}, { __mode = "k" })   -- coroutine -> its semaphore
+local waits_for = setmetatable({}, { __mode = "k" }) -- coroutine -> true while its task is out
+local waits = 0            -- coroutines whose task has not been dispatched yet
+local running = false      -- the dispatcher is running or scheduled
+
+local start
+
+-- Reads the hub's socket and dispatches until nothing waits (and LINGER passed), the worker
+-- exits, or the socket fails; then hands the signal back to sqlite.fd(). When no socket can be
+-- set up it falls back to draining every millisecond while requests wait (logged).
+local function dispatcher()
+    local sock = tcp()
+    local path, err = core.hub_listen()
+    local ok = path ~= nil
+    if ok then
+        ok, err = sock:connect("unix:" .. path)
+    end
+    if ok then
+        ok, err = core.hub_accept()
+    end
+    if not ok then
+        core.hub_unaccept()
+        log(ngx.WARN, "pasyn_sqlite: no completion socket (", err, "); polling every 1 ms")
+        while waits > 0 do
+            sqlite.dispatch()
+            ngx.sleep(0.001)
+        end
+        running = false
+        return
+    end
+    sock:settimeout(LINGER * 1000)
+    while true do
+        sqlite.dispatch()
+        local data, rerr = sock:receiveany(4096)
+        if not data then
+            if rerr ~= "timeout" then
+                log(ngx.ERR, "pasyn_sqlite: completion socket: ", rerr)
+                break
+            elseif waits == 0 or exiting() then
+                break
+            end
+        end
+    end
+    -- No yield from here to the end: a wait that starts after this sees running == false.
+    core.hub_unaccept()
+    sock:close()
+    running = false
+    if waits > 0 then
+        start()
+    end
+end
+
+start = function()
+    running = true
+    local ok, err = timer_at(0, dispatcher)
+    if not ok then
+        running = false
+        return nil, err
+    end
+    return true
+end
+
+local function suspend(co)
+    if not waits_for[co] then
+        waits_for[co] = true
+        waits = waits + 1
+    end
+    if not running then
+        local ok, err = start()
+        if not ok then
+            -- No timer to dispatch (lua_max_pending_timers reached, or the worker is going
+            -- away): wait here, blocking the worker, rather than never.
+            log(ngx.WARN, "pasyn_sqlite: cannot start the dispatcher (", err, "); blocking")
+            core.poll(0.01)
+            sqlite.dispatch()
+            return
+        end
+    end
+    local sema = semas[co]
+    if not sema then
+        sema = semaphore.new()
+        semas[co] = sema
+    end
+    sema:wait(WAIT)
+end
+
+local function resume(co)
+    if waits_for[co] then
+        waits_for[co] = nil
+        waits = waits - 1
+    end
+    local sema = semas[co]
+    if sema then
+        sema:post(1)
+    end
+end
+
+sqlite.set_host {
+    can_yield = function()
+        return YIELDS[get_phase()] == true
+    end,
+    suspend = suspend,
+    resume = resume,
+}
+
+-- connect in the master (init_by_lua*) would start threads that the forked workers do not
+-- have: refused with a ProgrammingError naming the phase.
+local connect = sqlite.connect
+sqlite.connect = function(database, options)
+    if get_phase() == "init" then
+        error(errors.new("ProgrammingError", "connect: not in init_by_lua* (the master " ..
+              "process); connect in the workers, e.g. on first use or in init_worker_by_lua*"), 2)
+    end
+    return connect(database, options)
+end
+
+return sqlite

@@ -1,0 +1,240 @@
+-- The protocol for host event loops (sqlite.set_host, sqlite.fd, sqlite.dispatch): which
+-- coroutines yield, how they are resumed, what dispatch does with errors, and that everything
+-- else keeps blocking or running under the built-in scheduler.
+local sqlite = require "pasyn_sqlite"
+local core = require "pasyn_sqlite.core"
+
+-- Runs the host's loop by hand until done() is true: waits for the fd (through the core's
+-- poll, bounded) and dispatches. Returns how many coroutines dispatch resumed.
+local function drive(done)
+    local resumed, deadline = 0, core.now() + 30
+    while not done() do
+        assert(core.now() < deadline, "the host loop did not finish in 30 s")
+        core.poll(0.1)
+        resumed = resumed + sqlite.dispatch()
+    end
+    return resumed
+end
+
+describe("a host loop (sqlite.set_host)", function()
+    local conn
+    before_each(function()
+        conn = sqlite.connect(":memory:")
+        conn:execute("CREATE TABLE t(x INTEGER)")
+    end)
+    after_each(function()
+        sqlite.set_host(nil)
+        conn:close()
+    end)
+
+    it("with the defaults, a coroutine's query yields and dispatch resumes it with its result", function()
+        sqlite.set_host {}
+        local got
+        local co = coroutine.create(function()
+            got = conn:execute("SELECT 40 + 2"):fetchone()[1]
+        end)
+        assert.is_true(coroutine.resume(co))
+        assert.are.equal("suspended", coroutine.status(co))
+        assert.is_nil(got)
+        assert.are.equal(1, drive(function() return got ~= nil end))
+        assert.are.equal(42, got)
+        assert.are.equal("dead", coroutine.status(co))
+    end)
+
+    it("100 coroutines querying at once each get their own answer", function()
+        sqlite.set_host {}
+        local answers, finished = {}, 0
+        for i = 1, 100 do
+            local co = coroutine.create(function()
+                conn:execute("INSERT INTO t VALUES (?)", { i })
+                answers[i] = conn:execute("SELECT ? * 2", { i }):fetchone()[1]
+                finished = finished + 1
+            end)
+            assert(coroutine.resume(co))
+        end
+        drive(function() return finished == 100 end)
+        for i = 1, 100 do
+            assert.are.equal(i * 2, answers[i])
+        end
+        assert.are.equal(5050, conn:execute("SELECT sum(x) FROM t"):fetchone()[1])
+    end)
+
+    it("a coroutine the host says cannot yield blocks, and the main thread blocks", function()
+        sqlite.set_host { can_yield = function() return false end }
+        local got
+        local co = coroutine.create(function()
+            got = conn:execute("SELECT 7"):fetchone()[1]
+        end)
+        assert.is_true(coroutine.resume(co))
+        assert.are.equal("dead", coroutine.status(co))
+        assert.are.equal(7, got)
+        sqlite.set_host {}
+        assert.are.equal(8, conn:execute("SELECT 8"):fetchone()[1]) -- main thread: blocks
+    end)
+
+    it("a resume that does not come from dispatch suspends the coroutine again", function()
+        sqlite.set_host {}
+        local got
+        local co = coroutine.create(function()
+            got = conn:execute("SELECT 1 + 1"):fetchone()[1]
+        end)
+        assert.is_true(coroutine.resume(co))
+        for _ = 1, 3 do -- the host's own loop resumes it by mistake, before the completion
+            assert.is_true(coroutine.resume(co))
+        end
+        drive(function() return got ~= nil end)
+        assert.are.equal(2, got)
+    end)
+
+    it("calls the host's suspend and resume with the waiting coroutine", function()
+        local parked, log = {}, {}
+        sqlite.set_host {
+            suspend = function(co)
+                log[#log + 1] = "suspend"
+                parked[co] = true
+                coroutine.yield()
+            end,
+            resume = function(co)
+                log[#log + 1] = "resume"
+                assert(parked[co], "resume of a coroutine that was not suspended")
+                parked[co] = nil
+                assert(coroutine.resume(co))
+            end,
+        }
+        local got
+        local co = coroutine.create(function()
+            got = conn:execute("SELECT 'x'"):fetchone()[1]
+        end)
+        assert(coroutine.resume(co))
+        drive(function() return got ~= nil end)
+        assert.are.equal("x", got)
+        assert.are.same({ "suspend", "resume" }, log)
+    end)
+
+    it("dispatch delivers every completion before it re-raises a resumed coroutine's error", function()
+        sqlite.set_host {}
+        local finished, cos = 0, {}
+        local function start(fail)
+            local co = coroutine.create(function()
+                conn:execute("SELECT 1"):fetchone()
+                if fail then
+                    error("boom " .. fail, 0)
+                end
+                finished = finished + 1
+            end)
+            assert(coroutine.resume(co))
+            cos[#cos + 1] = co
+        end
+        start(1)
+        for _ = 1, 5 do
+            start(nil)
+        end
+        start(2)
+        local raised = {}
+        local deadline = core.now() + 30
+        local function all_dead()
+            for _, co in ipairs(cos) do
+                if coroutine.status(co) ~= "dead" then
+                    return false
+                end
+            end
+            return true
+        end
+        while not all_dead() do
+            assert(core.now() < deadline, "not every coroutine was resumed")
+            core.poll(0.1)
+            local ok, err = pcall(sqlite.dispatch)
+            if not ok then
+                raised[#raised + 1] = err
+            end
+        end
+        assert.are.equal(5, finished)
+        -- One error per dispatch call that met any: the first of that call.
+        assert.is_true(#raised >= 1 and #raised <= 2)
+        for _, err in ipairs(raised) do
+            assert.is_truthy(err == "boom 1" or err == "boom 2", tostring(err))
+        end
+    end)
+
+    it("a statement's error reaches the hosted coroutine as an error object", function()
+        sqlite.set_host {}
+        local err
+        local co = coroutine.create(function()
+            local ok, e = pcall(conn.execute, conn, "SELECT * FROM missing")
+            assert(not ok)
+            err = e
+        end)
+        assert(coroutine.resume(co))
+        drive(function() return err ~= nil end)
+        assert.is_true(sqlite.is_error(err))
+        assert.are.equal("OperationalError", err.kind)
+        assert.matches("no such table", err.message)
+    end)
+
+    it("a hosted coroutine can close the connection", function()
+        sqlite.set_host {}
+        local other = sqlite.connect(":memory:")
+        local closed = false
+        local co = coroutine.create(function()
+            other:execute("SELECT 1")
+            other:close()
+            closed = other.closed
+        end)
+        assert(coroutine.resume(co))
+        drive(function() return closed end)
+        assert.is_true(other.closed)
+    end)
+
+    it("coroutines of the built-in scheduler still wait there while a host is set", function()
+        local resumed_by_host = 0
+        sqlite.set_host {
+            resume = function(co)
+                resumed_by_host = resumed_by_host + 1
+                assert(coroutine.resume(co))
+            end,
+        }
+        local a, b = sqlite.run(function()
+            local h = sqlite.spawn(function()
+                return conn:execute("SELECT 1"):fetchone()[1]
+            end)
+            return conn:execute("SELECT 2"):fetchone()[1], h:join()
+        end)
+        assert.are.equal(2, a)
+        assert.are.equal(1, b)
+        assert.are.equal(0, resumed_by_host)
+    end)
+
+    it("set_host(nil) makes calls block again and returns the host it replaces", function()
+        local h = {}
+        assert.is_nil(sqlite.set_host(h))
+        assert.is_table(sqlite.set_host(nil))
+        local got
+        local co = coroutine.create(function()
+            got = conn:execute("SELECT 3"):fetchone()[1]
+        end)
+        assert.is_true(coroutine.resume(co))
+        assert.are.equal(3, got)
+    end)
+
+    it("refuses a host that is not a table of functions, naming what is wrong", function()
+        assert.has_error(function() sqlite.set_host(42) end,
+                         "set_host: a table of functions is needed, got number")
+        assert.has_error(function() sqlite.set_host { resume = true } end,
+                         "set_host: resume must be a function, got boolean")
+    end)
+
+    it("sqlite.fd() polls readable while a completion waits, and dispatch clears it", function()
+        sqlite.set_host {}
+        local fd = sqlite.fd()
+        assert.is_number(fd)
+        assert.are.equal(fd, sqlite.fd()) -- one descriptor for the Lua state
+        local got
+        local co = coroutine.create(function()
+            got = conn:execute("SELECT 5"):fetchone()[1]
+        end)
+        assert(coroutine.resume(co))
+        drive(function() return got ~= nil end)
+        assert.are.equal(5, got)
+        assert.is_false(core.poll(0)) -- nothing pending once dispatched
+    end)
+end)
