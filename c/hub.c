@@ -282,6 +282,16 @@ int pasyn_hub_accept(pasyn_hub *hub)
     return 0;
 }
 
+void pasyn_hub_wake(pasyn_hub *hub)
+{
+    pthread_mutex_lock(&hub->mu);
+    if (!hub->signalled) {
+        hub->signalled = 1;
+        hub_signal(hub);
+    }
+    pthread_mutex_unlock(&hub->mu);
+}
+
 void pasyn_hub_unaccept(pasyn_hub *hub)
 {
     hub_unlisten(hub);

@@ -73,6 +73,10 @@ int pasyn_hub_poll(pasyn_hub *hub, int timeout_ms);
 int pasyn_hub_listen(pasyn_hub *hub, const char **path);
 int pasyn_hub_accept(pasyn_hub *hub);
 void pasyn_hub_unaccept(pasyn_hub *hub);
+/* Makes the signal target readable now, as a completion would, with or without anything to
+ * drain: a host wakes its own watcher of the socket or descriptor with it (to stop it, say).
+ * Cleared as usual: by the next drain (and, for a socket, the host's read). Any thread. */
+void pasyn_hub_wake(pasyn_hub *hub);
 
 /* ---- opening and closing a pool ---------------------------------------------------- */
 

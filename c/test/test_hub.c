@@ -231,6 +231,14 @@ static void test_socket_target(pasyn_hub *hub)
     ok(check_list(pasyn_hub_drain(hub), 2, 4), "the drain returns all 4");
     hub_complete(hub, mk(hub, NOTIFY_HUB, 6));
     ok(read_bytes(host) == 1, "the next burst after the drain writes again");
+    pasyn_hub_wake(hub);
+    ok(read_bytes(host) == 0, "wake while the signal is pending writes nothing more");
+    ok(check_list(pasyn_hub_drain(hub), 6, 1), "the drain returns the task");
+    pasyn_hub_wake(hub);
+    pasyn_hub_wake(hub);
+    ok(read_bytes(host) == 1 && pasyn_hub_drain(hub) == NULL,
+       "wake with nothing to drain writes one byte, and the drain returns nothing");
+    hub_complete(hub, mk(hub, NOTIFY_HUB, 6));
 
     /* Back to the descriptor, with a task waiting: the descriptor takes over the signal. */
     pasyn_hub_unaccept(hub);
@@ -257,6 +265,13 @@ static void test_socket_target(pasyn_hub *hub)
     snprintf(saved, sizeof saved, "%s", path);
     pasyn_hub_free(other);
     ok(access(saved, F_OK) != 0, "pasyn_hub_free removes a path nobody connected to");
+}
+
+static void test_wake(pasyn_hub *hub)
+{
+    pasyn_hub_wake(hub);
+    ok(fd_readable(hub), "wake makes the descriptor readable with nothing pending");
+    ok(pasyn_hub_drain(hub) == NULL && !fd_readable(hub), "and the next drain clears it");
 }
 
 static void test_sync_inline(pasyn_hub *hub)
@@ -592,6 +607,7 @@ int main(void)
     test_notify_hub(hub);
     test_one_wakeup_per_burst(hub);
     test_socket_target(hub);
+    test_wake(hub);
     test_sync_inline(hub);
     test_sync_wait(hub);
     test_poll_watching(hub);

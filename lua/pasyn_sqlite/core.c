@@ -830,6 +830,13 @@ static int l_hub_unaccept(lua_State *L)
     return 0;
 }
 
+/* hub_wake(): makes the signal target readable now (pasyn_hub_wake). Host thread. */
+static int l_hub_wake(lua_State *L)
+{
+    pasyn_hub_wake(get_hub(L));
+    return 0;
+}
+
 static int l_hub_gc(lua_State *L)
 {
     lhub *h = lua_touserdata(L, 1);
@@ -896,7 +903,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"drain", l_drain},       {"now", l_now},         {"sleep", l_sleep},         {"blob", l_blob},
         {"is_blob", l_is_blob},   {"abandon", l_abandon}, {"interrupt", l_interrupt},
         {"hub_listen", l_hub_listen}, {"hub_accept", l_hub_accept},
-        {"hub_unaccept", l_hub_unaccept},
+        {"hub_unaccept", l_hub_unaccept}, {"hub_wake", l_hub_wake},
         {NULL, NULL},
     };
     lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY);

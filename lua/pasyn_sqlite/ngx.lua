@@ -10,7 +10,9 @@
 -- reads it; the hub writes a byte there when completions arrive, the dispatcher drains them
 -- (sqlite.dispatch) and posts the semaphore each waiting request sleeps on. The dispatcher
 -- runs only while requests wait, and lingers LINGER seconds after the last one, so a busy
--- worker pays for its start once and an idle worker is woken by nothing of ours.
+-- worker pays for its start once; the linger ends through one timer that wakes the hub
+-- (pasyn_hub_wake) rather than a read timeout, which ngx_lua would log as an error. After
+-- that an idle worker is woken by nothing of ours.
 -- Alternatives measured and why not (README, "OpenResty"): a polling ngx.timer adds up to a
 -- tick of latency and idle wake-ups; ngx.run_worker_thread needs a thread_pool directive and
 -- a thread of nginx's pool blocked per wait.
@@ -26,7 +28,7 @@ local semaphore = require "ngx.semaphore"
 
 local ngx = ngx
 local get_phase, timer_at, exiting, log = ngx.get_phase, ngx.timer.at, ngx.worker.exiting, ngx.log
-local tcp = ngx.socket.tcp
+local tcp, now = ngx.socket.tcp, ngx.now
 
 -- Phases whose handlers may yield the light thread on a semaphore (ngx_lua 0.10.23 docs of
 -- ngx.semaphore's wait: "rewrite_by_lua*, access_by_lua*, content_by_lua*, ssl_certificate_by_lua*,
@@ -36,14 +38,28 @@ local YIELDS = {
     ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
 }
 local LINGER = 0.2         -- seconds the dispatcher stays after the last wait
-local WAIT = 3600          -- a semaphore wait's own timeout (seconds); waits are resumed anyway
+local WAIT = 3600          -- a semaphore wait's and the socket read's own timeouts (seconds):
+                           -- not reached in practice; either just loops
 
 local semas = setmetatable({}, { __mode = "k" })   -- coroutine -> its semaphore
 local waits_for = setmetatable({}, { __mode = "k" }) -- coroutine -> true while its task is out
 local waits = 0            -- coroutines whose task has not been dispatched yet
 local running = false      -- the dispatcher is running or scheduled
+local lingering = false    -- the timer that ends a linger is pending
 
 local start
+
+-- Wakes the dispatcher once `after` seconds have passed, so it can see that its linger is
+-- over; one such timer at a time.
+local function end_linger_in(after)
+    if lingering then
+        return
+    end
+    lingering = timer_at(after, function()
+        lingering = false
+        core.hub_wake()
+    end) and true or false
+end
 
 -- Reads the hub's socket and dispatches until nothing waits (and LINGER passed), the worker
 -- exits, or the socket fails; then hands the signal back to sqlite.fd(). When no socket can be
@@ -68,17 +84,25 @@ local function dispatcher()
         running = false
         return
     end
-    sock:settimeout(LINGER * 1000)
+    sock:settimeout(WAIT * 1000)
+    local idle_since
     while true do
         sqlite.dispatch()
-        local data, rerr = sock:receiveany(4096)
-        if not data then
-            if rerr ~= "timeout" then
-                log(ngx.ERR, "pasyn_sqlite: completion socket: ", rerr)
-                break
-            elseif waits == 0 or exiting() then
+        if waits > 0 then
+            idle_since = nil
+        else
+            local t = now()
+            idle_since = idle_since or t
+            local left = LINGER - (t - idle_since)
+            if left <= 0.001 or exiting() then
                 break
             end
+            end_linger_in(left)
+        end
+        local data, rerr = sock:receiveany(4096)
+        if not data and rerr ~= "timeout" then
+            log(ngx.ERR, "pasyn_sqlite: completion socket: ", rerr)
+            break
         end
     end
     -- No yield from here to the end: a wait that starts after this sees running == false.
