@@ -58,12 +58,18 @@ $(MODULE): $(BUILD)/obj/binding.o $(CORE_OBJ)
 $(BUILD)/test_%: c/test/test_%.c c/test/tap.h $(CORE_OBJ)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
 
-# Every spec under each Lua of TEST_LUAS, and the C tests, in one prove run.
+# The C-host example (README, "Host event loops"): embeds Lua 5.4, so it is built in, and
+# loads the module from, a Lua 5.4 build. Run from the repository root.
+$(BUILD)/c_host: examples/c_host.c | $(MODULE)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -I/usr/include/lua5.4 $(LDFLAGS) -o $@ $< -llua5.4 -lm -ldl
+
+# Every spec under each Lua of TEST_LUAS, the C tests and the C-host example, in one prove run.
 test:
 	@for l in $(TEST_LUAS); do v=$${l#lua}; [ "$$l" = luajit ] && v=luajit; \
 	    $(MAKE) --no-print-directory LUA_VERSION=$$v all || exit 1; done
 	@$(MAKE) --no-print-directory $(C_TESTS)
-	prove -e spec/run $(C_TESTS) $(foreach l,$(TEST_LUAS),$(SPECS:%=$(l)/%))
+	@$(MAKE) --no-print-directory LUA_VERSION=5.4 build/lua5.4/c_host
+	prove -e spec/run $(C_TESTS) build/lua5.4/c_host $(foreach l,$(TEST_LUAS),$(SPECS:%=$(l)/%))
 
 # Sanitizer builds go to their own folders; the Lua interpreter itself is not instrumented,
 # so the runtime is preloaded.
@@ -87,7 +93,7 @@ install: $(MODULE)
 	install -d $(DESTDIR)$(LUA_LIBDIR)/pasyn_sqlite $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite
 	install -m 755 $(MODULE) $(DESTDIR)$(LUA_LIBDIR)/pasyn_sqlite/core.so
 	install -m 644 lua/pasyn_sqlite.lua $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite.lua
-	install -m 644 lua/pasyn_sqlite/errors.lua lua/pasyn_sqlite/scheduler.lua $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite/
+	install -m 644 $(wildcard lua/pasyn_sqlite/*.lua) $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite/
 
 uninstall:
 	rm -rf $(DESTDIR)$(LUA_LIBDIR)/pasyn_sqlite $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite.lua
