@@ -4,3 +4,4 @@ files["spec/"] = { std = "max+busted" }
 files["bench/"] = { globals = { "arg" } }
 files["lua/pasyn_sqlite/ngx.lua"] = { read_globals = { "ngx" } }
 files["spec/nginx/"] = { std = "max+busted", read_globals = { "ngx" } }
+files["examples/openresty/"] = { globals = { "ngx" } }
