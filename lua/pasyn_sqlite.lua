@@ -139,6 +139,37 @@ local function row_shape(v)
     return v == "array" or v == "named" or type(v) == "function", '"array", "named" or a function'
 end
 
+-- LuaJIT's ffi, where there is one: the core binds int64_t/uint64_t cdata as INTEGERs and,
+-- under integers = "int64", hands big INTEGERs back as fresh int64_t boxes; these tell it
+-- which cdata are 64-bit integers and how to make a box.
+local has_int64 = false
+if jit then
+    local ok, ffi = pcall(require, "ffi")
+    if ok then
+        local int64_t, uint64_t = ffi.typeof("int64_t"), ffi.typeof("uint64_t")
+        local byte_c = ("c"):byte()
+        core.set_int64(int64_t, function(v)
+            local kind = ffi.istype(int64_t, v) and 1 or ffi.istype(uint64_t, v) and 2 or 0
+            -- ffi.istype takes a ctype object (a cdata too) for its type: not a value to bind
+            if kind ~= 0 and tostring(v):byte() == byte_c then -- "ctype<int64_t>"
+                return 0
+            end
+            return kind
+        end)
+        has_int64 = true
+    end
+end
+
+-- integers: how an INTEGER beyond +-2^53 comes back where numbers are doubles (LuaJIT, Lua
+-- 5.1). On Lua 5.3+ every INTEGER is already an exact Lua integer: "number" and "string" are
+-- accepted there and change nothing (portable code keeps working). "int64" needs LuaJIT's ffi:
+-- without it (PUC 5.1, 5.3, 5.4) it is refused, rather than quietly giving another type.
+local function integers_mode(v)
+    return v == "number" or v == "string" or (v == "int64" and has_int64),
+           has_int64 and '"number", "string" or "int64"'
+               or '"number" or "string" ("int64" needs LuaJIT\'s ffi)'
+end
+
 local option_checks = {
     readers = count(64),
     busy_timeout = count(2 ^ 31 - 1),
@@ -152,6 +183,7 @@ local option_checks = {
     group_commit = is("boolean"),
     timeout = seconds,
     stealing = is("boolean"),
+    integers = integers_mode,
 }
 
 local function check_options(options)

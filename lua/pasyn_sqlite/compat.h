@@ -47,6 +47,11 @@ static int compat_tointeger(lua_State *L, int i, int64_t *out)
     return 1;
 }
 #else
+/* Integers beyond +-2^53 may not fit a double: the binding pushes those as the pool's
+ * `integers` option says (core.c, push_int). */
+#define COMPAT_DOUBLES 1
+/* LuaJIT's lua_type for cdata, which its lua.h does not name. */
+#define COMPAT_TCDATA 10
 #define compat_pushint64(L, v) lua_pushnumber(L, (lua_Number)(v))
 /* Numbers are doubles: an integral one in int64's range binds as an integer. */
 static int compat_tointeger(lua_State *L, int i, int64_t *out)

@@ -5,6 +5,8 @@
  * pasyn_sqlite.lua, not here.
  */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,12 +17,18 @@
 #define STREAM_MT "pasyn_sqlite.stream"
 #define HUB_KEY "pasyn_sqlite.hub"
 #define BLOB_MT_KEY "pasyn_sqlite.blob"
+#define INT64_NEW_KEY "pasyn_sqlite.int64_new"   /* LuaJIT: ffi.typeof("int64_t") */
+#define INT64_KIND_KEY "pasyn_sqlite.int64_kind" /* LuaJIT: cdata -> 1 int64_t, 2 uint64_t, 0 */
 
 enum pool_state { POOL_OPEN = 0, POOL_CLOSING, POOL_FREED };
+
+/* The `integers` option: how an INTEGER beyond +-2^53 comes back where numbers are doubles. */
+enum integers_mode { INTEGERS_NUMBER = 0, INTEGERS_STRING, INTEGERS_INT64 };
 
 typedef struct lpool {
     pasyn_pool *pool;
     int state;
+    int integers; /* enum integers_mode */
 } lpool;
 
 typedef struct lstream {
@@ -79,6 +87,51 @@ static int fail(lua_State *L, pasyn_task *t, const char *kind, const char *messa
 
 /* ---- parameters --------------------------------------------------------------------- */
 
+/* Leaves "parameter <pos or name>: <why>" on the stack; returns 0. */
+static int bad_param(lua_State *L, int pos, const char *name, const char *why)
+{
+    if (name)
+        lua_pushfstring(L, "parameter %s%s: %s",
+                        name[0] == ':' || name[0] == '@' || name[0] == '$' ? "" : ":", name, why);
+    else
+        lua_pushfstring(L, "parameter %d: %s", pos, why);
+    return 0;
+}
+
+#ifdef COMPAT_TCDATA
+/* LuaJIT: the cdata at i as an INTEGER when it is a boxed int64_t or uint64_t (1, or 0 with a
+ * message for a uint64_t above INT64_MAX); -1 for any other cdata. Which ctype it has is asked
+ * of the helper the Lua layer registered (ffi.istype); its 8-byte payload is read where
+ * lua_topointer says. Only cdata parameters come here: other values never call Lua. */
+static int cdata_to_value(lua_State *L, int i, pasyn_value *v, int pos, const char *name)
+{
+    if (i < 0)
+        i = lua_gettop(L) + i + 1;
+    lua_getfield(L, LUA_REGISTRYINDEX, INT64_KIND_KEY);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_pushvalue(L, i);
+    lua_call(L, 1, 1);
+    int kind = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (kind != 1 && kind != 2)
+        return -1;
+    uint64_t u;
+    memcpy(&u, lua_topointer(L, i), sizeof u);
+    if (kind == 2 && u > (uint64_t)INT64_MAX) {
+        char why[96];
+        snprintf(why, sizeof why, "the uint64_t %" PRIu64 " is beyond INTEGER's range "
+                 "(at most 9223372036854775807)", u);
+        return bad_param(L, pos, name, why);
+    }
+    v->type = PASYN_INT;
+    v->i = (int64_t)u;
+    return 1;
+}
+#endif
+
 /* Converts the Lua value at i; on failure leaves a message naming the parameter (position
  * `pos`, or `name` when it is not NULL) on the stack and returns 0. */
 static int to_value(lua_State *L, int i, pasyn_value *v, int pos, const char *name)
@@ -125,15 +178,18 @@ static int to_value(lua_State *L, int i, pasyn_value *v, int pos, const char *na
         }
         break;
     default:
+#ifdef COMPAT_TCDATA
+        if (lua_type(L, i) == COMPAT_TCDATA) {
+            int done = cdata_to_value(L, i, v, pos, name);
+            if (done >= 0)
+                return done;
+        }
+#endif
         break;
     }
-    if (name)
-        lua_pushfstring(L, "parameter %s%s: cannot bind a %s",
-                        name[0] == ':' || name[0] == '@' || name[0] == '$' ? "" : ":", name,
-                        luaL_typename(L, i));
-    else
-        lua_pushfstring(L, "parameter %d: cannot bind a %s", pos, luaL_typename(L, i));
-    return 0;
+    char why[64];
+    snprintf(why, sizeof why, "cannot bind a %s", luaL_typename(L, i));
+    return bad_param(L, pos, name, why);
 }
 
 static int bind_positional(lua_State *L, pasyn_task *t, int i, int n)
@@ -384,11 +440,50 @@ static int l_free_task(lua_State *L)
 
 /* ---- results --------------------------------------------------------------------------- */
 
-static void push_value(lua_State *L, const pasyn_value *v)
+#ifdef COMPAT_DOUBLES
+/* An INTEGER beyond +-2^53 where numbers are doubles, as the pool's `integers` says: a double
+ * (may round), its exact decimal string, or a boxed int64_t (LuaJIT): a fresh one made by
+ * calling the int64_t ctype the Lua layer registered, its 8-byte payload then written where
+ * lua_topointer says (the box is nobody else's yet). */
+static void push_big_int(lua_State *L, int64_t i, int integers)
+{
+    if (integers == INTEGERS_STRING) {
+        char digits[24];
+        snprintf(digits, sizeof digits, "%" PRId64, i);
+        lua_pushstring(L, digits);
+        return;
+    }
+    if (integers == INTEGERS_INT64) {
+        lua_getfield(L, LUA_REGISTRYINDEX, INT64_NEW_KEY);
+        if (!lua_isnil(L, -1)) {
+            lua_call(L, 0, 1); /* int64_t(): 0LL */
+            void *payload = (void *)(uintptr_t)lua_topointer(L, -1);
+            if (payload) {
+                memcpy(payload, &i, sizeof i);
+                return;
+            }
+        }
+        lua_pop(L, 1);
+    }
+    lua_pushnumber(L, (lua_Number)i);
+}
+
+/* Integers within +-2^53 (the exact doubles) are plain numbers whatever the option says:
+ * one unsigned comparison on the common path. */
+#define push_int(L, i, integers)                                                          \
+    ((uint64_t)(i) + (UINT64_C(1) << 53) <= (UINT64_C(1) << 54)                            \
+         ? lua_pushnumber(L, (lua_Number)(i))                                              \
+         : push_big_int(L, (i), (integers)))
+#else
+/* Lua 5.3+: every INTEGER is an exact Lua integer; the `integers` option changes nothing. */
+#define push_int(L, i, integers) ((void)(integers), compat_pushint64(L, (i)))
+#endif
+
+static void push_value(lua_State *L, const pasyn_value *v, int integers)
 {
     switch (v->type) {
     case PASYN_INT:
-        compat_pushint64(L, v->i);
+        push_int(L, v->i, integers);
         break;
     case PASYN_FLOAT:
         lua_pushnumber(L, (lua_Number)v->d);
@@ -404,8 +499,8 @@ static void push_value(lua_State *L, const pasyn_value *v)
 }
 
 /* Pushes the array of rows, or nil for none. names_idx: 0 for array rows, else a table of
- * column names. */
-static void push_rows(lua_State *L, const pasyn_task *t, int names_idx)
+ * column names. integers: the pool's `integers` option. */
+static void push_rows(lua_State *L, const pasyn_task *t, int names_idx, int integers)
 {
     size_t nrows;
     const unsigned char *at = pasyn_task_rows(t, &nrows);
@@ -422,14 +517,14 @@ static void push_rows(lua_State *L, const pasyn_task *t, int names_idx)
             for (int c = 1; c <= ncols; c++) {
                 lua_rawgeti(L, names_idx, c);
                 at = pasyn_row_value(at, &v);
-                push_value(L, &v);
+                push_value(L, &v, integers);
                 lua_rawset(L, -3);
             }
         } else {
             lua_createtable(L, ncols, 1);
             for (int c = 1; c <= ncols; c++) {
                 at = pasyn_row_value(at, &v);
-                push_value(L, &v);
+                push_value(L, &v, integers);
                 lua_rawseti(L, -2, c);
             }
             lua_pushinteger(L, ncols);
@@ -544,12 +639,12 @@ static int l_result(lua_State *L)
         names_idx = 3;
     else if (lua_toboolean(L, 3) && has_names)
         names_idx = top + 2;
-    push_rows(L, t, names_idx);
+    push_rows(L, t, names_idx, p->integers);
     lua_Integer rowcount = (lua_Integer)pasyn_task_rowcount(t);
     lua_pushinteger(L, rowcount);
     int64_t rowid;
     if (pasyn_task_lastrowid(t, &rowid))
-        compat_pushint64(L, rowid);
+        push_int(L, rowid, p->integers);
     else
         lua_pushnil(L);
     uint64_t id;
@@ -644,6 +739,11 @@ static int l_open(lua_State *L)
     lpool *p = lua_newuserdata(L, sizeof *p);
     p->pool = NULL;
     p->state = POOL_FREED;
+    const char *integers = opt_string(L, 2, "integers", NULL); /* checked by the Lua layer */
+    p->integers = !integers                          ? INTEGERS_NUMBER
+                  : strcmp(integers, "string") == 0  ? INTEGERS_STRING
+                  : strcmp(integers, "int64") == 0   ? INTEGERS_INT64
+                                                     : INTEGERS_NUMBER;
     luaL_getmetatable(L, POOL_MT);
     lua_setmetatable(L, -2);
     if (!t)
@@ -889,6 +989,19 @@ static int l_is_blob(lua_State *L)
     return 1;
 }
 
+/* set_int64(int64_t ctype, kind function): LuaJIT's ffi, registered by the Lua layer at load:
+ * kind(v) is 1 for an int64_t cdata, 2 for a uint64_t one, else 0. With them, such cdata bind
+ * as INTEGERs and the `integers` option "int64" can make boxes. */
+static int l_set_int64(lua_State *L)
+{
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, INT64_NEW_KEY);
+    lua_pushvalue(L, 2);
+    lua_setfield(L, LUA_REGISTRYINDEX, INT64_KIND_KEY);
+    return 0;
+}
+
 LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L);
 
 LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
@@ -904,6 +1017,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"is_blob", l_is_blob},   {"abandon", l_abandon}, {"interrupt", l_interrupt},
         {"hub_listen", l_hub_listen}, {"hub_accept", l_hub_accept},
         {"hub_unaccept", l_hub_unaccept}, {"hub_wake", l_hub_wake},
+        {"set_int64", l_set_int64},
         {NULL, NULL},
     };
     lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY);
