@@ -1,6 +1,7 @@
 # pasyn-sqlite: build the C core and the Lua binding, test, install.
 #   make                      build for Lua 5.4 (LUA_VERSION=5.4, 5.3, 5.1 or luajit)
-#   make test                 C unit tests + every spec under Lua 5.4, 5.3 and LuaJIT, through prove
+#   make test                 C unit tests, the C-host example, nginx (spec/nginx/nginx.t), and
+#                             every spec under Lua 5.4, 5.3 and LuaJIT, through prove
 #   make asan | tsan          the same under AddressSanitizer+UBSan / ThreadSanitizer
 #   make install PREFIX=/usr/local [DESTDIR=...]
 #   make bench                the benchmark suite, one table (bench/README.md; BENCH_SCALE=0.1: quick)
@@ -63,13 +64,15 @@ $(BUILD)/test_%: c/test/test_%.c c/test/tap.h $(CORE_OBJ)
 $(BUILD)/c_host: examples/c_host.c | $(MODULE)
 	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -I/usr/include/lua5.4 $(LDFLAGS) -o $@ $< -llua5.4 -lm -ldl
 
-# Every spec under each Lua of TEST_LUAS, the C tests and the C-host example, in one prove run.
+# Every spec under each Lua of TEST_LUAS, the C tests, the C-host example and a real nginx
+# (spec/nginx/nginx.t, with the LuaJIT build), in one prove run.
 test:
 	@for l in $(TEST_LUAS); do v=$${l#lua}; [ "$$l" = luajit ] && v=luajit; \
 	    $(MAKE) --no-print-directory LUA_VERSION=$$v all || exit 1; done
 	@$(MAKE) --no-print-directory $(C_TESTS)
 	@$(MAKE) --no-print-directory LUA_VERSION=5.4 build/lua5.4/c_host
-	prove -e spec/run $(C_TESTS) build/lua5.4/c_host $(foreach l,$(TEST_LUAS),$(SPECS:%=$(l)/%))
+	prove -e spec/run $(C_TESTS) build/lua5.4/c_host spec/nginx/nginx.t \
+	    $(foreach l,$(TEST_LUAS),$(SPECS:%=$(l)/%))
 
 # Sanitizer builds go to their own folders; the Lua interpreter itself is not instrumented,
 # so the runtime is preloaded.
