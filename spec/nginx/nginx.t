@@ -25,7 +25,7 @@ my $MODULE = $ENV{PASYN_NGX_MODULE} || "pasyn_sqlite.ngx";
 my $ADAPTER = $MODULE eq "pasyn_sqlite.ngx";
 my $KV_ROWS = 10000;
 my $BIG_ROWS = 1200000;
-my $PLAN = 26;
+my $PLAN = 27;
 
 $| = 1;
 print "1..$PLAN\n";
@@ -90,6 +90,15 @@ sub cmdline {
 sub count_dir { my @e = glob "$_[0]/*"; return scalar @e }
 sub threads { count_dir("/proc/$_[0]/task") }
 sub fds { count_dir("/proc/$_[0]/fd") }
+sub fd_kinds {    # "N target" lines for the descriptors of a process, most common first
+    my %k;
+    for (glob "/proc/$_[0]/fd/*") {
+        my $t = readlink($_) // "?";
+        $t =~ s/:\[\d+\]$//;
+        $k{$t}++;
+    }
+    return map { "$k{$_} $_" } sort { $k{$b} <=> $k{$a} } keys %k;
+}
 sub workers {    # [pid, shutting_down] of the master's worker processes
     return map { [$_, cmdline($_) =~ /shutting down/ ? 1 : 0] }
         grep { cmdline($_) =~ /worker process/ } proc_children($master);
@@ -147,6 +156,11 @@ unless (-e "$ROOT/build/luajit/pasyn_sqlite/core.so") {
 }
 my $DB = "$PREFIX/pasyn.db";
 my $DBI_DB = "$PREFIX/dbi.db";
+# For lua_code_cache off: a file no long-lived pool holds. While any connection of a process
+# keeps a file open, SQLite keeps the descriptors of the process's closed connections to it
+# (closing one would drop the process's POSIX locks; later opens reuse them), so counting
+# descriptors needs a file that every holder closes.
+my $NOCACHE_DB = "$PREFIX/nocache.db";
 {
     my $t0 = time;
     open my $s, "|-", "sqlite3 '$DB' >/dev/null" or die "sqlite3: $!";
@@ -162,7 +176,7 @@ CREATE TABLE w(id INTEGER PRIMARY KEY, v TEXT, pid INTEGER);
 CREATE TABLE events(id INTEGER PRIMARY KEY, kind TEXT, token TEXT);
 SQL
     close $s or die "sqlite3 failed\n";
-    system("cp", $DB, $DBI_DB) == 0 or die "cp failed\n";
+    system("cp", $DB, $DBI_DB) == 0 && system("cp", $DB, $NOCACHE_DB) == 0 or die "cp failed\n";
     diag(sprintf "databases created in %.1fs: kv %d rows, big %d rows", time - $t0,
          $KV_ROWS, $BIG_ROWS);
 }
@@ -234,6 +248,16 @@ $locs        location = /pasyn/logged {
         location = /pasyn/hdr {
             content_by_lua_block { ngx.say("ok") }
             header_filter_by_lua_block { require("pasyn_ngx_app").header_filter() }
+        }
+        # A fresh Lua VM per request, closed when it ends: the Connection left open here
+        # must be closed by its __gc then, threads joined and descriptors closed.
+        location = /pasyn/nocache {
+            lua_code_cache off;
+            content_by_lua_block {
+                local sqlite = require "$MODULE"
+                local conn = sqlite.connect("$NOCACHE_DB", { readers = 2 })
+                ngx.say(conn:execute("SELECT count(*) FROM kv"):fetchone()[1])
+            }
         }
     }
 }
@@ -606,6 +630,18 @@ if (!ok(start_nginx(workers => 2), "nginx (2 workers) starts for the reload chec
        "max fds: first " . $max->("fd", $first) . ", last " . $max->("fd", $live));
     my ($rows1, $acked1) = count_rows("w");
     diag(sprintf "writes during reloads: %d rows, wrk 2xx %d", $rows1 - $rows0, $wr->{ok});
+
+    # lua_code_cache off: each request's VM opens a pool and is closed at the request's end.
+    my $nc = wrk_run(path => "/pasyn/nocache", c => 4, t => 1, d => 2);
+    diag("lua_code_cache off: " . wrk_line($nc));
+    my $back = wait_until(5, sub {
+        my $now = $snap->("no cache");
+        $max->("th", $now) <= $max->("th", $live) && $max->("fd", $now) <= $max->("fd", $live)
+    });
+    ok($nc->{requests} > 0 && $nc->{non2xx} == 0 && $back,
+       "lua_code_cache off: each request's pool is closed with its VM (threads and fds back"
+           . " to where they were)", $nc->{raw},
+       map { my $pid = $_->[0]; ("worker $pid descriptors:", fd_kinds($pid)) } workers());
     ok($pr->{requests} > 0 && $pr->{non2xx} == 0 && $wr->{non2xx} == 0
            && $rows1 - $rows0 >= $wr->{ok},
        "requests during reloads succeed; every acknowledged write is in the table",
@@ -619,8 +655,8 @@ stop_nginx();
     my @lines = <$f>;
     my $first = sub { @_[0 .. ($#_ < 9 ? $#_ : 9)] };
     my @timeouts = grep { /lua tcp socket read timed out/ } @lines;
-    my @bad = grep { /\[(?:emerg|alert|crit|error)\]|exited on signal/ && !/socket read timed out/ }
-        @lines;
+    my @bad = grep { /\[(?:emerg|alert|crit|error)\]|exited on signal/ && !/socket read timed out/
+                     && !/lua_code_cache is off/ } @lines;
     ok(!@bad, "error.log: no error, alert, crash or leaked-socket lines", $first->(@bad));
     ok(!@timeouts, "error.log: no 'lua tcp socket read timed out' lines (logged at [error] level)",
        scalar(@timeouts) . " such lines, e.g.", $first->(@timeouts));
