@@ -25,6 +25,9 @@ build = {
       ["pasyn_sqlite"] = "lua/pasyn_sqlite.lua",
       ["pasyn_sqlite.errors"] = "lua/pasyn_sqlite/errors.lua",
       ["pasyn_sqlite.scheduler"] = "lua/pasyn_sqlite/scheduler.lua",
+      ["pasyn_sqlite.ngx"] = "lua/pasyn_sqlite/ngx.lua",
+      ["pasyn_sqlite.luv"] = "lua/pasyn_sqlite/luv.lua",
+      ["pasyn_sqlite.cqueues"] = "lua/pasyn_sqlite/cqueues.lua",
       ["pasyn_sqlite.core"] = {
          sources = {
             "lua/pasyn_sqlite/core.c",

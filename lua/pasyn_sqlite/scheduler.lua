@@ -61,7 +61,7 @@ end
 
 -- What set_host fills in when the host leaves it out: any coroutine but the main one may
 -- yield; it waits by yielding (no values) and dispatch resumes it with coroutine.resume, so
--- an error it raises afterwards comes out of dispatch (as luv's callbacks raise from uv.run).
+-- an error it raises afterwards comes out of dispatch, to the host's loop that called it.
 local function yields_anywhere(co)
     local _, ismain = co_running()
     return co ~= nil and not ismain and isyieldable()

@@ -1,0 +1,117 @@
+-- pasyn_sqlite.luv: pasyn_sqlite under luv's loop (uv.run). A query made inside a coroutine
+-- yields, and a poll callback on sqlite.fd() resumes it when its completion arrives; the
+-- loop runs its other callbacks (timers, sockets) meanwhile.
+--
+--     local uv = require "luv"
+--     local sqlite = require "pasyn_sqlite.luv"   -- the table of require "pasyn_sqlite"
+--     local conn = sqlite.connect("app.db")
+--     coroutine.wrap(function()
+--         print(conn:execute("SELECT count(*) FROM t"):fetchone()[1])
+--         conn:close()
+--     end)()
+--     uv.run()                                     -- returns once the coroutine is done
+--
+-- require "pasyn_sqlite.luv" -> the module table of "pasyn_sqlite", after sqlite.set_host has
+-- made luv the host loop of this Lua state (replacing any host set before; one host per
+-- state). Raises what require "luv" raises, or an error when uv.new_poll refuses sqlite.fd().
+-- Everything below runs in the thread of the Lua state, which runs uv.run().
+--
+-- Which calls yield: those made inside any coroutine other than the main one, where
+-- coroutine.isyieldable says so (the usual luv style: a coroutine yields inside a call and a
+-- callback resumes it). Calls from the main chunk, from a luv callback itself, or from a
+-- non-yieldable spot block the thread until their result is there, and work all the same.
+-- A coroutine you resume by hand for other purposes (a generator) must not query: its
+-- queries would yield to you.
+--
+-- The loop's lifetime: one poll handle on sqlite.fd(), active only while some coroutine
+-- waits for a completion; stopped (not closed: an inactive handle does not keep the loop
+-- alive) as soon as none waits, so that uv.run() returns when the program's own work is done.
+-- No timer and no polling of ours.
+--
+-- Errors: a query's error is raised inside the coroutine as an error object, as anywhere.
+-- An error the coroutine does not catch, raised after the poll callback resumed it, comes out
+-- of that callback, as an error in any luv callback does: luv 1.44 prints "Uncaught Error"
+-- and a traceback on stderr and exits the process (status 255); a host such as luvit reports
+-- it its own way. A string error first gets the coroutine's own traceback appended (the
+-- callback's stack says nothing of where the coroutine failed); an error object is raised as
+-- it is. When several coroutines fail in one dispatch, every one of them is resumed first and
+-- the first error is raised. Catch errors inside the coroutine (pcall) to carry on.
+
+local uv = require "luv"
+local sqlite = require "pasyn_sqlite"
+
+local co_running, co_yield, co_resume, co_status =
+    coroutine.running, coroutine.yield, coroutine.resume, coroutine.status
+local isyieldable = coroutine.isyieldable or function() return true end
+local traceback = debug.traceback
+
+local poll, poll_err = uv.new_poll(sqlite.fd())
+if not poll then
+    error("pasyn_sqlite.luv: uv.new_poll cannot watch sqlite.fd(): " .. tostring(poll_err), 2)
+end
+
+local parked = {}   -- coroutine -> true from its first suspend until resume: it waits
+local nparked = 0   -- how many coroutines wait; the poll handle is active while it is > 0
+
+-- Called by luv when sqlite.fd() polls readable (perhaps spuriously): resumes the waiters of
+-- every pending completion. Raises the first error a resumed coroutine raised, or luv's
+-- polling error.
+local function on_readable(err)
+    if err then
+        error("pasyn_sqlite.luv: polling sqlite.fd() failed: " .. tostring(err), 0)
+    end
+    sqlite.dispatch()
+end
+
+-- can_yield(co) -> true when the running coroutine `co` may yield: any but the main one,
+-- where coroutine.isyieldable says so.
+local function can_yield(co)
+    local _, ismain = co_running()
+    return co ~= nil and not ismain and isyieldable()
+end
+
+-- suspend(co), inside `co`: counts it as waiting, activates the poll handle for the first
+-- waiter, and yields. Returns when resumed (by resume below, or by anybody else: the library
+-- then calls it again, and it is not counted twice).
+local function suspend(co)
+    if not parked[co] then
+        parked[co] = true
+        nparked = nparked + 1
+        if nparked == 1 then
+            local ok, err = poll:start("r", on_readable)
+            if not ok then
+                parked[co], nparked = nil, nparked - 1
+                error("pasyn_sqlite.luv: cannot poll sqlite.fd(): " .. tostring(err), 0)
+            end
+        end
+    end
+    co_yield()
+end
+
+-- resume(co), from sqlite.dispatch() in the poll callback: `co`'s completion is there. Stops
+-- the poll handle when no other coroutine waits (before resuming `co`, which may start it
+-- again), then resumes `co`; a coroutine that is dead by now (closed while it waited) is left
+-- alone. Raises the error `co` raises (see the header).
+local function resume(co)
+    if parked[co] then
+        parked[co] = nil
+        nparked = nparked - 1
+        if nparked == 0 then
+            poll:stop()
+        end
+    end
+    if co_status(co) ~= "suspended" then
+        return
+    end
+    local ok, err = co_resume(co)
+    if not ok then
+        if type(err) == "string" then
+            err = traceback(co, err)
+        end
+        error(err, 0)
+    end
+end
+
+sqlite.set_host({ can_yield = can_yield, suspend = suspend, resume = resume })
+
+return sqlite
