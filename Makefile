@@ -108,6 +108,8 @@ lint:
 demo: $(MODULE)
 	LUA_PATH="lua/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/quickstart.lua
 	LUA_PATH="lua/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/transfers.lua
+	LUA_PATH="lua/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/luv.lua
+	LUA_PATH="lua/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/cqueues.lua
 
 # The benchmark suite (bench/README.md): pasyn_sqlite against LuaDBI, LuaSQL and raw C, one
 # table; with gnuplot installed, also the chart bench/chart.svg.
