@@ -25,7 +25,7 @@ my $MODULE = $ENV{PASYN_NGX_MODULE} || "pasyn_sqlite.ngx";
 my $ADAPTER = $MODULE eq "pasyn_sqlite.ngx";
 my $KV_ROWS = 10000;
 my $BIG_ROWS = 1200000;
-my $PLAN = 27;
+my $PLAN = 28;
 
 $| = 1;
 print "1..$PLAN\n";
@@ -245,6 +245,11 @@ $locs        location = /pasyn/logged {
             content_by_lua_block { ngx.say("ok") }
             log_by_lua_block { require("pasyn_ngx_app").log_write() }
         }
+        location = /pasyn/phases {
+            rewrite_by_lua_block { require("pasyn_ngx_app").rewrite_read() }
+            access_by_lua_block { require("pasyn_ngx_app").access_read() }
+            content_by_lua_block { require("pasyn_ngx_app").phases() }
+        }
         location = /pasyn/hdr {
             content_by_lua_block { ngx.say("ok") }
             header_filter_by_lua_block { require("pasyn_ngx_app").header_filter() }
@@ -454,9 +459,12 @@ if (!ok(start_nginx(workers => 2), "nginx (2 workers) starts with ngx_lua and an
        "status $code, X-Pasyn: " . ($h // "(none)"));
 }
 
-# 7. ngx.thread, timer, connect inside a request
+# 7. rewrite and access handlers, ngx.thread, timer, connect inside a request
 {
-    my ($code, $body) = get("/pasyn/threads");
+    my ($code, $body) = get("/pasyn/phases");
+    ok($code == 200 && $body eq "v44 v55", "queries in rewrite_by_lua and access_by_lua",
+       "got $code '$body'");
+    ($code, $body) = get("/pasyn/threads");
     ok($code == 200 && $body eq "v11 v22", "two ngx.thread.spawn'ed queries, waited for both",
        "got $code '$body'");
     my $tok = int rand 1e9;

@@ -200,6 +200,17 @@ function M.header_filter()
     ngx.header["X-Pasyn"] = ok and r or ("error: " .. tostring(r)):gsub("%c", " ")
 end
 
+-- rewrite and access handlers query (and yield there); content says what they read.
+function M.rewrite_read()
+    ngx.ctx.rewrite = db():execute(POINT, { 44 }):fetchone()[2]
+end
+function M.access_read()
+    ngx.ctx.access = db():execute(POINT, { 55 }):fetchone()[2]
+end
+function M.phases()
+    ngx.say(tostring(ngx.ctx.rewrite), " ", tostring(ngx.ctx.access))
+end
+
 -- two ngx.threads querying at once, waited for both.
 function M.threads()
     guarded(function()
