@@ -1,8 +1,8 @@
 /*
  * hub.c - completions. Workers append finished tasks to one list; only the empty->non-empty
- * transition writes the signal target (the hub's descriptor, or a socket the host connected,
- * see pasyn_hub_listen), so a burst of completions costs the host one wake-up, and not even
- * that while the host is watching the list in pasyn_hub_poll. The host drains the whole list
+ * transition writes the descriptor (and a socket the host connected, see pasyn_hub_listen),
+ * so a burst of completions costs the host one wake-up, and not even that while the host is
+ * watching the list in pasyn_hub_poll. The host drains the whole list
  * at once. Tasks submitted as synchronous skip the list and wake their waiting thread through
  * a condition variable instead.
  */
@@ -77,17 +77,26 @@ int pasyn_hub_fd(const pasyn_hub *hub)
     return hub->efd;
 }
 
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0 /* where it is missing, the socket is made with SO_NOSIGPIPE */
+#endif
+
+/* One byte to the host's socket; never blocks, never raises SIGPIPE. */
+static void signal_socket(int sfd)
+{
+    ssize_t r;
+    do
+        r = send(sfd, "", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (r < 0 && errno == EINTR);
+    (void)r; /* EAGAIN: bytes are pending already; EPIPE: nobody listens any more */
+}
+
+/* Writes the hub's descriptor and, while the host has connected one, its socket: the
+ * descriptor keeps telling the truth (pasyn_hub_fd, pasyn_hub_poll) whoever else listens. */
 static void hub_signal(pasyn_hub *hub)
 {
-    if (hub->sfd >= 0) {
-        /* One byte; MSG_NOSIGNAL: a host that closed its end must not get us a SIGPIPE. */
-        ssize_t r;
-        do
-            r = send(hub->sfd, "", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-        while (r < 0 && errno == EINTR);
-        (void)r; /* EAGAIN: bytes are pending already; EPIPE: nobody listens any more */
-        return;
-    }
+    if (hub->sfd >= 0)
+        signal_socket(hub->sfd);
 #ifdef __linux__
     uint64_t one = 1;
     ssize_t r;
@@ -147,8 +156,7 @@ pasyn_task *pasyn_hub_drain(pasyn_hub *hub)
 {
     pthread_mutex_lock(&hub->mu);
     if (hub->signalled) { /* clear it with the list, so the two never disagree */
-        if (hub->sfd < 0)
-            hub_clear(hub); /* a socket's bytes are read by the host, before it drains */
+        hub_clear(hub); /* a socket's bytes are read by the host, before it drains */
         hub->signalled = 0;
     }
     pasyn_task *list = hub->head;
@@ -207,55 +215,85 @@ void pasyn_task_wait(pasyn_task *t)
     pthread_mutex_unlock(&hub->mu);
 }
 
-/* ---- a socket as the signal target ------------------------------------------------ */
+/* ---- a socket the host connected, signalled too --------------------------------------- */
 
-/* Under mu: makes `sfd` (or the hub's own descriptor, for -1) the signal target, closing the
- * socket it replaces. The old target's signal is cleared and, when tasks wait, the new one is
- * written at once, so "signalled" keeps meaning "the current target was written". */
-static void hub_retarget(pasyn_hub *hub, int sfd)
+/* Under mu: makes `sfd` (or none, for -1) the socket signalled beside the descriptor, closing
+ * the one it replaces. A signal pending on the descriptor, or tasks waiting unsignalled, are
+ * signalled to the new socket at once: its watcher has not seen them. */
+static void hub_set_socket(pasyn_hub *hub, int sfd)
 {
-    if (hub->signalled && hub->sfd < 0)
-        hub_clear(hub);
     if (hub->sfd >= 0)
         close(hub->sfd);
     hub->sfd = sfd;
-    hub->signalled = 0;
-    if (hub->head && !atomic_load(&hub->watching)) {
+    if (sfd < 0)
+        return;
+    if (hub->signalled) {
+        signal_socket(sfd);
+    } else if (hub->head) {
         hub->signalled = 1;
         hub_signal(hub);
     }
 }
 
+/* Removes a listening socket's path and its private folder; `path` is changed. */
+static void remove_socket_path(char *path)
+{
+    unlink(path);
+    char *slash = strrchr(path, '/');
+    if (slash) {
+        *slash = '\0';
+        rmdir(path);
+    }
+}
+
+/* Closes the listening socket and removes its path. */
 static void hub_unlisten(pasyn_hub *hub)
 {
     if (hub->lfd < 0)
         return;
     close(hub->lfd);
-    unlink(hub->lpath);
+    remove_socket_path(hub->lpath);
     hub->lfd = -1;
     hub->lpath[0] = '\0';
 }
 
+/* O_NONBLOCK and FD_CLOEXEC on fd (SOCK_NONBLOCK and accept4 are not everywhere); 0 or -1. */
+static int nonblock_cloexec(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    int fdfl = fcntl(fd, F_GETFD);
+    if (fl < 0 || fdfl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 ||
+        fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) != 0)
+        return -1;
+#ifdef SO_NOSIGPIPE
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+    return 0;
+}
+
 int pasyn_hub_listen(pasyn_hub *hub, const char **path)
 {
-    static _Atomic unsigned counter;
     hub_unlisten(hub);
-    const char *dir = getenv("TMPDIR");
-    if (!dir || !*dir)
-        dir = "/tmp";
+    /* In a folder of its own, mode 0700: no other user can connect first, and no path of
+     * another process is ever in the way. */
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !*tmp)
+        tmp = "/tmp";
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/pasyn-%ld-%u.sock", dir,
-                     (long)getpid(), atomic_fetch_add(&counter, 1));
-    if (n < 0 || (size_t)n >= sizeof addr.sun_path)
+    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/pasyn-XXXXXX", tmp);
+    if (n < 0 || (size_t)n + sizeof "/hub" > sizeof addr.sun_path)
         return -ENAMETOOLONG;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
+    if (!mkdtemp(addr.sun_path))
         return -errno;
-    unlink(addr.sun_path); /* a leftover of a process that had our pid and was killed */
-    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 1) != 0) {
+    strcat(addr.sun_path, "/hub");
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || nonblock_cloexec(fd) != 0 ||
+        bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 1) != 0) {
         int e = errno;
-        close(fd);
-        unlink(addr.sun_path);
+        if (fd >= 0)
+            close(fd);
+        remove_socket_path(addr.sun_path);
         return -e;
     }
     hub->lfd = fd;
@@ -270,14 +308,18 @@ int pasyn_hub_accept(pasyn_hub *hub)
         return -EINVAL;
     int fd;
     do
-        fd = accept4(hub->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        fd = accept(hub->lfd, NULL, NULL);
     while (fd < 0 && errno == EINTR);
-    int e = errno;
+    int e = fd < 0 ? errno : 0;
+    if (fd >= 0 && nonblock_cloexec(fd) != 0) {
+        e = errno;
+        close(fd);
+    }
     hub_unlisten(hub);
-    if (fd < 0)
+    if (e)
         return -e;
     pthread_mutex_lock(&hub->mu);
-    hub_retarget(hub, fd);
+    hub_set_socket(hub, fd);
     pthread_mutex_unlock(&hub->mu);
     return 0;
 }
@@ -296,7 +338,6 @@ void pasyn_hub_unaccept(pasyn_hub *hub)
 {
     hub_unlisten(hub);
     pthread_mutex_lock(&hub->mu);
-    if (hub->sfd >= 0)
-        hub_retarget(hub, -1);
+    hub_set_socket(hub, -1);
     pthread_mutex_unlock(&hub->mu);
 }

@@ -6,6 +6,7 @@
 #define PASYN_INTERNAL_H
 
 #include <pthread.h>
+#include <sys/un.h>
 #include <sched.h>
 #include <time.h>
 #include <stdatomic.h>
@@ -94,13 +95,13 @@ struct pasyn_hub {
     pasyn_task *head, *tail;
     _Atomic int pending;        /* head != NULL, readable without the lock */
     _Atomic int watching;       /* the host spins on pending in pasyn_hub_poll */
-    int signalled;              /* under mu: the signal target was written since the last drain */
+    int signalled;              /* under mu: the descriptor (and sfd) written since the last drain */
     int efd;                    /* eventfd, or the read end of a pipe */
     int wfd;                    /* the write end (== efd for eventfd) */
-    int sfd;                    /* under mu: the connected socket that is the signal target
-                                 * instead of wfd (pasyn_hub_accept), or -1 */
+    int sfd;                    /* under mu: a connected socket signalled too (pasyn_hub_accept),
+                                 * or -1 */
     int lfd;                    /* listening socket of pasyn_hub_listen, or -1; owner thread */
-    char lpath[108];            /* its path (sizeof sun_path), "" when none */
+    char lpath[sizeof ((struct sockaddr_un *)0)->sun_path]; /* its path, "" when none */
 };
 
 void hub_complete(pasyn_hub *hub, pasyn_task *t); /* any worker thread */

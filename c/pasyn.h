@@ -61,21 +61,21 @@ int pasyn_hub_poll(pasyn_hub *hub, int timeout_ms);
 
 /* For hosts that can watch only connections they open themselves (OpenResty's cosockets
  * connect to a path; no API there wraps a descriptor). pasyn_hub_listen makes a listening
- * unix-domain stream socket at a fresh path under $TMPDIR (default /tmp) and points *path at
- * it (owned by the hub, valid until the next call on the hub); the host then connects to that
- * path, and pasyn_hub_accept takes the connection, removes the path and makes the connection
- * the signal target: from then on each empty->non-empty transition of the completion list
- * writes one byte to it (never blocking), instead of the hub's descriptor. The host reads
- * those bytes itself (any number at once) and then drains; tasks that were waiting when it
- * connected are signalled at once. A later accept replaces the connection;
- * pasyn_hub_unaccept closes it and goes back to the hub's descriptor. 0 or a negative errno
- * (-EAGAIN from accept: the host has not connected). Owner thread. */
+ * unix-domain stream socket in a fresh folder of mode 0700 under $TMPDIR (default /tmp) and
+ * points *path at it (owned by the hub, valid until the next call on the hub); the host then
+ * connects to that path, and pasyn_hub_accept takes the connection and removes the path and
+ * its folder. From then on each empty->non-empty transition of the completion list also
+ * writes one byte to that connection (never blocking, never raising SIGPIPE); the hub's
+ * descriptor and pasyn_hub_poll go on as before. The host reads those bytes itself (any number
+ * at once) and then drains; a signal pending when it connected is written at once. A later
+ * accept replaces the connection; pasyn_hub_unaccept closes it. 0 or a negative errno (-EAGAIN
+ * from accept: the host has not connected). Owner thread. */
 int pasyn_hub_listen(pasyn_hub *hub, const char **path);
 int pasyn_hub_accept(pasyn_hub *hub);
 void pasyn_hub_unaccept(pasyn_hub *hub);
-/* Makes the signal target readable now, as a completion would, with or without anything to
- * drain: a host wakes its own watcher of the socket or descriptor with it (to stop it, say).
- * Cleared as usual: by the next drain (and, for a socket, the host's read). Any thread. */
+/* Makes the descriptor (and the connected socket) readable now, as a completion would, with or
+ * without anything to drain: a host wakes its own watcher with it (to stop it, say). Cleared
+ * as usual: by the next drain (and, for the socket, the host's read). Any thread. */
 void pasyn_hub_wake(pasyn_hub *hub);
 
 /* ---- opening and closing a pool ---------------------------------------------------- */

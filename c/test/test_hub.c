@@ -6,9 +6,9 @@
  * oldest first, then poll 0 again); one wake-up per burst (the eventfd counter is 1 after
  * several completions); NOTIFY_SYNC tasks that bypass the list. Threaded: pasyn_task_wait
  * while another thread completes the task after a sleep; several waiters sharing the hub's
- * condition variable; sync hand-offs in a loop; a connected unix socket as the signal target
- * (one byte per burst, tasks waiting at accept signalled at once, back to the descriptor on
- * unaccept, a closed peer harmless, paths removed); 4 producers completing 1,000,000 tasks while
+ * condition variable; sync hand-offs in a loop; a connected unix socket signalled beside the
+ * descriptor (one byte per burst, a signal pending at accept passed on, unaccept, a closed
+ * peer harmless, paths and folders removed); 4 producers completing 1,000,000 tasks while
  * the main thread polls and drains, each task seen exactly once and none lost.
  *
  * PASYN_TEST_SCALE (a factor, default 1) scales the 1,000,000 tasks and the hand-off loop.
@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -208,10 +209,16 @@ static void test_socket_target(pasyn_hub *hub)
     int rc = pasyn_hub_listen(hub, &path);
     ok(rc == 0 && path && access(path, F_OK) == 0, "listen makes a socket at a path (%s)",
        path ? path : "none");
-    char saved[108];
+    char saved[108], folder[108];
     snprintf(saved, sizeof saved, "%s", path);
+    snprintf(folder, sizeof folder, "%s", path);
+    *strrchr(folder, '/') = '\0';
+    struct stat st;
+    ok(stat(folder, &st) == 0 && (st.st_mode & 0777) == 0700,
+       "in a folder of its own that only its user can enter (mode %o)", st.st_mode & 0777);
     ok(pasyn_hub_accept(hub) == -EAGAIN, "accept before the host connected fails with -EAGAIN");
-    ok(access(saved, F_OK) != 0, "and the path is gone, as after every accept");
+    ok(access(saved, F_OK) != 0 && access(folder, F_OK) != 0,
+       "and the path and its folder are gone, as after every accept");
 
     /* A task that was waiting when the host connected is signalled at once. */
     hub_complete(hub, mk(hub, NOTIFY_HUB, 1));
@@ -219,13 +226,16 @@ static void test_socket_target(pasyn_hub *hub)
     int host = connect_to(path);
     ok(host >= 0 && pasyn_hub_accept(hub) == 0 && access(path, F_OK) != 0,
        "the host connects, accept takes it and removes the path");
-    ok(read_bytes(host) == 1 && !fd_readable(hub),
-       "a task waiting at accept signals the socket once, not the descriptor");
-    ok(check_list(pasyn_hub_drain(hub), 1, 1), "and drains");
+    ok(read_bytes(host) == 1 && fd_readable(hub),
+       "a task waiting at accept signals the socket once; the descriptor stays readable");
+    ok(check_list(pasyn_hub_drain(hub), 1, 1) && !fd_readable(hub),
+       "the drain returns it and clears the descriptor");
 
     for (uintptr_t i = 2; i <= 4; i++)
         hub_complete(hub, mk(hub, NOTIFY_HUB, i));
-    ok(read_bytes(host) == 1 && !fd_readable(hub), "a burst of 3 writes one byte to the socket");
+    ok(read_bytes(host) == 1, "a burst of 3 writes one byte to the socket");
+    ok(fd_readable(hub) && pasyn_hub_poll(hub, 0) == 1,
+       "and the descriptor and poll() see it too (sqlite.fd() keeps working)");
     hub_complete(hub, mk(hub, NOTIFY_HUB, 5));
     ok(read_bytes(host) == 0, "a completion before the drain writes nothing more");
     ok(check_list(pasyn_hub_drain(hub), 2, 4), "the drain returns all 4");
@@ -236,30 +246,42 @@ static void test_socket_target(pasyn_hub *hub)
     ok(check_list(pasyn_hub_drain(hub), 6, 1), "the drain returns the task");
     pasyn_hub_wake(hub);
     pasyn_hub_wake(hub);
-    ok(read_bytes(host) == 1 && pasyn_hub_drain(hub) == NULL,
+    ok(read_bytes(host) == 1 && pasyn_hub_drain(hub) == NULL && !fd_readable(hub),
        "wake with nothing to drain writes one byte, and the drain returns nothing");
-    hub_complete(hub, mk(hub, NOTIFY_HUB, 6));
 
-    /* Back to the descriptor, with a task waiting: the descriptor takes over the signal. */
+    /* A second host replaces the first while a wake is pending: it is told too. */
+    pasyn_hub_wake(hub);
+    int second = -1;
+    ok(pasyn_hub_listen(hub, &path) == 0 && (second = connect_to(path)) >= 0 &&
+           pasyn_hub_accept(hub) == 0,
+       "a second host connects while a wake is pending");
+    ok(read_bytes(host) == -1 && read_bytes(second) == 1,
+       "the first host's connection is closed; the second gets the pending signal");
+    ok(pasyn_hub_drain(hub) == NULL, "drain");
+    close(host);
+    host = second;
+
+    /* Without the socket: the descriptor alone, as before. */
+    hub_complete(hub, mk(hub, NOTIFY_HUB, 7));
+    ok(read_bytes(host) == 1, "a completion signals the socket");
     pasyn_hub_unaccept(hub);
     ok(read_bytes(host) == -1, "unaccept closes the hub's end of the socket");
-    ok(fd_readable(hub) && pasyn_hub_poll(hub, 0) == 1,
-       "and a task still waiting signals the descriptor instead");
-    ok(check_list(pasyn_hub_drain(hub), 6, 1) && !fd_readable(hub), "which the drain clears");
+    ok(fd_readable(hub) && check_list(pasyn_hub_drain(hub), 7, 1) && !fd_readable(hub),
+       "the descriptor still shows the waiting task, and the drain clears it");
     close(host);
 
     /* A host that closed its end: completions go on (no SIGPIPE), drains work. */
     ok(pasyn_hub_listen(hub, &path) == 0 && (host = connect_to(path)) >= 0 &&
            pasyn_hub_accept(hub) == 0,
-       "a second host connects");
+       "a third host connects");
     close(host);
-    hub_complete(hub, mk(hub, NOTIFY_HUB, 7));
     hub_complete(hub, mk(hub, NOTIFY_HUB, 8));
-    ok(check_list(pasyn_hub_drain(hub), 7, 2), "after the host closed its end, tasks still drain");
+    hub_complete(hub, mk(hub, NOTIFY_HUB, 9));
+    ok(check_list(pasyn_hub_drain(hub), 8, 2), "after the host closed its end, tasks still drain");
     pasyn_hub_unaccept(hub);
     ok(!fd_readable(hub) && pasyn_hub_drain(hub) == NULL, "and the hub is quiet again");
 
-    /* listen without accept: freeing the hub removes the path */
+    /* listen without accept: freeing the hub removes the path and its folder */
     pasyn_hub *other = pasyn_hub_new();
     ok(other && pasyn_hub_listen(other, &path) == 0, "another hub listens");
     snprintf(saved, sizeof saved, "%s", path);
