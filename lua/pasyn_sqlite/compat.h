@@ -9,6 +9,16 @@
 #include <stdint.h>
 #include "lua.h"
 #include "lauxlib.h"
+#include "lualib.h"
+
+/* Whether the running coroutine may yield from where it called us (no C call, such as a
+ * require or a table.sort comparator, in between): lua_isyieldable, in Lua 5.3+ and LuaJIT
+ * 2.1 (whose lualib.h names LUA_JITLIBNAME); PUC 5.1 cannot tell, and says yes. */
+#if LUA_VERSION_NUM >= 503 || defined(LUA_JITLIBNAME)
+#define compat_isyieldable(L) lua_isyieldable(L)
+#else
+#define compat_isyieldable(L) 1
+#endif
 
 #if LUA_VERSION_NUM < 502
 #define compat_rawlen(L, i) lua_objlen(L, (i))

@@ -930,6 +930,14 @@ static int l_hub_unaccept(lua_State *L)
     return 0;
 }
 
+/* isyieldable() -> whether the calling coroutine may yield here: coroutine.isyieldable, also
+ * where a host hides it (ngx_lua replaces LuaJIT's coroutine table with one without it). */
+static int l_isyieldable(lua_State *L)
+{
+    lua_pushboolean(L, compat_isyieldable(L));
+    return 1;
+}
+
 /* hub_wake(): makes the signal target readable now (pasyn_hub_wake). Host thread. */
 static int l_hub_wake(lua_State *L)
 {
@@ -1017,7 +1025,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"is_blob", l_is_blob},   {"abandon", l_abandon}, {"interrupt", l_interrupt},
         {"hub_listen", l_hub_listen}, {"hub_accept", l_hub_accept},
         {"hub_unaccept", l_hub_unaccept}, {"hub_wake", l_hub_wake},
-        {"set_int64", l_set_int64},
+        {"set_int64", l_set_int64}, {"isyieldable", l_isyieldable},
         {NULL, NULL},
     };
     lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY);

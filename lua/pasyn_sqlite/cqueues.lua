@@ -40,11 +40,12 @@
 local cqueues = require "cqueues"
 local condition = require "cqueues.condition"
 local sqlite = require "pasyn_sqlite"
+local core = require "pasyn_sqlite.core"
 
 local running = cqueues.running
 local poll = cqueues.poll
 local co_status = coroutine.status
-local isyieldable = coroutine.isyieldable or function() return true end
+local isyieldable = core.isyieldable -- coroutine.isyieldable, on every Lua
 
 -- Per controller (weak: a dropped controller takes its state along): how many of its
 -- coroutines wait, whether its dispatcher runs, the condition that tells the dispatcher the

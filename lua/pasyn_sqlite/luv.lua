@@ -39,10 +39,9 @@
 
 local uv = require "luv"
 local sqlite = require "pasyn_sqlite"
+local errors = require "pasyn_sqlite.errors"
 
-local co_running, co_yield, co_resume, co_status =
-    coroutine.running, coroutine.yield, coroutine.resume, coroutine.status
-local isyieldable = coroutine.isyieldable or function() return true end
+local co_yield, co_resume, co_status = coroutine.yield, coroutine.resume, coroutine.status
 local traceback = debug.traceback
 
 local poll, poll_err = uv.new_poll(sqlite.fd())
@@ -58,16 +57,10 @@ local nparked = 0   -- how many coroutines wait; the poll handle is active while
 -- polling error.
 local function on_readable(err)
     if err then
-        error("pasyn_sqlite.luv: polling sqlite.fd() failed: " .. tostring(err), 0)
+        error(errors.new("InterfaceError", "pasyn_sqlite.luv: polling sqlite.fd() failed: " ..
+                         tostring(err)), 0)
     end
     sqlite.dispatch()
-end
-
--- can_yield(co) -> true when the running coroutine `co` may yield: any but the main one,
--- where coroutine.isyieldable says so.
-local function can_yield(co)
-    local _, ismain = co_running()
-    return co ~= nil and not ismain and isyieldable()
 end
 
 -- suspend(co), inside `co`: counts it as waiting, activates the poll handle for the first
@@ -81,7 +74,8 @@ local function suspend(co)
             local ok, err = poll:start("r", on_readable)
             if not ok then
                 parked[co], nparked = nil, nparked - 1
-                error("pasyn_sqlite.luv: cannot poll sqlite.fd(): " .. tostring(err), 0)
+                error(errors.new("InterfaceError", "pasyn_sqlite.luv: cannot poll sqlite.fd(): " ..
+                                 tostring(err)), 0)
             end
         end
     end
@@ -112,6 +106,7 @@ local function resume(co)
     end
 end
 
-sqlite.set_host({ can_yield = can_yield, suspend = suspend, resume = resume })
+-- can_yield is the default of set_host: any coroutine but the main one, where it may yield.
+sqlite.set_host({ suspend = suspend, resume = resume })
 
 return sqlite

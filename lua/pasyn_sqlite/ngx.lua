@@ -49,42 +49,44 @@ local lingering = false    -- the timer that ends a linger is pending
 
 local start
 
--- Wakes the dispatcher once `after` seconds have passed, so it can see that its linger is
--- over; one such timer at a time.
-local function end_linger_in(after)
-    if lingering then
-        return
+-- Logs a warning the first time each `what` happens in this worker.
+local warned = {}
+local function warn_once(what, ...)
+    if not warned[what] then
+        warned[what] = true
+        log(ngx.WARN, "pasyn_sqlite: ", what, ...)
     end
-    lingering = timer_at(after, function()
-        lingering = false
-        core.hub_wake()
-    end) and true or false
+end
+
+-- Wakes the dispatcher once `after` seconds have passed, so it can see that its linger is
+-- over; one such timer at a time. False when no timer can be made (then no linger).
+local function end_linger_in(after)
+    if not lingering then
+        lingering = timer_at(after, function()
+            lingering = false
+            core.hub_wake()
+        end) and true or false
+    end
+    return lingering
+end
+
+-- Connects `sock` to a fresh socket of the hub, which signals it from then on; true, or nil
+-- and a message.
+local function connect_to_hub(sock)
+    local path, err = core.hub_listen()
+    if not path then
+        return nil, err
+    end
+    local ok, cerr = sock:connect("unix:" .. path)
+    if not ok then
+        return nil, cerr
+    end
+    return core.hub_accept()
 end
 
 -- Reads the hub's socket and dispatches until nothing waits (and LINGER passed), the worker
--- exits, or the socket fails; then hands the signal back to sqlite.fd(). When no socket can be
--- set up it falls back to draining every millisecond while requests wait (logged).
-local function dispatcher()
-    local sock = tcp()
-    local path, err = core.hub_listen()
-    local ok = path ~= nil
-    if ok then
-        ok, err = sock:connect("unix:" .. path)
-    end
-    if ok then
-        ok, err = core.hub_accept()
-    end
-    if not ok then
-        core.hub_unaccept()
-        log(ngx.WARN, "pasyn_sqlite: no completion socket (", err, "); polling every 1 ms")
-        while waits > 0 do
-            sqlite.dispatch()
-            ngx.sleep(0.001)
-        end
-        running = false
-        return
-    end
-    sock:settimeout(WAIT * 1000)
+-- exits, or the socket fails. Raises what sqlite.dispatch raises.
+local function serve(sock)
     local idle_since
     while true do
         sqlite.dispatch()
@@ -94,21 +96,46 @@ local function dispatcher()
             local t = now()
             idle_since = idle_since or t
             local left = LINGER - (t - idle_since)
-            if left <= 0.001 or exiting() then
-                break
+            if left <= 0.001 or exiting() or not end_linger_in(left) then
+                return
             end
-            end_linger_in(left)
         end
-        local data, rerr = sock:receiveany(4096)
-        if not data and rerr ~= "timeout" then
-            log(ngx.ERR, "pasyn_sqlite: completion socket: ", rerr)
-            break
+        local data, err = sock:receiveany(4096)
+        if not data and err ~= "timeout" then
+            log(ngx.ERR, "pasyn_sqlite: completion socket: ", err)
+            return
         end
+    end
+end
+
+-- Where no socket can be set up: drains every millisecond while requests wait.
+local function serve_by_polling()
+    while waits > 0 do
+        sqlite.dispatch()
+        ngx.sleep(0.001)
+    end
+end
+
+-- The dispatcher's light thread (an ngx.timer): serves until nothing waits, then hands the
+-- signal back to sqlite.fd() alone; starts a successor when requests wait again by then (after
+-- an error, say: logged).
+local function dispatcher()
+    local sock = tcp()
+    local connected, err = connect_to_hub(sock)
+    local ok, serr
+    if connected then
+        ok, serr = pcall(serve, sock)
+    else
+        warn_once("no completion socket, draining every 1 ms: ", err)
+        ok, serr = pcall(serve_by_polling)
     end
     -- No yield from here to the end: a wait that starts after this sees running == false.
     core.hub_unaccept()
     sock:close()
     running = false
+    if not ok then
+        log(ngx.ERR, "pasyn_sqlite: dispatcher: ", tostring(serr))
+    end
     if waits > 0 then
         start()
     end
@@ -134,7 +161,7 @@ local function suspend(co)
         if not ok then
             -- No timer to dispatch (lua_max_pending_timers reached, or the worker is going
             -- away): wait here, blocking the worker, rather than never.
-            log(ngx.WARN, "pasyn_sqlite: cannot start the dispatcher (", err, "); blocking")
+            warn_once("cannot start the dispatcher, blocking: ", err)
             core.poll(0.01)
             sqlite.dispatch()
             return
@@ -159,9 +186,13 @@ local function resume(co)
     end
 end
 
+-- A handler of a phase in YIELDS may yield, unless a C call lies in between (a require of a
+-- module that queries at its top level, a table.sort comparator, a gsub callback): then the
+-- call blocks instead.
+local isyieldable = core.isyieldable
 sqlite.set_host {
     can_yield = function()
-        return YIELDS[get_phase()] == true
+        return YIELDS[get_phase()] == true and isyieldable()
     end,
     suspend = suspend,
     resume = resume,

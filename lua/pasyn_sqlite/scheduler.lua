@@ -12,7 +12,8 @@ local M = {}
 
 local co_running, co_resume, co_yield, co_status, co_create =
     coroutine.running, coroutine.resume, coroutine.yield, coroutine.status, coroutine.create
-local isyieldable = coroutine.isyieldable or function() return true end
+-- coroutine.isyieldable, also where a host hides it (ngx_lua) and in LuaJIT without it.
+local isyieldable = core.isyieldable
 local unpack = table.unpack or unpack -- luacheck: ignore
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 

@@ -25,7 +25,7 @@ my $MODULE = $ENV{PASYN_NGX_MODULE} || "pasyn_sqlite.ngx";
 my $ADAPTER = $MODULE eq "pasyn_sqlite.ngx";
 my $KV_ROWS = 10000;
 my $BIG_ROWS = 1200000;
-my $PLAN = 28;
+my $PLAN = 31;
 
 $| = 1;
 print "1..$PLAN\n";
@@ -209,7 +209,7 @@ sub write_conf {
         "/dbi/point" => "dbi_point", "/dbi/write" => "dbi_write", "/dbi/scan" => "dbi_scan",
         "/pasyn/count" => "count", "/pasyn/null" => "null", "/pasyn/init" => "init_value",
         "/pasyn/event" => "event", "/pasyn/threads" => "threads", "/pasyn/timer" => "timer",
-        "/pasyn/fresh" => "fresh",
+        "/pasyn/fresh" => "fresh", "/pasyn/c_boundary" => "c_boundary", "/pasyn/run" => "run",
     );
     my $locs = join "", map { "        location = $_ { " . $app->($routes{$_}) . " }\n" }
         sort keys %routes;
@@ -464,6 +464,15 @@ if (!ok(start_nginx(workers => 2), "nginx (2 workers) starts with ngx_lua and an
     my ($code, $body) = get("/pasyn/phases");
     ok($code == 200 && $body eq "v44 v55", "queries in rewrite_by_lua and access_by_lua",
        "got $code '$body'");
+    ($code, $body) = get("/pasyn/c_boundary");
+    ok($code == 200 && $body eq "v66 1,2,3 true",
+       "queries under require and in a table.sort comparator block and work", "got $code '$body'");
+    ($code, $body) = get("/pasyn/c_boundary");
+    ok($code == 200 && $body eq "v66 1,2,3 true", "and again (the require was not spoiled)",
+       "got $code '$body'");
+    ($code, $body) = get("/pasyn/run");
+    ok($code == 200 && $body eq "v77 v79 v78",
+       "sqlite.run inside a handler, right after a query that yielded", "got $code '$body'");
     ($code, $body) = get("/pasyn/threads");
     ok($code == 200 && $body eq "v11 v22", "two ngx.thread.spawn'ed queries, waited for both",
        "got $code '$body'");

@@ -3,8 +3,8 @@
 -- which the harness writes into its temporary prefix.
 local cfg = require "pasyn_ngx_conf"
 
--- The adapter under test. The harness picks it (PASYN_NGX_MODULE, or "pasyn_sqlite.ngx" when
--- lua/pasyn_sqlite/ngx.lua exists, else the blocking "pasyn_sqlite"): this is the one line.
+-- The adapter under test. The harness picks it (PASYN_NGX_MODULE, default "pasyn_sqlite.ngx";
+-- "pasyn_sqlite" blocks the worker): this is the one line.
 local sqlite = require(cfg.module)
 local DBI = require "DBI"
 
@@ -209,6 +209,34 @@ function M.access_read()
 end
 function M.phases()
     ngx.say(tostring(ngx.ctx.rewrite), " ", tostring(ngx.ctx.access))
+end
+
+-- Queries where a C call lies between the handler and the query (they block): at the top
+-- level of a required module, and in a table.sort comparator.
+function M.c_boundary()
+    guarded(function()
+        local top = require "pasyn_ngx_toplevel"
+        local ids = { 3, 1, 2 }
+        local looked = 0
+        table.sort(ids, function(a, b)
+            looked = looked + 1
+            return db():execute(POINT, { a }):fetchone()[1] < db():execute(POINT, { b }):fetchone()[1]
+        end)
+        ngx.say(top, " ", table.concat(ids, ","), " ", looked > 0)
+    end)
+end
+
+-- sqlite.run inside a handler: the built-in scheduler waits on sqlite.fd() (blocking the
+-- worker), also while the adapter's dispatcher holds the hub's socket.
+function M.run()
+    guarded(function()
+        local a = db():execute(POINT, { 77 }):fetchone()[2] -- yields: the dispatcher runs
+        local b, c = sqlite.run(function()
+            local h = sqlite.spawn(function() return db():execute(POINT, { 78 }):fetchone()[2] end)
+            return db():execute(POINT, { 79 }):fetchone()[2], h:join()
+        end)
+        ngx.say(a, " ", b, " ", c)
+    end)
 end
 
 -- two ngx.threads querying at once, waited for both.
