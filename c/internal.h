@@ -53,6 +53,7 @@ struct pasyn_task {
     uint32_t nsets;         /* PASYN_MANY: parameter sets closed by pasyn_task_next_set */
     int lone_null_optional; /* a single NULL that may stand for "no parameters" */
     int allow_packs;        /* a set whose lone parameter is n may be that many NULLs */
+    int no_owner_wait;      /* fails rather than wait behind another owner's transaction */
     int route_known;        /* the route cache knew it at submit: workers need not learn it */
     int long_read;          /* a read whose SQL is a long read (LONG_READ_NS), as last learned */
     uint64_t timeout_ns;    /* 0, or how long it may run */

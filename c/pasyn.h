@@ -181,6 +181,12 @@ void pasyn_task_set_optional_null(pasyn_task *t);
  * when the statement has one, and otherwise stands for that many NULL positional
  * parameters. Without this call such a set binds :n only. */
 void pasyn_task_allow_packs(pasyn_task *t);
+/* When the writer comes to this task while another owner's transaction holds it, the task
+ * fails with SQLITE_BUSY (PASYN_ESQLITE, "the writer is held by another owner's transaction
+ * ...") instead of waiting for that transaction to end. For a host that runs every owner on
+ * the thread that blocks on a PASYN_SYNC task: the other owner could never end it, and the
+ * wait would never end either. Before submit only. */
+void pasyn_task_set_no_owner_wait(pasyn_task *t);
 
 /* Queues the task. With `sync` set it completes through pasyn_task_wait instead of the hub. 0;
  * or, with the task not queued and still the caller's (its error set): PASYN_ECLOSED when the

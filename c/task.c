@@ -163,6 +163,7 @@ void *pasyn_task_user(const pasyn_task *t) { return t->user; }
 void pasyn_task_set_stream(pasyn_task *t, uint64_t stream) { t->stream = stream; }
 void pasyn_task_set_optional_null(pasyn_task *t) { t->lone_null_optional = 1; }
 void pasyn_task_allow_packs(pasyn_task *t) { t->allow_packs = 1; }
+void pasyn_task_set_no_owner_wait(pasyn_task *t) { t->no_owner_wait = 1; }
 
 void pasyn_task_set_timeout(pasyn_task *t, double seconds)
 {

@@ -92,16 +92,26 @@ static pasyn_task *writer_take(pasyn_pool *pool, int *more)
     pthread_mutex_lock(&pool->wmu);
     for (;;) {
         uint64_t owner = atomic_load(&pool->txn_owner);
-        for (pasyn_task *t = pool->whead.next; t != &pool->whead; t = t->next) {
-            if (owner == 0 || t->owner == owner) {
-                t->prev->next = t->next;
-                t->next->prev = t->prev;
-                t->next = t->prev = NULL;
-                pool->wlen--;
+        for (pasyn_task *t = pool->whead.next, *next; t != &pool->whead; t = next) {
+            next = t->next;
+            int runs = owner == 0 || t->owner == owner;
+            if (!runs && !t->no_owner_wait)
+                continue; /* held back behind the transaction, in order */
+            t->prev->next = t->next;
+            t->next->prev = t->prev;
+            t->next = t->prev = NULL;
+            pool->wlen--;
+            if (runs) {
                 *more = pool->wlen > 0;
                 pthread_mutex_unlock(&pool->wmu);
                 return t;
             }
+            /* (The hub's lock, which completing takes, is never held while taking wmu.) */
+            task_fail(t, PASYN_ESQLITE, SQLITE_BUSY, SQLITE_BUSY,
+                      "the writer is held by another owner's transaction, which cannot end "
+                      "while this call blocks its thread (make the call from a coroutine "
+                      "that can yield, or end the transaction first)");
+            complete(t);
         }
         if (atomic_load(&pool->closing)) {
             if (owner != 0) {

@@ -244,6 +244,61 @@ describe("a transaction belongs to the coroutine that began it", function()
     end)
 end)
 
+-- ---- a call that cannot yield, while another coroutine's transaction holds the writer ------
+
+describe("a call that blocks its thread while another coroutine owns the writer's transaction", function()
+    local function busy(err)
+        assert.is_true(sqlite.is_error(err), tostring(err))
+        assert.equal("OperationalError", err.kind)
+        assert.equal(5, err.code) -- SQLITE_BUSY
+        assert.matches("another owner's transaction", err.message)
+    end
+
+    it("fails at once with OperationalError (SQLITE_BUSY) instead of waiting for ever, when a "
+       .. "raw coroutine writes inside sqlite.run; its read goes on; the owner commits", function()
+        local _, conn = t_db()
+        conn:execute("INSERT INTO t (v) VALUES ('committed')")
+        local err, read
+        sqlite.run(function()
+            local owner = sqlite.spawn(function()
+                conn:execute("BEGIN")
+                conn:execute("INSERT INTO t (v) VALUES ('pending')")
+                sqlite.sleep(0.05)
+                conn:execute("COMMIT")
+            end)
+            sqlite.sleep(0.01)
+            coroutine.wrap(function() -- not the scheduler's: its calls block the thread
+                read = t_values(conn)
+                local ok, e = pcall(conn.execute, conn, "INSERT INTO t (v) VALUES ('raw')")
+                err = not ok and e or "the write returned"
+            end)()
+            owner:join()
+        end)
+        assert.same({ "committed" }, read)
+        busy(err)
+        assert.same({ "committed", "pending" }, t_values(conn))
+    end)
+
+    it("fails the same way for the main thread while a suspended raw coroutine owns it; the "
+       .. "owner, resumed, commits, and the main thread can write again", function()
+        local _, conn = t_db()
+        local co = coroutine.create(function()
+            conn:execute("BEGIN")
+            conn:execute("INSERT INTO t (v) VALUES ('owner')")
+            coroutine.yield()
+            conn:execute("COMMIT")
+        end)
+        assert(coroutine.resume(co))
+        local ok, err = pcall(conn.execute, conn, "INSERT INTO t (v) VALUES ('main')")
+        assert.is_false(ok)
+        busy(err)
+        assert.same({}, t_values(conn)) -- the main thread reads committed rows only
+        assert(coroutine.resume(co))
+        conn:execute("INSERT INTO t (v) VALUES ('main')")
+        assert.same({ "main", "owner" }, t_values(conn)) -- t_values sorts
+    end)
+end)
+
 -- ---- commit and rollback by a coroutine that owns nothing -------------------------------
 
 describe("commit() and rollback() from a coroutine that owns nothing", function()

@@ -282,6 +282,10 @@ static int submit(lua_State *L, lpool *p, pasyn_task *t, int sync)
 {
     if (p->state != POOL_OPEN)
         return fail(L, t, "PoolClosedError", "the pool is closed");
+    /* Every owner of the pool is a coroutine of this thread: a call that blocks it while
+     * another one's transaction holds the writer would wait for ever. */
+    if (sync)
+        pasyn_task_set_no_owner_wait(t);
     int rc = pasyn_submit(p->pool, t, sync);
     if (rc != 0) {
         const char *msg;
