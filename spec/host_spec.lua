@@ -223,6 +223,30 @@ describe("a host loop (sqlite.set_host)", function()
                          "set_host: resume must be a function, got boolean")
     end)
 
+    it("sqlite.sleep in a hosted coroutine blocks (the host has its own timers), and a second "
+       .. "close() from another hosted coroutine waits for the first", function()
+        sqlite.set_host {}
+        local other = sqlite.connect(":memory:")
+        local slept, closed = nil, 0
+        local function closer()
+            other:execute("SELECT 1")
+            other:close()
+            closed = closed + 1
+        end
+        local co = coroutine.create(function()
+            local t0 = core.now()
+            sqlite.sleep(0.02)
+            slept = core.now() - t0
+        end)
+        assert(coroutine.resume(co))
+        assert.are.equal("dead", coroutine.status(co)) -- it blocked: no yield
+        assert.is_true(slept >= 0.015)
+        assert(coroutine.resume(coroutine.create(closer)))
+        assert(coroutine.resume(coroutine.create(closer)))
+        drive(function() return closed == 2 end)
+        assert.is_true(other.closed)
+    end)
+
     it("sqlite.fd() polls readable while a completion waits, and dispatch clears it", function()
         sqlite.set_host {}
         local fd = sqlite.fd()

@@ -25,13 +25,18 @@ local loop                                    -- the running run() loop, or nil
 local host                                    -- the host adapter of set_host, or nil
 local hosts = {}                              -- task -> the host that resumes its waiter
 
+-- True when `co` is a coroutine of the running built-in scheduler.
+local function in_loop(co)
+    return loop ~= nil and members[co] ~= nil
+end
+
 -- True when the caller (the running coroutine `co`, found when not given) may yield now: a
 -- coroutine of the built-in scheduler, or one the host adapter says may.
 function M.can_yield(co)
     co = co or co_running()
     if co == nil then
         return false
-    elseif loop ~= nil and members[co] ~= nil then
+    elseif in_loop(co) then
         return isyieldable()
     end
     return host ~= nil and host.can_yield(co) == true
@@ -48,7 +53,7 @@ function M.await(task, sync, pool, co)
     end
     co = co or co_running()
     waiting[task], task_pools[task] = co, pool
-    if loop ~= nil and members[co] ~= nil then
+    if in_loop(co) then
         loop.pending = loop.pending + 1
         co_yield(SUSPEND)
         return
@@ -230,7 +235,7 @@ end
 function Handle:join()
     self.joined = true
     if not self.done then
-        if not M.can_yield() then
+        if not (in_loop(co_running()) and isyieldable()) then
             error("join: only a coroutine of the scheduler can wait for another", 2)
         end
         if members[co_running()] == self then
@@ -252,7 +257,10 @@ function M.sleep(seconds)
     if seconds ~= seconds or seconds < 0 then -- NaN or negative: no wait at all
         seconds = 0
     end
-    if not M.can_yield() then
+    local co = co_running()
+    if not (in_loop(co) and isyieldable()) then
+        -- Not a coroutine of the built-in scheduler (a host's has the host's own timers):
+        -- block.
         if seconds > 0 then
             core.sleep(seconds)
         end
@@ -264,7 +272,7 @@ function M.sleep(seconds)
         timers[i] = timers[i - 1]
         i = i - 1
     end
-    timers[i] = { when, co_running() }
+    timers[i] = { when, co }
     co_yield(SUSPEND)
 end
 
