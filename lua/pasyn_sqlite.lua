@@ -34,31 +34,46 @@ end
 
 -- ---- who owns a transaction -------------------------------------------------------------
 
-local owner_ids = setmetatable({}, { __mode = "k" })
+-- An owner is a coroutine, or what a host says stands for the coroutine's work now
+-- (sched.owner: OpenResty's request, whose coroutine serves later requests too).
+local owner_ids = setmetatable({}, { __mode = "k" }) -- owner -> the id the writer knows
+local owner_of = setmetatable({}, { __mode = "kv" }) -- coroutine -> its owner, where not itself
 local last_owner = 1
+local end_owner -- below
 
 -- Who calls: whether the call must block (it does not come from a coroutine of the scheduler
--- that may yield), the id the writer knows the caller by (1: the main thread), and the
+-- that may yield), the id the writer knows the caller's owner by (1: the main thread), and the
 -- coroutine (nil for the main thread).
 local function caller()
     local co, ismain = co_running()
     if co == nil or ismain then
         return true, 1, nil
     end
-    local id = owner_ids[co]
+    local owner = sched.owner(co)
+    if owner ~= co and owner_of[co] ~= owner then
+        -- The coroutine works for another owner now: the one before is gone, and nothing of
+        -- it is in flight (its coroutine is running this). Roll back what it left open.
+        local before = owner_of[co]
+        owner_of[co] = owner
+        if before ~= nil then
+            end_owner(before)
+        end
+    end
+    local id = owner_ids[owner]
     if not id then
         last_owner = last_owner + 1
         id = last_owner
-        owner_ids[co] = id
+        owner_ids[owner] = id
     end
     return not sched.can_yield(co), id, co
 end
 
--- A coroutine that has owned a transaction gets a guard: when the coroutine ends (the
--- scheduler says so) or is collected, the guard has the writer roll back what the coroutine
--- left open, on every pool it began a transaction on. The writer runs that after the
--- coroutine's own queued tasks and only if the coroutine still owns the transaction.
-local guards = setmetatable({}, { __mode = "k" }) -- coroutine -> guard
+-- An owner that has owned a transaction gets a guard: when the owner ends (the scheduler says
+-- so of its coroutines, a host's coroutine serves another owner) or is collected, the guard
+-- has the writer roll back what it left open, on every pool it began a transaction on. The
+-- writer runs that after the owner's own queued tasks and only if it still owns the
+-- transaction.
+local guards = setmetatable({}, { __mode = "k" }) -- owner -> guard
 local newproxy = newproxy -- luacheck: ignore (Lua 5.1 and LuaJIT: no __gc on tables)
 
 local function new_guard(id)
@@ -77,24 +92,26 @@ local function new_guard(id)
     return guard
 end
 
--- After a statement of `co`: if it left `co` owning a transaction on the pool, guard it.
+-- After a statement of `co`: if it left its owner owning a transaction on the pool, guard it.
 local function note_owner(pool, id, co)
     if co and core.txn_owner(pool) == id then
-        local guard = guards[co]
+        local owner = owner_of[co] or co
+        local guard = guards[owner]
         if not guard then
             guard = new_guard(id)
-            guards[co] = guard
+            guards[owner] = guard
         end
         guard.pools[pool] = true
     end
 end
 
--- A coroutine of the scheduler ended: nothing of it is in flight, so what the writer says now
--- is the truth; roll back what it left open and disarm its guard.
-sched.on_end = function(co)
-    local guard = guards[co]
+-- An owner ended (a coroutine of the scheduler, or a host's owner whose coroutine moved on):
+-- nothing of it is in flight, so what the writer says now is the truth; roll back what it
+-- left open and disarm its guard.
+end_owner = function(owner)
+    local guard = guards[owner]
     if guard then
-        guards[co] = nil
+        guards[owner] = nil
         local pools = guard.pools
         guard.pools = {} -- disarmed: collecting it later does nothing
         for pool in pairs(pools) do
@@ -104,6 +121,7 @@ sched.on_end = function(co)
         end
     end
 end
+sched.on_end = end_owner
 
 -- ---- options ---------------------------------------------------------------------------
 

@@ -247,6 +247,45 @@ describe("a host loop (sqlite.set_host)", function()
         assert.is_true(other.closed)
     end)
 
+    it("h.owner scopes transactions: a coroutine that works for another owner does not join "
+       .. "the transaction the one before left open, which is rolled back", function()
+        local current
+        sqlite.set_host { can_yield = function() return false end, -- every call blocks
+                          owner = function() return current end }
+        local co = coroutine.create(function()
+            current = {} -- the first piece of work (a request, say) on this coroutine
+            conn:execute("BEGIN")
+            conn:execute("INSERT INTO t VALUES (1)")
+            local first = conn.in_transaction
+            current = {} -- the same coroutine, reused for the next one
+            local second = conn.in_transaction
+            conn:execute("INSERT INTO t VALUES (2)")
+            return first, second, conn.in_transaction
+        end)
+        local ok, first, second, after = coroutine.resume(co)
+        assert.is_true(ok, tostring(first))
+        assert.is_true(first)
+        assert.is_false(second)
+        assert.is_false(after)
+        assert.are.same({ { 2, n = 1 } }, conn:execute("SELECT x FROM t"):fetchall())
+    end)
+
+    it("h.owner: a transaction whose owner is collected is rolled back", function()
+        local current = {}
+        sqlite.set_host { can_yield = function() return false end,
+                          owner = function() return current end }
+        local co = coroutine.create(function()
+            conn:execute("BEGIN")
+            conn:execute("INSERT INTO t VALUES (1)")
+        end)
+        assert(coroutine.resume(co))
+        current = nil -- the owner's work is over; nothing else refers to it
+        collectgarbage()
+        collectgarbage()
+        conn:execute("INSERT INTO t VALUES (2)") -- the main thread: blocks, and is not refused
+        assert.are.same({ { 2, n = 1 } }, conn:execute("SELECT x FROM t"):fetchall())
+    end)
+
     it("sqlite.fd() polls readable while a completion waits, and dispatch clears it", function()
         sqlite.set_host {}
         local fd = sqlite.fd()

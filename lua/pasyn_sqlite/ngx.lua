@@ -38,13 +38,18 @@ local YIELDS = {
     ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
 }
 local LINGER = 0.2         -- seconds the dispatcher stays after the last wait
-local WAIT = 3600          -- a semaphore wait's and the socket read's own timeouts (seconds):
-                           -- not reached in practice; either just loops
+local WAIT = 3600          -- the socket read's own timeout (seconds): not reached in practice
+local CHECK = 1            -- seconds a request waits on its semaphore before it looks whether
+                           -- a dispatcher runs at all (nginx may not run our timer:
+                           -- lua_max_running_timers), and dispatches itself meanwhile
 
 local semas = setmetatable({}, { __mode = "k" })   -- coroutine -> its semaphore
+local OWNERS = {}          -- the key, in a request's ngx.ctx, of its owners (h.owner, below)
 local waits_for = setmetatable({}, { __mode = "k" }) -- coroutine -> true while its task is out
 local waits = 0            -- coroutines whose task has not been dispatched yet
 local running = false      -- the dispatcher is running or scheduled
+local serving = false      -- the dispatcher's timer has started
+local scheduled_at = 0     -- when start() scheduled it (ngx.now())
 local lingering = false    -- the timer that ends a linger is pending
 
 local start
@@ -87,6 +92,7 @@ end
 -- Reads the hub's socket and dispatches until nothing waits (and LINGER passed), the worker
 -- exits, or the socket fails. Raises what sqlite.dispatch raises.
 local function serve(sock)
+    sock:settimeout(WAIT * 1000)
     local idle_since
     while true do
         sqlite.dispatch()
@@ -120,6 +126,7 @@ end
 -- signal back to sqlite.fd() alone; starts a successor when requests wait again by then (after
 -- an error, say: logged).
 local function dispatcher()
+    serving = true
     local sock = tcp()
     local connected, err = connect_to_hub(sock)
     local ok, serr
@@ -132,7 +139,7 @@ local function dispatcher()
     -- No yield from here to the end: a wait that starts after this sees running == false.
     core.hub_unaccept()
     sock:close()
-    running = false
+    running, serving = false, false
     if not ok then
         log(ngx.ERR, "pasyn_sqlite: dispatcher: ", tostring(serr))
     end
@@ -142,7 +149,7 @@ local function dispatcher()
 end
 
 start = function()
-    running = true
+    running, scheduled_at = true, now()
     local ok, err = timer_at(0, dispatcher)
     if not ok then
         running = false
@@ -172,7 +179,16 @@ local function suspend(co)
         sema = semaphore.new()
         semas[co] = sema
     end
-    sema:wait(WAIT)
+    if not sema:wait(CHECK) then
+        -- A long statement, or no dispatcher: nginx accepts a timer it then fails to run
+        -- when lua_max_running_timers are busy. Let the next wait schedule a new one, and
+        -- deliver what has come meanwhile.
+        if running and not serving and now() - scheduled_at >= CHECK then
+            warn_once("the dispatcher's timer did not run (lua_max_running_timers?)", "")
+            running = false
+        end
+        sqlite.dispatch()
+    end
 end
 
 local function resume(co)
@@ -190,10 +206,34 @@ end
 -- module that queries at its top level, a table.sort comparator, a gsub callback): then the
 -- call blocks instead.
 local isyieldable = core.isyieldable
+-- What owns the transactions a coroutine begins: ngx_lua reuses a request's coroutine for
+-- later requests, so a coroutine and its request together, kept in the request's ngx.ctx; a
+-- transaction a request leaves open is rolled back when its coroutine serves another request
+-- or the request's context is collected. Outside requests (init_worker): the coroutine.
+local function owner(co)
+    local phase = get_phase()
+    if phase == "init" or phase == "init_worker" then
+        return co
+    end
+    local ctx = ngx.ctx
+    local owners = ctx[OWNERS]
+    if not owners then
+        owners = setmetatable({}, { __mode = "k" })
+        ctx[OWNERS] = owners -- luacheck: ignore 122 (ngx.ctx is the request's table)
+    end
+    local key = owners[co]
+    if not key then
+        key = {}
+        owners[co] = key
+    end
+    return key
+end
+
 sqlite.set_host {
     can_yield = function()
         return YIELDS[get_phase()] == true and isyieldable()
     end,
+    owner = owner,
     suspend = suspend,
     resume = resume,
 }

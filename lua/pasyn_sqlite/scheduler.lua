@@ -89,6 +89,11 @@ end
 --                      but the main one, where coroutine.isyieldable says so);
 --   h.suspend(co)   -- called inside `co`: returns once resume(co) was called, or earlier
 --                      (then it is called again) (default: coroutine.yield());
+--   h.owner(co)     -> what owns the transactions `co` begins now, for a host that reuses one
+--                      coroutine for unrelated work (OpenResty reuses a request's coroutine
+--                      for later requests): a value (a table) that lives as long as that work
+--                      does. When it is collected, or `co` is seen working for another owner,
+--                      what the owner left open is rolled back (default: `co` itself);
 --   h.resume(co)    -- called from dispatch, in the host's thread, when the completion `co`
 --                      waits for has arrived (default: coroutine.resume(co), re-raising its
 --                      error; dispatch re-raises the first error of a call after delivering
@@ -105,7 +110,7 @@ function M.set_host(h)
     if type(h) ~= "table" then
         error("set_host: a table of functions is needed, got " .. type(h), 2)
     end
-    for _, name in ipairs({ "can_yield", "suspend", "resume" }) do
+    for _, name in ipairs({ "can_yield", "suspend", "resume", "owner" }) do
         if h[name] ~= nil and type(h[name]) ~= "function" then
             error("set_host: " .. name .. " must be a function, got " .. type(h[name]), 2)
         end
@@ -114,8 +119,19 @@ function M.set_host(h)
         can_yield = h.can_yield or yields_anywhere,
         suspend = h.suspend or suspend_by_yield,
         resume = h.resume or resume_directly,
+        owner = h.owner,
     }
     return before
+end
+
+-- What owns the transactions the running coroutine `co` begins: `co`, or what the host says
+-- (set_host, h.owner).
+function M.owner(co)
+    local h = host
+    if h ~= nil and h.owner ~= nil and not in_loop(co) then
+        return h.owner(co)
+    end
+    return co
 end
 
 -- A completion nobody waits for any more: free it, and let go of a streamed result it

@@ -200,6 +200,33 @@ function M.header_filter()
     ngx.header["X-Pasyn"] = ok and r or ("error: " .. tostring(r)):gsub("%c", " ")
 end
 
+-- A request that leaves a transaction open (BEGIN, an insert, then ngx.exit), and one that
+-- says whether it is in a transaction and inserts a row: ngx_lua runs later requests on the
+-- same coroutine, which must not find the first one's transaction.
+function M.txn_leak()
+    local c = db()
+    c:execute("BEGIN")
+    c:execute("INSERT INTO events(kind, token) VALUES('leak', ?)", { ngx.var.arg_t })
+    return ngx.exit(200)
+end
+function M.txn_after()
+    guarded(function()
+        local c = db()
+        local inside = c.in_transaction
+        c:execute("INSERT INTO events(kind, token) VALUES('after', ?)", { ngx.var.arg_t })
+        ngx.say(tostring(inside))
+    end)
+end
+
+-- Keeps a timer running for ?s= seconds (to use up lua_max_running_timers).
+function M.hog_timer()
+    local seconds = tonumber(ngx.var.arg_s) or 1
+    local ok, err = ngx.timer.at(0, function()
+        ngx.sleep(seconds)
+    end)
+    ngx.say(ok and "ok" or err)
+end
+
 -- rewrite and access handlers query (and yield there); content says what they read.
 function M.rewrite_read()
     ngx.ctx.rewrite = db():execute(POINT, { 44 }):fetchone()[2]
