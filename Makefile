@@ -3,10 +3,16 @@
 #   make test                 C unit tests, the C-host example, nginx (spec/nginx/nginx.t), and
 #                             every spec under Lua 5.4, 5.3 and LuaJIT, through prove
 #   make asan | tsan          the same under AddressSanitizer+UBSan / ThreadSanitizer
-#   make install PREFIX=/usr/local [DESTDIR=...]
+#   make install PREFIX=/usr/local [DESTDIR=...]   the Lua module (install-lua)
+#   make dist                 build/dist/pasyn-sqlite-<version>.tar.gz, the release archive, from HEAD
+#   make rock                 build/dist/pasyn-sqlite-<version>-1.src.rock from that archive (offline)
 #   make bench                the benchmark suite, one table (bench/README.md; BENCH_SCALE=0.1: quick)
 #   make lint | demo | clean
 
+# LUA given alone (luarocks passes the interpreter's path, /usr/bin/lua5.3) names the version.
+ifeq ($(origin LUA_VERSION)$(origin LUA),undefinedcommand line)
+LUA_VERSION := $(if $(filter luajit%,$(notdir $(LUA))),luajit,$(patsubst lua%,%,$(notdir $(LUA))))
+endif
 LUA_VERSION ?= 5.4
 ifeq ($(LUA_VERSION),luajit)
 LUA_INCDIR ?= /usr/include/luajit-2.1
@@ -21,6 +27,7 @@ LUA_NAME = $(notdir $(LUA))
 
 CC ?= cc
 CFLAGS ?= -O2 -g
+LIBFLAG ?= -shared
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-function
 SQLITE_CFLAGS ?= $(shell pkg-config --cflags sqlite3 2>/dev/null)
 SQLITE_LIBS ?= $(shell pkg-config --libs sqlite3 2>/dev/null || echo -lsqlite3)
@@ -32,29 +39,39 @@ LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 
 BUILD ?= build/$(LUA_NAME)
-CORE_SRC = c/deque.c c/hub.c c/task.c c/conn.c c/uri.c c/worker.c c/pool.c
+CORE_SRC = $(wildcard c/*.c)
 CORE_OBJ = $(CORE_SRC:c/%.c=$(BUILD)/obj/%.o)
-HEADERS = c/pasyn.h c/internal.h c/uri.h
+HEADERS = $(wildcard c/*.h)
 MODULE = $(BUILD)/pasyn_sqlite/core.so
 C_TESTS = $(BUILD)/test_deque $(BUILD)/test_hub $(BUILD)/test_uri
 SPECS = $(sort $(wildcard spec/*_spec.lua))
 TEST_LUAS ?= lua5.4 lua5.3 luajit
 
-.PHONY: all test check-c specs asan tsan install uninstall lint demo bench clean
+VERSION := $(shell sed -n 's/^\#define PASYN_VERSION "\(.*\)"/\1/p' c/pasyn.h)
+DIST = pasyn-sqlite-$(VERSION)
+
+.PHONY: all test check-c specs asan tsan install install-lua uninstall uninstall-lua lint demo \
+	bench dist rock clean FORCE
 
 all: $(MODULE)
 
-$(BUILD)/obj/%.o: c/%.c $(HEADERS)
+# The compiler and flags the objects of $(BUILD) were made with: when they change (another
+# Lua's headers in LUA_INCDIR, as luarocks may pass, or other CFLAGS) everything is rebuilt.
+$(BUILD)/flags: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR)' | cmp -s - $@ || echo '$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR)' >$@
+
+$(BUILD)/obj/%.o: c/%.c $(HEADERS) $(BUILD)/flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(BUILD)/obj/binding.o: lua/pasyn_sqlite/core.c lua/pasyn_sqlite/compat.h c/pasyn.h
+$(BUILD)/obj/binding.o: lua/pasyn_sqlite/core.c lua/pasyn_sqlite/compat.h c/pasyn.h $(BUILD)/flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -c $< -o $@
 
 $(MODULE): $(BUILD)/obj/binding.o $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LIBFLAG) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/test_%: c/test/test_%.c c/test/tap.h $(CORE_OBJ)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
@@ -92,13 +109,18 @@ tsan:
 	PASYN_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=0 \
 	PASYN_BUILD=build/tsan prove -e spec/run $(SPECS:%=lua5.4/%)
 
-install: $(MODULE)
+install: install-lua
+
+# The Lua module alone (luarocks' install step: rockspec/).
+install-lua: $(MODULE)
 	install -d $(DESTDIR)$(LUA_LIBDIR)/pasyn_sqlite $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite
 	install -m 755 $(MODULE) $(DESTDIR)$(LUA_LIBDIR)/pasyn_sqlite/core.so
 	install -m 644 lua/pasyn_sqlite.lua $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite.lua
 	install -m 644 $(wildcard lua/pasyn_sqlite/*.lua) $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite/
 
-uninstall:
+uninstall: uninstall-lua
+
+uninstall-lua:
 	rm -rf $(DESTDIR)$(LUA_LIBDIR)/pasyn_sqlite $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite.lua
 
 lint:
@@ -119,6 +141,26 @@ bench: $(MODULE) build/bench-raw
 build/bench-raw: bench/raw.c
 	@mkdir -p build
 	$(CC) -O2 -Wall -Wextra $(SQLITE_CFLAGS) bench/raw.c -o $@ $(SQLITE_LIBS)
+
+# The release archive of the rockspec's source.url: what HEAD holds (commit first), under
+# $(DIST)/, as GitHub's archive of the tag v$(VERSION) unpacks.
+dist:
+	@test -f rockspec/$(DIST)-1.rockspec || { echo "no rockspec/$(DIST)-1.rockspec for PASYN_VERSION $(VERSION)"; exit 1; }
+	@git diff --quiet HEAD || echo "make dist: uncommitted changes are not in the archive (it is HEAD)"
+	@mkdir -p build/dist
+	git archive --format=tar.gz --prefix=$(DIST)/ -o build/dist/$(DIST).tar.gz HEAD
+
+# The source rock, made by luarocks pack from the archive of make dist rather than from the
+# download (offline): it packs a copy of the rockspec that points at the archive, then puts the
+# rockspec itself in its place.
+rock: dist
+	rm -f build/dist/$(DIST)-1.src.rock
+	@mkdir -p build/dist/local
+	sed 's|^\(   url = \).*|\1"file://$(CURDIR)/build/dist/$(DIST).tar.gz",|' \
+	    rockspec/$(DIST)-1.rockspec >build/dist/local/$(DIST)-1.rockspec
+	cd build/dist && luarocks pack local/$(DIST)-1.rockspec
+	cp rockspec/$(DIST)-1.rockspec build/dist/
+	cd build/dist && zip -q $(DIST)-1.src.rock $(DIST)-1.rockspec
 
 clean:
 	rm -rf build
