@@ -3,7 +3,10 @@
 #   make test                 C unit tests, the C-host example, nginx (spec/nginx/nginx.t), and
 #                             every spec under Lua 5.4, 5.3 and LuaJIT, through prove
 #   make asan | tsan          the same under AddressSanitizer+UBSan / ThreadSanitizer
-#   make install PREFIX=/usr/local [DESTDIR=...]   the Lua module (install-lua)
+#   make install PREFIX=/usr/local [DESTDIR=...]   the Lua module (install-lua) and the C
+#                             library (install-lib); make uninstall removes them
+#   make lib                  build/lib/libpasyn.a and libpasyn.so: the C core alone, for C programs
+#                             (make install also installs it, pasyn.h and pasyn.pc)
 #   make dist                 build/dist/pasyn-sqlite-<version>.tar.gz, the release archive, from HEAD
 #   make rock                 build/dist/pasyn-sqlite-<version>-1.src.rock from that archive (offline)
 #   make bench                the benchmark suite, one table (bench/README.md; BENCH_SCALE=0.1: quick)
@@ -37,6 +40,9 @@ LDLIBS = $(SQLITE_LIBS) -lpthread -lm
 PREFIX ?= /usr/local
 LUA_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUA_SHAREDIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 
 BUILD ?= build/$(LUA_NAME)
 CORE_SRC = $(wildcard c/*.c)
@@ -50,8 +56,8 @@ TEST_LUAS ?= lua5.4 lua5.3 luajit
 VERSION := $(shell sed -n 's/^\#define PASYN_VERSION "\(.*\)"/\1/p' c/pasyn.h)
 DIST = pasyn-sqlite-$(VERSION)
 
-.PHONY: all test check-c specs asan tsan install install-lua uninstall uninstall-lua lint demo \
-	bench dist rock clean FORCE
+.PHONY: all lib test check-c specs asan tsan install install-lua install-lib uninstall \
+	uninstall-lua uninstall-lib lint demo bench dist rock clean FORCE
 
 all: $(MODULE)
 
@@ -73,6 +79,32 @@ $(MODULE): $(BUILD)/obj/binding.o $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIBFLAG) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The C library: the core's objects linked into one whose only global names are the pasyn_
+# functions of pasyn.h (the core's internal ones, such as complete or buf_put, would clash with
+# a program's own), archived (libpasyn.a) and shared (libpasyn.so, soname libpasyn.so.$(SOVERSION)).
+# SOVERSION goes up with each change of pasyn.h that breaks programs built against it.
+SOVERSION = 0
+LIB = build/lib
+lib:
+	@$(MAKE) --no-print-directory BUILD=$(LIB) $(LIB)/libpasyn.a $(LIB)/libpasyn.so
+
+$(BUILD)/pasyn.o: $(CORE_OBJ)
+	$(CC) -r -nostdlib -o $@ $^
+	objcopy --wildcard --keep-global-symbol='pasyn_*' $@
+
+$(BUILD)/libpasyn.a: $(BUILD)/pasyn.o
+	rm -f $@
+	$(AR) rcs $@ $<
+
+$(BUILD)/libpasyn.so: $(BUILD)/pasyn.o
+	$(CC) $(LIBFLAG) -Wl,-soname,libpasyn.so.$(SOVERSION) $(CFLAGS) $(LDFLAGS) -o $@.$(VERSION) $< $(LDLIBS)
+	ln -sf libpasyn.so.$(VERSION) $@.$(SOVERSION)
+	ln -sf libpasyn.so.$(SOVERSION) $@
+
+# examples/c_api.c, a program on the C API alone, against build/lib/libpasyn.so (found beside it).
+$(LIB)/c_api: examples/c_api.c c/pasyn.h lib
+	$(CC) -std=c11 $(WARN) $(CFLAGS) -Ic $(LDFLAGS) -o $@ $< -L$(LIB) -Wl,-rpath,'$$ORIGIN' -lpasyn
+
 $(BUILD)/test_%: c/test/test_%.c c/test/tap.h $(CORE_OBJ)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
 
@@ -87,8 +119,8 @@ test:
 	@for l in $(TEST_LUAS); do v=$${l#lua}; [ "$$l" = luajit ] && v=luajit; \
 	    $(MAKE) --no-print-directory LUA_VERSION=$$v all || exit 1; done
 	@$(MAKE) --no-print-directory $(C_TESTS)
-	@$(MAKE) --no-print-directory LUA_VERSION=5.4 build/lua5.4/c_host
-	prove -e spec/run $(C_TESTS) build/lua5.4/c_host spec/nginx/nginx.t \
+	@$(MAKE) --no-print-directory LUA_VERSION=5.4 build/lua5.4/c_host $(LIB)/c_api
+	prove -e spec/run $(C_TESTS) build/lua5.4/c_host $(LIB)/c_api spec/nginx/nginx.t \
 	    $(foreach l,$(TEST_LUAS),$(SPECS:%=$(l)/%))
 
 # Sanitizer builds go to their own folders; the Lua interpreter itself is not instrumented,
@@ -109,7 +141,7 @@ tsan:
 	PASYN_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=0 \
 	PASYN_BUILD=build/tsan prove -e spec/run $(SPECS:%=lua5.4/%)
 
-install: install-lua
+install: install-lua install-lib
 
 # The Lua module alone (luarocks' install step: rockspec/).
 install-lua: $(MODULE)
@@ -118,7 +150,24 @@ install-lua: $(MODULE)
 	install -m 644 lua/pasyn_sqlite.lua $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite.lua
 	install -m 644 $(wildcard lua/pasyn_sqlite/*.lua) $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite/
 
-uninstall: uninstall-lua
+# For C programs: the library, its header and pkg-config's pasyn.pc (pkg-config --cflags --libs
+# pasyn). After an install into a system folder, ldconfig (as root) lets programs find it.
+install-lib: lib
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 $(LIB)/libpasyn.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(LIB)/libpasyn.so.$(VERSION) $(DESTDIR)$(LIBDIR)/
+	ln -sf libpasyn.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libpasyn.so.$(SOVERSION)
+	ln -sf libpasyn.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libpasyn.so
+	install -m 644 c/pasyn.h $(DESTDIR)$(INCLUDEDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' pasyn.pc.in >$(DESTDIR)$(PKGCONFIGDIR)/pasyn.pc
+
+uninstall: uninstall-lua uninstall-lib
+
+uninstall-lib:
+	rm -f $(DESTDIR)$(LIBDIR)/libpasyn.a $(DESTDIR)$(LIBDIR)/libpasyn.so \
+	    $(DESTDIR)$(LIBDIR)/libpasyn.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libpasyn.so.$(VERSION) \
+	    $(DESTDIR)$(INCLUDEDIR)/pasyn.h $(DESTDIR)$(PKGCONFIGDIR)/pasyn.pc
 
 uninstall-lua:
 	rm -rf $(DESTDIR)$(LUA_LIBDIR)/pasyn_sqlite $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite.lua
