@@ -9,7 +9,8 @@
 #                             (make install also installs it, pasyn.h and pasyn.pc)
 #   make dist                 build/dist/pasyn-sqlite-<version>.tar.gz, the release archive, from HEAD
 #   make rock                 build/dist/pasyn-sqlite-<version>-1.src.rock from that archive (offline)
-#   make bench                the benchmark suite, one table (bench/README.md; BENCH_SCALE=0.1: quick)
+#   make bench                the benchmark suite, one table (bench/README.md; BENCH_SCALE=0.1: quick),
+#                             and its chart in build/ (CHART=bench/chart.svg: the README's)
 #   make lint | demo | clean
 
 # LUA given alone (luarocks passes the interpreter's path, /usr/bin/lua5.3) names the version.
@@ -183,9 +184,11 @@ demo: $(MODULE)
 	LUA_PATH="lua/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/cqueues.lua
 
 # The benchmark suite (bench/README.md): pasyn_sqlite against LuaDBI, LuaSQL and raw C, one
-# table; with gnuplot installed, also the chart bench/chart.svg.
+# table; with gnuplot installed, also a chart, to CHART (CHART=bench/chart.svg: the README's).
+CHART ?= build/bench-chart.svg
 bench: $(MODULE) build/bench-raw
-	LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/suite.lua
+	LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" BENCH_CHART="$(CHART)" \
+	    $(LUA) bench/suite.lua
 
 build/bench-raw: bench/raw.c
 	@mkdir -p build
