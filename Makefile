@@ -11,6 +11,7 @@
 #   make rock                 build/dist/pasyn-sqlite-<version>-1.src.rock from that archive (offline)
 #   make bench                the benchmark suite, one table (bench/README.md; BENCH_SCALE=0.1: quick),
 #                             and its chart in build/ (CHART=bench/chart.svg: the README's)
+#   make format | format-check   clang-format (.clang-format) over the C files: rewrite, or only check
 #   make lint | demo | clean
 
 # LUA given alone (luarocks passes the interpreter's path, /usr/bin/lua5.3) names the version.
@@ -58,7 +59,7 @@ VERSION := $(shell sed -n 's/^\#define PASYN_VERSION "\(.*\)"/\1/p' c/pasyn.h)
 DIST = pasyn-sqlite-$(VERSION)
 
 .PHONY: all lib test check-c specs asan tsan install install-lua install-lib uninstall \
-	uninstall-lua uninstall-lib lint demo bench dist rock clean FORCE
+	uninstall-lua uninstall-lib lint format format-check demo bench dist rock clean FORCE
 
 all: $(MODULE)
 
@@ -176,6 +177,15 @@ uninstall-lua:
 lint:
 	luacheck lua spec examples bench
 	$(MAKE) --no-print-directory -B BUILD=build/lint CFLAGS="-O2 -Werror" all
+
+# The C files in the style of .clang-format (clang-format 14).
+CLANG_FORMAT ?= clang-format
+FORMAT_FILES = $(wildcard c/*.[ch] c/test/*.[ch] lua/pasyn_sqlite/*.[ch] examples/*.c)
+format:
+	$(CLANG_FORMAT) -i $(FORMAT_FILES)
+
+format-check:
+	$(CLANG_FORMAT) --dry-run -Werror $(FORMAT_FILES)
 
 demo: $(MODULE)
 	LUA_PATH="lua/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/quickstart.lua

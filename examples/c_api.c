@@ -71,12 +71,12 @@ static void bind(pasyn_task *t, const char *name, pasyn_value v)
 
 static pasyn_value integer(int64_t i)
 {
-    return (pasyn_value){ .type = PASYN_INT, .i = i };
+    return (pasyn_value){.type = PASYN_INT, .i = i};
 }
 
 static pasyn_value text(const char *s)
 {
-    return (pasyn_value){ .type = PASYN_TEXT, .p = s, .n = strlen(s) };
+    return (pasyn_value){.type = PASYN_TEXT, .p = s, .n = strlen(s)};
 }
 
 /* Queues the task; `slot` receives it when it has come back (its user word points there). */
@@ -96,7 +96,7 @@ static int submit(pasyn_task *t, pasyn_task **slot)
 static int wait_all(void)
 {
     while (in_flight > 0) {
-        struct pollfd pfd = { .fd = pasyn_hub_fd(hub), .events = POLLIN };
+        struct pollfd pfd = {.fd = pasyn_hub_fd(hub), .events = POLLIN};
         int n = poll(&pfd, 1, 10000);
         if (n < 0 && errno == EINTR)
             continue;
@@ -167,19 +167,19 @@ static void create_and_insert(void)
 
     /* One statement, three parameter sets, run together on the writer: pasyn_task_next_set
      * ends each set, the last one too. */
-    static const char photo[] = { 'P', 0, 'N', 'G' }; /* a blob may hold NULs */
-    static const char *const names[] = { "ada", "grace", "linus" };
-    static const int ages[] = { 36, 45, 28 };
+    static const char photo[] = {'P', 0, 'N', 'G'}; /* a blob may hold NULs */
+    static const char *const names[] = {"ada", "grace", "linus"};
+    static const int ages[] = {36, 45, 28};
     t = task(PASYN_MANY, "INSERT INTO people (name, age, score, photo) VALUES (?, ?, ?, ?)");
     for (int i = 0; i < 3; i++) {
         bind(t, NULL, text(names[i]));
         bind(t, NULL, integer(ages[i]));
         if (i == 0) {
-            bind(t, NULL, (pasyn_value){ .type = PASYN_FLOAT, .d = 1.5 });
-            bind(t, NULL, (pasyn_value){ .type = PASYN_BLOB, .p = photo, .n = sizeof photo });
+            bind(t, NULL, (pasyn_value){.type = PASYN_FLOAT, .d = 1.5});
+            bind(t, NULL, (pasyn_value){.type = PASYN_BLOB, .p = photo, .n = sizeof photo});
         } else {
-            bind(t, NULL, (pasyn_value){ .type = PASYN_NULL });
-            bind(t, NULL, (pasyn_value){ .type = PASYN_NULL });
+            bind(t, NULL, (pasyn_value){.type = PASYN_NULL});
+            bind(t, NULL, (pasyn_value){.type = PASYN_NULL});
         }
         if (pasyn_task_next_set(t) != 0)
             die("out of memory");
@@ -203,7 +203,7 @@ static void create_and_insert(void)
 /* Four counts in flight at once: the readers run them side by side. */
 static void reads_side_by_side(void)
 {
-    static const int64_t older_than[4] = { 0, 30, 40, 100 }, expected[4] = { 4, 3, 2, 0 };
+    static const int64_t older_than[4] = {0, 30, 40, 100}, expected[4] = {4, 3, 2, 0};
     pasyn_task *done[4];
     for (int i = 0; i < 4; i++) {
         pasyn_task *t = task(PASYN_EXEC, "SELECT count(*) FROM people WHERE age > ?");
@@ -213,7 +213,7 @@ static void reads_side_by_side(void)
     }
     ok(in_flight == 4 && wait_all() == 0, "four reads submitted before waiting all come back");
     for (int i = 0; i < 4; i++) {
-        pasyn_value v = { 0 };
+        pasyn_value v = {0};
         int one_row = succeeded(done[i]) && values(done[i], &v, 1) == 1;
         ok(one_row && v.type == PASYN_INT && v.i == expected[i],
            "count of age > %" PRId64 ": %" PRId64, older_than[i], v.i);
@@ -243,8 +243,7 @@ static void columns_and_types(void)
        "integer, text and float values");
     ok(v[4].type == PASYN_BLOB && v[4].n == 4 && memcmp(v[4].p, "P\0NG", 4) == 0,
        "a blob with a NUL byte, of %zu bytes", v[4].n);
-    ok(is_text(&v[6], "grace") && v[8].type == PASYN_NULL && v[9].type == PASYN_NULL,
-       "NULLs");
+    ok(is_text(&v[6], "grace") && v[8].type == PASYN_NULL && v[9].type == PASYN_NULL, "NULLs");
     pasyn_task_free(t);
 }
 
@@ -276,15 +275,14 @@ static void streamed_result(void)
         t = run(t);
     }
     pasyn_task_free(t);
-    ok(rows == 20000 && sum == 200010000 && chunks > 1, "20000 rows in %" PRId64 " chunks",
-       chunks);
+    ok(rows == 20000 && sum == 200010000 && chunks > 1, "20000 rows in %" PRId64 " chunks", chunks);
 }
 
 /* A transaction belongs to an owner (an id of the caller's choosing): until it ends, the writer
  * runs only that owner's tasks. Tasks of one owner run in the order they were submitted. */
 static void transaction(void)
 {
-    static const char *const steps[] = { "BEGIN IMMEDIATE", "DELETE FROM people", "ROLLBACK" };
+    static const char *const steps[] = {"BEGIN IMMEDIATE", "DELETE FROM people", "ROLLBACK"};
     pasyn_task *done[3];
     for (int i = 0; i < 3; i++) {
         pasyn_task *t = task(PASYN_EXEC, steps[i]);
@@ -300,7 +298,7 @@ static void transaction(void)
     for (int i = 0; i < 3; i++)
         pasyn_task_free(done[i]);
     pasyn_task *t = run(task(PASYN_EXEC, "SELECT count(*) FROM people"));
-    pasyn_value v = { 0 };
+    pasyn_value v = {0};
     int one_row = succeeded(t) && values(t, &v, 1) == 1;
     ok(one_row && v.i == 4, "the rows are still there: %" PRId64, v.i);
     pasyn_task_free(t);
@@ -350,7 +348,7 @@ int main(void)
     pasyn_options_init(&opts);
     opts.readers = 2;
     opts.foreign_keys = 1;
-    static const char *const pragmas[] = { "cache_size", "-4000", NULL };
+    static const char *const pragmas[] = {"cache_size", "-4000", NULL};
     opts.pragmas = pragmas;
     pasyn_task *opened = task(PASYN_OPEN, NULL), *done;
     pasyn_task_set_user(opened, &done);
