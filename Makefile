@@ -1,7 +1,7 @@
 # pasyn-sqlite: build the C core and the Lua binding, test, install.
 #   make                      build for Lua 5.4 (LUA_VERSION=5.4, 5.3, 5.1 or luajit)
-#   make test                 C unit tests, the C-host example, nginx (spec/nginx/nginx.t), and
-#                             every spec under Lua 5.4, 5.3 and LuaJIT, through prove
+#   make test                 C unit tests, the C-host and C API examples, nginx (spec/nginx/nginx.t),
+#                             and every spec under Lua 5.4, 5.3 and LuaJIT, through prove
 #   make asan | tsan          the same under AddressSanitizer+UBSan / ThreadSanitizer
 #   make install PREFIX=/usr/local [DESTDIR=...]   the Lua module (install-lua) and the C
 #                             library (install-lib); make uninstall removes them
@@ -177,6 +177,7 @@ uninstall-lua:
 lint:
 	luacheck lua spec examples bench
 	$(MAKE) --no-print-directory -B BUILD=build/lint CFLAGS="-O2 -Werror" all
+	$(CC) -std=c11 $(WARN) -Werror -Ic -fsyntax-only examples/c_api.c
 
 # The C files in the style of .clang-format (clang-format 14).
 CLANG_FORMAT ?= clang-format
