@@ -1,7 +1,7 @@
 # The chart of W3 and W4 (bench/chart.svg): throughput of CPU-heavy reads against the readers of
 # the pool, and how late a 1 ms ticker wakes beside them, async (pasyn) against sync (LuaDBI).
 # bench/suite.lua writes the data (gnuplot variables and two data blocks) and runs:
-#   gnuplot -e "data = 'build/bench-chart.dat'; out = 'bench/chart.svg'" bench/chart.gp
+#   gnuplot -e "data = 'build/bench-chart.dat'; out = 'build/bench-chart.svg'" bench/chart.gp
 load data
 set terminal svg size 1000,460 dynamic noenhanced font "Helvetica,13" background "white"
 set output out

@@ -2,11 +2,12 @@
 -- on the workloads of the benchmark plan (W1-W8, W7p, M1); every workload on the same file and
 -- data for all its competitors, in interleaved rounds; one table at the end with medians,
 -- min-max, per-round ratios and whether each target is met, then notes, and a chart of W3 and W4
--- (bench/chart.svg, drawn by gnuplot from bench/chart.gp). See bench/README.md.
+-- (build/bench-chart.svg, drawn by gnuplot from bench/chart.gp). See bench/README.md.
 --   make bench
 --   LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 bench/suite.lua
 -- Environment: BENCH_SCALE (default 1; 0.1 for a quick run), BENCH_ROUNDS (default 5),
--- BENCH_ONLY (e.g. "W1,W3": only those workloads). Progress goes to stderr.
+-- BENCH_ONLY (e.g. "W1,W3": only those workloads), BENCH_CHART (where the chart goes, default
+-- build/bench-chart.svg; bench/chart.svg is the README's). Progress goes to stderr.
 
 local ROOT = (arg and arg[0] or ""):match("^(.*)/bench/[^/]*$") or "."
 package.path = ROOT .. "/bench/?.lua;" .. package.path
@@ -756,9 +757,13 @@ local function w4()
 end
 
 -- Writes build/bench-chart.dat (gnuplot variables and data blocks) from what W3 and W4 left and,
--- when gnuplot is installed, draws bench/chart.svg from it with bench/chart.gp.
+-- when gnuplot is installed, draws the chart from it with bench/chart.gp: to BENCH_CHART (a path
+-- from the top of the tree, or absolute), by default build/bench-chart.svg; make bench
+-- CHART=bench/chart.svg replaces the README's chart.
 local function draw_chart(cores)
-    local data, svg = ROOT .. "/build/bench-chart.dat", ROOT .. "/bench/chart.svg"
+    local chart_path = os.getenv("BENCH_CHART") or "build/bench-chart.svg"
+    local data = ROOT .. "/build/bench-chart.dat"
+    local svg = chart_path:sub(1, 1) == "/" and chart_path or ROOT .. "/" .. chart_path
     local reads, ticker = chart.w3, chart.w4
     local function first(v) -- a reference's median, NaN (no line) when it did not run
         return v and string.format("%.6g", v[1]) or "NaN"
@@ -796,7 +801,7 @@ local function draw_chart(cores)
     local cmd = lib.command("gnuplot", "-e", string.format("data = '%s'; out = '%s'", data, svg),
                             ROOT .. "/bench/chart.gp")
     check(os.execute(cmd), "gnuplot failed: %s", cmd)
-    print("chart of W3 and W4: bench/chart.svg")
+    print("chart of W3 and W4: " .. chart_path)
 end
 
 -- ---- W5: 256 coroutines of single-row autocommit INSERTs, group commit on and off ----------------

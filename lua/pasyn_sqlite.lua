@@ -2,7 +2,27 @@
 -- sqlite3; every call that talks to the database yields inside the built-in scheduler and
 -- blocks anywhere else. The work itself runs on the C core's writer and reader threads.
 
-local core = require "pasyn_sqlite.core"
+local core
+do
+    local ok, loaded = pcall(require, "pasyn_sqlite.core")
+    local path = not ok and tostring(loaded):match("from file '(.-)'")
+    -- Built for another Lua, the C module fails in the dynamic linker ("undefined symbol:
+    -- lua_...") or in luaL_checkversion: say which Lua it was built for (its file says) and
+    -- how to build it for this one.
+    if path and (loaded:find("undefined symbol: lua") or loaded:find("version mismatch")) then
+        local f = io.open(path, "rb")
+        local built = f and f:read("*a"):match("pasyn_sqlite%.core built for ([%w%. ]+)")
+        if f then f:close() end
+        local this = jit and "LuaJIT" or _VERSION -- luacheck: ignore jit
+        local version = jit and "luajit" or _VERSION:match("%d+%.%d+")
+        loaded = string.format("pasyn_sqlite: the C module %s was built for %s, this is %s:"
+            .. " rebuild it with make LUA_VERSION=%s (or luarocks --lua-version=%s)\n(%s)",
+            path, built or "another Lua", this, version, version == "luajit" and "5.1" or version,
+            loaded)
+    end
+    if not ok then error(loaded, 0) end
+    core = loaded
+end
 local errors = require "pasyn_sqlite.errors"
 local sched = require "pasyn_sqlite.scheduler"
 

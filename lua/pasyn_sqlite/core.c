@@ -1014,6 +1014,16 @@ static int l_set_int64(lua_State *L)
     return 0;
 }
 
+/* The Lua this module was built for, also as plain text in the file: built for another Lua, the
+ * module fails in the dynamic linker ("undefined symbol: lua_...") before it can say so, and
+ * pasyn_sqlite.lua then reads it from the file to tell the user. */
+#ifdef LUA_JITLIBNAME
+#define BUILT_FOR "LuaJIT"
+#else
+#define BUILT_FOR LUA_VERSION
+#endif
+static const char built_for[] = "pasyn_sqlite.core built for " BUILT_FOR;
+
 LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L);
 
 LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
@@ -1032,6 +1042,9 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"set_int64", l_set_int64}, {"isyieldable", l_isyieldable},
         {NULL, NULL},
     };
+#if LUA_VERSION_NUM >= 502
+    luaL_checkversion(L); /* a running Lua of another version that has every symbol we use */
+#endif
     lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY);
     if (lua_isnil(L, -1)) {
         lhub *h = lua_newuserdata(L, sizeof *h);
@@ -1070,5 +1083,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
     lua_setfield(L, -2, "version");
     lua_pushstring(L, pasyn_sqlite_version());
     lua_setfield(L, -2, "sqlite_version");
+    lua_pushstring(L, built_for + sizeof "pasyn_sqlite.core built for " - 1);
+    lua_setfield(L, -2, "built_for");
     return 1;
 }
