@@ -175,9 +175,11 @@ describe("work stealing", function()
                 end
             end)
             local after = conn:stats()
+            -- Left parked, a reader runs none of them; how many each runs otherwise depends on
+            -- how the machine's cores are shared at the time.
             for i = 1, 2 do
                 local ran = after.readers[i].executed - before.readers[i].executed
-                assert.is_true(ran >= 2, "reader " .. i .. " ran only " .. ran .. " of the 7 reads")
+                assert.is_true(ran >= 1, "reader " .. i .. " ran none of the 7 reads")
             end
         end
         conn:close()
