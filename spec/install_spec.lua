@@ -11,6 +11,11 @@ local version = jit and "luajit" or _VERSION:match("%d+%.%d+")
 local interpreter = version == "luajit" and "luajit" or "lua" .. version
 local other = version == "5.4" and "5.3" or "5.4"
 
+-- Under make tsan the shell that os.execute and io.popen start inherits the preloaded
+-- ThreadSanitizer runtime, with which /bin/sh crashes before it can drop it: the checks that
+-- need a child run in make test and make asan.
+local no_children = (os.getenv("LD_PRELOAD") or ""):find("tsan", 1, true)
+
 local function sh(cmd)
     local r = os.execute("env -u LD_PRELOAD " .. cmd)
     return r == true or r == 0
@@ -32,6 +37,10 @@ describe("loading the C module", function()
     end)
 
     it("built for another Lua, fails with both Luas and the make command that rebuilds it", function()
+        if no_children then
+            pending("no child process under the preloaded ThreadSanitizer runtime")
+            return
+        end
         assert.is_true(sh("make -s LUA_VERSION=" .. other .. " >/dev/null"), "make LUA_VERSION=" .. other)
         local path = "build/lua" .. other .. "/pasyn_sqlite/core.so"
         local out, status = require_in_child("build/lua" .. other .. "/?.so")
@@ -43,6 +52,10 @@ describe("loading the C module", function()
     end)
 
     it("not found, fails with Lua's own message", function()
+        if no_children then
+            pending("no child process under the preloaded ThreadSanitizer runtime")
+            return
+        end
         local out, status = require_in_child("/nonexistent/?.so")
         assert.are_not.equal(0, status, out)
         assert.is_truthy(out:find("module 'pasyn_sqlite.core' not found", 1, true), out)
