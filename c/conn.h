@@ -15,7 +15,7 @@ enum seen_bits {
     SEEN_DML = 1,        /* INSERT/UPDATE/DELETE on a user table, at the top level */
     SEEN_NOT_READ = 2,   /* transaction control, savepoints, ATTACH/DETACH, PRAGMA, DDL, ... */
     SEEN_LOCAL = 4,      /* touches objects only the writer's connection has: TEMP or attached */
-    SEEN_CONN_STATE = 8, /* reads state of the connection that runs it (route.c, reads_conn_state) */
+    SEEN_CONN_STATE = 8, /* reads state of the connection that runs it (route.c) */
     SEEN_INSERT = 16,    /* a top-level INSERT: c->insert_names names its table and database */
     SEEN_SCHEMA = 32,    /* changes a schema: CREATE, DROP, ALTER, ATTACH, DETACH */
     SEEN_LOCKS_OUT = 64  /* a PRAGMA that would lock the pool's readers out, denied */

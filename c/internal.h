@@ -1,7 +1,7 @@
 /*
  * internal.h - what every part of the core shares: tasks and their buffers, the deque, the
- * hub's structure, and the clock and spinning helpers. Connections are in conn.h, the pool in
- * pool.h. Shared by the files of c/ and by the C unit tests; never installed.
+ * hub's structure, the clock and the spinning primitives. Connections are in conn.h, the pool
+ * in pool.h. Shared by the files of c/ and by the C unit tests; never installed.
  */
 #ifndef PASYN_INTERNAL_H
 #define PASYN_INTERNAL_H

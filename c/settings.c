@@ -88,14 +88,15 @@ static const char *const read_setting_names[] = {
     "case_sensitive_like", "reverse_unordered_selects", "trusted_schema",
     "full_column_names", "short_column_names",
 };
-_Static_assert(sizeof read_setting_names / sizeof *read_setting_names == READ_SETTINGS, "READ_SETTINGS");
+_Static_assert(sizeof read_setting_names / sizeof *read_setting_names == READ_SETTINGS,
+               "READ_SETTINGS");
 
 /* 1 + the index in read_setting_names of the setting a PRAGMA `name` = `value` sets, else 0. */
 int read_setting(const char *name, const char *value)
 {
-    for (size_t i = 0; value && name && i < sizeof read_setting_names / sizeof *read_setting_names; i++)
+    for (int i = 0; value && name && i < READ_SETTINGS; i++)
         if (strcasecmp(name, read_setting_names[i]) == 0)
-            return (int)i + 1;
+            return i + 1;
     return 0;
 }
 
@@ -118,7 +119,7 @@ void settings_apply(pasyn_pool *pool, reader *r)
     pthread_mutex_lock(&pool->read_settings.mu);
     for (int i = 0; i < READ_SETTINGS; i++)
         if (pool->read_settings.sql[i])
-            conn_exec(&r->conn, pool->read_settings.sql[i]); /* it ran on the writer: it runs here */
+            conn_exec(&r->conn, pool->read_settings.sql[i]); /* it ran on the writer: here too */
     r->settings_gen = atomic_load_explicit(&pool->read_settings.gen, memory_order_relaxed);
     pthread_mutex_unlock(&pool->read_settings.mu);
 }
