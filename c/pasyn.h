@@ -112,7 +112,8 @@ void pasyn_options_init(pasyn_options *opts);
 pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hub *hub,
                        pasyn_task *open_task, int sync);
 
-/* Stops intake (later submits fail with PASYN_ECLOSED), lets every submitted task finish,
+/* `close_task` from pasyn_task_new(PASYN_CLOSE, NULL, 0). Stops intake (later submits fail with
+ * PASYN_ECLOSED; the pool's state becomes PASYN_POOL_CLOSING), lets every submitted task finish,
  * rolls back a transaction left open, releases streamed cursors, closes every connection
  * (the writer last) and stops every thread; then `close_task` completes. A pool still
  * opening stops as soon as it is open (or has failed). Returns 0, or PASYN_ECLOSED when the
@@ -120,7 +121,7 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
 int pasyn_close(pasyn_pool *pool, pasyn_task *close_task, int sync);
 
 /* Joins the threads and frees the pool. Only after its open task failed, its close task
- * completed or pasyn_closed said so. Owner thread. */
+ * completed or pasyn_pool_state said PASYN_POOL_CLOSED. Owner thread. */
 void pasyn_pool_free(pasyn_pool *pool);
 
 /* ---- tasks --------------------------------------------------------------------------- */
@@ -254,11 +255,29 @@ void pasyn_task_set_stream(pasyn_task *t, uint64_t stream);
  * afterwards are not affected. 0, or PASYN_ECLOSED once the pool is closing. Any thread. */
 int pasyn_interrupt(pasyn_pool *pool);
 
+/* Where a pool is in its life. The core alone changes it, forward only:
+ * OPENING -> OPEN -> CLOSING -> CLOSED, or OPENING -> CLOSING -> CLOSED when the open fails. */
+enum pasyn_pool_state {
+    PASYN_POOL_OPENING = 0, /* its threads are opening their connections (the open task has not
+                               completed): submits fail with PASYN_ECLOSED; a pasyn_close now
+                               takes effect once the open ends */
+    PASYN_POOL_OPEN,        /* every connection opened: submits are taken */
+    PASYN_POOL_CLOSING,     /* pasyn_close was called, or the open failed: submits and
+                               pasyn_interrupt fail with PASYN_ECLOSED; what was submitted before
+                               runs to its end; connections are being closed */
+    PASYN_POOL_CLOSED       /* every connection is closed and every thread is ending; the close
+                               (or failed open) task is completing: pasyn_pool_free will not wait
+                               long */
+};
+
+/* The pool's state, enum pasyn_pool_state. It may move on as soon as it has been read, but only
+ * forward: PASYN_POOL_CLOSED stays. Any thread, until pasyn_pool_free. */
+int pasyn_pool_state(const pasyn_pool *pool);
+/* Non-zero when pasyn_pool_state(pool) is PASYN_POOL_CLOSED; kept for programs written
+ * before pasyn_pool_state. Any thread. */
+int pasyn_closed(const pasyn_pool *pool);
 /* The owner of the writer's open transaction, 0 when none. Any thread. */
 uint64_t pasyn_txn_owner(const pasyn_pool *pool);
-/* Non-zero once a close (or a failed open) has closed every connection and the threads are
- * ending: pasyn_pool_free will not wait long. Any thread. */
-int pasyn_closed(const pasyn_pool *pool);
 /* What SQL's total_changes() answers on the writer, as of its last task: sqlite3_total_changes()
  * less the changes of group commits that were rolled back and ran again alone. Any thread. */
 int64_t pasyn_total_changes(const pasyn_pool *pool);

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "internal.h"
+#include "conn.h"
 
 int buf_reserve(buf *b, size_t extra)
 {
@@ -198,6 +198,11 @@ void task_fail(pasyn_task *t, int err, int code, int extended, const char *messa
     t->code = code;
     t->extended = extended;
     t->message = message ? strdup(message) : NULL;
+}
+
+void task_fail_nomem(pasyn_task *t)
+{
+    task_fail(t, PASYN_ENOMEM, SQLITE_NOMEM, SQLITE_NOMEM, "out of memory");
 }
 
 void task_fail_sqlite(pasyn_task *t, sqlite3 *db, int rc)

@@ -820,7 +820,7 @@ static int l_txn_owner(lua_State *L)
 static int l_closed(lua_State *L)
 {
     lpool *p = luaL_checkudata(L, 1, POOL_MT);
-    lua_pushboolean(L, p->state == POOL_FREED || pasyn_closed(p->pool));
+    lua_pushboolean(L, p->state == POOL_FREED || pasyn_pool_state(p->pool) == PASYN_POOL_CLOSED);
     return 1;
 }
 

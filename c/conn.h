@@ -1,0 +1,164 @@
+/*
+ * conn.h - one SQLite connection as a worker uses it (conn.c), the statements cached on it
+ * (stmt.c), what its authorizer learns about a statement being prepared (route.c), and the
+ * writer's TEMP names that the other connections consult (temp_names.c).
+ */
+#ifndef PASYN_CONN_H
+#define PASYN_CONN_H
+
+#include "internal.h"
+
+/* ---- what a prepared statement is (route.c) ----------------------------------------- */
+
+/* What the authorizer reported while a statement was prepared (route.c, stmt_authorizer). */
+enum seen_bits {
+    SEEN_DML = 1,        /* INSERT/UPDATE/DELETE on a user table, at the top level */
+    SEEN_NOT_READ = 2,   /* transaction control, savepoints, ATTACH/DETACH, PRAGMA, DDL, ... */
+    SEEN_LOCAL = 4,      /* touches objects only the writer's connection has: TEMP or attached */
+    SEEN_CONN_STATE = 8, /* reads state of the connection that runs it (route.c) */
+    SEEN_INSERT = 16,    /* a top-level INSERT: c->insert_names names its table and database */
+    SEEN_SCHEMA = 32,    /* changes a schema: CREATE, DROP, ALTER, ATTACH, DETACH */
+    SEEN_LOCKS_OUT = 64  /* a PRAGMA that would lock the pool's readers out, denied */
+};
+
+/* What a prepared statement is, as far as where and how it runs goes. */
+enum stmt_kind {
+    STMT_READ = 1,  /* reads only the database: any reader may run it */
+    STMT_DML = 2,   /* a plain INSERT, UPDATE or DELETE: may join a group commit, executemany */
+    STMT_OTHER = 3  /* anything else: the writer runs it, alone */
+};
+
+/* ---- the writer's TEMP names (temp_names.c) ---------------------------------------- */
+
+/* The names of the writer's TEMP tables and views, which the writer's connection finds before
+ * main objects of the same names: the classifier and the readers, which have no TEMP schema,
+ * treat a read of such a name as the writer's (route.c, reads_local). Set by the writer after a
+ * schema change; `count` is readable without the lock. */
+typedef struct temp_names {
+    pthread_mutex_t mu;     /* guards names and n */
+    char **names;           /* n names, malloc'd */
+    size_t n;
+    _Atomic size_t count;   /* n, readable without the lock: 0 spares readers the lock */
+} temp_names;
+
+int temp_names_has(temp_names *tn, const char *name);              /* any thread */
+/* Takes the names the writer's connection has now; with `keep`, also keeps those known
+ * before (inside a transaction, whose changes other coroutines must not see yet). */
+void temp_names_refresh(temp_names *tn, sqlite3 *writer_db, int keep); /* the writer */
+void temp_names_free(temp_names *tn);
+
+/* ---- the connection and its statement cache ---------------------------------------- */
+
+/* A link of the cache's recency list; the first member of cached_stmt. */
+typedef struct lru_link {
+    struct lru_link *prev, *next;
+} lru_link;
+
+/* A prepared statement with what SQLite told us about it. */
+typedef struct cached_stmt {
+    lru_link lru;                       /* first: a link is also its statement */
+    struct cached_stmt *hnext;          /* hash chain */
+    sqlite3_stmt *stmt;
+    int kind;                           /* enum stmt_kind */
+    columns *cols;                      /* described once per prepare, or NULL */
+    int prepares;                       /* SQLite's re-prepare count when cols was built */
+    uint64_t run_ns;                    /* how long it runs here: a moving average */
+    int first_named;                    /* index of its first :a/@a/$a parameter, 0 when none */
+    int setting;                        /* a PRAGMA setting a read setting: 1 + its index */
+    int changes_schema;                 /* CREATE, DROP, ALTER, ATTACH, DETACH (SEEN_SCHEMA) */
+    int classified_at;                  /* SQLite's re-prepare count when kind was learned */
+    const char *insert_table;           /* a top-level INSERT: its table and database (in sql's */
+    const char *insert_db;              /* block, after the SQL), else NULL */
+    uint32_t hash;                      /* hash_sql of sql */
+    size_t sql_len;
+    char sql[];                         /* the text it was prepared from, NUL-terminated */
+} cached_stmt;
+
+/* One SQLite connection, its statement cache, the authorizer notes of its last prepare, and
+ * what may stop the task running on it. Used by one thread at a time. */
+typedef struct conn {
+    sqlite3 *db;
+    cached_stmt **buckets;              /* the cache's hash table, nbuckets a power of two */
+    size_t nbuckets, count, capacity;   /* statements cached now, and at most */
+    lru_link lru;                       /* sentinel: lru.next is the most recent */
+    unsigned seen;                      /* authorizer notes, bits of enum seen_bits */
+    int setting;                        /* a PRAGMA setting a read setting: 1 + its index */
+    buf insert_names;                   /* with SEEN_INSERT: "table\0database\0" of the INSERT */
+    temp_names *temp_names;             /* the writer's TEMP names, on the other connections */
+    int refuse_locks_out;               /* deny PRAGMAs that would lock other connections out */
+
+    /* the running task, between conn_arm and conn_disarm */
+    int armed;
+    uint64_t deadline;                  /* now_ns() past which it stops; 0 none */
+    const _Atomic uint64_t *interrupts; /* the pool's interrupt count (pasyn_interrupt), or NULL */
+    uint64_t interrupts_seen;           /* that count when the task started */
+    int timed_out;                      /* the progress handler stopped it at its deadline */
+
+    /* the statement whose insert conn_watch_insert watches */
+    const cached_stmt *inserting;
+    int64_t rowid_before;               /* last_insert_rowid() before it ran */
+    int reinserted;                     /* its table got a row with that rowid again */
+} conn;
+
+/* conn.c: opening and closing, and the hooks that watch the running task. */
+
+/* Opens a connection with SQLite's `flags` (plus NOMUTEX, URI and PRIVATECACHE); `interrupts`
+ * (may be NULL) is the counter whose change stops a task armed before it. SQLite's code, with
+ * *errmsg (malloc'd) on failure. The thread that will use the connection. */
+int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capacity,
+              const _Atomic uint64_t *interrupts, char **errmsg);
+void conn_close(conn *c);
+/* Runs a statement that returns nothing; SQLite's code. */
+int conn_exec(conn *c, const char *sql);
+/* Rolls back the transaction open on the connection, if one is (an error may have ended it). */
+void conn_rollback_open(conn *c);
+/* Around running a task: the connection's progress handler stops it at its deadline (a task
+ * with a timeout) or when the pool is interrupted meanwhile; disarming names the timeout in the
+ * task's error when that is what stopped it. Nothing unarmed is ever stopped. */
+void conn_arm(conn *c, const pasyn_task *t);
+void conn_disarm(conn *c, pasyn_task *t);
+/* Around stepping a statement on the writer: whether it inserted a row itself (a top-level
+ * INSERT that inserted, not a trigger's or an upsert's update), told without planting anything
+ * in the connection: last_insert_rowid() changed, or the update hook (set meanwhile) saw the
+ * statement's table get a row with the same rowid again (REPLACE). */
+void conn_watch_insert(conn *c, const cached_stmt *s);
+int conn_inserted(conn *c, int64_t *rowid);
+
+/* route.c: the authorizer every connection runs, and what it makes of a statement. */
+
+int stmt_authorizer(void *conn, int action, const char *a, const char *b, const char *dbname,
+                    const char *inner);
+/* The kind of a statement just prepared (or re-prepared) on `c`, from sqlite3_stmt_readonly()
+ * and the authorizer's notes of that prepare. */
+int stmt_kind_of(conn *c, sqlite3_stmt *st);
+
+/* stmt.c: running one statement on a connection. */
+
+uint32_t hash_sql(const char *s, size_t n);
+/* Sets up an empty cache of at most `capacity` statements (0: each is finalized when given
+ * back), or finalizes every cached statement and frees the cache. 0, or -1 when out of memory. */
+int stmt_cache_init(conn *c, int capacity);
+void stmt_cache_free(conn *c);
+/* The statement for the task's SQL from the cache, or a newly prepared one. On failure fills
+ * the task's error and returns NULL. A statement text holding more than one statement is refused
+ * (PASYN_EPROGRAMMING). An empty one gives NULL with no error. */
+cached_stmt *stmt_acquire(conn *c, pasyn_task *t);
+/* Gives a statement back to the cache (reset, bindings cleared). */
+void stmt_release(conn *c, cached_stmt *s);
+/* Fills the task's error for a prepare that failed with `rc`: SQLite's, or why the authorizer
+ * denied it. */
+void stmt_fail_prepare(conn *c, pasyn_task *t, int rc);
+/* Binds the task's parameters between byte offsets `from` and `to` of its buffer (one set);
+ * 0, or fills the task's error. */
+int stmt_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to);
+/* Steps into the task's rows; returns SQLITE_ROW when it stopped because the chunk is full
+ * (chunk 0: no limit), SQLITE_DONE, or fills the task's error. Sets the task's column count,
+ * and with `describe` its column names and types. */
+int stmt_step_rows(conn *c, cached_stmt *s, pasyn_task *t, size_t chunk, int describe);
+/* The statement's kind after it was stepped: when SQLite re-prepared it meanwhile (after a
+ * schema change, made by another process too), the kind of the new statement. */
+int stmt_kind_now(conn *c, cached_stmt *s);
+/* Gives the task the statement's column names and types (described once per prepare; task.c). */
+int task_set_columns(pasyn_task *t, cached_stmt *s);
+
+#endif

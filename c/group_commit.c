@@ -1,0 +1,188 @@
+/*
+ * group_commit.c - the writer's batches. When plain writes (INSERT, UPDATE, DELETE, or an
+ * executemany of one) queue up, the writer runs them as BEGIN IMMEDIATE; ...; COMMIT and
+ * completes them, each with its own result, only once the COMMIT has succeeded.
+ */
+#include "pool.h"
+
+/* The most statements one batch holds: a bound on how long the first of them waits. */
+#define BATCH_MAX 512
+
+/* The statements a batch is made of, prepared once on the writer's connection. */
+static const char *const batch_sql[BATCH_STMTS] = {
+    [BATCH_BEGIN] = "BEGIN IMMEDIATE",
+    [BATCH_COMMIT] = "COMMIT",
+    [BATCH_ROLLBACK] = "ROLLBACK",
+};
+
+static int batch_exec(pasyn_pool *pool, enum batch_stmt which)
+{
+    sqlite3_stmt **st = &pool->batch.stmts[which];
+    if (!*st) {
+        int rc = sqlite3_prepare_v3(pool->writer.conn.db, batch_sql[which], -1,
+                                    SQLITE_PREPARE_PERSISTENT, st, NULL);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    int rc = sqlite3_step(*st);
+    sqlite3_reset(*st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Ends the batch's transaction unless an error already did. */
+static void batch_undo(pasyn_pool *pool)
+{
+    if (!sqlite3_get_autocommit(pool->writer.conn.db))
+        batch_exec(pool, BATCH_ROLLBACK);
+}
+
+void group_commit_close(pasyn_pool *pool)
+{
+    for (int i = 0; i < BATCH_STMTS; i++) {
+        sqlite3_finalize(pool->batch.stmts[i]);
+        pool->batch.stmts[i] = NULL;
+    }
+}
+
+/* Only a plain write may join a batch: an INSERT, UPDATE or DELETE, or an executemany of
+ * one. Anything else (transaction control, DDL, PRAGMA, VACUUM, reads) runs alone. */
+static int joins_batch(pasyn_pool *pool, pasyn_task *t)
+{
+    if (t->kind != PASYN_EXEC && t->kind != PASYN_MANY)
+        return 0;
+    cached_stmt *s = stmt_acquire(&pool->writer.conn, t);
+    if (!s) {
+        task_reset_result(t); /* it runs alone and reports the error itself */
+        return 0;
+    }
+    int dml = s->kind == STMT_DML;
+    stmt_release(&pool->writer.conn, s);
+    return dml;
+}
+
+/* The next task for the batch. When the queue is empty but writes have come in since the batch
+ * began, more are likely on their way (the callers of the last batch resume one by one): watch
+ * for them before committing, since each one that comes saves a COMMIT of its own. For how
+ * long: a few of the gaps seen between such writes, or the time a COMMIT takes if that is
+ * longer, never more than SPIN_NS. Writes that were all queued at once never wait, unless
+ * `expect` says that the callers of the last batch are likely to write again. */
+static pasyn_task *batch_next(pasyn_pool *pool, int expect, uint64_t pushed_at_start)
+{
+    batching *b = &pool->batch;
+    uint64_t seen = atomic_load(&pool->writer.pushed);
+    pasyn_task *t = writer_take_head(pool);
+    if (t || (!expect && seen == pushed_at_start))
+        return t;
+    uint64_t linger = 3 * b->gap_ns > b->commit_ns ? 3 * b->gap_ns : b->commit_ns;
+    if (linger > SPIN_NS)
+        linger = SPIN_NS;
+    uint64_t start = now_ns();
+    if (writer_spin(pool, seen, linger) && (t = writer_take_head(pool)) != NULL)
+        b->gap_ns = (b->gap_ns * 7 + (now_ns() - start)) / 8;
+    return t;
+}
+
+static void batch_count(pasyn_pool *pool, int n)
+{
+    batching *b = &pool->batch;
+    atomic_fetch_add(&b->count, 1);
+    atomic_fetch_add(&b->statements, (uint64_t)n);
+    if ((uint64_t)n > atomic_load(&b->most))
+        atomic_store(&b->most, (uint64_t)n);
+}
+
+/* A statement that leaves a deferred foreign key violation pending would fail alone, at its
+ * own COMMIT (foreignkeys.html, 4.2); in a batch a later statement could mend it before the
+ * shared COMMIT (c3ref/c_dbstatus_options.html, SQLITE_DBSTATUS_DEFERRED_FKS). */
+static int defers_violation(sqlite3 *db)
+{
+    int pending = 0, highwater = 0;
+    sqlite3_db_status(db, SQLITE_DBSTATUS_DEFERRED_FKS, &pending, &highwater, 0);
+    return pending > 0;
+}
+
+/* A task the progress handler stopped (its timeout, or conn:interrupt()): it is not run again. */
+static int was_stopped(const pasyn_task *t)
+{
+    return t->err == PASYN_ESQLITE && t->code == SQLITE_INTERRUPT;
+}
+
+/* Runs `first` and the plain writes queued right behind it as one transaction, and completes
+ * them only once the COMMIT has succeeded. A statement that fails on its own keeps what SQLite
+ * keeps of it alone, with no savepoint of ours: SQLite's statement journal undoes it after the
+ * default ABORT, and OR FAIL keeps the rows before the failing one (lang_conflict.html). When
+ * the batch cannot commit (a statement ended the transaction: RAISE(ROLLBACK), OR ROLLBACK, an
+ * I/O error; or the COMMIT failed), nothing of it was kept, and every statement runs again
+ * alone, in order, so that each gets the answer and leaves the connection state (changes(),
+ * last_insert_rowid()) it would have alone; only a statement that was stopped (timeout,
+ * interrupt) keeps its error. Returns a task taken from the queue that did not run in the batch
+ * (it runs next, alone), or NULL. */
+static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
+{
+    sqlite3 *db = pool->writer.conn.db;
+    pasyn_task *batch[BATCH_MAX], *next = NULL;
+    int n = 0, broken = 0;
+    uint64_t pushed_at_start = atomic_load(&pool->writer.pushed);
+    int64_t total_before = sqlite3_total_changes64(db);
+    int64_t rowid_before = sqlite3_last_insert_rowid(db);
+    int64_t changes_before = changes_now(pool);
+    if (batch_exec(pool, BATCH_BEGIN) != SQLITE_OK) {
+        batch_undo(pool);
+        return first; /* e.g. busy: it runs alone and meets the error itself */
+    }
+    for (pasyn_task *t = first; t;) {
+        batch[n++] = t;
+        writer_run_task(pool, t);
+        /* The statement ended the whole transaction, or it must meet a COMMIT of its own. */
+        if (sqlite3_get_autocommit(db) || defers_violation(db)) {
+            broken = 1;
+            break;
+        }
+        if (n == BATCH_MAX || !(t = batch_next(pool, expect, pushed_at_start)))
+            break;
+        if (!joins_batch(pool, t)) {
+            next = t;
+            break;
+        }
+    }
+    if (!broken) {
+        uint64_t start = now_ns();
+        broken = batch_exec(pool, BATCH_COMMIT) != SQLITE_OK;
+        /* A running average, for batch_next. */
+        pool->batch.commit_ns = (pool->batch.commit_ns * 7 + (now_ns() - start)) / 8;
+    }
+    pool->batch.last = broken ? 0 : n;
+    if (!broken && n > 1)
+        batch_count(pool, n);
+    if (broken) {
+        batch_undo(pool);
+        /* Back to the connection state of the batch's start, which one connection running
+         * the statements alone would have when the first of them starts. */
+        sqlite3_set_last_insert_rowid(db, rowid_before);
+        changes_batch_undone(pool, total_before, changes_before);
+        for (int i = 0; i < n; i++) {
+            if (!was_stopped(batch[i])) {
+                task_reset_result(batch[i]);
+                writer_run_task(pool, batch[i]);
+            } else { /* stopped alone, its statement would have set changes() to 0 */
+                changes_batch_undone(pool, sqlite3_total_changes64(db), 0);
+            }
+        }
+    }
+    writer_settle(pool, 0);
+    for (int i = 0; i < n; i++)
+        task_complete(batch[i]);
+    return next;
+}
+
+pasyn_task *group_commit_run(pasyn_pool *pool, pasyn_task *t, int more)
+{
+    /* Worth a batch when writes wait behind this one, or when the last batch's callers are
+     * likely to write again soon (they were all woken at once). */
+    int expect = pool->batch.last > 1;
+    if (pool->opts.group_commit && atomic_load(&pool->writer.txn_owner) == 0 &&
+        (expect || more) && joins_batch(pool, t))
+        return batch_run(pool, t, expect);
+    pool->batch.last = 0;
+    return t;
+}

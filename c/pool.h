@@ -1,0 +1,262 @@
+/*
+ * pool.h - the pool's state, grouped by the part that owns it (writer, group commit, readers,
+ * routes, lifecycle, settings), and the calls one part makes into another along a statement's
+ * path: submit.c -> writer.c / reader.c -> stmt.c -> the hub.
+ */
+#ifndef PASYN_POOL_H
+#define PASYN_POOL_H
+
+#include "conn.h"
+
+/* ---- tuning ------------------------------------------------------------------------- */
+
+/* How many of the pool's workers may spin at once: on a small machine more would take the
+ * cores that the busy threads need. */
+#define SPINNERS_MAX 1
+/* A read that runs this long (on average, on the reader that ran it) is a long one: with
+ * stealing on, short reads queued behind it are taken first. */
+#define LONG_READ_NS 1000000
+/* The time slice readers ask for (reader.c, lengthen_slice). */
+#define READER_SLICE_NS 5000000
+/* How many short reads a reader takes in a row ahead of a long one of its own queue. */
+#define OVERTAKE_MAX 32
+/* How many read settings settings.c knows (read_setting_names). */
+#define READ_SETTINGS 5
+
+/* ---- the parts of a pool ------------------------------------------------------------ */
+
+/* The writer: one connection that runs everything that is not a read, a FIFO, and the
+ * transaction-owner gate (writer.c). */
+typedef struct writer {
+    pthread_t thread;
+    int started;                    /* the thread was created: pasyn_pool_free joins it */
+    conn conn;                      /* its connection */
+    pthread_mutex_t mu;             /* guards queue and queued */
+    pthread_cond_t cv;              /* the writer parks on it, with mu, when nothing may run */
+    pasyn_task queue;               /* sentinel of the FIFO: queue.next is the oldest task. The
+                                       close task (PASYN_CLOSE) ends it */
+    size_t queued;                  /* tasks in the FIFO */
+    _Atomic uint64_t pushed;        /* tasks ever queued: a spinning writer watches it */
+    _Atomic uint64_t txn_owner;     /* the owner of the transaction open on conn, 0 none */
+    _Atomic int64_t total_changes;  /* what total_changes() answers, as of the last task */
+    _Atomic uint64_t executed;      /* tasks run (pasyn_stats) */
+    _Atomic int has_local;          /* conn has TEMP objects or ATTACHed databases */
+    int schema_in_txn;              /* the open transaction changed a schema (writer thread) */
+} writer;
+
+/* The statements a group commit is made of (group_commit.c). */
+enum batch_stmt { BATCH_BEGIN, BATCH_COMMIT, BATCH_ROLLBACK, BATCH_STMTS };
+
+/* Group commit: what the writer learned of batches (writer thread) and their counters. */
+typedef struct batching {
+    sqlite3_stmt *stmts[BATCH_STMTS]; /* BEGIN IMMEDIATE, COMMIT, ROLLBACK: prepared once */
+    uint64_t commit_ns;             /* how long a batch's COMMIT takes: a running average */
+    uint64_t gap_ns;                /* how long a batch waited for its next write: the same */
+    int last;                       /* statements in the last batch; 0 after a task run alone */
+    _Atomic uint64_t count;         /* batches of two or more statements (pasyn_stats) */
+    _Atomic uint64_t statements;    /* statements run in them */
+    _Atomic uint64_t most;          /* the most statements one of them held */
+} batching;
+
+/* SQL's changes() and total_changes() on the writer (changes.c): as one connection running the
+ * writes one by one would answer, not counting group commits that were rolled back and whose
+ * statements ran again alone. Writer thread. */
+typedef struct change_counts {
+    int64_t uncounted;              /* changes SQLite counted in such group commits */
+    int64_t before;                 /* changes() when such a group commit began, */
+    int stale;                      /* answered while changes() and total_changes() stay */
+    int64_t stale_changes, stale_total; /* as the group commit's ROLLBACK left them */
+} change_counts;
+
+/* One reader thread, its connection and its queues (reader.c). */
+typedef struct reader {
+    pasyn_pool *pool;
+    int index;                      /* in pool->readers.all */
+    pthread_t thread;
+    int started;                    /* the thread was created: it is joined at close */
+    conn conn;                      /* its read-only connection */
+    deque queue;                    /* its own tasks; others may steal from the back */
+    deque pinned;                   /* tasks that only this reader may run (streams) */
+    pthread_cond_t cv;              /* parks on queue.mu */
+    int sleeping;                   /* under queue.mu: parked on cv */
+    _Atomic int sleeping_hint;      /* the same, readable without the lock */
+    _Atomic int spinning;           /* watching for work before parking */
+    int wake_pending;               /* under queue.mu: a wake-up is pending */
+    cached_stmt *stream;            /* the statement of the streamed result it holds */
+    uint64_t stream_id;             /* and its id (pasyn_task_stream) */
+    _Atomic int streaming;          /* stream != NULL, readable by the other threads */
+    _Atomic uint64_t executed, stolen; /* tasks run, and taken from another reader (stats) */
+    int overtaken;                  /* short reads taken in a row before a long one of its own */
+    uint64_t settings_gen;          /* the pool's read_settings.gen it applied last */
+    pasyn_task exit_task;           /* queued on pinned to end its loop (readers_stop) */
+} reader;
+
+/* The readers as a whole (reader.c). */
+typedef struct readers {
+    int count;                      /* reader threads (the readers option) */
+    int used;                       /* reads go to them: some exist, WAL mode or read-only, no
+                                       exclusive locking. Set by the writer before the pool
+                                       serves (an atomic store), which submitters load first */
+    reader *all;                    /* count of them */
+    deque injector;                 /* reads a reader holding a stream passed on */
+    _Atomic unsigned next;          /* round-robin cursor of readers_push */
+    _Atomic int long_reads;         /* long reads queued or running */
+    _Atomic int streaming;          /* readers holding a stream */
+    _Atomic uint64_t stream_serial; /* the last stream's serial */
+} readers;
+
+/* A small cache of statement routes, keyed by SQL text (route.c), and the connection that
+ * learns the route of SQL seen for the first time (submit.c, route_of). */
+enum route { ROUTE_UNKNOWN = 0, ROUTE_READ = 1, ROUTE_WRITE = 2 };
+
+typedef struct route_entry {
+    struct route_entry *next;
+    uint32_t hash;                  /* hash_sql of sql */
+    int route;                      /* enum route */
+    int long_read;                  /* a long read, as a reader last found (LONG_READ_NS) */
+    size_t len;
+    char sql[];
+} route_entry;
+
+typedef struct routes {
+    pthread_mutex_t mu;             /* guards the cache: buckets, count, gen */
+    route_entry **buckets;          /* nbuckets, a power of two */
+    size_t nbuckets, count;
+    uint64_t gen;                   /* routes_forget calls: a verdict learned before one is
+                                       not kept */
+    conn classifier;                /* read-only, prepares SQL text seen for the first time */
+    pthread_mutex_t classifier_mu;  /* guards it: submitters of any thread use it */
+} routes;
+
+/* The pool's life (pool.c): its state, the steps of the open, the tasks that report the open
+ * and the close, and the gate that keeps submits out once it closes. */
+typedef struct lifecycle {
+    _Atomic int state;              /* enum pasyn_pool_state; changed under mu */
+    pthread_mutex_t mu;             /* guards state changes and what follows (not intake) */
+    pthread_cond_t changed;         /* a step of the open was made */
+    int writer_opened;              /* 1 once the writer opened (and set WAL), -1: it failed */
+    int readers_opened;             /* readers that opened, in index order, */
+    int readers_failed;             /* and that failed to */
+    pasyn_task *open_task;          /* completes when every connection opened or one failed */
+    pasyn_task *close_task;         /* pasyn_close's: queued to the writer once the pool opened */
+    pthread_rwlock_t intake;        /* submits hold it shared; close takes it alone */
+} lifecycle;
+
+/* Read settings (settings.c) the writer ran through execute: the last PRAGMA for each, which
+ * every reader applies before its next task once `gen` moved. */
+typedef struct read_settings {
+    pthread_mutex_t mu;             /* guards sql */
+    char *sql[READ_SETTINGS];       /* malloc'd, or NULL: never set */
+    _Atomic uint64_t gen;           /* changes of sql */
+} read_settings;
+
+struct pasyn_pool {
+    pasyn_hub *hub;                 /* where every task completes */
+    pasyn_options opts;             /* copied at open; strings owned by the pool */
+    char **pragmas;                 /* the pragmas option, copied: name, value, ..., NULL */
+    char *path;                     /* what the writer opens */
+    char *reader_path;              /* what readers open: a URI asking for mode=rw(c) asks ro */
+    char *memfile;                  /* the private file behind ":memory:", removed at close */
+
+    lifecycle life;
+    writer writer;
+    batching batch;
+    change_counts changes;
+    readers readers;
+    routes routes;
+    read_settings read_settings;
+    temp_names temp_names;          /* the writer's TEMP tables and views (temp_names.c) */
+    _Atomic int spinners;           /* workers watching for work before they park */
+    _Atomic uint64_t interrupts;    /* pasyn_interrupt calls: stops tasks started before one */
+};
+
+/* ---- calls between the parts -------------------------------------------------------- */
+
+/* Watches `ready(pool, arg)` for up to `ns` before the caller parks: 1 once it was true, 0 at
+ * once when SPINNERS_MAX workers spin already. `spinning` (or NULL) is set meanwhile. Inlined,
+ * so `ready` is too. Worker threads. */
+static inline int pool_spin(pasyn_pool *pool, uint64_t ns, _Atomic int *spinning,
+                            int (*ready)(pasyn_pool *, void *), void *arg)
+{
+    if (atomic_fetch_add(&pool->spinners, 1) >= SPINNERS_MAX) {
+        atomic_fetch_sub(&pool->spinners, 1);
+        return 0;
+    }
+    if (spinning)
+        atomic_store(spinning, 1);
+    uint64_t deadline = now_ns() + ns;
+    int found = 0;
+    do {
+        for (int i = 0; i < 64 && !found; i++) {
+            found = ready(pool, arg);
+            cpu_relax();
+        }
+    } while (!found && spin_go_on(deadline));
+    if (spinning)
+        atomic_store(spinning, 0);
+    atomic_fetch_sub(&pool->spinners, 1);
+    return found;
+}
+
+/* writer.c */
+void *writer_main(void *pool);
+void writer_push(pasyn_pool *pool, pasyn_task *t);        /* any thread */
+/* The oldest queued task, taken, when no transaction gates the queue; else NULL. Writer. */
+pasyn_task *writer_take_head(pasyn_pool *pool);
+/* Runs a task's statements on the writer's connection, leaving it uncompleted. Writer. */
+void writer_run_task(pasyn_pool *pool, pasyn_task *t);
+/* After one task or a batch: who owns the writer now, the change count readers see. Writer. */
+void writer_settle(pasyn_pool *pool, uint64_t owner);
+/* Watches for a task queued after `seen` (writer.pushed) for up to `ns`: 1 when one was. */
+int writer_spin(pasyn_pool *pool, uint64_t seen, uint64_t ns);
+
+/* group_commit.c (writer thread) */
+/* Runs `t` (taken with `more` tasks behind it) in one transaction with the plain writes queued
+ * behind it when that is worth it, and completes them. Returns the task to run alone: `t` when
+ * no batch was worth it, a task the batch took but could not join, or NULL. */
+pasyn_task *group_commit_run(pasyn_pool *pool, pasyn_task *t, int more);
+void group_commit_close(pasyn_pool *pool);
+
+/* changes.c (writer thread) */
+int changes_register(pasyn_pool *pool);               /* SQL's changes(), total_changes() */
+int64_t changes_now(pasyn_pool *pool);
+int64_t changes_total_now(pasyn_pool *pool);
+void changes_fresh(pasyn_pool *pool);                 /* a statement set changes() itself */
+/* A batch that began with `total_before`, `changes_before` was rolled back: its changes do not
+ * count; until a statement completes, changes() answers `changes_before`. */
+void changes_batch_undone(pasyn_pool *pool, int64_t total_before, int64_t changes_before);
+
+/* reader.c */
+void *reader_main(void *reader);
+void readers_push(pasyn_pool *pool, pasyn_task *t);      /* any thread */
+/* Ends every reader that serves: each gets its exit task behind what is pinned to it, finishes
+ * what is queued for it, and is joined. The writer, at close, once intake has stopped. */
+void readers_stop(pasyn_pool *pool);
+/* Joins the reader threads, which end by themselves when the open failed. */
+void readers_join(pasyn_pool *pool);
+
+/* route.c: the route cache. Learns a route; `gen` is the generation route_get gave before the
+ * verdict was learned (it is dropped when routes were forgotten since), or ROUTE_ANY_GEN for the
+ * workers' own verdicts. Any thread. */
+void route_put(pasyn_pool *pool, const char *sql, size_t len, int route, uint64_t gen);
+int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read, uint64_t *gen);
+#define ROUTE_ANY_GEN UINT64_MAX
+void route_note_long(pasyn_pool *pool, const char *sql, size_t len, int long_read);
+/* Forgets every route: after a schema change a text may run elsewhere. The writer. */
+void routes_forget(pasyn_pool *pool);
+void routes_free(routes *rs);
+
+/* settings.c */
+/* Applies the pool's pragmas to a connection just opened: SQLite's code, with a message. */
+int settings_apply_pragmas(pasyn_pool *pool, conn *c, int is_writer, char **errmsg);
+/* 1 + the index of the read setting a PRAGMA `name` = `value` sets, else 0. Any thread. */
+int read_setting(const char *name, const char *value);
+/* Remembers the PRAGMA `sql` that set read setting `setting` (1 + index) on the writer, for
+ * the readers to apply; and applies the ones a reader has not yet. Writer / that reader. */
+void settings_note(pasyn_pool *pool, int setting, const char *sql, size_t len);
+void settings_apply(pasyn_pool *pool, reader *r);
+
+/* pool.c */
+void pool_remove_memfile(pasyn_pool *pool);
+
+#endif

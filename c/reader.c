@@ -1,0 +1,468 @@
+/*
+ * reader.c - the reader threads. A submitted read lands on one reader's deque (readers_push).
+ * A reader takes from its own deque (while long reads are about, short reads first, from any
+ * deque), then steals from the back of the busiest other deque, then takes from the shared
+ * injector, then watches for work a while and parks. It runs reads, hands anything else to the
+ * writer, and may keep one streamed result (and its snapshot) while it serves nothing else. Its
+ * exit task, queued at close, ends the loop once nothing is left for it.
+ */
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "pool.h"
+
+/* Rows a task carries per round trip before a reader considers streaming the rest. */
+#define CHUNK_BYTES (256 * 1024)
+
+/* ---- queueing a read ---------------------------------------------------------------- */
+
+static void wake_reader(reader *r)
+{
+    pthread_mutex_lock(&r->queue.mu);
+    r->wake_pending = 1;
+    if (r->sleeping)
+        pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->queue.mu);
+}
+
+/* Wakes one parked reader that holds no stream, if any. */
+static void wake_idle_reader(pasyn_pool *pool, const reader *except)
+{
+    for (int i = 0; i < pool->readers.count; i++) {
+        reader *r = &pool->readers.all[i];
+        if (r != except && atomic_load(&r->sleeping_hint) && !atomic_load(&r->streaming)) {
+            wake_reader(r);
+            return;
+        }
+    }
+}
+
+/* A task no queue could take (out of memory) completes at once with that error. */
+static void fail_unqueued(pasyn_task *t)
+{
+    task_fail_nomem(t);
+    task_complete(t);
+}
+
+void readers_push(pasyn_pool *pool, pasyn_task *t)
+{
+    readers *rs = &pool->readers;
+    if (t->kind == PASYN_FETCH || t->kind == PASYN_RELEASE) {
+        reader *r = &rs->all[(t->stream >> 48) - 1];
+        if (deque_push_back(&r->pinned, t) != 0)
+            fail_unqueued(t);
+        else
+            wake_reader(r);
+        return;
+    }
+    /* A reader watching for work with nothing queued takes it at once; otherwise round-robin
+     * over the readers that hold no stream (at least one always holds none). */
+    reader *r = NULL;
+    for (int k = 0; k < rs->count && !r; k++)
+        if (atomic_load(&rs->all[k].spinning) && !atomic_load(&rs->all[k].streaming) &&
+            atomic_load(&rs->all[k].queue.size) == 0)
+            r = &rs->all[k];
+    unsigned start = atomic_fetch_add_explicit(&rs->next, 1, memory_order_relaxed);
+    for (int k = 0; k < rs->count && !r; k++) {
+        reader *c = &rs->all[(start + (unsigned)k) % (unsigned)rs->count];
+        if (!atomic_load(&c->streaming))
+            r = c;
+    }
+    pthread_mutex_lock(&r->queue.mu);
+    if (deque_push_back_locked(&r->queue, t) != 0) {
+        pthread_mutex_unlock(&r->queue.mu);
+        fail_unqueued(t);
+        return;
+    }
+    if (t->long_read)
+        atomic_fetch_add(&rs->long_reads, 1); /* until a reader is done with it */
+    /* Idle: it will take this task itself. Otherwise (busy, or work queued before this one,
+     * e.g. a burst landing on a reader that has not looked up yet) a parked reader may come
+     * and steal. */
+    int idle = (r->sleeping || atomic_load(&r->spinning)) && r->queue.len == 1;
+    r->wake_pending = 1;
+    if (r->sleeping)
+        pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->queue.mu);
+    if (!idle && pool->opts.stealing)
+        wake_idle_reader(pool, r); /* it is busy: let a parked one come and steal */
+}
+
+static void push_injector(pasyn_pool *pool, reader *from, pasyn_task *t)
+{
+    if (deque_push_back(&pool->readers.injector, t) != 0)
+        fail_unqueued(t);
+    else
+        wake_idle_reader(pool, from);
+}
+
+void readers_join(pasyn_pool *pool)
+{
+    for (int i = 0; i < pool->readers.count; i++) {
+        reader *r = &pool->readers.all[i];
+        if (r->started)
+            pthread_join(r->thread, NULL);
+        r->started = 0;
+    }
+}
+
+void readers_stop(pasyn_pool *pool)
+{
+    for (int i = 0; i < pool->readers.count; i++) {
+        reader *r = &pool->readers.all[i];
+        r->exit_task.kind = PASYN_CLOSE;
+        /* Out of memory only while the pinned ring is full, and its reader is emptying it
+         * (nothing new is pinned once intake has stopped): room comes. */
+        while (deque_push_back(&r->pinned, &r->exit_task) != 0)
+            sched_yield();
+        wake_reader(r);
+    }
+    readers_join(pool);
+}
+
+/* ---- taking a task ------------------------------------------------------------------ */
+
+static pasyn_task *steal(pasyn_pool *pool, reader *self)
+{
+    reader *victim = NULL;
+    size_t most = 0;
+    for (int i = 0; i < pool->readers.count; i++) {
+        reader *r = &pool->readers.all[i];
+        size_t n = atomic_load_explicit(&r->queue.size, memory_order_relaxed);
+        if (r != self && n > most) {
+            most = n;
+            victim = r;
+        }
+    }
+    return victim ? deque_pop_back(&victim->queue) : NULL;
+}
+
+/* While long reads are queued or running, a short read should not wait behind one: a reader
+ * about to take its next task takes the first short read of its own queue, or else of another
+ * reader's (a steal), before a long one; but never more than OVERTAKE_MAX in a row while a
+ * long read waits at the front of its own queue. */
+static pasyn_task *take_short(pasyn_pool *pool, reader *r)
+{
+    if (r->overtaken >= OVERTAKE_MAX) {
+        r->overtaken = 0;
+        return NULL;
+    }
+    for (int k = 0; k < pool->readers.count; k++) {
+        reader *from = &pool->readers.all[(r->index + k) % pool->readers.count];
+        size_t at;
+        pasyn_task *t = deque_take_short(&from->queue, &at);
+        if (!t)
+            continue;
+        if (from != r)
+            atomic_fetch_add_explicit(&r->stolen, 1, memory_order_relaxed);
+        r->overtaken = at > 0 || from != r ? r->overtaken + 1 : 0;
+        return t;
+    }
+    return NULL;
+}
+
+/* Whether work for `r` is queued: its own or pinned to it, or (when it holds no stream) the
+ * injector's or, with stealing, another reader's. Read without locks: a reader about to park
+ * looks again under its lock (reader_park). */
+static int work_for(pasyn_pool *pool, void *arg)
+{
+    reader *r = arg;
+    if (atomic_load(&r->queue.size) || atomic_load(&r->pinned.size))
+        return 1;
+    if (r->stream)
+        return 0;
+    if (atomic_load(&pool->readers.injector.size))
+        return 1;
+    if (pool->opts.stealing)
+        for (int i = 0; i < pool->readers.count; i++)
+            if (atomic_load(&pool->readers.all[i].queue.size))
+                return 1;
+    return 0;
+}
+
+/* A task from the reader's queues, another's or the injector, in that order; NULL when none. */
+static pasyn_task *reader_find_work(pasyn_pool *pool, reader *r)
+{
+    pasyn_task *t;
+    if (r->stream) {
+        /* Holding a stream: serve nothing else; pass queued reads on. */
+        while ((t = deque_pop_front(&r->queue)) != NULL)
+            push_injector(pool, r, t);
+        return NULL;
+    }
+    if (pool->opts.stealing && atomic_load(&pool->readers.long_reads) > 0 &&
+        (t = take_short(pool, r)) != NULL)
+        return t;
+    if ((t = deque_pop_front(&r->queue)) != NULL) {
+        r->overtaken = 0;
+        return t;
+    }
+    if (pool->opts.stealing && (t = steal(pool, r)) != NULL) {
+        atomic_fetch_add_explicit(&r->stolen, 1, memory_order_relaxed);
+        return t;
+    }
+    return deque_pop_front(&pool->readers.injector);
+}
+
+static void end_stream(reader *r)
+{
+    stmt_release(&r->conn, r->stream);
+    r->stream = NULL;
+    r->stream_id = 0;
+    atomic_store(&r->streaming, 0);
+    atomic_fetch_sub(&r->pool->readers.streaming, 1);
+}
+
+/* Parks until work may have come (or a wake-up was asked for). */
+static void reader_park(pasyn_pool *pool, reader *r)
+{
+    pthread_mutex_lock(&r->queue.mu);
+    r->sleeping = 1;
+    atomic_store(&r->sleeping_hint, 1);
+    if (!r->wake_pending && !work_for(pool, r))
+        pthread_cond_wait(&r->cv, &r->queue.mu);
+    r->sleeping = 0;
+    atomic_store(&r->sleeping_hint, 0);
+    r->wake_pending = 0;
+    pthread_mutex_unlock(&r->queue.mu);
+}
+
+/* The next task for the reader, waiting for one: what is pinned to it first, then what
+ * reader_find_work finds; watching for a while (a parked reader costs a wake-up of 10-20 us
+ * when work comes, more than a point query), then parked. Its exit task comes last: once it
+ * is taken, nobody will fetch the rest of a stream, and what is still queued runs first. */
+static pasyn_task *reader_take(reader *r)
+{
+    pasyn_pool *pool = r->pool;
+    for (;;) {
+        pasyn_task *t = deque_pop_front(&r->pinned);
+        if (t && t->kind == PASYN_CLOSE) {
+            if (r->stream)
+                end_stream(r);
+            pasyn_task *work = reader_find_work(pool, r);
+            if (!work)
+                return t;
+            deque_push_back(&r->pinned, t); /* cannot fail: it was in the ring just now */
+            return work;
+        }
+        if (t || (t = reader_find_work(pool, r)) != NULL)
+            return t;
+        if (!pool_spin(pool, SPIN_NS, &r->spinning, work_for, r))
+            reader_park(pool, r);
+    }
+}
+
+/* ---- running a read ----------------------------------------------------------------- */
+
+static int try_stream(pasyn_pool *pool)
+{
+    int n = atomic_load(&pool->readers.streaming);
+    while (n + 1 < pool->readers.count)
+        if (atomic_compare_exchange_weak(&pool->readers.streaming, &n, n + 1))
+            return 1;
+    return 0;
+}
+
+/* After a read ran: the route cache learns whether its SQL is a long read when that changed.
+ * An average, so that a short read that lost its core for a while stays short. */
+static void note_length(pasyn_pool *pool, cached_stmt *s, pasyn_task *t, uint64_t start)
+{
+    uint64_t took = now_ns() - start;
+    s->run_ns = s->run_ns ? s->run_ns - s->run_ns / 8 + took / 8 : took;
+    int long_read = s->run_ns >= LONG_READ_NS;
+    if (long_read != t->long_read)
+        route_note_long(pool, t->sql, t->sql_len, long_read);
+}
+
+/* A task that is no read after all (or not preparable here, e.g. a TEMP table's): the writer
+ * runs it and reports any error with its own connection's view. Reads have no side effects,
+ * so what the reader may have stepped of it is dropped. */
+static void hand_to_writer(reader *r, pasyn_task *t, cached_stmt *s)
+{
+    if (s) {
+        route_put(r->pool, t->sql, t->sql_len, ROUTE_WRITE, ROUTE_ANY_GEN); /* no read after all */
+        stmt_release(&r->conn, s);
+    }
+    task_reset_result(t);
+    writer_push(r->pool, t);
+}
+
+/* A read that failed here with "no such table" (column, function, ...) while the writer has
+ * TEMP or attached objects may have met what this connection lacks: the writer's view is the
+ * pool's, and it answers (with the same error when it is one). Any other error is the read's
+ * own: retried on the writer it would wait behind another coroutine's transaction. */
+static int reader_lacks(pasyn_pool *pool, const pasyn_task *t)
+{
+    return t->err == PASYN_ESQLITE && t->code == SQLITE_ERROR &&
+           atomic_load_explicit(&pool->writer.has_local, memory_order_relaxed) && t->message &&
+           strncmp(t->message, "no such ", 8) == 0;
+}
+
+static void reader_run_read(reader *r, pasyn_task *t)
+{
+    pasyn_pool *pool = r->pool;
+    uint64_t start = now_ns();
+    if (atomic_load_explicit(&pool->read_settings.gen, memory_order_acquire) != r->settings_gen)
+        settings_apply(pool, r);
+    cached_stmt *s = stmt_acquire(&r->conn, t);
+    if (!s && t->err == PASYN_OK) {
+        task_complete(t); /* empty statement */
+        return;
+    }
+    if (!s || s->kind != STMT_READ) {
+        hand_to_writer(r, t, s);
+        return;
+    }
+    atomic_fetch_add_explicit(&r->executed, 1, memory_order_relaxed);
+    if (stmt_bind(&r->conn, s, t, 0, t->params.len) != 0) {
+        stmt_release(&r->conn, s);
+        task_complete(t);
+        return;
+    }
+    conn_arm(&r->conn, t);
+    int rc = stmt_step_rows(&r->conn, s, t, CHUNK_BYTES, 1);
+    if (stmt_kind_now(&r->conn, s) != STMT_READ || reader_lacks(pool, t)) {
+        conn_disarm(&r->conn, t);
+        hand_to_writer(r, t, s);
+        return;
+    }
+    if (rc == SQLITE_ROW && !try_stream(pool))
+        rc = stmt_step_rows(&r->conn, s, t, 0, 0); /* the last free reader: all of it */
+    conn_disarm(&r->conn, t);
+    note_length(pool, s, t, start);
+    if (rc == SQLITE_ROW) { /* more to come: this reader keeps the statement */
+        r->stream = s;
+        r->stream_id = ((uint64_t)(r->index + 1) << 48) |
+                       (atomic_fetch_add(&pool->readers.stream_serial, 1) & 0xffffffffffffu);
+        atomic_store(&r->streaming, 1);
+        t->stream = r->stream_id;
+        task_complete(t);
+        return;
+    }
+    stmt_release(&r->conn, s);
+    task_complete(t);
+}
+
+/* The next chunk of the reader's stream (PASYN_FETCH), or its end (PASYN_RELEASE). */
+static void reader_fetch(reader *r, pasyn_task *t)
+{
+    if (!r->stream || t->stream != r->stream_id) {
+        t->stream = 0;
+        if (t->kind == PASYN_FETCH)
+            task_fail_programming(t, "the cursor's result is no longer available");
+        task_complete(t);
+        return;
+    }
+    atomic_fetch_add_explicit(&r->executed, 1, memory_order_relaxed);
+    if (t->kind == PASYN_FETCH) {
+        conn_arm(&r->conn, t);
+        int rc = stmt_step_rows(&r->conn, r->stream, t, CHUNK_BYTES, 0);
+        conn_disarm(&r->conn, t);
+        if (rc == SQLITE_ROW) {
+            task_complete(t);
+            return;
+        }
+    }
+    t->stream = 0;
+    end_stream(r);
+    task_complete(t);
+}
+
+/* ---- open and loop ------------------------------------------------------------------ */
+
+/* Opens the reader's connection once the writer has opened (and set WAL), one reader after
+ * the other: the first connection to read a WAL database whose index is not built yet builds
+ * it, and another one reading meanwhile gets SQLITE_BUSY_RECOVERY, at once with busy_timeout 0;
+ * the pool must not lose a race against itself. A reader the pool does not use (no WAL) opens
+ * nothing and ends. 1 when the pool serves and this reader takes part. */
+static int reader_open(reader *r)
+{
+    pasyn_pool *pool = r->pool;
+    lifecycle *life = &pool->life;
+    pthread_mutex_lock(&life->mu);
+    while (life->writer_opened == 0 ||
+           (life->writer_opened > 0 && life->readers_opened + life->readers_failed < r->index))
+        pthread_cond_wait(&life->changed, &life->mu);
+    int go = life->writer_opened > 0, open = go && pool->readers.used;
+    pthread_mutex_unlock(&life->mu);
+    if (!go)
+        return 0;
+    char *err = NULL;
+    int rc = SQLITE_OK;
+    if (open) {
+        rc = conn_open(&r->conn, pool->reader_path, SQLITE_OPEN_READONLY,
+                       pool->opts.busy_timeout_ms, pool->opts.statement_cache, &pool->interrupts,
+                       &err);
+        r->conn.temp_names = &pool->temp_names;
+        r->conn.refuse_locks_out = 1;
+        if (rc == SQLITE_OK)
+            rc = settings_apply_pragmas(pool, &r->conn, 0, &err);
+    }
+    pthread_mutex_lock(&life->mu);
+    if (rc != SQLITE_OK) {
+        if (life->open_task->err == PASYN_OK)
+            task_fail(life->open_task, PASYN_ESQLITE, rc & 0xff, rc,
+                      err ? err : sqlite3_errstr(rc));
+        free(err);
+        life->readers_failed++;
+    } else {
+        life->readers_opened++;
+    }
+    pthread_cond_broadcast(&life->changed);
+    while (atomic_load(&life->state) == PASYN_POOL_OPENING)
+        pthread_cond_wait(&life->changed, &life->mu);
+    go = life->readers_failed == 0 && open;
+    pthread_mutex_unlock(&life->mu);
+    return go;
+}
+
+/* Readers ask the kernel for a longer time slice than the default. Its scheduler (EEVDF,
+ * Linux 6.12 on) lets a waking thread with a shorter slice preempt the running one at once
+ * (PREEMPT_SHORT); so a caller's event loop that wakes up while the readers keep every core
+ * busy gets a core at once instead of at the next tick, 4 ms later. 5 ms, not more: the
+ * readers also share the cores among themselves. Elsewhere this does nothing. */
+static void lengthen_slice(void)
+{
+#if defined(__linux__) && defined(SYS_sched_setattr) && defined(SYS_sched_getattr)
+    struct { /* struct sched_attr, version 1 */
+        uint32_t size, policy;
+        uint64_t flags;
+        int32_t nice;
+        uint32_t priority;
+        uint64_t runtime, deadline, period;
+        uint32_t util_min, util_max;
+    } a;
+    memset(&a, 0, sizeof a);
+    if (syscall(SYS_sched_getattr, 0, &a, (unsigned)sizeof a, 0) == 0 && a.policy == SCHED_OTHER) {
+        a.size = sizeof a;
+        a.flags = 0;
+        a.runtime = READER_SLICE_NS;
+        syscall(SYS_sched_setattr, 0, &a, 0);
+    }
+#endif
+}
+
+void *reader_main(void *arg)
+{
+    reader *r = arg;
+    lengthen_slice();
+    if (reader_open(r)) {
+        pasyn_task *t;
+        while ((t = reader_take(r))->kind != PASYN_CLOSE) {
+            if (t->kind == PASYN_EXEC) {
+                int long_read = t->long_read; /* t is not ours once it is completed */
+                reader_run_read(r, t);
+                if (long_read)
+                    atomic_fetch_sub(&r->pool->readers.long_reads, 1);
+            } else {
+                reader_fetch(r, t);
+            }
+        }
+    }
+    if (r->stream)
+        end_stream(r);
+    conn_close(&r->conn);
+    return NULL;
+}

@@ -1,0 +1,101 @@
+/*
+ * submit.c - where a submitted task goes: the writer's FIFO (writes, and everything inside a
+ * transaction of the caller's) or a reader's deque (reads), decided on the submitting thread; and
+ * pasyn_interrupt, which reaches the tasks running now.
+ */
+#include <string.h>
+#include "pool.h"
+
+/* Where a statement runs. SQL text seen for the first time is prepared on the classifier
+ * connection here, on the submitting thread, so that every write goes straight to the
+ * writer's queue and writes keep their submission order. What cannot be prepared there
+ * (TEMP or attached objects, errors) goes to the writer, which knows or reports it. */
+static int route_of(pasyn_pool *pool, pasyn_task *t)
+{
+    uint64_t gen;
+    int route = route_get(pool, t->sql, t->sql_len, &t->long_read, &gen);
+    if (route != ROUTE_UNKNOWN) {
+        t->route_known = 1;
+        return route;
+    }
+    pthread_mutex_lock(&pool->routes.classifier_mu);
+    cached_stmt *s = stmt_acquire(&pool->routes.classifier, t);
+    if (s) {
+        route = s->kind == STMT_READ ? ROUTE_READ : ROUTE_WRITE;
+        stmt_release(&pool->routes.classifier, s); /* a cache of 0: finalized */
+        route_put(pool, t->sql, t->sql_len, route, gen);
+        t->route_known = 1;
+    }
+    pthread_mutex_unlock(&pool->routes.classifier_mu);
+    task_reset_result(t); /* any error is the writer's to report */
+    return route == ROUTE_READ ? ROUTE_READ : ROUTE_WRITE;
+}
+
+/* SQLite reads SQL text only up to a NUL byte: what follows would be dropped silently (Python's
+ * sqlite3 refuses it too: "the query contains a null character"). */
+static int holds_nul(pasyn_task *t)
+{
+    const char *nul = t->sql ? memchr(t->sql, '\0', t->sql_len) : NULL;
+    if (nul)
+        task_fail_programming(t, "the SQL holds a NUL byte (at byte %zu); nothing was run",
+                              (size_t)(nul - t->sql));
+    return nul != NULL;
+}
+
+int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
+{
+    if (holds_nul(t))
+        return PASYN_EPROGRAMMING;
+    t->hub = pool->hub;
+    t->notify = t->kind == PASYN_RELEASE || t->kind == PASYN_ABANDON ? NOTIFY_NONE
+                : sync                                                ? NOTIFY_SYNC
+                                                                      : NOTIFY_HUB;
+    atomic_store_explicit(&t->done, 0, memory_order_relaxed);
+    pthread_rwlock_rdlock(&pool->life.intake);
+    if (atomic_load(&pool->life.state) != PASYN_POOL_OPEN) {
+        pthread_rwlock_unlock(&pool->life.intake);
+        task_fail(t, PASYN_ECLOSED, 0, 0, "the pool is closed");
+        return PASYN_ECLOSED;
+    }
+    switch (t->kind) {
+    case PASYN_EXEC:
+        if (!pool->readers.used || (t->owner && t->owner == atomic_load(&pool->writer.txn_owner)) ||
+            route_of(pool, t) == ROUTE_WRITE)
+            writer_push(pool, t);
+        else
+            readers_push(pool, t);
+        break;
+    case PASYN_FETCH:
+    case PASYN_RELEASE:
+        if ((t->stream >> 48) == 0 || (t->stream >> 48) > (uint64_t)pool->readers.count) {
+            pthread_rwlock_unlock(&pool->life.intake);
+            task_fail_programming(t, "no such stream");
+            return PASYN_EPROGRAMMING;
+        }
+        readers_push(pool, t);
+        break;
+    case PASYN_MANY:
+    case PASYN_SCRIPT:
+    case PASYN_ABANDON:
+        writer_push(pool, t);
+        break;
+    default:
+        pthread_rwlock_unlock(&pool->life.intake);
+        task_fail_programming(t, "task kind %d cannot be submitted", t->kind);
+        return PASYN_EPROGRAMMING;
+    }
+    pthread_rwlock_unlock(&pool->life.intake);
+    return 0;
+}
+
+int pasyn_interrupt(pasyn_pool *pool)
+{
+    /* Each worker's progress handler compares this count with its value when the running task
+     * started (conn_arm): only statements running now stop, each through its own task. Not
+     * sqlite3_interrupt(), whose flag stays set while any statement of the connection is open
+     * (a half-read streamed cursor), failing that cursor's next chunk too. */
+    if (atomic_load(&pool->life.state) != PASYN_POOL_OPEN)
+        return PASYN_ECLOSED;
+    atomic_fetch_add(&pool->interrupts, 1);
+    return 0;
+}
