@@ -278,8 +278,16 @@ local function check_open(conn, sql)
     end
 end
 
--- Takes what a core submit function returned for a statement of `cur` (a task, or nil and an
--- error it reported), waits for the task and returns core.result's values, raising the
+-- What a core submit function returned for the statement `sql`: the task, or nil and the
+-- failure (class, code, extended, message), raised here.
+local function submitted(sql, task, class, code, extended, message)
+    if not task then
+        error(errors.from_core(class, code, extended, message, sql), 3)
+    end
+    return task
+end
+
+-- Waits for the task of a statement of `cur` and returns core.result's values, raising the
 -- statement's error.
 --
 -- While the task is on its way the cursor is in use: another coroutine that runs meanwhile
@@ -288,10 +296,7 @@ end
 -- raises nothing in the normal course, and the statement's errors are raised after it, so they
 -- never leave the mark behind, with no pcall on this path, which every statement takes. (A
 -- coroutine closed while it waits leaves it, and refuse() sees that its holder is dead.)
-local function finish(cur, sync, id, co, sql, names, stream, task, ekind, emsg)
-    if not task then
-        error(errors.new(ekind, emsg, sql), 3)
-    end
+local function finish(cur, sync, id, co, sql, names, stream, task)
     local conn = cur._cfg.conn
     local pool = conn._pool
     local busy = cur._busy
@@ -303,7 +308,7 @@ local function finish(cur, sync, id, co, sql, names, stream, task, ekind, emsg)
     local ok, a, b, c, d, e, f, g = core.result(task, pool, names, stream, known and known.ids,
                                                 known and known.names, known and known.decltypes)
     if not ok then
-        error(errors.from_result(a, b, c, d, sql), 3)
+        error(errors.from_core(a, b, c, d, sql), 3)
     end
     return a, b, c, d, e, f, g
 end
@@ -560,8 +565,8 @@ local function run_statement(cur, kind, sql, ...)
     cur._rows, cur._pos = NO_ROWS, 1
     local sync, id, co = caller()
     local cfg = cur._cfg
-    return take(cur, sql, finish(cur, sync, id, co, sql, cfg.row == "named", nil,
-                            core.submit(cfg.conn._pool, kind, id, sync, timeout, sql, ...)))
+    local task = submitted(sql, core.submit(cfg.conn._pool, kind, id, sync, timeout, sql, ...))
+    return take(cur, sql, finish(cur, sync, id, co, sql, cfg.row == "named", nil, task))
 end
 
 -- cur:execute(sql [, params | value, ...]) -> cur. Runs one statement on the cursor: its rows
@@ -606,8 +611,8 @@ local function many_submit(cur, sql, sets, timeout)
 end
 
 local function many_wait(cur, sql, sent)
-    local _, rowcount = finish(cur, sent.sync, sent.id, sent.co, sql, nil, nil, sent[1], sent[2],
-                               sent[3])
+    local task = submitted(sql, unpack(sent, 1, 5))
+    local _, rowcount = finish(cur, sent.sync, sent.id, sent.co, sql, nil, nil, task)
     return rowcount
 end
 
@@ -710,8 +715,8 @@ local function more(cur)
     local stmt = cur._stmt -- a streamed result has columns
     -- named rows: the names the first chunk's rows have as keys
     local names = cur._cfg.row == "named" and stmt.names or nil
-    local rows, _, _, going_on = finish(cur, sync, id, co, stmt.sql, names, stream,
-                                        core.fetch(stream, id, sync, timeout))
+    local task = submitted(stmt.sql, core.fetch(stream, id, sync, timeout))
+    local rows, _, _, going_on = finish(cur, sync, id, co, stmt.sql, names, stream, task)
     cur._rows, cur._pos, cur._stream = rows or NO_ROWS, 1, going_on or false
     return true
 end
@@ -996,10 +1001,13 @@ function Connection:close()
     end
     self._closing = true
     local sync = not sched.can_yield()
-    local task = core.close(self._pool, sync)
+    local task, class, code, extended, message = core.close(self._pool, sync)
     if task then
         sched.await(task, sync)
         core.free_task(task)
+    elseif class ~= "closed" then -- "closed": its open failed, nothing to wait for
+        self._closing = false
+        error(errors.from_core(class, code, extended, message), 2)
     end
     core.free(self._pool)
     self._closed = true
@@ -1020,12 +1028,17 @@ function M.connect(database, options)
     end
     local opts = check_options(options)
     local sync = not sched.can_yield()
-    local pool, task = core.open(database, opts, sync)
-    sched.await(task, sync)
-    local ok, class, code, extended, message = core.result(task, pool)
+    local pool, task, code, extended, message = core.open(database, opts, sync)
+    local ok, class = pool, task -- on failure: nil, class, code, extended, message
+    if pool then
+        sched.await(task, sync)
+        ok, class, code, extended, message = core.result(task, pool)
+        if not ok then
+            core.free(pool)
+        end
+    end
     if not ok then
-        core.free(pool)
-        local err = errors.from_result(class, code, extended, message)
+        local err = errors.from_core(class, code, extended, message)
         err.database = database
         error(err, 2)
     end

@@ -75,14 +75,42 @@ static pasyn_task *check_task(lua_State *L, int i)
     return lua_touserdata(L, i);
 }
 
-/* Pushes nil, "ProgrammingError", message: how argument problems reach the Lua layer. */
-static int fail(lua_State *L, pasyn_task *t, const char *kind, const char *message)
+/* ---- failures ---------------------------------------------------------------------- */
+
+/* How every failure reaches Lua, at submit as at completion: nil, class, code, extended,
+ * message. The class is the core's name for where it failed (enum pasyn_error); code and
+ * extended are SQLite's result codes for "sqlite", else 0. Only errors.lua turns these into
+ * an error object of some kind. */
+static const char *const error_classes[] = {"ok", "sqlite", "programming", "closed", "nomem"};
+
+static int push_failure(lua_State *L, int err, int code, int extended, const char *message)
 {
-    pasyn_task_free(t);
     lua_pushnil(L);
-    lua_pushstring(L, kind);
+    lua_pushstring(L, error_classes[err]);
+    lua_pushinteger(L, code);
+    lua_pushinteger(L, extended);
     lua_pushstring(L, message);
-    return 3;
+    return 5;
+}
+
+/* A failure the binding found itself (err: enum pasyn_error, never PASYN_ESQLITE); frees t,
+ * which may be NULL. */
+static int fail(lua_State *L, pasyn_task *t, int err, const char *message)
+{
+    push_failure(L, err, 0, 0, message);
+    pasyn_task_free(t);
+    return 5;
+}
+
+/* The failure the core set on t (a refused submit, a failed task); frees t. */
+static int fail_task(lua_State *L, pasyn_task *t)
+{
+    int code, extended;
+    const char *message;
+    int err = pasyn_task_error(t, &code, &extended, &message);
+    push_failure(L, err, code, extended, message);
+    pasyn_task_free(t);
+    return 5;
 }
 
 /* ---- parameters --------------------------------------------------------------------- */
@@ -192,18 +220,20 @@ static int to_value(lua_State *L, int i, pasyn_value *v, int pos, const char *na
     return bad_param(L, pos, name, why);
 }
 
+/* Binds the n values from i on. PASYN_OK; or, with a message on the stack,
+ * PASYN_EPROGRAMMING for a value that cannot bind, PASYN_ENOMEM. */
 static int bind_positional(lua_State *L, pasyn_task *t, int i, int n)
 {
     pasyn_value v;
     for (int k = 0; k < n; k++) {
         if (!to_value(L, i + k, &v, k + 1, NULL))
-            return 0;
+            return PASYN_EPROGRAMMING;
         if (pasyn_task_bind(t, NULL, 0, &v) != 0) {
             lua_pushliteral(L, "out of memory");
-            return 0;
+            return PASYN_ENOMEM;
         }
     }
-    return 1;
+    return PASYN_OK;
 }
 
 /* 1 when the table at i has a string key other than "n". */
@@ -222,7 +252,7 @@ static int has_names_besides_n(lua_State *L, int i)
 
 /* The parameters held by the table at i: an array (t.n or #t long) or a map of names. A
  * table whose only key is n is both (table.pack(nil) or {n = value} for :n): the statement
- * decides, through pasyn_task_allow_packs. */
+ * decides, through pasyn_task_allow_packs. Returns as bind_positional does. */
 static int bind_table(lua_State *L, pasyn_task *t, int i)
 {
     lua_getfield(L, i, "n");
@@ -233,7 +263,7 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
     int is_count = has_n && count >= 0 && count <= 32766 && count == (lua_Number)(int)count;
     if (len > 0 && has_n && !is_count) {
         lua_pushliteral(L, "the parameter count t.n must be a whole number from 0 to 32766");
-        return 0;
+        return PASYN_EPROGRAMMING;
     }
     if (len == 0 && has_n && is_count && !has_names_besides_n(L, i))
         pasyn_task_allow_packs(t); /* and bind it as :n below */
@@ -243,12 +273,12 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
         luaL_checkstack(L, n + 4, "too many parameters");
         for (int k = 1; k <= n; k++)
             lua_rawgeti(L, i, k);
-        int ok = bind_positional(L, t, top + 1, n);
-        if (ok)
+        int err = bind_positional(L, t, top + 1, n);
+        if (err == PASYN_OK)
             lua_settop(L, top);
         else
             lua_replace(L, top + 1), lua_settop(L, top + 1);
-        return ok;
+        return err;
     }
     lua_pushnil(L);
     while (lua_next(L, i)) {
@@ -256,7 +286,7 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
             lua_pop(L, 2);
             lua_pushliteral(L, "parameter names must be strings (mixing an array part and "
                                "names is not supported)");
-            return 0;
+            return PASYN_EPROGRAMMING;
         }
         size_t namelen;
         const char *name = lua_tolstring(L, -2, &namelen);
@@ -264,59 +294,59 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
         if (!to_value(L, -1, &v, 0, name)) {
             lua_replace(L, -3);
             lua_pop(L, 1);
-            return 0;
+            return PASYN_EPROGRAMMING;
         }
         if (pasyn_task_bind(t, name, namelen, &v) != 0) {
             lua_pop(L, 2);
             lua_pushliteral(L, "out of memory");
-            return 0;
+            return PASYN_ENOMEM;
         }
         lua_pop(L, 1);
     }
-    return 1;
+    return PASYN_OK;
 }
 
 /* ---- submitting ------------------------------------------------------------------- */
 
+/* Queues t (see pasyn_submit): the task as a light userdata, or the failure (t freed). */
 static int submit(lua_State *L, lpool *p, pasyn_task *t, int sync)
 {
     if (p->state != POOL_OPEN)
-        return fail(L, t, "PoolClosedError", "the pool is closed");
+        return fail(L, t, PASYN_ECLOSED, "the pool is closed");
     /* Every owner of the pool is a coroutine of this thread: a call that blocks it while
      * another one's transaction holds the writer would wait for ever. */
     if (sync)
         pasyn_task_set_no_owner_wait(t);
-    int rc = pasyn_submit(p->pool, t, sync);
-    if (rc != 0) {
-        const char *msg;
-        pasyn_task_error(t, NULL, NULL, &msg);
-        lua_pushstring(L, msg);
-        pasyn_task_free(t);
-        lua_pushnil(L);
-        lua_pushstring(L, rc == PASYN_ECLOSED ? "PoolClosedError" : "ProgrammingError");
-        lua_pushvalue(L, -3);
-        return 3;
-    }
+    if (pasyn_submit(p->pool, t, sync) != 0)
+        return fail_task(L, t); /* the core set the task's error */
     lua_pushlightuserdata(L, t);
     return 1;
 }
 
+/* A task of `kind`, or NULL when out of memory. */
 static pasyn_task *new_task(lua_State *L, int kind, const char *sql, size_t len,
                             lua_Integer owner, int timeout_idx)
 {
     double timeout = (double)luaL_optnumber(L, timeout_idx, 0); /* before anything to free */
     pasyn_task *t = pasyn_task_new(kind, sql, len);
-    if (!t)
-        luaL_error(L, "out of memory");
-    pasyn_task_set_owner(t, (uint64_t)owner);
-    pasyn_task_set_timeout(t, timeout);
+    if (t) {
+        pasyn_task_set_owner(t, (uint64_t)owner);
+        pasyn_task_set_timeout(t, timeout);
+    }
     return t;
 }
 
 /* submit(pool, kind, owner, sync, timeout, sql [, params_table | values...])
- *   -> task | nil, kind, msg
- * kind: "exec" or "script"; timeout: seconds or nil. With exactly one extra argument that is a
- * plain table, it holds the parameters; otherwise every extra argument is one. */
+ *   -> task | nil, class, code, extended, message
+ * Arguments: kind "exec" or "script"; owner the id of the transaction owner the statement acts
+ * for; sync true to complete through wait() instead of the hub; timeout seconds or nil. With
+ * exactly one extra argument that is a plain table, it holds the parameters (an array, or a map
+ * of names); otherwise every extra argument is one value.
+ * Results: the task (a light userdata) to wait for and hand to result(); or the failure, in the
+ * shape result() gives one: class "programming" (a value that cannot bind, SQL the core
+ * refuses), "closed" (the pool is closing or closed), "nomem"; code and extended 0.
+ * Errors raised: only for arguments of the wrong type (a bug of the Lua layer).
+ * Thread: the Lua state's (the hub's owner thread). */
 static int l_submit(lua_State *L)
 {
     lpool *p = check_pool(L, 1);
@@ -327,22 +357,27 @@ static int l_submit(lua_State *L)
     const char *sql = luaL_checklstring(L, 6, &len);
     int script = strcmp(kind, "script") == 0;
     pasyn_task *t = new_task(L, script ? PASYN_SCRIPT : PASYN_EXEC, sql, len, owner, 5);
-    int nargs = lua_gettop(L) - 6, ok = 1;
+    if (!t)
+        return fail(L, NULL, PASYN_ENOMEM, "out of memory");
+    int nargs = lua_gettop(L) - 6, err;
     if (nargs == 1 && lua_type(L, 7) == LUA_TTABLE && lua_getmetatable(L, 7) == 0)
-        ok = bind_table(L, t, 7);
+        err = bind_table(L, t, 7);
     else if (nargs == 1 && lua_type(L, 7) == LUA_TTABLE)
-        lua_pop(L, 1), ok = bind_positional(L, t, 7, 1);
+        lua_pop(L, 1), err = bind_positional(L, t, 7, 1);
     else
-        ok = bind_positional(L, t, 7, nargs);
+        err = bind_positional(L, t, 7, nargs);
     if (nargs == 1 && lua_isnil(L, 7))
         pasyn_task_set_optional_null(t); /* execute(sql, params) with params nil */
-    if (!ok)
-        return fail(L, t, "ProgrammingError", lua_tostring(L, -1));
+    if (err != PASYN_OK)
+        return fail(L, t, err, lua_tostring(L, -1));
     return submit(L, p, t, sync);
 }
 
-/* submit_many(pool, owner, sync, timeout, sql, sets) -> task | nil, kind, msg;
- * sets: array of tables */
+/* submit_many(pool, owner, sync, timeout, sql, sets) -> task | nil, class, code, extended,
+ * message
+ * Arguments as for submit; sets: an array of parameter tables, one run of the statement each.
+ * Results and errors as for submit ("programming" also for a set that is not a table: the
+ * message names the set). Thread: the Lua state's. */
 static int l_submit_many(lua_State *L)
 {
     lpool *p = check_pool(L, 1);
@@ -352,19 +387,23 @@ static int l_submit_many(lua_State *L)
     const char *sql = luaL_checklstring(L, 5, &len);
     luaL_checktype(L, 6, LUA_TTABLE);
     pasyn_task *t = new_task(L, PASYN_MANY, sql, len, owner, 4);
+    if (!t)
+        return fail(L, NULL, PASYN_ENOMEM, "out of memory");
     int n = (int)compat_rawlen(L, 6);
     for (int k = 1; k <= n; k++) {
         lua_rawgeti(L, 6, k);
-        int ok = lua_type(L, -1) == LUA_TTABLE;
-        if (!ok)
+        int err = PASYN_OK;
+        if (lua_type(L, -1) != LUA_TTABLE) {
+            err = PASYN_EPROGRAMMING;
             lua_pushfstring(L, "parameter set %d is a %s, not a table", k, luaL_typename(L, -1));
-        else if (!(ok = bind_table(L, t, lua_gettop(L))))
+        } else if ((err = bind_table(L, t, lua_gettop(L))) == PASYN_EPROGRAMMING) {
             lua_pushfstring(L, "parameter set %d: %s", k, lua_tostring(L, -1));
-        if (!ok)
-            return fail(L, t, "ProgrammingError", lua_tostring(L, -1));
+        }
+        if (err != PASYN_OK)
+            return fail(L, t, err, lua_tostring(L, -1));
         lua_pop(L, 1);
         if (pasyn_task_next_set(t) != 0)
-            return fail(L, t, "InternalError", "out of memory");
+            return fail(L, t, PASYN_ENOMEM, "out of memory");
     }
     return submit(L, p, t, sync);
 }
@@ -399,13 +438,18 @@ static lstream *check_stream(lua_State *L, int i)
     return luaL_checkudata(L, i, STREAM_MT);
 }
 
-/* fetch(stream, owner, sync, timeout) -> task | nil, kind, msg */
+/* fetch(stream, owner, sync, timeout) -> task | nil, class, code, extended, message
+ * The next chunk of a streamed result (a stream from a result record). Arguments as for
+ * submit. Results as for submit: "programming" also once the stream has ended. Thread: the Lua
+ * state's. */
 static int l_fetch(lua_State *L)
 {
     lstream *s = check_stream(L, 1);
     if (!s->id)
-        return fail(L, NULL, "ProgrammingError", "the result has ended");
+        return fail(L, NULL, PASYN_EPROGRAMMING, "the result has ended");
     pasyn_task *t = new_task(L, PASYN_FETCH, NULL, 0, luaL_checkinteger(L, 2), 4);
+    if (!t)
+        return fail(L, NULL, PASYN_ENOMEM, "out of memory");
     pasyn_task_set_stream(t, s->id);
     return submit(L, s->owner, t, lua_toboolean(L, 3));
 }
@@ -587,8 +631,7 @@ static int known_columns(lua_State *L, const pasyn_task *t, lua_Number id)
  * task and frees it.
  *   success: true, rows|nil (none), rowcount, lastrowid|nil, stream|nil, colnames|nil,
  *            decltypes|nil, columns id (0: no names)
- *   failure: false, error class ("sqlite", "programming", "closed", "nomem"), code, extended,
- *            message
+ *   failure: nil, class, code, extended, message (see push_failure)
  * names: nil/false for array rows; true for named rows keyed by the task's own column names;
  * a table of names for named rows of a fetched chunk. stream: the stream a fetch continued.
  * known_ids, known_names, known_types: column tables of earlier results, with the columns ids
@@ -598,21 +641,10 @@ static int l_result(lua_State *L)
     pasyn_task *t = check_task(L, 1);
     lpool *p = luaL_checkudata(L, 2, POOL_MT);
     lstream *prev = lua_isnoneornil(L, 4) ? NULL : check_stream(L, 4);
-    int code, extended;
-    const char *message;
-    int err = pasyn_task_error(t, &code, &extended, &message);
     if (prev)
         prev->id = 0; /* ended unless the task says it goes on */
-    if (err != PASYN_OK) {
-        static const char *const classes[] = {"ok", "sqlite", "programming", "closed", "nomem"};
-        lua_pushboolean(L, 0);
-        lua_pushstring(L, classes[err]);
-        lua_pushinteger(L, code);
-        lua_pushinteger(L, extended);
-        lua_pushstring(L, message);
-        pasyn_task_free(t);
-        return 5;
-    }
+    if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
+        return fail_task(L, t);
     int ncols = pasyn_task_columns(t);
     uint64_t columns_id = pasyn_task_columns_id(t);
     int has_names = columns_id != 0;
@@ -710,8 +742,15 @@ static const char *opt_string(lua_State *L, int i, const char *name, const char 
     return v;
 }
 
-/* open(database, options, sync) -> pool, task. options hold checked values; options.pragmas
- * is an array {name, value, name, value, ...} of strings. */
+/* open(database, options, sync) -> pool, task | nil, class, code, extended, message
+ * Arguments: database a path, ":memory:" or a "file:" URI; options the checked options of
+ * connect (options.pragmas an array {name, value, name, value, ...} of strings); sync true to
+ * complete the open task through wait() instead of the hub.
+ * Results: the pool (a full userdata) and its open task, whose result() says whether the open
+ * succeeded (free the pool if not); or the failure in result()'s shape, class "nomem" (no
+ * memory for the task, or the pool's threads would not start).
+ * Errors raised: for arguments of the wrong type, and when the Lua state's hub cannot be made
+ * (out of descriptors). Thread: the Lua state's. */
 static int l_open(lua_State *L)
 {
     const char *database = luaL_checkstring(L, 1);
@@ -739,7 +778,6 @@ static int l_open(lua_State *L)
     pragmas[npragmas] = NULL;
     o.pragmas = pragmas;
 
-    pasyn_task *t = pasyn_task_new(PASYN_OPEN, NULL, 0);
     lpool *p = lua_newuserdata(L, sizeof *p);
     p->pool = NULL;
     p->state = POOL_FREED;
@@ -750,31 +788,33 @@ static int l_open(lua_State *L)
                                                      : INTEGERS_NUMBER;
     luaL_getmetatable(L, POOL_MT);
     lua_setmetatable(L, -2);
+    pasyn_hub *hub = get_hub(L);
+    pasyn_task *t = pasyn_task_new(PASYN_OPEN, NULL, 0);
     if (!t)
-        return luaL_error(L, "out of memory");
-    p->pool = pasyn_open(database, &o, get_hub(L), t, sync);
-    if (!p->pool) {
-        pasyn_task_free(t);
-        return luaL_error(L, "cannot start the pool: out of memory or threads");
-    }
+        return fail(L, NULL, PASYN_ENOMEM, "out of memory");
+    p->pool = pasyn_open(database, &o, hub, t, sync);
+    if (!p->pool)
+        return fail(L, t, PASYN_ENOMEM, "cannot start the pool: out of memory or threads");
     p->state = POOL_OPEN;
     lua_pushlightuserdata(L, t);
     return 2;
 }
 
-/* close(pool, sync) -> task, or nil when it was closing already */
+/* close(pool, sync) -> task | nil, class, code, extended, message
+ * Stops the pool's intake and closes it once its work is done (pasyn_close). sync as for open.
+ * Results: the close task to wait for and free (free_task), then free the pool; or the
+ * failure in result()'s shape: class "closed" when a close was under way already or the open
+ * had failed (nothing to wait for), "nomem". Thread: the Lua state's. */
 static int l_close(lua_State *L)
 {
     lpool *p = check_pool(L, 1);
     if (p->state != POOL_OPEN)
-        return 0;
+        return fail(L, NULL, PASYN_ECLOSED, "the pool is closed");
     pasyn_task *t = pasyn_task_new(PASYN_CLOSE, NULL, 0);
     if (!t)
-        return luaL_error(L, "out of memory");
-    if (pasyn_close(p->pool, t, lua_toboolean(L, 2)) != 0) {
-        pasyn_task_free(t);
-        return 0;
-    }
+        return fail(L, NULL, PASYN_ENOMEM, "out of memory");
+    if (pasyn_close(p->pool, t, lua_toboolean(L, 2)) != 0)
+        return fail(L, t, PASYN_ECLOSED, "the pool is closed");
     p->state = POOL_CLOSING;
     lua_pushlightuserdata(L, t);
     return 1;
