@@ -546,7 +546,7 @@ static void push_value(lua_State *L, const pasyn_value *v, int integers)
     }
 }
 
-/* Pushes the array of rows, or nil for none. names_idx: 0 for array rows, else a table of
+/* Pushes the array of rows, or false for none. names_idx: 0 for array rows, else a table of
  * column names. integers: the pool's `integers` option. */
 static void push_rows(lua_State *L, const pasyn_task *t, int names_idx, int integers)
 {
@@ -554,7 +554,7 @@ static void push_rows(lua_State *L, const pasyn_task *t, int names_idx, int inte
     const unsigned char *at = pasyn_task_rows(t, &nrows);
     int ncols = pasyn_task_columns(t);
     if (nrows == 0) { /* most writes: no table to make */
-        lua_pushnil(L);
+        lua_pushboolean(L, 0);
         return;
     }
     lua_createtable(L, nrows > 0x7fffffff ? 0 : (int)nrows, 0);
@@ -603,111 +603,178 @@ static int same_columns(lua_State *L, const pasyn_task *t, int names_idx, int ty
     return same;
 }
 
+/* result()'s stack: its arguments (task to known), then the values of the record's fields. */
+enum result_slot {
+    SLOT_TASK = 1,
+    SLOT_POOL,
+    SLOT_RECORD,
+    SLOT_NAMES,
+    SLOT_STREAM,
+    SLOT_KNOWN,
+    SLOT_ROW_KEYS, /* the names that key named rows, or nil for array rows */
+    SLOT_COLUMNS   /* then rows, rowcount, lastrowid, stream */
+};
+
 #define KNOWN_IDS_MAX 8
 
-/* 1 when the tables at 6 and 7 describe the task's columns: its columns id is one of those
- * in the array at 5, or the names and types are the same (then the id joins the array: each
+/* 1 when the columns record `known` describes the task's columns: its ids hold the task's
+ * columns id, or its names and types are the task's (then the id joins its ids: each
  * connection of a pool describes a statement under an id of its own). */
 static int known_columns(lua_State *L, const pasyn_task *t, lua_Number id)
 {
-    if (!lua_istable(L, 5))
+    if (!lua_istable(L, SLOT_KNOWN))
         return 0;
-    int n = (int)compat_rawlen(L, 5);
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, 5, i);
-        int same = lua_tonumber(L, -1) == id;
+    lua_getfield(L, SLOT_KNOWN, "ids");
+    int ids = lua_gettop(L);
+    int n = lua_istable(L, ids) ? (int)compat_rawlen(L, ids) : -1, same = 0;
+    for (int i = 1; i <= n && !same; i++) {
+        lua_rawgeti(L, ids, i);
+        same = lua_tonumber(L, -1) == id;
         lua_pop(L, 1);
-        if (same)
-            return 1;
     }
-    if (!same_columns(L, t, 6, 7))
-        return 0;
-    lua_pushnumber(L, id);
-    lua_rawseti(L, 5, n < KNOWN_IDS_MAX ? n + 1 : (int)((uint64_t)id % KNOWN_IDS_MAX) + 1);
-    return 1;
+    if (!same && n >= 0) {
+        lua_getfield(L, SLOT_KNOWN, "names");
+        lua_getfield(L, SLOT_KNOWN, "decltypes");
+        same = same_columns(L, t, ids + 1, ids + 2);
+        lua_pop(L, 2);
+        if (same) {
+            lua_pushnumber(L, id);
+            lua_rawseti(L, ids,
+                        n < KNOWN_IDS_MAX ? n + 1 : (int)((uint64_t)id % KNOWN_IDS_MAX) + 1);
+        }
+    }
+    lua_pop(L, 1);
+    return same;
 }
 
-/* result(task, pool, names, stream, known_ids, known_names, known_types) -> takes the completed
- * task and frees it.
- *   success: true, rows|nil (none), rowcount, lastrowid|nil, stream|nil, colnames|nil,
- *            decltypes|nil, columns id (0: no names)
- *   failure: nil, class, code, extended, message (see push_failure)
- * names: nil/false for array rows; true for named rows keyed by the task's own column names;
- * a table of names for named rows of a fetched chunk. stream: the stream a fetch continued.
- * known_ids, known_names, known_types: column tables of earlier results, with the columns ids
- * they served, returned again (not rebuilt) when they describe this one. */
+/* Pushes the names that key named rows (SLOT_ROW_KEYS: nil for array rows), then the
+ * record's `columns`: false for a task without columns; `known` when it describes them; else
+ * a new columns record {names = {...}, decltypes = {...}, ids = {the task's columns id}},
+ * with room for the two fields the Lua layer adds (sql, description). */
+static void push_columns(lua_State *L, const pasyn_task *t)
+{
+    uint64_t id = pasyn_task_columns_id(t);
+    int named = lua_toboolean(L, SLOT_NAMES);
+    if (lua_istable(L, SLOT_NAMES))
+        lua_pushvalue(L, SLOT_NAMES); /* a fetched chunk: the first chunk's names */
+    else
+        lua_pushnil(L);
+    if (id == 0) {
+        lua_pushboolean(L, 0);
+        return;
+    }
+    if (known_columns(L, t, (lua_Number)id)) {
+        if (named && lua_isnil(L, SLOT_ROW_KEYS)) {
+            lua_getfield(L, SLOT_KNOWN, "names");
+            lua_replace(L, SLOT_ROW_KEYS);
+        }
+        lua_pushvalue(L, SLOT_KNOWN);
+        return;
+    }
+    int ncols = pasyn_task_columns(t);
+    lua_createtable(L, 0, 5);
+    lua_createtable(L, ncols, 0);
+    lua_createtable(L, ncols, 0);
+    for (int c = 0; c < ncols; c++) {
+        const char *type = pasyn_task_column_decltype(t, c);
+        lua_pushstring(L, pasyn_task_column_name(t, c));
+        lua_rawseti(L, -3, c + 1);
+        if (type) {
+            lua_pushstring(L, type);
+            lua_rawseti(L, -2, c + 1);
+        }
+    }
+    lua_setfield(L, SLOT_COLUMNS, "decltypes");
+    if (named && lua_isnil(L, SLOT_ROW_KEYS)) {
+        lua_pushvalue(L, -1);
+        lua_replace(L, SLOT_ROW_KEYS);
+    }
+    lua_setfield(L, SLOT_COLUMNS, "names");
+    lua_createtable(L, 1, 0);
+    lua_pushnumber(L, (lua_Number)id);
+    lua_rawseti(L, -2, 1);
+    lua_setfield(L, SLOT_COLUMNS, "ids");
+}
+
+/* Pushes the stream the result goes on in, or false when it has ended: the one the fetch
+ * continued (prev), or a new one that keeps the pool alive. */
+static void push_stream(lua_State *L, const pasyn_task *t, lpool *p, lstream *prev)
+{
+    uint64_t id;
+    if (!pasyn_task_stream(t, &id)) {
+        lua_pushboolean(L, 0);
+    } else if (prev) {
+        prev->id = id;
+        lua_pushvalue(L, SLOT_STREAM);
+    } else {
+        lstream *s = lua_newuserdata(L, sizeof *s);
+        s->owner = p;
+        s->id = id;
+        luaL_getmetatable(L, STREAM_MT);
+        lua_setmetatable(L, -2);
+        lua_pushvalue(L, SLOT_POOL);
+        compat_anchor(L, lua_gettop(L) - 1);
+    }
+}
+
+/* result(task, pool, record [, names [, stream [, known]]]) -> record | nil, class, code,
+ * extended, message
+ * Takes a completed task (from submit, submit_many, fetch or open, once wait() returned or the
+ * hub gave it back) and frees it, whatever the outcome.
+ * Arguments:
+ *   record  a table of the caller's that every call fills again: reuse one, so that no table
+ *           is made for the answer. Give it every field below from the start (false will
+ *           do): setting a field a table has allocates nothing.
+ *   names   nil or false for array rows ({v1, ..., vn, n = n}); true for named rows keyed by
+ *           the column names; a table of names for named rows of a fetched chunk.
+ *   stream  the stream a fetch continued.
+ *   known   the columns record an earlier result of the same SQL gave, or nil.
+ * Results: on success the record, with every field set:
+ *   rows       an array of rows, or false when the task gave none
+ *   rowcount   rows changed by an INSERT, UPDATE or DELETE (summed over submit_many); else -1
+ *   lastrowid  the rowid the statement itself inserted, or false
+ *   stream     the stream to fetch the rest from, or false when the result has ended
+ *   columns    false for a statement without columns; else a columns record {names = array
+ *              of column names, decltypes = array of declared types (a hole where a column
+ *              has none), ids = the columns ids it describes}: `known` itself when it
+ *              describes this result (its tables are not made again; a new id joins its
+ *              ids), else a new one the caller may add fields to and pass as `known` later.
+ *              Column tables are shared: never modify them.
+ * On failure: nil, class ("sqlite", "programming", "closed", "nomem"), SQLite's primary and
+ * extended codes (for "sqlite"; else as the core set them), the message.
+ * Errors raised: for arguments of the wrong type; Lua's own when it runs out of memory.
+ * Thread: the Lua state's. */
 static int l_result(lua_State *L)
 {
-    pasyn_task *t = check_task(L, 1);
-    lpool *p = luaL_checkudata(L, 2, POOL_MT);
-    lstream *prev = lua_isnoneornil(L, 4) ? NULL : check_stream(L, 4);
+    pasyn_task *t = check_task(L, SLOT_TASK);
+    lpool *p = luaL_checkudata(L, SLOT_POOL, POOL_MT);
+    luaL_checktype(L, SLOT_RECORD, LUA_TTABLE);
+    lstream *prev = lua_isnoneornil(L, SLOT_STREAM) ? NULL : check_stream(L, SLOT_STREAM);
     if (prev)
         prev->id = 0; /* ended unless the task says it goes on */
     if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
         return fail_task(L, t);
-    int ncols = pasyn_task_columns(t);
-    uint64_t columns_id = pasyn_task_columns_id(t);
-    int has_names = columns_id != 0;
-    lua_settop(L, 7);
-    int top = 7;
-    lua_pushboolean(L, 1);
-    if (has_names && known_columns(L, t, (lua_Number)columns_id)) { /* the caller's tables */
-        lua_pushvalue(L, 6);
-        lua_pushvalue(L, 7);
-    } else if (has_names) { /* built first: named rows use them */
-        lua_createtable(L, ncols, 0);
-        lua_createtable(L, ncols, 0);
-        for (int c = 0; c < ncols; c++) {
-            const char *type = pasyn_task_column_decltype(t, c);
-            lua_pushstring(L, pasyn_task_column_name(t, c));
-            lua_rawseti(L, top + 2, c + 1);
-            if (type) {
-                lua_pushstring(L, type);
-                lua_rawseti(L, top + 3, c + 1);
-            }
-        }
-    } else {
-        lua_pushnil(L);
-        lua_pushnil(L);
-    }
-    int names_idx = 0;
-    if (lua_istable(L, 3))
-        names_idx = 3;
-    else if (lua_toboolean(L, 3) && has_names)
-        names_idx = top + 2;
-    push_rows(L, t, names_idx, p->integers);
-    lua_Integer rowcount = (lua_Integer)pasyn_task_rowcount(t);
-    lua_pushinteger(L, rowcount);
+    lua_settop(L, SLOT_KNOWN);
+    push_columns(L, t); /* first: named rows use the names */
+    push_rows(L, t, lua_isnil(L, SLOT_ROW_KEYS) ? 0 : SLOT_ROW_KEYS, p->integers);
+    lua_pushinteger(L, (lua_Integer)pasyn_task_rowcount(t));
     int64_t rowid;
     if (pasyn_task_lastrowid(t, &rowid))
         push_int(L, rowid, p->integers);
     else
-        lua_pushnil(L);
-    uint64_t id;
-    if (pasyn_task_stream(t, &id)) {
-        if (prev) {
-            prev->id = id;
-            lua_pushvalue(L, 4);
-        } else {
-            lstream *s = lua_newuserdata(L, sizeof *s);
-            s->owner = p;
-            s->id = id;
-            luaL_getmetatable(L, STREAM_MT);
-            lua_setmetatable(L, -2);
-            lua_pushvalue(L, 2);
-            compat_anchor(L, lua_gettop(L) - 1);
-        }
-    } else {
-        lua_pushnil(L);
-    }
+        lua_pushboolean(L, 0);
+    push_stream(L, t, p, prev);
     pasyn_task_free(t);
-    /* order: true, rows, rowcount, lastrowid, stream, colnames, decltypes, columns id */
-    lua_pushvalue(L, top + 2);
-    lua_pushvalue(L, top + 3);
-    lua_remove(L, top + 2);
-    lua_remove(L, top + 2);
-    lua_pushnumber(L, (lua_Number)columns_id);
-    return 8;
+    /* Every value first, then the fields (each pops the top value): setting them allocates
+     * nothing, so no finalizer runs in between, and a statement one runs (filling the record
+     * too) cannot leave it half ours and half its own. */
+    lua_setfield(L, SLOT_RECORD, "stream");
+    lua_setfield(L, SLOT_RECORD, "lastrowid");
+    lua_setfield(L, SLOT_RECORD, "rowcount");
+    lua_setfield(L, SLOT_RECORD, "rows");
+    lua_setfield(L, SLOT_RECORD, "columns");
+    lua_settop(L, SLOT_RECORD);
+    return 1;
 }
 
 static int l_stream_gc(lua_State *L)
