@@ -3,6 +3,11 @@
  * (C memory only), submits it, and turns a completed task back into Lua values. Policy
  * (routing, transactions, row shapes, error objects) lives in the C core or in
  * pasyn_sqlite.lua, not here.
+ *
+ * Two shapes cross the boundary: a completed task's result fills a record the caller reuses
+ * (result()), and every failure, at submit as at completion, is nil, class, code, extended,
+ * message (push_failure), with the class as the core names it; errors.lua alone maps it to
+ * an error kind.
  */
 #include <errno.h>
 #include <inttypes.h>
