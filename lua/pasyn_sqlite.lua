@@ -278,13 +278,10 @@ local function check_open(conn, sql)
     end
 end
 
--- What a core submit function returned for the statement `sql`: the task, or nil and the
--- failure (class, code, extended, message), raised here.
-local function submitted(sql, task, class, code, extended, message)
-    if not task then
-        error(errors.from_core(class, code, extended, message, sql), 3)
-    end
-    return task
+-- Raises the failure a core function reported for the statement `sql`: at submit (instead of
+-- a task) or at completion (core.result), in the one shape both have.
+local function fail(sql, class, code, extended, message)
+    error(errors.from_core(class, code, extended, message, sql), 3)
 end
 
 -- Waits for the task of a statement of `cur`, for the caller (sync, id, co) that submitted it.
@@ -320,7 +317,7 @@ local function finish(cur, sql, task, names, stream)
     local res, class, code, extended, message = core.result(task, conn._pool, result, names,
                                                             stream, conn._described[sql])
     if not res then
-        error(errors.from_core(class, code, extended, message, sql), 3)
+        fail(sql, class, code, extended, message)
     end
     return res
 end
@@ -577,7 +574,11 @@ local function run_statement(cur, kind, sql, ...)
     cur._rows, cur._pos = NO_ROWS, 1
     local sync, id, co = caller()
     local cfg = cur._cfg
-    local task = submitted(sql, core.submit(cfg.conn._pool, kind, id, sync, timeout, sql, ...))
+    local task, class, code, extended, message =
+        core.submit(cfg.conn._pool, kind, id, sync, timeout, sql, ...)
+    if not task then
+        fail(sql, class, code, extended, message)
+    end
     wait_for(cur, task, sync, id, co)
     return take(cur, sql, finish(cur, sql, task, cfg.row == "named"))
 end
@@ -624,7 +625,10 @@ local function many_submit(cur, sql, sets, timeout)
 end
 
 local function many_wait(cur, sql, sent)
-    local task = submitted(sql, unpack(sent, 1, 5))
+    local task = sent[1]
+    if not task then
+        fail(sql, unpack(sent, 2, 5))
+    end
     wait_for(cur, task, sent.sync, sent.id, sent.co)
     return finish(cur, sql, task).rowcount
 end
@@ -728,7 +732,10 @@ local function more(cur)
     local stmt = cur._stmt -- a streamed result has columns
     -- named rows: the names the first chunk's rows have as keys
     local names = cur._cfg.row == "named" and stmt.names or nil
-    local task = submitted(stmt.sql, core.fetch(stream, id, sync, timeout))
+    local task, class, code, extended, message = core.fetch(stream, id, sync, timeout)
+    if not task then
+        fail(stmt.sql, class, code, extended, message)
+    end
     wait_for(cur, task, sync, id, co)
     local res = finish(cur, stmt.sql, task, names, stream)
     local rows, going_on = res.rows, res.stream
