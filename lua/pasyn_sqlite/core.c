@@ -90,8 +90,9 @@ static const char *const error_classes[] = {"ok", "sqlite", "programming", "clos
 
 static int push_failure(lua_State *L, int err, int code, int extended, const char *message)
 {
+    int known = err > PASYN_OK && err < (int)(sizeof error_classes / sizeof *error_classes);
     lua_pushnil(L);
-    lua_pushstring(L, error_classes[err]);
+    lua_pushstring(L, known ? error_classes[err] : "unknown"); /* errors.lua: InternalError */
     lua_pushinteger(L, code);
     lua_pushinteger(L, extended);
     lua_pushstring(L, message);
