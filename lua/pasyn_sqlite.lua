@@ -1028,7 +1028,7 @@ function Connection:close()
     if task then
         sched.await(task, sync)
         core.free_task(task)
-    elseif class ~= "closed" then -- "closed": its open failed, nothing to wait for
+    elseif class ~= "closed" then -- "closed": closing already, or its open failed
         self._closing = false
         error(errors.from_core(class, code, extended, message), 2)
     end
