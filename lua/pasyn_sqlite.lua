@@ -278,34 +278,48 @@ local function check_open(conn, sql)
     end
 end
 
--- Takes what a core submit function returned for a statement of `cur` (a task, or nil and an
--- error it reported), waits for the task and returns core.result's values, raising the
--- statement's error.
+-- Raises the failure a core function reported for the statement `sql`: at submit (instead of
+-- a task) or at completion (core.result), in the one shape both have.
+local function fail(sql, class, code, extended, message)
+    error(errors.from_core(class, code, extended, message, sql), 3)
+end
+
+-- Waits for the task of a statement of `cur`, for the caller (sync, id, co) that submitted it.
 --
 -- While the task is on its way the cursor is in use: another coroutine that runs meanwhile
 -- and touches it is refused (check_cursor). The mark is set around the wait alone and put
 -- back as it was (executemany and a fetch with a row function hold it for longer). The wait
--- raises nothing in the normal course, and the statement's errors are raised after it, so they
--- never leave the mark behind, with no pcall on this path, which every statement takes. (A
--- coroutine closed while it waits leaves it, and refuse() sees that its holder is dead.)
-local function finish(cur, sync, id, co, sql, names, stream, task, ekind, emsg)
-    if not task then
-        error(errors.new(ekind, emsg, sql), 3)
-    end
-    local conn = cur._cfg.conn
-    local pool = conn._pool
+-- raises nothing in the normal course, and the statement's errors are raised after it (finish),
+-- so they never leave the mark behind, with no pcall on this path, which every statement
+-- takes. (A coroutine closed while it waits leaves it, and refuse() sees that its holder is
+-- dead.)
+local function wait_for(cur, task, sync, id, co)
+    local pool = cur._cfg.conn._pool
     local busy = cur._busy
     cur._busy = co or true
     sched.await(task, sync, pool, co)
     cur._busy = busy
     note_owner(pool, id, co)
-    local known = conn._described[sql]
-    local ok, a, b, c, d, e, f, g = core.result(task, pool, names, stream, known and known.ids,
-                                                known and known.names, known and known.decltypes)
-    if not ok then
-        error(errors.from_result(a, b, c, d, sql), 3)
+end
+
+-- The record core.result fills for every statement (see core.c, result): one for the module,
+-- not a table per statement. Each field is present from the start (false for none), so that
+-- filling it allocates nothing. A result is read out of it before anything else can run (no
+-- yield, no allocation in between: see take), and the rows and the stream are moved out of
+-- it, so that it keeps nothing alive that a cursor lets go of.
+local result = { rows = false, rowcount = -1, lastrowid = false, stream = false, columns = false }
+
+-- The result of the waited-for task of the statement `sql` of `cur`, in `result`, or raises
+-- the statement's error. names and stream as core.result takes them; the column tables known
+-- for `sql` (see describe) serve again when they describe this result.
+local function finish(cur, sql, task, names, stream)
+    local conn = cur._cfg.conn
+    local res, class, code, extended, message = core.result(task, conn._pool, result, names,
+                                                            stream, conn._described[sql])
+    if not res then
+        fail(sql, class, code, extended, message)
     end
-    return a, b, c, d, e, f, g
+    return res
 end
 
 -- Fields of both objects: what cannot be assigned raises; what can is checked.
@@ -503,48 +517,48 @@ end
 
 local DESCRIBED_MAX = 512
 
--- Gives the cursor the description record of its statement `sql` (false when the result has
--- no columns): { sql, description, and what core.result needs to know the columns again:
--- ids, names, decltypes }. Records are kept per connection and SQL text: core.result hands
--- back the same name tables while they still describe the statement, and then the same
--- record, and description, serves again.
-local function describe(cur, sql, names, decltypes, id)
-    if not names then
-        cur._stmt = false
+-- Gives the cursor the description record of its statement `sql`: the columns record of its
+-- result (false when it has no columns: see core.result), to which the first cursor that gets
+-- a new one adds `sql` and `description` (Python's, each column's {name, name = ..., decltype =
+-- ...}). Records are kept per connection and SQL text and handed to core.result as `known`,
+-- which gives the same record back while it still describes the statement: then the same
+-- description serves again, and a statement makes no table for it.
+local function describe(cur, sql, columns)
+    cur._stmt = columns
+    if not columns or columns.description then
         return
     end
-    local conn = cur._cfg.conn
-    local described = conn._described
-    local known = described[sql]
-    if known and known.names == names then
-        cur._stmt = known
-        return
-    end
+    local names, decltypes = columns.names, columns.decltypes
     local d = {}
     for i = 1, #names do
         d[i] = { names[i], name = names[i], decltype = decltypes[i] }
     end
-    if not known then
+    columns.sql, columns.description = sql, d
+    local conn = cur._cfg.conn
+    local described = conn._described
+    if not described[sql] then
         if conn._ndescribed >= DESCRIBED_MAX then -- SQL built on the fly: keep it bounded
             described, conn._ndescribed = {}, 0
             conn._described = described
         end
         conn._ndescribed = conn._ndescribed + 1
     end
-    known = { sql = sql, ids = { id }, names = names, decltypes = decltypes, description = d }
-    described[sql] = known
-    cur._stmt = known
+    described[sql] = columns
 end
 
--- Takes the results of the finished statement `sql` into the cursor.
-local function take(cur, sql, rows, rowcount, lastrowid, stream, names, decltypes, columns_id)
-    cur._rows, cur._pos = rows or NO_ROWS, 1
-    cur._stream = stream or false
+-- Takes the result of the finished statement `sql` (the record finish returned) into the
+-- cursor. Every field is read before anything that may allocate (and so run a finalizer, which
+-- may run a statement of its own that fills the record again).
+local function take(cur, sql, res)
+    local rows, stream, rowcount, lastrowid = res.rows, res.stream, res.rowcount, res.lastrowid
+    local columns = res.columns
+    res.rows, res.stream = false, false -- moved to the cursor
+    cur._rows, cur._pos, cur._stream = rows or NO_ROWS, 1, stream
     cur._rowcount = rowcount
-    if lastrowid ~= nil then
+    if lastrowid then
         rawset(cur, "_lastrowid", lastrowid) -- absent until the first insert
     end
-    describe(cur, sql, names, decltypes, columns_id)
+    describe(cur, sql, columns)
     return cur
 end
 
@@ -560,8 +574,13 @@ local function run_statement(cur, kind, sql, ...)
     cur._rows, cur._pos = NO_ROWS, 1
     local sync, id, co = caller()
     local cfg = cur._cfg
-    return take(cur, sql, finish(cur, sync, id, co, sql, cfg.row == "named", nil,
-                            core.submit(cfg.conn._pool, kind, id, sync, timeout, sql, ...)))
+    local task, class, code, extended, message =
+        core.submit(cfg.conn._pool, kind, id, sync, timeout, sql, ...)
+    if not task then
+        fail(sql, class, code, extended, message)
+    end
+    wait_for(cur, task, sync, id, co)
+    return take(cur, sql, finish(cur, sql, task, cfg.row == "named"))
 end
 
 -- cur:execute(sql [, params | value, ...]) -> cur. Runs one statement on the cursor: its rows
@@ -606,9 +625,12 @@ local function many_submit(cur, sql, sets, timeout)
 end
 
 local function many_wait(cur, sql, sent)
-    local _, rowcount = finish(cur, sent.sync, sent.id, sent.co, sql, nil, nil, sent[1], sent[2],
-                               sent[3])
-    return rowcount
+    local task = sent[1]
+    if not task then
+        fail(sql, unpack(sent, 2, 5))
+    end
+    wait_for(cur, task, sent.sync, sent.id, sent.co)
+    return finish(cur, sql, task).rowcount
 end
 
 local function many_chunk(cur, sql, sets, timeout)
@@ -710,9 +732,15 @@ local function more(cur)
     local stmt = cur._stmt -- a streamed result has columns
     -- named rows: the names the first chunk's rows have as keys
     local names = cur._cfg.row == "named" and stmt.names or nil
-    local rows, _, _, going_on = finish(cur, sync, id, co, stmt.sql, names, stream,
-                                        core.fetch(stream, id, sync, timeout))
-    cur._rows, cur._pos, cur._stream = rows or NO_ROWS, 1, going_on or false
+    local task, class, code, extended, message = core.fetch(stream, id, sync, timeout)
+    if not task then
+        fail(stmt.sql, class, code, extended, message)
+    end
+    wait_for(cur, task, sync, id, co)
+    local res = finish(cur, stmt.sql, task, names, stream)
+    local rows, going_on = res.rows, res.stream
+    res.rows, res.stream = false, false -- moved to the cursor (see take)
+    cur._rows, cur._pos, cur._stream = rows or NO_ROWS, 1, going_on
     return true
 end
 
@@ -996,16 +1024,26 @@ function Connection:close()
     end
     self._closing = true
     local sync = not sched.can_yield()
-    local task = core.close(self._pool, sync)
+    local task, class, code, extended, message = core.close(self._pool, sync)
     if task then
         sched.await(task, sync)
         core.free_task(task)
+    elseif class ~= "closed" then -- "closed": closing already, or its open failed
+        self._closing = false
+        error(errors.from_core(class, code, extended, message), 2)
     end
     core.free(self._pool)
     self._closed = true
     self._closing = false
 end
 Connection.__close = Connection.close
+
+-- Raises the failure core.open or the open task's result reported, naming the database.
+local function open_failed(database, class, code, extended, message)
+    local err = errors.from_core(class, code, extended, message)
+    err.database = database
+    error(err, 3)
+end
 
 -- sqlite.connect(database [, options]) -> a Connection: a pool of one writer and
 -- options.readers readers on `database` (a path, a file: URI, or ":memory:"). Options as in
@@ -1020,14 +1058,16 @@ function M.connect(database, options)
     end
     local opts = check_options(options)
     local sync = not sched.can_yield()
-    local pool, task = core.open(database, opts, sync)
+    local pool, task, code, extended, message = core.open(database, opts, sync)
+    if not pool then
+        open_failed(database, task, code, extended, message) -- task: the failure's class
+    end
     sched.await(task, sync)
-    local ok, class, code, extended, message = core.result(task, pool)
-    if not ok then
+    local opened, class
+    opened, class, code, extended, message = core.result(task, pool, result)
+    if not opened then
         core.free(pool)
-        local err = errors.from_result(class, code, extended, message)
-        err.database = database
-        error(err, 2)
+        open_failed(database, class, code, extended, message)
     end
     -- Every field is present (false for none): the library's reads and writes of them never
     -- reach __index or __newindex (see the Connection's fields). _cfg is a plain table, where

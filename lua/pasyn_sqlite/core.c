@@ -3,6 +3,11 @@
  * (C memory only), submits it, and turns a completed task back into Lua values. Policy
  * (routing, transactions, row shapes, error objects) lives in the C core or in
  * pasyn_sqlite.lua, not here.
+ *
+ * Two shapes cross the boundary: a completed task's result fills a record the caller reuses
+ * (result()), and every failure, at submit as at completion, is nil, class, code, extended,
+ * message (push_failure), with the class as the core names it; errors.lua alone maps it to
+ * an error kind.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -75,14 +80,43 @@ static pasyn_task *check_task(lua_State *L, int i)
     return lua_touserdata(L, i);
 }
 
-/* Pushes nil, "ProgrammingError", message: how argument problems reach the Lua layer. */
-static int fail(lua_State *L, pasyn_task *t, const char *kind, const char *message)
+/* ---- failures ---------------------------------------------------------------------- */
+
+/* How every failure reaches Lua, at submit as at completion: nil, class, code, extended,
+ * message. The class is the core's name for where it failed (enum pasyn_error); code and
+ * extended are SQLite's result codes for "sqlite", else 0. Only errors.lua turns these into
+ * an error object of some kind. */
+static const char *const error_classes[] = {"ok", "sqlite", "programming", "closed", "nomem"};
+
+static int push_failure(lua_State *L, int err, int code, int extended, const char *message)
 {
-    pasyn_task_free(t);
+    int known = err > PASYN_OK && err < (int)(sizeof error_classes / sizeof *error_classes);
     lua_pushnil(L);
-    lua_pushstring(L, kind);
+    lua_pushstring(L, known ? error_classes[err] : "unknown"); /* errors.lua: InternalError */
+    lua_pushinteger(L, code);
+    lua_pushinteger(L, extended);
     lua_pushstring(L, message);
-    return 3;
+    return 5;
+}
+
+/* A failure the binding found itself (err: enum pasyn_error, never PASYN_ESQLITE); frees t,
+ * which may be NULL. */
+static int fail(lua_State *L, pasyn_task *t, int err, const char *message)
+{
+    push_failure(L, err, 0, 0, message);
+    pasyn_task_free(t);
+    return 5;
+}
+
+/* The failure the core set on t (a refused submit, a failed task); frees t. */
+static int fail_task(lua_State *L, pasyn_task *t)
+{
+    int code, extended;
+    const char *message;
+    int err = pasyn_task_error(t, &code, &extended, &message);
+    push_failure(L, err, code, extended, message);
+    pasyn_task_free(t);
+    return 5;
 }
 
 /* ---- parameters --------------------------------------------------------------------- */
@@ -192,18 +226,20 @@ static int to_value(lua_State *L, int i, pasyn_value *v, int pos, const char *na
     return bad_param(L, pos, name, why);
 }
 
+/* Binds the n values from i on. PASYN_OK; or, with a message on the stack,
+ * PASYN_EPROGRAMMING for a value that cannot bind, PASYN_ENOMEM. */
 static int bind_positional(lua_State *L, pasyn_task *t, int i, int n)
 {
     pasyn_value v;
     for (int k = 0; k < n; k++) {
         if (!to_value(L, i + k, &v, k + 1, NULL))
-            return 0;
+            return PASYN_EPROGRAMMING;
         if (pasyn_task_bind(t, NULL, 0, &v) != 0) {
             lua_pushliteral(L, "out of memory");
-            return 0;
+            return PASYN_ENOMEM;
         }
     }
-    return 1;
+    return PASYN_OK;
 }
 
 /* 1 when the table at i has a string key other than "n". */
@@ -222,7 +258,7 @@ static int has_names_besides_n(lua_State *L, int i)
 
 /* The parameters held by the table at i: an array (t.n or #t long) or a map of names. A
  * table whose only key is n is both (table.pack(nil) or {n = value} for :n): the statement
- * decides, through pasyn_task_allow_packs. */
+ * decides, through pasyn_task_allow_packs. Returns as bind_positional does. */
 static int bind_table(lua_State *L, pasyn_task *t, int i)
 {
     lua_getfield(L, i, "n");
@@ -233,7 +269,7 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
     int is_count = has_n && count >= 0 && count <= 32766 && count == (lua_Number)(int)count;
     if (len > 0 && has_n && !is_count) {
         lua_pushliteral(L, "the parameter count t.n must be a whole number from 0 to 32766");
-        return 0;
+        return PASYN_EPROGRAMMING;
     }
     if (len == 0 && has_n && is_count && !has_names_besides_n(L, i))
         pasyn_task_allow_packs(t); /* and bind it as :n below */
@@ -243,12 +279,12 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
         luaL_checkstack(L, n + 4, "too many parameters");
         for (int k = 1; k <= n; k++)
             lua_rawgeti(L, i, k);
-        int ok = bind_positional(L, t, top + 1, n);
-        if (ok)
+        int err = bind_positional(L, t, top + 1, n);
+        if (err == PASYN_OK)
             lua_settop(L, top);
         else
             lua_replace(L, top + 1), lua_settop(L, top + 1);
-        return ok;
+        return err;
     }
     lua_pushnil(L);
     while (lua_next(L, i)) {
@@ -256,7 +292,7 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
             lua_pop(L, 2);
             lua_pushliteral(L, "parameter names must be strings (mixing an array part and "
                                "names is not supported)");
-            return 0;
+            return PASYN_EPROGRAMMING;
         }
         size_t namelen;
         const char *name = lua_tolstring(L, -2, &namelen);
@@ -264,59 +300,59 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
         if (!to_value(L, -1, &v, 0, name)) {
             lua_replace(L, -3);
             lua_pop(L, 1);
-            return 0;
+            return PASYN_EPROGRAMMING;
         }
         if (pasyn_task_bind(t, name, namelen, &v) != 0) {
             lua_pop(L, 2);
             lua_pushliteral(L, "out of memory");
-            return 0;
+            return PASYN_ENOMEM;
         }
         lua_pop(L, 1);
     }
-    return 1;
+    return PASYN_OK;
 }
 
 /* ---- submitting ------------------------------------------------------------------- */
 
+/* Queues t (see pasyn_submit): the task as a light userdata, or the failure (t freed). */
 static int submit(lua_State *L, lpool *p, pasyn_task *t, int sync)
 {
     if (p->state != POOL_OPEN)
-        return fail(L, t, "PoolClosedError", "the pool is closed");
+        return fail(L, t, PASYN_ECLOSED, "the pool is closed");
     /* Every owner of the pool is a coroutine of this thread: a call that blocks it while
      * another one's transaction holds the writer would wait for ever. */
     if (sync)
         pasyn_task_set_no_owner_wait(t);
-    int rc = pasyn_submit(p->pool, t, sync);
-    if (rc != 0) {
-        const char *msg;
-        pasyn_task_error(t, NULL, NULL, &msg);
-        lua_pushstring(L, msg);
-        pasyn_task_free(t);
-        lua_pushnil(L);
-        lua_pushstring(L, rc == PASYN_ECLOSED ? "PoolClosedError" : "ProgrammingError");
-        lua_pushvalue(L, -3);
-        return 3;
-    }
+    if (pasyn_submit(p->pool, t, sync) != 0)
+        return fail_task(L, t); /* the core set the task's error */
     lua_pushlightuserdata(L, t);
     return 1;
 }
 
+/* A task of `kind`, or NULL when out of memory. */
 static pasyn_task *new_task(lua_State *L, int kind, const char *sql, size_t len,
                             lua_Integer owner, int timeout_idx)
 {
     double timeout = (double)luaL_optnumber(L, timeout_idx, 0); /* before anything to free */
     pasyn_task *t = pasyn_task_new(kind, sql, len);
-    if (!t)
-        luaL_error(L, "out of memory");
-    pasyn_task_set_owner(t, (uint64_t)owner);
-    pasyn_task_set_timeout(t, timeout);
+    if (t) {
+        pasyn_task_set_owner(t, (uint64_t)owner);
+        pasyn_task_set_timeout(t, timeout);
+    }
     return t;
 }
 
 /* submit(pool, kind, owner, sync, timeout, sql [, params_table | values...])
- *   -> task | nil, kind, msg
- * kind: "exec" or "script"; timeout: seconds or nil. With exactly one extra argument that is a
- * plain table, it holds the parameters; otherwise every extra argument is one. */
+ *   -> task | nil, class, code, extended, message
+ * Arguments: kind "exec" or "script"; owner the id of the transaction owner the statement acts
+ * for; sync true to complete through wait() instead of the hub; timeout seconds or nil. With
+ * exactly one extra argument that is a plain table, it holds the parameters (an array, or a map
+ * of names); otherwise every extra argument is one value.
+ * Results: the task (a light userdata) to wait for and hand to result(); or the failure, in the
+ * shape result() gives one: class "programming" (a value that cannot bind, SQL the core
+ * refuses), "closed" (the pool is closing or closed), "nomem"; code and extended 0.
+ * Errors raised: only for arguments of the wrong type (a bug of the Lua layer).
+ * Thread: the Lua state's (the hub's owner thread). */
 static int l_submit(lua_State *L)
 {
     lpool *p = check_pool(L, 1);
@@ -327,22 +363,27 @@ static int l_submit(lua_State *L)
     const char *sql = luaL_checklstring(L, 6, &len);
     int script = strcmp(kind, "script") == 0;
     pasyn_task *t = new_task(L, script ? PASYN_SCRIPT : PASYN_EXEC, sql, len, owner, 5);
-    int nargs = lua_gettop(L) - 6, ok = 1;
+    if (!t)
+        return fail(L, NULL, PASYN_ENOMEM, "out of memory");
+    int nargs = lua_gettop(L) - 6, err;
     if (nargs == 1 && lua_type(L, 7) == LUA_TTABLE && lua_getmetatable(L, 7) == 0)
-        ok = bind_table(L, t, 7);
+        err = bind_table(L, t, 7);
     else if (nargs == 1 && lua_type(L, 7) == LUA_TTABLE)
-        lua_pop(L, 1), ok = bind_positional(L, t, 7, 1);
+        lua_pop(L, 1), err = bind_positional(L, t, 7, 1);
     else
-        ok = bind_positional(L, t, 7, nargs);
+        err = bind_positional(L, t, 7, nargs);
     if (nargs == 1 && lua_isnil(L, 7))
         pasyn_task_set_optional_null(t); /* execute(sql, params) with params nil */
-    if (!ok)
-        return fail(L, t, "ProgrammingError", lua_tostring(L, -1));
+    if (err != PASYN_OK)
+        return fail(L, t, err, lua_tostring(L, -1));
     return submit(L, p, t, sync);
 }
 
-/* submit_many(pool, owner, sync, timeout, sql, sets) -> task | nil, kind, msg;
- * sets: array of tables */
+/* submit_many(pool, owner, sync, timeout, sql, sets) -> task | nil, class, code, extended,
+ * message
+ * Arguments as for submit; sets: an array of parameter tables, one run of the statement each.
+ * Results and errors as for submit ("programming" also for a set that is not a table: the
+ * message names the set). Thread: the Lua state's. */
 static int l_submit_many(lua_State *L)
 {
     lpool *p = check_pool(L, 1);
@@ -352,19 +393,23 @@ static int l_submit_many(lua_State *L)
     const char *sql = luaL_checklstring(L, 5, &len);
     luaL_checktype(L, 6, LUA_TTABLE);
     pasyn_task *t = new_task(L, PASYN_MANY, sql, len, owner, 4);
+    if (!t)
+        return fail(L, NULL, PASYN_ENOMEM, "out of memory");
     int n = (int)compat_rawlen(L, 6);
     for (int k = 1; k <= n; k++) {
         lua_rawgeti(L, 6, k);
-        int ok = lua_type(L, -1) == LUA_TTABLE;
-        if (!ok)
+        int err = PASYN_OK;
+        if (lua_type(L, -1) != LUA_TTABLE) {
+            err = PASYN_EPROGRAMMING;
             lua_pushfstring(L, "parameter set %d is a %s, not a table", k, luaL_typename(L, -1));
-        else if (!(ok = bind_table(L, t, lua_gettop(L))))
+        } else if ((err = bind_table(L, t, lua_gettop(L))) == PASYN_EPROGRAMMING) {
             lua_pushfstring(L, "parameter set %d: %s", k, lua_tostring(L, -1));
-        if (!ok)
-            return fail(L, t, "ProgrammingError", lua_tostring(L, -1));
+        }
+        if (err != PASYN_OK)
+            return fail(L, t, err, lua_tostring(L, -1));
         lua_pop(L, 1);
         if (pasyn_task_next_set(t) != 0)
-            return fail(L, t, "InternalError", "out of memory");
+            return fail(L, t, PASYN_ENOMEM, "out of memory");
     }
     return submit(L, p, t, sync);
 }
@@ -399,13 +444,18 @@ static lstream *check_stream(lua_State *L, int i)
     return luaL_checkudata(L, i, STREAM_MT);
 }
 
-/* fetch(stream, owner, sync, timeout) -> task | nil, kind, msg */
+/* fetch(stream, owner, sync, timeout) -> task | nil, class, code, extended, message
+ * The next chunk of a streamed result (a stream from a result record). Arguments as for
+ * submit. Results as for submit: "programming" also once the stream has ended. Thread: the Lua
+ * state's. */
 static int l_fetch(lua_State *L)
 {
     lstream *s = check_stream(L, 1);
     if (!s->id)
-        return fail(L, NULL, "ProgrammingError", "the result has ended");
+        return fail(L, NULL, PASYN_EPROGRAMMING, "the result has ended");
     pasyn_task *t = new_task(L, PASYN_FETCH, NULL, 0, luaL_checkinteger(L, 2), 4);
+    if (!t)
+        return fail(L, NULL, PASYN_ENOMEM, "out of memory");
     pasyn_task_set_stream(t, s->id);
     return submit(L, s->owner, t, lua_toboolean(L, 3));
 }
@@ -502,7 +552,7 @@ static void push_value(lua_State *L, const pasyn_value *v, int integers)
     }
 }
 
-/* Pushes the array of rows, or nil for none. names_idx: 0 for array rows, else a table of
+/* Pushes the array of rows, or false for none. names_idx: 0 for array rows, else a table of
  * column names. integers: the pool's `integers` option. */
 static void push_rows(lua_State *L, const pasyn_task *t, int names_idx, int integers)
 {
@@ -510,7 +560,7 @@ static void push_rows(lua_State *L, const pasyn_task *t, int names_idx, int inte
     const unsigned char *at = pasyn_task_rows(t, &nrows);
     int ncols = pasyn_task_columns(t);
     if (nrows == 0) { /* most writes: no table to make */
-        lua_pushnil(L);
+        lua_pushboolean(L, 0);
         return;
     }
     lua_createtable(L, nrows > 0x7fffffff ? 0 : (int)nrows, 0);
@@ -559,123 +609,174 @@ static int same_columns(lua_State *L, const pasyn_task *t, int names_idx, int ty
     return same;
 }
 
+/* result()'s stack: its arguments (task to known), then the values of the record's fields. */
+enum result_slot {
+    SLOT_TASK = 1,
+    SLOT_POOL,
+    SLOT_RECORD,
+    SLOT_NAMES,
+    SLOT_STREAM,
+    SLOT_KNOWN,
+    SLOT_ROW_KEYS, /* the names that key named rows, or nil for array rows */
+    SLOT_COLUMNS   /* then rows, rowcount, lastrowid, stream */
+};
+
 #define KNOWN_IDS_MAX 8
 
-/* 1 when the tables at 6 and 7 describe the task's columns: its columns id is one of those
- * in the array at 5, or the names and types are the same (then the id joins the array: each
- * connection of a pool describes a statement under an id of its own). */
+/* 1 when the columns record `known` describes the task's columns: its array part holds the
+ * task's columns id, or its names and types are the task's (then the id joins the array: each
+ * connection of a pool describes a statement under an id of its own). The ids are the array
+ * part rather than a field of their own: one table lookup less on every result. */
 static int known_columns(lua_State *L, const pasyn_task *t, lua_Number id)
 {
-    if (!lua_istable(L, 5))
+    if (!lua_istable(L, SLOT_KNOWN))
         return 0;
-    int n = (int)compat_rawlen(L, 5);
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, 5, i);
-        int same = lua_tonumber(L, -1) == id;
+    int n = (int)compat_rawlen(L, SLOT_KNOWN), same = 0;
+    for (int i = 1; i <= n && !same; i++) {
+        lua_rawgeti(L, SLOT_KNOWN, i);
+        same = lua_tonumber(L, -1) == id;
         lua_pop(L, 1);
-        if (same)
-            return 1;
     }
-    if (!same_columns(L, t, 6, 7))
-        return 0;
-    lua_pushnumber(L, id);
-    lua_rawseti(L, 5, n < KNOWN_IDS_MAX ? n + 1 : (int)((uint64_t)id % KNOWN_IDS_MAX) + 1);
-    return 1;
+    if (same)
+        return 1;
+    lua_getfield(L, SLOT_KNOWN, "names");
+    lua_getfield(L, SLOT_KNOWN, "decltypes");
+    same = same_columns(L, t, lua_gettop(L) - 1, lua_gettop(L));
+    lua_pop(L, 2);
+    if (same) {
+        lua_pushnumber(L, id);
+        lua_rawseti(L, SLOT_KNOWN,
+                    n < KNOWN_IDS_MAX ? n + 1 : (int)((uint64_t)id % KNOWN_IDS_MAX) + 1);
+    }
+    return same;
 }
 
-/* result(task, pool, names, stream, known_ids, known_names, known_types) -> takes the completed
- * task and frees it.
- *   success: true, rows|nil (none), rowcount, lastrowid|nil, stream|nil, colnames|nil,
- *            decltypes|nil, columns id (0: no names)
- *   failure: false, error class ("sqlite", "programming", "closed", "nomem"), code, extended,
- *            message
- * names: nil/false for array rows; true for named rows keyed by the task's own column names;
- * a table of names for named rows of a fetched chunk. stream: the stream a fetch continued.
- * known_ids, known_names, known_types: column tables of earlier results, with the columns ids
- * they served, returned again (not rebuilt) when they describe this one. */
-static int l_result(lua_State *L)
+/* Pushes the names that key named rows (SLOT_ROW_KEYS: nil for array rows), then the
+ * record's `columns`: false for a task without columns; `known` when it describes them; else
+ * a new columns record {the task's columns id, names = {...}, decltypes = {...}}, with room
+ * for the two fields the Lua layer adds (sql, description). */
+static void push_columns(lua_State *L, const pasyn_task *t)
 {
-    pasyn_task *t = check_task(L, 1);
-    lpool *p = luaL_checkudata(L, 2, POOL_MT);
-    lstream *prev = lua_isnoneornil(L, 4) ? NULL : check_stream(L, 4);
-    int code, extended;
-    const char *message;
-    int err = pasyn_task_error(t, &code, &extended, &message);
-    if (prev)
-        prev->id = 0; /* ended unless the task says it goes on */
-    if (err != PASYN_OK) {
-        static const char *const classes[] = {"ok", "sqlite", "programming", "closed", "nomem"};
+    uint64_t id = pasyn_task_columns_id(t);
+    int named = lua_toboolean(L, SLOT_NAMES);
+    if (lua_istable(L, SLOT_NAMES))
+        lua_pushvalue(L, SLOT_NAMES); /* a fetched chunk: the first chunk's names */
+    else
+        lua_pushnil(L);
+    if (id == 0) {
         lua_pushboolean(L, 0);
-        lua_pushstring(L, classes[err]);
-        lua_pushinteger(L, code);
-        lua_pushinteger(L, extended);
-        lua_pushstring(L, message);
-        pasyn_task_free(t);
-        return 5;
+        return;
+    }
+    if (known_columns(L, t, (lua_Number)id)) {
+        if (named && lua_isnil(L, SLOT_ROW_KEYS)) {
+            lua_getfield(L, SLOT_KNOWN, "names");
+            lua_replace(L, SLOT_ROW_KEYS);
+        }
+        lua_pushvalue(L, SLOT_KNOWN);
+        return;
     }
     int ncols = pasyn_task_columns(t);
-    uint64_t columns_id = pasyn_task_columns_id(t);
-    int has_names = columns_id != 0;
-    lua_settop(L, 7);
-    int top = 7;
-    lua_pushboolean(L, 1);
-    if (has_names && known_columns(L, t, (lua_Number)columns_id)) { /* the caller's tables */
-        lua_pushvalue(L, 6);
-        lua_pushvalue(L, 7);
-    } else if (has_names) { /* built first: named rows use them */
-        lua_createtable(L, ncols, 0);
-        lua_createtable(L, ncols, 0);
-        for (int c = 0; c < ncols; c++) {
-            const char *type = pasyn_task_column_decltype(t, c);
-            lua_pushstring(L, pasyn_task_column_name(t, c));
-            lua_rawseti(L, top + 2, c + 1);
-            if (type) {
-                lua_pushstring(L, type);
-                lua_rawseti(L, top + 3, c + 1);
-            }
+    lua_createtable(L, 1, 4);
+    lua_pushnumber(L, (lua_Number)id);
+    lua_rawseti(L, SLOT_COLUMNS, 1);
+    lua_createtable(L, ncols, 0);
+    lua_createtable(L, ncols, 0);
+    for (int c = 0; c < ncols; c++) {
+        const char *type = pasyn_task_column_decltype(t, c);
+        lua_pushstring(L, pasyn_task_column_name(t, c));
+        lua_rawseti(L, -3, c + 1);
+        if (type) {
+            lua_pushstring(L, type);
+            lua_rawseti(L, -2, c + 1);
         }
-    } else {
-        lua_pushnil(L);
-        lua_pushnil(L);
     }
-    int names_idx = 0;
-    if (lua_istable(L, 3))
-        names_idx = 3;
-    else if (lua_toboolean(L, 3) && has_names)
-        names_idx = top + 2;
-    push_rows(L, t, names_idx, p->integers);
-    lua_Integer rowcount = (lua_Integer)pasyn_task_rowcount(t);
-    lua_pushinteger(L, rowcount);
+    lua_setfield(L, SLOT_COLUMNS, "decltypes");
+    if (named && lua_isnil(L, SLOT_ROW_KEYS)) {
+        lua_pushvalue(L, -1);
+        lua_replace(L, SLOT_ROW_KEYS);
+    }
+    lua_setfield(L, SLOT_COLUMNS, "names");
+}
+
+/* Pushes the stream the result goes on in, or false when it has ended: the one the fetch
+ * continued (prev), or a new one that keeps the pool alive. */
+static void push_stream(lua_State *L, const pasyn_task *t, lpool *p, lstream *prev)
+{
+    uint64_t id;
+    if (!pasyn_task_stream(t, &id)) {
+        lua_pushboolean(L, 0);
+    } else if (prev) {
+        prev->id = id;
+        lua_pushvalue(L, SLOT_STREAM);
+    } else {
+        lstream *s = lua_newuserdata(L, sizeof *s);
+        s->owner = p;
+        s->id = id;
+        luaL_getmetatable(L, STREAM_MT);
+        lua_setmetatable(L, -2);
+        lua_pushvalue(L, SLOT_POOL);
+        compat_anchor(L, lua_gettop(L) - 1);
+    }
+}
+
+/* result(task, pool, record [, names [, stream [, known]]]) -> record | nil, class, code,
+ * extended, message
+ * Takes a completed task (from submit, submit_many, fetch or open, once wait() returned or the
+ * hub gave it back) and frees it, whatever the outcome.
+ * Arguments:
+ *   record  a table of the caller's that every call fills again: reuse one, so that no table
+ *           is made for the answer. Give it every field below from the start (false will
+ *           do): setting a field a table has allocates nothing.
+ *   names   nil or false for array rows ({v1, ..., vn, n = n}); true for named rows keyed by
+ *           the column names; a table of names for named rows of a fetched chunk.
+ *   stream  the stream a fetch continued.
+ *   known   the columns record an earlier result of the same SQL gave, or nil.
+ * Results: on success the record, with every field set:
+ *   rows       an array of rows, or false when the task gave none
+ *   rowcount   rows changed by an INSERT, UPDATE or DELETE (summed over submit_many); else -1
+ *   lastrowid  the rowid the statement itself inserted, or false
+ *   stream     the stream to fetch the rest from, or false when the result has ended
+ *   columns    false for a statement without columns; else a columns record {id, ...,
+ *              names = array of column names, decltypes = array of declared types (a hole
+ *              where a column has none)}, its array part the columns ids (the core's) it
+ *              describes: `known` itself when it describes this result (nothing is made
+ *              again; a new id joins the array), else a new one the caller may add fields to
+ *              and pass as `known` later. Column tables are shared: never modify them.
+ * On failure: nil, class ("sqlite", "programming", "closed", "nomem"), SQLite's primary and
+ * extended codes (for "sqlite"; else as the core set them), the message.
+ * Errors raised: for arguments of the wrong type; Lua's own when it runs out of memory.
+ * Thread: the Lua state's. */
+static int l_result(lua_State *L)
+{
+    pasyn_task *t = check_task(L, SLOT_TASK);
+    lpool *p = luaL_checkudata(L, SLOT_POOL, POOL_MT);
+    luaL_checktype(L, SLOT_RECORD, LUA_TTABLE);
+    lstream *prev = lua_isnoneornil(L, SLOT_STREAM) ? NULL : check_stream(L, SLOT_STREAM);
+    if (prev)
+        prev->id = 0; /* ended unless the task says it goes on */
+    if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
+        return fail_task(L, t);
+    lua_settop(L, SLOT_KNOWN);
+    push_columns(L, t); /* first: named rows use the names */
+    push_rows(L, t, lua_isnil(L, SLOT_ROW_KEYS) ? 0 : SLOT_ROW_KEYS, p->integers);
+    lua_pushinteger(L, (lua_Integer)pasyn_task_rowcount(t));
     int64_t rowid;
     if (pasyn_task_lastrowid(t, &rowid))
         push_int(L, rowid, p->integers);
     else
-        lua_pushnil(L);
-    uint64_t id;
-    if (pasyn_task_stream(t, &id)) {
-        if (prev) {
-            prev->id = id;
-            lua_pushvalue(L, 4);
-        } else {
-            lstream *s = lua_newuserdata(L, sizeof *s);
-            s->owner = p;
-            s->id = id;
-            luaL_getmetatable(L, STREAM_MT);
-            lua_setmetatable(L, -2);
-            lua_pushvalue(L, 2);
-            compat_anchor(L, lua_gettop(L) - 1);
-        }
-    } else {
-        lua_pushnil(L);
-    }
+        lua_pushboolean(L, 0);
+    push_stream(L, t, p, prev);
     pasyn_task_free(t);
-    /* order: true, rows, rowcount, lastrowid, stream, colnames, decltypes, columns id */
-    lua_pushvalue(L, top + 2);
-    lua_pushvalue(L, top + 3);
-    lua_remove(L, top + 2);
-    lua_remove(L, top + 2);
-    lua_pushnumber(L, (lua_Number)columns_id);
-    return 8;
+    /* Every value first, then the fields (each pops the top value): setting them allocates
+     * nothing, so no finalizer runs in between, and a statement one runs (filling the record
+     * too) cannot leave it half ours and half its own. */
+    lua_setfield(L, SLOT_RECORD, "stream");
+    lua_setfield(L, SLOT_RECORD, "lastrowid");
+    lua_setfield(L, SLOT_RECORD, "rowcount");
+    lua_setfield(L, SLOT_RECORD, "rows");
+    lua_setfield(L, SLOT_RECORD, "columns");
+    lua_settop(L, SLOT_RECORD);
+    return 1;
 }
 
 static int l_stream_gc(lua_State *L)
@@ -710,8 +811,15 @@ static const char *opt_string(lua_State *L, int i, const char *name, const char 
     return v;
 }
 
-/* open(database, options, sync) -> pool, task. options hold checked values; options.pragmas
- * is an array {name, value, name, value, ...} of strings. */
+/* open(database, options, sync) -> pool, task | nil, class, code, extended, message
+ * Arguments: database a path, ":memory:" or a "file:" URI; options the checked options of
+ * connect (options.pragmas an array {name, value, name, value, ...} of strings); sync true to
+ * complete the open task through wait() instead of the hub.
+ * Results: the pool (a full userdata) and its open task, whose result() says whether the open
+ * succeeded (free the pool if not); or the failure in result()'s shape, class "nomem" (no
+ * memory for the task, or the pool's threads would not start).
+ * Errors raised: for arguments of the wrong type, and when the Lua state's hub cannot be made
+ * (out of descriptors). Thread: the Lua state's. */
 static int l_open(lua_State *L)
 {
     const char *database = luaL_checkstring(L, 1);
@@ -739,7 +847,6 @@ static int l_open(lua_State *L)
     pragmas[npragmas] = NULL;
     o.pragmas = pragmas;
 
-    pasyn_task *t = pasyn_task_new(PASYN_OPEN, NULL, 0);
     lpool *p = lua_newuserdata(L, sizeof *p);
     p->pool = NULL;
     p->state = POOL_FREED;
@@ -750,31 +857,33 @@ static int l_open(lua_State *L)
                                                      : INTEGERS_NUMBER;
     luaL_getmetatable(L, POOL_MT);
     lua_setmetatable(L, -2);
+    pasyn_hub *hub = get_hub(L);
+    pasyn_task *t = pasyn_task_new(PASYN_OPEN, NULL, 0);
     if (!t)
-        return luaL_error(L, "out of memory");
-    p->pool = pasyn_open(database, &o, get_hub(L), t, sync);
-    if (!p->pool) {
-        pasyn_task_free(t);
-        return luaL_error(L, "cannot start the pool: out of memory or threads");
-    }
+        return fail(L, NULL, PASYN_ENOMEM, "out of memory");
+    p->pool = pasyn_open(database, &o, hub, t, sync);
+    if (!p->pool)
+        return fail(L, t, PASYN_ENOMEM, "cannot start the pool: out of memory or threads");
     p->state = POOL_OPEN;
     lua_pushlightuserdata(L, t);
     return 2;
 }
 
-/* close(pool, sync) -> task, or nil when it was closing already */
+/* close(pool, sync) -> task | nil, class, code, extended, message
+ * Stops the pool's intake and closes it once its work is done (pasyn_close). sync as for open.
+ * Results: the close task to wait for and free (free_task), then free the pool; or the
+ * failure in result()'s shape: class "closed" when a close was under way already or the open
+ * had failed (nothing to wait for), "nomem". Thread: the Lua state's. */
 static int l_close(lua_State *L)
 {
     lpool *p = check_pool(L, 1);
     if (p->state != POOL_OPEN)
-        return 0;
+        return fail(L, NULL, PASYN_ECLOSED, "the pool is closed");
     pasyn_task *t = pasyn_task_new(PASYN_CLOSE, NULL, 0);
     if (!t)
-        return luaL_error(L, "out of memory");
-    if (pasyn_close(p->pool, t, lua_toboolean(L, 2)) != 0) {
-        pasyn_task_free(t);
-        return 0;
-    }
+        return fail(L, NULL, PASYN_ENOMEM, "out of memory");
+    if (pasyn_close(p->pool, t, lua_toboolean(L, 2)) != 0)
+        return fail(L, t, PASYN_ECLOSED, "the pool is closed");
     p->state = POOL_CLOSING;
     lua_pushlightuserdata(L, t);
     return 1;

@@ -81,17 +81,30 @@ local by_code = {
     [26] = "DatabaseError",     -- NOTADB
 }
 
--- The kinds for the core's own error classes (see core.result).
+-- Out of memory is one kind wherever it is noticed: SQLite's SQLITE_NOMEM (class "sqlite",
+-- code 7), and class "nomem" (an allocation of the core, of the binding while it converts
+-- parameters, or threads that would not start). Python's sqlite3 raises MemoryError for
+-- SQLITE_NOMEM, which is no kind of ours; of the kinds we have (API.md, "Errors"), PEP 249
+-- names "a memory allocation error occurred during processing" among OperationalError's
+-- causes, and that is what SQLite's code 7 maps to above. Each carries code and
+-- extended_code 7, so `err.code == 7` tells out of memory from the rest of its kind.
+local SQLITE_NOMEM = 7
+
+-- The kinds for the core's other error classes (see core.result).
 local by_class = {
     programming = "ProgrammingError",
     closed = "PoolClosedError",
-    nomem = "OperationalError",
 }
 
--- An error object from what core.result reported for a failed task.
-function M.from_result(class, code, extended, message, sql)
+-- The error object for a failure the core reported, at submit or at completion (core.result):
+-- its class ("sqlite", "programming", "closed", "nomem"), SQLite's primary and extended codes
+-- (for "sqlite"; else 0), the message, and the statement. Only here do classes and codes
+-- become kinds.
+function M.from_core(class, code, extended, message, sql)
     if class == "sqlite" then
         return M.new(by_code[code] or "DatabaseError", message, sql, code, extended)
+    elseif class == "nomem" then
+        return M.new(by_code[SQLITE_NOMEM], message, sql, SQLITE_NOMEM, SQLITE_NOMEM)
     end
     return M.new(by_class[class] or "InternalError", message, sql)
 end

@@ -134,12 +134,19 @@ function M.owner(co)
     return co
 end
 
+-- The record core.result fills for discard (each field present: see pasyn_sqlite.lua's).
+local discarded = { rows = false, rowcount = -1, lastrowid = false, stream = false, columns = false }
+
 -- A completion nobody waits for any more: free it, and let go of a streamed result it
 -- started, or its reader would keep serving nothing else.
 local function discard(task, pool)
     if pool then
-        local ok, _, _, _, stream = core.result(task, pool)
-        if ok and stream then
+        local res = core.result(task, pool, discarded)
+        local stream = res and res.stream
+        if res then
+            res.rows, res.stream = false, false -- keep nothing alive
+        end
+        if stream then
             core.release(stream)
         end
     else
