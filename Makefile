@@ -174,7 +174,7 @@ uninstall-lib:
 uninstall-lua:
 	rm -rf $(DESTDIR)$(LUA_LIBDIR)/pasyn_sqlite $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite $(DESTDIR)$(LUA_SHAREDIR)/pasyn_sqlite.lua
 
-lint:
+lint: format-check
 	luacheck lua spec examples bench
 	$(MAKE) --no-print-directory -B BUILD=build/lint CFLAGS="-O2 -Werror" all
 	$(CC) -std=c11 $(WARN) -Werror -Ic -fsyntax-only examples/c_api.c

@@ -61,10 +61,10 @@ int changes_register(pasyn_pool *pool)
      * (c3ref/c_deterministic.html). */
     int fn_flags = SQLITE_UTF8 | SQLITE_INNOCUOUS;
     sqlite3 *db = pool->writer.conn.db;
-    int rc = sqlite3_create_function_v2(db, "total_changes", 0, fn_flags, pool,
-                                        sql_total_changes, NULL, NULL, NULL);
+    int rc = sqlite3_create_function_v2(db, "total_changes", 0, fn_flags, pool, sql_total_changes,
+                                        NULL, NULL, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_create_function_v2(db, "changes", 0, fn_flags, pool, sql_changes, NULL,
-                                        NULL, NULL);
+        rc = sqlite3_create_function_v2(db, "changes", 0, fn_flags, pool, sql_changes, NULL, NULL,
+                                        NULL);
     return rc;
 }

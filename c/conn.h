@@ -23,9 +23,9 @@ enum seen_bits {
 
 /* What a prepared statement is, as far as where and how it runs goes. */
 enum stmt_kind {
-    STMT_READ = 1,  /* reads only the database: any reader may run it */
-    STMT_DML = 2,   /* a plain INSERT, UPDATE or DELETE: may join a group commit, executemany */
-    STMT_OTHER = 3  /* anything else: the writer runs it, alone */
+    STMT_READ = 1, /* reads only the database: any reader may run it */
+    STMT_DML = 2,  /* a plain INSERT, UPDATE or DELETE: may join a group commit, executemany */
+    STMT_OTHER = 3 /* anything else: the writer runs it, alone */
 };
 
 /* ---- the writer's TEMP names (temp_names.c) ---------------------------------------- */
@@ -35,13 +35,13 @@ enum stmt_kind {
  * treat a read of such a name as the writer's (route.c, reads_local). Set by the writer after a
  * schema change; `count` is readable without the lock. */
 typedef struct temp_names {
-    pthread_mutex_t mu;     /* guards names and n */
-    char **names;           /* n names, malloc'd */
+    pthread_mutex_t mu; /* guards names and n */
+    char **names;       /* n names, malloc'd */
     size_t n;
-    _Atomic size_t count;   /* n, readable without the lock: 0 spares readers the lock */
+    _Atomic size_t count; /* n, readable without the lock: 0 spares readers the lock */
 } temp_names;
 
-int temp_names_has(temp_names *tn, const char *name);              /* any thread */
+int temp_names_has(temp_names *tn, const char *name); /* any thread */
 /* Takes the names the writer's connection has now; with `keep`, also keeps those known
  * before (inside a transaction, whose changes other coroutines must not see yet). */
 void temp_names_refresh(temp_names *tn, sqlite3 *writer_db, int keep); /* the writer */
@@ -56,36 +56,36 @@ typedef struct lru_link {
 
 /* A prepared statement with what SQLite told us about it. */
 typedef struct cached_stmt {
-    lru_link lru;                       /* first: a link is also its statement */
-    struct cached_stmt *hnext;          /* hash chain */
+    lru_link lru;              /* first: a link is also its statement */
+    struct cached_stmt *hnext; /* hash chain */
     sqlite3_stmt *stmt;
-    int kind;                           /* enum stmt_kind */
-    columns *cols;                      /* described once per prepare, or NULL */
-    int prepares;                       /* SQLite's re-prepare count when cols was built */
-    uint64_t run_ns;                    /* how long it runs here: a moving average */
-    int first_named;                    /* index of its first :a/@a/$a parameter, 0 when none */
-    int setting;                        /* a PRAGMA setting a read setting: 1 + its index */
-    int changes_schema;                 /* CREATE, DROP, ALTER, ATTACH, DETACH (SEEN_SCHEMA) */
-    int classified_at;                  /* SQLite's re-prepare count when kind was learned */
-    const char *insert_table;           /* a top-level INSERT: its table and database (in sql's */
-    const char *insert_db;              /* block, after the SQL), else NULL */
-    uint32_t hash;                      /* hash_sql of sql */
+    int kind;                 /* enum stmt_kind */
+    columns *cols;            /* described once per prepare, or NULL */
+    int prepares;             /* SQLite's re-prepare count when cols was built */
+    uint64_t run_ns;          /* how long it runs here: a moving average */
+    int first_named;          /* index of its first :a/@a/$a parameter, 0 when none */
+    int setting;              /* a PRAGMA setting a read setting: 1 + its index */
+    int changes_schema;       /* CREATE, DROP, ALTER, ATTACH, DETACH (SEEN_SCHEMA) */
+    int classified_at;        /* SQLite's re-prepare count when kind was learned */
+    const char *insert_table; /* a top-level INSERT: its table and database (in sql's */
+    const char *insert_db;    /* block, after the SQL), else NULL */
+    uint32_t hash;            /* hash_sql of sql */
     size_t sql_len;
-    char sql[];                         /* the text it was prepared from, NUL-terminated */
+    char sql[]; /* the text it was prepared from, NUL-terminated */
 } cached_stmt;
 
 /* One SQLite connection, its statement cache, the authorizer notes of its last prepare, and
  * what may stop the task running on it. Used by one thread at a time. */
 typedef struct conn {
     sqlite3 *db;
-    cached_stmt **buckets;              /* the cache's hash table, nbuckets a power of two */
-    size_t nbuckets, count, capacity;   /* statements cached now, and at most */
-    lru_link lru;                       /* sentinel: lru.next is the most recent */
-    unsigned seen;                      /* authorizer notes, bits of enum seen_bits */
-    int setting;                        /* a PRAGMA setting a read setting: 1 + its index */
-    buf insert_names;                   /* with SEEN_INSERT: "table\0database\0" of the INSERT */
-    temp_names *temp_names;             /* the writer's TEMP names, on the other connections */
-    int refuse_locks_out;               /* deny PRAGMAs that would lock other connections out */
+    cached_stmt **buckets;            /* the cache's hash table, nbuckets a power of two */
+    size_t nbuckets, count, capacity; /* statements cached now, and at most */
+    lru_link lru;                     /* sentinel: lru.next is the most recent */
+    unsigned seen;                    /* authorizer notes, bits of enum seen_bits */
+    int setting;                      /* a PRAGMA setting a read setting: 1 + its index */
+    buf insert_names;                 /* with SEEN_INSERT: "table\0database\0" of the INSERT */
+    temp_names *temp_names;           /* the writer's TEMP names, on the other connections */
+    int refuse_locks_out;             /* deny PRAGMAs that would lock other connections out */
 
     /* the running task, between conn_arm and conn_disarm */
     int armed;
@@ -96,8 +96,8 @@ typedef struct conn {
 
     /* the statement whose insert conn_watch_insert watches */
     const cached_stmt *inserting;
-    int64_t rowid_before;               /* last_insert_rowid() before it ran */
-    int reinserted;                     /* its table got a row with that rowid again */
+    int64_t rowid_before; /* last_insert_rowid() before it ran */
+    int reinserted;       /* its table got a row with that rowid again */
 } conn;
 
 /* conn.c: opening and closing, and the hooks that watch the running task. */

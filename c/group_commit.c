@@ -180,8 +180,8 @@ pasyn_task *group_commit_run(pasyn_pool *pool, pasyn_task *t, int more)
     /* Worth a batch when writes wait behind this one, or when the last batch's callers are
      * likely to write again soon (they were all woken at once). */
     int expect = pool->batch.last > 1;
-    if (pool->opts.group_commit && atomic_load(&pool->writer.txn_owner) == 0 &&
-        (expect || more) && joins_batch(pool, t))
+    if (pool->opts.group_commit && atomic_load(&pool->writer.txn_owner) == 0 && (expect || more) &&
+        joins_batch(pool, t))
         return batch_run(pool, t, expect);
     pool->batch.last = 0;
     return t;

@@ -156,7 +156,7 @@ pasyn_task *pasyn_hub_drain(pasyn_hub *hub)
 {
     pthread_mutex_lock(&hub->mu);
     if (hub->signalled) { /* clear it with the list, so the two never disagree */
-        hub_clear(hub); /* a socket's bytes are read by the host, before it drains */
+        hub_clear(hub);   /* a socket's bytes are read by the host, before it drains */
         hub->signalled = 0;
     }
     pasyn_task *list = hub->head;

@@ -34,17 +34,17 @@ enum notify { NOTIFY_HUB = 0, NOTIFY_SYNC = 1, NOTIFY_NONE = 2 };
 typedef struct columns {
     _Atomic int refs;
     int n;
-    uint64_t id;            /* never reused: pasyn_task_columns_id */
-    const char *text[];     /* n names, then n declared types (NULL: none); the strings follow */
+    uint64_t id;        /* never reused: pasyn_task_columns_id */
+    const char *text[]; /* n names, then n declared types (NULL: none); the strings follow */
 } columns;
 
 struct pasyn_task {
-    pasyn_task *next;       /* queue and hub link */
-    pasyn_task *prev;       /* writer queue only */
+    pasyn_task *next; /* queue and hub link */
+    pasyn_task *prev; /* writer queue only */
     int kind;
-    int notify;             /* enum notify */
-    _Atomic int done;       /* set for NOTIFY_SYNC completions */
-    pasyn_hub *hub;         /* where it completes */
+    int notify;       /* enum notify */
+    _Atomic int done; /* set for NOTIFY_SYNC completions */
+    pasyn_hub *hub;   /* where it completes */
     uint64_t owner;
     void *user;
     char *sql;
@@ -61,17 +61,17 @@ struct pasyn_task {
     buf set_ends;           /* PASYN_MANY: offsets (size_t) where each set ends */
 
     /* results */
-    int err;                /* enum pasyn_error */
+    int err; /* enum pasyn_error */
     int code, extended;
     char *message;
     int ncols;
-    columns *cols;          /* their names and types, when described */
+    columns *cols; /* their names and types, when described */
     buf rows;
     size_t nrows;
     int64_t rowcount;
     int has_rowid;
     int64_t rowid;
-    uint64_t stream;        /* streamed result: (reader index + 1) << 48 | serial */
+    uint64_t stream; /* streamed result: (reader index + 1) << 48 | serial */
 };
 
 /* A mutex-protected deque of tasks: the owner takes from the front, thieves from the back. */
@@ -79,12 +79,12 @@ typedef struct deque {
     pthread_mutex_t mu;
     pasyn_task **ring;
     size_t head, len, cap;
-    _Atomic size_t size;    /* len, readable without the lock */
+    _Atomic size_t size; /* len, readable without the lock */
 } deque;
 
 int deque_init(deque *d);
 void deque_destroy(deque *d);
-int deque_push_back(deque *d, pasyn_task *t);      /* locks */
+int deque_push_back(deque *d, pasyn_task *t);       /* locks */
 pasyn_task *deque_pop_front(deque *d);              /* locks */
 pasyn_task *deque_pop_back(deque *d);               /* locks */
 pasyn_task *deque_take_short(deque *d, size_t *at); /* locks: the first that is no long read */
@@ -93,17 +93,17 @@ pasyn_task *deque_pop_front_locked(deque *d);
 
 struct pasyn_hub {
     pthread_mutex_t mu;
-    pthread_cond_t sync_cv;     /* NOTIFY_SYNC completions */
+    pthread_cond_t sync_cv; /* NOTIFY_SYNC completions */
     pasyn_task *head, *tail;
-    _Atomic int pending;        /* head != NULL, readable without the lock */
-    _Atomic int watching;       /* the host spins on pending in pasyn_hub_poll */
-    int signalled;              /* under mu: the descriptor (and sfd) written since the last drain */
-    int efd;                    /* eventfd, or the read end of a pipe */
-    int wfd;                    /* the write end (== efd for eventfd) */
-    int sfd;                    /* under mu: a connected socket signalled too (pasyn_hub_accept),
+    _Atomic int pending;  /* head != NULL, readable without the lock */
+    _Atomic int watching; /* the host spins on pending in pasyn_hub_poll */
+    int signalled;        /* under mu: the descriptor (and sfd) written since the last drain */
+    int efd;              /* eventfd, or the read end of a pipe */
+    int wfd;              /* the write end (== efd for eventfd) */
+    int sfd;              /* under mu: a connected socket signalled too (pasyn_hub_accept),
                                  * or -1 */
-    int lfd;                    /* listening socket of pasyn_hub_listen, or -1; owner thread */
-    char lpath[sizeof ((struct sockaddr_un *)0)->sun_path]; /* its path, "" when none */
+    int lfd;              /* listening socket of pasyn_hub_listen, or -1; owner thread */
+    char lpath[sizeof((struct sockaddr_un *)0)->sun_path]; /* its path, "" when none */
 };
 
 void hub_complete(pasyn_hub *hub, pasyn_task *t); /* any worker thread */

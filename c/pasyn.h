@@ -31,11 +31,11 @@ typedef struct pasyn_task pasyn_task;
 enum pasyn_type { PASYN_NULL = 0, PASYN_INT = 1, PASYN_FLOAT = 2, PASYN_TEXT = 3, PASYN_BLOB = 4 };
 
 typedef struct pasyn_value {
-    int type;          /* enum pasyn_type */
-    int64_t i;         /* PASYN_INT */
-    double d;          /* PASYN_FLOAT */
-    const char *p;     /* PASYN_TEXT, PASYN_BLOB: bytes (may hold NULs), not NUL-terminated */
-    size_t n;          /* their length */
+    int type;      /* enum pasyn_type */
+    int64_t i;     /* PASYN_INT */
+    double d;      /* PASYN_FLOAT */
+    const char *p; /* PASYN_TEXT, PASYN_BLOB: bytes (may hold NULs), not NUL-terminated */
+    size_t n;      /* their length */
 } pasyn_value;
 
 /* ---- the hub: where completed tasks go ------------------------------------------- */
@@ -81,15 +81,15 @@ void pasyn_hub_wake(pasyn_hub *hub);
 /* ---- opening and closing a pool ---------------------------------------------------- */
 
 typedef struct pasyn_options {
-    int readers;              /* reader threads; 0 runs everything on the writer (default 3) */
-    int busy_timeout_ms;      /* default 5000 */
-    const char *journal_mode; /* set by the writer on open unless readonly (default "wal") */
-    const char *synchronous;  /* "off", "normal", "full", "extra" (default "normal") */
-    int foreign_keys;         /* default 0 */
-    int readonly;             /* default 0 */
-    int statement_cache;      /* prepared statements kept per connection (default 128) */
-    int stealing;             /* idle readers steal queued reads (default 1) */
-    int group_commit;         /* commit queued autocommit writes together (default 1) */
+    int readers;                /* reader threads; 0 runs everything on the writer (default 3) */
+    int busy_timeout_ms;        /* default 5000 */
+    const char *journal_mode;   /* set by the writer on open unless readonly (default "wal") */
+    const char *synchronous;    /* "off", "normal", "full", "extra" (default "normal") */
+    int foreign_keys;           /* default 0 */
+    int readonly;               /* default 0 */
+    int statement_cache;        /* prepared statements kept per connection (default 128) */
+    int stealing;               /* idle readers steal queued reads (default 1) */
+    int group_commit;           /* commit queued autocommit writes together (default 1) */
     const char *const *pragmas; /* NULL, or name, value, name, value, ..., NULL */
 } pasyn_options;
 
@@ -127,14 +127,14 @@ void pasyn_pool_free(pasyn_pool *pool);
 /* ---- tasks --------------------------------------------------------------------------- */
 
 enum pasyn_kind {
-    PASYN_EXEC = 1,  /* one statement, routed by what SQLite reports about it */
-    PASYN_MANY,      /* one statement run once per parameter set, on the writer */
-    PASYN_SCRIPT,    /* several ';'-separated statements without parameters, on the writer */
-    PASYN_FETCH,     /* the next chunk of a streamed result (pasyn_task_stream) */
-    PASYN_RELEASE,   /* ends a streamed result early */
-    PASYN_ABANDON,   /* its owner is gone: roll back the transaction it holds, if any */
-    PASYN_OPEN,      /* for pasyn_open */
-    PASYN_CLOSE      /* for pasyn_close */
+    PASYN_EXEC = 1, /* one statement, routed by what SQLite reports about it */
+    PASYN_MANY,     /* one statement run once per parameter set, on the writer */
+    PASYN_SCRIPT,   /* several ';'-separated statements without parameters, on the writer */
+    PASYN_FETCH,    /* the next chunk of a streamed result (pasyn_task_stream) */
+    PASYN_RELEASE,  /* ends a streamed result early */
+    PASYN_ABANDON,  /* its owner is gone: roll back the transaction it holds, if any */
+    PASYN_OPEN,     /* for pasyn_open */
+    PASYN_CLOSE     /* for pasyn_close */
 };
 
 /* Where a task failed. PASYN_ESQLITE carries SQLite's codes (pasyn_task_error). */
@@ -283,13 +283,13 @@ uint64_t pasyn_txn_owner(const pasyn_pool *pool);
 int64_t pasyn_total_changes(const pasyn_pool *pool);
 
 typedef struct pasyn_worker_stats {
-    uint64_t executed;   /* tasks run */
-    uint64_t stolen;     /* tasks taken from another reader's deque */
-    uint64_t queued;     /* tasks waiting in its queue now */
-    uint64_t batches;    /* group-commit transactions of two or more statements (writer) */
-    uint64_t batched;    /* statements run inside them (writer) */
-    uint64_t batch_max;  /* the most statements one of them held (writer) */
-    int streaming;       /* holds a streamed result now */
+    uint64_t executed;  /* tasks run */
+    uint64_t stolen;    /* tasks taken from another reader's deque */
+    uint64_t queued;    /* tasks waiting in its queue now */
+    uint64_t batches;   /* group-commit transactions of two or more statements (writer) */
+    uint64_t batched;   /* statements run inside them (writer) */
+    uint64_t batch_max; /* the most statements one of them held (writer) */
+    int streaming;      /* holds a streamed result now */
 } pasyn_worker_stats;
 
 /* Counters: out[0] is the writer, out[1..readers] the readers; fills at most n entries and

@@ -29,19 +29,19 @@
  * transaction-owner gate (writer.c). */
 typedef struct writer {
     pthread_t thread;
-    int started;                    /* the thread was created: pasyn_pool_free joins it */
-    conn conn;                      /* its connection */
-    pthread_mutex_t mu;             /* guards queue and queued */
-    pthread_cond_t cv;              /* the writer parks on it, with mu, when nothing may run */
-    pasyn_task queue;               /* sentinel of the FIFO: queue.next is the oldest task. The
+    int started;                   /* the thread was created: pasyn_pool_free joins it */
+    conn conn;                     /* its connection */
+    pthread_mutex_t mu;            /* guards queue and queued */
+    pthread_cond_t cv;             /* the writer parks on it, with mu, when nothing may run */
+    pasyn_task queue;              /* sentinel of the FIFO: queue.next is the oldest task. The
                                        close task (PASYN_CLOSE) ends it */
-    size_t queued;                  /* tasks in the FIFO */
-    _Atomic uint64_t pushed;        /* tasks ever queued: a spinning writer watches it */
-    _Atomic uint64_t txn_owner;     /* the owner of the transaction open on conn, 0 none */
-    _Atomic int64_t total_changes;  /* what total_changes() answers, as of the last task */
-    _Atomic uint64_t executed;      /* tasks run (pasyn_stats) */
-    _Atomic int has_local;          /* conn has TEMP objects or ATTACHed databases */
-    int schema_in_txn;              /* the open transaction changed a schema (writer thread) */
+    size_t queued;                 /* tasks in the FIFO */
+    _Atomic uint64_t pushed;       /* tasks ever queued: a spinning writer watches it */
+    _Atomic uint64_t txn_owner;    /* the owner of the transaction open on conn, 0 none */
+    _Atomic int64_t total_changes; /* what total_changes() answers, as of the last task */
+    _Atomic uint64_t executed;     /* tasks run (pasyn_stats) */
+    _Atomic int has_local;         /* conn has TEMP objects or ATTACHed databases */
+    int schema_in_txn;             /* the open transaction changed a schema (writer thread) */
 } writer;
 
 /* The statements a group commit is made of (group_commit.c). */
@@ -50,45 +50,45 @@ enum batch_stmt { BATCH_BEGIN, BATCH_COMMIT, BATCH_ROLLBACK, BATCH_STMTS };
 /* Group commit: what the writer learned of batches (writer thread) and their counters. */
 typedef struct batching {
     sqlite3_stmt *stmts[BATCH_STMTS]; /* BEGIN IMMEDIATE, COMMIT, ROLLBACK: prepared once */
-    uint64_t commit_ns;             /* how long a batch's COMMIT takes: a running average */
-    uint64_t gap_ns;                /* how long a batch waited for its next write: the same */
-    int last;                       /* statements in the last batch; 0 after a task run alone */
-    _Atomic uint64_t count;         /* batches of two or more statements (pasyn_stats) */
-    _Atomic uint64_t statements;    /* statements run in them */
-    _Atomic uint64_t most;          /* the most statements one of them held */
+    uint64_t commit_ns;               /* how long a batch's COMMIT takes: a running average */
+    uint64_t gap_ns;                  /* how long a batch waited for its next write: the same */
+    int last;                         /* statements in the last batch; 0 after a task run alone */
+    _Atomic uint64_t count;           /* batches of two or more statements (pasyn_stats) */
+    _Atomic uint64_t statements;      /* statements run in them */
+    _Atomic uint64_t most;            /* the most statements one of them held */
 } batching;
 
 /* SQL's changes() and total_changes() on the writer (changes.c): as one connection running the
  * writes one by one would answer, not counting group commits that were rolled back and whose
  * statements ran again alone. Writer thread. */
 typedef struct change_counts {
-    int64_t uncounted;              /* changes SQLite counted in such group commits */
-    int64_t before;                 /* changes() when such a group commit began, */
-    int stale;                      /* answered while changes() and total_changes() stay */
+    int64_t uncounted;                  /* changes SQLite counted in such group commits */
+    int64_t before;                     /* changes() when such a group commit began, */
+    int stale;                          /* answered while changes() and total_changes() stay */
     int64_t stale_changes, stale_total; /* as the group commit's ROLLBACK left them */
 } change_counts;
 
 /* One reader thread, its connection and its queues (reader.c). */
 typedef struct reader {
     pasyn_pool *pool;
-    int index;                      /* in pool->readers.all */
+    int index; /* in pool->readers.all */
     pthread_t thread;
-    int started;                    /* the thread was created: it is joined at close */
-    conn conn;                      /* its read-only connection */
-    deque queue;                    /* its own tasks; others may steal from the back */
-    deque pinned;                   /* tasks that only this reader may run (streams) */
-    pthread_cond_t cv;              /* parks on queue.mu */
-    int sleeping;                   /* under queue.mu: parked on cv */
-    _Atomic int sleeping_hint;      /* the same, readable without the lock */
-    _Atomic int spinning;           /* watching for work before parking */
-    int wake_pending;               /* under queue.mu: a wake-up is pending */
-    cached_stmt *stream;            /* the statement of the streamed result it holds */
-    uint64_t stream_id;             /* and its id (pasyn_task_stream) */
-    _Atomic int streaming;          /* stream != NULL, readable by the other threads */
+    int started;                       /* the thread was created: it is joined at close */
+    conn conn;                         /* its read-only connection */
+    deque queue;                       /* its own tasks; others may steal from the back */
+    deque pinned;                      /* tasks that only this reader may run (streams) */
+    pthread_cond_t cv;                 /* parks on queue.mu */
+    int sleeping;                      /* under queue.mu: parked on cv */
+    _Atomic int sleeping_hint;         /* the same, readable without the lock */
+    _Atomic int spinning;              /* watching for work before parking */
+    int wake_pending;                  /* under queue.mu: a wake-up is pending */
+    cached_stmt *stream;               /* the statement of the streamed result it holds */
+    uint64_t stream_id;                /* and its id (pasyn_task_stream) */
+    _Atomic int streaming;             /* stream != NULL, readable by the other threads */
     _Atomic uint64_t executed, stolen; /* tasks run, and taken from another reader (stats) */
-    int overtaken;                  /* short reads taken in a row before a long one of its own */
-    uint64_t settings_gen;          /* the pool's read_settings.gen it applied last */
-    pasyn_task exit_task;           /* queued on pinned to end its loop (readers_stop) */
+    int overtaken;                     /* short reads taken in a row before a long one of its own */
+    uint64_t settings_gen;             /* the pool's read_settings.gen it applied last */
+    pasyn_task exit_task;              /* queued on pinned to end its loop (readers_stop) */
 } reader;
 
 /* The readers as a whole (reader.c). */
@@ -111,52 +111,52 @@ enum route { ROUTE_UNKNOWN = 0, ROUTE_READ = 1, ROUTE_WRITE = 2 };
 
 typedef struct route_entry {
     struct route_entry *next;
-    uint32_t hash;                  /* hash_sql of sql */
-    int route;                      /* enum route */
-    int long_read;                  /* a long read, as a reader last found (LONG_READ_NS) */
+    uint32_t hash; /* hash_sql of sql */
+    int route;     /* enum route */
+    int long_read; /* a long read, as a reader last found (LONG_READ_NS) */
     size_t len;
     char sql[];
 } route_entry;
 
 typedef struct routes {
-    pthread_mutex_t mu;             /* guards the cache: buckets, count, gen */
-    route_entry **buckets;          /* nbuckets, a power of two */
+    pthread_mutex_t mu;    /* guards the cache: buckets, count, gen */
+    route_entry **buckets; /* nbuckets, a power of two */
     size_t nbuckets, count;
-    uint64_t gen;                   /* routes_forget calls: a verdict learned before one is
+    uint64_t gen;                  /* routes_forget calls: a verdict learned before one is
                                        not kept */
-    conn classifier;                /* read-only, prepares SQL text seen for the first time */
-    pthread_mutex_t classifier_mu;  /* guards it: submitters of any thread use it */
+    conn classifier;               /* read-only, prepares SQL text seen for the first time */
+    pthread_mutex_t classifier_mu; /* guards it: submitters of any thread use it */
 } routes;
 
 /* The pool's life (pool.c): its state, the steps of the open, the tasks that report the open
  * and the close, and the gate that keeps submits out once it closes. */
 typedef struct lifecycle {
-    _Atomic int state;              /* enum pasyn_pool_state; changed under mu */
-    pthread_mutex_t mu;             /* guards state changes and what follows (not intake) */
-    pthread_cond_t changed;         /* a step of the open was made */
-    int writer_opened;              /* 1 once the writer opened (and set WAL), -1: it failed */
-    int readers_opened;             /* readers that opened, in index order, */
-    int readers_failed;             /* and that failed to */
-    pasyn_task *open_task;          /* completes when every connection opened or one failed */
-    pasyn_task *close_task;         /* pasyn_close's: queued to the writer once the pool opened */
-    pthread_rwlock_t intake;        /* submits hold it shared; close takes it alone */
+    _Atomic int state;       /* enum pasyn_pool_state; changed under mu */
+    pthread_mutex_t mu;      /* guards state changes and what follows (not intake) */
+    pthread_cond_t changed;  /* a step of the open was made */
+    int writer_opened;       /* 1 once the writer opened (and set WAL), -1: it failed */
+    int readers_opened;      /* readers that opened, in index order, */
+    int readers_failed;      /* and that failed to */
+    pasyn_task *open_task;   /* completes when every connection opened or one failed */
+    pasyn_task *close_task;  /* pasyn_close's: queued to the writer once the pool opened */
+    pthread_rwlock_t intake; /* submits hold it shared; close takes it alone */
 } lifecycle;
 
 /* Read settings (settings.c) the writer ran through execute: the last PRAGMA for each, which
  * every reader applies before its next task once `gen` moved. */
 typedef struct read_settings {
-    pthread_mutex_t mu;             /* guards sql */
-    char *sql[READ_SETTINGS];       /* malloc'd, or NULL: never set */
-    _Atomic uint64_t gen;           /* changes of sql */
+    pthread_mutex_t mu;       /* guards sql */
+    char *sql[READ_SETTINGS]; /* malloc'd, or NULL: never set */
+    _Atomic uint64_t gen;     /* changes of sql */
 } read_settings;
 
 struct pasyn_pool {
-    pasyn_hub *hub;                 /* where every task completes */
-    pasyn_options opts;             /* copied at open; strings owned by the pool */
-    char **pragmas;                 /* the pragmas option, copied: name, value, ..., NULL */
-    char *path;                     /* what the writer opens */
-    char *reader_path;              /* what readers open: a URI asking for mode=rw(c) asks ro */
-    char *memfile;                  /* the private file behind ":memory:", removed at close */
+    pasyn_hub *hub;     /* where every task completes */
+    pasyn_options opts; /* copied at open; strings owned by the pool */
+    char **pragmas;     /* the pragmas option, copied: name, value, ..., NULL */
+    char *path;         /* what the writer opens */
+    char *reader_path;  /* what readers open: a URI asking for mode=rw(c) asks ro */
+    char *memfile;      /* the private file behind ":memory:", removed at close */
 
     lifecycle life;
     writer writer;
@@ -165,9 +165,9 @@ struct pasyn_pool {
     readers readers;
     routes routes;
     read_settings read_settings;
-    temp_names temp_names;          /* the writer's TEMP tables and views (temp_names.c) */
-    _Atomic int spinners;           /* workers watching for work before they park */
-    _Atomic uint64_t interrupts;    /* pasyn_interrupt calls: stops tasks started before one */
+    temp_names temp_names;       /* the writer's TEMP tables and views (temp_names.c) */
+    _Atomic int spinners;        /* workers watching for work before they park */
+    _Atomic uint64_t interrupts; /* pasyn_interrupt calls: stops tasks started before one */
 };
 
 /* ---- calls between the parts -------------------------------------------------------- */
@@ -200,7 +200,7 @@ static inline int pool_spin(pasyn_pool *pool, uint64_t ns, _Atomic int *spinning
 
 /* writer.c */
 void *writer_main(void *pool);
-void writer_push(pasyn_pool *pool, pasyn_task *t);        /* any thread */
+void writer_push(pasyn_pool *pool, pasyn_task *t); /* any thread */
 /* The oldest queued task, taken, when no transaction gates the queue; else NULL. Writer. */
 pasyn_task *writer_take_head(pasyn_pool *pool);
 /* Runs a task's statements on the writer's connection, leaving it uncompleted. Writer. */
@@ -218,17 +218,17 @@ pasyn_task *group_commit_run(pasyn_pool *pool, pasyn_task *t, int more);
 void group_commit_close(pasyn_pool *pool);
 
 /* changes.c (writer thread) */
-int changes_register(pasyn_pool *pool);               /* SQL's changes(), total_changes() */
+int changes_register(pasyn_pool *pool); /* SQL's changes(), total_changes() */
 int64_t changes_now(pasyn_pool *pool);
 int64_t changes_total_now(pasyn_pool *pool);
-void changes_fresh(pasyn_pool *pool);                 /* a statement set changes() itself */
+void changes_fresh(pasyn_pool *pool); /* a statement set changes() itself */
 /* A batch that began with `total_before`, `changes_before` was rolled back: its changes do not
  * count; until a statement completes, changes() answers `changes_before`. */
 void changes_batch_undone(pasyn_pool *pool, int64_t total_before, int64_t changes_before);
 
 /* reader.c */
 void *reader_main(void *reader);
-void readers_push(pasyn_pool *pool, pasyn_task *t);      /* any thread */
+void readers_push(pasyn_pool *pool, pasyn_task *t); /* any thread */
 /* Ends every reader that serves: each gets its exit task behind what is pinned to it, finishes
  * what is queued for it, and is joined. The writer, at close, once intake has stopped. */
 void readers_stop(pasyn_pool *pool);

@@ -17,7 +17,10 @@
  * authorizer reports each function a statement calls, in views and triggers too
  * (SQLITE_FUNCTION, c3ref/c_alter_table.html), under its registered lower-case name. */
 static const char *const conn_state_functions[] = {
-    "last_insert_rowid", "changes", "total_changes", "load_extension",
+    "last_insert_rowid",
+    "changes",
+    "total_changes",
+    "load_extension",
 };
 
 /* What else a statement reads of the connection that runs it, reported as a read of a table:
@@ -78,7 +81,7 @@ static int note_insert_target(conn *c, const char *table, const char *dbname)
 }
 
 int stmt_authorizer(void *arg, int action, const char *a, const char *b, const char *dbname,
-                      const char *inner)
+                    const char *inner)
 {
     conn *c = arg;
     if ((dbname && strcmp(dbname, "main") != 0) || reads_local(c, action, a))

@@ -86,7 +86,7 @@ int settings_apply_pragmas(pasyn_pool *pool, conn *c, int is_writer, char **errm
  * the writer alone; the readers apply them too (pool->read_settings). */
 static const char *const read_setting_names[] = {
     "case_sensitive_like", "reverse_unordered_selects", "trusted_schema",
-    "full_column_names", "short_column_names",
+    "full_column_names",   "short_column_names",
 };
 _Static_assert(sizeof read_setting_names / sizeof *read_setting_names == READ_SETTINGS,
                "READ_SETTINGS");

@@ -253,8 +253,9 @@ static int check_nameless(const cached_stmt *s, pasyn_task *t)
 {
     if (!s->first_named)
         return 0;
-    task_fail_programming(t, "parameter %s is named, but the parameters were given as an array "
-                             "(give a table of names)",
+    task_fail_programming(t,
+                          "parameter %s is named, but the parameters were given as an array "
+                          "(give a table of names)",
                           sqlite3_bind_parameter_name(s->stmt, s->first_named));
     return -1;
 }
@@ -301,8 +302,10 @@ int stmt_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
         for (int i = 1; i <= want && rc == SQLITE_OK; i++) {
             const char *name = sqlite3_bind_parameter_name(st, i);
             if (!name || name[0] == '?') {
-                task_fail_programming(t, "parameter %d is positional ('?'), but the parameters "
-                                         "were given by name", i);
+                task_fail_programming(t,
+                                      "parameter %d is positional ('?'), but the parameters "
+                                      "were given by name",
+                                      i);
                 return -1;
             }
             size_t len = strlen(name + 1);

@@ -48,8 +48,8 @@ int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
         return PASYN_EPROGRAMMING;
     t->hub = pool->hub;
     t->notify = t->kind == PASYN_RELEASE || t->kind == PASYN_ABANDON ? NOTIFY_NONE
-                : sync                                                ? NOTIFY_SYNC
-                                                                      : NOTIFY_HUB;
+                : sync                                               ? NOTIFY_SYNC
+                                                                     : NOTIFY_HUB;
     atomic_store_explicit(&t->done, 0, memory_order_relaxed);
     pthread_rwlock_rdlock(&pool->life.intake);
     if (atomic_load(&pool->life.state) != PASYN_POOL_OPEN) {

@@ -156,14 +156,38 @@ void pasyn_task_free(pasyn_task *t)
     free(t);
 }
 
-pasyn_task *pasyn_task_next(const pasyn_task *t) { return t->next; }
-void pasyn_task_set_owner(pasyn_task *t, uint64_t owner) { t->owner = owner; }
-void pasyn_task_set_user(pasyn_task *t, void *user) { t->user = user; }
-void *pasyn_task_user(const pasyn_task *t) { return t->user; }
-void pasyn_task_set_stream(pasyn_task *t, uint64_t stream) { t->stream = stream; }
-void pasyn_task_set_optional_null(pasyn_task *t) { t->lone_null_optional = 1; }
-void pasyn_task_allow_packs(pasyn_task *t) { t->allow_packs = 1; }
-void pasyn_task_set_no_owner_wait(pasyn_task *t) { t->no_owner_wait = 1; }
+pasyn_task *pasyn_task_next(const pasyn_task *t)
+{
+    return t->next;
+}
+void pasyn_task_set_owner(pasyn_task *t, uint64_t owner)
+{
+    t->owner = owner;
+}
+void pasyn_task_set_user(pasyn_task *t, void *user)
+{
+    t->user = user;
+}
+void *pasyn_task_user(const pasyn_task *t)
+{
+    return t->user;
+}
+void pasyn_task_set_stream(pasyn_task *t, uint64_t stream)
+{
+    t->stream = stream;
+}
+void pasyn_task_set_optional_null(pasyn_task *t)
+{
+    t->lone_null_optional = 1;
+}
+void pasyn_task_allow_packs(pasyn_task *t)
+{
+    t->allow_packs = 1;
+}
+void pasyn_task_set_no_owner_wait(pasyn_task *t)
+{
+    t->no_owner_wait = 1;
+}
 
 void pasyn_task_set_timeout(pasyn_task *t, double seconds)
 {
@@ -299,7 +323,10 @@ int pasyn_task_error(const pasyn_task *t, int *code, int *extended, const char *
     return t->err;
 }
 
-int pasyn_task_columns(const pasyn_task *t) { return t->ncols; }
+int pasyn_task_columns(const pasyn_task *t)
+{
+    return t->ncols;
+}
 
 const char *pasyn_task_column_name(const pasyn_task *t, int i)
 {
@@ -311,7 +338,10 @@ const char *pasyn_task_column_decltype(const pasyn_task *t, int i)
     return t->cols && i >= 0 && i < t->cols->n ? t->cols->text[t->cols->n + i] : NULL;
 }
 
-uint64_t pasyn_task_columns_id(const pasyn_task *t) { return t->cols ? t->cols->id : 0; }
+uint64_t pasyn_task_columns_id(const pasyn_task *t)
+{
+    return t->cols ? t->cols->id : 0;
+}
 
 const unsigned char *pasyn_task_rows(const pasyn_task *t, size_t *nrows)
 {
@@ -319,7 +349,10 @@ const unsigned char *pasyn_task_rows(const pasyn_task *t, size_t *nrows)
     return t->rows.p;
 }
 
-int64_t pasyn_task_rowcount(const pasyn_task *t) { return t->rowcount; }
+int64_t pasyn_task_rowcount(const pasyn_task *t)
+{
+    return t->rowcount;
+}
 
 int pasyn_task_lastrowid(const pasyn_task *t, int64_t *rowid)
 {
@@ -335,4 +368,7 @@ int pasyn_task_stream(const pasyn_task *t, uint64_t *stream)
     return t->stream != 0 && t->err == PASYN_OK;
 }
 
-const char *pasyn_sqlite_version(void) { return sqlite3_libversion(); }
+const char *pasyn_sqlite_version(void)
+{
+    return sqlite3_libversion();
+}

@@ -51,8 +51,10 @@ void temp_names_refresh(temp_names *tn, sqlite3 *writer_db, int keep)
     sqlite3_stmt *st = NULL;
     char **names = NULL;
     size_t n = 0, cap = 0;
-    int ok = sqlite3_prepare_v2(writer_db, "SELECT name FROM temp.sqlite_schema WHERE type IN "
-                                "('table', 'view')", -1, &st, NULL) == SQLITE_OK;
+    int ok = sqlite3_prepare_v2(writer_db,
+                                "SELECT name FROM temp.sqlite_schema WHERE type IN "
+                                "('table', 'view')",
+                                -1, &st, NULL) == SQLITE_OK;
     while (ok && sqlite3_step(st) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 0);
         if (name)

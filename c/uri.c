@@ -57,16 +57,16 @@ typedef struct span {
 } span;
 
 typedef struct param {
-    span raw;       /* "key=value", or "key" alone */
+    span raw; /* "key=value", or "key" alone */
     span key;
-    span value;     /* empty when there is no '=' */
+    span value; /* empty when there is no '=' */
 } param;
 
 typedef struct parsed_uri {
-    int has_authority;  /* written as "file://..." */
+    int has_authority; /* written as "file://..." */
     span authority;
     span path;
-    param *params;      /* the query's non-empty parameters, in order */
+    param *params; /* the query's non-empty parameters, in order */
     size_t nparams;
 } parsed_uri;
 

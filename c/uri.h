@@ -9,11 +9,11 @@
 
 /* What the pool's connections open. Filled in by uri_plan_make, released by uri_plan_free. */
 typedef struct uri_plan {
-    int memory;     /* 1: the pool's private in-memory database (":memory:", "", a "file:" URI
+    int memory;   /* 1: the pool's private in-memory database (":memory:", "", a "file:" URI
                        whose path is ":memory:" or empty, mode=memory, vfs=memdb). The pool
                        opens its own WAL file for it; `writer` and `reader` are then NULL */
-    char *writer;   /* what the writer opens (malloc'd; NULL if memory) */
-    char *reader;   /* what a reader opens: the writer's string, asking mode=ro where that asks
+    char *writer; /* what the writer opens (malloc'd; NULL if memory) */
+    char *reader; /* what a reader opens: the writer's string, asking mode=ro where that asks
                        mode=rw or mode=rwc (malloc'd; NULL if memory) */
 } uri_plan;
 

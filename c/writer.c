@@ -109,8 +109,7 @@ static int answers(sqlite3 *db, const char *sql, const char *value)
 {
     sqlite3_stmt *st = NULL;
     int is = 0;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW) {
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
         const unsigned char *got = sqlite3_column_text(st, 0);
         is = got && strcmp((const char *)got, value) == 0;
     }
@@ -136,8 +135,10 @@ static void schema_changed(pasyn_pool *pool)
     temp_names_refresh(&pool->temp_names, db, w->schema_in_txn);
     atomic_store(&w->has_local,
                  atomic_load(&pool->temp_names.count) > 0 ||
-                     answers(db, "SELECT count(*) > 0 FROM pragma_database_list WHERE name NOT IN "
-                             "('main', 'temp')", "1")); /* ATTACHed databases */
+                     answers(db,
+                             "SELECT count(*) > 0 FROM pragma_database_list WHERE name NOT IN "
+                             "('main', 'temp')",
+                             "1")); /* ATTACHed databases */
     routes_forget(pool);
 }
 
@@ -375,8 +376,7 @@ static int writer_open(pasyn_pool *pool)
     }
     if (ok && life->close_task)
         writer_push(pool, life->close_task);
-    atomic_store(&life->state,
-                 ok && !life->close_task ? PASYN_POOL_OPEN : PASYN_POOL_CLOSING);
+    atomic_store(&life->state, ok && !life->close_task ? PASYN_POOL_OPEN : PASYN_POOL_CLOSING);
     pthread_cond_broadcast(&life->changed);
     pthread_mutex_unlock(&life->mu);
     return ok;

@@ -237,13 +237,14 @@ int main(int argc, char **argv)
     if (q1 <= 0) /* a coroutine failed before the long query ended */
         ok(0, "the timer kept firing during the long query, which did not finish");
     else
-        ok(during >= 5 && gap < (q1 - q0) / 3, "the timer kept firing during the long query: "
-           "%ld ticks in %.0f ms (%.0f expected), at most %.1f ms apart", during,
-           (q1 - q0) * 1e3, (q1 - q0) / PERIOD, gap * 1e3);
+        ok(during >= 5 && gap < (q1 - q0) / 3,
+           "the timer kept firing during the long query: "
+           "%ld ticks in %.0f ms (%.0f expected), at most %.1f ms apart",
+           during, (q1 - q0) * 1e3, (q1 - q0) / PERIOD, gap * 1e3);
     printf("# timer: %ld ticks, lateness max %.2f ms, mean %.3f ms\n", ticks, late_max * 1e3,
-         ticks ? late_sum / (double)ticks * 1e3 : 0.0);
+           ticks ? late_sum / (double)ticks * 1e3 : 0.0);
     printf("# point queries done while the long query ran: %.0f of %.0f\n",
-         num(L, app, "points_at_long_end"), num(L, app, "points_expected"));
+           num(L, app, "points_at_long_end"), num(L, app, "points_expected"));
 
     lua_close(L);
     free(tick_at);

@@ -27,9 +27,15 @@
 #define NSTATIC 64
 static pasyn_task tk[NSTATIC];
 
-static uintptr_t id_of(const pasyn_task *t) { return t ? (uintptr_t)t->user : (uintptr_t)-1; }
+static uintptr_t id_of(const pasyn_task *t)
+{
+    return t ? (uintptr_t)t->user : (uintptr_t)-1;
+}
 
-static size_t dsize(deque *d) { return atomic_load(&d->size); }
+static size_t dsize(deque *d)
+{
+    return atomic_load(&d->size);
+}
 
 static void test_empty(void)
 {
@@ -108,14 +114,14 @@ static void test_wrap_growth(int from_back)
     while (d.len < d.cap)
         deque_push_back(&d, &tk[next++]);
     ok(d.cap == cap0 && d.head + d.len > d.cap && d.head != 0,
-       "%s: ring full and wrapped (head %zu len %zu cap %zu)",
-       from_back ? "back" : "front", d.head, d.len, d.cap);
+       "%s: ring full and wrapped (head %zu len %zu cap %zu)", from_back ? "back" : "front", d.head,
+       d.len, d.cap);
     /* grow while wrapped, then grow once more */
     while (next < NSTATIC - 4)
         deque_push_back(&d, &tk[next++]);
     ok(d.cap > cap0 && d.len == next - first && dsize(&d) == d.len,
-       "%s: grew past the wrap (cap %zu -> %zu, len %zu)",
-       from_back ? "back" : "front", cap0, d.cap, d.len);
+       "%s: grew past the wrap (cap %zu -> %zu, len %zu)", from_back ? "back" : "front", cap0,
+       d.cap, d.len);
     int good = 1;
     if (!from_back) {
         for (uintptr_t i = first; i < next; i++)
@@ -161,8 +167,8 @@ static void test_locked(void)
     ok(good && dsize(&d) == 0, "locked and locking variants interoperate");
     deque_destroy(&d);
 
-    ok(deque_init(&d) == 0 && deque_push_back(&d, &tk[7]) == 0 &&
-       id_of(deque_pop_back(&d)) == 7 && deque_pop_back(&d) == NULL,
+    ok(deque_init(&d) == 0 && deque_push_back(&d, &tk[7]) == 0 && id_of(deque_pop_back(&d)) == 7 &&
+           deque_pop_back(&d) == NULL,
        "a destroyed deque can be initialised and used again");
     deque_destroy(&d);
 }
@@ -280,8 +286,10 @@ static void test_model(void)
         if (mlen > maxlen)
             maxlen = mlen;
     }
-    ok(bad == 0, "%d random operations match a reference model (%zu pushes, %zu pops, "
-       "max length %zu, final cap %zu)", OPS, pushes, pops, maxlen, d.cap);
+    ok(bad == 0,
+       "%d random operations match a reference model (%zu pushes, %zu pops, "
+       "max length %zu, final cap %zu)",
+       OPS, pushes, pops, maxlen, d.cap);
     deque_destroy(&d);
     free(model);
     free(pool);
@@ -487,7 +495,8 @@ static void test_concurrent(double scale)
         thief_steals += thief_stat[j].stolen;
     }
     diag("%zu tasks in %.3f s: %zu from the front (%zu in batches), %zu stolen by owners, "
-         "%zu by thieves", ntasks, elapsed, own_total, batched, owner_steals, thief_steals);
+         "%zu by thieves",
+         ntasks, elapsed, own_total, batched, owner_steals, thief_steals);
 
     ok(atomic_load(&push_failures) == 0, "concurrent: every push succeeded");
     ok(atomic_load(&bad_pointers) == 0,

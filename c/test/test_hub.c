@@ -48,7 +48,10 @@ static pasyn_task *mk(pasyn_hub *hub, int notify, uintptr_t id)
     return t;
 }
 
-static uintptr_t id_of(const pasyn_task *t) { return (uintptr_t)pasyn_task_user(t); }
+static uintptr_t id_of(const pasyn_task *t)
+{
+    return (uintptr_t)pasyn_task_user(t);
+}
 
 /* 1 when the hub's descriptor polls readable right now */
 static int fd_readable(pasyn_hub *hub)
@@ -338,8 +341,7 @@ static void test_sync_wait(pasyn_hub *hub)
     int done = atomic_load(&d.t->done);
     pthread_join(th, NULL);
     ok(done == 1 && waited >= 0.09,
-       "pasyn_task_wait blocks until another thread completes the task (%.0f ms)",
-       waited * 1e3);
+       "pasyn_task_wait blocks until another thread completes the task (%.0f ms)", waited * 1e3);
     ok(pasyn_hub_poll(hub, 0) == 0 && pasyn_hub_drain(hub) == NULL,
        "the synchronous completion left the hub's list empty");
     pasyn_task_free(d.t);
@@ -355,8 +357,7 @@ static void test_poll_watching(pasyn_hub *hub)
     int r = pasyn_hub_poll(hub, 5000);
     pthread_join(th, NULL);
     ok(r == 1, "poll returns 1 for a completion that comes while it watches");
-    ok(check_list(pasyn_hub_drain(hub), 40, 1) && !fd_readable(hub) &&
-           pasyn_hub_poll(hub, 0) == 0,
+    ok(check_list(pasyn_hub_drain(hub), 40, 1) && !fd_readable(hub) && pasyn_hub_poll(hub, 0) == 0,
        "drain takes it, and leaves the descriptor unreadable and poll(0) at 0");
     delayed late = {hub, mk(hub, NOTIFY_HUB, 41), 150, 0}; /* well after the watching */
     double t0 = now_s();
@@ -581,14 +582,13 @@ static void test_concurrent(double scale)
         ones += counts[i] == 1;
     diag("%zu tasks in %.3f s: %zu wake-ups (%zu found the list empty), %.1f tasks per drain, "
          "largest drain %zu",
-         ntasks, elapsed, wakeups, empty_drains,
-         wakeups ? (double)seen / (double)wakeups : 0.0, max_batch);
+         ntasks, elapsed, wakeups, empty_drains, wakeups ? (double)seen / (double)wakeups : 0.0,
+         max_batch);
 
     ok(atomic_load(&alloc_failures) == 0, "concurrent: every pasyn_task_new succeeded");
     ok(!timed_out, "concurrent: poll never timed out while tasks were missing (no lost wake-up)");
     ok(bad_ids == 0 && dup == 0, "concurrent: no unknown and no duplicated task");
-    ok(ones == ntasks && seen == ntasks, "concurrent: each of %zu tasks seen exactly once",
-       ntasks);
+    ok(ones == ntasks && seen == ntasks, "concurrent: each of %zu tasks seen exactly once", ntasks);
     ok(misordered == 0, "concurrent: each producer's tasks drained oldest first");
     /* a completion that raced the last drain may have left a signal without tasks */
     pasyn_task *rest = pasyn_hub_drain(chub);

@@ -98,8 +98,8 @@ static void test_memory(void)
     expect_memory("file://localhost");
     expect_memory("file:%3Amemory%3A");
     expect_memory("file:%3amemory%3a");
-    expect_memory("file::memory:%00junk");   /* %00 ends the path */
-    expect_memory("file:%00/tmp/x.db");      /* ... so this path is empty */
+    expect_memory("file::memory:%00junk"); /* %00 ends the path */
+    expect_memory("file:%00/tmp/x.db");    /* ... so this path is empty */
     expect_memory("file:x.db?mode=memory");
     expect_memory("file:x.db?mode=memory&cache=shared");
     expect_memory("file:x.db?mode=m%65mory");
@@ -118,12 +118,12 @@ static void test_memory(void)
     expect_same("file:x.db?vfs=MEMDB");   /* SQLite: "no such vfs" */
     expect_same("file:x.db?modex=memory");
     expect_same("file:x.db?mode");
-    expect_same("file:///:memory:");      /* a file named ":memory:" in / */
+    expect_same("file:///:memory:"); /* a file named ":memory:" in / */
     expect_same("file:/:memory:");
     expect_same("file::memory:x");
     expect_same("file:x.db?a=:memory:");
-    expect_same("file://elsewhere");      /* SQLite reports the authority */
-    expect_same("file://localhost?x=1");  /* the authority runs to '/': "localhost?x=1" */
+    expect_same("file://elsewhere");     /* SQLite reports the authority */
+    expect_same("file://localhost?x=1"); /* the authority runs to '/': "localhost?x=1" */
     expect_same("file://LOCALHOST");
     expect_same("file://host/x.db?mode=memory");
     expect("file:x.db#?mode=memory", "file:x.db", "file:x.db"); /* in the fragment */
@@ -168,15 +168,15 @@ static void test_refused(void)
     expect_refused("file://elsewhere/x?nolock=on",
                    "connect: the URI's nolock=on is not supported: " NOLOCK_WHY);
     static const char *const truthy[] = {
-        "1", "2", "10", "007", "1abc", "1.5", "99999999999", "0x1", "0X1f", "0x00000001",
-        "yes", "YES", "Yes", "true", "TRUE", "tRuE", "on", "ON", "%31", "y%65s", "%6fn",
-        "1%00junk", "%301",
+        "1",    "2",          "10",  "007",   "1abc", "1.5",      "99999999999", "0x1",
+        "0X1f", "0x00000001", "yes", "YES",   "Yes",  "true",     "TRUE",        "tRuE",
+        "on",   "ON",         "%31", "y%65s", "%6fn", "1%00junk", "%301",
     };
     char uri[128], msg[256];
     for (size_t i = 0; i < sizeof truthy / sizeof *truthy; i++) {
         snprintf(uri, sizeof uri, "file:x.db?nolock=%s", truthy[i]);
-        snprintf(msg, sizeof msg, "connect: the URI's nolock=%s is not supported: %s",
-                 truthy[i], NOLOCK_WHY);
+        snprintf(msg, sizeof msg, "connect: the URI's nolock=%s is not supported: %s", truthy[i],
+                 NOLOCK_WHY);
         expect_refused(uri, msg);
     }
     expect_refused("file:x.db?n%6Flock=1",
@@ -186,8 +186,8 @@ static void test_refused(void)
 
     diag("false, or not nolock, is passed on");
     static const char *const falsy[] = {
-        "0", "00", "0x0", "0x", "0xg", "00x1", "no", "off", "false", "", "-1", "+1", " 1",
-        "full", "y", "yess", "%00", "%30",
+        "0", "00", "0x0", "0x", "0xg",  "00x1", "no",   "off", "false",
+        "",  "-1", "+1",  " 1", "full", "y",    "yess", "%00", "%30",
     };
     for (size_t i = 0; i < sizeof falsy / sizeof *falsy; i++) {
         snprintf(uri, sizeof uri, "file:x.db?nolock=%s", falsy[i]);
@@ -224,14 +224,12 @@ static void test_reader_mode(void)
     expect("file:x.db?mode=rw", "file:x.db?mode=rw", "file:x.db?mode=ro");
     expect("file:x.db?mode=rwc", "file:x.db?mode=rwc", "file:x.db?mode=ro");
     expect_same("file:x.db?mode=ro");
-    expect("file:x.db?a=1&mode=rwc&b=2", "file:x.db?a=1&mode=rwc&b=2",
-           "file:x.db?a=1&mode=ro&b=2");
+    expect("file:x.db?a=1&mode=rwc&b=2", "file:x.db?a=1&mode=rwc&b=2", "file:x.db?a=1&mode=ro&b=2");
     expect("file:x.db?mode=r%77", "file:x.db?mode=r%77", "file:x.db?mode=ro");
     expect("file:x.db?m%6Fde=rw%63", "file:x.db?m%6Fde=rw%63", "file:x.db?m%6Fde=ro");
-    expect("file:x.db?mode=rw&mode=rwc", "file:x.db?mode=rw&mode=rwc",
-           "file:x.db?mode=ro&mode=ro");
+    expect("file:x.db?mode=rw&mode=rwc", "file:x.db?mode=rw&mode=rwc", "file:x.db?mode=ro&mode=ro");
     expect("file:x.db?mode=rw%00c", "file:x.db?mode=rw%00c", "file:x.db?mode=ro");
-    expect_same("file:x.db?mode=RW");   /* SQLite: "no such access mode" */
+    expect_same("file:x.db?mode=RW"); /* SQLite: "no such access mode" */
     expect_same("file:x.db?mode=rwx");
     expect_same("file:x.db?model=rw");
     expect_same("file:x.db?a=mode=rw");
@@ -249,8 +247,8 @@ static void test_passed_on(void)
     expect_same("file:x.db?a=%zz&b=%4&c=%");
     expect_same("file:x.db?readonly_shm=1");
     expect_same("file:x.db?cache=private&mode=ro&immutable=1");
-    expect("file:x.db?psow=1&mode=rw&cache=shared&modeof=y",
-           "file:x.db?psow=1&mode=rw&modeof=y", "file:x.db?psow=1&mode=ro&modeof=y");
+    expect("file:x.db?psow=1&mode=rw&cache=shared&modeof=y", "file:x.db?psow=1&mode=rw&modeof=y",
+           "file:x.db?psow=1&mode=ro&modeof=y");
 
     diag("empty parameters and the fragment are left out");
     expect("file:x.db?", "file:x.db", "file:x.db");
@@ -268,8 +266,8 @@ static void test_api(void)
     uri_plan p = {1, (char *)"junk", (char *)"junk"};
     char *err = (char *)"junk";
     int rc = uri_plan_make(NULL, &p, &err);
-    ok(rc == PASYN_EPROGRAMMING && err && strstr(err, "no database") && !p.memory &&
-           !p.writer && !p.reader,
+    ok(rc == PASYN_EPROGRAMMING && err && strstr(err, "no database") && !p.memory && !p.writer &&
+           !p.reader,
        "a NULL database is refused and leaves an empty plan: %s", err ? err : "");
     free(err);
     ok(uri_plan_make(NULL, &p, NULL) == PASYN_EPROGRAMMING, "errmsg may be NULL");
@@ -317,8 +315,8 @@ static int check_invariants(const char *in, const uri_plan *p, const char **why)
         if (strchr(rest, '#'))
             return 0;
         const char *q = strchr(rest, '?'); /* the path is literal up to it */
-        if (q && (q[1] == '\0' || q[1] == '&' || strstr(q, "&&") ||
-                  q[strlen(q) - 1] == '&' || strstr(q, "&=") || q[1] == '='))
+        if (q && (q[1] == '\0' || q[1] == '&' || strstr(q, "&&") || q[strlen(q) - 1] == '&' ||
+                  strstr(q, "&=") || q[1] == '='))
             return 0;
         *why = "not stable when planned again";
         uri_plan again;
@@ -339,11 +337,33 @@ static void test_truncated(void)
 {
     diag("truncated and odd escapes");
     static const char *const odd[] = {
-        "%", "%4", "%zz", "%%", "file:%", "file:%4", "file:%z", "file:x?%", "file:x?%4",
-        "file:x?nolock=%", "file:x?nolock=%3", "file:x?nolock=%3z", "file:x?mode=%7",
-        "file:x?vfs=memdb%", "file:x?%%%%", "file:x?=", "file:x?==", "file:x?&", "file:?&=",
-        "file://", "file:/", "file://%", "file:///%4", "file:x?a=\xff\xfe", "file:\xff?\x80=%",
-        "file:x?cache=shared%", "file:x?mode=r%7",
+        "%",
+        "%4",
+        "%zz",
+        "%%",
+        "file:%",
+        "file:%4",
+        "file:%z",
+        "file:x?%",
+        "file:x?%4",
+        "file:x?nolock=%",
+        "file:x?nolock=%3",
+        "file:x?nolock=%3z",
+        "file:x?mode=%7",
+        "file:x?vfs=memdb%",
+        "file:x?%%%%",
+        "file:x?=",
+        "file:x?==",
+        "file:x?&",
+        "file:?&=",
+        "file://",
+        "file:/",
+        "file://%",
+        "file:///%4",
+        "file:x?a=\xff\xfe",
+        "file:\xff?\x80=%",
+        "file:x?cache=shared%",
+        "file:x?mode=r%7",
     };
     for (size_t i = 0; i < sizeof odd / sizeof *odd; i++) {
         uri_plan p;
@@ -352,8 +372,7 @@ static void test_truncated(void)
         int rc = uri_plan_make(odd[i], &p, &err);
         int good = (rc == 0 && check_invariants(odd[i], &p, &why)) ||
                    (rc == PASYN_EPROGRAMMING && err);
-        ok(good, "odd input \"%s\" -> rc %d%s%s", odd[i], rc, good ? "" : ": ",
-           good ? "" : why);
+        ok(good, "odd input \"%s\" -> rc %d%s%s", odd[i], rc, good ? "" : ": ", good ? "" : why);
         free(err);
         uri_plan_free(&p);
     }
@@ -414,13 +433,64 @@ static void test_random(void)
 {
     diag("random strings");
     static const char *const pieces[] = {
-        "file:", "//", "localhost", "/", "?", "&", "=", "#", "%", "%0", "%00", "%3A", "%3a",
-        "%26", "%3D", "%3F", "%23", "%2", "%zz", ":memory:", "mode", "rw", "rwc", "ro",
-        "memory", "cache", "shared", "private", "vfs", "memdb", "unix", "unix-none",
-        "unix-excl", "nolock", "1", "0", "0x", "yes", "on", "immutable", "psow", "x.db", "a",
-        "\xff", " ", "m%6Fde", "sh%61red", "%31", "?nolock=1", "&nolock=0x1", "?mode=rw",
-        "&mode=rwc", "&cache=shared", "?cache=shared", "&vfs=unix-none", "?mode=memory",
-        "&vfs=memdb", "?nolock=off",
+        "file:",
+        "//",
+        "localhost",
+        "/",
+        "?",
+        "&",
+        "=",
+        "#",
+        "%",
+        "%0",
+        "%00",
+        "%3A",
+        "%3a",
+        "%26",
+        "%3D",
+        "%3F",
+        "%23",
+        "%2",
+        "%zz",
+        ":memory:",
+        "mode",
+        "rw",
+        "rwc",
+        "ro",
+        "memory",
+        "cache",
+        "shared",
+        "private",
+        "vfs",
+        "memdb",
+        "unix",
+        "unix-none",
+        "unix-excl",
+        "nolock",
+        "1",
+        "0",
+        "0x",
+        "yes",
+        "on",
+        "immutable",
+        "psow",
+        "x.db",
+        "a",
+        "\xff",
+        " ",
+        "m%6Fde",
+        "sh%61red",
+        "%31",
+        "?nolock=1",
+        "&nolock=0x1",
+        "?mode=rw",
+        "&mode=rwc",
+        "&cache=shared",
+        "?cache=shared",
+        "&vfs=unix-none",
+        "?mode=memory",
+        "&vfs=memdb",
+        "?nolock=off",
     };
     size_t npieces = sizeof pieces / sizeof *pieces;
     size_t runs = tap_scaled(200000, tap_scale(), 1000);

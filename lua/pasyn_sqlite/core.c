@@ -37,8 +37,8 @@ typedef struct lpool {
 } lpool;
 
 typedef struct lstream {
-    lpool *owner;       /* kept alive by the anchor */
-    uint64_t id;        /* 0 once the result has ended */
+    lpool *owner; /* kept alive by the anchor */
+    uint64_t id;  /* 0 once the result has ended */
 } lstream;
 
 /* The Lua state's hub, made on first use rather than when the module loads: OpenResty
@@ -156,8 +156,10 @@ static int cdata_to_value(lua_State *L, int i, pasyn_value *v, int pos, const ch
     memcpy(&u, lua_topointer(L, i), sizeof u);
     if (kind == 2 && u > (uint64_t)INT64_MAX) {
         char why[96];
-        snprintf(why, sizeof why, "the uint64_t %" PRIu64 " is beyond INTEGER's range "
-                 "(at most 9223372036854775807)", u);
+        snprintf(why, sizeof why,
+                 "the uint64_t %" PRIu64 " is beyond INTEGER's range "
+                 "(at most 9223372036854775807)",
+                 u);
         return bad_param(L, pos, name, why);
     }
     v->type = PASYN_INT;
@@ -330,8 +332,8 @@ static int submit(lua_State *L, lpool *p, pasyn_task *t, int sync)
 }
 
 /* A task of `kind`, or NULL when out of memory. */
-static pasyn_task *new_task(lua_State *L, int kind, const char *sql, size_t len,
-                            lua_Integer owner, int timeout_idx)
+static pasyn_task *new_task(lua_State *L, int kind, const char *sql, size_t len, lua_Integer owner,
+                            int timeout_idx)
 {
     double timeout = (double)luaL_optnumber(L, timeout_idx, 0); /* before anything to free */
     pasyn_task *t = pasyn_task_new(kind, sql, len);
@@ -524,9 +526,9 @@ static void push_big_int(lua_State *L, int64_t i, int integers)
 
 /* Integers within +-2^53 (the exact doubles) are plain numbers whatever the option says:
  * one unsigned comparison on the common path. */
-#define push_int(L, i, integers)                                                          \
-    ((uint64_t)(i) + (UINT64_C(1) << 53) <= (UINT64_C(1) << 54)                            \
-         ? lua_pushnumber(L, (lua_Number)(i))                                              \
+#define push_int(L, i, integers)                                                                   \
+    ((uint64_t)(i) + (UINT64_C(1) << 53) <= (UINT64_C(1) << 54)                                    \
+         ? lua_pushnumber(L, (lua_Number)(i))                                                      \
          : push_big_int(L, (i), (integers)))
 #else
 /* Lua 5.3+: every INTEGER is an exact Lua integer; the `integers` option changes nothing. */
@@ -851,10 +853,10 @@ static int l_open(lua_State *L)
     p->pool = NULL;
     p->state = POOL_FREED;
     const char *integers = opt_string(L, 2, "integers", NULL); /* checked by the Lua layer */
-    p->integers = !integers                          ? INTEGERS_NUMBER
-                  : strcmp(integers, "string") == 0  ? INTEGERS_STRING
-                  : strcmp(integers, "int64") == 0   ? INTEGERS_INT64
-                                                     : INTEGERS_NUMBER;
+    p->integers = !integers                         ? INTEGERS_NUMBER
+                  : strcmp(integers, "string") == 0 ? INTEGERS_STRING
+                  : strcmp(integers, "int64") == 0  ? INTEGERS_INT64
+                                                    : INTEGERS_NUMBER;
     luaL_getmetatable(L, POOL_MT);
     lua_setmetatable(L, -2);
     pasyn_hub *hub = get_hub(L);
@@ -1138,17 +1140,35 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L);
 LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
-        {"open", l_open},         {"close", l_close},     {"free", l_free},
-        {"submit", l_submit},     {"submit_many", l_submit_many},
-        {"fetch", l_fetch},       {"release", l_release}, {"wait", l_wait},
-        {"result", l_result},     {"free_task", l_free_task},
-        {"txn_owner", l_txn_owner}, {"total_changes", l_total_changes}, {"closed", l_closed},
-        {"stats", l_stats},       {"fd", l_fd},           {"poll", l_poll},
-        {"drain", l_drain},       {"now", l_now},         {"sleep", l_sleep},         {"blob", l_blob},
-        {"is_blob", l_is_blob},   {"abandon", l_abandon}, {"interrupt", l_interrupt},
-        {"hub_listen", l_hub_listen}, {"hub_accept", l_hub_accept},
-        {"hub_unaccept", l_hub_unaccept}, {"hub_wake", l_hub_wake},
-        {"set_int64", l_set_int64}, {"isyieldable", l_isyieldable},
+        {"open", l_open},
+        {"close", l_close},
+        {"free", l_free},
+        {"submit", l_submit},
+        {"submit_many", l_submit_many},
+        {"fetch", l_fetch},
+        {"release", l_release},
+        {"wait", l_wait},
+        {"result", l_result},
+        {"free_task", l_free_task},
+        {"txn_owner", l_txn_owner},
+        {"total_changes", l_total_changes},
+        {"closed", l_closed},
+        {"stats", l_stats},
+        {"fd", l_fd},
+        {"poll", l_poll},
+        {"drain", l_drain},
+        {"now", l_now},
+        {"sleep", l_sleep},
+        {"blob", l_blob},
+        {"is_blob", l_is_blob},
+        {"abandon", l_abandon},
+        {"interrupt", l_interrupt},
+        {"hub_listen", l_hub_listen},
+        {"hub_accept", l_hub_accept},
+        {"hub_unaccept", l_hub_unaccept},
+        {"hub_wake", l_hub_wake},
+        {"set_int64", l_set_int64},
+        {"isyieldable", l_isyieldable},
         {NULL, NULL},
     };
 #if LUA_VERSION_NUM >= 502
