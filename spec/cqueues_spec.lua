@@ -81,17 +81,8 @@ describe("pasyn_sqlite.cqueues", function()
         assert.are.equal(LONG_ROWS, count)
         assert.is_true(duration >= 8 * TICK, ("the query took %.1f ms only: raise LONG_ROWS")
             :format(duration * 1000))
-        local max, sum = 0, 0
-        for i = 2, #inside do
-            local late = inside[i] - inside[i - 1] - TICK
-            max, sum = math.max(max, late), sum + late
-        end
-        io.stderr:write(("\n[cqueues %s] query %.0f ms, %d ticks inside, lateness max %.1f ms, " ..
-            "mean %.2f ms\n"):format(LUA, duration * 1000, #inside, max * 1000,
-            sum * 1000 / math.max(1, #inside - 1)))
-        assert.is_true(#inside >= 5, ("only %d ticks during the query"):format(#inside))
-        assert.is_true(#inside >= duration / TICK / 3,
-            ("%d ticks in %.0f ms"):format(#inside, duration * 1000))
+        support.check_ticks("cqueues " .. LUA, duration * 1000, TICK * 1000, inside,
+                            function(seconds) return seconds * 1000 end)
     end)
 
     it("lets no tick through when the query blocks instead (the check above can tell)", function()

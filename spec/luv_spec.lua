@@ -113,16 +113,7 @@ describe("pasyn_sqlite.luv", function()
         assert.are.equal(LONG_ROWS, count)
         assert.is_true(duration >= 8 * TICK_MS, ("the query took %.1f ms only: raise LONG_ROWS")
             :format(duration))
-        local max, sum = 0, 0
-        for i = 2, #inside do
-            local late = ms(inside[i] - inside[i - 1]) - TICK_MS
-            max, sum = math.max(max, late), sum + late
-        end
-        io.stderr:write(("\n[luv %s] query %.0f ms, %d ticks inside, lateness max %.1f ms, " ..
-            "mean %.2f ms\n"):format(LUA, duration, #inside, max, sum / math.max(1, #inside - 1)))
-        assert.is_true(#inside >= 5, ("only %d ticks during the query"):format(#inside))
-        assert.is_true(#inside >= duration / TICK_MS / 3,
-            ("%d ticks in %.0f ms"):format(#inside, duration))
+        support.check_ticks("luv " .. LUA, duration, TICK_MS, inside, ms)
     end)
 
     it("lets no tick through when the query blocks instead (the check above can tell)", function()

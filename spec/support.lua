@@ -106,4 +106,22 @@ function support.wait_no_stream(conn)
     return support.streaming_readers(conn)
 end
 
+-- A host loop's ticker kept firing during a long query: `inside` holds the times of the ticks
+-- that fell in it (to_ms turns the difference of two into milliseconds), duration_ms how long
+-- the query took, tick_ms the ticker's period. Prints their lateness (to stderr, for the log)
+-- and checks at least 5 ticks, and a third of those the duration allows: a loop the query
+-- blocked sees none.
+function support.check_ticks(label, duration_ms, tick_ms, inside, to_ms)
+    local max, sum = 0, 0
+    for i = 2, #inside do
+        local late = to_ms(inside[i] - inside[i - 1]) - tick_ms
+        max, sum = math.max(max, late), sum + late
+    end
+    io.stderr:write(("\n[%s] query %.0f ms, %d ticks inside, lateness max %.1f ms, mean %.2f ms\n")
+        :format(label, duration_ms, #inside, max, sum / math.max(1, #inside - 1)))
+    assert.is_true(#inside >= 5, ("only %d ticks during the query"):format(#inside))
+    assert.is_true(#inside >= duration_ms / tick_ms / 3,
+                   ("%d ticks in %.0f ms"):format(#inside, duration_ms))
+end
+
 return support
