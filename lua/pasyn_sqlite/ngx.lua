@@ -209,10 +209,14 @@ local isyieldable = core.isyieldable
 -- What owns the transactions a coroutine begins: ngx_lua reuses a request's coroutine for
 -- later requests, so a coroutine and its request together, kept in the request's ngx.ctx; a
 -- transaction a request leaves open is rolled back when its coroutine serves another request
--- or the request's context is collected. Outside requests (init_worker): the coroutine.
+-- or the request's context is collected. In phases without a request context (init_worker,
+-- and the ssl phases, where ngx.ctx is not available in ngx_lua 0.10.23): the coroutine.
+local CTX_PHASES = {
+    set = true, rewrite = true, access = true, content = true, header_filter = true,
+    body_filter = true, log = true, timer = true, balancer = true,
+}
 local function owner(co)
-    local phase = get_phase()
-    if phase == "init" or phase == "init_worker" then
+    if not CTX_PHASES[get_phase()] then
         return co
     end
     local ctx = ngx.ctx
