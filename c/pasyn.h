@@ -87,6 +87,9 @@ typedef struct pasyn_options {
     const char *synchronous;    /* "off", "normal", "full", "extra" (default "normal") */
     int foreign_keys;           /* default 0 */
     int readonly;               /* default 0 */
+    int defensive;              /* for database files from untrusted sources: every connection
+                                 * gets SQLITE_DBCONFIG_DEFENSIVE and trusted_schema = OFF
+                                 * (before `pragmas`) (default 0) */
     int statement_cache;        /* prepared statements kept per connection (default 128) */
     int stealing;               /* idle readers steal queued reads (default 1) */
     int group_commit;           /* commit queued autocommit writes together (default 1) */

@@ -73,6 +73,14 @@ int settings_apply_pragmas(pasyn_pool *pool, conn *c, int is_writer, char **errm
         rc = apply_pragma(c, "synchronous", o->synchronous, errmsg);
     if (rc == SQLITE_OK)
         rc = apply_pragma(c, "foreign_keys", o->foreign_keys ? "ON" : "OFF", errmsg);
+    if (rc == SQLITE_OK && o->defensive) {
+        /* SQLite's advice for files from elsewhere (security.html): no writes to the schema
+         * through writable_schema, and no functions with side effects run from the schema
+         * (views, triggers, CHECKs) on this connection's behalf. */
+        rc = sqlite3_db_config(c->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)0);
+        if (rc == SQLITE_OK)
+            rc = apply_pragma(c, "trusted_schema", "OFF", errmsg);
+    }
     for (char **p = pool->pragmas; rc == SQLITE_OK && p && p[0] && p[1]; p += 2)
         rc = apply_pragma(c, p[0], p[1], errmsg);
     return rc;

@@ -215,6 +215,7 @@ local option_checks = {
     synchronous = one_of("off", "normal", "full", "extra"),
     foreign_keys = is("boolean"),
     readonly = is("boolean"),
+    defensive = is("boolean"),
     pragmas = is("table"),
     statement_cache = count(100000),
     row = row_shape,

@@ -293,6 +293,48 @@ describe("connect options", function()
         end
     end)
 
+    describe("defensive", function()
+        -- What a database file from elsewhere could do through its schema, and what
+        -- defensive = true stops: SQLITE_DBCONFIG_DEFENSIVE and trusted_schema = OFF.
+        local function try_schema(conn)
+            conn:execute("CREATE TABLE t (x)")
+            conn:execute("CREATE VIEW v AS SELECT name FROM pragma_table_info('t')")
+            local view_ok, view_err = pcall(function()
+                return conn:execute("SELECT count(*) FROM v"):fetchone()[1]
+            end)
+            conn:execute("PRAGMA writable_schema = ON")
+            local write_ok, write_err = pcall(conn.execute, conn,
+                "UPDATE sqlite_schema SET sql = 'CREATE TABLE t (x, y)' WHERE name = 't'")
+            conn:execute("PRAGMA writable_schema = OFF")
+            return scalar(conn, "PRAGMA trusted_schema"), view_ok, view_err, write_ok, write_err
+        end
+
+        it("is off by default: the schema's views may use any virtual table, and "
+           .. "writable_schema lets the schema be rewritten", function()
+            local trusted, view_ok, view_err, write_ok, write_err = try_schema(open(new_path()))
+            assert.are.equal(1, trusted)
+            assert.is_true(view_ok, tostring(view_err))
+            assert.is_true(write_ok, tostring(write_err))
+        end)
+
+        it("defensive = true: trusted_schema is off, a view's unsafe virtual table and a "
+           .. "write to sqlite_schema are refused with OperationalError", function()
+            local trusted, view_ok, view_err, write_ok, write_err =
+                try_schema(open(new_path(), { defensive = true, readers = 2 }))
+            assert.are.equal(0, trusted)
+            assert.is_false(view_ok)
+            assert.are.equal("OperationalError", view_err.kind)
+            assert.matches("unsafe use of virtual table", view_err.message)
+            assert.is_false(write_ok)
+            assert.are.equal("OperationalError", write_err.kind)
+            assert.matches("may not be modified", write_err.message)
+        end)
+
+        it("must be a boolean", function()
+            raises("ProgrammingError", sqlite.connect, ":memory:", { defensive = 1 })
+        end)
+    end)
+
     describe("foreign_keys", function()
         local function fk_schema(conn)
             conn:executescript([[

@@ -835,6 +835,7 @@ static int l_open(lua_State *L)
     o.synchronous = opt_string(L, 2, "synchronous", o.synchronous);
     o.foreign_keys = opt_bool(L, 2, "foreign_keys", o.foreign_keys);
     o.readonly = opt_bool(L, 2, "readonly", o.readonly);
+    o.defensive = opt_bool(L, 2, "defensive", o.defensive);
     o.statement_cache = opt_int(L, 2, "statement_cache", o.statement_cache);
     o.stealing = opt_bool(L, 2, "stealing", o.stealing);
     o.group_commit = opt_bool(L, 2, "group_commit", o.group_commit);
