@@ -40,6 +40,7 @@
 local uv = require "luv"
 local sqlite = require "pasyn_sqlite"
 local errors = require "pasyn_sqlite.errors"
+local sched = require "pasyn_sqlite.scheduler"
 
 local co_yield, co_resume, co_status = coroutine.yield, coroutine.resume, coroutine.status
 local traceback = debug.traceback
@@ -48,9 +49,6 @@ local poll, poll_err = uv.new_poll(sqlite.fd())
 if not poll then
     error("pasyn_sqlite.luv: uv.new_poll cannot watch sqlite.fd(): " .. tostring(poll_err), 2)
 end
-
-local parked = {}   -- coroutine -> true from its first suspend until resume: it waits
-local nparked = 0   -- how many coroutines wait; the poll handle is active while it is > 0
 
 -- Called by luv when sqlite.fd() polls readable (perhaps spuriously): resumes the waiters of
 -- every pending completion. Raises the first error a resumed coroutine raised, or luv's
@@ -63,20 +61,15 @@ local function on_readable(err)
     sqlite.dispatch()
 end
 
--- suspend(co), inside `co`: counts it as waiting, activates the poll handle for the first
--- waiter, and yields. Returns when resumed (by resume below, or by anybody else: the library
--- then calls it again, and it is not counted twice).
-local function suspend(co)
-    if not parked[co] then
-        parked[co] = true
-        nparked = nparked + 1
-        if nparked == 1 then
-            local ok, err = poll:start("r", on_readable)
-            if not ok then
-                parked[co], nparked = nil, nparked - 1
-                error(errors.new("InterfaceError", "pasyn_sqlite.luv: cannot poll sqlite.fd(): " ..
-                                 tostring(err)), 0)
-            end
+-- suspend(co), inside `co`: activates the poll handle if it is not (the first waiter), and
+-- yields. Returns when resumed (by resume below, or by anybody else: the library then calls
+-- it again). The poll handle is active while any coroutine waits (sched.host_waits() > 0).
+local function suspend()
+    if not poll:is_active() then
+        local ok, err = poll:start("r", on_readable)
+        if not ok then
+            error(errors.new("InterfaceError", "pasyn_sqlite.luv: cannot poll sqlite.fd(): " ..
+                             tostring(err)), 0)
         end
     end
     co_yield()
@@ -87,12 +80,8 @@ end
 -- again), then resumes `co`; a coroutine that is dead by now (closed while it waited) is left
 -- alone. Raises the error `co` raises (see the header).
 local function resume(co)
-    if parked[co] then
-        parked[co] = nil
-        nparked = nparked - 1
-        if nparked == 0 then
-            poll:stop()
-        end
+    if sched.host_waits() == 0 then
+        poll:stop()
     end
     if co_status(co) ~= "suspended" then
         return

@@ -25,6 +25,7 @@ local sqlite = require "pasyn_sqlite"
 local core = require "pasyn_sqlite.core"
 local errors = require "pasyn_sqlite.errors"
 local semaphore = require "ngx.semaphore"
+local host_waits = require("pasyn_sqlite.scheduler").host_waits -- requests waiting now
 
 local ngx = ngx
 local get_phase, timer_at, exiting, log = ngx.get_phase, ngx.timer.at, ngx.worker.exiting, ngx.log
@@ -45,8 +46,6 @@ local CHECK = 1            -- seconds a request waits on its semaphore before it
 
 local semas = setmetatable({}, { __mode = "k" })   -- coroutine -> its semaphore
 local OWNERS = {}          -- the key, in a request's ngx.ctx, of its owners (h.owner, below)
-local waits_for = setmetatable({}, { __mode = "k" }) -- coroutine -> true while its task is out
-local waits = 0            -- coroutines whose task has not been dispatched yet
 local running = false      -- the dispatcher is running or scheduled
 local serving = false      -- the dispatcher's timer has started
 local scheduled_at = 0     -- when start() scheduled it (ngx.now())
@@ -96,7 +95,7 @@ local function serve(sock)
     local idle_since
     while true do
         sqlite.dispatch()
-        if waits > 0 then
+        if host_waits() > 0 then
             idle_since = nil
         else
             local t = now()
@@ -116,7 +115,7 @@ end
 
 -- Where no socket can be set up: drains every millisecond while requests wait.
 local function serve_by_polling()
-    while waits > 0 do
+    while host_waits() > 0 do
         sqlite.dispatch()
         ngx.sleep(0.001)
     end
@@ -143,7 +142,7 @@ local function dispatcher()
     if not ok then
         log(ngx.ERR, "pasyn_sqlite: dispatcher: ", tostring(serr))
     end
-    if waits > 0 then
+    if host_waits() > 0 then
         start()
     end
 end
@@ -159,10 +158,6 @@ start = function()
 end
 
 local function suspend(co)
-    if not waits_for[co] then
-        waits_for[co] = true
-        waits = waits + 1
-    end
     if not running then
         local ok, err = start()
         if not ok then
@@ -192,10 +187,6 @@ local function suspend(co)
 end
 
 local function resume(co)
-    if waits_for[co] then
-        waits_for[co] = nil
-        waits = waits - 1
-    end
     local sema = semas[co]
     if sema then
         sema:post(1)

@@ -24,6 +24,7 @@ local members = setmetatable({}, { __mode = "k" }) -- coroutine -> its handle
 local loop                                    -- the running run() loop, or nil
 local host                                    -- the host adapter of set_host, or nil
 local hosts = {}                              -- task -> the host that resumes its waiter
+local host_waits = 0                          -- how many tasks `hosts` holds
 
 -- True when `co` is a coroutine of the running built-in scheduler.
 local function in_loop(co)
@@ -60,6 +61,7 @@ function M.await(task, sync, pool, co)
     end
     local h = host
     hosts[task] = h
+    host_waits = host_waits + 1
     repeat
         h.suspend(co)
     until waiting[task] == nil
@@ -122,6 +124,12 @@ function M.set_host(h)
         owner = h.owner,
     }
     return before
+end
+
+-- How many coroutines wait through a host now: from their first suspend until dispatch takes
+-- their completion (before it calls resume). Adapters watch sqlite.fd() only while it is > 0.
+function M.host_waits()
+    return host_waits
 end
 
 -- What owns the transactions the running coroutine `co` begins: `co`, or what the host says
@@ -216,6 +224,7 @@ function M.dispatch()
             discard(task, pool) -- its coroutine was abandoned
         elseif h then
             hosts[task] = nil
+            host_waits = host_waits - 1
             n = n + 1
             local ok, err = pcall(h.resume, co)
             if not ok and failure == nil then
