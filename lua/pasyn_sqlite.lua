@@ -271,11 +271,13 @@ local Connection, Cursor = {}, {}
 -- of the cursor now (see "In use" below).
 local CLOSED = {}
 
+-- Raises unless the connection is open. Where the pool is in its life is the core's to say
+-- (core.state): "closing" while a close is under way, "closed" once it is done. The same
+-- classes come back from a submit to a pool that is not open (errors.from_core).
 local function check_open(conn, sql)
-    if conn._closed then
-        raise("ConnectionClosedError", "the connection is closed", sql)
-    elseif conn._closing then
-        raise("PoolClosedError", "the connection is closing", sql)
+    local state = core.state(conn._pool)
+    if state ~= "open" then
+        error(errors.from_core(state, 0, 0, "the connection is " .. state, sql), 3)
     end
 end
 
@@ -876,10 +878,10 @@ Cursor.__close = Cursor.close
 -- assignment; the library reads the private fields directly.
 local conn_properties = {
     closed = function(conn)
-        return conn._closed
+        return core.state(conn._pool) == "closed"
     end,
     in_transaction = function(conn)
-        return not conn._closed and core.txn_owner(conn._pool) == select(2, caller())
+        return core.txn_owner(conn._pool) == select(2, caller())
     end,
     total_changes = function(conn)
         check_open(conn)
@@ -1009,33 +1011,24 @@ end
 -- once that close is done. Also the connection's __close (Lua 5.4 `<close>`). As Python's
 -- Connection.close.
 function Connection:close()
-    if self._closed then
-        return
-    end
-    if self._closing then
-        -- Another coroutine is closing it: return once it is closed, and finish the job if
-        -- that coroutine was abandoned on the way.
-        while not core.closed(self._pool) do
-            sched.sleep(0.001)
+    local pool = self._pool
+    local state = core.state(pool)
+    if state == "open" then
+        local sync = not sched.can_yield()
+        local task, class, code, extended, message = core.close(pool, sync)
+        if not task then -- out of memory: still open
+            error(errors.from_core(class, code, extended, message), 2)
         end
-        core.free(self._pool)
-        self._closed = true
-        self._closing = false
-        return
-    end
-    self._closing = true
-    local sync = not sched.can_yield()
-    local task, class, code, extended, message = core.close(self._pool, sync)
-    if task then
         sched.await(task, sync)
         core.free_task(task)
-    elseif class ~= "closed" then -- "closed": closing already, or its open failed
-        self._closing = false
-        error(errors.from_core(class, code, extended, message), 2)
+    elseif state == "closing" then
+        -- Another coroutine is closing it: return once it is closed, and finish the job if
+        -- that coroutine was abandoned on the way.
+        while core.state(pool) ~= "closed" do
+            sched.sleep(0.001)
+        end
     end
-    core.free(self._pool)
-    self._closed = true
-    self._closing = false
+    core.free(pool) -- once closed; again does nothing
 end
 Connection.__close = Connection.close
 
@@ -1077,8 +1070,6 @@ function M.connect(database, options)
         _pool = pool,
         _described = {}, -- SQL text -> its column tables and description
         _ndescribed = 0,
-        _closed = false,
-        _closing = false,
         _cfg = false, -- below: it names conn
     }, Connection)
     conn._cfg = { conn = conn, row = opts.row or "array", timeout = opts.timeout }

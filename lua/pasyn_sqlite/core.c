@@ -25,15 +25,14 @@
 #define INT64_NEW_KEY "pasyn_sqlite.int64_new"   /* LuaJIT: ffi.typeof("int64_t") */
 #define INT64_KIND_KEY "pasyn_sqlite.int64_kind" /* LuaJIT: cdata -> 1 int64_t, 2 uint64_t, 0 */
 
-enum pool_state { POOL_OPEN = 0, POOL_CLOSING, POOL_FREED };
-
 /* The `integers` option: how an INTEGER beyond +-2^53 comes back where numbers are doubles. */
 enum integers_mode { INTEGERS_NUMBER = 0, INTEGERS_STRING, INTEGERS_INT64 };
 
+/* A pool as Lua holds it. Where the pool is in its life is the core's to say
+ * (pasyn_pool_state); the binding knows only whether it has freed it. */
 typedef struct lpool {
-    pasyn_pool *pool;
-    int state;
-    int integers; /* enum integers_mode */
+    pasyn_pool *pool; /* NULL once freed */
+    int integers;     /* enum integers_mode */
 } lpool;
 
 typedef struct lstream {
@@ -66,10 +65,17 @@ static pasyn_hub *get_hub(lua_State *L)
     return h->hub;
 }
 
+/* The pool's state (enum pasyn_pool_state); a freed pool is closed. */
+static int pool_state(const lpool *p)
+{
+    return p->pool ? pasyn_pool_state(p->pool) : PASYN_POOL_CLOSED;
+}
+
+/* The pool at i, not yet freed: the Lua layer asks state() before it calls what needs one. */
 static lpool *check_pool(lua_State *L, int i)
 {
     lpool *p = luaL_checkudata(L, i, POOL_MT);
-    if (p->state == POOL_FREED)
+    if (!p->pool)
         luaL_error(L, "the pool has been freed");
     return p;
 }
@@ -316,16 +322,34 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
 
 /* ---- submitting ------------------------------------------------------------------- */
 
+/* The failure of a submit to a pool that is not open, in result()'s shape with the class its
+ * state gives: "closing" while a close is under way (or, never seen by the Lua layer, the open
+ * is), "closed" once it is done. Frees t. */
+static int fail_closed(lua_State *L, lpool *p, pasyn_task *t)
+{
+    int closing = pool_state(p) != PASYN_POOL_CLOSED;
+    pasyn_task_free(t);
+    lua_pushnil(L);
+    lua_pushstring(L, closing ? "closing" : "closed");
+    lua_pushinteger(L, 0);
+    lua_pushinteger(L, 0);
+    lua_pushstring(L, closing ? "the connection is closing" : "the connection is closed");
+    return 5;
+}
+
 /* Queues t (see pasyn_submit): the task as a light userdata, or the failure (t freed). */
 static int submit(lua_State *L, lpool *p, pasyn_task *t, int sync)
 {
-    if (p->state != POOL_OPEN)
-        return fail(L, t, PASYN_ECLOSED, "the pool is closed");
+    if (pool_state(p) != PASYN_POOL_OPEN)
+        return fail_closed(L, p, t);
     /* Every owner of the pool is a coroutine of this thread: a call that blocks it while
      * another one's transaction holds the writer would wait for ever. */
     if (sync)
         pasyn_task_set_no_owner_wait(t);
-    if (pasyn_submit(p->pool, t, sync) != 0)
+    int err = pasyn_submit(p->pool, t, sync);
+    if (err == PASYN_ECLOSED)
+        return fail_closed(L, p, t);
+    if (err != 0)
         return fail_task(L, t); /* the core set the task's error */
     lua_pushlightuserdata(L, t);
     return 1;
@@ -357,7 +381,7 @@ static pasyn_task *new_task(lua_State *L, int kind, const char *sql, size_t len,
  * Thread: the Lua state's (the hub's owner thread). */
 static int l_submit(lua_State *L)
 {
-    lpool *p = check_pool(L, 1);
+    lpool *p = luaL_checkudata(L, 1, POOL_MT);
     const char *kind = luaL_checkstring(L, 2);
     lua_Integer owner = luaL_checkinteger(L, 3);
     int sync = lua_toboolean(L, 4);
@@ -388,7 +412,7 @@ static int l_submit(lua_State *L)
  * message names the set). Thread: the Lua state's. */
 static int l_submit_many(lua_State *L)
 {
-    lpool *p = check_pool(L, 1);
+    lpool *p = luaL_checkudata(L, 1, POOL_MT);
     lua_Integer owner = luaL_checkinteger(L, 2);
     int sync = lua_toboolean(L, 3);
     size_t len;
@@ -422,7 +446,7 @@ static int l_abandon(lua_State *L)
 {
     lpool *p = luaL_checkudata(L, 1, POOL_MT);
     lua_Integer owner = luaL_checkinteger(L, 2);
-    if (p->state != POOL_OPEN)
+    if (pool_state(p) != PASYN_POOL_OPEN)
         return 0;
     pasyn_task *t = pasyn_task_new(PASYN_ABANDON, NULL, 0);
     if (t) {
@@ -433,11 +457,11 @@ static int l_abandon(lua_State *L)
     return 0;
 }
 
-/* interrupt(pool) -> true, or false when the pool is closing */
+/* interrupt(pool) -> true, or false when the pool is closing or closed */
 static int l_interrupt(lua_State *L)
 {
-    lpool *p = check_pool(L, 1);
-    lua_pushboolean(L, p->state == POOL_OPEN && pasyn_interrupt(p->pool) == 0);
+    lpool *p = luaL_checkudata(L, 1, POOL_MT);
+    lua_pushboolean(L, p->pool && pasyn_interrupt(p->pool) == 0);
     return 1;
 }
 
@@ -465,7 +489,7 @@ static int l_fetch(lua_State *L)
 /* Ends a stream early; nobody waits for the answer. */
 static void stream_release(lstream *s)
 {
-    if (s->id && s->owner->state == POOL_OPEN) {
+    if (s->id && pool_state(s->owner) == PASYN_POOL_OPEN) {
         pasyn_task *t = pasyn_task_new(PASYN_RELEASE, NULL, 0);
         if (t) {
             pasyn_task_set_stream(t, s->id);
@@ -852,7 +876,6 @@ static int l_open(lua_State *L)
 
     lpool *p = lua_newuserdata(L, sizeof *p);
     p->pool = NULL;
-    p->state = POOL_FREED;
     const char *integers = opt_string(L, 2, "integers", NULL); /* checked by the Lua layer */
     p->integers = !integers                         ? INTEGERS_NUMBER
                   : strcmp(integers, "string") == 0 ? INTEGERS_STRING
@@ -867,7 +890,6 @@ static int l_open(lua_State *L)
     p->pool = pasyn_open(database, &o, hub, t, sync);
     if (!p->pool)
         return fail(L, t, PASYN_ENOMEM, "cannot start the pool: out of memory or threads");
-    p->state = POOL_OPEN;
     lua_pushlightuserdata(L, t);
     return 2;
 }
@@ -875,48 +897,41 @@ static int l_open(lua_State *L)
 /* close(pool, sync) -> task | nil, class, code, extended, message
  * Stops the pool's intake and closes it once its work is done (pasyn_close). sync as for open.
  * Results: the close task to wait for and free (free_task), then free the pool; or the
- * failure in result()'s shape: class "closed" when a close was under way already or the open
- * had failed (nothing to wait for), "nomem". Thread: the Lua state's. */
+ * failure in result()'s shape: class "closing" or "closed" when a close was under way already
+ * or the open had failed (nothing to wait for), "nomem". Thread: the Lua state's. */
 static int l_close(lua_State *L)
 {
-    lpool *p = check_pool(L, 1);
-    if (p->state != POOL_OPEN)
-        return fail(L, NULL, PASYN_ECLOSED, "the pool is closed");
-    pasyn_task *t = pasyn_task_new(PASYN_CLOSE, NULL, 0);
-    if (!t)
+    lpool *p = luaL_checkudata(L, 1, POOL_MT);
+    pasyn_task *t = p->pool ? pasyn_task_new(PASYN_CLOSE, NULL, 0) : NULL;
+    if (p->pool && !t)
         return fail(L, NULL, PASYN_ENOMEM, "out of memory");
-    if (pasyn_close(p->pool, t, lua_toboolean(L, 2)) != 0)
-        return fail(L, t, PASYN_ECLOSED, "the pool is closed");
-    p->state = POOL_CLOSING;
+    if (!p->pool || pasyn_close(p->pool, t, lua_toboolean(L, 2)) != 0)
+        return fail_closed(L, p, t);
     lua_pushlightuserdata(L, t);
     return 1;
 }
 
-/* free(pool): joins the threads and frees it; after a failed open or a completed close. */
+/* free(pool): joins the threads and frees it; after a failed open or once state() says
+ * "closed". Freeing again does nothing. */
 static int l_free(lua_State *L)
 {
     lpool *p = luaL_checkudata(L, 1, POOL_MT);
-    if (p->state != POOL_FREED) {
+    if (p->pool) {
         pasyn_pool_free(p->pool);
         p->pool = NULL;
-        p->state = POOL_FREED;
     }
     return 0;
 }
 
-/* A pool nobody closed: finish its work, close it, free it. */
+/* A pool nobody closed: finish its work, close it, free it. A close under way (or a failed
+ * open) leaves pasyn_close nothing to do. */
 static int l_pool_gc(lua_State *L)
 {
     lpool *p = luaL_checkudata(L, 1, POOL_MT);
-    if (p->state == POOL_OPEN) {
-        pasyn_task *t = pasyn_task_new(PASYN_CLOSE, NULL, 0);
-        if (t && pasyn_close(p->pool, t, 1) == 0) {
-            pasyn_task_wait(t);
-            pasyn_task_free(t);
-        } else {
-            pasyn_task_free(t);
-        }
-    }
+    pasyn_task *t = p->pool ? pasyn_task_new(PASYN_CLOSE, NULL, 0) : NULL;
+    if (t && pasyn_close(p->pool, t, 1) == 0)
+        pasyn_task_wait(t);
+    pasyn_task_free(t);
     return l_free(L);
 }
 
@@ -924,15 +939,16 @@ static int l_pool_gc(lua_State *L)
 static int l_txn_owner(lua_State *L)
 {
     lpool *p = luaL_checkudata(L, 1, POOL_MT);
-    lua_pushinteger(L, p->state == POOL_FREED ? 0 : (lua_Integer)pasyn_txn_owner(p->pool));
+    lua_pushinteger(L, p->pool ? (lua_Integer)pasyn_txn_owner(p->pool) : 0);
     return 1;
 }
 
-/* closed(pool) -> true once the pool's close has finished (or it was freed) */
-static int l_closed(lua_State *L)
+/* state(pool) -> "opening", "open", "closing" or "closed": the core's pasyn_pool_state, the one
+ * record of where a pool is in its life; a freed pool is "closed". Thread: the Lua state's. */
+static int l_state(lua_State *L)
 {
-    lpool *p = luaL_checkudata(L, 1, POOL_MT);
-    lua_pushboolean(L, p->state == POOL_FREED || pasyn_pool_state(p->pool) == PASYN_POOL_CLOSED);
+    static const char *const names[] = {"opening", "open", "closing", "closed"};
+    lua_pushstring(L, names[pool_state(luaL_checkudata(L, 1, POOL_MT))]);
     return 1;
 }
 
@@ -1153,7 +1169,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"free_task", l_free_task},
         {"txn_owner", l_txn_owner},
         {"total_changes", l_total_changes},
-        {"closed", l_closed},
+        {"state", l_state},
         {"stats", l_stats},
         {"fd", l_fd},
         {"poll", l_poll},

@@ -93,11 +93,12 @@ local SQLITE_NOMEM = 7
 -- The kinds for the core's other error classes (see core.result).
 local by_class = {
     programming = "ProgrammingError",
-    closed = "PoolClosedError",
+    closing = "PoolClosedError", -- the connection is closing
+    closed = "ConnectionClosedError", -- it is closed
 }
 
 -- The error object for a failure the core reported, at submit or at completion (core.result):
--- its class ("sqlite", "programming", "closed", "nomem"), SQLite's primary and extended codes
+-- its class ("sqlite", "programming", "closing", "closed", "nomem"), SQLite's primary and extended codes
 -- (for "sqlite"; else 0), the message, and the statement. Only here do classes and codes
 -- become kinds.
 function M.from_core(class, code, extended, message, sql)
