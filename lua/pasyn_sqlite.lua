@@ -623,8 +623,13 @@ end
 -- returns its rowcount (or raises its error).
 local function many_submit(cur, sql, sets, timeout)
     local sync, id, co = caller()
-    return { sync = sync, id = id, co = co, -- then what submit_many returned
-             core.submit_many(cur._cfg.conn._pool, id, sync, timeout, sql, sets) }
+    local pool = cur._cfg.conn._pool
+    local sent = { sync = sync, id = id, co = co, -- then what submit_many returned
+                   core.submit_many(pool, id, sync, timeout, sql, sets) }
+    if sent[1] and not sync then
+        sched.expect(sent[1], pool, co) -- awaited after the next chunk is built (many_chunks)
+    end
+    return sent
 end
 
 local function many_wait(cur, sql, sent)

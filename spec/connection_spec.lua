@@ -734,6 +734,36 @@ describe("Connection", function()
             assert.is_false(conn.in_transaction)
         end)
 
+        -- The chunk before is on its way while the iterator runs: its completion may be
+        -- dispatched (for another coroutine's statement) before executemany waits for it.
+        it("over chunks, an iterator that waits while other coroutines' statements complete "
+           .. "loses no chunk", function()
+            local rowcount, reads
+            sqlite.run(function()
+                sqlite.spawn(function()
+                    local i = 0
+                    rowcount = conn:executemany("INSERT INTO t (id, v) VALUES (?, ?)", function()
+                        i = i + 1
+                        if i % 10000 == 1 and i > 1 then
+                            sqlite.sleep(0.05)
+                        end
+                        if i <= 25000 then
+                            return { i, "v" .. i }
+                        end
+                    end).rowcount
+                end)
+                reads = 0
+                for _ = 1, 100 do -- about 0.2 s: past both of the iterator's waits
+                    conn:execute("SELECT 1")
+                    reads = reads + 1
+                    sqlite.sleep(0.002)
+                end
+            end)
+            assert.are.equal(25000, rowcount)
+            assert.are.equal(25000, count_rows(conn, "t"))
+            assert.are.equal(100, reads)
+        end)
+
         it("raises ProgrammingError for a statement that is not INSERT/UPDATE/DELETE/REPLACE", function()
             raises("ProgrammingError", conn.executemany, conn, "SELECT ?", { { 1 }, { 2 } })
         end)

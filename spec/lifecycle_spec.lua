@@ -88,6 +88,36 @@ describe("lifecycle", function()
         check:close()
     end)
 
+    it("an executemany whose iterator waits while another coroutine closes raises an error "
+       .. "object, and the close undoes the whole call", function()
+        local conn = sqlite.connect(path)
+        conn:execute("CREATE TABLE t (x INTEGER)")
+        local err
+        sqlite.run(function()
+            sqlite.spawn(function()
+                local i = 0
+                local ok, e = pcall(conn.executemany, conn, "INSERT INTO t VALUES (?)", function()
+                    i = i + 1
+                    if i == 10001 then -- past the first chunk: the rest goes after the close
+                        sqlite.sleep(0.05)
+                    end
+                    return i <= 20000 and { i } or nil
+                end)
+                assert.is_false(ok)
+                err = e
+            end)
+            sqlite.sleep(0.01)
+            conn:close()
+        end)
+        -- PoolClosedError while the close is under way, ConnectionClosedError once it is done
+        assert.is_true(sqlite.is_error(err), tostring(err))
+        assert.is_true(err:is("PoolError"), err.kind)
+        assert.is_true(conn.closed)
+        local check = sqlite.connect(path)
+        assert.equal(0, check:execute("SELECT count(*) FROM t"):fetchone()[1])
+        check:close()
+    end)
+
     it("close() rolls back a transaction left open and keeps what was committed", function()
         local conn = sqlite.connect(path)
         conn:execute("CREATE TABLE t (x INTEGER)")

@@ -20,6 +20,8 @@ local pack = table.pack or function(...) return { n = select("#", ...), ... } en
 local SUSPEND = {}                            -- what our coroutines yield while parked
 local waiting = {}                            -- task -> coroutine waiting for it
 local task_pools = {}                         -- task -> the pool it was submitted to
+local expected = setmetatable({}, { __mode = "v" }) -- task -> coroutine to await it (expect)
+local arrived = {}                            -- task -> that coroutine, when it came first
 local members = setmetatable({}, { __mode = "k" }) -- coroutine -> its handle
 local loop                                    -- the running run() loop, or nil
 local host                                    -- the host adapter of set_host, or nil
@@ -52,6 +54,11 @@ function M.await(task, sync, pool, co)
         core.wait(task)
         return
     end
+    if arrived[task] then -- see expect
+        arrived[task], task_pools[task] = nil, nil
+        return
+    end
+    expected[task] = nil
     co = co or co_running()
     waiting[task], task_pools[task] = co, pool
     if in_loop(co) then
@@ -65,6 +72,15 @@ function M.await(task, sync, pool, co)
     repeat
         h.suspend(co)
     until waiting[task] == nil
+end
+
+-- Declares that the running coroutine `co` (found when not given) will await `task`, submitted
+-- to `pool`, only later, after work of its own that may yield meanwhile (executemany builds its
+-- next chunk, calling the user's iterator, while the writer runs the one before). A completion
+-- dispatched before that await is kept for it, instead of being freed as an abandoned
+-- coroutine's; it is freed if the coroutine ends without awaiting it.
+function M.expect(task, pool, co)
+    expected[task], task_pools[task] = co or co_running(), pool
 end
 
 -- What set_host fills in when the host leaves it out: any coroutine but the main one may
@@ -221,7 +237,13 @@ function M.dispatch()
         local co, pool, h = waiting[task], task_pools[task], hosts[task]
         waiting[task], task_pools[task] = nil, nil
         if not co then
-            discard(task, pool) -- its coroutine was abandoned
+            local later = expected[task]
+            expected[task] = nil
+            if later and co_status(later) ~= "dead" then
+                arrived[task], task_pools[task] = later, pool -- for its await
+            else
+                discard(task, pool) -- its coroutine was abandoned
+            end
         elseif h then
             hosts[task] = nil
             host_waits = host_waits - 1
@@ -234,6 +256,16 @@ function M.dispatch()
             loop.pending = loop.pending - 1
             n = n + 1
             step(co)
+        end
+    end
+    -- Completions kept for a coroutine that then ended without awaiting them
+    if next(arrived) ~= nil then
+        for task, co in pairs(arrived) do
+            if co_status(co) == "dead" then
+                arrived[task] = nil
+                discard(task, task_pools[task])
+                task_pools[task] = nil
+            end
         end
     end
     if failure ~= nil then
@@ -342,6 +374,18 @@ local function abandon()
     for task, co in pairs(waiting) do
         if members[co] then
             waiting[task] = nil
+        end
+    end
+    for task, co in pairs(expected) do
+        if members[co] then
+            expected[task] = nil
+        end
+    end
+    for task, co in pairs(arrived) do
+        if members[co] then
+            arrived[task] = nil
+            discard(task, task_pools[task])
+            task_pools[task] = nil
         end
     end
 end
