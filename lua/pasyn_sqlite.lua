@@ -487,11 +487,18 @@ local function refuse(cur)
           "coroutine waiting on it.)")
 end
 
-local function check_cursor(cur)
+-- Raises unless the cursor may run an operation now: not closed, not in use, and its
+-- connection open. A fetch (`fetching`) may also run while the connection closes: close()
+-- waits for the statements submitted before it, and their rows, which come before it is
+-- done, can still be fetched; a streamed result's next chunk is refused then (PoolClosedError).
+local function check_cursor(cur, fetching)
     if cur._busy then
         refuse(cur)
     end
-    check_open(cur._cfg.conn)
+    local conn = cur._cfg.conn
+    if not (fetching and conn._closing) then
+        check_open(conn)
+    end
 end
 
 -- Calls fn(...) with the cursor marked in use, for an operation that runs the user's code
@@ -751,7 +758,7 @@ end
 -- streamed result's error, and what a row function raises (its row is used up then). As
 -- Python's Cursor.fetchone.
 function Cursor:fetchone()
-    check_cursor(self)
+    check_cursor(self, true)
     local rows, pos = self._rows, self._pos
     while pos > #rows do
         if not more(self) then
@@ -806,7 +813,7 @@ local function collect_rows(cur, limit, shape)
 end
 
 local function collect(cur, limit)
-    check_cursor(cur)
+    check_cursor(cur, true)
     local shape = cur._cfg.row
     if shape == "array" or shape == "named" then
         return collect_rows(cur, limit, shape)

@@ -38,6 +38,40 @@ describe("lifecycle", function()
         check:close()
     end)
 
+    it("close() waits for the reads other coroutines submitted before it: each gets its whole "
+       .. "result", function()
+        local conn = sqlite.connect(path, { readers = 2 })
+        -- a few ms each: most of them are still queued when close() begins
+        local sum = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < ?) "
+                    .. "SELECT sum(n), count(*) FROM c"
+        local got, submitted, closed_at = {}, 0, nil
+        sqlite.run(function()
+            for i = 1, 40 do
+                sqlite.spawn(function()
+                    submitted = submitted + 1 -- the execute below submits before it yields
+                    local ok, row = pcall(function()
+                        return conn:execute(sum, 20000 + i):fetchone()
+                    end)
+                    got[i] = ok and row or tostring(row)
+                end)
+            end
+            sqlite.sleep(0) -- let them submit
+            closed_at = submitted
+            conn:close()
+        end)
+        assert.equal(40, closed_at)
+        local wrong = {}
+        for i = 1, 40 do
+            local n = 20000 + i
+            local row = got[i]
+            if type(row) ~= "table" or row[1] ~= n * (n + 1) / 2 or row[2] ~= n then
+                wrong[#wrong + 1] = i .. ": " .. (type(row) == "table" and tostring(row[1]) or tostring(row))
+            end
+        end
+        assert.same({}, wrong)
+        assert.is_true(conn.closed)
+    end)
+
     it("close() rolls back a transaction left open and keeps what was committed", function()
         local conn = sqlite.connect(path)
         conn:execute("CREATE TABLE t (x INTEGER)")
