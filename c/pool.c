@@ -29,27 +29,6 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-/* ":memory:" becomes a private WAL database on tmpfs, so that every connection of the pool
- * shares it (the memdb VFS has no WAL, shared cache fails with SQLITE_LOCKED). */
-static char *make_memfile(void)
-{
-    const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
-    if (!dir || !*dir)
-        dir = "/tmp";
-    size_t n = strlen(dir) + 32;
-    char *path = malloc(n);
-    if (!path)
-        return NULL;
-    snprintf(path, n, "%s/pasyn-memory-XXXXXX", dir);
-    int fd = mkstemp(path);
-    if (fd < 0) {
-        free(path);
-        return NULL;
-    }
-    close(fd);
-    return path;
-}
-
 /* What the writer and the readers open (uri.c): a path or URI for each, or the pool's private
  * WAL file for a memory database. A read-only pool's writer opens the readers' string, whose
  * mode= asks no more than SQLITE_OPEN_READONLY allows. 0; -1 when out of memory or, with
@@ -65,7 +44,7 @@ static int plan_paths(pasyn_pool *pool, const char *database, char **refused)
     }
     free(why);
     if (rc == 0 && plan.memory) {
-        pool->memfile = make_memfile();
+        pool->memfile = memfile_create(&pool->memfile_lock);
         pool->path = dup_or_null(pool->memfile);
         pool->reader_path = dup_or_null(pool->memfile);
     } else if (rc == 0) {
@@ -104,7 +83,7 @@ static void pool_destroy(pasyn_pool *pool)
     free((char *)pool->opts.synchronous);
     free(pool->path);
     free(pool->reader_path);
-    free(pool->memfile);
+    pool_remove_memfile(pool); /* when the open failed before the writer started */
     free(pool);
 }
 
@@ -130,18 +109,10 @@ static int copy_options(pasyn_pool *pool, const pasyn_options *opts)
 
 void pool_remove_memfile(pasyn_pool *pool)
 {
-    if (!pool->memfile)
-        return;
-    size_t n = strlen(pool->memfile);
-    char *name = malloc(n + sizeof "-journal");
-    if (name) {
-        static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
-        for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
-            memcpy(name, pool->memfile, n);
-            strcpy(name + n, suffixes[i]);
-            remove(name);
-        }
-        free(name);
+    if (pool->memfile) {
+        memfile_remove(pool->memfile, pool->memfile_lock);
+        free(pool->memfile);
+        pool->memfile = NULL;
     }
 }
 
@@ -203,15 +174,21 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
         return pool;
     }
 
+    /* Named, so that a thread listing (top -H, /proc/<pid>/task/<tid>/comm, a debugger) tells
+     * the pool's threads from the host's. */
     int ok = 1;
     for (int i = 0; i < pool->readers.count && ok; i++) {
         reader *r = &pool->readers.all[i];
         ok = pthread_create(&r->thread, NULL, reader_main, r) == 0;
         r->started = ok;
+        if (ok)
+            pthread_setname_np(r->thread, "pasyn-reader");
     }
     if (ok)
         ok = pthread_create(&pool->writer.thread, NULL, writer_main, pool) == 0;
     pool->writer.started = ok;
+    if (ok)
+        pthread_setname_np(pool->writer.thread, "pasyn-writer");
     if (!ok) {
         pthread_mutex_lock(&pool->life.mu);
         pool->life.writer_opened = -1; /* the readers started end at once */

@@ -156,7 +156,8 @@ struct pasyn_pool {
     char **pragmas;     /* the pragmas option, copied: name, value, ..., NULL */
     char *path;         /* what the writer opens */
     char *reader_path;  /* what readers open: a URI asking for mode=rw(c) asks ro */
-    char *memfile;      /* the private file behind ":memory:", removed at close */
+    char *memfile;      /* the private file behind ":memory:", removed at close (memfile.c) */
+    int memfile_lock;   /* the descriptor that holds memfile's lock, while memfile is set */
 
     lifecycle life;
     writer writer;
@@ -257,6 +258,19 @@ void settings_note(pasyn_pool *pool, int setting, const char *sql, size_t len);
 void settings_apply(pasyn_pool *pool, reader *r);
 
 /* pool.c */
+/* Removes the pool's memory file and its companions, once its connections are closed;
+ * idempotent. Writer thread, or the thread that frees a pool whose writer never started. */
 void pool_remove_memfile(pasyn_pool *pool);
+
+/* memfile.c */
+/* Removes the memory files of dead processes, then makes a new one (0600) for a ":memory:"
+ * pool, locked for the pool's life: its path (malloc'd, the caller's) and, in *lock_fd, the
+ * descriptor that holds the lock; NULL when it cannot (out of memory, no writable directory).
+ * Any thread. */
+char *memfile_create(int *lock_fd);
+/* Removes the memory file `path` that memfile_create made and its companions, then lets go of
+ * its lock (closes lock_fd). Call it once every connection to the file is closed: closing a
+ * descriptor drops the process's fcntl locks on the file. Any thread. */
+void memfile_remove(const char *path, int lock_fd);
 
 #endif

@@ -24,6 +24,7 @@ do
     core = loaded
 end
 local errors = require "pasyn_sqlite.errors"
+core.set_errors(errors.new) -- the binding raises error objects too
 local sched = require "pasyn_sqlite.scheduler"
 
 local M = {
@@ -230,7 +231,8 @@ local function check_options(options)
         return {}
     end
     if type(options) ~= "table" then
-        raise("ProgrammingError", "connect: options must be a table, got " .. type(options))
+        raise("ProgrammingError", "connect: argument 'options' must be a table or nil, got " ..
+              type(options))
     end
     local out = {}
     for k, v in pairs(options) do
@@ -267,17 +269,61 @@ end
 
 local Connection, Cursor = {}, {}
 
+-- ---- arguments -------------------------------------------------------------------------
+
+-- Every public entry point checks its arguments here, at the boundary, as luaL_check* does in
+-- C (and the binding's own checks, core.c arg_error): a bad one raises a ProgrammingError
+-- whose message names the function and the argument, before anything runs. Python raises
+-- TypeError for these; of our kinds (API.md, "Errors") ProgrammingError is the one for a
+-- program that calls the API wrongly, as Python's sqlite3 uses it for a closed cursor or a
+-- bad parameter.
+
+-- What a value is, for a message: our objects by their class, anything else by its type.
+local function what_is(v)
+    local mt = getmetatable(v)
+    if mt == Connection then
+        return "a Connection"
+    elseif mt == Cursor then
+        return "a Cursor"
+    end
+    return type(v)
+end
+
+-- Raises the ProgrammingError for argument `name` of `where` (e.g. "conn:execute"), which must
+-- be `want` and is v.
+local function bad_argument(where, name, want, v)
+    error(errors.new("ProgrammingError", where .. ": argument '" .. name .. "' must be " ..
+                     want .. ", got " .. what_is(v)), 3)
+end
+
+-- The check of a method's self: `obj` must be an object of `class` (called with a colon).
+-- A closed one passes: the method says what it does on a closed object.
+local function check_self(obj, class, where)
+    if getmetatable(obj) ~= class then
+        local name = class == Connection and "Connection" or "Cursor"
+        error(errors.new("ProgrammingError", where .. ": argument 'self' must be a " .. name ..
+                         " (call it with a colon: " .. where .. "(...)), got " .. what_is(obj)), 3)
+    end
+end
+
+local function check_string(v, where, name)
+    if type(v) ~= "string" then
+        bad_argument(where, name, "a string", v)
+    end
+end
+
 -- cur._busy when the cursor is closed. Otherwise it is false, or who is running an operation
 -- of the cursor now (see "In use" below).
 local CLOSED = {}
 
 -- Raises unless the connection is open. Where the pool is in its life is the core's to say
--- (core.state): "closing" while a close is under way, "closed" once it is done. The same
--- classes come back from a submit to a pool that is not open (errors.from_core).
+-- (core.state); the connection is closed once close() has freed it, and closing until then.
+-- A submit to a pool that is not open fails with the same classes (errors.from_core).
 local function check_open(conn, sql)
     local state = core.state(conn._pool)
     if state ~= "open" then
-        error(errors.from_core(state, 0, 0, "the connection is " .. state, sql), 3)
+        local class = state == "freed" and "closed" or "closing"
+        error(errors.from_core(class, 0, 0, "the connection is " .. class, sql), 3)
     end
 end
 
@@ -489,11 +535,19 @@ local function refuse(cur)
           "coroutine waiting on it.)")
 end
 
-local function check_cursor(cur)
+-- Raises unless the cursor may run an operation now: not closed, not in use, and its
+-- connection open. A fetch (`fetching`) may also run while the connection closes: close()
+-- waits for the statements submitted before it, and their rows, which come before it is
+-- done, can still be fetched; a streamed result's next chunk is refused then (PoolClosedError).
+local function check_cursor(cur, fetching)
     if cur._busy then
         refuse(cur)
     end
-    check_open(cur._cfg.conn)
+    local conn = cur._cfg.conn
+    local state = core.state(conn._pool)
+    if not (fetching and (state == "closing" or state == "closed")) then
+        check_open(conn)
+    end
 end
 
 -- Calls fn(...) with the cursor marked in use, for an operation that runs the user's code
@@ -568,9 +622,6 @@ end
 -- Runs sql on the cursor; the caller has checked that the cursor and its connection are open.
 local function run_statement(cur, kind, sql, ...)
     local timeout = checked_timeout(cur)
-    if type(sql) ~= "string" then
-        raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
-    end
     if cur._stream then
         end_stream(cur)
     end
@@ -594,7 +645,9 @@ end
 -- cur.timeout, or a cursor in use (see "In use"); ConnectionClosedError / PoolClosedError for
 -- a closed or closing connection. As Python's Cursor.execute.
 function Cursor:execute(sql, ...)
+    check_self(self, Cursor, "cur:execute")
     check_cursor(self) -- run_statement checks the timeout
+    check_string(sql, "cur:execute", "sql")
     return run_statement(self, "exec", sql, ...)
 end
 
@@ -602,7 +655,9 @@ end
 -- writer, in order; no rows come back. Raises as execute does; statements before a failing
 -- one stay. As Python's Cursor.executescript, except that it does not COMMIT first.
 function Cursor:executescript(script)
+    check_self(self, Cursor, "cur:executescript")
     check_cursor(self)
+    check_string(script, "cur:executescript", "script")
     return run_statement(self, "script", script)
 end
 
@@ -622,6 +677,7 @@ end
 -- Sends one parameter-set chunk of executemany to the writer; many_wait waits for it and
 -- returns its rowcount (or raises its error).
 local function many_submit(cur, sql, sets, timeout)
+    check_open(cur._cfg.conn, sql) -- closed while the iterator ran
     local sync, id, co = caller()
     local pool = cur._cfg.conn._pool
     local sent = { sync = sync, id = id, co = co, -- then what submit_many returned
@@ -697,6 +753,14 @@ local function many_chunks(cur, sql, seq, sets, timeout)
     end
 end
 
+-- The arguments of executemany.
+local function check_many(sql, seq, where)
+    check_string(sql, where, "sql")
+    if type(seq) ~= "table" and type(seq) ~= "function" then
+        bad_argument(where, "seq", "an array of parameter tables or an iterator function", seq)
+    end
+end
+
 -- cur:executemany(sql, seq) -> cur. Runs one INSERT, UPDATE, DELETE or REPLACE once per
 -- parameter table: `seq` is an array of them, or an iterator function returning one per call
 -- and nil at the end. All or nothing when the caller has no open transaction; rowcount is the
@@ -705,19 +769,15 @@ end
 -- The cursor is in use until the call returns, so the iterator may not use it (Python's
 -- executemany refuses it the same way: "Recursive use of cursors not allowed.").
 function Cursor:executemany(sql, seq)
+    check_self(self, Cursor, "cur:executemany")
     check_cursor(self)
     local timeout = checked_timeout(self)
-    if type(sql) ~= "string" then
-        raise("ProgrammingError", "the SQL must be a string, got " .. type(sql))
-    end
+    check_many(sql, seq, "cur:executemany")
     end_stream(self)
     self._rows, self._pos, self._stmt = NO_ROWS, 1, false
     if type(seq) == "table" then
         self._rowcount = many_chunk(self, sql, seq, timeout) -- one task: the core keeps it atomic
         return self
-    elseif type(seq) ~= "function" then
-        raise("ProgrammingError", "executemany needs an array of parameter tables or an " ..
-              "iterator function, got " .. type(seq), sql)
     end
     local sets, last = while_busy(self, next_chunk, seq)
     if last then
@@ -758,7 +818,8 @@ end
 -- streamed result's error, and what a row function raises (its row is used up then). As
 -- Python's Cursor.fetchone.
 function Cursor:fetchone()
-    check_cursor(self)
+    check_self(self, Cursor, "cur:fetchone")
+    check_cursor(self, true)
     local rows, pos = self._rows, self._pos
     while pos > #rows do
         if not more(self) then
@@ -813,7 +874,7 @@ local function collect_rows(cur, limit, shape)
 end
 
 local function collect(cur, limit)
-    check_cursor(cur)
+    check_cursor(cur, true)
     local shape = cur._cfg.row
     if shape == "array" or shape == "named" then
         return collect_rows(cur, limit, shape)
@@ -829,9 +890,10 @@ end
 -- empty array at the end. n (or arraysize) must be a whole number >= 0, else ProgrammingError
 -- before any row is used up. Raises as fetchone does. As Python's Cursor.fetchmany.
 function Cursor:fetchmany(n)
+    check_self(self, Cursor, "cur:fetchmany")
     n = n == nil and self.arraysize or n
     if not is_count(n) then
-        raise("ProgrammingError", "fetchmany: the size (or cursor.arraysize) must be a " ..
+        raise("ProgrammingError", "cur:fetchmany: argument 'n' (or cur.arraysize) must be a " ..
               "non-negative whole number, got " .. tostring(n))
     end
     return collect(self, n)
@@ -840,12 +902,14 @@ end
 -- cur:fetchall() -> an array of the remaining rows, possibly empty. Raises as fetchone does.
 -- As Python's Cursor.fetchall.
 function Cursor:fetchall()
+    check_self(self, Cursor, "cur:fetchall")
     return collect(self, math.huge)
 end
 
 -- cur:rows() -> an iterator for `for row in cur:rows() do ... end`, calling fetchone (and
 -- raising what it raises). Python iterates the cursor itself.
 function Cursor:rows()
+    check_self(self, Cursor, "cur:rows")
     return function()
         return self:fetchone()
     end
@@ -859,6 +923,7 @@ end
 -- and the operation as they were.
 -- Also the cursor's __close (Lua 5.4 `<close>`).
 function Cursor:close()
+    check_self(self, Cursor, "cur:close")
     local busy = self._busy
     if busy == CLOSED then
         return
@@ -883,7 +948,7 @@ Cursor.__close = Cursor.close
 -- assignment; the library reads the private fields directly.
 local conn_properties = {
     closed = function(conn)
-        return core.state(conn._pool) == "closed"
+        return core.state(conn._pool) == "freed"
     end,
     in_transaction = function(conn)
         return core.txn_owner(conn._pool) == select(2, caller())
@@ -904,6 +969,7 @@ end
 -- and conn.timeout. Raises ConnectionClosedError / PoolClosedError on a closed or closing
 -- connection. As Python's Connection.cursor.
 function Connection:cursor()
+    check_self(self, Connection, "conn:cursor")
     check_open(self)
     return new_cursor(self)
 end
@@ -911,21 +977,27 @@ end
 -- conn:execute(sql [, params | value, ...]) -> a new Cursor holding the result: a cursor's
 -- execute (see Cursor:execute for params and errors). As Python's Connection.execute.
 function Connection:execute(sql, ...)
+    check_self(self, Connection, "conn:execute")
     check_open(self, sql)
+    check_string(sql, "conn:execute", "sql")
     return run_statement(new_cursor(self), "exec", sql, ...)
 end
 
 -- conn:executemany(sql, seq) -> a new Cursor: a cursor's executemany (see Cursor:executemany).
 -- As Python's Connection.executemany.
 function Connection:executemany(sql, seq)
+    check_self(self, Connection, "conn:executemany")
     check_open(self, sql)
+    check_many(sql, seq, "conn:executemany")
     return new_cursor(self):executemany(sql, seq)
 end
 
 -- conn:executescript(script) -> a new Cursor: a cursor's executescript. As Python's
 -- Connection.executescript, except that it does not COMMIT first.
 function Connection:executescript(script)
+    check_self(self, Connection, "conn:executescript")
     check_open(self, script)
+    check_string(script, "conn:executescript", "script")
     return run_statement(new_cursor(self), "script", script)
 end
 
@@ -942,12 +1014,14 @@ end
 -- ConnectionClosedError / PoolClosedError. Python's commit, for transactions owned by
 -- coroutines.
 function Connection:commit()
+    check_self(self, Connection, "conn:commit")
     end_transaction(self, "COMMIT")
 end
 
 -- conn:rollback(). Rolls back the calling coroutine's own open transaction; a no-op when it
 -- owns none. Raises as commit does. Python's rollback, for transactions owned by coroutines.
 function Connection:rollback()
+    check_self(self, Connection, "conn:rollback")
     end_transaction(self, "ROLLBACK")
 end
 
@@ -963,20 +1037,28 @@ local begin_modes = {
 -- goes on up unchanged, as does a failed COMMIT's. Raises ProgrammingError for a fn that is
 -- not a function or an unknown mode. Python's `with conn:`, with nesting.
 function Connection:transaction(fn, mode)
+    check_self(self, Connection, "conn:transaction")
     check_open(self)
     if type(fn) ~= "function" then
-        raise("ProgrammingError", "transaction: a function is needed, got " .. type(fn))
+        bad_argument("conn:transaction", "fn", "a function", fn)
     end
     local begin = begin_modes[mode == nil and "immediate" or type(mode) == "string" and mode:lower()]
     if not begin then
-        raise("ProgrammingError", 'transaction: the mode must be "deferred", "immediate" or ' ..
-              '"exclusive", got ' .. tostring(mode))
+        raise("ProgrammingError", "conn:transaction: argument 'mode' must be nil, \"deferred\", " ..
+              "\"immediate\" or \"exclusive\", got " ..
+              (type(mode) == "string" and "'" .. mode .. "'" or what_is(mode)))
     end
     local nested = self.in_transaction
     self:execute(nested and "SAVEPOINT pasyn_transaction" or begin)
     local results = pack(pcall(fn, self))
     local ok = results[1]
-    if ok and self.in_transaction then -- fn may have ended it itself
+    if ok and core.state(self._pool) ~= "open" then
+        -- Closed while fn ran (from another coroutine, or by fn): close rolls back what is still
+        -- open, so fn's work is not committed. As Python's `with conn:`, whose commit raises on
+        -- a closed connection.
+        local _, err = pcall(check_open, self)
+        ok, results = false, { false, err }
+    elseif ok and self.in_transaction then -- fn may have ended it itself
         if nested then
             self:execute("RELEASE pasyn_transaction")
         else
@@ -999,6 +1081,7 @@ end
 -- with OperationalError. Statements issued later run as usual. Raises ConnectionClosedError /
 -- PoolClosedError. As Python's Connection.interrupt.
 function Connection:interrupt()
+    check_self(self, Connection, "conn:interrupt")
     check_open(self)
     core.interrupt(self._pool)
 end
@@ -1006,6 +1089,7 @@ end
 -- conn:stats() -> a table of per-thread counters (see the README). Raises
 -- ConnectionClosedError / PoolClosedError. Not in Python's sqlite3.
 function Connection:stats()
+    check_self(self, Connection, "conn:stats")
     check_open(self)
     return core.stats(self._pool)
 end
@@ -1016,6 +1100,7 @@ end
 -- once that close is done. Also the connection's __close (Lua 5.4 `<close>`). As Python's
 -- Connection.close.
 function Connection:close()
+    check_self(self, Connection, "conn:close")
     local pool = self._pool
     local state = core.state(pool)
     if state == "open" then
@@ -1029,9 +1114,10 @@ function Connection:close()
     elseif state == "closing" then
         -- Another coroutine is closing it: return once it is closed, and finish the job if
         -- that coroutine was abandoned on the way.
-        while core.state(pool) ~= "closed" do
+        repeat
             sched.sleep(0.001)
-        end
+            state = core.state(pool)
+        until state == "closed" or state == "freed"
     end
     core.free(pool) -- once closed; again does nothing
 end
@@ -1053,7 +1139,7 @@ end
 -- a pool.
 function M.connect(database, options)
     if type(database) ~= "string" then
-        raise("ProgrammingError", "connect: the database must be a string, got " .. type(database))
+        bad_argument("connect", "database", "a string", database)
     end
     local opts = check_options(options)
     local sync = not sched.can_yield()

@@ -3,6 +3,7 @@
 -- else keeps blocking or running under the built-in scheduler.
 local sqlite = require "pasyn_sqlite"
 local core = require "pasyn_sqlite.core"
+local support = require "support"
 
 -- Runs the host's loop by hand until done() is true: waits for the fd (through the core's
 -- poll, bounded) and dispatches. Returns how many coroutines dispatch resumed.
@@ -217,10 +218,11 @@ describe("a host loop (sqlite.set_host)", function()
     end)
 
     it("refuses a host that is not a table of functions, naming what is wrong", function()
-        assert.has_error(function() sqlite.set_host(42) end,
-                         "set_host: a table of functions is needed, got number")
-        assert.has_error(function() sqlite.set_host { resume = true } end,
-                         "set_host: resume must be a function, got boolean")
+        local err = support.raises("ProgrammingError", sqlite.set_host, 42)
+        assert.are.equal("set_host: argument 'h' must be nil or a table of functions, got number",
+                         err.message)
+        err = support.raises("ProgrammingError", sqlite.set_host, { resume = true })
+        assert.are.equal("set_host: h.resume must be a function, got boolean", err.message)
     end)
 
     it("sqlite.sleep in a hosted coroutine blocks (the host has its own timers), and a second "

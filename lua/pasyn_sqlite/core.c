@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -24,6 +25,8 @@
 #define BLOB_MT_KEY "pasyn_sqlite.blob"
 #define INT64_NEW_KEY "pasyn_sqlite.int64_new"   /* LuaJIT: ffi.typeof("int64_t") */
 #define INT64_KIND_KEY "pasyn_sqlite.int64_kind" /* LuaJIT: cdata -> 1 int64_t, 2 uint64_t, 0 */
+#define ERROR_NEW_KEY "pasyn_sqlite.error_new"   /* errors.new(kind, message) */
+#define NAMES_KEY "pasyn_sqlite.names"           /* the module's functions -> their names */
 
 /* The `integers` option: how an INTEGER beyond +-2^53 comes back where numbers are doubles. */
 enum integers_mode { INTEGERS_NUMBER = 0, INTEGERS_STRING, INTEGERS_INT64 };
@@ -50,6 +53,101 @@ typedef struct lhub {
     pid_t pid; /* the process that made it */
 } lhub;
 
+/* ---- raising --------------------------------------------------------------------- */
+
+/* Raises an error object of `kind` (errors.lua's, made by the errors.new that the Lua layer
+ * registered with set_errors) whose message is the formatted text, as luaL_error does for a
+ * string; where none was registered (the core loaded on its own), the string
+ * "<kind>: <message>". Every error the binding raises goes through here: a user sees error
+ * objects only (API.md, "Errors"). */
+static int raise_error(lua_State *L, const char *kind, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    lua_getfield(L, LUA_REGISTRYINDEX, ERROR_NEW_KEY);
+    lua_pushstring(L, kind);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    if (lua_isfunction(L, -3))
+        lua_call(L, 2, 1);
+    else
+        lua_pushfstring(L, "%s: %s", kind, lua_tostring(L, -1));
+    return lua_error(L);
+}
+
+/* The name of the running function of this module, for messages: "sqlite.blob" for those the
+ * Lua layer hands on as they are, "core.submit" for the others (see luaopen). Looked up by the
+ * function itself, as the name it was called by is unknown to a pcall. */
+static const char *function_name(lua_State *L)
+{
+    lua_Debug ar;
+    const char *name = NULL;
+    if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "f", &ar)) {
+        lua_getfield(L, LUA_REGISTRYINDEX, NAMES_KEY);
+        lua_pushvalue(L, -2);
+        lua_rawget(L, -2);
+        name = lua_tostring(L, -1); /* a string of the registry's table: stays alive */
+        lua_pop(L, 3);
+    }
+    return name ? name : "pasyn_sqlite";
+}
+
+/* Raises a ProgrammingError for argument i (named `name`) that is not `want`: the binding's
+ * luaL_argerror, with an error object. */
+static int arg_error(lua_State *L, int i, const char *name, const char *want)
+{
+    return raise_error(L, "ProgrammingError", "%s: argument #%d '%s' must be %s, got %s",
+                       function_name(L), i, name, want, luaL_typename(L, i));
+}
+
+/* The binding's luaL_check*: each raises arg_error for an argument of another type. */
+static void *check_udata(lua_State *L, int i, const char *tname, const char *name, const char *want)
+{
+    void *p = lua_touserdata(L, i);
+    int ok = 0;
+    if (p && lua_getmetatable(L, i)) {
+        luaL_getmetatable(L, tname);
+        ok = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    if (!ok)
+        arg_error(L, i, name, want);
+    return p;
+}
+
+static void check_type(lua_State *L, int i, int type, const char *name)
+{
+    if (lua_type(L, i) != type) {
+        const char *want = type == LUA_TSTRING     ? "a string"
+                           : type == LUA_TTABLE    ? "a table"
+                           : type == LUA_TFUNCTION ? "a function"
+                                                   : lua_typename(L, type);
+        arg_error(L, i, name, want);
+    }
+}
+
+static const char *check_lstring(lua_State *L, int i, const char *name, size_t *len)
+{
+    check_type(L, i, LUA_TSTRING, name); /* no number turned into a string */
+    return lua_tolstring(L, i, len);
+}
+
+static lua_Integer check_integer(lua_State *L, int i, const char *name)
+{
+    if (lua_type(L, i) != LUA_TNUMBER)
+        arg_error(L, i, name, "an integer");
+    return lua_tointeger(L, i);
+}
+
+static lua_Number opt_number(lua_State *L, int i, const char *name, lua_Number dflt)
+{
+    if (lua_isnoneornil(L, i))
+        return dflt;
+    if (lua_type(L, i) != LUA_TNUMBER)
+        arg_error(L, i, name, "a number or nil");
+    return lua_tonumber(L, i);
+}
+
 static pasyn_hub *get_hub(lua_State *L)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY);
@@ -59,10 +157,17 @@ static pasyn_hub *get_hub(lua_State *L)
     if (!h->hub || h->pid != pid) {
         h->hub = pasyn_hub_new();
         if (!h->hub)
-            luaL_error(L, "cannot create the completion hub: %s", strerror(errno));
+            raise_error(L, "OperationalError", "cannot create the completion hub: %s",
+                        strerror(errno));
         h->pid = pid;
     }
     return h->hub;
+}
+
+/* A pool (the userdata core.open made), of any state. */
+static lpool *to_pool(lua_State *L, int i)
+{
+    return check_udata(L, i, POOL_MT, "pool", "a pool");
 }
 
 /* The pool's state (enum pasyn_pool_state); a freed pool is closed. */
@@ -71,18 +176,19 @@ static int pool_state(const lpool *p)
     return p->pool ? pasyn_pool_state(p->pool) : PASYN_POOL_CLOSED;
 }
 
-/* The pool at i, not yet freed: the Lua layer asks state() before it calls what needs one. */
+/* A pool that is not freed: after conn:close() it is, and using it is using a closed
+ * connection. */
 static lpool *check_pool(lua_State *L, int i)
 {
-    lpool *p = luaL_checkudata(L, i, POOL_MT);
+    lpool *p = to_pool(L, i);
     if (!p->pool)
-        luaL_error(L, "the pool has been freed");
+        raise_error(L, "ConnectionClosedError", "the connection is closed");
     return p;
 }
 
 static pasyn_task *check_task(lua_State *L, int i)
 {
-    luaL_checktype(L, i, LUA_TLIGHTUSERDATA);
+    check_type(L, i, LUA_TLIGHTUSERDATA, "task");
     return lua_touserdata(L, i);
 }
 
@@ -284,7 +390,8 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
     else if (len > 0) {
         int n = has_n ? (int)count : len;
         int top = lua_gettop(L);
-        luaL_checkstack(L, n + 4, "too many parameters");
+        if (!lua_checkstack(L, n + 4))
+            raise_error(L, "ProgrammingError", "too many parameters (%d)", n);
         for (int k = 1; k <= n; k++)
             lua_rawgeti(L, i, k);
         int err = bind_positional(L, t, top + 1, n);
@@ -322,12 +429,12 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
 
 /* ---- submitting ------------------------------------------------------------------- */
 
-/* The failure of a submit to a pool that is not open, in result()'s shape with the class its
- * state gives: "closing" while a close is under way (or, never seen by the Lua layer, the open
- * is), "closed" once it is done. Frees t. */
+/* The failure of a submit to a pool that is not open, in result()'s shape: class "closing"
+ * until the pool is freed (its close is under way, or done but not yet returned to its caller,
+ * who frees it), "closed" afterwards. Frees t. */
 static int fail_closed(lua_State *L, lpool *p, pasyn_task *t)
 {
-    int closing = pool_state(p) != PASYN_POOL_CLOSED;
+    int closing = p->pool != NULL;
     pasyn_task_free(t);
     lua_pushnil(L);
     lua_pushstring(L, closing ? "closing" : "closed");
@@ -359,7 +466,7 @@ static int submit(lua_State *L, lpool *p, pasyn_task *t, int sync)
 static pasyn_task *new_task(lua_State *L, int kind, const char *sql, size_t len, lua_Integer owner,
                             int timeout_idx)
 {
-    double timeout = (double)luaL_optnumber(L, timeout_idx, 0); /* before anything to free */
+    double timeout = (double)opt_number(L, timeout_idx, "timeout", 0); /* before anything to free */
     pasyn_task *t = pasyn_task_new(kind, sql, len);
     if (t) {
         pasyn_task_set_owner(t, (uint64_t)owner);
@@ -381,12 +488,12 @@ static pasyn_task *new_task(lua_State *L, int kind, const char *sql, size_t len,
  * Thread: the Lua state's (the hub's owner thread). */
 static int l_submit(lua_State *L)
 {
-    lpool *p = luaL_checkudata(L, 1, POOL_MT);
-    const char *kind = luaL_checkstring(L, 2);
-    lua_Integer owner = luaL_checkinteger(L, 3);
+    lpool *p = to_pool(L, 1); /* a freed pool: submit() fails it as closed */
+    const char *kind = check_lstring(L, 2, "kind", NULL);
+    lua_Integer owner = check_integer(L, 3, "owner");
     int sync = lua_toboolean(L, 4);
     size_t len;
-    const char *sql = luaL_checklstring(L, 6, &len);
+    const char *sql = check_lstring(L, 6, "sql", &len);
     int script = strcmp(kind, "script") == 0;
     pasyn_task *t = new_task(L, script ? PASYN_SCRIPT : PASYN_EXEC, sql, len, owner, 5);
     if (!t)
@@ -412,12 +519,12 @@ static int l_submit(lua_State *L)
  * message names the set). Thread: the Lua state's. */
 static int l_submit_many(lua_State *L)
 {
-    lpool *p = luaL_checkudata(L, 1, POOL_MT);
-    lua_Integer owner = luaL_checkinteger(L, 2);
+    lpool *p = to_pool(L, 1);
+    lua_Integer owner = check_integer(L, 2, "owner");
     int sync = lua_toboolean(L, 3);
     size_t len;
-    const char *sql = luaL_checklstring(L, 5, &len);
-    luaL_checktype(L, 6, LUA_TTABLE);
+    const char *sql = check_lstring(L, 5, "sql", &len);
+    check_type(L, 6, LUA_TTABLE, "sets");
     pasyn_task *t = new_task(L, PASYN_MANY, sql, len, owner, 4);
     if (!t)
         return fail(L, NULL, PASYN_ENOMEM, "out of memory");
@@ -444,8 +551,8 @@ static int l_submit_many(lua_State *L)
  * its tasks already queued have run. Nobody waits for it; safe from a finalizer. */
 static int l_abandon(lua_State *L)
 {
-    lpool *p = luaL_checkudata(L, 1, POOL_MT);
-    lua_Integer owner = luaL_checkinteger(L, 2);
+    lpool *p = to_pool(L, 1);
+    lua_Integer owner = check_integer(L, 2, "owner");
     if (pool_state(p) != PASYN_POOL_OPEN)
         return 0;
     pasyn_task *t = pasyn_task_new(PASYN_ABANDON, NULL, 0);
@@ -460,14 +567,14 @@ static int l_abandon(lua_State *L)
 /* interrupt(pool) -> true, or false when the pool is closing or closed */
 static int l_interrupt(lua_State *L)
 {
-    lpool *p = luaL_checkudata(L, 1, POOL_MT);
+    lpool *p = to_pool(L, 1);
     lua_pushboolean(L, p->pool && pasyn_interrupt(p->pool) == 0);
     return 1;
 }
 
 static lstream *check_stream(lua_State *L, int i)
 {
-    return luaL_checkudata(L, i, STREAM_MT);
+    return check_udata(L, i, STREAM_MT, "stream", "a stream");
 }
 
 /* fetch(stream, owner, sync, timeout) -> task | nil, class, code, extended, message
@@ -479,7 +586,7 @@ static int l_fetch(lua_State *L)
     lstream *s = check_stream(L, 1);
     if (!s->id)
         return fail(L, NULL, PASYN_EPROGRAMMING, "the result has ended");
-    pasyn_task *t = new_task(L, PASYN_FETCH, NULL, 0, luaL_checkinteger(L, 2), 4);
+    pasyn_task *t = new_task(L, PASYN_FETCH, NULL, 0, check_integer(L, 2, "owner"), 4);
     if (!t)
         return fail(L, NULL, PASYN_ENOMEM, "out of memory");
     pasyn_task_set_stream(t, s->id);
@@ -775,8 +882,8 @@ static void push_stream(lua_State *L, const pasyn_task *t, lpool *p, lstream *pr
 static int l_result(lua_State *L)
 {
     pasyn_task *t = check_task(L, SLOT_TASK);
-    lpool *p = luaL_checkudata(L, SLOT_POOL, POOL_MT);
-    luaL_checktype(L, SLOT_RECORD, LUA_TTABLE);
+    lpool *p = to_pool(L, SLOT_POOL);
+    check_type(L, SLOT_RECORD, LUA_TTABLE, "record");
     lstream *prev = lua_isnoneornil(L, SLOT_STREAM) ? NULL : check_stream(L, SLOT_STREAM);
     if (prev)
         prev->id = 0; /* ended unless the task says it goes on */
@@ -848,8 +955,8 @@ static const char *opt_string(lua_State *L, int i, const char *name, const char 
  * (out of descriptors). Thread: the Lua state's. */
 static int l_open(lua_State *L)
 {
-    const char *database = luaL_checkstring(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
+    const char *database = check_lstring(L, 1, "database", NULL);
+    check_type(L, 2, LUA_TTABLE, "options");
     int sync = lua_toboolean(L, 3);
     pasyn_options o;
     pasyn_options_init(&o);
@@ -901,7 +1008,7 @@ static int l_open(lua_State *L)
  * or the open had failed (nothing to wait for), "nomem". Thread: the Lua state's. */
 static int l_close(lua_State *L)
 {
-    lpool *p = luaL_checkudata(L, 1, POOL_MT);
+    lpool *p = to_pool(L, 1);
     pasyn_task *t = p->pool ? pasyn_task_new(PASYN_CLOSE, NULL, 0) : NULL;
     if (p->pool && !t)
         return fail(L, NULL, PASYN_ENOMEM, "out of memory");
@@ -915,7 +1022,7 @@ static int l_close(lua_State *L)
  * "closed". Freeing again does nothing. */
 static int l_free(lua_State *L)
 {
-    lpool *p = luaL_checkudata(L, 1, POOL_MT);
+    lpool *p = to_pool(L, 1);
     if (p->pool) {
         pasyn_pool_free(p->pool);
         p->pool = NULL;
@@ -927,7 +1034,7 @@ static int l_free(lua_State *L)
  * open) leaves pasyn_close nothing to do. */
 static int l_pool_gc(lua_State *L)
 {
-    lpool *p = luaL_checkudata(L, 1, POOL_MT);
+    lpool *p = to_pool(L, 1);
     pasyn_task *t = p->pool ? pasyn_task_new(PASYN_CLOSE, NULL, 0) : NULL;
     if (t && pasyn_close(p->pool, t, 1) == 0)
         pasyn_task_wait(t);
@@ -938,17 +1045,19 @@ static int l_pool_gc(lua_State *L)
 /* txn_owner(pool) -> the owner id of the writer's open transaction, 0 when none (or freed) */
 static int l_txn_owner(lua_State *L)
 {
-    lpool *p = luaL_checkudata(L, 1, POOL_MT);
+    lpool *p = to_pool(L, 1);
     lua_pushinteger(L, p->pool ? (lua_Integer)pasyn_txn_owner(p->pool) : 0);
     return 1;
 }
 
-/* state(pool) -> "opening", "open", "closing" or "closed": the core's pasyn_pool_state, the one
- * record of where a pool is in its life; a freed pool is "closed". Thread: the Lua state's. */
+/* state(pool) -> "opening", "open", "closing" or "closed", the core's pasyn_pool_state (the one
+ * record of where a pool is in its life), or "freed" once free() was called. Thread: the Lua
+ * state's. */
 static int l_state(lua_State *L)
 {
     static const char *const names[] = {"opening", "open", "closing", "closed"};
-    lua_pushstring(L, names[pool_state(luaL_checkudata(L, 1, POOL_MT))]);
+    lpool *p = to_pool(L, 1);
+    lua_pushstring(L, p->pool ? names[pasyn_pool_state(p->pool)] : "freed");
     return 1;
 }
 
@@ -1006,7 +1115,7 @@ static int l_fd(lua_State *L)
 
 static int l_poll(lua_State *L)
 {
-    lua_Number seconds = luaL_optnumber(L, 1, -1);
+    lua_Number seconds = opt_number(L, 1, "seconds", -1);
     int ms = seconds < 0 ? -1 : seconds > 86400 ? 86400000 : (int)(seconds * 1000 + 0.999);
     lua_pushboolean(L, pasyn_hub_poll(get_hub(L), ms));
     return 1;
@@ -1096,7 +1205,7 @@ static int l_now(lua_State *L)
 
 static int l_sleep(lua_State *L)
 {
-    lua_Number seconds = luaL_checknumber(L, 1);
+    lua_Number seconds = opt_number(L, 1, "seconds", 0);
     if (seconds > 0) {
         struct timespec ts;
         ts.tv_sec = (time_t)seconds;
@@ -1107,9 +1216,11 @@ static int l_sleep(lua_State *L)
     return 0;
 }
 
+/* blob(s) -> a value that binds as a BLOB holding the bytes of s. Raises ProgrammingError for
+ * an s that is not a string. Thread: the Lua state's. */
 static int l_blob(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TSTRING);
+    check_type(L, 1, LUA_TSTRING, "s");
     lua_createtable(L, 1, 0);
     lua_pushvalue(L, 1);
     lua_rawseti(L, -2, 1);
@@ -1134,11 +1245,21 @@ static int l_is_blob(lua_State *L)
  * as INTEGERs and the `integers` option "int64" can make boxes. */
 static int l_set_int64(lua_State *L)
 {
-    luaL_checktype(L, 2, LUA_TFUNCTION);
+    check_type(L, 2, LUA_TFUNCTION, "kind");
     lua_pushvalue(L, 1);
     lua_setfield(L, LUA_REGISTRYINDEX, INT64_NEW_KEY);
     lua_pushvalue(L, 2);
     lua_setfield(L, LUA_REGISTRYINDEX, INT64_KIND_KEY);
+    return 0;
+}
+
+/* set_errors(new): errors.new(kind, message), registered by the Lua layer at load: what
+ * raise_error makes the binding's error objects with. */
+static int l_set_errors(lua_State *L)
+{
+    check_type(L, 1, LUA_TFUNCTION, "new");
+    lua_pushvalue(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, ERROR_NEW_KEY);
     return 0;
 }
 
@@ -1185,6 +1306,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"hub_unaccept", l_hub_unaccept},
         {"hub_wake", l_hub_wake},
         {"set_int64", l_set_int64},
+        {"set_errors", l_set_errors},
         {"isyieldable", l_isyieldable},
         {NULL, NULL},
     };
@@ -1223,6 +1345,16 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
 
     lua_newtable(L);
     compat_setfuncs(L, funcs);
+    /* The names function_name gives: the module's functions that pasyn_sqlite.lua hands on to
+     * the user as they are go by the user's name for them. */
+    lua_newtable(L);
+    for (const luaL_Reg *f = funcs; f->name; f++) {
+        int public = strcmp(f->name, "blob") == 0 || strcmp(f->name, "fd") == 0;
+        lua_getfield(L, -2, f->name);
+        lua_pushfstring(L, "%s.%s", public ? "sqlite" : "core", f->name);
+        lua_rawset(L, -3);
+    }
+    lua_setfield(L, LUA_REGISTRYINDEX, NAMES_KEY);
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
     lua_pushstring(L, PASYN_VERSION);

@@ -47,7 +47,8 @@ local traceback = debug.traceback
 
 local poll, poll_err = uv.new_poll(sqlite.fd())
 if not poll then
-    error("pasyn_sqlite.luv: uv.new_poll cannot watch sqlite.fd(): " .. tostring(poll_err), 2)
+    error(errors.new("InterfaceError", "pasyn_sqlite.luv: uv.new_poll cannot watch sqlite.fd(): " ..
+                     tostring(poll_err)), 2)
 end
 
 -- Called by luv when sqlite.fd() polls readable (perhaps spuriously): resumes the waiters of

@@ -4,8 +4,15 @@
 -- and dispatch for host loops.
 
 local core = require "pasyn_sqlite.core"
+local errors = require "pasyn_sqlite.errors"
 
 local M = {}
+
+-- Misuse raises a ProgrammingError object (API.md, "Errors"), as the rest of the library does:
+-- `message` names the function and, for a bad argument, the argument.
+local function misuse(message)
+    error(errors.new("ProgrammingError", message), 3)
+end
 
 -- M.on_end(co), when set, is told of each of the scheduler's coroutines that ends (returns or
 -- raises), before anybody joining it resumes.
@@ -118,7 +125,8 @@ end
 --                      every completion: a host that must see each error passes its own).
 -- The host also watches sqlite.fd() and calls sqlite.dispatch() when it polls readable.
 -- Coroutines of the built-in scheduler (sqlite.run) keep waiting there. Returns the host
--- that was set before. Raises a plain error for a value that is not a table of functions.
+-- that was set before. Raises ProgrammingError for an h that is not nil or a table of
+-- functions, naming what is wrong.
 function M.set_host(h)
     local before = host
     if h == nil then
@@ -126,11 +134,11 @@ function M.set_host(h)
         return before
     end
     if type(h) ~= "table" then
-        error("set_host: a table of functions is needed, got " .. type(h), 2)
+        misuse("set_host: argument 'h' must be nil or a table of functions, got " .. type(h))
     end
     for _, name in ipairs({ "can_yield", "suspend", "resume", "owner" }) do
         if h[name] ~= nil and type(h[name]) ~= "function" then
-            error("set_host: " .. name .. " must be a function, got " .. type(h[name]), 2)
+            misuse("set_host: h." .. name .. " must be a function, got " .. type(h[name]))
         end
     end
     host = {
@@ -285,25 +293,33 @@ local function spawn(fn, ...)
     return h
 end
 
+-- sqlite.spawn(fn, ...) -> a handle: starts fn(...) as another coroutine of the running
+-- scheduler. Raises ProgrammingError outside sqlite.run, and for an fn that is not a function.
 function M.spawn(fn, ...)
     if not loop then
-        error("sqlite.spawn: no scheduler is running (call it inside sqlite.run)", 2)
+        misuse("sqlite.spawn: no scheduler is running (call it inside sqlite.run)")
     end
     if type(fn) ~= "function" then
-        error("sqlite.spawn: a function is needed, got " .. type(fn), 2)
+        misuse("sqlite.spawn: argument 'fn' must be a function, got " .. type(fn))
     end
     return spawn(fn, ...)
 end
 
--- Waits for the coroutine to end; returns its results or raises its error.
+-- handle:join() -> the coroutine's results, once it has ended; raises its error. Raises
+-- ProgrammingError for a self that is not a handle (h.join() without the colon), from
+-- anywhere but another coroutine of the scheduler, and from the coroutine itself.
 function Handle:join()
+    if getmetatable(self) ~= Handle then
+        misuse("handle:join: argument 'self' must be a handle of sqlite.spawn (call it with " ..
+               "a colon: handle:join()), got " .. type(self))
+    end
     self.joined = true
     if not self.done then
         if not (in_loop(co_running()) and isyieldable()) then
-            error("join: only a coroutine of the scheduler can wait for another", 2)
+            misuse("handle:join: only a coroutine of the scheduler can wait for another")
         end
         if members[co_running()] == self then
-            error("join: a coroutine cannot wait for itself", 2)
+            misuse("handle:join: a coroutine cannot wait for itself")
         end
         local joiners = self.joiners or {}
         self.joiners = joiners
@@ -316,8 +332,13 @@ function Handle:join()
     return unpack(self.results, 1, self.results.n)
 end
 
+-- sqlite.sleep(seconds): suspends the calling coroutine of the scheduler for `seconds` (a
+-- number; 0, negative or NaN: it lets the others run and goes on); blocks anywhere else.
+-- Raises ProgrammingError for seconds that are not a number.
 function M.sleep(seconds)
-    seconds = tonumber(seconds) or 0
+    if type(seconds) ~= "number" then
+        misuse("sqlite.sleep: argument 'seconds' must be a number, got " .. type(seconds))
+    end
     if seconds ~= seconds or seconds < 0 then -- NaN or negative: no wait at all
         seconds = 0
     end
@@ -390,12 +411,16 @@ local function abandon()
     end
 end
 
+-- sqlite.run(fn, ...) -> fn's results: runs fn(...) as a coroutine of the built-in scheduler
+-- until it and everything it spawned are done; re-raises fn's error (or an unjoined spawned
+-- coroutine's). Raises ProgrammingError inside a running sqlite.run, for an fn that is not a
+-- function, and when every coroutine waits and nothing can wake them.
 function M.run(fn, ...)
     if loop then
-        error("sqlite.run: a scheduler is running already (use sqlite.spawn inside it)", 2)
+        misuse("sqlite.run: a scheduler is running already (use sqlite.spawn inside it)")
     end
     if type(fn) ~= "function" then
-        error("sqlite.run: a function is needed, got " .. type(fn), 2)
+        misuse("sqlite.run: argument 'fn' must be a function, got " .. type(fn))
     end
     loop = { live = 0, pending = 0, ready = {}, args = {}, timers = {}, failed = {} }
     local main = spawn(fn, ...)
@@ -414,8 +439,8 @@ function M.run(fn, ...)
                 elseif timeout >= 0 then
                     core.sleep(timeout)
                 else
-                    error("sqlite.run: every coroutine waits and nothing can wake them " ..
-                          "(a coroutine joins one that waits for it?)", 0)
+                    error(errors.new("ProgrammingError", "sqlite.run: every coroutine waits " ..
+                          "and nothing can wake them (a coroutine joins one that waits for it?)"), 0)
                 end
             end
         end
