@@ -38,6 +38,10 @@ typedef struct columns {
     const char *text[]; /* n names, then n declared types (NULL: none); the strings follow */
 } columns;
 
+/* In a task's params, the length word that starts the next reading of a parameter set
+ * (pasyn_task_bind_alternative) instead of a parameter; UINT32_MAX marks a positional one. */
+#define READING_MARK (UINT32_MAX - 1)
+
 struct pasyn_task {
     pasyn_task *next; /* queue and hub link */
     pasyn_task *prev; /* writer queue only */
@@ -50,15 +54,14 @@ struct pasyn_task {
     char *sql;
     size_t sql_len;
 
-    buf params;             /* per value: u32 name length, name, encoded value */
-    uint32_t nsets;         /* PASYN_MANY: parameter sets closed by pasyn_task_next_set */
-    int lone_null_optional; /* a single NULL that may stand for "no parameters" */
-    int allow_packs;        /* a set whose lone parameter is n may be that many NULLs */
-    int no_owner_wait;      /* fails rather than wait behind another owner's transaction */
-    int route_known;        /* the route cache knew it at submit: workers need not learn it */
-    int long_read;          /* a read whose SQL is a long read (LONG_READ_NS), as last learned */
-    uint64_t timeout_ns;    /* 0, or how long it may run */
-    buf set_ends;           /* PASYN_MANY: offsets (size_t) where each set ends */
+    buf params;          /* per value: u32 name length, name, encoded value */
+    uint32_t nsets;      /* PASYN_MANY: parameter sets closed by pasyn_task_next_set */
+    int alternatives;    /* a parameter set holds several readings (READING_MARK) */
+    int no_owner_wait;   /* fails rather than wait behind another owner's transaction */
+    int route_known;     /* the route cache knew it at submit: workers need not learn it */
+    int long_read;       /* a read whose SQL is a long read (LONG_READ_NS), as last learned */
+    uint64_t timeout_ns; /* 0, or how long it may run */
+    buf set_ends;        /* PASYN_MANY: offsets (size_t) where each set ends */
 
     /* results */
     int err; /* enum pasyn_error */

@@ -177,14 +177,16 @@ void *pasyn_task_user(const pasyn_task *t);
  * PASYN_ENOMEM. Before submit only. */
 int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn_value *v);
 int pasyn_task_next_set(pasyn_task *t);
-/* The task's only parameter is a NULL that stands for "no parameters" when the statement has
- * none (a host's optional params argument left nil); it binds as NULL otherwise. */
-void pasyn_task_set_optional_null(pasyn_task *t);
-/* A parameter set of the task whose only parameter is one named "n" holding a whole number
- * may be the count of an array of NULLs (a host table like {n = 2}): it binds :n, @n or $n
- * when the statement has one, and otherwise stands for that many NULL positional
- * parameters. Without this call such a set binds :n only. */
-void pasyn_task_allow_packs(pasyn_task *t);
+/* Starts another reading of the parameter set being bound: the values bound since the set began
+ * (or since the last call) are one reading, those bound after it the next. The worker binds the
+ * first reading that fits the statement: as many values as it has placeholders, by position
+ * for '?' and '?NNN', or one for each of its ':a', '@a' and '$a' by name. When none fits, the
+ * task fails with PASYN_EPROGRAMMING and the error of the first reading given the statement's
+ * way (by position to nameless placeholders, or by names the statement all has), or else of
+ * the first. For arguments a host cannot tell apart without the statement: in Lua, a nil
+ * params argument is one NULL or no parameters, and {n = 2} is two NULLs packed by table.pack
+ * or a value for :n. 0, or PASYN_ENOMEM. Before submit only. */
+int pasyn_task_bind_alternative(pasyn_task *t);
 /* When the writer comes to this task while another owner's transaction holds it, the task
  * fails with SQLITE_BUSY (PASYN_ESQLITE, "the writer is held by another owner's transaction
  * ...") instead of waiting for that transaction to end. For a host that runs every owner on

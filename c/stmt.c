@@ -260,43 +260,51 @@ static int check_nameless(const cached_stmt *s, pasyn_task *t)
     return -1;
 }
 
-int stmt_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
+/* Whether a reading, [begin, end) of a task's params, gives its values by name; *count: how
+ * many it gives. */
+static int reading_named(const unsigned char *begin, const unsigned char *end, int *count)
+{
+    param p;
+    int named = 0;
+    *count = 0;
+    for (const unsigned char *at = begin; at < end; ++*count) {
+        at = next_param(at, &p);
+        named |= p.name != NULL;
+    }
+    return named;
+}
+
+/* Where the reading that starts at `at` ends: at `end`, or at the mark of the next one. */
+static const unsigned char *reading_end(const unsigned char *at, const unsigned char *end)
+{
+    param p;
+    uint32_t n32;
+    while (at < end && (memcpy(&n32, at, 4), n32 != READING_MARK))
+        at = next_param(at, &p);
+    return at;
+}
+
+/* Binds the values of one reading, [begin, end) of the task's params, to the statement. 0, or
+ * fills the task's error. */
+static int bind_reading(conn *c, cached_stmt *s, pasyn_task *t, const unsigned char *begin,
+                        const unsigned char *end)
 {
     sqlite3_stmt *st = s->stmt;
     int want = sqlite3_bind_parameter_count(st);
-    const unsigned char *begin = t->params.p + from, *end = t->params.p + to;
-    param p, first = {0};
-    int given = 0, named = 0, rc = SQLITE_OK;
-    for (const unsigned char *at = begin; at < end; given++) {
-        at = next_param(at, &p);
-        if (given == 0)
-            first = p;
-        named |= p.name != NULL;
-    }
-    /* {n = k} where the statement has no :n: an array of k NULLs (pasyn_task_allow_packs). */
-    int nulls = t->allow_packs && given == 1 && first.name && first.namelen == 1 &&
-                first.name[0] == 'n' && first.v.type == PASYN_INT &&
-                !sqlite3_bind_parameter_index(st, ":n") &&
-                !sqlite3_bind_parameter_index(st, "@n") && !sqlite3_bind_parameter_index(st, "$n");
-    if (nulls || !named) {
-        if (!nulls && given == 1 && want == 0 && t->lone_null_optional)
-            return 0;
+    param p;
+    int given = 0, named = reading_named(begin, end, &given), rc = SQLITE_OK;
+    if (!named) {
         if (check_nameless(s, t) != 0) /* Python names this one first, whatever the count */
             return -1;
-        long long count = nulls ? (long long)first.v.i : given;
-        if (count != want) {
-            task_fail_programming(t, "the statement takes %d parameter%s, %lld %s supplied", want,
-                                  want == 1 ? "" : "s", count, count == 1 ? "was" : "were");
+        if (given != want) {
+            task_fail_programming(t, "the statement takes %d parameter%s, %d %s supplied", want,
+                                  want == 1 ? "" : "s", given, given == 1 ? "was" : "were");
             return -1;
         }
         const unsigned char *at = begin;
         for (int i = 1; i <= want && rc == SQLITE_OK; i++) {
-            if (nulls) {
-                rc = sqlite3_bind_null(st, i);
-            } else {
-                at = next_param(at, &p);
-                rc = bind_one(st, i, &p.v);
-            }
+            at = next_param(at, &p);
+            rc = bind_one(st, i, &p.v);
         }
     } else {
         for (int i = 1; i <= want && rc == SQLITE_OK; i++) {
@@ -327,6 +335,94 @@ int stmt_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
         return -1;
     }
     return 0;
+}
+
+/* Whether the statement has the parameter `name` (without its ':', '@' or '$'). */
+static int has_parameter(sqlite3_stmt *st, const char *name, size_t len)
+{
+    char full[256];
+    if (len + 2 > sizeof full)
+        return 0; /* only a reading's error is chosen by this */
+    memcpy(full + 1, name, len);
+    full[len + 1] = '\0';
+    for (const char *prefix = ":@$"; *prefix; prefix++) {
+        full[0] = *prefix;
+        if (sqlite3_bind_parameter_index(st, full))
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether a reading was given the statement's way: by position to a statement with nameless
+ * placeholders only, or by names that the statement all has. */
+static int given_its_way(const cached_stmt *s, const unsigned char *begin, const unsigned char *end)
+{
+    int count;
+    param p;
+    if (!reading_named(begin, end, &count))
+        return !s->first_named;
+    for (const unsigned char *at = begin; at < end;) {
+        at = next_param(at, &p);
+        if (!p.name || !has_parameter(s->stmt, p.name, p.namelen))
+            return 0;
+    }
+    return 1;
+}
+
+/* A failure taken off a task, to be put back. */
+typedef struct failure {
+    int err, code, extended;
+    char *message;
+} failure;
+
+static void failure_take(failure *f, pasyn_task *t)
+{
+    *f = (failure){t->err, t->code, t->extended, t->message};
+    t->message = NULL;
+    t->err = PASYN_OK;
+    t->code = t->extended = 0;
+}
+
+static void failure_put(failure *f, pasyn_task *t)
+{
+    free(t->message);
+    t->err = f->err;
+    t->code = f->code;
+    t->extended = f->extended;
+    t->message = f->message;
+}
+
+int stmt_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
+{
+    const unsigned char *begin = t->params.p + from, *end = t->params.p + to;
+    if (!t->alternatives)
+        return bind_reading(c, s, t, begin, end);
+    /* Several readings (pasyn_task_bind_alternative): the first that fits. Else the error of
+     * the first one given the statement's way, or of the first. */
+    int kept_fits_way = 0;
+    failure kept = {0};
+    for (const unsigned char *at = begin;; at += 4) {
+        const unsigned char *stop = reading_end(at, end);
+        if (bind_reading(c, s, t, at, stop) == 0) {
+            free(kept.message);
+            return 0;
+        }
+        if (t->err != PASYN_EPROGRAMMING) { /* out of memory, say: not a reading that misfits */
+            free(kept.message);
+            return -1;
+        }
+        int fits_way = given_its_way(s, at, stop);
+        if (at == begin || (fits_way && !kept_fits_way)) {
+            free(kept.message);
+            failure_take(&kept, t);
+            kept_fits_way = fits_way;
+        }
+        if (stop == end)
+            break;
+        at = stop;
+    }
+    failure_put(&kept, t);
+    return -1;
 }
 
 /* ---- stepping ----------------------------------------------------------------------- */

@@ -176,14 +176,6 @@ void pasyn_task_set_stream(pasyn_task *t, uint64_t stream)
 {
     t->stream = stream;
 }
-void pasyn_task_set_optional_null(pasyn_task *t)
-{
-    t->lone_null_optional = 1;
-}
-void pasyn_task_allow_packs(pasyn_task *t)
-{
-    t->allow_packs = 1;
-}
 void pasyn_task_set_no_owner_wait(pasyn_task *t)
 {
     t->no_owner_wait = 1;
@@ -204,6 +196,15 @@ int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn
     if (buf_put(&t->params, &n32, 4) != 0 || (name && buf_put(&t->params, name, namelen) != 0))
         return PASYN_ENOMEM;
     return encode_value(&t->params, v);
+}
+
+int pasyn_task_bind_alternative(pasyn_task *t)
+{
+    uint32_t mark = READING_MARK;
+    if (buf_put(&t->params, &mark, 4) != 0)
+        return PASYN_ENOMEM;
+    t->alternatives = 1;
+    return 0;
 }
 
 int pasyn_task_next_set(pasyn_task *t)

@@ -274,6 +274,31 @@ describe("booleans and NULL", function()
         assert.are.same({ null, n = 1 }, one("SELECT ?", nil)) -- and binds NULL where it can
     end)
 
+    it("a table whose only key is n ({ n = 2 }, as table.pack(nil, nil) makes) is that many "
+       .. "NULLs or a value for :n: the statement decides", function()
+        assert.are.same({ null, null, n = 2 }, one("SELECT ?, ?", { n = 2 }))
+        assert.are.same({ 2, n = 1 }, one("SELECT :n", { n = 2 }))
+        assert.are.same({ 2, 2, n = 2 }, one("SELECT @n, $n", { n = 2 }))
+        assert.are.same({ 5, n = 1 }, one("SELECT 5", { n = 0 }))
+        -- neither fits: the error of the reading given the statement's way
+        local err = raises("ProgrammingError", one, "SELECT ?, ?, ?", { n = 2 })
+        assert.truthy(err.message:find("takes 3 parameters, 2 were supplied", 1, true), err.message)
+        err = raises("ProgrammingError", one, "SELECT :n, :m", { n = 2 })
+        assert.truthy(err.message:find("no value was supplied for parameter :m", 1, true),
+                      err.message)
+        err = raises("ProgrammingError", one, "SELECT ?, ?", nil)
+        assert.truthy(err.message:find("takes 2 parameters, 1 was supplied", 1, true), err.message)
+    end)
+
+    it("executemany's sets may be table.pack's NULLs or values for :n, each set on its own",
+       function()
+        conn:execute("CREATE TABLE t (a, b)")
+        conn:executemany("INSERT INTO t VALUES (?, ?)", { { n = 2 }, { 1, 2 } })
+        conn:executemany("INSERT INTO t VALUES (:n, 9)", { { n = 3 }, { n = 4 } })
+        assert.are.same({ { null, null, n = 2 }, { 1, 2, n = 2 }, { 3, 9, n = 2 }, { 4, 9, n = 2 } },
+                        conn:execute("SELECT a, b FROM t ORDER BY rowid"):fetchall())
+    end)
+
     it("an array with n binds nil holes as NULL", function()
         local row = one("SELECT ?, ?, ?", { 1, nil, 3, n = 3 })
         assert.are.same({ 1, null, 3, n = 3 }, row)

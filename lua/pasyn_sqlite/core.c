@@ -370,9 +370,25 @@ static int has_names_besides_n(lua_State *L, int i)
     return found;
 }
 
+/* Binds count NULLs by position, then (`then_alternative`) starts another reading of the
+ * parameters (pasyn_task_bind_alternative). Returns as bind_positional does. */
+static int bind_nulls(lua_State *L, pasyn_task *t, int count, int then_alternative)
+{
+    pasyn_value null = {.type = PASYN_NULL};
+    int err = 0;
+    for (int k = 0; k < count && err == 0; k++)
+        err = pasyn_task_bind(t, NULL, 0, &null);
+    if (err == 0 && then_alternative)
+        err = pasyn_task_bind_alternative(t);
+    if (err != 0)
+        lua_pushliteral(L, "out of memory");
+    return err != 0 ? PASYN_ENOMEM : PASYN_OK;
+}
+
 /* The parameters held by the table at i: an array (t.n or #t long) or a map of names. A
- * table whose only key is n is both (table.pack(nil) or {n = value} for :n): the statement
- * decides, through pasyn_task_allow_packs. Returns as bind_positional does. */
+ * table whose only key is n is both (table.pack of n nils, or {n = value} for :n): it is bound
+ * both ways, the NULLs first, and the statement decides (pasyn_task_bind_alternative).
+ * Returns as bind_positional does. */
 static int bind_table(lua_State *L, pasyn_task *t, int i)
 {
     lua_getfield(L, i, "n");
@@ -385,9 +401,11 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
         lua_pushliteral(L, "the parameter count t.n must be a whole number from 0 to 32766");
         return PASYN_EPROGRAMMING;
     }
-    if (len == 0 && has_n && is_count && !has_names_besides_n(L, i))
-        pasyn_task_allow_packs(t); /* and bind it as :n below */
-    else if (len > 0) {
+    if (len == 0 && has_n && is_count && !has_names_besides_n(L, i)) {
+        int err = bind_nulls(L, t, (int)count, 1); /* then n by name, below */
+        if (err != PASYN_OK)
+            return err;
+    } else if (len > 0) {
         int n = has_n ? (int)count : len;
         int top = lua_gettop(L);
         if (!lua_checkstack(L, n + 4))
@@ -505,8 +523,8 @@ static int l_submit(lua_State *L)
         lua_pop(L, 1), err = bind_positional(L, t, 7, 1);
     else
         err = bind_positional(L, t, 7, nargs);
-    if (nargs == 1 && lua_isnil(L, 7))
-        pasyn_task_set_optional_null(t); /* execute(sql, params) with params nil */
+    if (err == PASYN_OK && nargs == 1 && lua_isnil(L, 7))
+        err = bind_nulls(L, t, 0, 1); /* execute(sql, params) with params nil: or none */
     if (err != PASYN_OK)
         return fail(L, t, err, lua_tostring(L, -1));
     return submit(L, p, t, sync);
