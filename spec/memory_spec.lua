@@ -462,6 +462,36 @@ describe("max_pending", function()
         conn:close()
     end)
 
+    it("a coroutine of a host closed while it waits for a slot is forgotten: the slot goes to the next one",
+       function()
+        if not coroutine.close then
+            pending("coroutine.close is Lua 5.4's")
+            return
+        end
+        local conn = sqlite.connect(path, { max_pending = 1 })
+        sqlite.set_host {}
+        local cos, answers = {}, {}
+        for i = 1, 3 do
+            cos[i] = coroutine.create(function()
+                answers[i] = conn:execute(SLOW_READ, i):fetchone()[1]
+            end)
+            assert(coroutine.resume(cos[i]))
+        end
+        assert.are.equal(3, sched.host_waits()) -- one waits for its statement, two for a slot
+        assert.is_true(coroutine.close(cos[2]))
+        local deadline = core.now() + 30
+        while not answers[3] do
+            assert(core.now() < deadline, "the host loop did not finish in 30 s")
+            core.poll(0.1)
+            sqlite.dispatch()
+        end
+        sqlite.set_host(nil)
+        assert.are.same({ 1, nil, 3 }, answers)
+        assert.are.equal(0, sched.host_waits())
+        assert.are.equal(0, conn:stats().pending)
+        conn:close()
+    end)
+
     it("100,000 coroutines each running one statement stay within 600 MB of peak RSS (the default bound)",
        function()
         local conn = sqlite.connect(path)

@@ -244,6 +244,20 @@ local function still_waits(ticket)
     return waiting[ticket] == co and co_status(co) ~= "dead"
 end
 
+-- Forgets a ticket whose coroutine is gone (closed while it waited), as resuming it would have:
+-- it no longer counts among the waiters of its host or of the loop.
+local function drop_ticket(ticket)
+    if waiting[ticket] ~= nil then
+        waiting[ticket] = nil
+        if hosts[ticket] then
+            hosts[ticket] = nil
+            host_waits = host_waits - 1
+        elseif loop then
+            loop.pending = loop.pending - 1
+        end
+    end
+end
+
 -- A statement of the gate's pool completed (or was never submitted): its slot goes to the
 -- first ticket that still waits, else back to the gate.
 gate_release = function(gate)
@@ -266,6 +280,7 @@ gate_release = function(gate)
             end
             return
         end
+        drop_ticket(ticket)
     end
     gate.first, gate.last = 1, 0
     gate.pending = gate.pending - 1
@@ -314,7 +329,8 @@ end
 -- caller blocks until a slot is free (gate_block).
 function M.gate_wait(gate, sync, id, co)
     local i = gate.first
-    while i <= gate.last and not still_waits(gate[i]) do -- drop the abandoned
+    while i <= gate.last and not still_waits(gate[i]) do -- drop the gone
+        drop_ticket(gate[i])
         gate[i] = nil
         i = i + 1
     end
