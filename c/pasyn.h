@@ -210,8 +210,9 @@ void pasyn_task_set_no_owner_wait(pasyn_task *t);
 /* Queues the task. With `sync` set it completes through pasyn_task_wait instead of the hub. 0;
  * or, with the task not queued and still the caller's (its error set): PASYN_ECLOSED when the
  * pool is closing or closed, PASYN_EPROGRAMMING for SQL holding a NUL byte, a kind that cannot
- * be submitted or a stream the pool does not have. SQL text the pool has not seen before is
- * prepared here, on the calling thread, to learn where it runs. PASYN_RELEASE and PASYN_ABANDON
+ * be submitted or a stream the pool does not have. SQL text the pool has not seen before (and
+ * every text longer than PASYN_CACHE_SQL_MAX) is prepared here, on the calling thread, to learn
+ * where it runs. PASYN_RELEASE and PASYN_ABANDON
  * tasks complete silently: the pool frees them and nobody is told. A PASYN_ABANDON task (with
  * the gone owner's id) runs after that owner's tasks already queued, so it ends the transaction
  * even if the owner's BEGIN had not run yet when the owner went. Any thread.
