@@ -61,7 +61,7 @@ end
 
 local function m1_child(path, n, mode)
     n = math.tointeger(tonumber(n))
-    local conn = sqlite.connect(path)
+    local conn = sqlite.connect(path, { max_pending = n }) -- every statement in flight at once
     -- Fill every reader's page cache first (it would otherwise grow during the measurement):
     -- more full scans at once than there are readers, twice.
     for _ = 1, 2 do

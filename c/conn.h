@@ -49,10 +49,26 @@ void temp_names_free(temp_names *tn);
 
 /* ---- the connection and its statement cache ---------------------------------------- */
 
-/* A link of the cache's recency list; the first member of cached_stmt. */
+/* A link of a cache's recency list (a circular list around a sentinel); the first member of
+ * cached_stmt and of route_entry (pool.h). */
 typedef struct lru_link {
     struct lru_link *prev, *next;
 } lru_link;
+
+static inline void lru_unlink(lru_link *l)
+{
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+}
+
+/* Makes `l` the most recent of the list whose sentinel is `head`. */
+static inline void lru_push_front(lru_link *head, lru_link *l)
+{
+    l->next = head->next;
+    l->prev = head;
+    head->next->prev = l;
+    head->next = l;
+}
 
 /* A prepared statement with what SQLite told us about it. */
 typedef struct cached_stmt {
@@ -70,8 +86,10 @@ typedef struct cached_stmt {
     const char *insert_table; /* a top-level INSERT: its table and database (in sql's */
     const char *insert_db;    /* block, after the SQL), else NULL */
     uint32_t hash;            /* hash_sql of sql */
+    size_t charge;            /* bytes it holds: this block, SQLite's memory for it, cols */
+    int uncached;             /* finalized when given back: its text is too long to cache */
     size_t sql_len;
-    char sql[]; /* the text it was prepared from, NUL-terminated */
+    char sql[]; /* the text it was prepared from, NUL-terminated ("" when uncached) */
 } cached_stmt;
 
 /* One SQLite connection, its statement cache, the authorizer notes of its last prepare, and
@@ -80,6 +98,7 @@ typedef struct conn {
     sqlite3 *db;
     cached_stmt **buckets;            /* the cache's hash table, nbuckets a power of two */
     size_t nbuckets, count, capacity; /* statements cached now, and at most */
+    size_t bytes, budget;             /* their charges now, and at most */
     lru_link lru;                     /* sentinel: lru.next is the most recent */
     unsigned seen;                    /* authorizer notes, bits of enum seen_bits */
     int setting;                      /* a PRAGMA setting a read setting: 1 + its index */
@@ -135,15 +154,20 @@ int stmt_kind_of(conn *c, sqlite3_stmt *st);
 /* stmt.c: running one statement on a connection. */
 
 uint32_t hash_sql(const char *s, size_t n);
-/* Sets up an empty cache of at most `capacity` statements (0: each is finalized when given
- * back), or finalizes every cached statement and frees the cache. 0, or -1 when out of memory. */
+/* Sets up an empty cache of at most `capacity` statements and `capacity` *
+ * PASYN_STMT_CACHE_SLOT_BYTES bytes (0: each is finalized when given back), or finalizes every
+ * cached statement and frees the cache. 0, or -1 when out of memory. */
 int stmt_cache_init(conn *c, int capacity);
 void stmt_cache_free(conn *c);
-/* The statement for the task's SQL from the cache, or a newly prepared one. On failure fills
+/* The statement for the task's SQL from the cache, or a newly prepared one (SQL longer than
+ * PASYN_CACHE_SQL_MAX is never looked up: always prepared anew). On failure fills
  * the task's error and returns NULL. A statement text holding more than one statement is refused
  * (PASYN_EPROGRAMMING). An empty one gives NULL with no error. */
 cached_stmt *stmt_acquire(conn *c, pasyn_task *t);
-/* Gives a statement back to the cache (reset, bindings cleared). */
+/* Gives a statement back to the cache (reset, bindings cleared), which then drops its least
+ * recently used statements while it holds more than its capacity or budget; a statement too
+ * big to cache (an uncached one, or one charged more than a quarter of the budget) is
+ * finalized instead. */
 void stmt_release(conn *c, cached_stmt *s);
 /* Fills the task's error for a prepare that failed with `rc`: SQLite's, or why the authorizer
  * denied it. */

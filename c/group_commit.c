@@ -50,6 +50,9 @@ static int joins_batch(pasyn_pool *pool, pasyn_task *t)
 {
     if (t->kind != PASYN_EXEC && t->kind != PASYN_MANY)
         return 0;
+    /* A text too long to cache would be prepared here and again to run it: it runs alone. */
+    if (t->sql_len > PASYN_CACHE_SQL_MAX)
+        return 0;
     cached_stmt *s = stmt_acquire(&pool->writer.conn, t);
     if (!s) {
         task_reset_result(t); /* it runs alone and reports the error itself */

@@ -34,6 +34,7 @@ enum notify { NOTIFY_HUB = 0, NOTIFY_SYNC = 1, NOTIFY_NONE = 2 };
 typedef struct columns {
     _Atomic int refs;
     int n;
+    size_t bytes;       /* its size: a statement cache charges it to its statement */
     uint64_t id;        /* never reused: pasyn_task_columns_id */
     const char *text[]; /* n names, then n declared types (NULL: none); the strings follow */
 } columns;

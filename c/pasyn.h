@@ -90,7 +90,9 @@ typedef struct pasyn_options {
     int defensive;              /* for database files from untrusted sources: every connection
                                  * gets SQLITE_DBCONFIG_DEFENSIVE and trusted_schema = OFF
                                  * (before `pragmas`) (default 0) */
-    int statement_cache;        /* prepared statements kept per connection (default 128) */
+    int statement_cache;        /* prepared statements kept per connection (default 128);
+                                 * they also stay within statement_cache times
+                                 * PASYN_STMT_CACHE_SLOT_BYTES of memory (below) */
     int stealing;               /* idle readers steal queued reads (default 1) */
     int group_commit;           /* commit queued autocommit writes together (default 1) */
     const char *const *pragmas; /* NULL, or name, value, name, value, ..., NULL */
@@ -98,6 +100,19 @@ typedef struct pasyn_options {
 
 /* Fills in the defaults. Any thread. */
 void pasyn_options_init(pasyn_options *opts);
+
+/* What the pool's caches may hold. Each connection's statement cache keeps at most
+ * statement_cache statements and statement_cache * PASYN_STMT_CACHE_SLOT_BYTES bytes (2 MiB
+ * with the default 128), counting for each statement its text, its names and column
+ * descriptions and the memory SQLite reports for it (sqlite3_stmt_status,
+ * SQLITE_STMTSTATUS_MEMUSED); the least recently used go first, and a statement that alone
+ * would take more than a quarter of that is finalized when it has run. The pool's route cache
+ * (where each SQL text runs) keeps at most PASYN_ROUTE_CACHE_BYTES of entries, the least
+ * recently used going first. A SQL text longer than PASYN_CACHE_SQL_MAX bytes is cached
+ * nowhere: it is classified, prepared, run and finalized each time. */
+#define PASYN_STMT_CACHE_SLOT_BYTES (16 * 1024)
+#define PASYN_ROUTE_CACHE_BYTES (1024 * 1024)
+#define PASYN_CACHE_SQL_MAX (64 * 1024)
 
 /* Starts a pool on `database` (a path, ":memory:" or a "file:" URI): threads start at once and
  * open their connections; `open_task` (from pasyn_task_new(PASYN_OPEN, NULL, 0)) completes when
@@ -197,8 +212,9 @@ void pasyn_task_set_no_owner_wait(pasyn_task *t);
 /* Queues the task. With `sync` set it completes through pasyn_task_wait instead of the hub. 0;
  * or, with the task not queued and still the caller's (its error set): PASYN_ECLOSED when the
  * pool is closing or closed, PASYN_EPROGRAMMING for SQL holding a NUL byte, a kind that cannot
- * be submitted or a stream the pool does not have. SQL text the pool has not seen before is
- * prepared here, on the calling thread, to learn where it runs. PASYN_RELEASE and PASYN_ABANDON
+ * be submitted or a stream the pool does not have. SQL text the pool has not seen before (and
+ * every text longer than PASYN_CACHE_SQL_MAX) is prepared here, on the calling thread, to learn
+ * where it runs. PASYN_RELEASE and PASYN_ABANDON
  * tasks complete silently: the pool frees them and nobody is told. A PASYN_ABANDON task (with
  * the gone owner's id) runs after that owner's tasks already queued, so it ends the transaction
  * even if the owner's BEGIN had not run yet when the owner went. Any thread.

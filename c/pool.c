@@ -140,6 +140,7 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
     pthread_mutex_init(&pool->routes.mu, NULL);
     pthread_mutex_init(&pool->routes.classifier_mu, NULL);
     deque_init(&pool->readers.injector);
+    pool->routes.lru.next = pool->routes.lru.prev = &pool->routes.lru;
     pool->routes.nbuckets = 1024;
     pool->routes.buckets = calloc(pool->routes.nbuckets, sizeof *pool->routes.buckets);
     int failed = copy_options(pool, opts) != 0 || !pool->routes.buckets;

@@ -110,18 +110,21 @@ typedef struct readers {
 enum route { ROUTE_UNKNOWN = 0, ROUTE_READ = 1, ROUTE_WRITE = 2 };
 
 typedef struct route_entry {
-    struct route_entry *next;
-    uint32_t hash; /* hash_sql of sql */
-    int route;     /* enum route */
-    int long_read; /* a long read, as a reader last found (LONG_READ_NS) */
+    lru_link lru;             /* first: the recency list's link is also its entry */
+    struct route_entry *next; /* hash chain */
+    uint32_t hash;            /* hash_sql of sql */
+    int route;                /* enum route */
+    int long_read;            /* a long read, as a reader last found (LONG_READ_NS) */
     size_t len;
     char sql[];
 } route_entry;
 
 typedef struct routes {
-    pthread_mutex_t mu;    /* guards the cache: buckets, count, gen */
+    pthread_mutex_t mu;    /* guards the cache: buckets, lru, count, bytes, gen */
     route_entry **buckets; /* nbuckets, a power of two */
+    lru_link lru;          /* sentinel of the recency list: lru.next is the most recent */
     size_t nbuckets, count;
+    size_t bytes;                  /* what its entries take, at most PASYN_ROUTE_CACHE_BYTES */
     uint64_t gen;                  /* routes_forget calls: a verdict learned before one is
                                        not kept */
     conn classifier;               /* read-only, prepares SQL text seen for the first time */

@@ -161,19 +161,36 @@ int stmt_kind_of(conn *c, sqlite3_stmt *st)
 
 /* ---- the route cache --------------------------------------------------------------- */
 
+/* At most this many entries (and PASYN_ROUTE_CACHE_BYTES): hash chains stay short. */
 #define ROUTE_CACHE_MAX 4096
 
+static size_t route_charge(size_t len)
+{
+    return sizeof(route_entry) + len;
+}
+
+/* The entry for `sql`, made the most recent; NULL when none. Under rc->mu. */
 static route_entry *route_find(routes *rc, uint32_t h, const char *sql, size_t len)
 {
     for (route_entry *e = rc->buckets[h & (rc->nbuckets - 1)]; e; e = e->next)
-        if (e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0)
+        if (e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0) {
+            if (rc->lru.next != &e->lru) {
+                lru_unlink(&e->lru);
+                lru_push_front(&rc->lru, &e->lru);
+            }
             return e;
+        }
     return NULL;
 }
 
 int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read, uint64_t *gen)
 {
     routes *rc = &pool->routes;
+    *long_read = 0;
+    if (len > PASYN_CACHE_SQL_MAX) { /* never cached (route_put keeps no verdict for it) */
+        *gen = ROUTE_ANY_GEN;
+        return ROUTE_UNKNOWN;
+    }
     uint32_t h = hash_sql(sql, len);
     pthread_mutex_lock(&rc->mu);
     route_entry *e = route_find(rc, h, sql, len);
@@ -187,12 +204,26 @@ int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read, uin
 void route_note_long(pasyn_pool *pool, const char *sql, size_t len, int long_read)
 {
     routes *rc = &pool->routes;
+    if (len > PASYN_CACHE_SQL_MAX)
+        return;
     uint32_t h = hash_sql(sql, len);
     pthread_mutex_lock(&rc->mu);
     route_entry *e = route_find(rc, h, sql, len);
     if (e)
         e->long_read = long_read;
     pthread_mutex_unlock(&rc->mu);
+}
+
+static void route_drop(routes *rc, route_entry *e)
+{
+    route_entry **at = &rc->buckets[e->hash & (rc->nbuckets - 1)];
+    while (*at != e)
+        at = &(*at)->next;
+    *at = e->next;
+    lru_unlink(&e->lru);
+    rc->count--;
+    rc->bytes -= route_charge(e->len);
+    free(e);
 }
 
 static void routes_clear(routes *rc)
@@ -206,12 +237,16 @@ static void routes_clear(routes *rc)
         }
         rc->buckets[i] = NULL;
     }
+    rc->lru.next = rc->lru.prev = &rc->lru;
     rc->count = 0;
+    rc->bytes = 0;
 }
 
 void route_put(pasyn_pool *pool, const char *sql, size_t len, int route, uint64_t gen)
 {
     routes *rc = &pool->routes;
+    if (len > PASYN_CACHE_SQL_MAX) /* never cached: classified each time */
+        return;
     uint32_t h = hash_sql(sql, len);
     pthread_mutex_lock(&rc->mu);
     if (gen != ROUTE_ANY_GEN && gen != rc->gen) { /* learned before a schema change */
@@ -224,11 +259,13 @@ void route_put(pasyn_pool *pool, const char *sql, size_t len, int route, uint64_
         pthread_mutex_unlock(&rc->mu);
         return;
     }
-    route_entry **head = &rc->buckets[h & (rc->nbuckets - 1)];
-    if (rc->count >= ROUTE_CACHE_MAX)
-        routes_clear(rc); /* crude, but bounded; a hot statement is learned again at once */
+    /* The least recently used go first, until the new one fits. */
+    while (rc->count > 0 && (rc->count >= ROUTE_CACHE_MAX ||
+                             rc->bytes + route_charge(len) > PASYN_ROUTE_CACHE_BYTES))
+        route_drop(rc, (route_entry *)rc->lru.prev);
     route_entry *e = malloc(sizeof *e + len);
     if (e) {
+        route_entry **head = &rc->buckets[h & (rc->nbuckets - 1)];
         e->hash = h;
         e->len = len;
         e->route = route;
@@ -236,7 +273,9 @@ void route_put(pasyn_pool *pool, const char *sql, size_t len, int route, uint64_
         memcpy(e->sql, sql, len);
         e->next = *head;
         *head = e;
+        lru_push_front(&rc->lru, &e->lru);
         rc->count++;
+        rc->bytes += route_charge(len);
     }
     pthread_mutex_unlock(&rc->mu);
 }

@@ -39,12 +39,6 @@ static int only_trivia(const char *p, const char *end)
     return 1;
 }
 
-static void lru_unlink(lru_link *l)
-{
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-}
-
 static void hash_unlink(conn *c, cached_stmt *s)
 {
     cached_stmt **at = &c->buckets[s->hash & (c->nbuckets - 1)];
@@ -65,12 +59,12 @@ static int first_named(sqlite3_stmt *st)
     return 0;
 }
 
-/* Sets up an empty cache of at most `capacity` statements (0: each is finalized when given
- * back). 0, or -1 when out of memory. */
 int stmt_cache_init(conn *c, int capacity)
 {
     c->lru.next = c->lru.prev = &c->lru;
     c->capacity = capacity > 0 ? (size_t)capacity : 0;
+    c->budget = c->capacity * PASYN_STMT_CACHE_SLOT_BYTES;
+    c->bytes = 0;
     c->nbuckets = 16;
     while (c->nbuckets < 2 * c->capacity)
         c->nbuckets *= 2;
@@ -97,6 +91,20 @@ void stmt_cache_free(conn *c)
     free(c->buckets);
     c->buckets = NULL;
     c->count = 0;
+    c->bytes = 0;
+}
+
+/* What a statement holds while it is cached: its block (the struct, its text and names), the
+ * memory SQLite reports for the prepared statement (SQLITE_STMTSTATUS_MEMUSED: its program,
+ * its copy of the text, ...; measured by walking the statement, so only when it was prepared
+ * or re-prepared) and its column descriptions. */
+static size_t stmt_charge(const cached_stmt *s)
+{
+    size_t block = sizeof *s + s->sql_len + 1;
+    if (s->insert_table)
+        block += strlen(s->insert_table) + strlen(s->insert_db) + 2;
+    return block + (size_t)sqlite3_stmt_status(s->stmt, SQLITE_STMTSTATUS_MEMUSED, 0) +
+           (s->cols ? s->cols->bytes : 0);
 }
 
 void stmt_fail_prepare(conn *c, pasyn_task *t, int rc)
@@ -111,12 +119,16 @@ void stmt_fail_prepare(conn *c, pasyn_task *t, int rc)
 
 cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
 {
-    uint32_t h = hash_sql(t->sql, t->sql_len);
-    for (cached_stmt *s = c->buckets[h & (c->nbuckets - 1)]; s; s = s->hnext) {
+    /* A text too long to cache is not looked up either (hashing it would cost as much as
+     * reading it). */
+    int cacheable = c->capacity && t->sql_len <= PASYN_CACHE_SQL_MAX;
+    uint32_t h = cacheable ? hash_sql(t->sql, t->sql_len) : 0;
+    for (cached_stmt *s = cacheable ? c->buckets[h & (c->nbuckets - 1)] : NULL; s; s = s->hnext) {
         if (s->hash == h && s->sql_len == t->sql_len && memcmp(s->sql, t->sql, t->sql_len) == 0) {
             hash_unlink(c, s);
             lru_unlink(&s->lru);
             c->count--;
+            c->bytes -= s->charge;
             return s;
         }
     }
@@ -125,7 +137,7 @@ cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
     c->seen = 0;
     c->setting = 0;
     int rc = sqlite3_prepare_v3(c->db, t->sql, (int)t->sql_len,
-                                c->capacity ? SQLITE_PREPARE_PERSISTENT : 0, &st, &tail);
+                                cacheable ? SQLITE_PREPARE_PERSISTENT : 0, &st, &tail);
     if (rc != SQLITE_OK) {
         stmt_fail_prepare(c, t, rc);
         return NULL;
@@ -142,7 +154,8 @@ cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
         return NULL; /* nothing but white space and comments */
     /* The SQL, then for a top-level INSERT the names of its table and database. */
     size_t names_len = c->seen & SEEN_INSERT ? c->insert_names.len : 0;
-    cached_stmt *s = malloc(sizeof *s + t->sql_len + 1 + names_len);
+    size_t sql_len = cacheable ? t->sql_len : 0; /* an uncached one needs no key */
+    cached_stmt *s = malloc(sizeof *s + sql_len + 1 + names_len);
     if (!s) {
         sqlite3_finalize(st);
         task_fail_nomem(t);
@@ -158,15 +171,17 @@ cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
     s->setting = c->setting;
     s->changes_schema = (c->seen & SEEN_SCHEMA) != 0;
     s->hash = h;
-    s->sql_len = t->sql_len;
-    memcpy(s->sql, t->sql, t->sql_len);
-    s->sql[t->sql_len] = '\0';
+    s->uncached = !cacheable;
+    s->sql_len = sql_len;
+    memcpy(s->sql, t->sql, sql_len);
+    s->sql[sql_len] = '\0';
     s->insert_table = s->insert_db = NULL;
     if (names_len) {
-        char *names = memcpy(s->sql + t->sql_len + 1, c->insert_names.p, names_len);
+        char *names = memcpy(s->sql + sql_len + 1, c->insert_names.p, names_len);
         s->insert_table = names;
         s->insert_db = names + strlen(names) + 1;
     }
+    s->charge = cacheable ? stmt_charge(s) : 0;
     return s;
 }
 
@@ -176,6 +191,8 @@ int stmt_kind_now(conn *c, cached_stmt *s)
     if (prepares != s->classified_at) {
         s->kind = stmt_kind_of(c, s->stmt);
         s->classified_at = prepares;
+        if (!s->uncached) /* SQLite's memory for the new program */
+            s->charge = stmt_charge(s);
     }
     return s->kind;
 }
@@ -184,22 +201,22 @@ void stmt_release(conn *c, cached_stmt *s)
 {
     sqlite3_reset(s->stmt);
     sqlite3_clear_bindings(s->stmt);
-    if (c->capacity == 0) {
+    if (s->uncached || s->charge > c->budget / 4) {
         stmt_free(s);
         return;
     }
     size_t b = s->hash & (c->nbuckets - 1);
     s->hnext = c->buckets[b];
     c->buckets[b] = s;
-    s->lru.next = c->lru.next;
-    s->lru.prev = &c->lru;
-    c->lru.next->prev = &s->lru;
-    c->lru.next = &s->lru;
-    if (++c->count > c->capacity) {
+    lru_push_front(&c->lru, &s->lru);
+    c->count++;
+    c->bytes += s->charge;
+    while (c->count > c->capacity || c->bytes > c->budget) {
         cached_stmt *old = (cached_stmt *)c->lru.prev;
         hash_unlink(c, old);
         lru_unlink(&old->lru);
         c->count--;
+        c->bytes -= old->charge;
         stmt_free(old);
     }
 }

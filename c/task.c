@@ -266,6 +266,7 @@ static columns *columns_new(sqlite3_stmt *st)
         return NULL;
     atomic_init(&c->refs, 1);
     c->n = n;
+    c->bytes = bytes;
     c->id = atomic_fetch_add(&last_id, 1) + 1;
     char *at = (char *)(c->text + 2 * n);
     for (int i = 0; i < n; i++) {
@@ -300,6 +301,8 @@ int task_set_columns(pasyn_task *t, cached_stmt *s)
         columns *c = columns_new(s->stmt);
         if (!c)
             return PASYN_ENOMEM;
+        if (!s->uncached) /* the statement cache counts them as the statement's */
+            s->charge += c->bytes - (s->cols ? s->cols->bytes : 0);
         columns_put(s->cols);
         s->cols = c;
         s->prepares = prepares;

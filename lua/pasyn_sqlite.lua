@@ -164,6 +164,14 @@ local function count(max)
     end
 end
 
+local function positive(max)
+    return function(v)
+        return math.type and math.type(v) == "integer" and v >= 1 and v <= max
+                   or (not math.type and type(v) == "number" and v >= 1 and v <= max and v % 1 == 0),
+               "a whole number from 1 to " .. max
+    end
+end
+
 local function is(t)
     return function(v)
         return type(v) == t, "a " .. t
@@ -224,6 +232,7 @@ local option_checks = {
     timeout = seconds,
     stealing = is("boolean"),
     integers = integers_mode,
+    max_pending = positive(2 ^ 31 - 1),
 }
 
 local function check_options(options)
@@ -333,7 +342,24 @@ local function fail(sql, class, code, extended, message)
     error(errors.from_core(class, code, extended, message, sql), 3)
 end
 
--- Waits for the task of a statement of `cur`, for the caller (sync, id, co) that submitted it.
+-- Takes a slot of the connection's gate (max_pending) for a statement the caller (sync, id,
+-- co) is about to submit, and returns the gate; waits when none is free (see the scheduler's
+-- "Gates"). Give the slot back with sched.gate_release when the submit fails; the statement's
+-- completion gives it back otherwise. Every statement that begins takes one; the fetches of a
+-- streamed result do not: they continue a statement that has its slot, and never wait.
+local function admit(conn, sync, id, co)
+    local gate = conn._gate
+    if gate.pending < gate.max and gate.first > gate.last then
+        gate.pending = gate.pending + 1
+    else
+        sched.gate_wait(gate, sync, id, co)
+    end
+    return gate
+end
+
+-- Waits for the task of a statement of `cur`, for the caller (sync, id, co) that submitted it;
+-- `gate` is the connection's gate when the statement took a slot of it (admit), nil for a
+-- fetch.
 --
 -- While the task is on its way the cursor is in use: another coroutine that runs meanwhile
 -- and touches it is refused (check_cursor). The mark is set around the wait alone and put
@@ -342,11 +368,11 @@ end
 -- so they never leave the mark behind, with no pcall on this path, which every statement
 -- takes. (A coroutine closed while it waits leaves it, and refuse() sees that its holder is
 -- dead.)
-local function wait_for(cur, task, sync, id, co)
+local function wait_for(cur, task, sync, id, co, gate)
     local pool = cur._cfg.conn._pool
     local busy = cur._busy
     cur._busy = co or true
-    sched.await(task, sync, pool, co)
+    sched.await(task, sync, gate, co)
     cur._busy = busy
     note_owner(pool, id, co)
 end
@@ -358,13 +384,23 @@ end
 -- it, so that it keeps nothing alive that a cursor lets go of.
 local result = { rows = false, rowcount = -1, lastrowid = false, stream = false, columns = false }
 
+-- The description records a connection keeps (see describe): at most this many, and about
+-- this many bytes (their SQL texts, and DESCRIBED_COLUMN_BYTES per column for the tables that
+-- describe it); a SQL text longer than the core's cache_sql_max is not kept at all, as the
+-- core keeps no statement or route for it either.
+local DESCRIBED_MAX = 512
+local DESCRIBED_BYTES = 1024 * 1024
+local DESCRIBED_COLUMN_BYTES = 256
+local CACHE_SQL_MAX = core.cache_sql_max
+
 -- The result of the waited-for task of the statement `sql` of `cur`, in `result`, or raises
 -- the statement's error. names and stream as core.result takes them; the column tables known
 -- for `sql` (see describe) serve again when they describe this result.
 local function finish(cur, sql, task, names, stream)
     local conn = cur._cfg.conn
+    local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil -- (no long text hashed)
     local res, class, code, extended, message = core.result(task, conn._pool, result, names,
-                                                            stream, conn._described[sql])
+                                                            stream, known)
     if not res then
         fail(sql, class, code, extended, message)
     end
@@ -572,14 +608,15 @@ local function end_stream(cur)
     end
 end
 
-local DESCRIBED_MAX = 512
 
 -- Gives the cursor the description record of its statement `sql`: the columns record of its
 -- result (false when it has no columns: see core.result), to which the first cursor that gets
 -- a new one adds `sql` and `description` (Python's, each column's {name, name = ..., decltype =
 -- ...}). Records are kept per connection and SQL text and handed to core.result as `known`,
 -- which gives the same record back while it still describes the statement: then the same
--- description serves again, and a statement makes no table for it.
+-- description serves again, and a statement makes no table for it. SQL built on the fly fills
+-- the connection's records up to DESCRIBED_MAX or DESCRIBED_BYTES; then they are dropped all
+-- at once (statements that come again make theirs again).
 local function describe(cur, sql, columns)
     cur._stmt = columns
     if not columns or columns.description then
@@ -591,14 +628,20 @@ local function describe(cur, sql, columns)
         d[i] = { names[i], name = names[i], decltype = decltypes[i] }
     end
     columns.sql, columns.description = sql, d
+    local len = #sql
+    if len > CACHE_SQL_MAX then
+        return
+    end
     local conn = cur._cfg.conn
     local described = conn._described
     if not described[sql] then
-        if conn._ndescribed >= DESCRIBED_MAX then -- SQL built on the fly: keep it bounded
-            described, conn._ndescribed = {}, 0
+        local bytes = len + DESCRIBED_COLUMN_BYTES * (#names + 1)
+        if conn._ndescribed >= DESCRIBED_MAX or conn._described_bytes + bytes > DESCRIBED_BYTES then
+            described, conn._ndescribed, conn._described_bytes = {}, 0, 0
             conn._described = described
         end
         conn._ndescribed = conn._ndescribed + 1
+        conn._described_bytes = conn._described_bytes + bytes
     end
     described[sql] = columns
 end
@@ -628,12 +671,15 @@ local function run_statement(cur, kind, sql, ...)
     cur._rows, cur._pos = NO_ROWS, 1
     local sync, id, co = caller()
     local cfg = cur._cfg
+    local conn = cfg.conn
+    local gate = admit(conn, sync, id, co)
     local task, class, code, extended, message =
-        core.submit(cfg.conn._pool, kind, id, sync, timeout, sql, ...)
+        core.submit(conn._pool, kind, id, sync, timeout, sql, ...)
     if not task then
+        sched.gate_release(gate)
         fail(sql, class, code, extended, message)
     end
-    wait_for(cur, task, sync, id, co)
+    wait_for(cur, task, sync, id, co, gate)
     return take(cur, sql, finish(cur, sql, task, cfg.row == "named"))
 end
 
@@ -679,11 +725,14 @@ end
 local function many_submit(cur, sql, sets, timeout)
     check_open(cur._cfg.conn, sql) -- closed while the iterator ran
     local sync, id, co = caller()
-    local pool = cur._cfg.conn._pool
-    local sent = { sync = sync, id = id, co = co, -- then what submit_many returned
-                   core.submit_many(pool, id, sync, timeout, sql, sets) }
-    if sent[1] and not sync then
-        sched.expect(sent[1], pool, co) -- awaited after the next chunk is built (many_chunks)
+    local conn = cur._cfg.conn
+    local gate = admit(conn, sync, id, co)
+    local sent = { sync = sync, id = id, co = co, gate = gate, -- then what submit_many returned
+                   core.submit_many(conn._pool, id, sync, timeout, sql, sets) }
+    if not sent[1] then
+        sched.gate_release(gate)
+    elseif not sync then
+        sched.expect(sent[1], gate, co) -- awaited after the next chunk is built (many_chunks)
     end
     return sent
 end
@@ -693,7 +742,7 @@ local function many_wait(cur, sql, sent)
     if not task then
         fail(sql, unpack(sent, 2, 5))
     end
-    wait_for(cur, task, sent.sync, sent.id, sent.co)
+    wait_for(cur, task, sent.sync, sent.id, sent.co, sent.gate)
     return finish(cur, sql, task).rowcount
 end
 
@@ -1086,12 +1135,16 @@ function Connection:interrupt()
     core.interrupt(self._pool)
 end
 
--- conn:stats() -> a table of per-thread counters (see the README). Raises
--- ConnectionClosedError / PoolClosedError. Not in Python's sqlite3.
+-- conn:stats() -> a table of per-thread counters (see the README), with `pending` (the
+-- connection's statements submitted and not yet completed) and `waiting` (callers waiting for
+-- one of them to complete: max_pending). Raises ConnectionClosedError / PoolClosedError. Not in
+-- Python's sqlite3.
 function Connection:stats()
     check_self(self, Connection, "conn:stats")
     check_open(self)
-    return core.stats(self._pool)
+    local st = core.stats(self._pool)
+    st.pending, st.waiting = self._gate.pending, sched.gate_waiting(self._gate)
+    return st
 end
 
 -- conn:close(). Waits for the statements already submitted, rolls back an open transaction,
@@ -1122,6 +1175,10 @@ function Connection:close()
     core.free(pool) -- once closed; again does nothing
 end
 Connection.__close = Connection.close
+
+-- The default of the max_pending option: statements of one connection submitted and not yet
+-- completed, beyond which a caller waits (README, "Choices where the contract is silent").
+local MAX_PENDING = 1024
 
 -- Raises the failure core.open or the open task's result reported, naming the database.
 local function open_failed(database, class, code, extended, message)
@@ -1161,7 +1218,9 @@ function M.connect(database, options)
         _pool = pool,
         _described = {}, -- SQL text -> its column tables and description
         _ndescribed = 0,
+        _described_bytes = 0,
         _cfg = false, -- below: it names conn
+        _gate = sched.new_gate(pool, opts.max_pending or MAX_PENDING), -- (admit)
     }, Connection)
     conn._cfg = { conn = conn, row = opts.row or "array", timeout = opts.timeout }
     return conn

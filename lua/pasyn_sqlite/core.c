@@ -1381,5 +1381,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
     lua_setfield(L, -2, "sqlite_version");
     lua_pushstring(L, built_for + sizeof "pasyn_sqlite.core built for " - 1);
     lua_setfield(L, -2, "built_for");
+    lua_pushinteger(L, PASYN_CACHE_SQL_MAX); /* SQL longer than this is cached nowhere */
+    lua_setfield(L, -2, "cache_sql_max");
     return 1;
 }

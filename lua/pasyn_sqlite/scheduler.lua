@@ -25,15 +25,22 @@ local unpack = table.unpack or unpack -- luacheck: ignore
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 
 local SUSPEND = {}                            -- what our coroutines yield while parked
-local waiting = {}                            -- task -> coroutine waiting for it
-local task_pools = {}                         -- task -> the pool it was submitted to
+local waiting = {}                            -- task or ticket -> coroutine waiting for it
+local task_pools = {}                         -- task -> the gate of the pool it went to
 local expected = setmetatable({}, { __mode = "v" }) -- task -> coroutine to await it (expect)
 local arrived = {}                            -- task -> that coroutine, when it came first
 local members = setmetatable({}, { __mode = "k" }) -- coroutine -> its handle
 local loop                                    -- the running run() loop, or nil
 local host                                    -- the host adapter of set_host, or nil
-local hosts = {}                              -- task -> the host that resumes its waiter
-local host_waits = 0                          -- how many tasks `hosts` holds
+local hosts = {}                              -- task or ticket -> the host that resumes its
+                                              -- waiter
+local host_waits = 0                          -- how many tasks and tickets `hosts` holds
+local woken = {}                              -- tickets of a host's coroutines given a slot:
+                                              -- the next dispatch resumes them
+local backlog = {}                            -- completions a blocked caller drained while it
+                                              -- waited for a slot: the next dispatch delivers
+                                              -- them
+local dispatching = false                     -- dispatch is under way
 
 -- True when `co` is a coroutine of the running built-in scheduler.
 local function in_loop(co)
@@ -52,22 +59,29 @@ function M.can_yield(co)
     return host ~= nil and host.can_yield(co) == true
 end
 
--- Waits for a task submitted to `pool`: yields when `sync` is false (`co` is the running
--- coroutine, found when not given), else blocks. A coroutine of a host waits in
--- host.suspend until dispatch has taken its task; a resume from anywhere else (the host's
--- own loop, a spurious wake-up) only makes it suspend again.
-function M.await(task, sync, pool, co)
+local gate_release -- below
+
+-- Waits for a task submitted to the pool of `gate` (see "Gates"; nil for a task no gate
+-- counts: an open or a close): yields when `sync` is false (`co` is the running coroutine,
+-- found when not given), else blocks. A coroutine of a host waits in host.suspend until
+-- dispatch has taken its task; a resume from anywhere else (the host's own loop, a spurious
+-- wake-up) only makes it suspend again. The task's slot of the gate is given back when it
+-- completes: by dispatch (before it resumes the waiter), or here for a blocking wait.
+function M.await(task, sync, gate, co)
     if sync then
         core.wait(task)
+        if gate then
+            gate_release(gate)
+        end
         return
     end
-    if arrived[task] then -- see expect
+    if arrived[task] then -- see expect; dispatch gave its slot back
         arrived[task], task_pools[task] = nil, nil
         return
     end
     expected[task] = nil
     co = co or co_running()
-    waiting[task], task_pools[task] = co, pool
+    waiting[task], task_pools[task] = co, gate
     if in_loop(co) then
         loop.pending = loop.pending + 1
         co_yield(SUSPEND)
@@ -82,12 +96,12 @@ function M.await(task, sync, pool, co)
 end
 
 -- Declares that the running coroutine `co` (found when not given) will await `task`, submitted
--- to `pool`, only later, after work of its own that may yield meanwhile (executemany builds its
--- next chunk, calling the user's iterator, while the writer runs the one before). A completion
--- dispatched before that await is kept for it, instead of being freed as an abandoned
--- coroutine's; it is freed if the coroutine ends without awaiting it.
-function M.expect(task, pool, co)
-    expected[task], task_pools[task] = co or co_running(), pool
+-- to the pool of `gate`, only later, after work of its own that may yield meanwhile
+-- (executemany builds its next chunk, calling the user's iterator, while the writer runs the
+-- one before). A completion dispatched before that await is kept for it, instead of being
+-- freed as an abandoned coroutine's; it is freed if the coroutine ends without awaiting it.
+function M.expect(task, gate, co)
+    expected[task], task_pools[task] = co or co_running(), gate
 end
 
 -- What set_host fills in when the host leaves it out: any coroutine but the main one may
@@ -171,9 +185,9 @@ local discarded = { rows = false, rowcount = -1, lastrowid = false, stream = fal
 
 -- A completion nobody waits for any more: free it, and let go of a streamed result it
 -- started, or its reader would keep serving nothing else.
-local function discard(task, pool)
-    if pool then
-        local res = core.result(task, pool, discarded)
+local function discard(task, gate)
+    if gate then
+        local res = core.result(task, gate.pool, discarded)
         local stream = res and res.stream
         if res then
             res.rows, res.stream = false, false -- keep nothing alive
@@ -231,40 +245,229 @@ local function step(co, ...)
     return after(co, co_resume(co, ...))
 end
 
--- Delivers every pending completion to the coroutine waiting for it; returns how many. Every
+-- ---- gates: statements in flight per pool (max_pending) ------------------------------------
+
+-- A gate counts the statements of one pool submitted and not yet completed and holds the
+-- callers beyond its bound back until one completes, so that memory stays bounded however many
+-- coroutines submit at once:
+--   gate = { pool = the core's pool, max = the bound, pending = statements in flight,
+--            first, last = the FIFO of tickets of waiting coroutines, gate[first..last] }
+-- A caller takes a slot before it submits (the Lua layer does the common case inline: a slot
+-- is free and nobody waits), and the slot is given back when the statement completes: at once
+-- to the first waiter, in FIFO order, whose coroutine the scheduler (or its host, through the
+-- next dispatch) then resumes.
+
+function M.new_gate(pool, max)
+    return { pool = pool, max = max, pending = 0, first = 1, last = 0 }
+end
+
+-- True while `ticket` still waits for a slot: its coroutine was neither abandoned (run ended)
+-- nor closed meanwhile.
+local function still_waits(ticket)
+    local co = ticket[1]
+    return waiting[ticket] == co and co_status(co) ~= "dead"
+end
+
+-- Forgets a ticket whose coroutine is gone (closed while it waited), as resuming it would have:
+-- it no longer counts among the waiters of its host or of the loop.
+local function drop_ticket(ticket)
+    if waiting[ticket] ~= nil then
+        waiting[ticket] = nil
+        if hosts[ticket] then
+            hosts[ticket] = nil
+            host_waits = host_waits - 1
+        elseif loop then
+            loop.pending = loop.pending - 1
+        end
+    end
+end
+
+-- A statement of the gate's pool completed (or was never submitted): its slot goes to the
+-- first ticket that still waits, else back to the gate.
+gate_release = function(gate)
+    local i, last = gate.first, gate.last
+    while i <= last do
+        local ticket = gate[i]
+        gate[i] = nil
+        i = i + 1
+        if still_waits(ticket) then
+            gate.first = i
+            waiting[ticket] = nil -- the slot is its own now: `pending` stays
+            if hosts[ticket] then
+                woken[#woken + 1] = ticket
+                if not dispatching then
+                    core.hub_wake() -- so that the host calls dispatch, which resumes it
+                end
+            else
+                loop.pending = loop.pending - 1
+                push_ready(ticket[1])
+            end
+            return
+        end
+        drop_ticket(ticket)
+    end
+    gate.first, gate.last = 1, 0
+    gate.pending = gate.pending - 1
+end
+M.gate_release = gate_release
+
+-- Blocks the OS thread until the gate has a free slot, for a caller that cannot yield:
+-- completions that come meanwhile are drained, their slots given back (this caller's gate
+-- keeps its own for this caller, ahead of its waiters: they cannot run before it returns
+-- anyway) and the tasks kept for the next dispatch to deliver. Stops waiting, and goes past
+-- the bound by its one statement, once a transaction holds the writer: what waits behind it
+-- would then wait for a coroutine that cannot run while this one blocks.
+local function gate_block(gate)
+    local pool = gate.pool
+    while gate.pending >= gate.max and core.txn_owner(pool) == 0 do
+        core.poll(-1)
+        local list = core.drain()
+        for i = 1, list and #list or 0 do
+            local task = list[i]
+            backlog[#backlog + 1] = task
+            local g = task_pools[task]
+            if g == gate then
+                gate.pending = gate.pending - 1
+            elseif g then
+                gate_release(g)
+            end
+        end
+    end
+    gate.pending = gate.pending + 1
+    -- More slots may have come free at once: they go to the waiters.
+    while gate.pending < gate.max and gate.first <= gate.last do
+        gate.pending = gate.pending + 1
+        gate_release(gate)
+    end
+    if backlog[1] then
+        core.hub_wake() -- the loop's next dispatch delivers them
+    end
+end
+
+-- Takes a slot of `gate` for the statement the caller (`sync`, owner `id`, coroutine `co`, as
+-- caller() tells them in pasyn_sqlite.lua) is about to submit, for a caller that found no
+-- free slot or others waiting. The owner of the pool's open transaction never waits (the
+-- statements it would wait behind may be waiting for its COMMIT), and neither does a blocking
+-- call while any transaction is open (see gate_block); they take a slot beyond the bound.
+-- Otherwise a coroutine that may yield waits for its turn in FIFO order, and a blocking
+-- caller blocks until a slot is free (gate_block).
+function M.gate_wait(gate, sync, id, co)
+    local i = gate.first
+    while i <= gate.last and not still_waits(gate[i]) do -- drop the gone
+        drop_ticket(gate[i])
+        gate[i] = nil
+        i = i + 1
+    end
+    gate.first = i
+    if gate.pending < gate.max and i > gate.last then
+        gate.pending = gate.pending + 1
+        return
+    end
+    local owner = core.txn_owner(gate.pool)
+    if owner == id or (sync and owner ~= 0) then
+        gate.pending = gate.pending + 1
+        return
+    end
+    if sync then
+        return gate_block(gate)
+    end
+    co = co or co_running()
+    local ticket = { co }
+    gate.last = gate.last + 1
+    gate[gate.last] = ticket
+    waiting[ticket] = co
+    if in_loop(co) then
+        loop.pending = loop.pending + 1
+        co_yield(SUSPEND)
+        return
+    end
+    local h = host
+    hosts[ticket] = h
+    host_waits = host_waits + 1
+    repeat
+        h.suspend(co)
+    until waiting[ticket] == nil
+end
+
+-- How many tickets wait in the gate now (some may belong to coroutines gone meanwhile).
+function M.gate_waiting(gate)
+    return gate.last - gate.first + 1
+end
+
+-- Resumes the waiter of `task` (a completion just drained, its slot already given back), or
+-- discards the task when nobody waits for it any more; n and failure as dispatch counts them.
+local function deliver(task, n, failure)
+    local co, gate, h = waiting[task], task_pools[task], hosts[task]
+    waiting[task], task_pools[task] = nil, nil
+    if not co then
+        local later = expected[task]
+        expected[task] = nil
+        if later and co_status(later) ~= "dead" then
+            arrived[task], task_pools[task] = later, gate -- for its await
+        else
+            discard(task, gate) -- its coroutine was abandoned
+        end
+    elseif h then
+        hosts[task] = nil
+        host_waits = host_waits - 1
+        n = n + 1
+        local ok, err = pcall(h.resume, co)
+        if not ok and failure == nil then
+            failure = err
+        end
+    else
+        loop.pending = loop.pending - 1
+        n = n + 1
+        step(co)
+    end
+    return n, failure
+end
+
+-- Delivers every pending completion to the coroutine waiting for it, and resumes the host's
+-- coroutines given a slot of a gate meanwhile; returns how many coroutines it resumed. Every
 -- completion is delivered before an error that a host's resume raised is re-raised (the
 -- first one, when several did).
 function M.dispatch()
     local list = core.drain()
-    if not list then
+    if not list and not backlog[1] and not woken[1] then
         return 0
     end
+    dispatching = true
     local n, failure = 0, nil
-    for i = 1, #list do
-        local task = list[i]
-        local co, pool, h = waiting[task], task_pools[task], hosts[task]
-        waiting[task], task_pools[task] = nil, nil
-        if not co then
-            local later = expected[task]
-            expected[task] = nil
-            if later and co_status(later) ~= "dead" then
-                arrived[task], task_pools[task] = later, pool -- for its await
-            else
-                discard(task, pool) -- its coroutine was abandoned
-            end
-        elseif h then
-            hosts[task] = nil
-            host_waits = host_waits - 1
-            n = n + 1
-            local ok, err = pcall(h.resume, co)
-            if not ok and failure == nil then
-                failure = err
-            end
-        else
-            loop.pending = loop.pending - 1
-            n = n + 1
-            step(co)
+    if backlog[1] then -- drained by a caller that blocked for a slot: slots given back then
+        local drained = backlog
+        backlog = {}
+        for i = 1, #drained do
+            n, failure = deliver(drained[i], n, failure)
         end
+    end
+    for i = 1, list and #list or 0 do
+        local task = list[i]
+        local gate = task_pools[task]
+        if gate then -- its slot first: the waiter resumed below may submit again at once
+            if gate.first > gate.last then
+                gate.pending = gate.pending - 1
+            else
+                gate_release(gate)
+            end
+        end
+        n, failure = deliver(task, n, failure)
+    end
+    local k = 1
+    while woken[k] do -- (resuming one may give a slot to another: it joins the list)
+        local ticket = woken[k]
+        k = k + 1
+        local h = hosts[ticket]
+        hosts[ticket] = nil
+        host_waits = host_waits - 1
+        n = n + 1
+        local ok, err = pcall(h.resume, ticket[1])
+        if not ok and failure == nil then
+            failure = err
+        end
+    end
+    for i = 1, k - 1 do
+        woken[i] = nil
     end
     -- Completions kept for a coroutine that then ended without awaiting them
     if next(arrived) ~= nil then
@@ -276,6 +479,7 @@ function M.dispatch()
             end
         end
     end
+    dispatching = false
     if failure ~= nil then
         error(failure, 0)
     end
