@@ -58,6 +58,8 @@ struct pasyn_task {
     int route_known;        /* the route cache knew it at submit: workers need not learn it */
     int long_read;          /* a read whose SQL is a long read (LONG_READ_NS), as last learned */
     uint64_t timeout_ns;    /* 0, or how long it may run */
+    uint64_t submitted_ns;  /* now_ns() when it was submitted: its busy_timeout counts from
+                               then (conn.c, busy_wait) */
     buf set_ends;           /* PASYN_MANY: offsets (size_t) where each set ends */
 
     /* results */
