@@ -123,6 +123,13 @@ local function run_ticking(fns, alongside)
     return out, gap
 end
 
+-- The host's loop was never held up by a wait on the lock, which lasts busy_timeout (1 s in
+-- these specs): its longest gap stays far below that. (A few tens of ms are the machine's: it
+-- may be busy with other work.)
+local function assert_loop_kept_going(gap)
+    assert.is_true(gap < 0.25, ("the host's loop stood still for %.0f ms"):format(gap * 1000))
+end
+
 local function assert_busy(outcome)
     assert.is_false(outcome.ok, "the statement succeeded")
     local err = outcome.value
@@ -190,7 +197,7 @@ describe("a lock held by another process", function()
                 io.stderr:write(("\n[locks %s] first-seen SELECT: %s after %.3f s, loop gap max %.1f ms\n")
                     :format(case.label, out[1].ok and "ok" or tostring(out[1].value), out[1].at,
                             gap * 1000))
-                assert.is_true(gap < 0.1, ("the host's loop stood still for %.0f ms"):format(gap * 1000))
+                assert_loop_kept_going(gap)
                 if blocks_reads then
                     assert_busy(out[1])
                     assert.is_true(out[1].at > 0.5 and out[1].at < 3,
@@ -211,7 +218,7 @@ describe("a lock held by another process", function()
                     sqlite.sleep(0.3)
                     other:send("COMMIT;")
                 end)
-                assert.is_true(gap < 0.1, ("the host's loop stood still for %.0f ms"):format(gap * 1000))
+                assert_loop_kept_going(gap)
                 assert.is_true(out[1].ok, tostring(out[1].value))
                 assert.are.equal(0, out[1].value)
                 assert.is_true(out[1].at < 3, ("it took %.3f s"):format(out[1].at))
@@ -235,7 +242,7 @@ describe("a lock held by another process", function()
                     local out, gap = run_ticking({
                         function() return conn:execute("INSERT INTO u VALUES (1)").rowcount end,
                     })
-                    assert.is_true(gap < 0.1, ("the host's loop stood still for %.0f ms"):format(gap * 1000))
+                    assert_loop_kept_going(gap)
                     assert_busy(out[1])
                     assert.is_true(out[1].at > 0.5 and out[1].at < 3,
                                    ("it failed after %.3f s"):format(out[1].at))
