@@ -1,8 +1,10 @@
 /*
  * conn.c - one SQLite connection as a worker holds it: opening it with its hooks (the
  * authorizer of route.c, a progress handler that stops the running task at its deadline or on
- * an interrupt, an update hook that tells whether a statement inserted a row) and closing it.
+ * an interrupt, a busy handler that waits on another process's lock until the task's deadline,
+ * an update hook that tells whether a statement inserted a row) and closing it.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,106 @@ static int stop_check(void *arg)
     return 0;
 }
 
+/* ---- locks held by other processes --------------------------------------------------- */
+
+/* The pauses between two tries of a lock, in ms: SQLite's own (main.c,
+ * sqliteDefaultBusyCallback), short at first, then 100 ms at most. */
+static const unsigned char busy_pauses[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100};
+#define BUSY_PAUSES (sizeof busy_pauses / sizeof *busy_pauses)
+
+/* The busy handler (c3ref/busy_handler.html): `count` tries of this lock failed so far. 1 to
+ * try again after a pause, 0 to give up (the statement fails with SQLITE_BUSY). A task waits
+ * until its deadline (conn_arm), no longer than its own timeout and not past an interrupt. */
+static int busy_wait(void *arg, int count)
+{
+    conn *c = arg;
+    uint64_t now = now_ns();
+    if (count == 0)
+        c->busy_since = now;
+    uint64_t until = c->busy_deadline ? c->busy_deadline
+                                      : c->busy_since + (uint64_t)c->busy_ms * 1000000u;
+    if (c->armed && stop_check(c)) {
+        c->busy_stopped = 1;
+        c->gave_up = 1;
+        return 0;
+    }
+    if (c->never_wait || now >= until) {
+        c->gave_up = 1;
+        return 0;
+    }
+    if (c->armed && c->deadline && c->deadline < until)
+        until = c->deadline; /* then stop_check ends the wait */
+    size_t step = (size_t)count < BUSY_PAUSES ? (size_t)count : BUSY_PAUSES - 1;
+    uint64_t pause = (uint64_t)busy_pauses[step] * 1000000u;
+    if (pause > until - now)
+        pause = until - now;
+    struct timespec ts = {(time_t)(pause / 1000000000u), (long)(pause % 1000000000u)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+    return 1;
+}
+
+/* The progress handler of a never_wait connection, called at once by any statement it runs:
+ * the only ones are SQLite's own reads of the schema, which a prepare runs when the schema is
+ * not loaded (or was found out of date). Refused unless a worker loads it (may_load). */
+static int refuse_load(void *arg)
+{
+    conn *c = arg;
+    if (c->may_load)
+        return 0;
+    c->gave_up = 1;
+    return 1;
+}
+
+/* The busy_timeout the connection has now (SQLite's handler in place), or `otherwise`. */
+static int busy_timeout_now(conn *c, int otherwise)
+{
+    unsigned seen = c->seen; /* the authorizer's notes of a statement being prepared */
+    int setting = c->setting;
+    sqlite3_stmt *st = NULL;
+    int ms = otherwise;
+    if (sqlite3_prepare_v2(c->db, "PRAGMA busy_timeout", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        ms = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    c->seen = seen;
+    c->setting = setting;
+    return ms;
+}
+
+void conn_busy_own(conn *c, int never_wait)
+{
+    c->busy_ms = busy_timeout_now(c, c->busy_ms);
+    c->never_wait = never_wait;
+    sqlite3_busy_handler(c->db, busy_wait, c);
+    if (never_wait)
+        sqlite3_progress_handler(c->db, 1, refuse_load, c);
+}
+
+uint64_t conn_busy_deadline(const conn *c, const pasyn_task *t)
+{
+    return t->submitted_ns ? t->submitted_ns + (uint64_t)c->busy_ms * 1000000u : 0;
+}
+
+void conn_busy_cap(conn *c, uint64_t deadline)
+{
+    c->busy_cap = deadline;
+    if (!c->armed)
+        c->busy_deadline = deadline;
+}
+
+void conn_busy_pragma_enter(conn *c)
+{
+    sqlite3_busy_timeout(c->db, c->busy_ms);
+}
+
+void conn_busy_pragma_leave(conn *c)
+{
+    conn_busy_own(c, c->never_wait);
+}
+
+/* ---- open and close ---------------------------------------------------------------- */
+
 int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capacity,
               const _Atomic uint64_t *interrupts, char **errmsg)
 {
@@ -51,7 +153,8 @@ int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capac
         return rc;
     }
     sqlite3_extended_result_codes(c->db, 1);
-    sqlite3_busy_timeout(c->db, busy_ms);
+    c->busy_ms = busy_ms;
+    sqlite3_busy_timeout(c->db, busy_ms); /* until conn_busy_own */
     sqlite3_set_authorizer(c->db, stmt_authorizer, c);
     sqlite3_progress_handler(c->db, PROGRESS_OPS, stop_check, c);
     return SQLITE_OK;
@@ -80,6 +183,10 @@ void conn_rollback_open(conn *c)
 void conn_arm(conn *c, const pasyn_task *t)
 {
     c->timed_out = 0;
+    c->busy_stopped = 0;
+    c->busy_deadline = conn_busy_deadline(c, t);
+    if (c->busy_cap && (!c->busy_deadline || c->busy_cap < c->busy_deadline))
+        c->busy_deadline = c->busy_cap;
     c->deadline = t->timeout_ns ? now_ns() + t->timeout_ns : 0;
     if (c->interrupts)
         c->interrupts_seen = atomic_load_explicit(c->interrupts, memory_order_relaxed);
@@ -89,10 +196,17 @@ void conn_arm(conn *c, const pasyn_task *t)
 void conn_disarm(conn *c, pasyn_task *t)
 {
     c->armed = 0;
-    if (c->timed_out && t->err == PASYN_ESQLITE && t->code == SQLITE_INTERRUPT) {
+    c->busy_deadline = c->busy_cap;
+    /* Stopped by the progress handler, or while waiting on a lock (then SQLite says busy). */
+    int stopped = t->err == PASYN_ESQLITE &&
+                  (t->code == SQLITE_INTERRUPT || (c->busy_stopped && t->code == SQLITE_BUSY));
+    if (stopped && c->timed_out) {
         char msg[96];
         snprintf(msg, sizeof msg, "statement timed out after %.3g s", t->timeout_ns / 1e9);
         task_fail(t, PASYN_ESQLITE, SQLITE_INTERRUPT, SQLITE_INTERRUPT, msg);
+    } else if (stopped && t->code == SQLITE_BUSY) {
+        task_fail(t, PASYN_ESQLITE, SQLITE_INTERRUPT, SQLITE_INTERRUPT,
+                  sqlite3_errstr(SQLITE_INTERRUPT));
     }
 }
 

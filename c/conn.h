@@ -12,13 +12,14 @@
 
 /* What the authorizer reported while a statement was prepared (route.c, stmt_authorizer). */
 enum seen_bits {
-    SEEN_DML = 1,        /* INSERT/UPDATE/DELETE on a user table, at the top level */
-    SEEN_NOT_READ = 2,   /* transaction control, savepoints, ATTACH/DETACH, PRAGMA, DDL, ... */
-    SEEN_LOCAL = 4,      /* touches objects only the writer's connection has: TEMP or attached */
-    SEEN_CONN_STATE = 8, /* reads state of the connection that runs it (route.c) */
-    SEEN_INSERT = 16,    /* a top-level INSERT: c->insert_names names its table and database */
-    SEEN_SCHEMA = 32,    /* changes a schema: CREATE, DROP, ALTER, ATTACH, DETACH */
-    SEEN_LOCKS_OUT = 64  /* a PRAGMA that would lock the pool's readers out, denied */
+    SEEN_DML = 1,          /* INSERT/UPDATE/DELETE on a user table, at the top level */
+    SEEN_NOT_READ = 2,     /* transaction control, savepoints, ATTACH/DETACH, PRAGMA, DDL, ... */
+    SEEN_LOCAL = 4,        /* touches objects only the writer's connection has: TEMP or attached */
+    SEEN_CONN_STATE = 8,   /* reads state of the connection that runs it (route.c) */
+    SEEN_INSERT = 16,      /* a top-level INSERT: c->insert_names names its table and database */
+    SEEN_SCHEMA = 32,      /* changes a schema: CREATE, DROP, ALTER, ATTACH, DETACH */
+    SEEN_LOCKS_OUT = 64,   /* a PRAGMA that would lock the pool's readers out, denied */
+    SEEN_BUSY_PRAGMA = 128 /* reads or sets PRAGMA busy_timeout (conn_prepare) */
 };
 
 /* What a prepared statement is, as far as where and how it runs goes. */
@@ -83,6 +84,7 @@ typedef struct cached_stmt {
     int setting;              /* a PRAGMA setting a read setting: 1 + its index */
     int changes_schema;       /* CREATE, DROP, ALTER, ATTACH, DETACH (SEEN_SCHEMA) */
     int classified_at;        /* SQLite's re-prepare count when kind was learned */
+    int busy_pragma;          /* reads or sets PRAGMA busy_timeout (SEEN_BUSY_PRAGMA) */
     const char *insert_table; /* a top-level INSERT: its table and database (in sql's */
     const char *insert_db;    /* block, after the SQL), else NULL */
     uint32_t hash;            /* hash_sql of sql */
@@ -113,6 +115,18 @@ typedef struct conn {
     uint64_t interrupts_seen;           /* that count when the task started */
     int timed_out;                      /* the progress handler stopped it at its deadline */
 
+    /* waiting on a lock another process holds (busy_wait, after conn_busy_own) */
+    int busy_ms;            /* how long a statement may wait: busy_timeout, in ms */
+    int never_wait;         /* the submitting thread's connection: SQLITE_BUSY at once, and no
+                               schema is loaded from disk unless may_load is set */
+    int may_load;           /* never_wait: a worker loads the schema now (writer.c) */
+    uint64_t busy_deadline; /* now_ns() past which a wait ends; 0: busy_ms from its start */
+    uint64_t busy_cap;      /* a group commit's earliest member's deadline, or 0 */
+    uint64_t busy_since;    /* when the current wait began */
+    int gave_up;            /* a wait ended (SQLITE_BUSY) or a schema load was refused, since
+                               the last prepare began (conn_prepare) */
+    int busy_stopped;       /* the armed task's timeout or an interrupt ended its wait */
+
     /* the statement whose insert conn_watch_insert watches */
     const cached_stmt *inserting;
     int64_t rowid_before; /* last_insert_rowid() before it ran */
@@ -122,8 +136,9 @@ typedef struct conn {
 /* conn.c: opening and closing, and the hooks that watch the running task. */
 
 /* Opens a connection with SQLite's `flags` (plus NOMUTEX, URI and PRIVATECACHE); `interrupts`
- * (may be NULL) is the counter whose change stops a task armed before it. SQLite's code, with
- * *errmsg (malloc'd) on failure. The thread that will use the connection. */
+ * (may be NULL) is the counter whose change stops a task armed before it. Until conn_busy_own,
+ * SQLite's own busy handler waits up to `busy_ms` on each lock (the steps of the open). SQLite's
+ * code, with *errmsg (malloc'd) on failure. The thread that will use the connection. */
 int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capacity,
               const _Atomic uint64_t *interrupts, char **errmsg);
 void conn_close(conn *c);
@@ -136,6 +151,27 @@ void conn_rollback_open(conn *c);
  * task's error when that is what stopped it. Nothing unarmed is ever stopped. */
 void conn_arm(conn *c, const pasyn_task *t);
 void conn_disarm(conn *c, pasyn_task *t);
+
+/* Locks held by other processes (c3ref/busy_handler.html). Once the connection is open (with
+ * the pragmas option, which may set busy_timeout), conn_busy_own puts the pool's busy handler in
+ * place of SQLite's: a task armed on the connection waits, in SQLite's steps, until
+ * busy_timeout after it was *submitted* (or its own timeout, or an interrupt: then it fails as
+ * stopped), however long it queued and whatever else ran meanwhile; so it waits busy_timeout
+ * once. Outside a task a wait lasts busy_timeout from its start, as SQLite's does. With
+ * `never_wait` (the classifier, used by the submitting thread) nothing waits: SQLITE_BUSY at
+ * once, and a schema that would have to be loaded from disk is refused (SQLITE_INTERRUPT), both
+ * noted in c->gave_up, so that a worker takes the statement. The connection's thread. */
+void conn_busy_own(conn *c, int never_wait);
+/* The deadline of a wait for task `t`: its submission plus busy_timeout. */
+uint64_t conn_busy_deadline(const conn *c, const pasyn_task *t);
+/* Caps every wait until conn_busy_cap(c, 0): a group commit's statements (BEGIN, COMMIT, its
+ * members) wait no longer than its earliest member may. */
+void conn_busy_cap(conn *c, uint64_t deadline);
+/* Around a statement that reads or sets PRAGMA busy_timeout: SQLite's own handler while it is
+ * prepared or run, so that it answers the pool's busy_timeout (ours reads as 0); after it, the
+ * pool's again, with the timeout the statement left. The writer. */
+void conn_busy_pragma_enter(conn *c);
+void conn_busy_pragma_leave(conn *c);
 /* Around stepping a statement on the writer: whether it inserted a row itself (a top-level
  * INSERT that inserted, not a trigger's or an upsert's update), told without planting anything
  * in the connection: last_insert_rowid() changed, or the update hook (set meanwhile) saw the
@@ -164,6 +200,11 @@ void stmt_cache_free(conn *c);
  * the task's error and returns NULL. A statement text holding more than one statement is refused
  * (PASYN_EPROGRAMMING). An empty one gives NULL with no error. */
 cached_stmt *stmt_acquire(conn *c, pasyn_task *t);
+/* sqlite3_prepare_v3 with the connection's notes of it: c->seen and c->setting from the
+ * authorizer, c->gave_up when a lock or a schema load ended it (conn_busy_own); and PRAGMA
+ * busy_timeout prepared as on a plain connection (conn_busy_pragma_enter). */
+int conn_prepare(conn *c, const char *sql, int len, unsigned flags, sqlite3_stmt **st,
+                 const char **tail);
 /* Gives a statement back to the cache (reset, bindings cleared), which then drops its least
  * recently used statements while it holds more than its capacity or budget; a statement too
  * big to cache (an uncached one, or one charged more than a quarter of the budget) is

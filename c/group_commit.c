@@ -53,13 +53,18 @@ static int joins_batch(pasyn_pool *pool, pasyn_task *t)
     /* A text too long to cache would be prepared here and again to run it: it runs alone. */
     if (t->sql_len > PASYN_CACHE_SQL_MAX)
         return 0;
-    cached_stmt *s = stmt_acquire(&pool->writer.conn, t);
+    conn *c = &pool->writer.conn;
+    uint64_t cap = c->busy_cap, deadline = conn_busy_deadline(c, t);
+    if (!cap || (deadline && deadline < cap))
+        conn_busy_cap(c, deadline); /* a prepare that reads the schema waits as t may */
+    cached_stmt *s = stmt_acquire(c, t);
+    conn_busy_cap(c, cap);
     if (!s) {
         task_reset_result(t); /* it runs alone and reports the error itself */
         return 0;
     }
     int dml = s->kind == STMT_DML;
-    stmt_release(&pool->writer.conn, s);
+    stmt_release(c, s);
     return dml;
 }
 
@@ -104,6 +109,12 @@ static int defers_violation(sqlite3 *db)
     return pending > 0;
 }
 
+/* A statement that met a lock another process held until its wait ended. */
+static int met_lock(const pasyn_task *t)
+{
+    return t->err == PASYN_ESQLITE && t->code == SQLITE_BUSY;
+}
+
 /* A task the progress handler stopped (its timeout, or conn:interrupt()): it is not run again. */
 static int was_stopped(const pasyn_task *t)
 {
@@ -118,8 +129,11 @@ static int was_stopped(const pasyn_task *t)
  * I/O error; or the COMMIT failed), nothing of it was kept, and every statement runs again
  * alone, in order, so that each gets the answer and leaves the connection state (changes(),
  * last_insert_rowid()) it would have alone; only a statement that was stopped (timeout,
- * interrupt) keeps its error. Returns a task taken from the queue that did not run in the batch
- * (it runs next, alone), or NULL. */
+ * interrupt) keeps its error. A lock another process holds is waited for no longer than the
+ * batch's earliest member may wait (busy_timeout from its submission): a batch that meets it
+ * runs again alone too, each statement then waiting until its own deadline, which those
+ * already past it do not (SQLITE_BUSY at once, unless the lock is gone). Returns a task taken
+ * from the queue that did not run in the batch (it runs next, alone), or NULL. */
 static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
 {
     sqlite3 *db = pool->writer.conn.db;
@@ -129,15 +143,23 @@ static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
     int64_t total_before = sqlite3_total_changes64(db);
     int64_t rowid_before = sqlite3_last_insert_rowid(db);
     int64_t changes_before = changes_now(pool);
+    conn *c = &pool->writer.conn;
+    uint64_t cap = conn_busy_deadline(c, first);
+    conn_busy_cap(c, cap);
     if (batch_exec(pool, BATCH_BEGIN) != SQLITE_OK) {
         batch_undo(pool);
+        conn_busy_cap(c, 0);
         return first; /* e.g. busy: it runs alone and meets the error itself */
     }
     for (pasyn_task *t = first; t;) {
+        uint64_t deadline = conn_busy_deadline(c, t);
+        if (deadline && deadline < cap)
+            conn_busy_cap(c, cap = deadline); /* one handed over by a reader: queued earlier */
         batch[n++] = t;
         writer_run_task(pool, t);
-        /* The statement ended the whole transaction, or it must meet a COMMIT of its own. */
-        if (sqlite3_get_autocommit(db) || defers_violation(db)) {
+        /* The statement ended the whole transaction, or it must meet a COMMIT of its own, or
+         * it met a lock: alone, it may wait longer. */
+        if (sqlite3_get_autocommit(db) || defers_violation(db) || met_lock(t)) {
             broken = 1;
             break;
         }
@@ -154,6 +176,7 @@ static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
         /* A running average, for batch_next. */
         pool->batch.commit_ns = (pool->batch.commit_ns * 7 + (now_ns() - start)) / 8;
     }
+    conn_busy_cap(c, 0);
     pool->batch.last = broken ? 0 : n;
     if (!broken && n > 1)
         batch_count(pool, n);

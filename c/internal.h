@@ -55,14 +55,16 @@ struct pasyn_task {
     char *sql;
     size_t sql_len;
 
-    buf params;          /* per value: u32 name length, name, encoded value */
-    uint32_t nsets;      /* PASYN_MANY: parameter sets closed by pasyn_task_next_set */
-    int alternatives;    /* a parameter set holds several readings (READING_MARK) */
-    int no_owner_wait;   /* fails rather than wait behind another owner's transaction */
-    int route_known;     /* the route cache knew it at submit: workers need not learn it */
-    int long_read;       /* a read whose SQL is a long read (LONG_READ_NS), as last learned */
-    uint64_t timeout_ns; /* 0, or how long it may run */
-    buf set_ends;        /* PASYN_MANY: offsets (size_t) where each set ends */
+    buf params;            /* per value: u32 name length, name, encoded value */
+    uint32_t nsets;        /* PASYN_MANY: parameter sets closed by pasyn_task_next_set */
+    int alternatives;      /* a parameter set holds several readings (READING_MARK) */
+    int no_owner_wait;     /* fails rather than wait behind another owner's transaction */
+    int route_known;       /* the route cache knew it at submit: workers need not learn it */
+    int long_read;         /* a read whose SQL is a long read (LONG_READ_NS), as last learned */
+    uint64_t timeout_ns;   /* 0, or how long it may run */
+    uint64_t submitted_ns; /* now_ns() when it was submitted: its busy_timeout counts from
+                              then (conn.c, busy_wait) */
+    buf set_ends;          /* PASYN_MANY: offsets (size_t) where each set ends */
 
     /* results */
     int err; /* enum pasyn_error */

@@ -82,7 +82,8 @@ void pasyn_hub_wake(pasyn_hub *hub);
 
 typedef struct pasyn_options {
     int readers;                /* reader threads; 0 runs everything on the writer (default 3) */
-    int busy_timeout_ms;        /* default 5000 */
+    int busy_timeout_ms;        /* how long a statement waits on a lock another process
+                                 * holds, counted from its submission, once (default 5000) */
     const char *journal_mode;   /* set by the writer on open unless readonly (default "wal") */
     const char *synchronous;    /* "off", "normal", "full", "extra" (default "normal") */
     int foreign_keys;           /* default 0 */
@@ -214,7 +215,9 @@ void pasyn_task_set_no_owner_wait(pasyn_task *t);
  * pool is closing or closed, PASYN_EPROGRAMMING for SQL holding a NUL byte, a kind that cannot
  * be submitted or a stream the pool does not have. SQL text the pool has not seen before (and
  * every text longer than PASYN_CACHE_SQL_MAX) is prepared here, on the calling thread, to learn
- * where it runs. PASYN_RELEASE and PASYN_ABANDON
+ * where it runs; that never waits on a lock another process holds nor loads a schema from disk
+ * (the writer takes such a text). The task's busy_timeout counts from this call. PASYN_RELEASE
+ * and PASYN_ABANDON
  * tasks complete silently: the pool frees them and nobody is told. A PASYN_ABANDON task (with
  * the gone owner's id) runs after that owner's tasks already queued, so it ends the transaction
  * even if the owner's BEGIN had not run yet when the owner went. Any thread.

@@ -129,6 +129,7 @@ typedef struct routes {
                                        not kept */
     conn classifier;               /* read-only, prepares SQL text seen for the first time */
     pthread_mutex_t classifier_mu; /* guards it: submitters of any thread use it */
+    _Atomic int classifier_stale;  /* its schema is to be loaded by the writer (writer.c) */
 } routes;
 
 /* The pool's life (pool.c): its state, the steps of the open, the tasks that report the open

@@ -306,22 +306,25 @@ static void reader_run_read(reader *r, pasyn_task *t)
     uint64_t start = now_ns();
     if (atomic_load_explicit(&pool->read_settings.gen, memory_order_acquire) != r->settings_gen)
         settings_apply(pool, r);
+    conn_arm(&r->conn, t); /* from the prepare on: it may wait on a lock to read the schema */
     cached_stmt *s = stmt_acquire(&r->conn, t);
     if (!s && t->err == PASYN_OK) {
+        conn_disarm(&r->conn, t);
         task_complete(t); /* empty statement */
         return;
     }
     if (!s || s->kind != STMT_READ) {
+        conn_disarm(&r->conn, t);
         hand_to_writer(r, t, s);
         return;
     }
     atomic_fetch_add_explicit(&r->executed, 1, memory_order_relaxed);
     if (stmt_bind(&r->conn, s, t, 0, t->params.len) != 0) {
+        conn_disarm(&r->conn, t);
         stmt_release(&r->conn, s);
         task_complete(t);
         return;
     }
-    conn_arm(&r->conn, t);
     int rc = stmt_step_rows(&r->conn, s, t, CHUNK_BYTES, 1);
     if (stmt_kind_now(&r->conn, s) != STMT_READ || reader_lacks(pool, t)) {
         conn_disarm(&r->conn, t);
@@ -399,6 +402,8 @@ static int reader_open(reader *r)
         r->conn.refuse_locks_out = 1;
         if (rc == SQLITE_OK)
             rc = settings_apply_pragmas(pool, &r->conn, 0, &err);
+        if (rc == SQLITE_OK)
+            conn_busy_own(&r->conn, 0);
     }
     pthread_mutex_lock(&life->mu);
     if (rc != SQLITE_OK) {

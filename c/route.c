@@ -88,6 +88,14 @@ int stmt_authorizer(void *arg, int action, const char *a, const char *b, const c
         c->seen |= SEEN_LOCAL;
     if (reads_conn_state(action, a, b))
         c->seen |= SEEN_CONN_STATE;
+    if ((action == SQLITE_PRAGMA && a && strcasecmp(a, "busy_timeout") == 0) ||
+        (action == SQLITE_READ && a && strcasecmp(a, "pragma_busy_timeout") == 0)) {
+        c->seen |= SEEN_BUSY_PRAGMA;
+        /* It would replace the busy handler of the submitting thread's connection (one that
+         * never waits) as it is prepared (pragma.html#pragma_busy_timeout): the writer runs it. */
+        if (c->never_wait && action == SQLITE_PRAGMA)
+            return SQLITE_DENY;
+    }
     switch (action) {
     case SQLITE_INSERT:
         if (!inner && a && strncmp(a, "sqlite_", 7) != 0 && !(c->seen & SEEN_INSERT) &&

@@ -113,8 +113,37 @@ void stmt_fail_prepare(conn *c, pasyn_task *t, int rc)
         task_fail_programming(t, "a pool with readers cannot leave WAL mode or take "
                                  "locking_mode EXCLUSIVE while open: open it with the "
                                  "journal_mode option (or readers = 0)");
+    else if (c->gave_up && (rc & 0xff) == SQLITE_ERROR)
+        /* "no such table" (column, ...) from a schema that SQLite could not check was up to
+         * date, since another process held the lock until the wait ended: it then keeps the
+         * first error and drops the SQLITE_BUSY (prepare.c, schemaIsValid). The lock is the
+         * true answer; the table may well exist. */
+        task_fail(t, PASYN_ESQLITE, SQLITE_BUSY, SQLITE_BUSY, sqlite3_errstr(SQLITE_BUSY));
     else
         task_fail_sqlite(t, c->db, rc);
+}
+
+int conn_prepare(conn *c, const char *sql, int len, unsigned flags, sqlite3_stmt **st,
+                 const char **tail)
+{
+    c->seen = 0;
+    c->setting = 0;
+    c->gave_up = 0;
+    int rc = sqlite3_prepare_v3(c->db, sql, len, flags, st, tail);
+    if (rc == SQLITE_OK && (c->seen & SEEN_BUSY_PRAGMA)) {
+        /* PRAGMA busy_timeout reads, or sets, the timeout of SQLite's own busy handler when it
+         * is prepared (pragma.html#pragma_busy_timeout), and ours reads as 0: prepared again
+         * with SQLite's in place, it answers the pool's busy_timeout, and a new one it sets is
+         * the pool's from then on. */
+        sqlite3_finalize(*st);
+        *st = NULL;
+        conn_busy_pragma_enter(c);
+        c->seen = 0;
+        c->setting = 0;
+        rc = sqlite3_prepare_v3(c->db, sql, len, flags, st, tail);
+        conn_busy_pragma_leave(c);
+    }
+    return rc;
 }
 
 cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
@@ -134,10 +163,8 @@ cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
     }
     sqlite3_stmt *st = NULL;
     const char *tail = NULL;
-    c->seen = 0;
-    c->setting = 0;
-    int rc = sqlite3_prepare_v3(c->db, t->sql, (int)t->sql_len,
-                                cacheable ? SQLITE_PREPARE_PERSISTENT : 0, &st, &tail);
+    int rc = conn_prepare(c, t->sql, (int)t->sql_len, cacheable ? SQLITE_PREPARE_PERSISTENT : 0,
+                          &st, &tail);
     if (rc != SQLITE_OK) {
         stmt_fail_prepare(c, t, rc);
         return NULL;
@@ -167,6 +194,7 @@ cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
     s->run_ns = 0;
     s->kind = stmt_kind_of(c, st);
     s->classified_at = 0;
+    s->busy_pragma = (c->seen & SEEN_BUSY_PRAGMA) != 0;
     s->first_named = first_named(st);
     s->setting = c->setting;
     s->changes_schema = (c->seen & SEEN_SCHEMA) != 0;

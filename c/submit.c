@@ -8,8 +8,12 @@
 
 /* Where a statement runs. SQL text seen for the first time is prepared on the classifier
  * connection here, on the submitting thread, so that every write goes straight to the
- * writer's queue and writes keep their submission order. What cannot be prepared there
- * (TEMP or attached objects, errors) goes to the writer, which knows or reports it. */
+ * writer's queue and writes keep their submission order. That thread is the host's event loop:
+ * it never waits here. The classifier gives up at once on a lock another process holds, and
+ * refuses to load a schema from disk (conn_busy_own, never_wait: the writer loads it); while
+ * another thread uses it, it is not waited for either. What it cannot learn so goes to the
+ * writer, and so do TEMP or attached objects and errors: the writer knows or reports them,
+ * and learns the route itself. Only a classification that completed is kept. */
 static int route_of(pasyn_pool *pool, pasyn_task *t)
 {
     uint64_t gen;
@@ -18,17 +22,25 @@ static int route_of(pasyn_pool *pool, pasyn_task *t)
         t->route_known = 1;
         return route;
     }
-    pthread_mutex_lock(&pool->routes.classifier_mu);
-    cached_stmt *s = stmt_acquire(&pool->routes.classifier, t);
+    routes *rs = &pool->routes;
+    if (pthread_mutex_trylock(&rs->classifier_mu) != 0)
+        return ROUTE_WRITE;
+    conn *c = &rs->classifier;
+    cached_stmt *s = stmt_acquire(c, t);
+    int learned = s && !c->gave_up;
     if (s) {
         route = s->kind == STMT_READ ? ROUTE_READ : ROUTE_WRITE;
-        stmt_release(&pool->routes.classifier, s); /* a cache of 0: finalized */
+        stmt_release(c, s); /* a cache of 0: finalized */
+    }
+    if (learned) {
         route_put(pool, t->sql, t->sql_len, route, gen);
         t->route_known = 1;
+    } else if (c->gave_up) {
+        atomic_store(&rs->classifier_stale, 1);
     }
-    pthread_mutex_unlock(&pool->routes.classifier_mu);
+    pthread_mutex_unlock(&rs->classifier_mu);
     task_reset_result(t); /* any error is the writer's to report */
-    return route == ROUTE_READ ? ROUTE_READ : ROUTE_WRITE;
+    return learned && route == ROUTE_READ ? ROUTE_READ : ROUTE_WRITE;
 }
 
 /* SQLite reads SQL text only up to a NUL byte: what follows would be dropped silently (Python's
@@ -47,6 +59,7 @@ int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
     if (holds_nul(t))
         return PASYN_EPROGRAMMING;
     t->hub = pool->hub;
+    t->submitted_ns = now_ns();
     t->notify = t->kind == PASYN_RELEASE || t->kind == PASYN_ABANDON ? NOTIFY_NONE
                 : sync                                               ? NOTIFY_SYNC
                                                                      : NOTIFY_HUB;

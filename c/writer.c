@@ -132,6 +132,7 @@ static void schema_changed(pasyn_pool *pool)
      * kept too (their reads then go to the writer, which serves them once the transaction has
      * ended), and the exact names are taken after each task until it has (writer_settle). */
     w->schema_in_txn = !sqlite3_get_autocommit(db);
+    atomic_store(&pool->routes.classifier_stale, 1); /* it reads the new schema next */
     temp_names_refresh(&pool->temp_names, db, w->schema_in_txn);
     atomic_store(&w->has_local,
                  atomic_load(&pool->temp_names.count) > 0 ||
@@ -153,6 +154,33 @@ static void writer_ran(pasyn_pool *pool, int setting, int changes_schema, const 
         schema_changed(pool);
 }
 
+/* The classifier (submit.c, route_of) is used by the submitting thread, which must not load a
+ * schema from disk: its connection refuses to (conn_busy_own, never_wait), and the writer loads
+ * it instead, here: at open, and after a task that changed the schema or that a submitter could
+ * not classify (another process changed the schema, or held a lock), before that task
+ * completes, so that its caller's next statements find the classifier ready. Reading
+ * sqlite_schema checks the schema cookie and loads the schema again when it moved. Not waiting
+ * on a lock either: when another process holds one, the classifier stays marked and is loaded
+ * after a later task. Writer thread. */
+static void classifier_load(pasyn_pool *pool)
+{
+    routes *rs = &pool->routes;
+    if (!pool->readers.used || !atomic_exchange(&rs->classifier_stale, 0))
+        return;
+    pthread_mutex_lock(&rs->classifier_mu); /* a submitter holds it only to prepare a statement */
+    conn *c = &rs->classifier;
+    sqlite3_stmt *st = NULL;
+    c->may_load = 1;
+    int rc = sqlite3_prepare_v2(c->db, "SELECT 1 FROM sqlite_schema LIMIT 1", -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    c->may_load = 0;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        atomic_store(&rs->classifier_stale, 1);
+    pthread_mutex_unlock(&rs->classifier_mu);
+}
+
 void writer_settle(pasyn_pool *pool, uint64_t owner)
 {
     writer *w = &pool->writer;
@@ -160,6 +188,7 @@ void writer_settle(pasyn_pool *pool, uint64_t owner)
     atomic_store(&w->total_changes, changes_total_now(pool));
     if (w->schema_in_txn)
         schema_changed(pool);
+    classifier_load(pool);
 }
 
 /* ---- running one task --------------------------------------------------------------- */
@@ -172,7 +201,11 @@ static void writer_run_exec(pasyn_pool *pool, pasyn_task *t)
         return;
     if (stmt_bind(c, s, t, 0, t->params.len) == 0) {
         conn_watch_insert(c, s);
+        if (s->busy_pragma) /* pragma_busy_timeout reads it as it runs */
+            conn_busy_pragma_enter(c);
         int rc = stmt_step_rows(c, s, t, 0, 1);
+        if (s->busy_pragma)
+            conn_busy_pragma_leave(c);
         int64_t rowid;
         int inserted = conn_inserted(c, &rowid);
         if (s->kind == STMT_DML)
@@ -247,17 +280,19 @@ static void writer_run_script(pasyn_pool *pool, pasyn_task *t)
     while (p < end) {
         sqlite3_stmt *st = NULL;
         const char *tail = NULL;
-        c->seen = 0; /* the authorizer tells what it is */
-        c->setting = 0;
-        int rc = sqlite3_prepare_v2(c->db, p, (int)(end - p), &st, &tail);
+        int rc = conn_prepare(c, p, (int)(end - p), 0, &st, &tail); /* c->seen tells what */
         if (rc != SQLITE_OK) {
             stmt_fail_prepare(c, t, rc);
             return;
         }
         if (st) {
             int setting = c->setting, seen = (int)c->seen;
+            if (seen & SEEN_BUSY_PRAGMA)
+                conn_busy_pragma_enter(c);
             while ((rc = sqlite3_step(st)) == SQLITE_ROW)
                 ;
+            if (seen & SEEN_BUSY_PRAGMA)
+                conn_busy_pragma_leave(c);
             if (!sqlite3_stmt_readonly(st))
                 changes_fresh(pool);
             if (rc != SQLITE_DONE)
@@ -360,7 +395,14 @@ static int writer_open(pasyn_pool *pool)
                        pool->opts.busy_timeout_ms, 0, NULL, &err);
         classifier->temp_names = &pool->temp_names;
         classifier->refuse_locks_out = 1;
+        if (rc == SQLITE_OK) {
+            conn_busy_own(classifier, 1);
+            atomic_store(&pool->routes.classifier_stale, 1);
+            classifier_load(pool);
+        }
     }
+    if (rc == SQLITE_OK)
+        conn_busy_own(&w->conn, 0);
     pthread_mutex_lock(&life->mu);
     int ok = rc == SQLITE_OK;
     if (!ok) {

@@ -253,6 +253,26 @@ describe("routing", function()
         end
     end)
 
+    -- New SQL text is classified on the submitting thread (the host's loop), which never loads
+    -- a schema from disk: once another connection changed the schema, the first statement that
+    -- needs the new one runs on the writer, which then loads it for the classifier.
+    it("after another connection's schema change, the first new read runs on the writer, " ..
+       "the next on a reader", function()
+        local other = sqlite.connect(path)
+        other:execute("CREATE TABLE u (x)")
+        other:execute("INSERT INTO u VALUES (7)")
+        other:close()
+        assert.same(ON_WRITER, ran_on(conn, function()
+            assert.equal(7, conn:execute("SELECT x FROM u"):fetchone()[1])
+        end))
+        assert.same(ON_READER, ran_on(conn, function()
+            assert.equal(1, conn:execute("SELECT count(*) FROM u"):fetchone()[1])
+        end))
+        -- and after the pool's own schema change, no statement waits for the writer to learn
+        conn:execute("CREATE TABLE v (y)")
+        assert_routes(conn, ON_READER, "SELECT count(*) FROM v")
+    end)
+
     it("with readers = 0 there are no readers and everything runs on the writer", function()
         conn:close()
         conn = sqlite.connect(path, { readers = 0 })
