@@ -709,17 +709,6 @@ end
 
 local MANY_CHUNK = 10000
 
--- Rolls back the caller's transaction, or with `savepoint` just what that savepoint covers.
--- Errors are ignored: the one to raise is the error that made the caller undo.
-local function undo(conn, savepoint)
-    if savepoint then
-        pcall(conn.execute, conn, "ROLLBACK TO " .. savepoint)
-        pcall(conn.execute, conn, "RELEASE " .. savepoint)
-    else
-        pcall(conn.execute, conn, "ROLLBACK")
-    end
-end
-
 -- Sends one parameter-set chunk of executemany to the writer; many_wait waits for it and
 -- returns its rowcount (or raises its error).
 local function many_submit(cur, sql, sets, timeout)
@@ -764,14 +753,11 @@ local function next_chunk(seq)
     return sets, false
 end
 
--- executemany over an iterator that gave more than one chunk (`sets` is the first): a
--- transaction of its own, or inside the caller's a savepoint, around the chunks keeps the
--- whole call all or nothing. Sets cur's rowcount, or raises the error that undid the call.
+-- executemany over an iterator that gave more than one chunk (`sets` is the first), inside
+-- conn:transaction (a transaction of its own, or a savepoint inside the caller's) so that the
+-- whole call is all or nothing. Sets cur's rowcount, or raises the error that undid the call.
 local function many_chunks(cur, sql, seq, sets, timeout)
-    local conn = cur._cfg.conn
-    local own = not conn.in_transaction
-    conn:execute(own and "BEGIN IMMEDIATE" or "SAVEPOINT pasyn_executemany_all")
-    local ok, err = pcall(function()
+    cur._cfg.conn:transaction(function()
         local total, sent, last = 0, many_submit(cur, sql, sets, timeout), false
         while not last do
             -- The next chunk is built, and sent to queue behind this one, while the writer
@@ -793,13 +779,6 @@ local function many_chunks(cur, sql, seq, sets, timeout)
         end
         cur._rowcount = total + many_wait(cur, sql, sent)
     end)
-    if ok then
-        ok, err = pcall(conn.execute, conn, own and "COMMIT" or "RELEASE pasyn_executemany_all")
-    end
-    if not ok then
-        undo(conn, not own and "pasyn_executemany_all")
-        error(err, 0)
-    end
 end
 
 -- The arguments of executemany.
@@ -1072,6 +1051,17 @@ end
 function Connection:rollback()
     check_self(self, Connection, "conn:rollback")
     end_transaction(self, "ROLLBACK")
+end
+
+-- Rolls back the caller's transaction, or with `savepoint` just what that savepoint covers.
+-- Errors are ignored: the one to raise is the error that made the caller undo.
+local function undo(conn, savepoint)
+    if savepoint then
+        pcall(conn.execute, conn, "ROLLBACK TO " .. savepoint)
+        pcall(conn.execute, conn, "RELEASE " .. savepoint)
+    else
+        pcall(conn.execute, conn, "ROLLBACK")
+    end
 end
 
 local begin_modes = {
