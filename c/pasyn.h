@@ -189,8 +189,9 @@ void *pasyn_task_user(const pasyn_task *t);
  * without its ':', '@' or '$'). Positional values bind only to nameless placeholders ('?',
  * '?NNN'): given to a statement with a ":a", "@a" or "$a", the task fails with
  * PASYN_EPROGRAMMING, as does a count of values unlike the statement's. For PASYN_MANY,
- * pasyn_task_next_set closes one parameter set and starts the next. Strings are copied. 0, or
- * PASYN_ENOMEM. Before submit only. */
+ * pasyn_task_next_set closes the parameter set bound since the last call (the first set: since
+ * pasyn_task_new) and starts the next; only closed sets run, so call it after the last set too
+ * (n sets, n calls). Strings are copied. 0, or PASYN_ENOMEM. Before submit only. */
 int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn_value *v);
 int pasyn_task_next_set(pasyn_task *t);
 /* Starts another reading of the parameter set being bound: the values bound since the set began
