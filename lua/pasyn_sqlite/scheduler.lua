@@ -61,6 +61,23 @@ end
 
 local gate_release -- below
 
+-- Parks the coroutine `co` until dispatch takes `key` (a task, or a gate's ticket) off
+-- `waiting`: it yields to the built-in loop, or waits in its host's suspend.
+local function park(key, co)
+    waiting[key] = co
+    if in_loop(co) then
+        loop.pending = loop.pending + 1
+        co_yield(SUSPEND)
+        return
+    end
+    local h = host
+    hosts[key] = h
+    host_waits = host_waits + 1
+    repeat
+        h.suspend(co)
+    until waiting[key] == nil
+end
+
 -- Waits for a task submitted to the pool of `gate` (see "Gates"; nil for a task no gate
 -- counts: an open or a close): yields when `sync` is false (`co` is the running coroutine,
 -- found when not given), else blocks. A coroutine of a host waits in host.suspend until
@@ -79,20 +96,8 @@ function M.await(task, sync, gate, co)
         arrived[task], task_pools[task] = nil, nil
         return
     end
-    expected[task] = nil
-    co = co or co_running()
-    waiting[task], task_pools[task] = co, gate
-    if in_loop(co) then
-        loop.pending = loop.pending + 1
-        co_yield(SUSPEND)
-        return
-    end
-    local h = host
-    hosts[task] = h
-    host_waits = host_waits + 1
-    repeat
-        h.suspend(co)
-    until waiting[task] == nil
+    expected[task], task_pools[task] = nil, gate
+    park(task, co or co_running())
 end
 
 -- Declares that the running coroutine `co` (found when not given) will await `task`, submitted
@@ -375,18 +380,7 @@ function M.gate_wait(gate, sync, id, co)
     local ticket = { co }
     gate.last = gate.last + 1
     gate[gate.last] = ticket
-    waiting[ticket] = co
-    if in_loop(co) then
-        loop.pending = loop.pending + 1
-        co_yield(SUSPEND)
-        return
-    end
-    local h = host
-    hosts[ticket] = h
-    host_waits = host_waits + 1
-    repeat
-        h.suspend(co)
-    until waiting[ticket] == nil
+    park(ticket, co)
 end
 
 -- How many tickets wait in the gate now (some may belong to coroutines gone meanwhile).
