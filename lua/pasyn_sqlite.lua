@@ -753,6 +753,12 @@ local function next_chunk(seq)
     return sets, false
 end
 
+-- The next chunk of the iterator seq, submitted (many_submit), and whether seq has ended.
+local function next_submitted(cur, sql, seq, timeout)
+    local sets, is_last = next_chunk(seq)
+    return many_submit(cur, sql, sets, timeout), is_last
+end
+
 -- executemany over an iterator that gave more than one chunk (`sets` is the first), inside
 -- conn:transaction (a transaction of its own, or a savepoint inside the caller's) so that the
 -- whole call is all or nothing. Sets cur's rowcount, or raises the error that undid the call.
@@ -763,16 +769,15 @@ local function many_chunks(cur, sql, seq, sets, timeout)
             -- The next chunk is built, and sent to queue behind this one, while the writer
             -- inserts this one. An error of either stops the call: this chunk's first (it came
             -- first). A chunk queued behind a failed one is waited for, and undone with the rest.
-            local built, following_sets, is_last = pcall(next_chunk, seq)
-            local following = built and many_submit(cur, sql, following_sets, timeout)
+            local built, following, is_last = pcall(next_submitted, cur, sql, seq, timeout)
             local done, inserted = pcall(many_wait, cur, sql, sent)
             if not done then
-                if following then
+                if built then
                     pcall(many_wait, cur, sql, following)
                 end
                 error(inserted, 0)
             elseif not built then
-                error(following_sets, 0)
+                error(following, 0) -- the iterator's error, or the connection closed meanwhile
             end
             total = total + inserted
             sent, last = following, is_last

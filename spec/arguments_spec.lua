@@ -34,7 +34,8 @@ describe("arguments", function()
         closed_conn:close()
     end)
     after_each(function()
-        -- the pool keeps working after every refusal
+        -- every refusal gave its slot of max_pending back, and the pool keeps working
+        assert.are.equal(0, conn:stats().pending)
         assert.are.equal(42, support.scalar(conn, "SELECT 42"))
         conn:close()
         cleanup()
@@ -275,6 +276,20 @@ describe("arguments", function()
         end
     end)
 
+    it("parameter tables are read raw, and too many values is a ProgrammingError", function()
+        local strict = setmetatable({ 1 }, { __index = function(_, k)
+            error("strict table: no field " .. tostring(k))
+        end })
+        conn:executemany("INSERT INTO t VALUES (?)", { strict }) -- a set: its metatable unused
+        assert.are.equal(1, support.scalar(conn, "SELECT count(*) FROM t"))
+        local many = {}
+        for i = 1, 1000001 do
+            many[i] = i
+        end
+        refuses("a million parameters", "ProgrammingError", { "too many parameters" },
+                conn.execute, conn, "SELECT ?", many)
+    end)
+
     it("the binding's own functions raise error objects too", function()
         local core = require "pasyn_sqlite.core"
         refuses("core.submit with no pool", "ProgrammingError", { "submit", "'pool'" }, core.submit,
@@ -349,6 +364,25 @@ describe("closing while an operation waits", function()
             assert.are.equal("ConnectionClosedError", err.kind, tostring(err))
             assert.are.equal(0, rows_in_t())
         end
+    end)
+
+    it("a blocking executemany whose iterator closes the connection raises "
+       .. "ConnectionClosedError; the chunk on its way is waited for; nothing is written", function()
+        local i = 0
+        local ok, err = pcall(conn.executemany, conn, "INSERT INTO t VALUES (?)", function()
+            i = i + 1
+            if i == 15000 then -- the first chunk is on its way
+                conn:close()
+            end
+            if i <= 25000 then
+                return { i }
+            end
+        end)
+        assert.is_false(ok)
+        assert.is_true(sqlite.is_error(err), tostring(err))
+        assert.are.equal("ConnectionClosedError", err.kind, tostring(err))
+        conn = sqlite.connect(path)
+        assert.are.equal(0, rows_in_t())
     end)
 
     it("a fetch loop that sleeps raises an error object of the PoolError kinds", function()

@@ -492,6 +492,49 @@ describe("max_pending", function()
         conn:close()
     end)
 
+    it("a slot given to a coroutine that never runs again goes back: sqlite.run ended first, or a "
+       .. "host's coroutine was closed after it got the slot and submitted", function()
+        local conn = sqlite.connect(path, { max_pending = 1 })
+        local ok = pcall(sqlite.run, function()
+            sqlite.spawn(function()
+                conn:execute("SELECT 2") -- waits for main's slot
+            end)
+            conn:execute(SLOW_READ, 1)
+            error("main fails after its statement, before the waiter runs")
+        end)
+        assert.is_false(ok)
+        assert.are.equal(0, conn:stats().pending)
+        assert.are.equal(42, conn:execute("SELECT 42"):fetchone()[1])
+        if coroutine.close then
+            sqlite.set_host {}
+            local first = coroutine.create(function()
+                conn:execute(SLOW_READ, 1)
+            end)
+            local second = coroutine.create(function()
+                conn:execute("SELECT 2")
+            end)
+            assert(coroutine.resume(first))
+            assert(coroutine.resume(second)) -- waits for first's slot
+            local deadline = core.now() + 30
+            while coroutine.status(first) ~= "dead" do -- second is given the slot
+                assert(core.now() < deadline, "the host loop did not finish in 30 s")
+                core.poll(0.1)
+                sqlite.dispatch()
+            end
+            assert.is_true(coroutine.close(second)) -- it waits for its statement now
+            while sched.host_waits() > 0 do
+                assert(core.now() < deadline, "the host loop did not finish in 30 s")
+                core.poll(0.1)
+                sqlite.dispatch()
+            end
+            sqlite.set_host(nil)
+            assert.are.equal(0, sched.host_waits())
+            assert.are.equal(0, conn:stats().pending)
+        end
+        assert.are.equal(42, conn:execute("SELECT 42"):fetchone()[1])
+        conn:close()
+    end)
+
     it("100,000 coroutines each running one statement stay within 600 MB of peak RSS (the default bound)",
        function()
         local conn = sqlite.connect(path)

@@ -391,7 +391,8 @@ static int bind_nulls(lua_State *L, pasyn_task *t, int count, int then_alternati
  * Returns as bind_positional does. */
 static int bind_table(lua_State *L, pasyn_task *t, int i)
 {
-    lua_getfield(L, i, "n");
+    lua_pushliteral(L, "n"); /* raw, as every read of a parameter table: no metamethod runs */
+    lua_rawget(L, i);
     int has_n = lua_type(L, -1) == LUA_TNUMBER;
     lua_Number count = lua_tonumber(L, -1);
     lua_pop(L, 1);
@@ -408,8 +409,10 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
     } else if (len > 0) {
         int n = has_n ? (int)count : len;
         int top = lua_gettop(L);
-        if (!lua_checkstack(L, n + 4))
-            raise_error(L, "ProgrammingError", "too many parameters (%d)", n);
+        if (!lua_checkstack(L, n + 4)) {
+            lua_pushfstring(L, "too many parameters (%d)", n);
+            return PASYN_EPROGRAMMING;
+        }
         for (int k = 1; k <= n; k++)
             lua_rawgeti(L, i, k);
         int err = bind_positional(L, t, top + 1, n);

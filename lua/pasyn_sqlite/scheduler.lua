@@ -35,6 +35,8 @@ local host                                    -- the host adapter of set_host, o
 local hosts = {}                              -- task or ticket -> the host that resumes its
                                               -- waiter
 local host_waits = 0                          -- how many tasks and tickets `hosts` holds
+local granted = {}                            -- ticket -> its gate, from when it is given a
+                                              -- slot until its coroutine runs (regrant)
 local woken = {}                              -- tickets of a host's coroutines given a slot:
                                               -- the next dispatch resumes them
 local backlog = {}                            -- completions a blocked caller drained while it
@@ -298,6 +300,7 @@ gate_release = function(gate)
         if still_waits(ticket) then
             gate.first = i
             waiting[ticket] = nil -- the slot is its own now: `pending` stays
+            granted[ticket] = gate
             if hosts[ticket] then
                 woken[#woken + 1] = ticket
                 if not dispatching then
@@ -315,6 +318,16 @@ gate_release = function(gate)
     gate.pending = gate.pending - 1
 end
 M.gate_release = gate_release
+
+-- A slot given to a ticket whose coroutine will not run any more (its run ended, or it was
+-- closed before its turn came) goes on to the next waiter.
+local function regrant(ticket)
+    local gate = granted[ticket]
+    if gate then
+        granted[ticket] = nil
+        gate_release(gate)
+    end
+end
 
 -- Blocks the OS thread until the gate has a free slot, for a caller that cannot yield:
 -- completions that come meanwhile are drained, their slots given back (this caller's gate
@@ -381,6 +394,7 @@ function M.gate_wait(gate, sync, id, co)
     gate.last = gate.last + 1
     gate[gate.last] = ticket
     park(ticket, co)
+    granted[ticket] = nil -- it runs: the slot is used
 end
 
 -- How many tickets wait in the gate now (some may belong to coroutines gone meanwhile).
@@ -393,24 +407,34 @@ end
 local function deliver(task, n, failure)
     local co, gate, h = waiting[task], task_pools[task], hosts[task]
     waiting[task], task_pools[task] = nil, nil
-    if not co then
-        local later = expected[task]
-        expected[task] = nil
-        if later and co_status(later) ~= "dead" then
-            arrived[task], task_pools[task] = later, gate -- for its await
+    if co then -- it no longer waits, whether it is resumed below or gone
+        if h then
+            hosts[task] = nil
+            host_waits = host_waits - 1
         else
-            discard(task, gate) -- its coroutine was abandoned
+            loop.pending = loop.pending - 1
         end
+        if co_status(co) == "dead" then -- closed (coroutine.close) while it waited
+            co = nil
+        end
+    else
+        co = expected[task]
+        expected[task] = nil
+        if co and co_status(co) ~= "dead" then
+            arrived[task], task_pools[task] = co, gate -- for its await (see expect)
+            return n, failure
+        end
+        co = nil
+    end
+    if not co then
+        discard(task, gate) -- its coroutine was abandoned
     elseif h then
-        hosts[task] = nil
-        host_waits = host_waits - 1
         n = n + 1
         local ok, err = pcall(h.resume, co)
         if not ok and failure == nil then
             failure = err
         end
     else
-        loop.pending = loop.pending - 1
         n = n + 1
         step(co)
     end
@@ -454,10 +478,14 @@ function M.dispatch()
         local h = hosts[ticket]
         hosts[ticket] = nil
         host_waits = host_waits - 1
-        n = n + 1
-        local ok, err = pcall(h.resume, ticket[1])
-        if not ok and failure == nil then
-            failure = err
+        if co_status(ticket[1]) == "dead" then -- closed since it was given the slot
+            regrant(ticket)
+        else
+            n = n + 1
+            local ok, err = pcall(h.resume, ticket[1])
+            if not ok and failure == nil then
+                failure = err
+            end
         end
     end
     for i = 1, k - 1 do
@@ -606,6 +634,17 @@ local function abandon()
             discard(task, task_pools[task])
             task_pools[task] = nil
         end
+    end
+    -- Slots given to the loop's coroutines that will not run now: to the other waiters (a
+    -- host's), or back to their gates.
+    local unused = {}
+    for ticket in pairs(granted) do
+        if members[ticket[1]] then
+            unused[#unused + 1] = ticket
+        end
+    end
+    for i = 1, #unused do
+        regrant(unused[i])
     end
 end
 
