@@ -115,12 +115,6 @@ static int met_lock(const pasyn_task *t)
     return t->err == PASYN_ESQLITE && t->code == SQLITE_BUSY;
 }
 
-/* A task the progress handler stopped (its timeout, or conn:interrupt()): it is not run again. */
-static int was_stopped(const pasyn_task *t)
-{
-    return t->err == PASYN_ESQLITE && t->code == SQLITE_INTERRUPT;
-}
-
 /* Runs `first` and the plain writes queued right behind it as one transaction, and completes
  * them only once the COMMIT has succeeded. A statement that fails on its own keeps what SQLite
  * keeps of it alone, with no savepoint of ours: SQLite's statement journal undoes it after the
@@ -187,7 +181,7 @@ static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
         sqlite3_set_last_insert_rowid(db, rowid_before);
         changes_batch_undone(pool, total_before, changes_before);
         for (int i = 0; i < n; i++) {
-            if (!was_stopped(batch[i])) {
+            if (!task_stopped(batch[i])) {
                 task_reset_result(batch[i]);
                 writer_run_task(pool, batch[i]);
             } else { /* stopped alone, its statement would have set changes() to 0 */

@@ -128,6 +128,9 @@ void task_fail_programming(pasyn_task *t, const char *fmt, ...);
 void task_fail_nomem(pasyn_task *t);
 /* Forgets a result (rows, counts, error) so the task can run again elsewhere. */
 void task_reset_result(pasyn_task *t);
+/* Whether the progress handler stopped the task (its timeout, or pasyn_interrupt): its error
+ * is its own, and it is not run again anywhere. */
+int task_stopped(const pasyn_task *t);
 void columns_put(columns *c);
 
 /* Bounded spinning before parking (workers) or sleeping (waiters). */

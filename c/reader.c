@@ -315,7 +315,10 @@ static void reader_run_read(reader *r, pasyn_task *t)
     }
     if (!s || s->kind != STMT_READ) {
         conn_disarm(&r->conn, t);
-        hand_to_writer(r, t, s);
+        if (!s && task_stopped(t)) /* its timeout or an interrupt came while it prepared */
+            task_complete(t);
+        else
+            hand_to_writer(r, t, s);
         return;
     }
     atomic_fetch_add_explicit(&r->executed, 1, memory_order_relaxed);

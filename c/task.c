@@ -225,6 +225,11 @@ void task_fail(pasyn_task *t, int err, int code, int extended, const char *messa
     t->message = message ? strdup(message) : NULL;
 }
 
+int task_stopped(const pasyn_task *t)
+{
+    return t->err == PASYN_ESQLITE && t->code == SQLITE_INTERRUPT;
+}
+
 void task_fail_nomem(pasyn_task *t)
 {
     task_fail(t, PASYN_ENOMEM, SQLITE_NOMEM, SQLITE_NOMEM, "out of memory");

@@ -360,6 +360,26 @@ describe("a lock held by another process", function()
                                        ("read %d failed after %.3f s"):format(i, out[i].at))
                     end
                 end)
+
+                it("a read's timeout ends its wait on the reader: it fails as timed out, and is not "
+                   .. "run again on the writer", function()
+                    conn, path = fresh(case.mode, { busy_timeout = 5000, readonly = true })
+                    local read = "SELECT count(*) FROM w WHERE x > 0"
+                    assert.are.equal(0, support.scalar(conn, read)) -- its route: the readers
+                    lock(path) -- and the schema changes: the reader's prepare reads it again
+                    local on_writer = conn:stats().writer.executed
+                    local out = run_ticking({
+                        function()
+                            local cur = conn:cursor()
+                            cur.timeout = 0.2
+                            return cur:execute(read):fetchone()
+                        end,
+                    })
+                    assert.is_false(out[1].ok)
+                    assert.are.equal(9, out[1].value.code, tostring(out[1].value))
+                    assert.are.equal("statement timed out after 0.2 s", out[1].value.message)
+                    assert.are.equal(on_writer, conn:stats().writer.executed) -- not run again
+                end)
             end
         end)
     end
