@@ -12,8 +12,8 @@
  * it never waits here. The classifier gives up at once on a lock another process holds, and
  * refuses to load a schema from disk (conn_busy_own, never_wait: the writer loads it); while
  * another thread uses it, it is not waited for either. What it cannot learn so goes to the
- * writer, and so do TEMP or attached objects and errors: the writer knows or reports them,
- * and learns the route itself. Only a classification that completed is kept. */
+ * writer (ROUTE_UNKNOWN), and so do TEMP or attached objects and errors: the writer knows or
+ * reports them, and learns the route itself. Only a classification that completed is kept. */
 static int route_of(pasyn_pool *pool, pasyn_task *t)
 {
     uint64_t gen;
@@ -24,7 +24,7 @@ static int route_of(pasyn_pool *pool, pasyn_task *t)
     }
     routes *rs = &pool->routes;
     if (pthread_mutex_trylock(&rs->classifier_mu) != 0)
-        return ROUTE_WRITE;
+        return ROUTE_UNKNOWN;
     conn *c = &rs->classifier;
     cached_stmt *s = stmt_acquire(c, t);
     int learned = s && !c->gave_up;
@@ -40,7 +40,7 @@ static int route_of(pasyn_pool *pool, pasyn_task *t)
     }
     pthread_mutex_unlock(&rs->classifier_mu);
     task_reset_result(t); /* any error is the writer's to report */
-    return learned && route == ROUTE_READ ? ROUTE_READ : ROUTE_WRITE;
+    return learned ? route : ROUTE_UNKNOWN;
 }
 
 /* SQLite reads SQL text only up to a NUL byte: what follows would be dropped silently (Python's
@@ -71,13 +71,19 @@ int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
         return PASYN_ECLOSED;
     }
     switch (t->kind) {
-    case PASYN_EXEC:
-        if (!pool->readers.used || (t->owner && t->owner == atomic_load(&pool->writer.txn_owner)) ||
-            route_of(pool, t) == ROUTE_WRITE)
-            writer_push(pool, t);
-        else
+    case PASYN_EXEC: {
+        uint64_t holder = atomic_load(&pool->writer.txn_owner);
+        int route = !pool->readers.used || (t->owner && t->owner == holder) ? ROUTE_WRITE
+                                                                           : route_of(pool, t);
+        /* What could not be classified goes to the writer, which runs anything; but while
+         * another owner's transaction holds it, a reader tries it first: a read runs there
+         * instead of waiting for that COMMIT, anything else it hands on to the writer. */
+        if (route == ROUTE_READ || (route == ROUTE_UNKNOWN && holder != 0))
             readers_push(pool, t);
+        else
+            writer_push(pool, t);
         break;
+    }
     case PASYN_FETCH:
     case PASYN_RELEASE:
         if ((t->stream >> 48) == 0 || (t->stream >> 48) > (uint64_t)pool->readers.count) {

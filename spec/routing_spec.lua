@@ -273,6 +273,28 @@ describe("routing", function()
         assert_routes(conn, ON_READER, "SELECT count(*) FROM v")
     end)
 
+    it("a read the pool cannot classify yet does not wait for another coroutine's transaction",
+       function()
+        local other = sqlite.connect(path)
+        other:execute("CREATE TABLE u (x)") -- the classifier has not seen it: it cannot tell
+        other:execute("INSERT INTO u VALUES (7)")
+        other:close()
+        local order = {}
+        sqlite.run(function()
+            sqlite.spawn(function()
+                conn:transaction(function()
+                    conn:execute("INSERT INTO t (v) VALUES ('held')")
+                    sqlite.sleep(0.3)
+                end)
+                order[#order + 1] = "commit"
+            end)
+            sqlite.sleep(0.05) -- the transaction holds the writer
+            assert.equal(7, conn:execute("SELECT x FROM u"):fetchone()[1])
+            order[#order + 1] = "read"
+        end)
+        assert.same({ "read", "commit" }, order)
+    end)
+
     it("with readers = 0 there are no readers and everything runs on the writer", function()
         conn:close()
         conn = sqlite.connect(path, { readers = 0 })
