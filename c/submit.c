@@ -74,7 +74,7 @@ int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
     case PASYN_EXEC: {
         uint64_t holder = atomic_load(&pool->writer.txn_owner);
         int route = !pool->readers.used || (t->owner && t->owner == holder) ? ROUTE_WRITE
-                                                                           : route_of(pool, t);
+                                                                            : route_of(pool, t);
         /* What could not be classified goes to the writer, which runs anything; but while
          * another owner's transaction holds it, a reader tries it first: a read runs there
          * instead of waiting for that COMMIT, anything else it hands on to the writer. */
