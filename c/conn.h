@@ -169,7 +169,8 @@ uint64_t conn_busy_deadline(const conn *c, const pasyn_task *t);
 void conn_busy_cap(conn *c, uint64_t deadline);
 /* Around a statement that reads or sets PRAGMA busy_timeout: SQLite's own handler while it is
  * prepared or run, so that it answers the pool's busy_timeout (ours reads as 0); after it, the
- * pool's again, with the timeout the statement left. The writer. */
+ * pool's again, with the timeout the statement left. Any worker's connection (conn_prepare);
+ * never the classifier's. */
 void conn_busy_pragma_enter(conn *c);
 void conn_busy_pragma_leave(conn *c);
 /* Around stepping a statement on the writer: whether it inserted a row itself (a top-level

@@ -188,6 +188,8 @@ char *memfile_create(int *lock_fd)
         /* Another process's sweep may have taken this new file for a leftover, before the
          * lock: then its name is gone (or leads elsewhere), and a new one is made. */
         if (flock(fd, LOCK_EX | LOCK_NB) != 0 || !still_named(fd, f->path)) {
+            if (errno != EWOULDBLOCK && still_named(fd, f->path))
+                unlink(f->path); /* no lock to be had here (ENOLCK, ...): leave nothing */
             close(fd);
             fd = -1;
         }

@@ -130,11 +130,12 @@ int conn_prepare(conn *c, const char *sql, int len, unsigned flags, sqlite3_stmt
     c->setting = 0;
     c->gave_up = 0;
     int rc = sqlite3_prepare_v3(c->db, sql, len, flags, st, tail);
-    if (rc == SQLITE_OK && (c->seen & SEEN_BUSY_PRAGMA)) {
+    if (rc == SQLITE_OK && (c->seen & SEEN_BUSY_PRAGMA) && !c->never_wait) {
         /* PRAGMA busy_timeout reads, or sets, the timeout of SQLite's own busy handler when it
          * is prepared (pragma.html#pragma_busy_timeout), and ours reads as 0: prepared again
          * with SQLite's in place, it answers the pool's busy_timeout, and a new one it sets is
-         * the pool's from then on. */
+         * the pool's from then on. Not on the classifier, whose statements never run (and
+         * whose thread must not wait under SQLite's handler). */
         sqlite3_finalize(*st);
         *st = NULL;
         conn_busy_pragma_enter(c);

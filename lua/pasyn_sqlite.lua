@@ -156,19 +156,12 @@ local function one_of(...)
     end
 end
 
-local function count(max)
+-- A whole number from min to max: an integer, or a float with no fraction (2^31 - 1 is one
+-- on Lua 5.3+), as Python's sqlite3 takes an int for such options.
+local function whole(min, max)
     return function(v)
-        return math.type and math.type(v) == "integer" and v >= 0 and v <= max
-                   or (not math.type and type(v) == "number" and v >= 0 and v <= max and v % 1 == 0),
-               "a whole number from 0 to " .. max
-    end
-end
-
-local function positive(max)
-    return function(v)
-        return math.type and math.type(v) == "integer" and v >= 1 and v <= max
-                   or (not math.type and type(v) == "number" and v >= 1 and v <= max and v % 1 == 0),
-               "a whole number from 1 to " .. max
+        return type(v) == "number" and v >= min and v <= max and v % 1 == 0,
+               ("a whole number from %d to %d"):format(min, max)
     end
 end
 
@@ -218,21 +211,21 @@ local function integers_mode(v)
 end
 
 local option_checks = {
-    readers = count(64),
-    busy_timeout = count(2 ^ 31 - 1),
+    readers = whole(0, 64),
+    busy_timeout = whole(0, 2 ^ 31 - 1),
     journal_mode = one_of("wal", "delete", "truncate", "persist", "memory", "off"),
     synchronous = one_of("off", "normal", "full", "extra"),
     foreign_keys = is("boolean"),
     readonly = is("boolean"),
     defensive = is("boolean"),
     pragmas = is("table"),
-    statement_cache = count(100000),
+    statement_cache = whole(0, 100000),
     row = row_shape,
     group_commit = is("boolean"),
     timeout = seconds,
     stealing = is("boolean"),
     integers = integers_mode,
-    max_pending = positive(2 ^ 31 - 1),
+    max_pending = whole(1, 2 ^ 31 - 1),
 }
 
 local function check_options(options)
@@ -352,6 +345,7 @@ local function admit(conn, sync, id, co)
     if gate.pending < gate.max and gate.first > gate.last then
         gate.pending = gate.pending + 1
     else
+        check_open(conn) -- no wait for a slot of a pool that will not take the statement
         sched.gate_wait(gate, sync, id, co)
     end
     return gate
@@ -1011,8 +1005,7 @@ end
 -- execute (see Cursor:execute for params and errors). As Python's Connection.execute.
 function Connection:execute(sql, ...)
     check_self(self, Connection, "conn:execute")
-    check_open(self, sql)
-    check_string(sql, "conn:execute", "sql")
+    check_string(sql, "conn:execute", "sql") -- a connection not open: core.submit says so
     return run_statement(new_cursor(self), "exec", sql, ...)
 end
 

@@ -504,7 +504,8 @@ static pasyn_task *new_task(lua_State *L, int kind, const char *sql, size_t len,
  * of names); otherwise every extra argument is one value.
  * Results: the task (a light userdata) to wait for and hand to result(); or the failure, in the
  * shape result() gives one: class "programming" (a value that cannot bind, SQL the core
- * refuses), "closed" (the pool is closing or closed), "nomem"; code and extended 0.
+ * refuses), "closing" (a close is under way, or done and the pool not yet freed), "closed"
+ * (freed), "nomem"; code and extended 0.
  * Errors raised: only for arguments of the wrong type (a bug of the Lua layer).
  * Thread: the Lua state's (the hub's owner thread). */
 static int l_submit(lua_State *L)

@@ -264,6 +264,9 @@ end
 -- to the first waiter, in FIFO order, whose coroutine the scheduler (or its host, through the
 -- next dispatch) then resumes.
 
+-- new_gate(pool, max) -> a gate for the core's `pool` (a userdata of core.open) letting at most
+-- `max` (a whole number >= 1) of its statements be in flight. One per connection; the Lua
+-- thread alone uses it.
 function M.new_gate(pool, max)
     return { pool = pool, max = max, pending = 0, first = 1, last = 0 }
 end
@@ -317,6 +320,8 @@ gate_release = function(gate)
     gate.first, gate.last = 1, 0
     gate.pending = gate.pending - 1
 end
+-- gate_release(gate): the Lua layer gives back the slot it took (admit) for a statement whose
+-- submit failed; dispatch gives back the others.
 M.gate_release = gate_release
 
 -- A slot given to a ticket whose coroutine will not run any more (its run ended, or it was
