@@ -1,6 +1,7 @@
 # pasyn-sqlite: build the C core and the Lua binding, test, install.
 #   make                      build for Lua 5.4 (LUA_VERSION=5.4, 5.3, 5.1 or luajit)
-#   make test                 C unit tests, the C-host and C API examples, nginx (spec/nginx/nginx.t),
+#   make test                 C unit tests, the proofs under power loss and injected faults (ROUNDS=n:
+#                             longer), the C-host and C API examples, nginx (spec/nginx/nginx.t),
 #                             and every spec under Lua 5.4, 5.3 and LuaJIT, through prove
 #   make asan | tsan          the same under AddressSanitizer+UBSan / ThreadSanitizer
 #   make install PREFIX=/usr/local [DESTDIR=...]   the Lua module (install-lua) and the C
@@ -51,7 +52,11 @@ CORE_SRC = $(wildcard c/*.c)
 CORE_OBJ = $(CORE_SRC:c/%.c=$(BUILD)/obj/%.o)
 HEADERS = $(wildcard c/*.h)
 MODULE = $(BUILD)/pasyn_sqlite/core.so
-C_TESTS = $(BUILD)/test_deque $(BUILD)/test_hub $(BUILD)/test_uri
+C_TESTS = $(BUILD)/test_deque $(BUILD)/test_hub $(BUILD)/test_uri $(PROOFS)
+# The proofs under power loss and injected faults (c/test/test_powerloss.c, test_faults.c), on the
+# test VFS c/test/testvfs.c; ROUNDS=n runs them longer (PASYN_ROUNDS).
+PROOFS = $(BUILD)/test_powerloss $(BUILD)/test_faults
+ROUNDS ?=
 SPECS = $(sort $(wildcard spec/*_spec.lua))
 TEST_LUAS ?= lua5.4 lua5.3 luajit
 
@@ -110,6 +115,9 @@ $(LIB)/c_api: examples/c_api.c c/pasyn.h lib
 $(BUILD)/test_%: c/test/test_%.c c/test/tap.h $(CORE_OBJ)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
 
+$(PROOFS): $(BUILD)/test_%: c/test/test_%.c c/test/testvfs.c c/test/testvfs.h c/test/tap.h $(CORE_OBJ)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
+
 # The C-host example (README, "Host event loops"): embeds Lua 5.4, so it is built in, and
 # loads the module from, a Lua 5.4 build. Run from the repository root.
 $(BUILD)/c_host: examples/c_host.c | $(MODULE)
@@ -122,16 +130,19 @@ test:
 	    $(MAKE) --no-print-directory LUA_VERSION=$$v all || exit 1; done
 	@$(MAKE) --no-print-directory $(C_TESTS)
 	@$(MAKE) --no-print-directory LUA_VERSION=5.4 build/lua5.4/c_host $(LIB)/c_api
-	prove -e spec/run $(C_TESTS) build/lua5.4/c_host $(LIB)/c_api spec/nginx/nginx.t \
-	    $(foreach l,$(TEST_LUAS),$(SPECS:%=$(l)/%))
+	PASYN_ROUNDS=$(ROUNDS) prove -e spec/run $(C_TESTS) build/lua5.4/c_host $(LIB)/c_api \
+	    spec/nginx/nginx.t $(foreach l,$(TEST_LUAS),$(SPECS:%=$(l)/%))
 
 # Sanitizer builds go to their own folders; the Lua interpreter itself is not instrumented,
 # so the runtime is preloaded.
 ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+ASAN_RUN = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	PASYN_ROUNDS=$(ROUNDS)
 asan:
-	$(MAKE) --no-print-directory BUILD=build/asan LUA_VERSION=5.4 CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all build/asan/test_deque build/asan/test_hub build/asan/test_uri
+	$(MAKE) --no-print-directory BUILD=build/asan LUA_VERSION=5.4 CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all build/asan/test_deque build/asan/test_hub build/asan/test_uri build/asan/test_powerloss build/asan/test_faults
 	ASAN_OPTIONS=detect_leaks=0 build/asan/test_deque && ASAN_OPTIONS=detect_leaks=0 build/asan/test_hub
 	build/asan/test_uri
+	$(ASAN_RUN) build/asan/test_powerloss && $(ASAN_RUN) build/asan/test_faults
 	PASYN_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	PASYN_BUILD=build/asan prove -e spec/run $(SPECS:%=lua5.4/%)

@@ -176,6 +176,9 @@ static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
         batch_count(pool, n);
     if (broken) {
         batch_undo(pool);
+        /* Its ROLLBACK may fail too (out of memory): then the statements must not run again
+         * inside a transaction that nobody will commit (writer_run_task ends it first). */
+        pool->writer.orphan_txn = !sqlite3_get_autocommit(db);
         /* Back to the connection state of the batch's start, which one connection running
          * the statements alone would have when the first of them starts. */
         sqlite3_set_last_insert_rowid(db, rowid_before);

@@ -42,6 +42,10 @@ typedef struct writer {
     _Atomic uint64_t executed;     /* tasks run (pasyn_stats) */
     _Atomic int has_local;         /* conn has TEMP objects or ATTACHed databases */
     int schema_in_txn;             /* the open transaction changed a schema (writer thread) */
+    int orphan_txn;                /* a transaction nobody owns any more (a failed group commit,
+                                      an executemany's savepoint, an abandoned or closing
+                                      owner's) is open because its ROLLBACK failed too
+                                      (writer thread; writer.c, writer_end_orphan) */
 } writer;
 
 /* The statements a group commit is made of (group_commit.c). */

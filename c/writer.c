@@ -184,7 +184,8 @@ static void classifier_load(pasyn_pool *pool)
 void writer_settle(pasyn_pool *pool, uint64_t owner)
 {
     writer *w = &pool->writer;
-    atomic_store(&w->txn_owner, sqlite3_get_autocommit(w->conn.db) ? 0 : (owner ? owner : 1));
+    int open = !sqlite3_get_autocommit(w->conn.db) && !w->orphan_txn;
+    atomic_store(&w->txn_owner, open ? (owner ? owner : 1) : 0);
     atomic_store(&w->total_changes, changes_total_now(pool));
     if (w->schema_in_txn)
         schema_changed(pool);
@@ -238,6 +239,7 @@ static void writer_run_many(pasyn_pool *pool, pasyn_task *t)
     }
     /* All or nothing: a savepoint begins a transaction of its own outside one, and inside
      * the caller's it undoes just this call's rows. */
+    int own = sqlite3_get_autocommit(c->db);
     int rc = conn_exec(c, "SAVEPOINT pasyn_executemany");
     if (rc != SQLITE_OK) {
         task_fail_sqlite(t, c->db, rc);
@@ -264,10 +266,13 @@ static void writer_run_many(pasyn_pool *pool, pasyn_task *t)
     if (t->err == PASYN_OK && (rc = conn_exec(c, "RELEASE pasyn_executemany")) != SQLITE_OK)
         task_fail_sqlite(t, c->db, rc);
     if (t->err != PASYN_OK) {
-        if (!sqlite3_get_autocommit(c->db)) { /* an error may have ended it already */
-            conn_exec(c, "ROLLBACK TO pasyn_executemany");
+        /* An error may have ended it already. RELEASE only what was rolled back: of a
+         * transaction of its own, RELEASE would commit the rows before the failing one. */
+        if (!sqlite3_get_autocommit(c->db) &&
+            conn_exec(c, "ROLLBACK TO pasyn_executemany") == SQLITE_OK)
             conn_exec(c, "RELEASE pasyn_executemany");
-        }
+        if (own && !sqlite3_get_autocommit(c->db))
+            pool->writer.orphan_txn = 1; /* e.g. out of memory: writer_end_orphan */
         return;
     }
     t->rowcount = total;
@@ -307,9 +312,37 @@ static void writer_run_script(pasyn_pool *pool, pasyn_task *t)
     }
 }
 
+/* A transaction that nobody owns any more and whose ROLLBACK failed (writer.orphan_txn):
+ * whatever ran inside it would be lost with it, though reported done. It is rolled back before
+ * the next task runs; while that fails too (out of memory), each task fails with the reason
+ * instead of running. 1 when the task may run. */
+static int writer_end_orphan(pasyn_pool *pool, pasyn_task *t)
+{
+    writer *w = &pool->writer;
+    if (!w->orphan_txn)
+        return 1;
+    int rc = conn_exec(&w->conn, "ROLLBACK");
+    if (rc == SQLITE_OK || sqlite3_get_autocommit(w->conn.db)) {
+        w->orphan_txn = 0;
+        return 1;
+    }
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "the writer could not roll back a transaction that nobody owns any more (a "
+             "failed group commit or executemany, an abandoned one), and runs nothing until "
+             "it can: %s",
+             sqlite3_errstr(rc));
+    task_fail(t, PASYN_ESQLITE, rc & 0xff, rc, msg);
+    return 0;
+}
+
 void writer_run_task(pasyn_pool *pool, pasyn_task *t)
 {
     conn *c = &pool->writer.conn;
+    if (!writer_end_orphan(pool, t)) {
+        atomic_fetch_add(&pool->writer.executed, 1);
+        return;
+    }
     conn_arm(c, t);
     switch (t->kind) {
     case PASYN_EXEC:
@@ -322,8 +355,10 @@ void writer_run_task(pasyn_pool *pool, pasyn_task *t)
         writer_run_script(pool, t);
         break;
     case PASYN_ABANDON:
-        /* The gate let it through, so a transaction still open is its owner's. */
+        /* The gate let it through, so a transaction still open is its owner's; if even its
+         * ROLLBACK fails, nobody owns it any more. */
         conn_rollback_open(c);
+        pool->writer.orphan_txn = !sqlite3_get_autocommit(c->db);
         break;
     default:
         task_fail_programming(t, "task kind %d cannot run on the writer", t->kind);
@@ -359,6 +394,7 @@ static int writer_close_reached(pasyn_pool *pool, pasyn_task *close_task, int *r
         return 1;
     if (owner && !owner_queued) {
         conn_rollback_open(&w->conn);
+        w->orphan_txn = !sqlite3_get_autocommit(w->conn.db);
         atomic_store(&w->txn_owner, 0);
     }
     writer_push(pool, close_task);

@@ -97,6 +97,18 @@ static size_t tap_scaled(double n, double scale, size_t least)
     return v < least ? least : v;
 }
 
+/* Makes a fresh folder for a test's files, named `name` and a random suffix, and copies its path
+ * into out: under $TMPDIR when set, else /dev/shm when writable (tmpfs: no disk, so fsync costs
+ * nothing), else /tmp. 0, or -1. */
+static int tap_scratch_dir(const char *name, char *out, size_t size)
+{
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !*dir)
+        dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    int n = snprintf(out, size, "%s/%s-XXXXXX", dir, name);
+    return n > 0 && (size_t)n < size && mkdtemp(out) ? 0 : -1;
+}
+
 static double now_s(void)
 {
     struct timespec ts;
