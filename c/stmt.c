@@ -279,7 +279,8 @@ int stmt_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
                 !sqlite3_bind_parameter_index(st, ":n") &&
                 !sqlite3_bind_parameter_index(st, "@n") && !sqlite3_bind_parameter_index(st, "$n");
     if (nulls || !named) {
-        if (!nulls && given == 1 && want == 0 && t->lone_null_optional)
+        if (!nulls && given == 1 && want == 0 && t->lone_null_optional &&
+            first.v.type == PASYN_NULL)
             return 0;
         if (check_nameless(s, t) != 0) /* Python names this one first, whatever the count */
             return -1;
