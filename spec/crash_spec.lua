@@ -20,7 +20,7 @@ describe("a process killed (SIGKILL) while it writes", function()
             return
         end
         local seed = tonumber(os.getenv("PASYN_CRASH_SEED")) or os.time()
-        local ok, result = crash.run({ rounds = ROUNDS, seed = seed })
+        local ok, result = crash.run({ rounds = ROUNDS, seed = seed, kill_ms = 400 })
         assert(ok, "crash proof (PASYN_CRASH_SEED=" .. seed .. "): " .. tostring(result))
         assert.are.equal(2 * ROUNDS, result.rounds)
         assert.are.equal(0, result.lost)

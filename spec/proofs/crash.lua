@@ -58,6 +58,15 @@ local function open_checker(path)
     }
 end
 
+-- Deletes the items of the rounds before `r - 1`, checked already: the file stays small
+-- over a long run (its free pages are used again).
+local function prune(path, r)
+    local sqlite = require "pasyn_sqlite"
+    local conn = sqlite.connect(path)
+    conn:execute("DELETE FROM items WHERE id <= ?", (r - 1) * IDS_PER_ROUND)
+    conn:close()
+end
+
 local function create(path)
     local sqlite = require "pasyn_sqlite"
     local conn = sqlite.connect(path)
@@ -256,6 +265,9 @@ function M.run(opts)
         path = path .. ".db"
         create(path)
         for r = 1, opts.rounds do
+            if r > 2 then
+                prune(path, r)
+            end
             -- The moment of the kill: one round in ten while the child starts (opening,
             -- recovering the file), at up to 150 ms after the spawn; the others either at up
             -- to kill_ms after the child is ready or as soon as the parent has read a number

@@ -41,7 +41,7 @@ local function new_ids(n)
 end
 
 local function payload()
-    return string.rep(string.char(math.random(97, 122)), math.random(0, 400))
+    return string.rep(string.char(math.random(97, 122)), math.random(0, 200))
 end
 
 local deadline = os.time() + seconds
