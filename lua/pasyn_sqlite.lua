@@ -618,9 +618,14 @@ local function undo(conn, savepoint)
 end
 
 -- Sends one parameter-set chunk of executemany to the writer; many_wait waits for it and
--- returns its rowcount (or raises its error).
+-- returns its rowcount (or raises its error). Another coroutine may have closed the connection
+-- (and freed its pool) while the iterator ran or the chunk before waited: that chunk is not
+-- sent, and many_wait raises ConnectionClosedError for it.
 local function many_submit(cur, sql, sets, timeout)
     local sync, id, co = caller()
+    if cur._cfg.conn._closed then
+        return { sync = sync, id = id, co = co, closed = true }
+    end
     return { sync = sync, id = id, co = co, -- then what submit_many returned
              core.submit_many(cur._cfg.conn._pool, id, sync, timeout, sql, sets) }
 end
@@ -628,6 +633,9 @@ end
 local function many_wait(cur, sql, sent)
     local task = sent[1]
     if not task then
+        if sent.closed then
+            check_open(cur._cfg.conn, sql)
+        end
         fail(sql, unpack(sent, 2, 5))
     end
     wait_for(cur, task, sent.sync, sent.id, sent.co)

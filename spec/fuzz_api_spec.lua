@@ -19,3 +19,37 @@ describe("random calls over the API from many coroutines", function()
         assert.is_truthy(result.errors.OperationalError, "seed " .. seed)
     end)
 end)
+
+-- What the fuzzer found, pinned.
+describe("a connection closed by another coroutine", function()
+    local sqlite = require "pasyn_sqlite"
+    local support = require "support"
+
+    it("fails an executemany whose iterator was running with ConnectionClosedError", function()
+        local path, cleanup = support.tmpdb()
+        local err
+        sqlite.run(function()
+            local conn = sqlite.connect(path)
+            conn:execute("CREATE TABLE t (x)")
+            sqlite.spawn(function()
+                sqlite.sleep(0.01)
+                conn:close()
+            end)
+            local i = 0
+            local ok
+            ok, err = pcall(conn.executemany, conn, "INSERT INTO t VALUES (?)", function()
+                i = i + 1
+                if i == 1 then
+                    sqlite.sleep(0.1) -- the connection closes meanwhile
+                end
+                if i <= 3 then
+                    return { i }
+                end
+            end)
+            assert.is_false(ok)
+        end)
+        cleanup()
+        assert.is_true(sqlite.is_error(err), "not an error object: " .. tostring(err))
+        assert.are.equal("ConnectionClosedError", err.kind)
+    end)
+end)
