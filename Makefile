@@ -13,6 +13,10 @@
 #   make bench                the benchmark suite, one table (bench/README.md; BENCH_SCALE=0.1: quick),
 #                             and its chart in build/ (CHART=bench/chart.svg: the README's)
 #   make format | format-check   clang-format (.clang-format) over the C files: rewrite, or only check
+#   make proof-crash [ROUNDS=200]   the crash proof: a writing child killed (SIGKILL) ROUNDS
+#                             times per synchronous setting, every acknowledged write checked
+#   make fuzz [FUZZ_SECONDS=30]   the libFuzzer harnesses of fuzz/ (clang), FUZZ_SECONDS each,
+#                             then the random-call fuzzer of the Lua API under the ASan build
 #   make lint | demo | clean
 
 # LUA given alone (luarocks passes the interpreter's path, /usr/bin/lua5.3) names the version.
@@ -63,7 +67,7 @@ TEST_LUAS ?= lua5.4 lua5.3 luajit
 VERSION := $(shell sed -n 's/^\#define PASYN_VERSION "\(.*\)"/\1/p' c/pasyn.h)
 DIST = pasyn-sqlite-$(VERSION)
 
-.PHONY: all lib test check-c specs asan tsan install install-lua install-lib uninstall \
+.PHONY: all lib test check-c specs asan tsan fuzz proof-crash install install-lua install-lib uninstall \
 	uninstall-lua uninstall-lib lint format format-check demo bench dist rock clean FORCE
 
 all: $(MODULE)
@@ -147,6 +151,44 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	PASYN_BUILD=build/asan prove -e spec/run $(SPECS:%=lua5.4/%)
 
+# The crash proof (spec/proofs/crash.lua; spec/crash_spec.lua runs a few rounds): ROUNDS per
+# synchronous setting (its default, and "full"); SEED replays a run.
+ROUNDS ?= 200
+proof-crash: $(MODULE)
+	LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" \
+	    $(LUA) spec/proofs/crash.lua $(ROUNDS) $(SEED)
+
+# libFuzzer harnesses over the core (fuzz/*.c), built with clang's fuzzer, ASan and UBSan
+# (Debian: clang and libclang-rt-14-dev), each run for FUZZ_SECONDS from its seeds in
+# fuzz/corpus/<name>/ (what it finds is kept in build/fuzz/corpus-<name>/; a crash's input is
+# written to build/fuzz/work-<name>/), in a scratch folder of its own. Then the random-call
+# fuzzer of the Lua API (spec/proofs/fuzz_api.lua) for FUZZ_SECONDS under the ASan build.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 30
+FUZZERS = bind rows route
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(WARN) $(SQLITE_CFLAGS) -Ic
+
+build/fuzz/%: fuzz/%.c fuzz/fuzz.h $(CORE_SRC) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(CORE_SRC) $(LDLIBS)
+
+fuzz: $(FUZZERS:%=build/fuzz/%)
+	@for h in $(FUZZERS); do \
+	    rm -rf build/fuzz/work-$$h && mkdir -p build/fuzz/work-$$h build/fuzz/corpus-$$h && \
+	    echo "fuzz: $$h for $(FUZZ_SECONDS) s" && \
+	    (cd build/fuzz/work-$$h && ../$$h -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	        -rss_limit_mb=2560 -print_final_stats=1 ../corpus-$$h ../../../fuzz/corpus/$$h \
+	        >log 2>&1; s=$$?; grep -E '^(Done|stat::number_of_executed_units)' log; \
+	        [ $$s -eq 0 ] || { tail -n 60 log; exit 1; }) || exit 1; \
+	done
+	$(MAKE) --no-print-directory BUILD=build/asan LUA_VERSION=5.4 CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="build/asan/?.so;;" \
+	    timeout -s KILL $$(($(FUZZ_SECONDS) + 120)) env \
+	    LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	    lua5.4 spec/proofs/fuzz_api.lua --seconds $(FUZZ_SECONDS) $(if $(SEED),--seed $(SEED))
+
 TSAN_FLAGS = -O1 -g -fsanitize=thread
 tsan:
 	$(MAKE) --no-print-directory BUILD=build/tsan LUA_VERSION=5.4 CFLAGS="$(TSAN_FLAGS)" LDFLAGS="-fsanitize=thread" all build/tsan/test_deque build/tsan/test_hub
@@ -189,10 +231,11 @@ lint: format-check
 	luacheck lua spec examples bench
 	$(MAKE) --no-print-directory -B BUILD=build/lint CFLAGS="-O2 -Werror" all
 	$(CC) -std=c11 $(WARN) -Werror -Ic -fsyntax-only examples/c_api.c
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) -Werror $(SQLITE_CFLAGS) -Ic -fsyntax-only $(wildcard fuzz/*.c)
 
 # The C files in the style of .clang-format (clang-format 14).
 CLANG_FORMAT ?= clang-format
-FORMAT_FILES = $(wildcard c/*.[ch] c/test/*.[ch] lua/pasyn_sqlite/*.[ch] examples/*.c)
+FORMAT_FILES = $(wildcard c/*.[ch] c/test/*.[ch] lua/pasyn_sqlite/*.[ch] examples/*.c fuzz/*.[ch])
 format:
 	$(CLANG_FORMAT) -i $(FORMAT_FILES)
 

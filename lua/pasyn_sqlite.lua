@@ -704,7 +704,9 @@ end
 local MANY_CHUNK = 10000
 
 -- Sends one parameter-set chunk of executemany to the writer; many_wait waits for it and
--- returns its rowcount (or raises its error).
+-- returns its rowcount (or raises its error). Another coroutine may have closed the connection
+-- (and freed its pool) while the iterator ran or the chunk before waited: that chunk is not
+-- sent, and many_wait raises ConnectionClosedError for it.
 local function many_submit(cur, sql, sets, timeout)
     check_open(cur._cfg.conn, sql) -- closed while the iterator ran
     local sync, id, co = caller()
