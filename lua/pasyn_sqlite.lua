@@ -321,11 +321,15 @@ local CLOSED = {}
 -- Raises unless the connection is open. Where the pool is in its life is the core's to say
 -- (core.state); the connection is closed once close() has freed it, and closing until then.
 -- A submit to a pool that is not open fails with the same classes (errors.from_core).
+local function not_open(state, sql)
+    local class = state == "freed" and "closed" or "closing"
+    error(errors.from_core(class, 0, 0, "the connection is " .. class, sql), 4)
+end
+
 local function check_open(conn, sql)
     local state = core.state(conn._pool)
     if state ~= "open" then
-        local class = state == "freed" and "closed" or "closing"
-        error(errors.from_core(class, 0, 0, "the connection is " .. class, sql), 3)
+        not_open(state, sql)
     end
 end
 
@@ -573,10 +577,9 @@ local function check_cursor(cur, fetching)
     if cur._busy then
         refuse(cur)
     end
-    local conn = cur._cfg.conn
-    local state = core.state(conn._pool)
-    if not (fetching and (state == "closing" or state == "closed")) then
-        check_open(conn)
+    local state = core.state(cur._cfg.conn._pool)
+    if state ~= "open" and not (fetching and (state == "closing" or state == "closed")) then
+        not_open(state)
     end
 end
 

@@ -48,19 +48,6 @@
 #define STREAM_ROWS 3000 /* of about 210 bytes: more than a chunk (256 KiB), so it streams */
 #define WAIT_S 10        /* the longest any task may take */
 
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15u;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9u;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
-    return x ^ (x >> 31);
-}
-
-static double draw(uint64_t seed, uint64_t n)
-{
-    return (double)(mix(seed ^ mix(n)) >> 11) / 9007199254740992.0;
-}
-
 /* ---- the failing allocator ------------------------------------------------------------ */
 
 static sqlite3_mem_methods default_mem;
@@ -77,7 +64,7 @@ static int alloc_fails(void)
         return 0;
     uint64_t n = atomic_fetch_add(&alloc_calls, 1) + 1;
     int fail = alloc_nth ? n == alloc_nth || (alloc_persist && n > alloc_nth)
-                         : alloc_probability > 0 && draw(alloc_seed, n) < alloc_probability;
+                         : alloc_probability > 0 && testvfs_draw(alloc_seed, n) < alloc_probability;
     if (fail)
         atomic_fetch_add(&alloc_faults, 1);
     return fail;
@@ -762,7 +749,7 @@ static void run_schedules(schedule s, int points, uint64_t seed)
         int k = p < points ? p : p - points;
         int n = p < points ? points : points / 2;
         uint64_t stride = calls / (uint64_t)n > 0 ? calls / (uint64_t)n : 1;
-        s.io.nth = 1 + (uint64_t)k * stride + mix(seed + (uint64_t)p) % stride;
+        s.io.nth = 1 + (uint64_t)k * stride + testvfs_mix(seed + (uint64_t)p) % stride;
         s.io.persist = p >= points;
         s.io.probability = 0;
         iteration(&s, next_index++);
@@ -771,7 +758,7 @@ static void run_schedules(schedule s, int points, uint64_t seed)
         s.io.nth = 0;
         s.io.persist = 0;
         s.io.probability = 4.0 / (double)calls; /* a few faults an iteration */
-        s.io.seed = mix(seed ^ (uint64_t)(p + 1000));
+        s.io.seed = testvfs_mix(seed ^ (uint64_t)(p + 1000));
         iteration(&s, next_index++);
     }
     ok(iterations_bad == before_bad,
@@ -840,7 +827,8 @@ int main(void)
     const char *e = getenv("PASYN_ROUNDS");
     int points = e && atoi(e) > 0 ? atoi(e) : 160;
     e = getenv("PASYN_SEED");
-    uint64_t seed = e && *e ? strtoull(e, NULL, 0) : mix((uint64_t)time(NULL) ^ (uint64_t)getpid());
+    uint64_t seed = e && *e ? strtoull(e, NULL, 0)
+                            : testvfs_mix((uint64_t)time(NULL) ^ (uint64_t)getpid());
     diag("seed %" PRIu64 " (PASYN_SEED=%" PRIu64 " repeats it), %d fault points per schedule", seed,
          seed, points);
 
@@ -867,12 +855,12 @@ int main(void)
     run_schedules(s, points, seed);
     for (int m = 0; m < TESTVFS_METHODS; m++) {
         s = (schedule){.io.methods = 1u << m, .method = testvfs_method_name(m)};
-        run_schedules(s, points / 4 > 4 ? points / 4 : 4, mix(seed + (uint64_t)m));
+        run_schedules(s, points / 4 > 4 ? points / 4 : 4, testvfs_mix(seed + (uint64_t)m));
     }
     s = (schedule){.io.methods = 1u << TESTVFS_WRITE,
                    .io.code = SQLITE_FULL,
                    .method = "xWrite (SQLITE_FULL)"};
-    run_schedules(s, points / 4 > 4 ? points / 4 : 4, mix(seed + 99));
+    run_schedules(s, points / 4 > 4 ? points / 4 : 4, testvfs_mix(seed + 99));
 
     diag("%" PRIu64 " iterations in %.1f s (%" PRIu64 " opens failed): %" PRIu64
          " faults injected, %" PRIu64 " statements run, %" PRIu64 " errors (out of memory %" PRIu64

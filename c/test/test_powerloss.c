@@ -61,19 +61,11 @@ enum ack_kind {
     ACK_LATE = 4  /* and the cut comes at the chosen time, not at a durable operation */
 };
 
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15u;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9u;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
-    return x ^ (x >> 31);
-}
-
 /* A small seeded generator (splitmix64). */
 static uint64_t rng_next(uint64_t *state)
 {
     *state += 0x9e3779b97f4a7c15u;
-    return mix(*state);
+    return testvfs_mix(*state);
 }
 
 static uint64_t rng_below(uint64_t *state, uint64_t n)
@@ -272,7 +264,7 @@ static _Noreturn void child(const char *path, const char *sync, uint64_t round, 
                     : i < 9  ? SUB_TRANSFER
                              : SUB_READ,
             .next = round << 32 | (uint64_t)i << 24,
-            .rng = mix(seed + (uint64_t)i),
+            .rng = testvfs_mix(seed + (uint64_t)i),
         };
     }
     for (;;) {
@@ -599,7 +591,7 @@ static void run_mode(const char *dir, const char *sync, int rounds, uint64_t see
     int failed_rounds = 0;
     double started = now_s();
     for (int r = 1; r <= rounds; r++) {
-        uint64_t round_seed = mix(seed ^ mix((uint64_t)r * 2 + (uint64_t)full));
+        uint64_t round_seed = testvfs_mix(seed ^ testvfs_mix((uint64_t)r * 2 + (uint64_t)full));
         if (run_child(path, sync, (uint64_t)r, round_seed, &acked_ids, &acked_transfers, &fig) !=
                 0 ||
             check_round(path, copy, full, (uint64_t)r, &acked_ids, &acked_transfers, &known_ids,
@@ -636,7 +628,8 @@ int main(void)
     const char *e = getenv("PASYN_ROUNDS");
     int rounds = e && atoi(e) > 0 ? atoi(e) : 60;
     e = getenv("PASYN_SEED");
-    uint64_t seed = e && *e ? strtoull(e, NULL, 0) : mix((uint64_t)time(NULL) ^ (uint64_t)getpid());
+    uint64_t seed = e && *e ? strtoull(e, NULL, 0)
+                            : testvfs_mix((uint64_t)time(NULL) ^ (uint64_t)getpid());
     diag("seed %" PRIu64 " (PASYN_SEED=%" PRIu64 " repeats it), %d rounds", seed, seed, rounds);
     char dir[256];
     if (tap_scratch_dir("pasyn-powerloss", dir, sizeof dir) != 0) {

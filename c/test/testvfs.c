@@ -69,8 +69,7 @@ static const int method_errors[TESTVFS_METHODS] = {
     SQLITE_IOERR_TRUNCATE, SQLITE_IOERR_FSTAT, SQLITE_IOERR_LOCK,
 };
 
-/* A 64-bit mix of x (splitmix64's finalizer): draws that depend only on a seed and a count. */
-static uint64_t mix(uint64_t x)
+uint64_t testvfs_mix(uint64_t x)
 {
     x += 0x9e3779b97f4a7c15u;
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9u;
@@ -78,11 +77,10 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static double draw(uint64_t seed, uint64_t n)
+double testvfs_draw(uint64_t seed, uint64_t n)
 {
-    return (double)(mix(seed ^ mix(n)) >> 11) / 9007199254740992.0;
+    return (double)(testvfs_mix(seed ^ testvfs_mix(n)) >> 11) / 9007199254740992.0;
 }
-
 /* ---- faults --------------------------------------------------------------------------- */
 
 /* Counts a call of `method`: SQLITE_OK, or the error it is to fail with. */
@@ -93,8 +91,9 @@ static int fault_check(int method)
     counts.calls[method]++;
     if (fault.methods & (1u << method)) {
         uint64_t n = ++fault_seen;
-        int fail = fault.nth ? n == fault.nth || (fault.persist && n > fault.nth)
-                             : fault.probability > 0 && draw(fault.seed, n) < fault.probability;
+        int fail = fault.nth
+                       ? n == fault.nth || (fault.persist && n > fault.nth)
+                       : fault.probability > 0 && testvfs_draw(fault.seed, n) < fault.probability;
         if (fail) {
             counts.faults[method]++;
             rc = fault.code ? fault.code : method_errors[method];
@@ -176,7 +175,7 @@ static _Noreturn void crash_locked(unsigned keep_percent, uint64_t seed)
     for (overlay *o = overlays; o; o = o->next) {
         int fd = o->head ? open(o->name, O_WRONLY) : -1;
         for (pending *p = o->head; p && fd >= 0; p = p->next) {
-            if (draw(seed, ++k) * 100 >= keep_percent)
+            if (testvfs_draw(seed, ++k) * 100 >= keep_percent)
                 continue;
             if (p->len < 0) {
                 if (ftruncate(fd, p->off) != 0)

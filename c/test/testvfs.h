@@ -86,4 +86,11 @@ void testvfs_counts_get(testvfs_counts *out);
 /* The method's name, as in sqlite3_io_methods ("xRead", ...). */
 const char *testvfs_method_name(int method);
 
+/* ---- seeded draws, shared by the proofs ------------------------------------------------- */
+
+/* A 64-bit mix of x (splitmix64's finalizer): draws that depend only on a seed and a count. */
+uint64_t testvfs_mix(uint64_t x);
+/* A number in [0, 1) that depends only on `seed` and `n`. */
+double testvfs_draw(uint64_t seed, uint64_t n);
+
 #endif
