@@ -298,10 +298,14 @@ local function bad_argument(where, name, want, v)
                      want .. ", got " .. what_is(v)), 3)
 end
 
+-- debug.getmetatable where there is one: getmetatable also looks up a __metatable field (a
+-- string made on each call in Lua 5.4), and check_self is on every method's path.
+local metatable_of = debug and debug.getmetatable or getmetatable
+
 -- The check of a method's self: `obj` must be an object of `class` (called with a colon).
 -- A closed one passes: the method says what it does on a closed object.
 local function check_self(obj, class, where)
-    if getmetatable(obj) ~= class then
+    if metatable_of(obj) ~= class then
         local name = class == Connection and "Connection" or "Cursor"
         error(errors.new("ProgrammingError", where .. ": argument 'self' must be a " .. name ..
                          " (call it with a colon: " .. where .. "(...)), got " .. what_is(obj)), 3)
@@ -321,14 +325,17 @@ local CLOSED = {}
 -- Raises unless the connection is open. Where the pool is in its life is the core's to say
 -- (core.state); the connection is closed once close() has freed it, and closing until then.
 -- A submit to a pool that is not open fails with the same classes (errors.from_core).
+-- core.state's answers: the core's enum pasyn_pool_state, then FREED once core.free has run.
+local POOL_OPEN, POOL_CLOSING, POOL_CLOSED, POOL_FREED = 1, 2, 3, 4
+
 local function not_open(state, sql)
-    local class = state == "freed" and "closed" or "closing"
+    local class = state == POOL_FREED and "closed" or "closing"
     error(errors.from_core(class, 0, 0, "the connection is " .. class, sql), 4)
 end
 
 local function check_open(conn, sql)
     local state = core.state(conn._pool)
-    if state ~= "open" then
+    if state ~= POOL_OPEN then
         not_open(state, sql)
     end
 end
@@ -578,7 +585,7 @@ local function check_cursor(cur, fetching)
         refuse(cur)
     end
     local state = core.state(cur._cfg.conn._pool)
-    if state ~= "open" and not (fetching and (state == "closing" or state == "closed")) then
+    if state ~= POOL_OPEN and not (fetching and (state == POOL_CLOSING or state == POOL_CLOSED)) then
         not_open(state)
     end
 end
@@ -980,7 +987,7 @@ Cursor.__close = Cursor.close
 -- assignment; the library reads the private fields directly.
 local conn_properties = {
     closed = function(conn)
-        return core.state(conn._pool) == "freed"
+        return core.state(conn._pool) == POOL_FREED
     end,
     in_transaction = function(conn)
         return core.txn_owner(conn._pool) == select(2, caller())
@@ -1094,7 +1101,7 @@ function Connection:transaction(fn, mode)
     self:execute(nested and "SAVEPOINT pasyn_transaction" or begin)
     local results = pack(pcall(fn, self))
     local ok = results[1]
-    if ok and core.state(self._pool) ~= "open" then
+    if ok and core.state(self._pool) ~= POOL_OPEN then
         -- Closed while fn ran (from another coroutine, or by fn): close rolls back what is still
         -- open, so fn's work is not committed. As Python's `with conn:`, whose commit raises on
         -- a closed connection.
@@ -1149,7 +1156,7 @@ function Connection:close()
     check_self(self, Connection, "conn:close")
     local pool = self._pool
     local state = core.state(pool)
-    if state == "open" then
+    if state == POOL_OPEN then
         local sync = not sched.can_yield()
         local task, class, code, extended, message = core.close(pool, sync)
         if not task then -- out of memory: still open
@@ -1157,13 +1164,13 @@ function Connection:close()
         end
         sched.await(task, sync)
         core.free_task(task)
-    elseif state == "closing" then
+    elseif state == POOL_CLOSING then
         -- Another coroutine is closing it: return once it is closed, and finish the job if
         -- that coroutine was abandoned on the way.
         repeat
             sched.sleep(0.001)
             state = core.state(pool)
-        until state == "closed" or state == "freed"
+        until state == POOL_CLOSED or state == POOL_FREED
     end
     core.free(pool) -- once closed; again does nothing
 end

@@ -22,12 +22,16 @@
 
 #if LUA_VERSION_NUM < 502
 #define compat_rawlen(L, i) lua_objlen(L, (i))
-static void compat_setfuncs(lua_State *L, const luaL_Reg *l)
+/* luaL_setfuncs: the functions of l into the table below the nup upvalues on top (popped). */
+static void compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
 {
     for (; l->name; l++) {
-        lua_pushcfunction(L, l->func);
-        lua_setfield(L, -2, l->name);
+        for (int i = 0; i < nup; i++)
+            lua_pushvalue(L, -nup);
+        lua_pushcclosure(L, l->func, nup);
+        lua_setfield(L, -(nup + 2), l->name);
     }
+    lua_pop(L, nup);
 }
 /* Anchors the value on top of the stack to the userdata at ud (pops it). */
 static void compat_anchor(lua_State *L, int ud)
@@ -39,7 +43,7 @@ static void compat_anchor(lua_State *L, int ud)
 }
 #else
 #define compat_rawlen(L, i) lua_rawlen(L, (i))
-#define compat_setfuncs(L, l) luaL_setfuncs(L, (l), 0)
+#define compat_setfuncs(L, l, nup) luaL_setfuncs(L, (l), (nup))
 static void compat_anchor(lua_State *L, int ud)
 {
     lua_setuservalue(L, ud);

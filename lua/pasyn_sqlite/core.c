@@ -100,13 +100,22 @@ static int arg_error(lua_State *L, int i, const char *name, const char *want)
                        function_name(L), i, name, want, luaL_typename(L, i));
 }
 
+/* The module's functions hold the metatables of its userdata as upvalues (luaopen): a check
+ * compares with one instead of looking the metatable up in the registry by name, on every
+ * statement's path. */
+enum { UPVALUE_POOL_MT = 1, UPVALUE_STREAM_MT = 2 };
+
 /* The binding's luaL_check*: each raises arg_error for an argument of another type. */
-static void *check_udata(lua_State *L, int i, const char *tname, const char *name, const char *want)
+static void *check_udata(lua_State *L, int i, int upvalue, const char *tname, const char *name,
+                         const char *want)
 {
     void *p = lua_touserdata(L, i);
     int ok = 0;
     if (p && lua_getmetatable(L, i)) {
-        luaL_getmetatable(L, tname);
+        if (!lua_istable(L, lua_upvalueindex(upvalue))) /* a metamethod: no upvalues */
+            luaL_getmetatable(L, tname);
+        else
+            lua_pushvalue(L, lua_upvalueindex(upvalue));
         ok = lua_rawequal(L, -1, -2);
         lua_pop(L, 2);
     }
@@ -167,7 +176,7 @@ static pasyn_hub *get_hub(lua_State *L)
 /* A pool (the userdata core.open made), of any state. */
 static lpool *to_pool(lua_State *L, int i)
 {
-    return check_udata(L, i, POOL_MT, "pool", "a pool");
+    return check_udata(L, i, UPVALUE_POOL_MT, POOL_MT, "pool", "a pool");
 }
 
 /* The pool's state (enum pasyn_pool_state); a freed pool is closed. */
@@ -596,7 +605,7 @@ static int l_interrupt(lua_State *L)
 
 static lstream *check_stream(lua_State *L, int i)
 {
-    return check_udata(L, i, STREAM_MT, "stream", "a stream");
+    return check_udata(L, i, UPVALUE_STREAM_MT, STREAM_MT, "stream", "a stream");
 }
 
 /* fetch(stream, owner, sync, timeout) -> task | nil, class, code, extended, message
@@ -1072,14 +1081,13 @@ static int l_txn_owner(lua_State *L)
     return 1;
 }
 
-/* state(pool) -> "opening", "open", "closing" or "closed", the core's pasyn_pool_state (the one
- * record of where a pool is in its life), or "freed" once free() was called. Thread: the Lua
- * state's. */
+/* state(pool) -> an integer: the core's pasyn_pool_state (the one record of where a pool is in
+ * its life: 0 opening, 1 open, 2 closing, 3 closed), or 4 once free() was called. A number, not
+ * a name: it is asked on every fetch. Thread: the Lua state's. */
 static int l_state(lua_State *L)
 {
-    static const char *const names[] = {"opening", "open", "closing", "closed"};
     lpool *p = to_pool(L, 1);
-    lua_pushstring(L, p->pool ? names[pasyn_pool_state(p->pool)] : "freed");
+    lua_pushinteger(L, p->pool ? pasyn_pool_state(p->pool) : PASYN_POOL_CLOSED + 1);
     return 1;
 }
 
@@ -1198,6 +1206,20 @@ static int l_hub_unaccept(lua_State *L)
 static int l_isyieldable(lua_State *L)
 {
     lua_pushboolean(L, compat_isyieldable(L));
+    return 1;
+}
+
+/* is_dead(co) -> true when the coroutine co has ended (returned, raised, or was closed):
+ * coroutine.status(co) == "dead" as lcorolib's auxstatus tells it, without making a string,
+ * for the scheduler's every delivery. Thread: the Lua state's. */
+static int l_is_dead(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, 1);
+    lua_Debug ar;
+    int status = co ? lua_status(co) : LUA_OK;
+    lua_pushboolean(L, co && co != L &&
+                           (status == LUA_OK ? lua_getstack(co, 0, &ar) == 0 && lua_gettop(co) == 0
+                                             : status != LUA_YIELD));
     return 1;
 }
 
@@ -1330,6 +1352,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"set_int64", l_set_int64},
         {"set_errors", l_set_errors},
         {"isyieldable", l_isyieldable},
+        {"is_dead", l_is_dead},
         {NULL, NULL},
     };
 #if LUA_VERSION_NUM >= 502
@@ -1366,7 +1389,9 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
     lua_pop(L, 1);
 
     lua_newtable(L);
-    compat_setfuncs(L, funcs);
+    luaL_getmetatable(L, POOL_MT);   /* UPVALUE_POOL_MT */
+    luaL_getmetatable(L, STREAM_MT); /* UPVALUE_STREAM_MT */
+    compat_setfuncs(L, funcs, 2);
     /* The names function_name gives: the module's functions that pasyn_sqlite.lua hands on to
      * the user as they are go by the user's name for them. */
     lua_newtable(L);

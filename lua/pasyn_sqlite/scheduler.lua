@@ -21,6 +21,7 @@ local co_running, co_resume, co_yield, co_status, co_create =
     coroutine.running, coroutine.resume, coroutine.yield, coroutine.status, coroutine.create
 -- coroutine.isyieldable, also where a host hides it (ngx_lua) and in LuaJIT without it.
 local isyieldable = core.isyieldable
+local is_dead = core.is_dead -- coroutine.status(co) == "dead", without making a string
 local unpack = table.unpack or unpack -- luacheck: ignore
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 
@@ -419,7 +420,7 @@ local function deliver(task, n, failure)
         else
             loop.pending = loop.pending - 1
         end
-        if co_status(co) == "dead" then -- closed (coroutine.close) while it waited
+        if is_dead(co) then -- closed (coroutine.close) while it waited
             co = nil
         end
     else
