@@ -13,9 +13,16 @@ describe("random calls over the API from many coroutines", function()
         local ok, result = fuzz.run({ seed = seed, seconds = SECONDS })
         assert(ok, "fuzz_api (PASYN_FUZZ_SEED=" .. seed .. "): " .. tostring(result))
         -- It did call: statements ran and failed in the ways the API reports.
-        assert.is_true(result.calls > 100, "only " .. result.calls .. " calls (seed " .. seed .. ")")
-        assert.is_truthy(result.errors.ProgrammingError, "seed " .. seed)
-        assert.is_truthy(result.errors.OperationalError, "seed " .. seed)
+        local seen = {}
+        for kind, n in pairs(result.errors) do
+            seen[#seen + 1] = kind .. " " .. n
+        end
+        table.sort(seen)
+        local what = ("%d calls, errors: %s (seed %d)"):format(result.calls,
+                                                           table.concat(seen, ", "), seed)
+        assert.is_true(result.calls > 100, what)
+        assert.is_truthy(result.errors.ProgrammingError, what)
+        assert.is_truthy(result.errors.OperationalError, what)
     end)
 end)
 
