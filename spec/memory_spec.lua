@@ -352,6 +352,52 @@ describe("max_pending", function()
         conn:close()
     end)
 
+    it("statements that went past the bound (a transaction owner's) give no slot on: the bound "
+       .. "holds again once they completed", function()
+        local conn = sqlite.connect(path, { max_pending = 2 })
+        conn:execute("CREATE TABLE t (x)")
+        local most, most_after = 0, 0
+        sqlite.run(function()
+            local committed, watching = false, true
+            local watcher = sqlite.spawn(function()
+                while watching do
+                    local p = conn:stats().pending
+                    most = math.max(most, p)
+                    if committed then
+                        most_after = math.max(most_after, p)
+                    end
+                    sqlite.sleep(0)
+                end
+            end)
+            local owner = sqlite.spawn(function()
+                conn:execute("BEGIN IMMEDIATE")
+                sqlite.sleep(0.01) -- the others queue for slots meanwhile
+                for i = 1, 50 do
+                    conn:execute("INSERT INTO t VALUES (?)", -i) -- past the bound, each
+                end
+                conn:commit()
+                committed = true
+            end)
+            local others = {}
+            for i = 1, 200 do
+                others[i] = sqlite.spawn(function()
+                    conn:execute("INSERT INTO t VALUES (?)", i)
+                end)
+            end
+            owner:join()
+            for i = 1, 200 do
+                others[i]:join()
+            end
+            watching = false
+            watcher:join()
+        end)
+        assert.is_true(most <= 3, most .. " in flight (the bound, and the owner's one)")
+        assert.is_true(most_after <= 2, most_after .. " in flight after the COMMIT")
+        assert.are.equal(250, conn:execute("SELECT count(*) FROM t"):fetchone()[1])
+        assert.are.equal(0, conn:stats().pending)
+        conn:close()
+    end)
+
     it("outside a scheduler every call blocks and works, one at a time", function()
         local conn = sqlite.connect(path, { max_pending = 1 })
         conn:execute("CREATE TABLE t (x INTEGER)")

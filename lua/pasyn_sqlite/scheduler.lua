@@ -294,8 +294,14 @@ local function drop_ticket(ticket)
 end
 
 -- A statement of the gate's pool completed (or was never submitted): its slot goes to the
--- first ticket that still waits, else back to the gate.
+-- first ticket that still waits, else back to the gate. While statements that went past the
+-- bound (a transaction owner's, a blocking call's: gate_wait) keep `pending` above it, a slot
+-- that comes free is not handed on: it closes the gap instead.
 gate_release = function(gate)
+    if gate.pending > gate.max then
+        gate.pending = gate.pending - 1
+        return
+    end
     local i, last = gate.first, gate.last
     while i <= last do
         local ticket = gate[i]
