@@ -718,7 +718,6 @@ local MANY_CHUNK = 10000
 -- (and freed its pool) while the iterator ran or the chunk before waited: that chunk is not
 -- sent, and many_wait raises ConnectionClosedError for it.
 local function many_submit(cur, sql, sets, timeout)
-    check_open(cur._cfg.conn, sql) -- closed while the iterator ran
     local sync, id, co = caller()
     local conn = cur._cfg.conn
     local gate = admit(conn, sync, id, co)
@@ -1101,11 +1100,12 @@ function Connection:transaction(fn, mode)
     self:execute(nested and "SAVEPOINT pasyn_transaction" or begin)
     local results = pack(pcall(fn, self))
     local ok = results[1]
-    if ok and core.state(self._pool) ~= POOL_OPEN then
+    local state = ok and core.state(self._pool)
+    if ok and state ~= POOL_OPEN then
         -- Closed while fn ran (from another coroutine, or by fn): close rolls back what is still
         -- open, so fn's work is not committed. As Python's `with conn:`, whose commit raises on
         -- a closed connection.
-        local _, err = pcall(check_open, self)
+        local _, err = pcall(not_open, state)
         ok, results = false, { false, err }
     elseif ok and self.in_transaction then -- fn may have ended it itself
         if nested then
