@@ -11,6 +11,9 @@ describe("random calls over the API from many coroutines", function()
         local seed = tonumber(os.getenv("PASYN_FUZZ_SEED")) or os.time()
         -- (calls with a wrong self, conn.execute(cursor, ...), among them)
         local ok, result = fuzz.run({ seed = seed, seconds = SECONDS })
+        if not ok then -- on stderr too: prove shows it, where it hides a TAP diagnostic
+            io.stderr:write("fuzz_api (PASYN_FUZZ_SEED=", seed, "): ", tostring(result), "\n")
+        end
         assert(ok, "fuzz_api (PASYN_FUZZ_SEED=" .. seed .. "): " .. tostring(result))
         -- It did call: statements ran and failed in the ways the API reports.
         local seen = {}
@@ -20,6 +23,10 @@ describe("random calls over the API from many coroutines", function()
         table.sort(seen)
         local what = ("%d calls, errors: %s (seed %d)"):format(result.calls,
                                                            table.concat(seen, ", "), seed)
+        if result.calls <= 100 or not result.errors.ProgrammingError
+           or not result.errors.OperationalError then
+            io.stderr:write("fuzz_api: ", what, "\n")
+        end
         assert.is_true(result.calls > 100, what)
         assert.is_truthy(result.errors.ProgrammingError, what)
         assert.is_truthy(result.errors.OperationalError, what)
