@@ -7,6 +7,8 @@
 
 /* The most statements one batch holds: a bound on how long the first of them waits. */
 #define BATCH_MAX 512
+/* The fewest statements a batch may be capped at (batch_cap). */
+#define BATCH_MIN 16
 
 /* The statements a batch is made of, prepared once on the writer's connection. */
 static const char *const batch_sql[BATCH_STMTS] = {
@@ -90,6 +92,31 @@ static pasyn_task *batch_next(pasyn_pool *pool, int expect, uint64_t pushed_at_s
     return t;
 }
 
+/* How many statements this batch may hold. One batch for all the writers waiting takes as long
+ * as running their statements (at the pace the submitting thread hands them in) plus its
+ * COMMIT, while that thread sits idle. Two batches of half as many, one running while the other
+ * commits, take as long as two COMMITs or the running, whichever is longer: less when a COMMIT
+ * takes less than running all the writers' statements does (a COMMIT that syncs, with
+ * synchronous = FULL, and many writers). Then a batch holds half the writers seen waiting (those
+ * in the last batch and those queued behind it when it committed), never below BATCH_MIN.
+ * Writer thread. */
+static int batch_cap(const pasyn_pool *pool)
+{
+    const batching *b = &pool->batch;
+    if (b->commit_ns >= (uint64_t)b->writers * b->stmt_ns)
+        return BATCH_MAX;
+    int cap = b->writers / 2;
+    return cap < BATCH_MIN ? BATCH_MIN : cap > BATCH_MAX ? BATCH_MAX : cap;
+}
+
+/* Learns how many writers wait at once from a batch of `n` that commits with `queued` more
+ * behind it: the most seen lately, forgotten by 1/16 a batch. Writer thread. */
+static void batch_learn_writers(pasyn_pool *pool, int n, int queued)
+{
+    int seen = n + queued, *w = &pool->batch.writers;
+    *w = seen > *w - *w / 16 ? seen : *w - *w / 16;
+}
+
 static void batch_count(pasyn_pool *pool, int n)
 {
     batching *b = &pool->batch;
@@ -132,8 +159,8 @@ static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
 {
     sqlite3 *db = pool->writer.conn.db;
     pasyn_task *batch[BATCH_MAX], *next = NULL;
-    int n = 0, broken = 0;
-    uint64_t pushed_at_start = atomic_load(&pool->writer.pushed);
+    int n = 0, broken = 0, cap_n = batch_cap(pool);
+    uint64_t pushed_at_start = atomic_load(&pool->writer.pushed), started = now_ns();
     int64_t total_before = sqlite3_total_changes64(db);
     int64_t rowid_before = sqlite3_last_insert_rowid(db);
     int64_t changes_before = changes_now(pool);
@@ -157,7 +184,7 @@ static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
             broken = 1;
             break;
         }
-        if (n == BATCH_MAX || !(t = batch_next(pool, expect, pushed_at_start)))
+        if (n == cap_n || !(t = batch_next(pool, expect, pushed_at_start)))
             break;
         if (!joins_batch(pool, t)) {
             next = t;
@@ -165,10 +192,12 @@ static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
         }
     }
     if (!broken) {
+        batch_learn_writers(pool, n, writer_queued(pool));
         uint64_t start = now_ns();
         broken = batch_exec(pool, BATCH_COMMIT) != SQLITE_OK;
-        /* A running average, for batch_next. */
+        /* Running averages, for batch_next and batch_cap. */
         pool->batch.commit_ns = (pool->batch.commit_ns * 7 + (now_ns() - start)) / 8;
+        pool->batch.stmt_ns = (pool->batch.stmt_ns * 7 + (start - started) / (uint64_t)n) / 8;
     }
     conn_busy_cap(c, 0);
     pool->batch.last = broken ? 0 : n;

@@ -56,7 +56,9 @@ typedef struct batching {
     sqlite3_stmt *stmts[BATCH_STMTS]; /* BEGIN IMMEDIATE, COMMIT, ROLLBACK: prepared once */
     uint64_t commit_ns;               /* how long a batch's COMMIT takes: a running average */
     uint64_t gap_ns;                  /* how long a batch waited for its next write: the same */
+    uint64_t stmt_ns;                 /* a batch's time before its COMMIT per statement: the same */
     int last;                         /* statements in the last batch; 0 after a task run alone */
+    int writers;                      /* how many writes wait at once, as lately seen (batch_cap) */
     _Atomic uint64_t count;           /* batches of two or more statements (pasyn_stats) */
     _Atomic uint64_t statements;      /* statements run in them */
     _Atomic uint64_t most;            /* the most statements one of them held */
@@ -212,6 +214,8 @@ void *writer_main(void *pool);
 void writer_push(pasyn_pool *pool, pasyn_task *t); /* any thread */
 /* The oldest queued task, taken, when no transaction gates the queue; else NULL. Writer. */
 pasyn_task *writer_take_head(pasyn_pool *pool);
+/* How many tasks are queued now. Writer. */
+int writer_queued(pasyn_pool *pool);
 /* Runs a task's statements on the writer's connection, leaving it uncompleted. Writer. */
 void writer_run_task(pasyn_pool *pool, pasyn_task *t);
 /* After one task or a batch: who owns the writer now, the change count readers see. Writer. */

@@ -71,6 +71,15 @@ pasyn_task *writer_take_head(pasyn_pool *pool)
     return t;
 }
 
+int writer_queued(pasyn_pool *pool)
+{
+    writer *w = &pool->writer;
+    pthread_mutex_lock(&w->mu);
+    int n = (int)w->queued;
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
 static int pushed_since(pasyn_pool *pool, void *seen)
 {
     return atomic_load_explicit(&pool->writer.pushed, memory_order_acquire) != *(uint64_t *)seen;
