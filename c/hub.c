@@ -166,12 +166,14 @@ pasyn_task *pasyn_hub_drain(pasyn_hub *hub)
     return list;
 }
 
-/* Watches `flag` for a short while; 1 when it was set. The caller's thread never yields the
+/* Watches `flag` for a short while, when a core is spare (cpu_core_spare); 1 when it was set. The caller's thread never yields the
  * core meanwhile: the kernel's scheduler (EEVDF) pushes back the deadline of a thread that
  * yields, and a waiter that has yielded its way into a sleep is woken late, at the next tick
  * (3 ms late on every 1 ms timer while the readers keep both cores busy). */
 static int spin_until(_Atomic int *flag)
 {
+    if (!cpu_core_spare())
+        return 0;
     uint64_t deadline = now_ns() + SPIN_NS;
     do {
         for (int i = 0; i < 64; i++) {

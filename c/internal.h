@@ -134,6 +134,9 @@ int task_stopped(const pasyn_task *t);
 void columns_put(columns *c);
 
 /* Bounded spinning before parking (workers) or sleeping (waiters). */
+/* 1 while no more threads are runnable than the machine has cores (a look at the run queue,
+ * at most every 2 ms); 0 then nobody spins. Any thread. cpu.c */
+int cpu_core_spare(void);
 #ifndef SPIN_NS
 #define SPIN_NS 50000
 #endif

@@ -184,11 +184,13 @@ struct pasyn_pool {
 /* ---- calls between the parts -------------------------------------------------------- */
 
 /* Watches `ready(pool, arg)` for up to `ns` before the caller parks: 1 once it was true, 0 at
- * once when SPINNERS_MAX workers spin already. `spinning` (or NULL) is set meanwhile. Inlined,
+ * once when SPINNERS_MAX workers spin already or no core is spare (cpu_core_spare). `spinning` (or NULL) is set meanwhile. Inlined,
  * so `ready` is too. Worker threads. */
 static inline int pool_spin(pasyn_pool *pool, uint64_t ns, _Atomic int *spinning,
                             int (*ready)(pasyn_pool *, void *), void *arg)
 {
+    if (!cpu_core_spare())
+        return 0;
     if (atomic_fetch_add(&pool->spinners, 1) >= SPINNERS_MAX) {
         atomic_fetch_sub(&pool->spinners, 1);
         return 0;
