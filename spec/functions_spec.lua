@@ -8,32 +8,14 @@
 local sqlite = require "pasyn_sqlite"
 local support = require "support"
 
-local raises, scalar = support.raises, support.scalar
+local checks = require "functions_checks"
+local raises, scalar, fresh = support.raises, support.scalar, checks.fresh
 local LUA = jit and "luajit" or "lua" .. _VERSION:sub(5) -- luacheck: ignore jit
 local UNDER_TSAN = (os.getenv("LD_PRELOAD") or ""):find("tsan", 1, true) ~= nil
-local is_integer = math.type and function(v) return math.type(v) == "integer" end
-    or function(v) return type(v) == "number" and v == math.floor(v) end
 
 -- A read that keeps a reader busy for a while (~100 ms here, more under a sanitizer).
 local LONG_SQL = [[WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?)
                    SELECT count(*) FROM c]]
-
-local function fresh(options)
-    local conn = sqlite.connect(":memory:", options or { readers = 2 })
-    conn:execute("CREATE TABLE t(x INTEGER)")
-    conn:executemany("INSERT INTO t VALUES (?)", (function()
-        local rows = {}
-        for i = 1, 100 do
-            rows[i] = { i }
-        end
-        return rows
-    end)())
-    return conn
-end
-
-local function reads(conn)
-    return support.readers_sum(conn:stats(), "executed")
-end
 
 -- Runs `code` (Lua source; it prints "ok" when all went well) in a child process bounded by
 -- `seconds`, so that a hang fails the test instead of stopping the run. Under make tsan (no
@@ -60,71 +42,31 @@ local function in_child(code, seconds)
     return out
 end
 
--- The scalar checks every way of waiting runs: each SQL type in and out, nargs -1, results of
--- each Lua type, a bad result, an error; on a reader and on the writer.
-local function scalar_checks(conn)
-    local seen = {}
-    conn:create_function("echo", 1, function(v)
-        seen[#seen + 1] = v
-        return v
-    end)
-    local row = conn:execute("SELECT echo(7), echo(2.5), echo('text'), echo(x'00ff'), echo(NULL)")
-                    :fetchone()
-    assert.are.equal(7, row[1])
-    assert.is_true(is_integer(seen[1]))
-    assert.are.equal(2.5, row[2])
-    assert.are.equal("text", row[3])
-    assert.are.equal("\0\255", row[4])
-    assert.are.equal(sqlite.null, row[5])
-    assert.are.same({ 7, 2.5, "text", "\0\255", sqlite.null }, seen)
-    assert.are.same({ "integer", "real", "text", "text", "null", n = 5 },
-        conn:execute("SELECT typeof(echo(7)), typeof(echo(2.5)), typeof(echo('a')), " ..
-                     "typeof(echo(x'01')), typeof(echo(NULL))"):fetchone())
-    -- a BLOB arrives as a string, which goes back as TEXT; sqlite.blob(s) gives a BLOB
-    assert.are.same({ "text", n = 1 }, conn:execute("SELECT typeof(echo(x'01'))"):fetchone())
-
-    local results = { nil, sqlite.null, true, false, 3, 2.5, "s", sqlite.blob("\0\1") }
-    conn:create_function("give", 1, function(i) return results[i] end)
-    local typed = conn:execute([[SELECT typeof(give(1)), typeof(give(2)), give(3), give(4),
-        typeof(give(5)), typeof(give(6)), typeof(give(7)), typeof(give(8)), give(8)]]):fetchone()
-    assert.are.same({ "null", "null", 1, 0, "integer", "real", "text", "blob", "\0\1", n = 9 },
-                    typed)
-
-    conn:create_function("count_args", -1, function(...) return select("#", ...) end)
-    assert.are.same({ 0, 3 }, { conn:execute("SELECT count_args(), count_args(1, 'a', NULL)")
-                                    :fetchone()[1], scalar(conn, "SELECT count_args(1, 'a', NULL)") })
-    assert.matches("wrong number of arguments",
-                   raises("OperationalError", conn.execute, conn, "SELECT echo(1, 2)").message)
-
-    conn:create_function("bad", 0, function() return {} end)
-    local err = raises("OperationalError", conn.execute, conn, "SELECT bad()")
-    assert.matches("SQL function 'bad' returned a table", err.message)
-    conn:create_function("boom", 1, function(v) error("boom with " .. tostring(v)) end)
-    err = raises("OperationalError", conn.execute, conn, "SELECT boom(x) FROM t WHERE x = 5")
-    assert.matches("boom with 5", err.message)
-
-    -- a read runs on a reader, a write on the writer, both calling it
-    local before = reads(conn)
-    assert.are.equal(5150, scalar(conn, "SELECT sum(echo(x) + 1) FROM t"))
-    assert.is_true(reads(conn) > before, "the read ran on a reader")
-    conn:execute("CREATE TABLE w(v)")
-    conn:execute("INSERT INTO w VALUES (echo(?))", "written")
-    assert.are.equal("written", scalar(conn, "SELECT v FROM w"))
-    conn:execute("DROP TABLE w")
+-- Runs checks[name] on a fresh pool with blocking calls, in a child process (a regression
+-- that stops serving calls there fails the test after a minute instead of hanging the run).
+local function blocking(name, options)
+    local out = in_child(([[
+        local checks = require "functions_checks"
+        local conn = checks.fresh(%s)
+        checks.%s(conn)
+        conn:close()
+        print("CHECKS PASSED")
+    ]]):format(options and ("{ readers = %d, max_pending = %d }"):format(options.readers,
+                                                                          options.max_pending)
+                       or "", name), 60)
+    assert.matches("CHECKS PASSED", out)
 end
 
 describe("SQL functions defined in Lua", function()
     it("serve a blocking call outside any scheduler (a reader's read, the writer's write)",
        function()
-        local conn = fresh()
-        scalar_checks(conn)
-        conn:close()
+        blocking("scalar")
     end)
 
     it("serve the built-in scheduler", function()
         local conn = fresh()
         sqlite.run(function()
-            scalar_checks(conn)
+            checks.scalar(conn)
         end)
         conn:close()
     end)
@@ -135,6 +77,7 @@ describe("SQL functions defined in Lua", function()
             local conn = sqlite.connect(":memory:", { readers = 2 })
             conn:execute("CREATE TABLE t(x)")
             conn:create_function("f", 1, function(x) return x + 1 end)
+            -- nothing but this blocking call serves the calls
             conn:execute("INSERT INTO t VALUES (f(?))", 1)      -- the writer
             local v = conn:execute("SELECT f(x) FROM t"):fetchone()[1] -- a reader
             conn:close()
@@ -212,8 +155,8 @@ describe("SQL functions defined in Lua", function()
         assert.is_false(conn.closed)
         conn:create_function("yielder", 0, function() coroutine.yield() return 1 end)
         sqlite.run(function()
-            local err = raises("OperationalError", scalar, conn, "SELECT yielder()")
-            assert.matches("yield", err.message)
+            local yerr = raises("OperationalError", scalar, conn, "SELECT yielder()")
+            assert.matches("yield", yerr.message)
             assert.are.equal(1, scalar(conn, "SELECT 1")) -- the pool goes on
         end)
         conn:close()
@@ -234,53 +177,13 @@ describe("SQL functions defined in Lua", function()
 end)
 
 describe("aggregates defined in Lua", function()
-    local made
-    local function factory()
-        made = made + 1
-        return { n = 0, sum = 0,
-                 step = function(self, v) self.n, self.sum = self.n + 1, self.sum + v end,
-                 finalize = function(self) return self.n .. ":" .. self.sum end }
-    end
-
-    local function checks(conn)
-        made = 0
-        conn:create_aggregate("nsum", 1, factory)
-        local groups = conn:execute("SELECT x % 3, nsum(x) FROM t GROUP BY x % 3 ORDER BY 1")
-                           :fetchall()
-        assert.are.same({ 0, "33:1683" }, { groups[1][1], groups[1][2] })
-        assert.are.same({ 1, "34:1717" }, { groups[2][1], groups[2][2] })
-        assert.are.same({ 2, "33:1650" }, { groups[3][1], groups[3][2] })
-        assert.are.equal(3, made, "one object per group")
-        -- an empty input: a fresh object's finalize
-        assert.are.equal("0:0", scalar(conn, "SELECT nsum(x) FROM t WHERE x > 1000"))
-        -- errors in step and in finalize fail the statement with their message
-        conn:create_aggregate("bad_step", 1, function()
-            return { step = function(_, v) if v == 50 then error("step saw 50") end end,
-                     finalize = function() return 0 end }
-        end)
-        assert.matches("step saw 50",
-                       raises("OperationalError", scalar, conn, "SELECT bad_step(x) FROM t").message)
-        conn:create_aggregate("bad_final", 1, function()
-            return { step = function() end, finalize = function() error("final failed") end }
-        end)
-        assert.matches("final failed",
-                       raises("OperationalError", scalar, conn, "SELECT bad_final(x) FROM t").message)
-        conn:create_aggregate("no_step", 1, function() return {} end)
-        assert.matches("no step method",
-                       raises("OperationalError", scalar, conn, "SELECT no_step(x) FROM t").message)
-        -- in a write, on the writer
-        conn:execute("CREATE TABLE agg(v)")
-        conn:execute("INSERT INTO agg SELECT nsum(x) FROM t")
-        assert.are.equal("100:5050", scalar(conn, "SELECT v FROM agg"))
-        conn:execute("DROP TABLE agg")
-        -- no group is left behind, whatever failed
-        collectgarbage()
-        assert.is_nil(next(debug.getregistry()["pasyn_sqlite.groups"]))
-    end
-
     it("make one object per group (blocking)", function()
+        blocking("aggregate")
+    end)
+
+    it("are removed with nil", function()
         local conn = fresh()
-        checks(conn)
+        conn:create_aggregate("nsum", 1, function() return {} end)
         conn:create_aggregate("nsum", 1, nil)
         assert.matches("no such function",
                        raises("OperationalError", scalar, conn, "SELECT nsum(x) FROM t").message)
@@ -289,58 +192,40 @@ describe("aggregates defined in Lua", function()
 
     it("make one object per group (built-in scheduler)", function()
         local conn = fresh()
-        sqlite.run(function() checks(conn) end)
+        sqlite.run(function() checks.aggregate(conn) end)
         conn:close()
     end)
 
-    it("forget a group whose statement ends early", function()
+    it("forget a group whose statement fails on the way", function()
         local conn = fresh()
-        made = 0
-        conn:create_aggregate("nsum", 1, factory)
-        local cur = conn:execute("SELECT x, nsum(x) FROM t GROUP BY x")
-        assert.are.same({ 1, "1:1" }, { cur:fetchone()[1], "1:1" })
-        cur:close()
-        collectgarbage()
-        support.wait_no_stream(conn)
+        conn:create_aggregate("nsum", 1, function()
+            return { n = 0, step = function(self) self.n = self.n + 1 end,
+                     finalize = function(self) return self.n end }
+        end)
+        local finals = 0
+        conn:create_aggregate("counted", 1, function()
+            return { step = function() end, finalize = function() finals = finals + 1 end }
+        end)
+        conn:create_function("fail_at", 1, function(x) if x == 50 then error("stop at 50") end
+                                                       return 1 end)
+        -- the statement fails after 49 steps of one group: SQLite still ends the group
+        local err = raises("OperationalError", scalar, conn,
+                           "SELECT counted(x) FROM t WHERE fail_at(x) = 1")
+        assert.matches("stop at 50", err.message)
+        assert.are.equal(1, finals)
         assert.is_nil(next(debug.getregistry()["pasyn_sqlite.groups"]))
         conn:close()
     end)
 end)
 
 describe("collations defined in Lua", function()
-    local function checks(conn)
-        conn:execute("CREATE TABLE s(v TEXT)")
-        conn:execute("INSERT INTO s VALUES ('b'), ('a'), ('c'), ('B')")
-        conn:create_collation("reverse", function(a, b)
-            return a < b and 1 or a > b and -1 or 0
-        end)
-        assert.are.same({ "c", "b", "a", "B" },
-                        support.column(conn, "SELECT v FROM s ORDER BY v COLLATE reverse"))
-        conn:create_collation("nocase_lua", function(a, b)
-            a, b = a:lower(), b:lower()
-            return a < b and -1 or a > b and 1 or 0
-        end)
-        assert.are.equal(2, scalar(conn, "SELECT count(*) FROM s WHERE v = 'b' COLLATE nocase_lua"))
-        -- an error counts as equal
-        conn:create_collation("broken", function() error("no order") end)
-        assert.are.equal(4, #support.column(conn, "SELECT v FROM s ORDER BY v COLLATE broken"))
-        -- removed
-        conn:create_collation("reverse", nil)
-        assert.matches("no such collation sequence: reverse",
-                       raises("OperationalError", conn.execute, conn,
-                              "SELECT v FROM s ORDER BY v COLLATE reverse").message)
-        conn:execute("DROP TABLE s")
-    end
-
     it("order rows (blocking)", function()
-        local conn = fresh()
-        checks(conn)
-        conn:close()
+        blocking("collation")
     end)
 
     it("order rows (built-in scheduler)", function()
         local conn = fresh()
-        sqlite.run(function() checks(conn) end)
+        sqlite.run(function() checks.collation(conn) end)
         conn:close()
     end)
 end)
@@ -358,7 +243,7 @@ describe("SQL functions through a host adapter (luv)", function()
         local done, failure = false, nil
         local co = coroutine.create(function()
             local ok, err = pcall(function()
-                scalar_checks(conn)
+                checks.scalar(conn)
                 conn:create_aggregate("mx", 1, function()
                     return { m = nil, step = function(s, v) s.m = math.max(s.m or v, v) end,
                              finalize = function(s) return s.m end }
@@ -426,21 +311,7 @@ describe("SQL functions under load", function()
     end)
 
     it("serve a caller blocked for a max_pending slot", function()
-        local conn = fresh({ readers = 2, max_pending = 1 })
-        conn:create_function("f", 1, function(x) return x + 1 end)
-        local before = sqlite.set_host({}) -- any coroutine but the main one yields
-        local got
-        local co = coroutine.create(function()
-            got = scalar(conn, "SELECT sum(f(x)) FROM t") -- holds the one slot
-        end)
-        assert(coroutine.resume(co))
-        assert.are.equal(1, conn:stats().pending)
-        -- blocks for the slot, serving the coroutine's calls meanwhile
-        assert.are.equal(2, scalar(conn, "SELECT f(1)"))
-        sqlite.dispatch() -- delivers the coroutine's completion, kept meanwhile
-        sqlite.set_host(before)
-        assert.are.equal(5150, got)
-        conn:close()
+        blocking("gate", { readers = 2, max_pending = 1 })
     end)
 
     it("close waits for a statement that calls them, serving it", function()
