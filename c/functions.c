@@ -67,13 +67,16 @@ void fn_registry_free(fn_registry *fs)
     pthread_mutex_destroy(&fs->mu);
 }
 
+/* Whether definition `a` is the one a new definition of name, nargs and flags replaces: SQLite
+ * keeps a scalar function and an aggregate of one name and nargs in one slot; collations have
+ * their own. */
 static int same_kind(const fn_spec *a, const char *name, int nargs, int flags)
 {
-    int kinds = PASYN_FUNCTION_AGGREGATE | PASYN_FUNCTION_COLLATION;
-    if ((a->flags & kinds) != (flags & kinds) || sqlite3_stricmp(a->name, name) != 0)
+    int collation = (flags & PASYN_FUNCTION_COLLATION) != 0;
+    if (((a->flags & PASYN_FUNCTION_COLLATION) != 0) != collation ||
+        sqlite3_stricmp(a->name, name) != 0)
         return 0;
-    /* SQLite keeps a scalar and an aggregate of one name and nargs in one slot. */
-    return (flags & PASYN_FUNCTION_COLLATION) || a->nargs == nargs;
+    return collation || a->nargs == nargs;
 }
 
 int pasyn_create_function(pasyn_pool *pool, const char *name, int nargs, int flags, uint64_t id,

@@ -292,9 +292,10 @@ enum pasyn_function_flags {
  * connection takes it before it prepares or looks up its next statement, so a statement
  * submitted after this returns sees it; a statement running meanwhile keeps what it had. `id`
  * is the host's name for the function, handed back in each call. *replaced (may be NULL) gets
- * the id of the definition this one replaces (same name, nargs and kind; names compared as
- * SQLite does, without case), or 0. 0; PASYN_EPROGRAMMING for a NULL or too long name or an
- * nargs out of range; PASYN_ECLOSED once the pool is closing; PASYN_ENOMEM. Any thread. */
+ * the id of the definition this one replaces (a function or aggregate of the same name and
+ * nargs, or a collation of the same name; names compared as SQLite does, without case), or 0.
+ * Returns 0; PASYN_EPROGRAMMING for a NULL, empty or too long name or an nargs out of range;
+ * PASYN_ECLOSED once the pool is closing; PASYN_ENOMEM. Any thread. */
 int pasyn_create_function(pasyn_pool *pool, const char *name, int nargs, int flags, uint64_t id,
                           uint64_t *replaced);
 
