@@ -52,8 +52,9 @@ typedef struct lstream {
  * does not exist in the child). */
 typedef struct lhub {
     pasyn_hub *hub;
-    pid_t pid;   /* the process that made it */
-    int serving; /* SQL functions running now (serve_calls), nested */
+    pid_t pid;                 /* the process that made it */
+    int serving;               /* SQL functions running now (serve_calls), nested */
+    uint64_t last_function_id; /* ids of SQL functions are never reused (create_function) */
 } lhub;
 
 static void forget_functions(lua_State *L, const lpool *p);
@@ -1201,7 +1202,7 @@ static int l_create_function(lua_State *L)
     int removing = lua_isnoneornil(L, 5);
     if (!p->pool)
         return fail_closed(L, p, NULL);
-    uint64_t id = removing ? 0 : ++last_function_id, replaced = 0;
+    uint64_t id = removing ? 0 : ++get_lhub(L)->last_function_id, replaced = 0;
     int err = pasyn_create_function(p->pool, name, nargs, flags, id, &replaced);
     if (err == PASYN_ECLOSED)
         return fail_closed(L, p, NULL);
@@ -1699,6 +1700,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         h->hub = NULL; /* made on first use: get_hub */
         h->pid = 0;
         h->serving = 0;
+        h->last_function_id = 0;
         lua_createtable(L, 0, 1);
         lua_pushcfunction(L, l_hub_gc);
         lua_setfield(L, -2, "__gc");
