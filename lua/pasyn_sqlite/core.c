@@ -1174,8 +1174,6 @@ static int l_stats(lua_State *L)
  * Calls are served on this thread only, by serve_calls: from dispatch, from a blocking wait
  * (wait) and from a blocked wait for a gate's slot (the scheduler's gate_block). */
 
-static uint64_t last_function_id;
-
 /* How long serve_calls watches for the next call once it has served those waiting. */
 #define CALL_LINGER_S 20e-6
 
