@@ -267,6 +267,34 @@ describe("SQL functions through a host adapter (luv)", function()
     end)
 end)
 
+describe("SQL functions through a host adapter (cqueues)", function()
+    local ok_cq, cqueues = pcall(require, "cqueues")
+    guarded("serve calls where the adapter dispatches", function()
+        if not ok_cq then
+            pending("cqueues is not installed")
+            return
+        end
+        local before = sqlite.set_host(nil)
+        require "pasyn_sqlite.cqueues"
+        local conn = fresh()
+        local done, failure = false, nil
+        local cq = cqueues.new()
+        cq:wrap(function()
+            local ok, err = pcall(function()
+                checks.scalar(conn)
+                checks.collation(conn)
+            end)
+            done, failure = true, not ok and err or nil
+        end)
+        local ok, err = cq:loop(60)
+        sqlite.set_host(before)
+        assert.is_true(ok, tostring(err))
+        assert.is_true(done, "the coroutine finished")
+        assert.is_nil(failure, tostring(failure))
+        conn:close()
+    end)
+end)
+
 describe("SQL functions under load", function()
     guarded("serve writes through group commit beside concurrent plain writes", function()
         local conn = fresh()
