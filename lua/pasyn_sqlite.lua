@@ -1160,10 +1160,10 @@ end
 local function define(conn, where, name, nargs, flags, fn)
     check_self(conn, Connection, where)
     check_string(name, where, "name")
-    if math.type and math.type(nargs) ~= "integer" or type(nargs) ~= "number" or
-        nargs ~= math.floor(nargs) or nargs < -1 or nargs > 127 then
+    if type(nargs) ~= "number" or nargs ~= math.floor(nargs) or nargs < -1 or nargs > 127 then
         bad_argument(where, "nargs", "a whole number from -1 (any) to 127", nargs)
     end
+    nargs = math.floor(nargs) -- (an integer on Lua 5.3+, also for 2.0)
     if fn ~= nil and not callable(fn) then
         bad_argument(where, flags == core.AGGREGATE and "factory" or "fn",
                      "a function or nil", fn)

@@ -152,6 +152,8 @@ describe("SQL functions defined in Lua", function()
         raises("ProgrammingError", conn.create_function, conn, "", 1, print)
         raises("ProgrammingError", conn.create_aggregate, conn, "f", 1, 42)
         raises("ProgrammingError", conn.create_collation, conn, "c", {})
+        conn:create_function("two", 2.0, function(a, b) return a + b end) -- a whole float
+        assert.are.equal(3, scalar(conn, "SELECT two(1, 2)"))
         -- a callable table is a function
         conn:create_function("called", 0, setmetatable({}, { __call = function() return 9 end }))
         assert.are.equal(9, scalar(conn, "SELECT called()"))
