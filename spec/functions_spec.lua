@@ -347,6 +347,23 @@ describe("SQL functions under load", function()
         conn:close()
     end)
 
+    guarded("fail a statement whose function is replaced while it runs, with a clear message",
+            function()
+        local conn = fresh()
+        conn:create_function("pad", 1, function(x) return ("%08d"):format(x):rep(1000) end)
+        local cur = conn:execute("SELECT x, pad(x) FROM t") -- streams: 800 kB in 256 kB chunks
+        assert.are.equal(1, cur:fetchone()[1])
+        conn:create_function("pad", 1, function() return "new" end)
+        local err = raises("OperationalError", function()
+            while cur:fetchone() do end
+        end)
+        assert.matches("replaced or removed while a statement called it", err.message)
+        -- a statement issued now gets the new definition
+        assert.are.equal("new", scalar(conn, "SELECT pad(1)"))
+        assert.are.equal(0, support.wait_no_stream(conn))
+        conn:close()
+    end)
+
     guarded("reach readers busy with long reads before their next statement", function()
         local conn = fresh({ readers = 3 })
         sqlite.run(function()
