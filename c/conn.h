@@ -48,6 +48,31 @@ int temp_names_has(temp_names *tn, const char *name); /* any thread */
 void temp_names_refresh(temp_names *tn, sqlite3 *writer_db, int keep); /* the writer */
 void temp_names_free(temp_names *tn);
 
+/* ---- SQL functions defined by the host (functions.c) ----------------------------- */
+
+/* One pasyn_create_function. */
+typedef struct fn_spec {
+    char *name;  /* malloc'd */
+    int nargs;   /* -1: any */
+    int flags;   /* enum pasyn_function_flags */
+    uint64_t id; /* the host's; 0 removes */
+} fn_spec;
+
+/* The pool's definitions, in the order they were made: each connection applies those it has not
+ * yet before its next statement (functions_sync). */
+typedef struct fn_registry {
+    pthread_mutex_t mu; /* guards log, n, cap */
+    fn_spec *log;
+    size_t n, cap;
+    _Atomic size_t gen;       /* n, readable without the lock */
+    _Atomic uint64_t context; /* the last aggregate context handed out */
+    int refused;              /* under hub->mu: the host answers no more calls */
+    pasyn_hub *hub;           /* where calls go */
+} fn_registry;
+
+void fn_registry_init(fn_registry *fs, pasyn_hub *hub);
+void fn_registry_free(fn_registry *fs);
+
 /* ---- the connection and its statement cache ---------------------------------------- */
 
 /* A link of a cache's recency list (a circular list around a sentinel); the first member of
@@ -107,6 +132,8 @@ typedef struct conn {
     buf insert_names;                 /* with SEEN_INSERT: "table\0database\0" of the INSERT */
     temp_names *temp_names;           /* the writer's TEMP names, on the other connections */
     int refuse_locks_out;             /* deny PRAGMAs that would lock other connections out */
+    fn_registry *functions;           /* the host's SQL functions it takes, or NULL: none */
+    size_t functions_seen;            /* how many of their definitions it applied */
 
     /* the running task, between conn_arm and conn_disarm */
     int armed;
@@ -179,6 +206,18 @@ void conn_busy_pragma_leave(conn *c);
  * statement's table get a row with the same rowid again (REPLACE). */
 void conn_watch_insert(conn *c, const cached_stmt *s);
 int conn_inserted(conn *c, int64_t *rowid);
+
+/* functions.c: applies the definitions made since the connection's last look (a cheap check
+ * when none were). A definition SQLite refuses now (SQLITE_BUSY: a replaced function while a
+ * statement of the connection is running, e.g. a streamed result) is tried again next time.
+ * The connection's thread (the classifier: under its lock). */
+void functions_sync(conn *c);
+static inline void functions_check(conn *c)
+{
+    if (c->functions &&
+        atomic_load_explicit(&c->functions->gen, memory_order_acquire) != c->functions_seen)
+        functions_sync(c);
+}
 
 /* route.c: the authorizer every connection runs, and what it makes of a statement. */
 

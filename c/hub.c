@@ -55,6 +55,9 @@ void pasyn_hub_free(pasyn_hub *hub)
 {
     if (!hub)
         return;
+    pthread_mutex_lock(&hub->mu);
+    hub_fail_calls_locked(hub, NULL, "the host's completion hub was freed");
+    pthread_mutex_unlock(&hub->mu);
     pasyn_task *t = pasyn_hub_drain(hub);
     while (t) {
         pasyn_task *next = t->next;
@@ -145,11 +148,17 @@ void hub_complete(pasyn_hub *hub, pasyn_task *t)
     /* pending before watching (both seq_cst): a host that stops watching then looks at
      * pending, so either it sees this task or this sees it gone and writes the descriptor. */
     atomic_store(&hub->pending, 1);
-    if (was_empty && !atomic_load(&hub->watching) && !hub->signalled) {
+    if (was_empty)
+        hub_signal_locked(hub);
+    pthread_mutex_unlock(&hub->mu);
+}
+
+void hub_signal_locked(pasyn_hub *hub)
+{
+    if (!atomic_load(&hub->watching) && !hub->signalled) {
         hub->signalled = 1; /* written under the lock: drain knows the descriptor's state */
         hub_signal(hub);
     }
-    pthread_mutex_unlock(&hub->mu);
 }
 
 pasyn_task *pasyn_hub_drain(pasyn_hub *hub)
@@ -161,7 +170,8 @@ pasyn_task *pasyn_hub_drain(pasyn_hub *hub)
     }
     pasyn_task *list = hub->head;
     hub->head = hub->tail = NULL;
-    atomic_store_explicit(&hub->pending, 0, memory_order_relaxed);
+    /* Calls of SQL functions keep it set: the drain's caller takes them next (functions.c). */
+    atomic_store_explicit(&hub->pending, hub->calls != NULL, memory_order_relaxed);
     pthread_mutex_unlock(&hub->mu);
     return list;
 }
@@ -231,7 +241,7 @@ static void hub_set_socket(pasyn_hub *hub, int sfd)
         return;
     if (hub->signalled) {
         signal_socket(sfd);
-    } else if (hub->head) {
+    } else if (hub->head || hub->calls) {
         hub->signalled = 1;
         hub_signal(hub);
     }

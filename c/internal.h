@@ -109,10 +109,20 @@ struct pasyn_hub {
     int sfd;              /* under mu: a connected socket signalled too (pasyn_hub_accept),
                                  * or -1 */
     int lfd;              /* listening socket of pasyn_hub_listen, or -1; owner thread */
+    pasyn_call *calls, *calls_tail; /* under mu: calls of SQL functions waiting for the host
+                                       (functions.c); they keep `pending` set too */
+    _Atomic int calling;            /* calls != NULL, readable without the lock */
     char lpath[sizeof((struct sockaddr_un *)0)->sun_path]; /* its path, "" when none */
 };
 
 void hub_complete(pasyn_hub *hub, pasyn_task *t); /* any worker thread */
+/* Under mu: writes the descriptor (and the host's socket) unless it is written already or the
+ * host watches `pending` (hub.c). */
+void hub_signal_locked(pasyn_hub *hub);
+/* Under mu: fails every queued call (of the host functions `fs`, or of all when NULL): its
+ * worker goes on with an error result (functions.c). */
+struct fn_registry;
+void hub_fail_calls_locked(pasyn_hub *hub, const struct fn_registry *fs, const char *message);
 
 /* Hands a task that has run back to its submitter, through its hub. Any worker thread; the task
  * is not the worker's any more. */

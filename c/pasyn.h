@@ -25,6 +25,7 @@
 typedef struct pasyn_hub pasyn_hub;
 typedef struct pasyn_pool pasyn_pool;
 typedef struct pasyn_task pasyn_task;
+typedef struct pasyn_call pasyn_call;
 
 /* ---- values: parameters in, column values out ------------------------------------ */
 
@@ -269,6 +270,76 @@ int pasyn_task_lastrowid(const pasyn_task *t, int64_t *rowid);
  * PASYN_RELEASE task ends it. *stream identifies it for pasyn_task_set_stream. */
 int pasyn_task_stream(const pasyn_task *t, uint64_t *stream);
 void pasyn_task_set_stream(pasyn_task *t, uint64_t stream);
+
+/* ---- SQL functions defined by the host ------------------------------------------------ */
+
+/* The host defines SQL functions, aggregates and collations on every connection of the pool,
+ * but runs them itself, on its own thread: when SQLite calls one on a worker, the worker queues
+ * a call on the pool's hub (its descriptor polls readable, pasyn_hub_poll returns, and a
+ * PASYN_SYNC task's waiter in pasyn_task_wait_calls wakes), and waits until the host answers it
+ * with pasyn_call_return or pasyn_call_fail. A host that never takes calls holds up only the
+ * statements that call its functions. See sqlite.org/c3ref/create_function.html and
+ * c3ref/create_collation.html. */
+enum pasyn_function_flags {
+    PASYN_FUNCTION_DETERMINISTIC = 1, /* SQLITE_DETERMINISTIC */
+    PASYN_FUNCTION_AGGREGATE = 2,     /* an aggregate: PASYN_CALL_STEP per row, then FINAL */
+    PASYN_FUNCTION_COLLATION = 4      /* a collation: PASYN_CALL_COMPARE; nargs is ignored */
+};
+
+/* Defines (id != 0) or removes (id == 0) the SQL function `name` of `nargs` arguments (-1: any
+ * number, 0..127) on every connection of the pool: the writer, the readers and the connection
+ * that classifies new SQL text (whose statements never run: a call there fails at once). Each
+ * connection takes it before it prepares or looks up its next statement, so a statement
+ * submitted after this returns sees it; a statement running meanwhile keeps what it had. `id`
+ * is the host's name for the function, handed back in each call. *replaced (may be NULL) gets
+ * the id of the definition this one replaces (a function or aggregate of the same name and
+ * nargs, or a collation of the same name; names compared as SQLite does, without case), or 0.
+ * Returns 0; PASYN_EPROGRAMMING for a NULL, empty or too long name or an nargs out of range;
+ * PASYN_ECLOSED once the pool is closing; PASYN_ENOMEM. Any thread. */
+int pasyn_create_function(pasyn_pool *pool, const char *name, int nargs, int flags, uint64_t id,
+                          uint64_t *replaced);
+
+/* What a call asks of the host. */
+enum pasyn_call_op {
+    PASYN_CALL_FUNCTION = 1, /* a scalar function: its result */
+    PASYN_CALL_STEP,         /* an aggregate's row: no result (pasyn_call_return with NULL) */
+    PASYN_CALL_FINAL,        /* an aggregate's group ends: its result */
+    PASYN_CALL_COMPARE       /* a collation: an integer, negative, 0 or positive */
+};
+
+/* Takes every call waiting on the hub, oldest first, as a list walked with pasyn_call_next
+ * (read the next one before answering a call: an answered call is gone). NULL when none. Never
+ * blocks. Owner thread; after pasyn_hub_drain when both are done, so that calls queued before
+ * the drain cleared the descriptor are taken. */
+pasyn_call *pasyn_hub_calls(pasyn_hub *hub);
+pasyn_call *pasyn_call_next(const pasyn_call *c);
+/* enum pasyn_call_op, and the id the function was defined with. */
+int pasyn_call_op(const pasyn_call *c);
+uint64_t pasyn_call_id(const pasyn_call *c);
+/* Aggregates: the group's context, a non-zero number the pool never reuses, the same for
+ * every STEP of one group and its FINAL; *first (may be NULL) is 1 on the group's first STEP.
+ * A FINAL with context 0 ends a group that had no rows (an aggregate over an empty input).
+ * When a STEP fails, no FINAL comes for its context: the host forgets the group then. */
+uint64_t pasyn_call_context(const pasyn_call *c, int *first);
+/* The arguments: their count, and in *at where the first is, read one after the other with
+ * pasyn_row_value (a collation's two are TEXT). Valid until the call is answered. */
+int pasyn_call_args(const pasyn_call *c, const unsigned char **at);
+/* Answers the call: `v` is its result (copied; NULL: SQL NULL), or `message` the error that
+ * fails the statement (SQLITE_ERROR with that text; a collation takes 0). The call is not the
+ * host's any more. Owner thread. */
+void pasyn_call_return(pasyn_call *c, const pasyn_value *v);
+void pasyn_call_fail(pasyn_call *c, const char *message);
+
+/* Blocks like pasyn_task_wait, but returns early when calls wait on the task's hub: 1 once the
+ * task has completed, 0 when calls are to be taken (pasyn_hub_calls) and answered before
+ * waiting again. A host that blocks on PASYN_SYNC tasks while its functions may be called
+ * waits with it, or a statement that calls them waits for ever. The submitting thread. */
+int pasyn_task_wait_calls(pasyn_task *t);
+
+/* The host will answer no more calls of this pool's functions (it is going away): those queued
+ * fail now, and those to come fail at once, with "the SQL function's host is gone". Any
+ * thread; then close and free the pool as usual. */
+void pasyn_pool_refuse_calls(pasyn_pool *pool);
 
 /* ---- pool state -------------------------------------------------------------------- */
 

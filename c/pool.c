@@ -73,6 +73,7 @@ static void pool_destroy(pasyn_pool *pool)
     pthread_rwlock_destroy(&pool->life.intake);
     pthread_mutex_destroy(&pool->read_settings.mu);
     temp_names_free(&pool->temp_names);
+    fn_registry_free(&pool->functions);
     for (int i = 0; i < READ_SETTINGS; i++)
         free(pool->read_settings.sql[i]);
     if (pool->pragmas)
@@ -137,6 +138,7 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
     pthread_rwlock_init(&pool->life.intake, NULL);
     pthread_mutex_init(&pool->read_settings.mu, NULL);
     pthread_mutex_init(&pool->temp_names.mu, NULL);
+    fn_registry_init(&pool->functions, hub);
     pthread_mutex_init(&pool->routes.mu, NULL);
     pthread_mutex_init(&pool->routes.classifier_mu, NULL);
     deque_init(&pool->readers.injector);

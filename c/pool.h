@@ -177,6 +177,7 @@ struct pasyn_pool {
     routes routes;
     read_settings read_settings;
     temp_names temp_names;       /* the writer's TEMP tables and views (temp_names.c) */
+    fn_registry functions;       /* the host's SQL functions (functions.c) */
     _Atomic int spinners;        /* workers watching for work before they park */
     _Atomic uint64_t interrupts; /* pasyn_interrupt calls: stops tasks started before one */
 };

@@ -402,6 +402,7 @@ static int reader_open(reader *r)
                        pool->opts.busy_timeout_ms, pool->opts.statement_cache, &pool->interrupts,
                        &err);
         r->conn.temp_names = &pool->temp_names;
+        r->conn.functions = &pool->functions;
         r->conn.refuse_locks_out = 1;
         if (rc == SQLITE_OK)
             rc = settings_apply_pragmas(pool, &r->conn, 0, &err);

@@ -149,6 +149,7 @@ int conn_prepare(conn *c, const char *sql, int len, unsigned flags, sqlite3_stmt
 
 cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
 {
+    functions_check(c); /* the host's SQL functions defined since its last statement */
     /* A text too long to cache is not looked up either (hashing it would cost as much as
      * reading it). */
     int cacheable = c->capacity && t->sql_len <= PASYN_CACHE_SQL_MAX;

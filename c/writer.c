@@ -423,6 +423,7 @@ static int writer_open(pasyn_pool *pool)
                                     : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     int rc = conn_open(&w->conn, pool->path, flags, pool->opts.busy_timeout_ms,
                        pool->opts.statement_cache, &pool->interrupts, &err);
+    w->conn.functions = &pool->functions;
     if (rc == SQLITE_OK)
         rc = settings_apply_pragmas(pool, &w->conn, 1, &err);
     if (rc == SQLITE_OK) {
@@ -439,6 +440,7 @@ static int writer_open(pasyn_pool *pool)
         rc = conn_open(classifier, pool->reader_path, SQLITE_OPEN_READONLY,
                        pool->opts.busy_timeout_ms, 0, NULL, &err);
         classifier->temp_names = &pool->temp_names;
+        classifier->functions = &pool->functions; /* never_wait: a call fails at once */
         classifier->refuse_locks_out = 1;
         if (rc == SQLITE_OK) {
             conn_busy_own(classifier, 1);

@@ -357,6 +357,10 @@ local function admit(conn, sync, id, co)
         gate.pending = gate.pending + 1
     else
         check_open(conn) -- no wait for a slot of a pool that will not take the statement
+        if core.serving() then -- the wait would be for the statement that waits for us
+            error(errors.new("ProgrammingError", "a SQL function defined in Lua cannot run " ..
+                             "statements: the statement that called it waits for it"), 4)
+        end
         sched.gate_wait(gate, sync, id, co)
     end
     return gate
@@ -1133,6 +1137,83 @@ function Connection:interrupt()
     check_self(self, Connection, "conn:interrupt")
     check_open(self)
     core.interrupt(self._pool)
+end
+
+-- ---- SQL functions defined in Lua ---------------------------------------------------------
+--
+-- They run on the Lua side, in the thread of this Lua state: a worker whose statement calls
+-- one queues the call on the completion hub (the descriptor sqlite.fd() watches) and waits;
+-- whoever waits on this side serves it (sqlite.dispatch, the built-in scheduler, a blocking
+-- call, a wait for a max_pending slot), runs the function under pcall and hands the result
+-- back. Inside the function no statement of any connection may run (ProgrammingError: the
+-- statement that called it waits for it), and it cannot yield (the pcall is a C call: the
+-- yield fails the statement with Lua's "attempt to yield across a C-call boundary").
+
+local function callable(v)
+    if type(v) == "function" then
+        return true
+    end
+    local mt = getmetatable(v)
+    return type(mt) == "table" and mt.__call ~= nil
+end
+
+local function define(conn, where, name, nargs, flags, fn)
+    check_self(conn, Connection, where)
+    check_string(name, where, "name")
+    if type(nargs) ~= "number" or nargs ~= math.floor(nargs) or nargs < -1 or nargs > 127 then
+        bad_argument(where, "nargs", "a whole number from -1 (any) to 127", nargs)
+    end
+    nargs = math.floor(nargs) -- (an integer on Lua 5.3+, also for 2.0)
+    if fn ~= nil and not callable(fn) then
+        bad_argument(where, flags == core.AGGREGATE and "factory" or "fn",
+                     "a function or nil", fn)
+    end
+    check_open(conn)
+    local ok, class, code, extended, message = core.create_function(conn._pool, name, nargs,
+                                                                   flags, fn)
+    if not ok then
+        error(errors.from_core(class, code, extended, where .. ": " .. message), 3)
+    end
+end
+
+-- conn:create_function(name, nargs, fn [, opts]). Defines the SQL function `name` (a string)
+-- taking `nargs` arguments (-1: any number, up to 127) on every connection of the pool, for
+-- statements issued after it returns; fn(...) gets the SQL values as rows carry them and
+-- returns one (nil or sqlite.null: NULL; a boolean: 1/0; a number; a string: TEXT;
+-- sqlite.blob(s): BLOB). An error it raises, or a result of another type, fails the statement
+-- with OperationalError carrying its message. opts.deterministic: SQLITE_DETERMINISTIC (the
+-- same arguments always give the same result: SQLite may then use it in indexes and call it
+-- fewer times). fn = nil removes the function. Redefining a name and nargs replaces it.
+-- Raises ProgrammingError for bad arguments, ConnectionClosedError / PoolClosedError. As
+-- Python's Connection.create_function (sqlite.org/c3ref/create_function.html).
+function Connection:create_function(name, nargs, fn, opts)
+    if opts ~= nil and type(opts) ~= "table" then
+        check_self(self, Connection, "conn:create_function")
+        bad_argument("conn:create_function", "opts", "a table or nil", opts)
+    end
+    local flags = opts and opts.deterministic and core.DETERMINISTIC or 0
+    define(self, "conn:create_function", name, nargs, flags, fn)
+end
+
+-- conn:create_aggregate(name, nargs, factory). Defines the aggregate SQL function `name`:
+-- for each group, factory() makes an object, whose :step(...) is called with each row's
+-- arguments and whose :finalize() returns the group's result (types as create_function's);
+-- over no rows at all, a fresh object's :finalize() gives the result. An error raised in
+-- factory, step or finalize fails the statement with its message. factory = nil removes it.
+-- Raises as create_function. As Python's Connection.create_aggregate (whose class is the
+-- factory).
+function Connection:create_aggregate(name, nargs, factory)
+    define(self, "conn:create_aggregate", name, nargs, core.AGGREGATE, factory)
+end
+
+-- conn:create_collation(name, fn). Defines the collation `name` (COLLATE name, ORDER BY ...
+-- COLLATE name): fn(a, b) gets two strings and returns a negative number, zero or a positive
+-- number as a sorts before, with or after b. An error it raises, or a result that is not a
+-- number, counts as equal (SQLite gives a collation no way to fail the statement; Python's
+-- sqlite3 does the same). fn = nil removes it. Raises as create_function. As Python's
+-- Connection.create_collation (sqlite.org/c3ref/create_collation.html).
+function Connection:create_collation(name, fn)
+    define(self, "conn:create_collation", name, 2, core.COLLATION, fn)
 end
 
 -- conn:stats() -> a table of per-thread counters (see the README), with `pending` (the

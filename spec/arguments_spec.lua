@@ -52,6 +52,9 @@ describe("arguments", function()
         transaction = { function() end },
         interrupt = {},
         stats = {},
+        create_function = { "f", 1, print },
+        create_aggregate = { "a", 1, print },
+        create_collation = { "c", print },
         close = {},
     }
     local cur_methods = {

@@ -27,6 +27,8 @@
 #define INT64_KIND_KEY "pasyn_sqlite.int64_kind" /* LuaJIT: cdata -> 1 int64_t, 2 uint64_t, 0 */
 #define ERROR_NEW_KEY "pasyn_sqlite.error_new"   /* errors.new(kind, message) */
 #define NAMES_KEY "pasyn_sqlite.names"           /* the module's functions -> their names */
+#define FUNCS_KEY "pasyn_sqlite.functions"       /* id -> {fn, name, integers, pool} */
+#define GROUPS_KEY "pasyn_sqlite.groups"         /* aggregate context -> the group's object */
 
 /* The `integers` option: how an INTEGER beyond +-2^53 comes back where numbers are doubles. */
 enum integers_mode { INTEGERS_NUMBER = 0, INTEGERS_STRING, INTEGERS_INT64 };
@@ -50,8 +52,12 @@ typedef struct lstream {
  * does not exist in the child). */
 typedef struct lhub {
     pasyn_hub *hub;
-    pid_t pid; /* the process that made it */
+    pid_t pid;                 /* the process that made it */
+    int serving;               /* SQL functions running now (serve_calls), nested */
+    uint64_t last_function_id; /* ids of SQL functions are never reused (create_function) */
 } lhub;
+
+static void forget_functions(lua_State *L, const lpool *p);
 
 /* ---- raising --------------------------------------------------------------------- */
 
@@ -157,11 +163,17 @@ static lua_Number opt_number(lua_State *L, int i, const char *name, lua_Number d
     return lua_tonumber(L, i);
 }
 
-static pasyn_hub *get_hub(lua_State *L)
+static lhub *get_lhub(lua_State *L)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY);
     lhub *h = lua_touserdata(L, -1);
     lua_pop(L, 1);
+    return h;
+}
+
+static pasyn_hub *get_hub(lua_State *L)
+{
+    lhub *h = get_lhub(L);
     pid_t pid = getpid();
     if (!h->hub || h->pid != pid) {
         h->hub = pasyn_hub_new();
@@ -475,8 +487,14 @@ static int fail_closed(lua_State *L, lpool *p, pasyn_task *t)
 }
 
 /* Queues t (see pasyn_submit): the task as a light userdata, or the failure (t freed). */
+static const char in_function[] =
+    "a SQL function defined in Lua cannot run statements or close a connection: the statement "
+    "that called it waits for it";
+
 static int submit(lua_State *L, lpool *p, pasyn_task *t, int sync)
 {
+    if (get_lhub(L)->serving)
+        return fail(L, t, PASYN_EPROGRAMMING, in_function);
     if (pool_state(p) != PASYN_POOL_OPEN)
         return fail_closed(L, p, t);
     /* Every owner of the pool is a coroutine of this thread: a call that blocks it while
@@ -644,9 +662,16 @@ static int l_release(lua_State *L)
     return 0;
 }
 
+static int serve_calls(lua_State *L);
+
+/* wait(task): blocks until a task submitted with sync has completed, serving the calls of SQL
+ * functions defined in Lua meanwhile (the task's statement may be the one calling them).
+ * Thread: the Lua state's. */
 static int l_wait(lua_State *L)
 {
-    pasyn_task_wait(check_task(L, 1));
+    pasyn_task *t = check_task(L, 1);
+    while (!pasyn_task_wait_calls(t))
+        serve_calls(L);
     return 0;
 }
 
@@ -1040,6 +1065,8 @@ static int l_open(lua_State *L)
 static int l_close(lua_State *L)
 {
     lpool *p = to_pool(L, 1);
+    if (get_lhub(L)->serving)
+        return fail(L, NULL, PASYN_EPROGRAMMING, in_function);
     pasyn_task *t = p->pool ? pasyn_task_new(PASYN_CLOSE, NULL, 0) : NULL;
     if (p->pool && !t)
         return fail(L, NULL, PASYN_ENOMEM, "out of memory");
@@ -1057,6 +1084,7 @@ static int l_free(lua_State *L)
     if (p->pool) {
         pasyn_pool_free(p->pool);
         p->pool = NULL;
+        forget_functions(L, p);
     }
     return 0;
 }
@@ -1066,6 +1094,10 @@ static int l_free(lua_State *L)
 static int l_pool_gc(lua_State *L)
 {
     lpool *p = to_pool(L, 1);
+    /* Calls of its Lua functions can no longer be served here (the Lua state may be closing):
+     * they fail, and the statements calling them with them. */
+    if (p->pool)
+        pasyn_pool_refuse_calls(p->pool);
     pasyn_task *t = p->pool ? pasyn_task_new(PASYN_CLOSE, NULL, 0) : NULL;
     if (t && pasyn_close(p->pool, t, 1) == 0)
         pasyn_task_wait(t);
@@ -1132,6 +1164,305 @@ static int l_stats(lua_State *L)
     }
     lua_setfield(L, -2, "readers");
     set_counter(L, "injector", injector);
+    return 1;
+}
+
+/* ---- SQL functions defined in Lua ----------------------------------------------------- */
+
+/* The functions live in the registry's FUNCS_KEY table under ids that the core hands back in
+ * each call (pasyn_create_function); an aggregate's groups in GROUPS_KEY under their contexts.
+ * Calls are served on this thread only, by serve_calls: from dispatch, from a blocking wait
+ * (wait) and from a blocked wait for a gate's slot (the scheduler's gate_block). */
+
+/* How long serve_calls watches for the next call once it has served those waiting. */
+#define CALL_LINGER_S 20e-6
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+} /* ids are never reused; the Lua state's thread */
+
+/* create_function(pool, name, nargs, flags, fn_or_nil) -> true | nil, class, code, extended,
+ * message
+ * Defines (fn a function or callable value) or removes (fn nil) the SQL function, aggregate
+ * (flags has PASYN_FUNCTION_AGGREGATE: fn makes each group's object) or collation (flags has
+ * PASYN_FUNCTION_COLLATION) `name` on every connection of the pool (pasyn_create_function).
+ * Failures in result()'s shape: "programming" for a name or nargs SQLite would refuse,
+ * "closing"/"closed", "nomem". Thread: the Lua state's. */
+static int l_create_function(lua_State *L)
+{
+    lpool *p = to_pool(L, 1);
+    const char *name = check_lstring(L, 2, "name", NULL);
+    int nargs = (int)check_integer(L, 3, "nargs");
+    int flags = (int)check_integer(L, 4, "flags");
+    int removing = lua_isnoneornil(L, 5);
+    if (!p->pool)
+        return fail_closed(L, p, NULL);
+    uint64_t id = removing ? 0 : ++get_lhub(L)->last_function_id, replaced = 0;
+    int err = pasyn_create_function(p->pool, name, nargs, flags, id, &replaced);
+    if (err == PASYN_ECLOSED)
+        return fail_closed(L, p, NULL);
+    if (err != 0)
+        return fail(L, NULL, err,
+                    err == PASYN_ENOMEM ? "out of memory"
+                                        : "SQLite takes a name of 1 to 255 bytes and nargs from "
+                                          "-1 to 127");
+    lua_getfield(L, LUA_REGISTRYINDEX, FUNCS_KEY);
+    if (id) {
+        lua_createtable(L, 4, 0);
+        lua_pushvalue(L, 5);
+        lua_rawseti(L, -2, 1);
+        lua_pushvalue(L, 2);
+        lua_rawseti(L, -2, 2);
+        lua_pushinteger(L, p->integers);
+        lua_rawseti(L, -2, 3);
+        lua_pushlightuserdata(L, p);
+        lua_rawseti(L, -2, 4);
+        compat_pushint64(L, id);
+        lua_insert(L, -2);
+        lua_rawset(L, -3);
+    }
+    if (replaced) { /* a call of it still running fails: "was replaced or removed" */
+        compat_pushint64(L, replaced);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Drops the functions of a freed pool. */
+static void forget_functions(lua_State *L, const lpool *p)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, FUNCS_KEY);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    int tbl = lua_gettop(L);
+    lua_newtable(L); /* the ids to drop: a table is not changed while it is traversed */
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, tbl)) {
+        lua_rawgeti(L, -1, 4);
+        if (lua_touserdata(L, -1) == p) {
+            lua_pushvalue(L, -3);
+            lua_rawseti(L, tbl + 1, ++n);
+        }
+        lua_pop(L, 2);
+    }
+    for (int k = 1; k <= n; k++) {
+        lua_rawgeti(L, tbl + 1, k);
+        lua_pushnil(L);
+        lua_rawset(L, tbl);
+    }
+    lua_pop(L, 2);
+}
+
+/* A call being served: whether it has been answered yet. */
+typedef struct serving {
+    pasyn_call *call;
+    int answered;
+} serving;
+
+/* Answers the call with the Lua value at i, or raises (in run_call's protection) for a value
+ * SQL cannot hold. */
+static void answer_value(lua_State *L, serving *sv, int i, const char *fname)
+{
+    pasyn_value v;
+    if (!to_value(L, i, &v, 0, NULL)) {
+        lua_pop(L, 1);
+        lua_pushfstring(L,
+                        "SQL function '%s' returned a %s: it may return nil, sqlite.null, a "
+                        "boolean, a number, a string or sqlite.blob(s)",
+                        fname, luaL_typename(L, i));
+        lua_error(L);
+    }
+    sv->answered = 1;
+    pasyn_call_return(sv->call, &v);
+}
+
+/* Pushes the call's arguments; their count. */
+static int push_args(lua_State *L, pasyn_call *c, int integers)
+{
+    const unsigned char *at;
+    int argc = pasyn_call_args(c, &at);
+    luaL_checkstack(L, argc + 4, "too many arguments for a SQL function");
+    for (int k = 0; k < argc; k++) {
+        pasyn_value v;
+        at = pasyn_row_value(at, &v);
+        push_value(L, &v, integers);
+    }
+    return argc;
+}
+
+/* Pushes the method `name` of the group object at obj, then the object; raises for none. */
+static void push_method(lua_State *L, int obj, const char *name, const char *fname)
+{
+    lua_getfield(L, obj, name);
+    if (lua_isnil(L, -1))
+        luaL_error(L, "the object of aggregate '%s' has no %s method", fname, name);
+    lua_pushvalue(L, obj);
+}
+
+/* run_call(serving): runs one call's Lua code and answers it; under lua_pcall (serve_one). */
+static int run_call(lua_State *L)
+{
+    serving *sv = lua_touserdata(L, 1);
+    pasyn_call *c = sv->call;
+    int op = pasyn_call_op(c);
+    lua_getfield(L, LUA_REGISTRYINDEX, FUNCS_KEY); /* 2 */
+    compat_pushint64(L, pasyn_call_id(c));
+    lua_rawget(L, 2);
+    if (!lua_istable(L, -1))
+        return luaL_error(L, "the SQL function was replaced or removed while a statement "
+                             "called it");
+    int rec = lua_gettop(L); /* 3 */
+    lua_rawgeti(L, rec, 2);
+    const char *fname = lua_tostring(L, -1); /* 4, anchored */
+    lua_rawgeti(L, rec, 3);
+    int integers = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_rawgeti(L, rec, 1); /* the function, or the aggregate's factory */
+    int fn = lua_gettop(L); /* 5 */
+    if (op == PASYN_CALL_FUNCTION) {
+        lua_pushvalue(L, fn);
+        int argc = push_args(L, c, integers);
+        lua_call(L, argc, 1);
+        answer_value(L, sv, -1, fname);
+        return 0;
+    }
+    if (op == PASYN_CALL_COMPARE) {
+        lua_pushvalue(L, fn);
+        push_args(L, c, integers);
+        lua_call(L, 2, 1);
+        pasyn_value v = {PASYN_NULL, 0, 0, NULL, 0};
+        if (lua_type(L, -1) == LUA_TNUMBER) {
+            lua_Number d = lua_tonumber(L, -1);
+            v.type = PASYN_INT;
+            v.i = d < 0 ? -1 : d > 0;
+        }
+        sv->answered = 1;
+        pasyn_call_return(c, &v);
+        return 0;
+    }
+    lua_getfield(L, LUA_REGISTRYINDEX, GROUPS_KEY); /* 6 */
+    int groups = lua_gettop(L);
+    int first;
+    uint64_t context = pasyn_call_context(c, &first);
+    if (op == PASYN_CALL_FINAL && context) {
+        compat_pushint64(L, context);
+        lua_rawget(L, groups);
+        compat_pushint64(L, context); /* forgotten whatever finalize does */
+        lua_pushnil(L);
+        lua_rawset(L, groups);
+    } else if (op == PASYN_CALL_STEP && !first) {
+        compat_pushint64(L, context);
+        lua_rawget(L, groups);
+    } else { /* a new group (or an empty input's FINAL) */
+        lua_pushvalue(L, fn);
+        lua_call(L, 0, 1);
+        if (lua_isnil(L, -1))
+            return luaL_error(L, "the factory of aggregate '%s' returned nil", fname);
+        if (op == PASYN_CALL_STEP) {
+            compat_pushint64(L, context);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, groups);
+        }
+    }
+    if (lua_isnil(L, -1))
+        return luaL_error(L, "aggregate '%s' lost its group", fname);
+    int obj = lua_gettop(L);
+    if (op == PASYN_CALL_STEP) {
+        push_method(L, obj, "step", fname);
+        int argc = push_args(L, c, integers);
+        lua_call(L, argc + 1, 0);
+        sv->answered = 1;
+        pasyn_call_return(c, NULL);
+        return 0;
+    }
+    push_method(L, obj, "finalize", fname);
+    lua_call(L, 1, 1);
+    answer_value(L, sv, -1, fname);
+    return 0;
+}
+
+/* tostring(err) for the message of a failed call, under lua_pcall. */
+static int error_text(lua_State *L)
+{
+    if (lua_type(L, 1) != LUA_TSTRING && lua_type(L, 1) != LUA_TNUMBER &&
+        !luaL_callmeta(L, 1, "__tostring"))
+        lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    else if (lua_gettop(L) == 1)
+        lua_pushvalue(L, 1);
+    return 1;
+}
+
+/* Runs one call, always answering it: the Lua error of a failed one becomes its message. */
+static void serve_one(lua_State *L, lhub *h, pasyn_call *c)
+{
+    int top = lua_gettop(L);
+    serving sv = {c, 0};
+    lua_pushcfunction(L, run_call);
+    lua_pushlightuserdata(L, &sv);
+    h->serving++;
+    int rc = lua_pcall(L, 1, 0, 0);
+    h->serving--;
+    if (rc != 0 && !sv.answered) {
+        if (pasyn_call_op(c) == PASYN_CALL_STEP) { /* the core sends no FINAL for it */
+            lua_getfield(L, LUA_REGISTRYINDEX, GROUPS_KEY);
+            compat_pushint64(L, pasyn_call_context(c, NULL));
+            lua_pushnil(L);
+            lua_rawset(L, -3);
+            lua_pop(L, 1);
+        }
+        lua_pushcfunction(L, error_text);
+        lua_insert(L, -2);
+        const char *message = lua_pcall(L, 1, 1, 0) == 0 ? lua_tostring(L, -1) : NULL;
+        pasyn_call_fail(c, message ? message : "SQL function failed (its error has no text)");
+    } else if (!sv.answered) {
+        pasyn_call_fail(c, "SQL function failed");
+    }
+    lua_settop(L, top);
+}
+
+/* Serves every call waiting on the hub; how many. */
+static int serve_calls(lua_State *L)
+{
+    lhub *h = get_lhub(L);
+    if (!h->hub)
+        return 0;
+    int n = 0;
+    pasyn_call *c = pasyn_hub_calls(h->hub);
+    while (c) {
+        for (; c; n++) {
+            pasyn_call *next = pasyn_call_next(c); /* an answered call is gone */
+            serve_one(L, h, c);
+            c = next;
+        }
+        /* A statement that called once calls again a moment later, for its next row: watch
+         * for that a little while, which spares both threads a sleep and a wake-up per row. */
+        double deadline = now_seconds() + CALL_LINGER_S;
+        while (!(c = pasyn_hub_calls(h->hub)) && now_seconds() < deadline)
+            ;
+    }
+    return n;
+}
+
+/* serve() -> how many calls of SQL functions it ran: those waiting now. After drain() (see
+ * pasyn_hub_calls). Thread: the Lua state's. */
+static int l_serve(lua_State *L)
+{
+    lua_pushinteger(L, serve_calls(L));
+    return 1;
+}
+
+/* serving() -> true while a SQL function defined in Lua runs (statements are refused then). */
+static int l_serving(lua_State *L)
+{
+    lua_pushboolean(L, get_lhub(L)->serving > 0);
     return 1;
 }
 
@@ -1353,6 +1684,9 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"set_errors", l_set_errors},
         {"isyieldable", l_isyieldable},
         {"is_dead", l_is_dead},
+        {"create_function", l_create_function},
+        {"serve", l_serve},
+        {"serving", l_serving},
         {NULL, NULL},
     };
 #if LUA_VERSION_NUM >= 502
@@ -1363,6 +1697,8 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         lhub *h = lua_newuserdata(L, sizeof *h);
         h->hub = NULL; /* made on first use: get_hub */
         h->pid = 0;
+        h->serving = 0;
+        h->last_function_id = 0;
         lua_createtable(L, 0, 1);
         lua_pushcfunction(L, l_hub_gc);
         lua_setfield(L, -2, "__gc");
@@ -1370,6 +1706,15 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         lua_setfield(L, LUA_REGISTRYINDEX, HUB_KEY);
     }
     lua_pop(L, 1);
+    const char *tables[] = {FUNCS_KEY, GROUPS_KEY};
+    for (int k = 0; k < 2; k++) {
+        lua_getfield(L, LUA_REGISTRYINDEX, tables[k]);
+        if (lua_isnil(L, -1)) {
+            lua_newtable(L);
+            lua_setfield(L, LUA_REGISTRYINDEX, tables[k]);
+        }
+        lua_pop(L, 1);
+    }
 
     luaL_newmetatable(L, POOL_MT);
     lua_pushcfunction(L, l_pool_gc);
@@ -1412,5 +1757,11 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
     lua_setfield(L, -2, "built_for");
     lua_pushinteger(L, PASYN_CACHE_SQL_MAX); /* SQL longer than this is cached nowhere */
     lua_setfield(L, -2, "cache_sql_max");
+    lua_pushinteger(L, PASYN_FUNCTION_DETERMINISTIC); /* create_function's flags */
+    lua_setfield(L, -2, "DETERMINISTIC");
+    lua_pushinteger(L, PASYN_FUNCTION_AGGREGATE);
+    lua_setfield(L, -2, "AGGREGATE");
+    lua_pushinteger(L, PASYN_FUNCTION_COLLATION);
+    lua_setfield(L, -2, "COLLATION");
     return 1;
 }

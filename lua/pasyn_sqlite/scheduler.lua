@@ -352,6 +352,7 @@ local function gate_block(gate)
     while gate.pending >= gate.max and core.txn_owner(pool) == 0 do
         core.poll(-1)
         local list = core.drain()
+        core.serve() -- calls of SQL functions defined in Lua: the statements ahead may need them
         for i = 1, list and #list or 0 do
             local task = list[i]
             backlog[#backlog + 1] = task
@@ -459,6 +460,9 @@ end
 -- first one, when several did).
 function M.dispatch()
     local list = core.drain()
+    -- Calls of SQL functions defined in Lua, after the drain (which clears the descriptor):
+    -- a call queued before it is taken here, one queued after it writes the descriptor again.
+    core.serve()
     if not list and not backlog[1] and not woken[1] then
         return 0
     end
