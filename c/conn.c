@@ -132,11 +132,37 @@ void conn_busy_pragma_leave(conn *c)
 
 /* ---- open and close ---------------------------------------------------------------- */
 
+/* Loads the pool's extensions (c3ref/load_extension.html) through the C API: enabled for
+ * that alone (c3ref/c_dbconfig_enable_fkey.html, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION), so
+ * that SQL's load_extension() stays refused. SQLite's code, *errmsg naming the library. */
+static int load_extensions(conn *c, char **errmsg)
+{
+    char *const *x = c->setup ? c->setup->extensions : NULL;
+    if (!x || !*x)
+        return SQLITE_OK;
+    sqlite3_db_config(c->db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 1, (int *)NULL);
+    int rc = SQLITE_OK;
+    for (; *x && rc == SQLITE_OK; x += 2) {
+        char *msg = NULL;
+        rc = sqlite3_load_extension(c->db, x[0], x[1][0] ? x[1] : NULL, &msg);
+        if (rc != SQLITE_OK) {
+            size_t n = strlen(x[0]) + (msg ? strlen(msg) : 0) + 64;
+            if ((*errmsg = malloc(n)) != NULL)
+                snprintf(*errmsg, n, "cannot load extension '%s': %s", x[0],
+                         msg ? msg : sqlite3_errstr(rc));
+        }
+        sqlite3_free(msg);
+    }
+    sqlite3_db_config(c->db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, (int *)NULL);
+    return rc;
+}
+
 int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capacity,
-              const _Atomic uint64_t *interrupts, char **errmsg)
+              const _Atomic uint64_t *interrupts, const conn_setup *setup, char **errmsg)
 {
     memset(c, 0, sizeof *c);
     c->interrupts = interrupts;
+    c->setup = setup;
     if (stmt_cache_init(c, cache_capacity) != 0) {
         *errmsg = strdup("out of memory");
         return SQLITE_NOMEM;
@@ -153,6 +179,10 @@ int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capac
         return rc;
     }
     sqlite3_extended_result_codes(c->db, 1);
+    if ((rc = load_extensions(c, errmsg)) != SQLITE_OK) {
+        conn_close(c);
+        return rc;
+    }
     c->busy_ms = busy_ms;
     sqlite3_busy_timeout(c->db, busy_ms); /* until conn_busy_own */
     sqlite3_set_authorizer(c->db, stmt_authorizer, c);

@@ -94,6 +94,15 @@ typedef struct cached_stmt {
     char sql[]; /* the text it was prepared from, NUL-terminated ("" when uncached) */
 } cached_stmt;
 
+/* What a pool gives every connection it opens, whatever opens it (pool.h, pasyn_pool.setup):
+ * the extensions loaded at open (conn_open) and the switch of the trace hook (hooks.c). */
+typedef struct conn_setup {
+    char **extensions; /* path, entry point ("": SQLite's default), ..., NULL; or NULL */
+    _Atomic int trace; /* non-zero: armed connections report each statement's run (hooks.c) */
+} conn_setup;
+
+struct change_log;
+
 /* One SQLite connection, its statement cache, the authorizer notes of its last prepare, and
  * what may stop the task running on it. Used by one thread at a time. */
 typedef struct conn {
@@ -131,16 +140,26 @@ typedef struct conn {
     const cached_stmt *inserting;
     int64_t rowid_before; /* last_insert_rowid() before it ran */
     int reinserted;       /* its table got a row with that rowid again */
+
+    /* hooks.c: trace and on_change */
+    const conn_setup *setup;    /* the pool's, or NULL */
+    int tracing;                /* the profile hook is installed */
+    pasyn_task *task;           /* the armed task (conn_arm), which trace events go to */
+    sqlite3_stmt *traced;       /* the task's statement being run: the one reported */
+    struct change_log *changes; /* the writer's changes while on_change is on, or NULL */
 } conn;
 
 /* conn.c: opening and closing, and the hooks that watch the running task. */
 
 /* Opens a connection with SQLite's `flags` (plus NOMUTEX, URI and PRIVATECACHE); `interrupts`
- * (may be NULL) is the counter whose change stops a task armed before it. Until conn_busy_own,
+ * (may be NULL) is the counter whose change stops a task armed before it. With `setup` (may be
+ * NULL) it loads the pool's extensions (sqlite3_load_extension through the C API alone:
+ * SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION is on only while they load, and SQL's
+ * load_extension() stays off) and follows its trace switch. Until conn_busy_own,
  * SQLite's own busy handler waits up to `busy_ms` on each lock (the steps of the open). SQLite's
  * code, with *errmsg (malloc'd) on failure. The thread that will use the connection. */
 int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capacity,
-              const _Atomic uint64_t *interrupts, char **errmsg);
+              const _Atomic uint64_t *interrupts, const conn_setup *setup, char **errmsg);
 void conn_close(conn *c);
 /* Runs a statement that returns nothing; SQLite's code. */
 int conn_exec(conn *c, const char *sql);

@@ -81,22 +81,30 @@ void pasyn_hub_wake(pasyn_hub *hub);
 /* ---- opening and closing a pool ---------------------------------------------------- */
 
 typedef struct pasyn_options {
-    int readers;                /* reader threads; 0 runs everything on the writer (default 3) */
-    int busy_timeout_ms;        /* how long a statement waits on a lock another process
+    int readers;                   /* reader threads; 0 runs everything on the writer (default 3) */
+    int busy_timeout_ms;           /* how long a statement waits on a lock another process
                                  * holds, counted from its submission, once (default 5000) */
-    const char *journal_mode;   /* set by the writer on open unless readonly (default "wal") */
-    const char *synchronous;    /* "off", "normal", "full", "extra" (default "normal") */
-    int foreign_keys;           /* default 0 */
-    int readonly;               /* default 0 */
-    int defensive;              /* for database files from untrusted sources: every connection
+    const char *journal_mode;      /* set by the writer on open unless readonly (default "wal") */
+    const char *synchronous;       /* "off", "normal", "full", "extra" (default "normal") */
+    int foreign_keys;              /* default 0 */
+    int readonly;                  /* default 0 */
+    int defensive;                 /* for database files from untrusted sources: every connection
                                  * gets SQLITE_DBCONFIG_DEFENSIVE and trusted_schema = OFF
                                  * (before `pragmas`) (default 0) */
-    int statement_cache;        /* prepared statements kept per connection (default 128);
+    int statement_cache;           /* prepared statements kept per connection (default 128);
                                  * they also stay within statement_cache times
                                  * PASYN_STMT_CACHE_SLOT_BYTES of memory (below) */
-    int stealing;               /* idle readers steal queued reads (default 1) */
-    int group_commit;           /* commit queued autocommit writes together (default 1) */
-    const char *const *pragmas; /* NULL, or name, value, name, value, ..., NULL */
+    int stealing;                  /* idle readers steal queued reads (default 1) */
+    int group_commit;              /* commit queued autocommit writes together (default 1) */
+    const char *const *pragmas;    /* NULL, or name, value, name, value, ..., NULL */
+    const char *const *extensions; /* NULL, or path, entry_point, path, entry_point, ..., NULL:
+                                    * shared libraries every connection of the pool (writer,
+                                    * readers, the classifier) loads when it opens
+                                    * (c3ref/load_extension.html; entry_point "": SQLite's
+                                    * default). Loaded through the C API alone: SQL's
+                                    * load_extension() stays refused. One that fails to load
+                                    * fails the open (PASYN_ESQLITE, the message names the
+                                    * path and gives SQLite's) */
 } pasyn_options;
 
 /* Fills in the defaults. Any thread. */

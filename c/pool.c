@@ -79,6 +79,10 @@ static void pool_destroy(pasyn_pool *pool)
         for (char **p = pool->pragmas; *p; p++)
             free(*p);
     free(pool->pragmas);
+    if (pool->setup.extensions)
+        for (char **p = pool->setup.extensions; *p; p++)
+            free(*p);
+    free(pool->setup.extensions);
     free((char *)pool->opts.journal_mode);
     free((char *)pool->opts.synchronous);
     free(pool->path);
@@ -104,6 +108,19 @@ static int copy_options(pasyn_pool *pool, const pasyn_options *opts)
     for (size_t i = 0; i < n; i++)
         if (!(pool->pragmas[i] = strdup(opts->pragmas[i])))
             return -1;
+    pool->opts.extensions = NULL;
+    for (n = 0; opts->extensions && opts->extensions[n]; n += 2)
+        ;
+    if (n == 0)
+        return 0;
+    pool->setup.extensions = calloc(n + 1, sizeof(char *));
+    if (!pool->setup.extensions)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const char *v = opts->extensions[i] ? opts->extensions[i] : "";
+        if (!(pool->setup.extensions[i] = strdup(v)))
+            return -1;
+    }
     return 0;
 }
 

@@ -175,6 +175,8 @@ struct pasyn_pool {
     routes routes;
     read_settings read_settings;
     temp_names temp_names;       /* the writer's TEMP tables and views (temp_names.c) */
+    conn_setup setup;            /* extensions and the trace switch, for every connection */
+    _Atomic size_t on_change;    /* on_change's bound of events per transaction; 0: off */
     _Atomic int spinners;        /* workers watching for work before they park */
     _Atomic uint64_t interrupts; /* pasyn_interrupt calls: stops tasks started before one */
 };

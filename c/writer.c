@@ -413,7 +413,7 @@ static int writer_open(pasyn_pool *pool)
     int flags = pool->opts.readonly ? SQLITE_OPEN_READONLY
                                     : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     int rc = conn_open(&w->conn, pool->path, flags, pool->opts.busy_timeout_ms,
-                       pool->opts.statement_cache, &pool->interrupts, &err);
+                       pool->opts.statement_cache, &pool->interrupts, &pool->setup, &err);
     if (rc == SQLITE_OK)
         rc = settings_apply_pragmas(pool, &w->conn, 1, &err);
     if (rc == SQLITE_OK) {
@@ -428,7 +428,7 @@ static int writer_open(pasyn_pool *pool)
     if (rc == SQLITE_OK && pool->readers.used) { /* after WAL is set, like the readers */
         conn *classifier = &pool->routes.classifier;
         rc = conn_open(classifier, pool->reader_path, SQLITE_OPEN_READONLY,
-                       pool->opts.busy_timeout_ms, 0, NULL, &err);
+                       pool->opts.busy_timeout_ms, 0, NULL, &pool->setup, &err);
         classifier->temp_names = &pool->temp_names;
         classifier->refuse_locks_out = 1;
         if (rc == SQLITE_OK) {

@@ -210,6 +210,33 @@ local function integers_mode(v)
                or '"number" or "string" ("int64" needs LuaJIT\'s ffi)'
 end
 
+-- extensions: an array whose items are a path, or {path [, entry_point]} (strings).
+local function extension_list(v)
+    local want = "an array of library paths (strings) or {path, entry_point} tables"
+    if type(v) ~= "table" then
+        return false, want
+    end
+    local n = 0
+    for k in pairs(v) do
+        if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then
+            return false, want
+        end
+        n = math.max(n, k)
+    end
+    for i = 1, n do
+        local x = v[i]
+        local path, entry = x, nil
+        if type(x) == "table" then
+            path, entry = x[1], x[2]
+        end
+        if type(path) ~= "string" or path == "" or path:find("\0", 1, true)
+            or (entry ~= nil and (type(entry) ~= "string" or entry:find("\0", 1, true))) then
+            return false, want
+        end
+    end
+    return true
+end
+
 local option_checks = {
     readers = whole(0, 64),
     busy_timeout = whole(0, 2 ^ 31 - 1),
@@ -226,6 +253,7 @@ local option_checks = {
     stealing = is("boolean"),
     integers = integers_mode,
     max_pending = whole(1, 2 ^ 31 - 1),
+    extensions = extension_list,
 }
 
 local function check_options(options)
@@ -264,6 +292,19 @@ local function check_options(options)
         pragmas[#pragmas + 1] = tostring(value)
     end
     out.pragmas = pragmas
+    if out.extensions then -- flat, as the core takes them: path, entry point ("": default)
+        local flat = {}
+        for i = 1, #out.extensions do
+            local x = out.extensions[i]
+            local path, entry = x, ""
+            if type(x) == "table" then
+                path, entry = x[1], x[2] or ""
+            end
+            flat[#flat + 1] = path
+            flat[#flat + 1] = entry
+        end
+        out.extensions = flat
+    end
     return out
 end
 

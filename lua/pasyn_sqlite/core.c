@@ -1011,6 +1011,17 @@ static int l_open(lua_State *L)
     }
     pragmas[npragmas] = NULL;
     o.pragmas = pragmas;
+    /* extensions: the Lua layer's checked array {path, entry_point, ...} ("" for the default) */
+    lua_getfield(L, 2, "extensions");
+    int nx = lua_istable(L, -1) ? (int)compat_rawlen(L, -1) : 0;
+    const char **extensions = lua_newuserdata(L, (size_t)(nx + 1) * sizeof(char *));
+    for (int k = 0; k < nx; k++) {
+        lua_rawgeti(L, -2, k + 1);
+        extensions[k] = lua_tostring(L, -1); /* anchored by the extensions table */
+        lua_pop(L, 1);
+    }
+    extensions[nx] = NULL;
+    o.extensions = nx ? extensions : NULL;
 
     lpool *p = lua_newuserdata(L, sizeof *p);
     p->pool = NULL;
