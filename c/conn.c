@@ -221,11 +221,13 @@ void conn_arm(conn *c, const pasyn_task *t)
     if (c->interrupts)
         c->interrupts_seen = atomic_load_explicit(c->interrupts, memory_order_relaxed);
     c->armed = 1;
+    hooks_arm(c, (pasyn_task *)t); /* its trace records go to it */
 }
 
 void conn_disarm(conn *c, pasyn_task *t)
 {
     c->armed = 0;
+    hooks_disarm(c);
     c->busy_deadline = c->busy_cap;
     /* Stopped by the progress handler, or while waiting on a lock (then SQLite says busy). */
     int stopped = t->err == PASYN_ESQLITE &&
@@ -240,16 +242,24 @@ void conn_disarm(conn *c, pasyn_task *t)
     }
 }
 
-/* The update hook, set while a top-level INSERT runs: a row of the statement's own table
- * inserted with the rowid that last_insert_rowid() already held (sqlite3_update_hook: not
- * called for WITHOUT ROWID tables, whose inserts set no rowid either). */
-static void note_insert(void *arg, int op, const char *db, const char *table, sqlite3_int64 rowid)
+/* The update hook (c3ref/update_hook.html: not called for WITHOUT ROWID tables, whose inserts
+ * set no rowid either), set while a top-level INSERT runs: a row of the statement's own table
+ * inserted with the rowid that last_insert_rowid() already held; and while the writer's
+ * on_change log is on, each change goes to it (hooks.c). */
+static void on_update(void *arg, int op, const char *db, const char *table, sqlite3_int64 rowid)
 {
     conn *c = arg;
     const cached_stmt *s = c->inserting;
-    if (op == SQLITE_INSERT && rowid == c->rowid_before && strcmp(table, s->insert_table) == 0 &&
-        strcmp(db, s->insert_db) == 0)
+    if (s && op == SQLITE_INSERT && rowid == c->rowid_before &&
+        strcmp(table, s->insert_table) == 0 && strcmp(db, s->insert_db) == 0)
         c->reinserted = 1;
+    if (c->changes)
+        hooks_note_change(c, op, db, table, rowid);
+}
+
+void conn_hook_updates(conn *c)
+{
+    sqlite3_update_hook(c->db, c->inserting || c->changes ? on_update : NULL, c);
 }
 
 void conn_watch_insert(conn *c, const cached_stmt *s)
@@ -257,8 +267,8 @@ void conn_watch_insert(conn *c, const cached_stmt *s)
     c->inserting = s->insert_table ? s : NULL;
     c->rowid_before = sqlite3_last_insert_rowid(c->db);
     c->reinserted = 0;
-    if (c->inserting)
-        sqlite3_update_hook(c->db, note_insert, c);
+    if (c->inserting && !c->changes)
+        conn_hook_updates(c);
 }
 
 /* A trigger's INSERT sets last_insert_rowid() only while the trigger runs
@@ -267,8 +277,8 @@ int conn_inserted(conn *c, int64_t *rowid)
 {
     const cached_stmt *s = c->inserting;
     c->inserting = NULL;
-    if (s)
-        sqlite3_update_hook(c->db, NULL, NULL);
+    if (s && !c->changes)
+        conn_hook_updates(c);
     *rowid = sqlite3_last_insert_rowid(c->db);
     return s && (*rowid != c->rowid_before || c->reinserted);
 }

@@ -12,15 +12,20 @@
 
 /* What the authorizer reported while a statement was prepared (route.c, stmt_authorizer). */
 enum seen_bits {
-    SEEN_DML = 1,          /* INSERT/UPDATE/DELETE on a user table, at the top level */
-    SEEN_NOT_READ = 2,     /* transaction control, savepoints, ATTACH/DETACH, PRAGMA, DDL, ... */
-    SEEN_LOCAL = 4,        /* touches objects only the writer's connection has: TEMP or attached */
-    SEEN_CONN_STATE = 8,   /* reads state of the connection that runs it (route.c) */
-    SEEN_INSERT = 16,      /* a top-level INSERT: c->insert_names names its table and database */
-    SEEN_SCHEMA = 32,      /* changes a schema: CREATE, DROP, ALTER, ATTACH, DETACH */
-    SEEN_LOCKS_OUT = 64,   /* a PRAGMA that would lock the pool's readers out, denied */
-    SEEN_BUSY_PRAGMA = 128 /* reads or sets PRAGMA busy_timeout (conn_prepare) */
+    SEEN_DML = 1,           /* INSERT/UPDATE/DELETE on a user table, at the top level */
+    SEEN_NOT_READ = 2,      /* transaction control, savepoints, ATTACH/DETACH, PRAGMA, DDL, ... */
+    SEEN_LOCAL = 4,         /* touches objects only the writer's connection has: TEMP or attached */
+    SEEN_CONN_STATE = 8,    /* reads state of the connection that runs it (route.c) */
+    SEEN_INSERT = 16,       /* a top-level INSERT: c->insert_names names its table and database */
+    SEEN_SCHEMA = 32,       /* changes a schema: CREATE, DROP, ALTER, ATTACH, DETACH */
+    SEEN_LOCKS_OUT = 64,    /* a PRAGMA that would lock the pool's readers out, denied */
+    SEEN_BUSY_PRAGMA = 128, /* reads or sets PRAGMA busy_timeout (conn_prepare) */
+    SEEN_SAVEPOINT = 256    /* SAVEPOINT, RELEASE or ROLLBACK TO: c->savepoint says which, and
+                               c->insert_names holds its name ("name\0") */
 };
+
+/* What a savepoint statement does (the authorizer's SQLITE_SAVEPOINT: hooks.c follows them). */
+enum savepoint_op { SAVEPOINT_NONE = 0, SAVEPOINT_BEGIN, SAVEPOINT_RELEASE, SAVEPOINT_ROLLBACK };
 
 /* What a prepared statement is, as far as where and how it runs goes. */
 enum stmt_kind {
@@ -76,20 +81,22 @@ typedef struct cached_stmt {
     lru_link lru;              /* first: a link is also its statement */
     struct cached_stmt *hnext; /* hash chain */
     sqlite3_stmt *stmt;
-    int kind;                 /* enum stmt_kind */
-    columns *cols;            /* described once per prepare, or NULL */
-    int prepares;             /* SQLite's re-prepare count when cols was built */
-    uint64_t run_ns;          /* how long it runs here: a moving average */
-    int first_named;          /* index of its first :a/@a/$a parameter, 0 when none */
-    int setting;              /* a PRAGMA setting a read setting: 1 + its index */
-    int changes_schema;       /* CREATE, DROP, ALTER, ATTACH, DETACH (SEEN_SCHEMA) */
-    int classified_at;        /* SQLite's re-prepare count when kind was learned */
-    int busy_pragma;          /* reads or sets PRAGMA busy_timeout (SEEN_BUSY_PRAGMA) */
-    const char *insert_table; /* a top-level INSERT: its table and database (in sql's */
-    const char *insert_db;    /* block, after the SQL), else NULL */
-    uint32_t hash;            /* hash_sql of sql */
-    size_t charge;            /* bytes it holds: this block, SQLite's memory for it, cols */
-    int uncached;             /* finalized when given back: its text is too long to cache */
+    int kind;                   /* enum stmt_kind */
+    columns *cols;              /* described once per prepare, or NULL */
+    int prepares;               /* SQLite's re-prepare count when cols was built */
+    uint64_t run_ns;            /* how long it runs here: a moving average */
+    int first_named;            /* index of its first :a/@a/$a parameter, 0 when none */
+    int setting;                /* a PRAGMA setting a read setting: 1 + its index */
+    int changes_schema;         /* CREATE, DROP, ALTER, ATTACH, DETACH (SEEN_SCHEMA) */
+    int classified_at;          /* SQLite's re-prepare count when kind was learned */
+    int busy_pragma;            /* reads or sets PRAGMA busy_timeout (SEEN_BUSY_PRAGMA) */
+    const char *insert_table;   /* a top-level INSERT: its table and database (in sql's */
+    const char *insert_db;      /* block, after the SQL), else NULL */
+    int savepoint;              /* enum savepoint_op */
+    const char *savepoint_name; /* its name (in sql's block, after the SQL), else NULL */
+    uint32_t hash;              /* hash_sql of sql */
+    size_t charge;              /* bytes it holds: this block, SQLite's memory for it, cols */
+    int uncached;               /* finalized when given back: its text is too long to cache */
     size_t sql_len;
     char sql[]; /* the text it was prepared from, NUL-terminated ("" when uncached) */
 } cached_stmt;
@@ -113,6 +120,7 @@ typedef struct conn {
     lru_link lru;                     /* sentinel: lru.next is the most recent */
     unsigned seen;                    /* authorizer notes, bits of enum seen_bits */
     int setting;                      /* a PRAGMA setting a read setting: 1 + its index */
+    int savepoint;                    /* with SEEN_SAVEPOINT: enum savepoint_op */
     buf insert_names;                 /* with SEEN_INSERT: "table\0database\0" of the INSERT */
     temp_names *temp_names;           /* the writer's TEMP names, on the other connections */
     int refuse_locks_out;             /* deny PRAGMAs that would lock other connections out */
@@ -198,6 +206,16 @@ void conn_busy_pragma_leave(conn *c);
  * statement's table get a row with the same rowid again (REPLACE). */
 void conn_watch_insert(conn *c, const cached_stmt *s);
 int conn_inserted(conn *c, int64_t *rowid);
+
+/* hooks.c, for every connection: around a task (conn_arm, conn_disarm) the trace hook follows
+ * the pool's switch (installed or removed there, between statements) and reports the armed
+ * task's statement (c->traced); the update hook's reports go to the writer's on_change log. */
+void hooks_arm(conn *c, pasyn_task *t);
+void hooks_disarm(conn *c);
+void hooks_note_change(conn *c, int op, const char *db, const char *table, sqlite3_int64 rowid);
+/* Installs the update hook while something listens (an INSERT watched, the on_change log),
+ * removes it otherwise. */
+void conn_hook_updates(conn *c);
 
 /* route.c: the authorizer every connection runs, and what it makes of a statement. */
 

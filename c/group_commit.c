@@ -3,7 +3,7 @@
  * executemany of one) queue up, the writer runs them as BEGIN IMMEDIATE; ...; COMMIT and
  * completes them, each with its own result, only once the COMMIT has succeeded.
  */
-#include "pool.h"
+#include "hooks.h"
 
 /* The most statements one batch holds: a bound on how long the first of them waits. */
 #define BATCH_MAX 512
@@ -171,6 +171,8 @@ static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
         pool->batch.commit_ns = (pool->batch.commit_ns * 7 + (now_ns() - start)) / 8;
     }
     conn_busy_cap(c, 0);
+    if (!broken)
+        hooks_batch_committed(pool, batch, n); /* each member's changes, now durable */
     pool->batch.last = broken ? 0 : n;
     if (!broken && n > 1)
         batch_count(pool, n);

@@ -278,6 +278,52 @@ int pasyn_task_lastrowid(const pasyn_task *t, int64_t *rowid);
 int pasyn_task_stream(const pasyn_task *t, uint64_t *stream);
 void pasyn_task_set_stream(pasyn_task *t, uint64_t stream);
 
+/* ---- what hooks report: trace and on_change (hooks.c) ------------------------------- */
+
+/* Turns the trace on (non-zero) or off. While it is on, each statement a task runs, on any
+ * connection of the pool, leaves a record in the task when it finishes (successfully or not):
+ * its SQL with the parameters bound (sqlite3_expanded_sql; the text as written when SQLite
+ * cannot expand it) and how long it ran, in nanoseconds (sqlite3_trace_v2,
+ * SQLITE_TRACE_PROFILE). Workers see the change from their next task on; while it is off they
+ * install no hook at all. The pool's own statements (BEGIN and COMMIT of a group commit, the
+ * savepoint of an executemany, schema lookups) are not reported. Any thread. */
+void pasyn_set_trace(pasyn_pool *pool, int on);
+/* The trace records of a completed task: their count, and each in turn from
+ * pasyn_task_trace(t, NULL, ...) on, giving back where the next one starts (NULL after the
+ * last). *sql (owned by the task, NUL-terminated) and *len are its text, *ns its run time. In
+ * the order the statements finished. */
+size_t pasyn_task_traces(const pasyn_task *t);
+const unsigned char *pasyn_task_trace(const pasyn_task *t, const unsigned char *at,
+                                      const char **sql, size_t *len, uint64_t *ns);
+
+/* Turns on_change on with a bound of `max_events` per transaction (0: off). While it is on,
+ * the writer collects each row change (sqlite3_update_hook) of a transaction in C memory and,
+ * once its COMMIT has succeeded, hands them to the task whose statement committed it (an
+ * autocommit statement, a COMMIT, a RELEASE of the outermost savepoint; each member of a group
+ * commit gets its own): nothing of work that was rolled back (ROLLBACK, ROLLBACK TO a
+ * savepoint, a statement that failed and undid its changes, a group commit run again). Changes
+ * beyond max_events in one transaction are only counted (pasyn_task_changes' *dropped). What
+ * the update hook does not report is not reported (c3ref/update_hook.html): changes to WITHOUT
+ * ROWID tables, rows deleted by REPLACE conflict resolution or by the truncate optimization
+ * (DELETE without WHERE on a table without triggers), changes to sqlite_ tables. Takes effect
+ * when the writer is outside a transaction, from its next task on. Any thread. */
+void pasyn_set_on_change(pasyn_pool *pool, size_t max_events);
+
+enum pasyn_change_op { PASYN_INSERT = 1, PASYN_UPDATE = 2, PASYN_DELETE = 3 };
+
+typedef struct pasyn_change {
+    int op;            /* enum pasyn_change_op */
+    const char *db;    /* "main", "temp" or an attached name (owned by the task) */
+    const char *table; /* owned by the task */
+    int64_t rowid;
+} pasyn_change;
+
+/* The row changes committed by a completed task, in the order they were made; *dropped (may be
+ * NULL) gets how many more there were beyond the bound. */
+size_t pasyn_task_changes(const pasyn_task *t, uint64_t *dropped);
+/* The i-th of them (i < pasyn_task_changes). */
+void pasyn_task_change(const pasyn_task *t, size_t i, pasyn_change *out);
+
 /* ---- pool state -------------------------------------------------------------------- */
 
 /* Makes the statements running now, on every connection of the pool, fail with SQLITE_INTERRUPT

@@ -884,6 +884,10 @@ local function more(cur)
         fail(stmt.sql, class, code, extended, message)
     end
     wait_for(cur, task, sync, id, co)
+    local gate = cur._cfg.conn._gate
+    if gate.hooks then -- a fetch is no statement of the gate's: its trace, when it ended one
+        sched.run_hooks(gate, task)
+    end
     local res = finish(cur, stmt.sql, task, names, stream)
     local rows, going_on = res.rows, res.stream
     res.rows, res.stream = false, false -- moved to the cursor (see take)
@@ -1174,6 +1178,70 @@ function Connection:interrupt()
     check_self(self, Connection, "conn:interrupt")
     check_open(self)
     core.interrupt(self._pool)
+end
+
+-- Checks the hook argument of conn:trace / conn:on_change: a function or nil.
+local function check_hook(fn, where)
+    if fn ~= nil and type(fn) ~= "function" then
+        bad_argument(where, "fn", "a function or nil", fn)
+    end
+end
+
+local function set_hooks(gate)
+    gate.hooks = gate.trace ~= nil or gate.on_change ~= nil
+end
+
+-- conn:trace(fn). fn(sql, seconds) is called for each statement the connection runs, on any
+-- of its threads, once it has finished (succeeded or failed): sql is its text with the
+-- parameters bound (SQLite's sqlite3_expanded_sql), seconds its run time as SQLite measured it
+-- (sqlite3_trace_v2, SQLITE_TRACE_PROFILE: nanoseconds, given in seconds). fn = nil removes
+-- it. Calls come on the Lua side, never on a worker: with the statement's completion, before
+-- the coroutine that waits for it goes on (README, "conn:trace"); fn must not yield, and an
+-- error it raises is written to stderr, the statement's result unchanged. Statements
+-- submitted before the call may go untraced; the pool's own (group commit's BEGIN/COMMIT,
+-- savepoints of executemany, schema lookups) are not reported, nor is a streamed result
+-- closed before its end. While no fn is set the workers install no hook at all. Raises
+-- ProgrammingError for an fn that is neither, ConnectionClosedError / PoolClosedError. As
+-- Python's Connection.set_trace_callback, with the run time (lsqlite3's db:profile).
+function Connection:trace(fn)
+    check_self(self, Connection, "conn:trace")
+    check_open(self)
+    check_hook(fn, "conn:trace")
+    local gate = self._gate
+    gate.trace = fn
+    set_hooks(gate)
+    core.set_trace(self._pool, fn ~= nil)
+end
+
+-- The default bound of on_change events kept per transaction: about 16 MB of C memory.
+local ON_CHANGE_MAX = 1000000
+
+-- conn:on_change(fn [, max_events]). fn(op, db, table, rowid) is called for each row that a
+-- transaction changed, once its COMMIT succeeded (an autocommit statement's own, a COMMIT, the
+-- RELEASE of an outermost savepoint, a group commit's), in commit order and, within one, in
+-- the order the rows changed; never for work that was rolled back (ROLLBACK, ROLLBACK TO a
+-- savepoint, a statement that failed). op is "insert", "update" or "delete"; db "main",
+-- "temp" or an attached name. Beyond max_events rows in one transaction (default 1000000,
+-- whole number >= 1) the rest are counted, not kept, and fn("overflow", nil, nil, count) comes
+-- once after the ones kept. What SQLite's update hook does not report is not reported
+-- (README, "conn:on_change": WITHOUT ROWID tables, REPLACE's deletes, DELETE without WHERE).
+-- fn = nil removes it. Calls come on the Lua side as for conn:trace (never on a worker, before
+-- the committing coroutine goes on; fn must not yield; its error goes to stderr). Takes
+-- effect from the writer's next transaction. Raises ProgrammingError for a bad argument,
+-- ConnectionClosedError / PoolClosedError. Unlike lsqlite3's update_hook and Python's (none),
+-- which report inside the transaction.
+function Connection:on_change(fn, max_events)
+    check_self(self, Connection, "conn:on_change")
+    check_open(self)
+    check_hook(fn, "conn:on_change")
+    if max_events ~= nil and not (type(max_events) == "number" and max_events >= 1 and
+                                  max_events % 1 == 0 and max_events < 2 ^ 53) then
+        bad_argument("conn:on_change", "max_events", "nil or a whole number >= 1", max_events)
+    end
+    local gate = self._gate
+    gate.on_change = fn
+    set_hooks(gate)
+    core.set_on_change(self._pool, fn and (max_events or ON_CHANGE_MAX) or 0)
 end
 
 -- conn:stats() -> a table of per-thread counters (see the README), with `pending` (the

@@ -943,6 +943,90 @@ static int l_result(lua_State *L)
     return 1;
 }
 
+/* ---- hooks: trace and on_change ------------------------------------------------------- */
+
+/* set_trace(pool, on): turns the pool's trace on or off (pasyn_set_trace). Thread: the Lua
+ * state's. */
+static int l_set_trace(lua_State *L)
+{
+    lpool *p = check_pool(L, 1);
+    pasyn_set_trace(p->pool, lua_toboolean(L, 2));
+    return 0;
+}
+
+/* set_on_change(pool, max_events): on_change on with that bound per transaction, or off (0)
+ * (pasyn_set_on_change). Thread: the Lua state's. */
+static int l_set_on_change(lua_State *L)
+{
+    lpool *p = check_pool(L, 1);
+    lua_Integer max = check_integer(L, 2, "max_events");
+    pasyn_set_on_change(p->pool, max > 0 ? (size_t)max : 0);
+    return 0;
+}
+
+/* Calls the function at `fn` with the `nargs` values on top of the stack, protected; keeps the
+ * first error (at `first`, nil until one) and drops later ones. */
+static void call_hook(lua_State *L, int fn, int nargs, int first)
+{
+    lua_pushvalue(L, fn);
+    lua_insert(L, -nargs - 1);
+    if (lua_pcall(L, nargs, 0, 0) != 0) {
+        if (lua_isnil(L, first))
+            lua_replace(L, first);
+        else
+            lua_pop(L, 1);
+    }
+}
+
+/* deliver(task, on_change, trace) -> nil | the first error a hook raised
+ * Calls the hooks with what a completed task (not yet given to result()) reports: trace(sql,
+ * seconds) for each statement it ran, in the order they finished, then on_change(op, db,
+ * table, rowid) for each row change it committed, in the order they were made (op "insert",
+ * "update" or "delete"), then, when the transaction changed more rows than the bound,
+ * on_change("overflow", db, nil, count) once with how many were not reported (db nil). Either
+ * function may be nil (not called). A hook's error does not stop the others: the first is
+ * returned. The task stays the caller's. Thread: the Lua state's. */
+static int l_deliver(lua_State *L)
+{
+    pasyn_task *t = check_task(L, 1);
+    lua_settop(L, 3);
+    lua_pushnil(L); /* 4: the first error */
+    if (!lua_isnil(L, 3)) {
+        const unsigned char *at = NULL;
+        for (size_t i = 0, n = pasyn_task_traces(t); i < n; i++) {
+            const char *sql;
+            size_t len;
+            uint64_t ns;
+            at = pasyn_task_trace(t, at, &sql, &len, &ns);
+            lua_pushlstring(L, sql, len);
+            lua_pushnumber(L, (lua_Number)ns / 1e9);
+            call_hook(L, 3, 2, 4);
+        }
+    }
+    uint64_t dropped;
+    size_t n = pasyn_task_changes(t, &dropped);
+    if (!lua_isnil(L, 2) && (n || dropped)) {
+        static const char *const ops[] = {"?", "insert", "update", "delete"};
+        for (size_t i = 0; i < n; i++) {
+            pasyn_change ch;
+            pasyn_task_change(t, i, &ch);
+            lua_pushstring(L, ops[ch.op >= 1 && ch.op <= 3 ? ch.op : 0]);
+            lua_pushstring(L, ch.db);
+            lua_pushstring(L, ch.table);
+            compat_pushint64(L, ch.rowid);
+            call_hook(L, 2, 4, 4);
+        }
+        if (dropped) {
+            lua_pushliteral(L, "overflow");
+            lua_pushnil(L);
+            lua_pushnil(L);
+            compat_pushint64(L, (int64_t)dropped);
+            call_hook(L, 2, 4, 4);
+        }
+    }
+    return 1;
+}
+
 static int l_stream_gc(lua_State *L)
 {
     stream_release(check_stream(L, 1));
@@ -1356,6 +1440,9 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"is_blob", l_is_blob},
         {"abandon", l_abandon},
         {"interrupt", l_interrupt},
+        {"set_trace", l_set_trace},
+        {"set_on_change", l_set_on_change},
+        {"deliver", l_deliver},
         {"hub_listen", l_hub_listen},
         {"hub_accept", l_hub_accept},
         {"hub_unaccept", l_hub_unaccept},
