@@ -79,6 +79,9 @@ struct pasyn_task {
     int64_t rowid;
     uint64_t stream;            /* streamed result: (reader index + 1) << 48 | serial */
     struct task_events *events; /* what trace and on_change report of it (hooks.c), or NULL */
+    pasyn_backup *backup;       /* PASYN_BACKUP: the backup it steps (backup.c) */
+    unsigned char *bytes;       /* PASYN_SERIALIZE: the database (sqlite3_malloc'd), or NULL */
+    size_t bytes_len;
 };
 
 /* A mutex-protected deque of tasks: the owner takes from the front, thieves from the back. */

@@ -23,6 +23,7 @@
 #define PASYN_VERSION "0.1.0"
 
 typedef struct pasyn_hub pasyn_hub;
+typedef struct pasyn_backup pasyn_backup;
 typedef struct pasyn_pool pasyn_pool;
 typedef struct pasyn_task pasyn_task;
 
@@ -105,6 +106,13 @@ typedef struct pasyn_options {
                                     * load_extension() stays refused. One that fails to load
                                     * fails the open (PASYN_ESQLITE, the message names the
                                     * path and gives SQLite's) */
+    const void *image;             /* a ":memory:" pool only (else the open fails with
+                                    * PASYN_EPROGRAMMING): the database starts as these
+                                    * image_len bytes (a database file's, such as
+                                    * PASYN_SERIALIZE gives), written into its private file
+                                    * before any connection opens it; bytes that are not a
+                                    * database fail the open (SQLITE_NOTADB). NULL: empty */
+    size_t image_len;
 } pasyn_options;
 
 /* Fills in the defaults. Any thread. */
@@ -154,14 +162,17 @@ void pasyn_pool_free(pasyn_pool *pool);
 /* ---- tasks --------------------------------------------------------------------------- */
 
 enum pasyn_kind {
-    PASYN_EXEC = 1, /* one statement, routed by what SQLite reports about it */
-    PASYN_MANY,     /* one statement run once per parameter set, on the writer */
-    PASYN_SCRIPT,   /* several ';'-separated statements without parameters, on the writer */
-    PASYN_FETCH,    /* the next chunk of a streamed result (pasyn_task_stream) */
-    PASYN_RELEASE,  /* ends a streamed result early */
-    PASYN_ABANDON,  /* its owner is gone: roll back the transaction it holds, if any */
-    PASYN_OPEN,     /* for pasyn_open */
-    PASYN_CLOSE     /* for pasyn_close */
+    PASYN_EXEC = 1,  /* one statement, routed by what SQLite reports about it */
+    PASYN_MANY,      /* one statement run once per parameter set, on the writer */
+    PASYN_SCRIPT,    /* several ';'-separated statements without parameters, on the writer */
+    PASYN_FETCH,     /* the next chunk of a streamed result (pasyn_task_stream) */
+    PASYN_RELEASE,   /* ends a streamed result early */
+    PASYN_ABANDON,   /* its owner is gone: roll back the transaction it holds, if any */
+    PASYN_OPEN,      /* for pasyn_open */
+    PASYN_CLOSE,     /* for pasyn_close */
+    PASYN_SERIALIZE, /* the writer's database named by the task's SQL text ("" or NULL: "main")
+                        as bytes (sqlite3_serialize): pasyn_task_bytes */
+    PASYN_BACKUP     /* the next step of a backup (pasyn_task_set_backup) */
 };
 
 /* Where a task failed. PASYN_ESQLITE carries SQLite's codes (pasyn_task_error). */
@@ -323,6 +334,41 @@ typedef struct pasyn_change {
 size_t pasyn_task_changes(const pasyn_task *t, uint64_t *dropped);
 /* The i-th of them (i < pasyn_task_changes). */
 void pasyn_task_change(const pasyn_task *t, size_t i, pasyn_change *out);
+
+/* ---- copies of the database: serialize and backup (backup.c) ------------------------- */
+
+/* The bytes a completed PASYN_SERIALIZE task holds, owned by the task: the database file's
+ * content, as one connection (the writer's, with its transaction if the task's owner holds
+ * one) sees it. "" and *len 0 for other tasks. */
+const unsigned char *pasyn_task_bytes(const pasyn_task *t, size_t *len);
+
+/* An online backup (backup.html) of the pool's database `name` (NULL or "": "main"; "temp",
+ * an attached name) into the file `dest` (a path or a "file:" URI, created when missing,
+ * replaced otherwise), `pages` pages per step (<= 0: all at once). Each PASYN_BACKUP task
+ * (pasyn_task_new(PASYN_BACKUP, NULL, 0), then pasyn_task_set_backup) runs one step on the
+ * writer, between other tasks: the first opens `dest` and starts the copy, and the step that
+ * copies the last page ends it. Writes the pool makes between steps go into the copy too (the
+ * source is the writer's own connection), so it never restarts, and ends as the database was at
+ * its last step. Not from inside the caller's own transaction (SQLITE_LOCKED). A step that
+ * fails ends the backup; its task says why (PASYN_ESQLITE, the message naming dest). NULL when
+ * out of memory. Any thread. */
+pasyn_backup *pasyn_backup_new(const char *dest, const char *name, int pages);
+void pasyn_task_set_backup(pasyn_task *t, pasyn_backup *b);
+/* After a step's task completed: pages left to copy and the source's page count as of that
+ * step (sqlite3_backup_remaining, sqlite3_backup_pagecount); 1 once the backup has ended
+ * (copied all, or failed), 0 while more steps are to come. Owner thread, between steps. */
+int pasyn_backup_progress(const pasyn_backup *b, int *remaining, int *total);
+/* Ends a backup that will take no more steps and frees it, on the writer, after any step of it
+ * already queued; nobody is told. 0, or PASYN_ECLOSED when the pool is not open (then end it
+ * with pasyn_backup_free once the pool is closed), PASYN_ENOMEM. Owner thread. */
+int pasyn_backup_abandon(pasyn_pool *pool, pasyn_backup *b);
+/* Frees a backup that has ended, or whose pool is closed (pasyn_pool_state CLOSED: it ends
+ * it first). Never while a task of it is queued or running. Owner thread. */
+void pasyn_backup_free(pasyn_backup *b);
+/* The file the pool's writer opens: its database's path or URI (a ":memory:" pool: its
+ * private file), owned by the pool; a backup's dest that makes another pool's copy. Any
+ * thread. */
+const char *pasyn_pool_path(const pasyn_pool *pool);
 
 /* ---- pool state -------------------------------------------------------------------- */
 

@@ -3,6 +3,7 @@
  * connection: writer.c, reader.c), closing it (a close task queued to the writer), freeing it,
  * its state and its counters.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,26 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+/* The image option: the bytes the memory database starts with, written into its file
+ * (the descriptor that holds its lock is open on it). 0, or -1. */
+static int write_image(pasyn_pool *pool)
+{
+    const unsigned char *p = pool->opts.image;
+    size_t left = pool->opts.image_len;
+    off_t at = 0;
+    while (left > 0) {
+        ssize_t n = pwrite(pool->memfile_lock, p, left, at);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        at += n;
+        left -= (size_t)n;
+    }
+    return 0;
+}
+
 /* What the writer and the readers open (uri.c): a path or URI for each, or the pool's private
  * WAL file for a memory database. A read-only pool's writer opens the readers' string, whose
  * mode= asks no more than SQLITE_OPEN_READONLY allows. 0; -1 when out of memory or, with
@@ -43,10 +64,19 @@ static int plan_paths(pasyn_pool *pool, const char *database, char **refused)
         return *refused ? 0 : -1;
     }
     free(why);
+    if (rc == 0 && !plan.memory && pool->opts.image) {
+        uri_plan_free(&plan);
+        *refused = strdup("connect: a database image is for a \":memory:\" database alone");
+        return *refused ? 0 : -1;
+    }
     if (rc == 0 && plan.memory) {
         pool->memfile = memfile_create(&pool->memfile_lock);
         pool->path = dup_or_null(pool->memfile);
         pool->reader_path = dup_or_null(pool->memfile);
+        if (pool->memfile && write_image(pool) != 0) {
+            free(pool->path);
+            pool->path = NULL;
+        }
     } else if (rc == 0) {
         pool->path = strdup(pool->opts.readonly ? plan.reader : plan.writer);
         pool->reader_path = strdup(plan.reader);
@@ -164,6 +194,8 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
     char *refused = NULL;
     if (!failed)
         failed = plan_paths(pool, database, &refused) != 0;
+    pool->opts.image = NULL; /* written (or refused) by now: not the pool's to keep */
+    pool->opts.image_len = 0;
     pool->readers.count = pool->opts.readers;
     pool->readers.all = calloc(pool->readers.count ? (size_t)pool->readers.count : 1,
                                sizeof *pool->readers.all);
@@ -255,6 +287,11 @@ void pasyn_pool_free(pasyn_pool *pool)
 }
 
 /* ---- state and counters ------------------------------------------------------------- */
+
+const char *pasyn_pool_path(const pasyn_pool *pool)
+{
+    return pool->path;
+}
 
 int pasyn_pool_state(const pasyn_pool *pool)
 {

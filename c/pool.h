@@ -221,6 +221,9 @@ void writer_settle(pasyn_pool *pool, uint64_t owner);
 /* Watches for a task queued after `seen` (writer.pushed) for up to `ns`: 1 when one was. */
 int writer_spin(pasyn_pool *pool, uint64_t seen, uint64_t ns);
 
+/* backup.c (writer thread): runs a PASYN_SERIALIZE or PASYN_BACKUP task. */
+void backup_run(pasyn_pool *pool, pasyn_task *t);
+
 /* group_commit.c (writer thread) */
 /* Runs `t` (taken with `more` tasks behind it) in one transaction with the plain writes queued
  * behind it when that is worth it, and completes them. Returns the task to run alone: `t` when

@@ -155,6 +155,7 @@ void pasyn_task_free(pasyn_task *t)
     buf_free(&t->set_ends);
     buf_free(&t->rows);
     hooks_task_free(t);
+    sqlite3_free(t->bytes);
     free(t);
 }
 

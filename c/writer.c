@@ -365,6 +365,10 @@ void writer_run_task(pasyn_pool *pool, pasyn_task *t)
     case PASYN_SCRIPT:
         writer_run_script(pool, t);
         break;
+    case PASYN_SERIALIZE:
+    case PASYN_BACKUP:
+        backup_run(pool, t);
+        break;
     case PASYN_ABANDON:
         /* The gate let it through, so a transaction still open is its owner's; if even its
          * ROLLBACK fails, nobody owns it any more. */

@@ -1244,6 +1244,112 @@ function Connection:on_change(fn, max_events)
     core.set_on_change(self._pool, fn and (max_events or ON_CHANGE_MAX) or 0)
 end
 
+-- Runs one task of the connection that returns no rows (submitted by `submit(owner, sync)`,
+-- core's serialize or backup_step) for the caller, and gives back what `take(task)` (core's
+-- bytes or done) makes of it, or raises its failure (naming `what`).
+local function run_task(conn, what, submit, take)
+    local sync, id, co = caller()
+    local gate = admit(conn, sync, id, co)
+    local task, class, code, extended, message = submit(id, sync)
+    if not task then
+        sched.gate_release(gate)
+        error(errors.from_core(class, code, extended, message, what), 3)
+    end
+    sched.await(task, sync, gate, co)
+    local res
+    res, class, code, extended, message = take(task)
+    if res == nil then
+        error(errors.from_core(class, code, extended, message, what), 3)
+    end
+    return res
+end
+
+-- conn:serialize([name]) -> the database `name` ("main" by default; "temp" or an attached
+-- one) as a string of bytes: the content of its file, as SQLite's sqlite3_serialize gives it
+-- (c3ref/serialize.html), which sqlite.deserialize (or any SQLite) opens. Runs on the writer,
+-- which holds the attached and TEMP databases: the caller's own open transaction is in it,
+-- another coroutine's is waited for, as for a write. Raises OperationalError for an unknown
+-- name, ProgrammingError for a name that is not a string, ConnectionClosedError /
+-- PoolClosedError. As Python's Connection.serialize.
+function Connection:serialize(name)
+    check_self(self, Connection, "conn:serialize")
+    check_open(self)
+    if name ~= nil then
+        check_string(name, "conn:serialize", "name")
+    end
+    local pool = self._pool
+    return run_task(self, "serialize", function(id, sync)
+        return core.serialize(pool, id, sync, name or "main")
+    end, core.bytes)
+end
+
+-- conn:backup(target [, opts]). An online backup (SQLite's backup API, backup.html) of the
+-- connection's database into `target`: a path (a file made or replaced) or another
+-- Connection (its database is replaced; its own writes wait for the backup, as for any
+-- other process's lock, and fail after its busy_timeout). opts (a table, all optional):
+-- pages (whole number >= 1: pages copied per step; default all at once), progress (a
+-- function(remaining, total) called after each step with the pages left and the page count,
+-- in the caller's coroutine: an error it raises ends the backup, which is left unfinished,
+-- and goes on up), name (the database to copy: "main" by default, "temp", an attached one).
+-- Each step runs on the writer, between other statements: the pool keeps serving reads and
+-- writes while it runs, and the writes made meanwhile go into the copy too (its source is
+-- the writer's own connection), so it never starts over and ends with the database as it was
+-- at its last step. Not inside the caller's own transaction (OperationalError, "locked").
+-- Raises ProgrammingError for bad arguments (a target that is this connection),
+-- OperationalError / DatabaseError for SQLite's errors (the message names the target),
+-- ConnectionClosedError / PoolClosedError. As Python's Connection.backup.
+function Connection:backup(target, opts)
+    check_self(self, Connection, "conn:backup")
+    check_open(self)
+    local dest
+    if type(target) == "string" then
+        dest = target
+    elseif metatable_of(target) == Connection then
+        if target == self then
+            raise("ProgrammingError", "conn:backup: the target is this connection itself")
+        end
+        check_open(target)
+        dest = core.pool_path(target._pool)
+    else
+        bad_argument("conn:backup", "target", "a path or a Connection", target)
+    end
+    if opts ~= nil and type(opts) ~= "table" then
+        bad_argument("conn:backup", "opts", "a table or nil", opts)
+    end
+    opts = opts or {}
+    local pages, progress, name = opts.pages, opts.progress, opts.name
+    if pages ~= nil and not (type(pages) == "number" and pages >= 1 and pages % 1 == 0) then
+        bad_argument("conn:backup", "opts.pages", "nil or a whole number >= 1", pages)
+    end
+    if progress ~= nil and type(progress) ~= "function" then
+        bad_argument("conn:backup", "opts.progress", "nil or a function", progress)
+    end
+    if name ~= nil then
+        check_string(name, "conn:backup", "opts.name")
+    end
+    local backup, class, code, extended, message = core.backup_new(self._pool, dest,
+        name or "main", pages and math.min(pages, 2 ^ 31 - 1) or -1)
+    if not backup then
+        error(errors.from_core(class, code, extended, message, "backup"), 2)
+    end
+    local function steps()
+        repeat
+            run_task(self, "backup", function(id, sync)
+                return core.backup_step(backup, id, sync)
+            end, core.done)
+            local remaining, total, ended = core.backup_progress(backup)
+            if progress then
+                progress(remaining, total)
+            end
+        until ended
+    end
+    local ok, err = pcall(steps)
+    core.backup_end(backup) -- what is left of it: on the writer, after its last step
+    if not ok then
+        error(err, 0)
+    end
+end
+
 -- conn:stats() -> a table of per-thread counters (see the README), with `pending` (the
 -- connection's statements submitted and not yet completed) and `waiting` (callers waiting for
 -- one of them to complete: max_pending). Raises ConnectionClosedError / PoolClosedError. Not in
@@ -1296,6 +1402,19 @@ local function open_failed(database, class, code, extended, message)
     error(err, 3)
 end
 
+-- sqlite.deserialize(bytes [, options]) -> a new Connection on a ":memory:" database that
+-- starts as `bytes` (a database file's content, such as conn:serialize gives), written into
+-- its private file before any of its connections opens it; then set to WAL like any
+-- ":memory:" pool. options as for connect. Raises ProgrammingError for bytes that are not a
+-- string and for bad options, DatabaseError ("file is not a database") for bytes that are not
+-- a database, leaving nothing behind. As Python's Connection.deserialize, into a new pool.
+function M.deserialize(bytes, options)
+    if type(bytes) ~= "string" then
+        bad_argument("deserialize", "bytes", "a string", bytes)
+    end
+    return M.connect(":memory:", options, bytes)
+end
+
 -- sqlite.connect(database [, options]) -> a Connection: a pool of one writer and
 -- options.readers readers on `database` (a path, a file: URI, or ":memory:"). Options as in
 -- the README. Raises ProgrammingError for a database that is not a string, for an unknown
@@ -1303,11 +1422,12 @@ end
 -- vfs=unix-none, naming the part; with a `database` field); OperationalError or
 -- DatabaseError (with a `database` field) when opening fails. Python's sqlite3.connect, for
 -- a pool.
-function M.connect(database, options)
+function M.connect(database, options, image)
     if type(database) ~= "string" then
         bad_argument("connect", "database", "a string", database)
     end
     local opts = check_options(options)
+    opts.image = image -- sqlite.deserialize's bytes
     local sync = not sched.can_yield()
     local pool, task, code, extended, message = core.open(database, opts, sync)
     if not pool then
