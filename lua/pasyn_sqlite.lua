@@ -1245,9 +1245,9 @@ function Connection:on_change(fn, max_events)
 end
 
 -- Runs one task of the connection that returns no rows (submitted by `submit(owner, sync)`,
--- core's serialize or backup_step) for the caller, and gives back what `take(task)` (core's
--- bytes or done) makes of it, or raises its failure (naming `what`).
-local function run_task(conn, what, submit, take)
+-- core's serialize or backup_step) for the caller, and gives back what `outcome(task)`
+-- (core's bytes or done) makes of it, or raises its failure (naming `what`).
+local function run_task(conn, what, submit, outcome)
     local sync, id, co = caller()
     local gate = admit(conn, sync, id, co)
     local task, class, code, extended, message = submit(id, sync)
@@ -1257,7 +1257,7 @@ local function run_task(conn, what, submit, take)
     end
     sched.await(task, sync, gate, co)
     local res
-    res, class, code, extended, message = take(task)
+    res, class, code, extended, message = outcome(task)
     if res == nil then
         error(errors.from_core(class, code, extended, message, what), 3)
     end

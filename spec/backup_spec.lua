@@ -120,8 +120,9 @@ describe("conn:backup", function()
         support.raises("ProgrammingError", conn.backup, conn, "/tmp/x.db", "pages")
         local err = support.raises("OperationalError", conn.backup, conn, "/nonexistent/dir/x.db")
         assert.matches("/nonexistent/dir/x.db", err.message, 1, true)
-        err = support.raises("OperationalError", conn.backup, conn, support.temp_path(),
-                             { name = "nowhere" })
+        local nowhere = support.temp_path()
+        support.raises("OperationalError", conn.backup, conn, nowhere, { name = "nowhere" })
+        support.remove_db(nowhere)
         -- a progress function that raises ends the backup; its error goes on up
         local dest = support.temp_path()
         local boom = {}
