@@ -202,6 +202,23 @@ describe("conn:on_change", function()
         conn:close()
     end)
 
+    it("reports what SQLite's update hook reports, and not the rest (README)", function()
+        local conn = sqlite.connect(":memory:")
+        conn:execute("CREATE TABLE t(id INTEGER PRIMARY KEY AUTOINCREMENT, v UNIQUE)")
+        conn:execute("CREATE TABLE w(k PRIMARY KEY) WITHOUT ROWID")
+        local seen, fn = recorder()
+        conn:on_change(fn)
+        conn:execute("INSERT INTO t(v) VALUES (1), (2)")
+        conn:execute("REPLACE INTO t(v) VALUES (1)") -- its delete of row 1 is not reported
+        conn:execute("INSERT INTO w VALUES (1)") -- WITHOUT ROWID: nothing
+        conn:execute("DELETE FROM t") -- the truncate optimization: nothing
+        conn:execute("INSERT INTO t(v) VALUES (1)")
+        conn:execute("DELETE FROM t WHERE true") -- each row
+        assert.are.same({ "insert main t 1", "insert main t 2", "insert main t 3",
+                          "insert main t 4", "delete main t 4" }, seen)
+        conn:close()
+    end)
+
     it("works under luv", function()
         local ok, uv = pcall(require, "luv")
         if not ok then
