@@ -171,8 +171,8 @@ static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
         pool->batch.commit_ns = (pool->batch.commit_ns * 7 + (now_ns() - start)) / 8;
     }
     conn_busy_cap(c, 0);
-    if (!broken)
-        hooks_batch_committed(pool, batch, n); /* each member's changes, now durable */
+    /* each member's changes, now durable; or none, and its statements run again alone */
+    hooks_batch_end(pool, batch, n, !broken);
     pool->batch.last = broken ? 0 : n;
     if (!broken && n > 1)
         batch_count(pool, n);

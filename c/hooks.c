@@ -351,13 +351,13 @@ void hooks_task_done(pasyn_pool *pool, pasyn_task *t)
     }
 }
 
-void hooks_batch_committed(pasyn_pool *pool, pasyn_task **batch, int n)
+void hooks_batch_end(pasyn_pool *pool, pasyn_task **batch, int n, int committed)
 {
     conn *c = &pool->writer.conn;
     change_log *log = c->changes;
     if (!log)
         return;
-    if (log->commit_seen && sqlite3_get_autocommit(c->db))
+    if (committed && log->commit_seen && sqlite3_get_autocommit(c->db))
         for (int i = 0; i < n; i++) {
             task_events *e = batch[i]->events;
             if (e && e->to <= log->n)

@@ -24,8 +24,10 @@ void hooks_stmt_end(conn *c, pasyn_task *t, int rc, int savepoint, const char *n
 /* Drops what the log holds since hooks_stmt_start (an executemany rolled back to its
  * savepoint). */
 void hooks_stmt_undo(conn *c);
-/* After a group commit's COMMIT succeeded: each member gets the changes it made. */
-void hooks_batch_committed(pasyn_pool *pool, pasyn_task **batch, int n);
+/* After a group commit's COMMIT: when it succeeded (`committed`), each member gets the
+ * changes it made; either way the log is emptied (a batch that failed runs again, each
+ * statement alone, reporting its own changes). */
+void hooks_batch_end(pasyn_pool *pool, pasyn_task **batch, int n, int committed);
 /* Frees the writer's log (at close). */
 void hooks_close(conn *c);
 
