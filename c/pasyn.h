@@ -349,7 +349,7 @@ const unsigned char *pasyn_task_bytes(const pasyn_task *t, size_t *len);
  * writer, between other tasks: the first opens `dest` and starts the copy, and the step that
  * copies the last page ends it. Writes the pool makes between steps go into the copy too (the
  * source is the writer's own connection), so it never restarts, and ends as the database was at
- * its last step. Not from inside the caller's own transaction (SQLITE_LOCKED). A step that
+ * its last step. Not from inside the caller's own transaction (SQLITE_BUSY at once). A step that
  * fails ends the backup; its task says why (PASYN_ESQLITE, the message naming dest). NULL when
  * out of memory. Any thread. */
 pasyn_backup *pasyn_backup_new(const char *dest, const char *name, int pages);

@@ -123,6 +123,14 @@ describe("conn:backup", function()
         local nowhere = support.temp_path()
         support.raises("OperationalError", conn.backup, conn, nowhere, { name = "nowhere" })
         support.remove_db(nowhere)
+        -- not from inside the caller's own transaction: the source connection is writing
+        conn:execute("BEGIN")
+        conn:execute("INSERT INTO ledger(k, part) VALUES (98, 'in txn')")
+        local inside = support.temp_path()
+        err = support.raises("OperationalError", conn.backup, conn, inside)
+        assert.matches("locked", err.message)
+        conn:execute("ROLLBACK")
+        support.remove_db(inside)
         -- a progress function that raises ends the backup; its error goes on up
         local dest = support.temp_path()
         local boom = {}
