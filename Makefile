@@ -4,6 +4,8 @@
 #                             longer), the C-host and C API examples, nginx (spec/nginx/nginx.t),
 #                             and every spec under Lua 5.4, 5.3 and LuaJIT, through prove
 #   make asan | tsan          the same under AddressSanitizer+UBSan / ThreadSanitizer
+#   make test-ext             $(BUILD)/ext_hello.so, the SQLite extension the specs load
+#                             (c/test/ext_hello.c; make test, asan and tsan build it)
 #   make install PREFIX=/usr/local [DESTDIR=...]   the Lua module (install-lua) and the C
 #                             library (install-lib); make uninstall removes them
 #   make lib                  build/lib/libpasyn.a and libpasyn.so: the C core alone, for C programs
