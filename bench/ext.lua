@@ -1,11 +1,14 @@
 -- Figures for the README's sections on on_change, trace and backup:
 --   LUA_PATH="lua/?.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 bench/ext.lua
 -- on_change: a 100,000-row INSERT in one transaction (executemany), with and without a hook
--- that counts the events; trace: 100,000 point SELECTs and INSERTs from one blocking caller,
--- with and without a trace function; backup: a ~50 MB file database into a new file, all
--- at once and 100 pages per step. Each figure is the best of 3 runs (trace: of 5, with and
+-- that counts the events; trace: 100,000 point SELECTs and 10,000 INSERTs from one blocking
+-- caller, with and without a trace function, on a pool of readers = 0 (one thread: no
+-- worker's spinning in the CPU time); backup: a ~50 MB file database into a new file, all at
+-- once and 100 pages per step. Each figure is the best of 3 runs (trace: of 5, with and
 -- without in turn), in wall-clock seconds and, for trace, also in CPU seconds of the whole
 -- process (os.clock: every thread), which a busy machine disturbs less.
+-- With the argument "profile": only 100,000 traced point SELECTs (readers = 0), for a profiler:
+--   perf record -F 2000 -o /tmp/perf.data lua5.4 bench/ext.lua profile
 local sqlite = require "pasyn_sqlite"
 
 local now = require("pasyn_sqlite.core").now
@@ -45,6 +48,24 @@ local function remove_db(path)
     end
 end
 
+if arg and arg[1] == "profile" then
+    local db = sqlite.connect(":memory:", { readers = 0 })
+    db:execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)")
+    local k = 0
+    db:executemany("INSERT INTO t(v) VALUES (?)", function()
+        k = k + 1
+        return k <= N and { k } or nil
+    end)
+    local traced = 0
+    db:trace(function() traced = traced + 1 end)
+    for i = 1, N do
+        db:execute("SELECT v FROM t WHERE id = ?", i)
+    end
+    assert(traced == N)
+    db:close()
+    return
+end
+
 -- on_change
 local conn = sqlite.connect(":memory:")
 conn:execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)")
@@ -77,6 +98,10 @@ local function inserts()
         conn:execute("INSERT INTO t(v) VALUES (?)", i)
     end
 end
+conn:close()
+conn = sqlite.connect(":memory:", { readers = 0 })
+conn:execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)")
+bulk()
 local traced = 0
 local function trace_off() conn:trace(nil) end
 local function trace_on() conn:trace(function() traced = traced + 1 end) end
@@ -95,8 +120,8 @@ local function line(what, n, off_t, on_t)
            :format(n, what, off_t.wall, on_t.wall, (on_t.wall / off_t.wall - 1) * 100, off_t.cpu,
                    on_t.cpu, (on_t.cpu - off_t.cpu) / n * 1e6)
 end
-print("trace: " .. line("point SELECTs", N, p_off, p_on))
-print("trace: " .. line("INSERTs", N / 10, i_off, i_on))
+print("trace (readers = 0): " .. line("point SELECTs", N, p_off, p_on))
+print("trace (readers = 0): " .. line("INSERTs", N / 10, i_off, i_on))
 conn:close()
 
 -- backup
