@@ -81,22 +81,22 @@ typedef struct cached_stmt {
     lru_link lru;              /* first: a link is also its statement */
     struct cached_stmt *hnext; /* hash chain */
     sqlite3_stmt *stmt;
-    int kind;                   /* enum stmt_kind */
-    columns *cols;              /* described once per prepare, or NULL */
-    int prepares;               /* SQLite's re-prepare count when cols was built */
-    uint64_t run_ns;            /* how long it runs here: a moving average */
-    int first_named;            /* index of its first :a/@a/$a parameter, 0 when none */
-    int setting;                /* a PRAGMA setting a read setting: 1 + its index */
-    int changes_schema;         /* CREATE, DROP, ALTER, ATTACH, DETACH (SEEN_SCHEMA) */
-    int classified_at;          /* SQLite's re-prepare count when kind was learned */
-    int busy_pragma;            /* reads or sets PRAGMA busy_timeout (SEEN_BUSY_PRAGMA) */
-    const char *insert_table;   /* a top-level INSERT: its table and database (in sql's */
-    const char *insert_db;      /* block, after the SQL), else NULL */
-    int savepoint;              /* enum savepoint_op */
-    const char *savepoint_name; /* its name (in sql's block, after the SQL), else NULL */
-    uint32_t hash;              /* hash_sql of sql */
-    size_t charge;              /* bytes it holds: this block, SQLite's memory for it, cols */
-    int uncached;               /* finalized when given back: its text is too long to cache */
+    int kind;                 /* enum stmt_kind */
+    columns *cols;            /* described once per prepare, or NULL */
+    int prepares;             /* SQLite's re-prepare count when cols was built */
+    uint64_t run_ns;          /* how long it runs here: a moving average */
+    int first_named;          /* index of its first :a/@a/$a parameter, 0 when none */
+    int setting;              /* a PRAGMA setting a read setting: 1 + its index */
+    int changes_schema;       /* CREATE, DROP, ALTER, ATTACH, DETACH (SEEN_SCHEMA) */
+    int classified_at;        /* SQLite's re-prepare count when kind was learned */
+    int busy_pragma;          /* reads or sets PRAGMA busy_timeout (SEEN_BUSY_PRAGMA) */
+    const char *insert_table; /* a top-level INSERT: its table and database (in sql's */
+    const char *insert_db;    /* block, after the SQL), else NULL */
+    int savepoint;            /* enum savepoint_op */
+    const char *sp_name;      /* the savepoint's name (in sql's block, after the SQL), or NULL */
+    uint32_t hash;            /* hash_sql of sql */
+    size_t charge;            /* bytes it holds: this block, SQLite's memory for it, cols */
+    int uncached;             /* finalized when given back: its text is too long to cache */
     size_t sql_len;
     char sql[]; /* the text it was prepared from, NUL-terminated ("" when uncached) */
 } cached_stmt;

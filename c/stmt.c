@@ -204,13 +204,13 @@ cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
     s->sql_len = sql_len;
     memcpy(s->sql, t->sql, sql_len);
     s->sql[sql_len] = '\0';
-    s->insert_table = s->insert_db = s->savepoint_name = NULL;
+    s->insert_table = s->insert_db = s->sp_name = NULL;
     s->savepoint = SAVEPOINT_NONE;
     if (names_len) {
         char *names = memcpy(s->sql + sql_len + 1, c->insert_names.p, names_len);
         if (c->seen & SEEN_SAVEPOINT) {
             s->savepoint = c->savepoint;
-            s->savepoint_name = names;
+            s->sp_name = names;
         } else {
             s->insert_table = names;
             s->insert_db = names + strlen(names) + 1;

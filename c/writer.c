@@ -206,7 +206,7 @@ static void writer_run_exec(pasyn_pool *pool, pasyn_task *t)
             conn_busy_pragma_enter(c);
         hooks_stmt_start(c);
         int rc = stmt_step_rows(c, s, t, 0, 1);
-        hooks_stmt_end(c, t, rc, s->savepoint, s->savepoint_name);
+        hooks_stmt_end(c, t, rc, s->savepoint, s->sp_name);
         if (s->busy_pragma)
             conn_busy_pragma_leave(c);
         int64_t rowid;
