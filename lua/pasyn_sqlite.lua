@@ -1296,7 +1296,8 @@ end
 -- the writer's own connection), so it never starts over and ends with the database as it was
 -- at its last step. Not inside the caller's own transaction (OperationalError, "locked").
 -- Raises ProgrammingError for bad arguments (a target that is this connection),
--- OperationalError / DatabaseError for SQLite's errors (the message names the target),
+-- OperationalError for a target Connection opened readonly, OperationalError /
+-- DatabaseError for SQLite's errors (the message names the target),
 -- ConnectionClosedError / PoolClosedError. As Python's Connection.backup.
 function Connection:backup(target, opts)
     check_self(self, Connection, "conn:backup")
@@ -1309,6 +1310,9 @@ function Connection:backup(target, opts)
             raise("ProgrammingError", "conn:backup: the target is this connection itself")
         end
         check_open(target)
+        if target._readonly then
+            raise("OperationalError", "conn:backup: the target connection is read-only")
+        end
         dest = core.pool_path(target._pool)
     else
         bad_argument("conn:backup", "target", "a path or a Connection", target)
@@ -1450,6 +1454,7 @@ function M.connect(database, options, image)
         _described_bytes = 0,
         _cfg = false, -- below: it names conn
         _gate = sched.new_gate(pool, opts.max_pending or MAX_PENDING), -- (admit)
+        _readonly = opts.readonly or false, -- (backup: no copy into it)
     }, Connection)
     conn._cfg = { conn = conn, row = opts.row or "array", timeout = opts.timeout }
     return conn
