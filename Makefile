@@ -4,6 +4,8 @@
 #                             longer), the C-host and C API examples, nginx (spec/nginx/nginx.t),
 #                             and every spec under Lua 5.4, 5.3 and LuaJIT, through prove
 #   make asan | tsan          the same under AddressSanitizer+UBSan / ThreadSanitizer
+#   make test-ext             $(BUILD)/ext_hello.so, the SQLite extension the specs load
+#                             (c/test/ext_hello.c; make test, asan and tsan build it)
 #   make install PREFIX=/usr/local [DESTDIR=...]   the Lua module (install-lua) and the C
 #                             library (install-lib); make uninstall removes them
 #   make lib                  build/lib/libpasyn.a and libpasyn.so: the C core alone, for C programs
@@ -67,7 +69,7 @@ TEST_LUAS ?= lua5.4 lua5.3 luajit
 VERSION := $(shell sed -n 's/^\#define PASYN_VERSION "\(.*\)"/\1/p' c/pasyn.h)
 DIST = pasyn-sqlite-$(VERSION)
 
-.PHONY: all lib test check-c specs asan tsan fuzz proof-crash install install-lua install-lib uninstall \
+.PHONY: all lib test test-ext check-c specs asan tsan fuzz proof-crash install install-lua install-lib uninstall \
 	uninstall-lua uninstall-lib lint format format-check demo bench dist rock clean FORCE
 
 all: $(MODULE)
@@ -116,6 +118,13 @@ $(BUILD)/libpasyn.so: $(BUILD)/pasyn.o
 $(LIB)/c_api: examples/c_api.c c/pasyn.h lib
 	$(CC) -std=c11 $(WARN) $(CFLAGS) -Ic $(LDFLAGS) -o $@ $< -L$(LIB) -Wl,-rpath,'$$ORIGIN' -lpasyn
 
+# The tiny SQLite extension the specs load (spec/extensions_spec.lua): found beside the module
+# (package.cpath), built by make test, asan and tsan (and make test-ext).
+EXT_HELLO = $(BUILD)/ext_hello.so
+test-ext: $(EXT_HELLO)
+$(EXT_HELLO): c/test/ext_hello.c $(BUILD)/flags
+	$(CC) -std=c11 -fPIC $(WARN) $(CFLAGS) $(SQLITE_CFLAGS) $(LIBFLAG) $(LDFLAGS) -o $@ $<
+
 $(BUILD)/test_%: c/test/test_%.c c/test/tap.h $(CORE_OBJ)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
 
@@ -131,7 +140,7 @@ $(BUILD)/c_host: examples/c_host.c | $(MODULE)
 # (spec/nginx/nginx.t, with the LuaJIT build), in one prove run.
 test:
 	@for l in $(TEST_LUAS); do v=$${l#lua}; [ "$$l" = luajit ] && v=luajit; \
-	    $(MAKE) --no-print-directory LUA_VERSION=$$v all || exit 1; done
+	    $(MAKE) --no-print-directory LUA_VERSION=$$v all test-ext || exit 1; done
 	@$(MAKE) --no-print-directory $(C_TESTS)
 	@$(MAKE) --no-print-directory LUA_VERSION=5.4 build/lua5.4/c_host $(LIB)/c_api
 	PASYN_ROUNDS=$(ROUNDS) prove -e spec/run $(C_TESTS) build/lua5.4/c_host $(LIB)/c_api \
@@ -143,7 +152,7 @@ ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 ASAN_RUN = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	PASYN_ROUNDS=$(ROUNDS)
 asan:
-	$(MAKE) --no-print-directory BUILD=build/asan LUA_VERSION=5.4 CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all build/asan/test_deque build/asan/test_hub build/asan/test_uri build/asan/test_powerloss build/asan/test_faults
+	$(MAKE) --no-print-directory BUILD=build/asan LUA_VERSION=5.4 CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all test-ext build/asan/test_deque build/asan/test_hub build/asan/test_uri build/asan/test_powerloss build/asan/test_faults
 	ASAN_OPTIONS=detect_leaks=0 build/asan/test_deque && ASAN_OPTIONS=detect_leaks=0 build/asan/test_hub
 	build/asan/test_uri
 	$(ASAN_RUN) build/asan/test_powerloss && $(ASAN_RUN) build/asan/test_faults
@@ -191,7 +200,7 @@ fuzz: $(FUZZERS:%=build/fuzz/%)
 
 TSAN_FLAGS = -O1 -g -fsanitize=thread
 tsan:
-	$(MAKE) --no-print-directory BUILD=build/tsan LUA_VERSION=5.4 CFLAGS="$(TSAN_FLAGS)" LDFLAGS="-fsanitize=thread" all build/tsan/test_deque build/tsan/test_hub
+	$(MAKE) --no-print-directory BUILD=build/tsan LUA_VERSION=5.4 CFLAGS="$(TSAN_FLAGS)" LDFLAGS="-fsanitize=thread" all test-ext build/tsan/test_deque build/tsan/test_hub
 	TSAN_OPTIONS=halt_on_error=1 build/tsan/test_deque && TSAN_OPTIONS=halt_on_error=1 build/tsan/test_hub
 	PASYN_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=0 \
 	PASYN_BUILD=build/tsan prove -e spec/run $(SPECS:%=lua5.4/%)

@@ -132,11 +132,37 @@ void conn_busy_pragma_leave(conn *c)
 
 /* ---- open and close ---------------------------------------------------------------- */
 
+/* Loads the pool's extensions (c3ref/load_extension.html) through the C API: enabled for
+ * that alone (c3ref/c_dbconfig_enable_fkey.html, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION), so
+ * that SQL's load_extension() stays refused. SQLite's code, *errmsg naming the library. */
+static int load_extensions(conn *c, char **errmsg)
+{
+    char *const *x = c->setup ? c->setup->extensions : NULL;
+    if (!x || !*x)
+        return SQLITE_OK;
+    sqlite3_db_config(c->db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 1, (int *)NULL);
+    int rc = SQLITE_OK;
+    for (; *x && rc == SQLITE_OK; x += 2) {
+        char *msg = NULL;
+        rc = sqlite3_load_extension(c->db, x[0], x[1][0] ? x[1] : NULL, &msg);
+        if (rc != SQLITE_OK) {
+            size_t n = strlen(x[0]) + (msg ? strlen(msg) : 0) + 64;
+            if ((*errmsg = malloc(n)) != NULL)
+                snprintf(*errmsg, n, "cannot load extension '%s': %s", x[0],
+                         msg ? msg : sqlite3_errstr(rc));
+        }
+        sqlite3_free(msg);
+    }
+    sqlite3_db_config(c->db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, (int *)NULL);
+    return rc;
+}
+
 int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capacity,
-              const _Atomic uint64_t *interrupts, char **errmsg)
+              const _Atomic uint64_t *interrupts, const conn_setup *setup, char **errmsg)
 {
     memset(c, 0, sizeof *c);
     c->interrupts = interrupts;
+    c->setup = setup;
     if (stmt_cache_init(c, cache_capacity) != 0) {
         *errmsg = strdup("out of memory");
         return SQLITE_NOMEM;
@@ -153,6 +179,10 @@ int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capac
         return rc;
     }
     sqlite3_extended_result_codes(c->db, 1);
+    if ((rc = load_extensions(c, errmsg)) != SQLITE_OK) {
+        conn_close(c);
+        return rc;
+    }
     c->busy_ms = busy_ms;
     sqlite3_busy_timeout(c->db, busy_ms); /* until conn_busy_own */
     sqlite3_set_authorizer(c->db, stmt_authorizer, c);
@@ -191,11 +221,13 @@ void conn_arm(conn *c, const pasyn_task *t)
     if (c->interrupts)
         c->interrupts_seen = atomic_load_explicit(c->interrupts, memory_order_relaxed);
     c->armed = 1;
+    hooks_arm(c, (pasyn_task *)t); /* its trace records go to it */
 }
 
 void conn_disarm(conn *c, pasyn_task *t)
 {
     c->armed = 0;
+    hooks_disarm(c);
     c->busy_deadline = c->busy_cap;
     /* Stopped by the progress handler, or while waiting on a lock (then SQLite says busy). */
     int stopped = t->err == PASYN_ESQLITE &&
@@ -210,16 +242,24 @@ void conn_disarm(conn *c, pasyn_task *t)
     }
 }
 
-/* The update hook, set while a top-level INSERT runs: a row of the statement's own table
- * inserted with the rowid that last_insert_rowid() already held (sqlite3_update_hook: not
- * called for WITHOUT ROWID tables, whose inserts set no rowid either). */
-static void note_insert(void *arg, int op, const char *db, const char *table, sqlite3_int64 rowid)
+/* The update hook (c3ref/update_hook.html: not called for WITHOUT ROWID tables, whose inserts
+ * set no rowid either), set while a top-level INSERT runs: a row of the statement's own table
+ * inserted with the rowid that last_insert_rowid() already held; and while the writer's
+ * on_change log is on, each change goes to it (hooks.c). */
+static void on_update(void *arg, int op, const char *db, const char *table, sqlite3_int64 rowid)
 {
     conn *c = arg;
     const cached_stmt *s = c->inserting;
-    if (op == SQLITE_INSERT && rowid == c->rowid_before && strcmp(table, s->insert_table) == 0 &&
-        strcmp(db, s->insert_db) == 0)
+    if (s && op == SQLITE_INSERT && rowid == c->rowid_before &&
+        strcmp(table, s->insert_table) == 0 && strcmp(db, s->insert_db) == 0)
         c->reinserted = 1;
+    if (c->changes)
+        hooks_note_change(c, op, db, table, rowid);
+}
+
+void conn_hook_updates(conn *c)
+{
+    sqlite3_update_hook(c->db, c->inserting || c->changes ? on_update : NULL, c);
 }
 
 void conn_watch_insert(conn *c, const cached_stmt *s)
@@ -227,8 +267,8 @@ void conn_watch_insert(conn *c, const cached_stmt *s)
     c->inserting = s->insert_table ? s : NULL;
     c->rowid_before = sqlite3_last_insert_rowid(c->db);
     c->reinserted = 0;
-    if (c->inserting)
-        sqlite3_update_hook(c->db, note_insert, c);
+    if (c->inserting && !c->changes)
+        conn_hook_updates(c);
 }
 
 /* A trigger's INSERT sets last_insert_rowid() only while the trigger runs
@@ -237,8 +277,8 @@ int conn_inserted(conn *c, int64_t *rowid)
 {
     const cached_stmt *s = c->inserting;
     c->inserting = NULL;
-    if (s)
-        sqlite3_update_hook(c->db, NULL, NULL);
+    if (s && !c->changes)
+        conn_hook_updates(c);
     *rowid = sqlite3_last_insert_rowid(c->db);
     return s && (*rowid != c->rowid_before || c->reinserted);
 }

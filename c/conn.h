@@ -12,15 +12,20 @@
 
 /* What the authorizer reported while a statement was prepared (route.c, stmt_authorizer). */
 enum seen_bits {
-    SEEN_DML = 1,          /* INSERT/UPDATE/DELETE on a user table, at the top level */
-    SEEN_NOT_READ = 2,     /* transaction control, savepoints, ATTACH/DETACH, PRAGMA, DDL, ... */
-    SEEN_LOCAL = 4,        /* touches objects only the writer's connection has: TEMP or attached */
-    SEEN_CONN_STATE = 8,   /* reads state of the connection that runs it (route.c) */
-    SEEN_INSERT = 16,      /* a top-level INSERT: c->insert_names names its table and database */
-    SEEN_SCHEMA = 32,      /* changes a schema: CREATE, DROP, ALTER, ATTACH, DETACH */
-    SEEN_LOCKS_OUT = 64,   /* a PRAGMA that would lock the pool's readers out, denied */
-    SEEN_BUSY_PRAGMA = 128 /* reads or sets PRAGMA busy_timeout (conn_prepare) */
+    SEEN_DML = 1,           /* INSERT/UPDATE/DELETE on a user table, at the top level */
+    SEEN_NOT_READ = 2,      /* transaction control, savepoints, ATTACH/DETACH, PRAGMA, DDL, ... */
+    SEEN_LOCAL = 4,         /* touches objects only the writer's connection has: TEMP or attached */
+    SEEN_CONN_STATE = 8,    /* reads state of the connection that runs it (route.c) */
+    SEEN_INSERT = 16,       /* a top-level INSERT: c->insert_names names its table and database */
+    SEEN_SCHEMA = 32,       /* changes a schema: CREATE, DROP, ALTER, ATTACH, DETACH */
+    SEEN_LOCKS_OUT = 64,    /* a PRAGMA that would lock the pool's readers out, denied */
+    SEEN_BUSY_PRAGMA = 128, /* reads or sets PRAGMA busy_timeout (conn_prepare) */
+    SEEN_SAVEPOINT = 256    /* SAVEPOINT, RELEASE or ROLLBACK TO: c->savepoint says which, and
+                               c->insert_names holds its name ("name\0") */
 };
+
+/* What a savepoint statement does (the authorizer's SQLITE_SAVEPOINT: hooks.c follows them). */
+enum savepoint_op { SAVEPOINT_NONE = 0, SAVEPOINT_BEGIN, SAVEPOINT_RELEASE, SAVEPOINT_ROLLBACK };
 
 /* What a prepared statement is, as far as where and how it runs goes. */
 enum stmt_kind {
@@ -112,12 +117,23 @@ typedef struct cached_stmt {
     int busy_pragma;          /* reads or sets PRAGMA busy_timeout (SEEN_BUSY_PRAGMA) */
     const char *insert_table; /* a top-level INSERT: its table and database (in sql's */
     const char *insert_db;    /* block, after the SQL), else NULL */
+    int savepoint;            /* enum savepoint_op */
+    const char *sp_name;      /* the savepoint's name (in sql's block, after the SQL), or NULL */
     uint32_t hash;            /* hash_sql of sql */
     size_t charge;            /* bytes it holds: this block, SQLite's memory for it, cols */
     int uncached;             /* finalized when given back: its text is too long to cache */
     size_t sql_len;
     char sql[]; /* the text it was prepared from, NUL-terminated ("" when uncached) */
 } cached_stmt;
+
+/* What a pool gives every connection it opens, whatever opens it (pool.h, pasyn_pool.setup):
+ * the extensions loaded at open (conn_open) and the switch of the trace hook (hooks.c). */
+typedef struct conn_setup {
+    char **extensions; /* path, entry point ("": SQLite's default), ..., NULL; or NULL */
+    _Atomic int trace; /* non-zero: armed connections report each statement's run (hooks.c) */
+} conn_setup;
+
+struct change_log;
 
 /* One SQLite connection, its statement cache, the authorizer notes of its last prepare, and
  * what may stop the task running on it. Used by one thread at a time. */
@@ -129,6 +145,7 @@ typedef struct conn {
     lru_link lru;                     /* sentinel: lru.next is the most recent */
     unsigned seen;                    /* authorizer notes, bits of enum seen_bits */
     int setting;                      /* a PRAGMA setting a read setting: 1 + its index */
+    int savepoint;                    /* with SEEN_SAVEPOINT: enum savepoint_op */
     buf insert_names;                 /* with SEEN_INSERT: "table\0database\0" of the INSERT */
     temp_names *temp_names;           /* the writer's TEMP names, on the other connections */
     int refuse_locks_out;             /* deny PRAGMAs that would lock other connections out */
@@ -158,16 +175,26 @@ typedef struct conn {
     const cached_stmt *inserting;
     int64_t rowid_before; /* last_insert_rowid() before it ran */
     int reinserted;       /* its table got a row with that rowid again */
+
+    /* hooks.c: trace and on_change */
+    const conn_setup *setup;    /* the pool's, or NULL */
+    int tracing;                /* the profile hook is installed */
+    pasyn_task *task;           /* the armed task (conn_arm), which trace events go to */
+    sqlite3_stmt *traced;       /* the task's statement being run: the one reported */
+    struct change_log *changes; /* the writer's changes while on_change is on, or NULL */
 } conn;
 
 /* conn.c: opening and closing, and the hooks that watch the running task. */
 
 /* Opens a connection with SQLite's `flags` (plus NOMUTEX, URI and PRIVATECACHE); `interrupts`
- * (may be NULL) is the counter whose change stops a task armed before it. Until conn_busy_own,
+ * (may be NULL) is the counter whose change stops a task armed before it. With `setup` (may be
+ * NULL) it loads the pool's extensions (sqlite3_load_extension through the C API alone:
+ * SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION is on only while they load, and SQL's
+ * load_extension() stays off) and follows its trace switch. Until conn_busy_own,
  * SQLite's own busy handler waits up to `busy_ms` on each lock (the steps of the open). SQLite's
  * code, with *errmsg (malloc'd) on failure. The thread that will use the connection. */
 int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capacity,
-              const _Atomic uint64_t *interrupts, char **errmsg);
+              const _Atomic uint64_t *interrupts, const conn_setup *setup, char **errmsg);
 void conn_close(conn *c);
 /* Runs a statement that returns nothing; SQLite's code. */
 int conn_exec(conn *c, const char *sql);
@@ -218,6 +245,16 @@ static inline void functions_check(conn *c)
         atomic_load_explicit(&c->functions->gen, memory_order_acquire) != c->functions_seen)
         functions_sync(c);
 }
+
+/* hooks.c, for every connection: around a task (conn_arm, conn_disarm) the trace hook follows
+ * the pool's switch (installed or removed there, between statements) and reports the armed
+ * task's statement (c->traced); the update hook's reports go to the writer's on_change log. */
+void hooks_arm(conn *c, pasyn_task *t);
+void hooks_disarm(conn *c);
+void hooks_note_change(conn *c, int op, const char *db, const char *table, sqlite3_int64 rowid);
+/* Installs the update hook while something listens (an INSERT watched, the on_change log),
+ * removes it otherwise. */
+void conn_hook_updates(conn *c);
 
 /* route.c: the authorizer every connection runs, and what it makes of a statement. */
 

@@ -3,7 +3,7 @@
  * executemany of one) queue up, the writer runs them as BEGIN IMMEDIATE; ...; COMMIT and
  * completes them, each with its own result, only once the COMMIT has succeeded.
  */
-#include "pool.h"
+#include "hooks.h"
 
 /* The most statements one batch holds: a bound on how long the first of them waits. */
 #define BATCH_MAX 512
@@ -200,6 +200,8 @@ static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
         pool->batch.stmt_ns = (pool->batch.stmt_ns * 7 + (start - started) / (uint64_t)n) / 8;
     }
     conn_busy_cap(c, 0);
+    /* each member's changes, now durable; or none, and its statements run again alone */
+    hooks_batch_end(pool, batch, n, !broken);
     pool->batch.last = broken ? 0 : n;
     if (!broken && n > 1)
         batch_count(pool, n);

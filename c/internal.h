@@ -77,7 +77,11 @@ struct pasyn_task {
     int64_t rowcount;
     int has_rowid;
     int64_t rowid;
-    uint64_t stream; /* streamed result: (reader index + 1) << 48 | serial */
+    uint64_t stream;            /* streamed result: (reader index + 1) << 48 | serial */
+    struct task_events *events; /* what trace and on_change report of it (hooks.c), or NULL */
+    pasyn_backup *backup;       /* PASYN_BACKUP: the backup it steps (backup.c) */
+    unsigned char *bytes;       /* PASYN_SERIALIZE: the database (sqlite3_malloc'd), or NULL */
+    size_t bytes_len;
 };
 
 /* A mutex-protected deque of tasks: the owner takes from the front, thieves from the back. */
@@ -142,6 +146,10 @@ void task_reset_result(pasyn_task *t);
  * is its own, and it is not run again anywhere. */
 int task_stopped(const pasyn_task *t);
 void columns_put(columns *c);
+/* What a task holds for the trace and on_change hooks (hooks.c): freed with it; a task that
+ * runs again keeps its trace and drops its changes. */
+void hooks_task_free(pasyn_task *t);
+void hooks_task_reset(pasyn_task *t);
 
 /* Bounded spinning before parking (workers) or sleeping (waiters). */
 /* 1 while no more threads are runnable than the machine has cores (a look at the run queue,

@@ -23,6 +23,7 @@
 #define PASYN_VERSION "0.1.0"
 
 typedef struct pasyn_hub pasyn_hub;
+typedef struct pasyn_backup pasyn_backup;
 typedef struct pasyn_pool pasyn_pool;
 typedef struct pasyn_task pasyn_task;
 typedef struct pasyn_call pasyn_call;
@@ -82,22 +83,37 @@ void pasyn_hub_wake(pasyn_hub *hub);
 /* ---- opening and closing a pool ---------------------------------------------------- */
 
 typedef struct pasyn_options {
-    int readers;                /* reader threads; 0 runs everything on the writer (default 3) */
-    int busy_timeout_ms;        /* how long a statement waits on a lock another process
+    int readers;                   /* reader threads; 0 runs everything on the writer (default 3) */
+    int busy_timeout_ms;           /* how long a statement waits on a lock another process
                                  * holds, counted from its submission, once (default 5000) */
-    const char *journal_mode;   /* set by the writer on open unless readonly (default "wal") */
-    const char *synchronous;    /* "off", "normal", "full", "extra" (default "normal") */
-    int foreign_keys;           /* default 0 */
-    int readonly;               /* default 0 */
-    int defensive;              /* for database files from untrusted sources: every connection
+    const char *journal_mode;      /* set by the writer on open unless readonly (default "wal") */
+    const char *synchronous;       /* "off", "normal", "full", "extra" (default "normal") */
+    int foreign_keys;              /* default 0 */
+    int readonly;                  /* default 0 */
+    int defensive;                 /* for database files from untrusted sources: every connection
                                  * gets SQLITE_DBCONFIG_DEFENSIVE and trusted_schema = OFF
                                  * (before `pragmas`) (default 0) */
-    int statement_cache;        /* prepared statements kept per connection (default 128);
+    int statement_cache;           /* prepared statements kept per connection (default 128);
                                  * they also stay within statement_cache times
                                  * PASYN_STMT_CACHE_SLOT_BYTES of memory (below) */
-    int stealing;               /* idle readers steal queued reads (default 1) */
-    int group_commit;           /* commit queued autocommit writes together (default 1) */
-    const char *const *pragmas; /* NULL, or name, value, name, value, ..., NULL */
+    int stealing;                  /* idle readers steal queued reads (default 1) */
+    int group_commit;              /* commit queued autocommit writes together (default 1) */
+    const char *const *pragmas;    /* NULL, or name, value, name, value, ..., NULL */
+    const char *const *extensions; /* NULL, or path, entry_point, path, entry_point, ..., NULL:
+                                    * shared libraries every connection of the pool (writer,
+                                    * readers, the classifier) loads when it opens
+                                    * (c3ref/load_extension.html; entry_point "": SQLite's
+                                    * default). Loaded through the C API alone: SQL's
+                                    * load_extension() stays refused. One that fails to load
+                                    * fails the open (PASYN_ESQLITE, the message names the
+                                    * path and gives SQLite's) */
+    const void *image;             /* a ":memory:" pool only (else the open fails with
+                                    * PASYN_EPROGRAMMING): the database starts as these
+                                    * image_len bytes (a database file's, such as
+                                    * PASYN_SERIALIZE gives), written into its private file
+                                    * before any connection opens it; bytes that are not a
+                                    * database fail the open (SQLITE_NOTADB). NULL: empty */
+    size_t image_len;
 } pasyn_options;
 
 /* Fills in the defaults. Any thread. */
@@ -147,14 +163,17 @@ void pasyn_pool_free(pasyn_pool *pool);
 /* ---- tasks --------------------------------------------------------------------------- */
 
 enum pasyn_kind {
-    PASYN_EXEC = 1, /* one statement, routed by what SQLite reports about it */
-    PASYN_MANY,     /* one statement run once per parameter set, on the writer */
-    PASYN_SCRIPT,   /* several ';'-separated statements without parameters, on the writer */
-    PASYN_FETCH,    /* the next chunk of a streamed result (pasyn_task_stream) */
-    PASYN_RELEASE,  /* ends a streamed result early */
-    PASYN_ABANDON,  /* its owner is gone: roll back the transaction it holds, if any */
-    PASYN_OPEN,     /* for pasyn_open */
-    PASYN_CLOSE     /* for pasyn_close */
+    PASYN_EXEC = 1,  /* one statement, routed by what SQLite reports about it */
+    PASYN_MANY,      /* one statement run once per parameter set, on the writer */
+    PASYN_SCRIPT,    /* several ';'-separated statements without parameters, on the writer */
+    PASYN_FETCH,     /* the next chunk of a streamed result (pasyn_task_stream) */
+    PASYN_RELEASE,   /* ends a streamed result early */
+    PASYN_ABANDON,   /* its owner is gone: roll back the transaction it holds, if any */
+    PASYN_OPEN,      /* for pasyn_open */
+    PASYN_CLOSE,     /* for pasyn_close */
+    PASYN_SERIALIZE, /* the writer's database named by the task's SQL text ("" or NULL: "main")
+                        as bytes (sqlite3_serialize): pasyn_task_bytes */
+    PASYN_BACKUP     /* the next step of a backup (pasyn_task_set_backup) */
 };
 
 /* Where a task failed. PASYN_ESQLITE carries SQLite's codes (pasyn_task_error). */
@@ -340,6 +359,87 @@ int pasyn_task_wait_calls(pasyn_task *t);
  * fail now, and those to come fail at once, with "the SQL function's host is gone". Any
  * thread; then close and free the pool as usual. */
 void pasyn_pool_refuse_calls(pasyn_pool *pool);
+
+/* ---- what hooks report: trace and on_change (hooks.c) ------------------------------- */
+
+/* Turns the trace on (non-zero) or off. While it is on, each statement a task runs, on any
+ * connection of the pool, leaves a record in the task when it finishes (successfully or not):
+ * its SQL with the parameters bound (sqlite3_expanded_sql; the text as written when SQLite
+ * cannot expand it) and how long it ran, in nanoseconds (sqlite3_trace_v2,
+ * SQLITE_TRACE_PROFILE). Workers see the change from their next task on; while it is off they
+ * install no hook at all. The pool's own statements (BEGIN and COMMIT of a group commit, the
+ * savepoint of an executemany, schema lookups) are not reported. Any thread. */
+void pasyn_set_trace(pasyn_pool *pool, int on);
+/* The trace records of a completed task: their count, and each in turn from
+ * pasyn_task_trace(t, NULL, ...) on, giving back where the next one starts (NULL after the
+ * last). *sql (owned by the task, NUL-terminated) and *len are its text, *ns its run time. In
+ * the order the statements finished. */
+size_t pasyn_task_traces(const pasyn_task *t);
+const unsigned char *pasyn_task_trace(const pasyn_task *t, const unsigned char *at,
+                                      const char **sql, size_t *len, uint64_t *ns);
+
+/* Turns on_change on with a bound of `max_events` per transaction (0: off). While it is on,
+ * the writer collects each row change (sqlite3_update_hook) of a transaction in C memory and,
+ * once its COMMIT has succeeded, hands them to the task whose statement committed it (an
+ * autocommit statement, a COMMIT, a RELEASE of the outermost savepoint; each member of a group
+ * commit gets its own): nothing of work that was rolled back (ROLLBACK, ROLLBACK TO a
+ * savepoint, a statement that failed and undid its changes, a group commit run again). Changes
+ * beyond max_events in one transaction are only counted (pasyn_task_changes' *dropped). What
+ * the update hook does not report is not reported (c3ref/update_hook.html): changes to WITHOUT
+ * ROWID tables, rows deleted by REPLACE conflict resolution or by the truncate optimization
+ * (DELETE without WHERE on a table without triggers), changes to sqlite_ tables. Takes effect
+ * when the writer is outside a transaction, from its next task on. Any thread. */
+void pasyn_set_on_change(pasyn_pool *pool, size_t max_events);
+
+enum pasyn_change_op { PASYN_INSERT = 1, PASYN_UPDATE = 2, PASYN_DELETE = 3 };
+
+typedef struct pasyn_change {
+    int op;            /* enum pasyn_change_op */
+    const char *db;    /* "main", "temp" or an attached name (owned by the task) */
+    const char *table; /* owned by the task */
+    int64_t rowid;
+} pasyn_change;
+
+/* The row changes committed by a completed task, in the order they were made; *dropped (may be
+ * NULL) gets how many more there were beyond the bound. */
+size_t pasyn_task_changes(const pasyn_task *t, uint64_t *dropped);
+/* The i-th of them (i < pasyn_task_changes). */
+void pasyn_task_change(const pasyn_task *t, size_t i, pasyn_change *out);
+
+/* ---- copies of the database: serialize and backup (backup.c) ------------------------- */
+
+/* The bytes a completed PASYN_SERIALIZE task holds, owned by the task: the database file's
+ * content, as one connection (the writer's, with its transaction if the task's owner holds
+ * one) sees it. "" and *len 0 for other tasks. */
+const unsigned char *pasyn_task_bytes(const pasyn_task *t, size_t *len);
+
+/* An online backup (backup.html) of the pool's database `name` (NULL or "": "main"; "temp",
+ * an attached name) into the file `dest` (a path or a "file:" URI, created when missing,
+ * replaced otherwise), `pages` pages per step (<= 0: all at once). Each PASYN_BACKUP task
+ * (pasyn_task_new(PASYN_BACKUP, NULL, 0), then pasyn_task_set_backup) runs one step on the
+ * writer, between other tasks: the first opens `dest` and starts the copy, and the step that
+ * copies the last page ends it. Writes the pool makes between steps go into the copy too (the
+ * source is the writer's own connection), so it never restarts, and ends as the database was at
+ * its last step. Not from inside the caller's own transaction (SQLITE_BUSY at once). A step that
+ * fails ends the backup; its task says why (PASYN_ESQLITE, the message naming dest). NULL when
+ * out of memory. Any thread. */
+pasyn_backup *pasyn_backup_new(const char *dest, const char *name, int pages);
+void pasyn_task_set_backup(pasyn_task *t, pasyn_backup *b);
+/* After a step's task completed: pages left to copy and the source's page count as of that
+ * step (sqlite3_backup_remaining, sqlite3_backup_pagecount); 1 once the backup has ended
+ * (copied all, or failed), 0 while more steps are to come. Owner thread, between steps. */
+int pasyn_backup_progress(const pasyn_backup *b, int *remaining, int *total);
+/* Ends a backup that will take no more steps and frees it, on the writer, after any step of it
+ * already queued; nobody is told. 0, or PASYN_ECLOSED when the pool is not open (then end it
+ * with pasyn_backup_free once the pool is closed), PASYN_ENOMEM. Owner thread. */
+int pasyn_backup_abandon(pasyn_pool *pool, pasyn_backup *b);
+/* Frees a backup that has ended, or whose pool is closed (pasyn_pool_state CLOSED: it ends
+ * it first). Never while a task of it is queued or running. Owner thread. */
+void pasyn_backup_free(pasyn_backup *b);
+/* The file the pool's writer opens: its database's path or URI (a ":memory:" pool: its
+ * private file), owned by the pool; a backup's dest that makes another pool's copy. Any
+ * thread. */
+const char *pasyn_pool_path(const pasyn_pool *pool);
 
 /* ---- pool state -------------------------------------------------------------------- */
 

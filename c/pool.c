@@ -3,6 +3,7 @@
  * connection: writer.c, reader.c), closing it (a close task queued to the writer), freeing it,
  * its state and its counters.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,26 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+/* The image option: the bytes the memory database starts with, written into its file
+ * (the descriptor that holds its lock is open on it). 0, or -1. */
+static int write_image(pasyn_pool *pool)
+{
+    const unsigned char *p = pool->opts.image;
+    size_t left = pool->opts.image_len;
+    off_t at = 0;
+    while (left > 0) {
+        ssize_t n = pwrite(pool->memfile_lock, p, left, at);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        at += n;
+        left -= (size_t)n;
+    }
+    return 0;
+}
+
 /* What the writer and the readers open (uri.c): a path or URI for each, or the pool's private
  * WAL file for a memory database. A read-only pool's writer opens the readers' string, whose
  * mode= asks no more than SQLITE_OPEN_READONLY allows. 0; -1 when out of memory or, with
@@ -43,10 +64,19 @@ static int plan_paths(pasyn_pool *pool, const char *database, char **refused)
         return *refused ? 0 : -1;
     }
     free(why);
+    if (rc == 0 && !plan.memory && pool->opts.image) {
+        uri_plan_free(&plan);
+        *refused = strdup("connect: a database image is for a \":memory:\" database alone");
+        return *refused ? 0 : -1;
+    }
     if (rc == 0 && plan.memory) {
         pool->memfile = memfile_create(&pool->memfile_lock);
         pool->path = dup_or_null(pool->memfile);
         pool->reader_path = dup_or_null(pool->memfile);
+        if (pool->memfile && write_image(pool) != 0) {
+            free(pool->path);
+            pool->path = NULL;
+        }
     } else if (rc == 0) {
         pool->path = strdup(pool->opts.readonly ? plan.reader : plan.writer);
         pool->reader_path = strdup(plan.reader);
@@ -80,6 +110,10 @@ static void pool_destroy(pasyn_pool *pool)
         for (char **p = pool->pragmas; *p; p++)
             free(*p);
     free(pool->pragmas);
+    if (pool->setup.extensions)
+        for (char **p = pool->setup.extensions; *p; p++)
+            free(*p);
+    free(pool->setup.extensions);
     free((char *)pool->opts.journal_mode);
     free((char *)pool->opts.synchronous);
     free(pool->path);
@@ -105,6 +139,19 @@ static int copy_options(pasyn_pool *pool, const pasyn_options *opts)
     for (size_t i = 0; i < n; i++)
         if (!(pool->pragmas[i] = strdup(opts->pragmas[i])))
             return -1;
+    pool->opts.extensions = NULL;
+    for (n = 0; opts->extensions && opts->extensions[n]; n += 2)
+        ;
+    if (n == 0)
+        return 0;
+    pool->setup.extensions = calloc(n + 1, sizeof(char *));
+    if (!pool->setup.extensions)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const char *v = opts->extensions[i] ? opts->extensions[i] : "";
+        if (!(pool->setup.extensions[i] = strdup(v)))
+            return -1;
+    }
     return 0;
 }
 
@@ -149,6 +196,8 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
     char *refused = NULL;
     if (!failed)
         failed = plan_paths(pool, database, &refused) != 0;
+    pool->opts.image = NULL; /* written (or refused) by now: not the pool's to keep */
+    pool->opts.image_len = 0;
     pool->readers.count = pool->opts.readers;
     pool->readers.all = calloc(pool->readers.count ? (size_t)pool->readers.count : 1,
                                sizeof *pool->readers.all);
@@ -240,6 +289,11 @@ void pasyn_pool_free(pasyn_pool *pool)
 }
 
 /* ---- state and counters ------------------------------------------------------------- */
+
+const char *pasyn_pool_path(const pasyn_pool *pool)
+{
+    return pool->path;
+}
 
 int pasyn_pool_state(const pasyn_pool *pool)
 {

@@ -178,6 +178,8 @@ struct pasyn_pool {
     read_settings read_settings;
     temp_names temp_names;       /* the writer's TEMP tables and views (temp_names.c) */
     fn_registry functions;       /* the host's SQL functions (functions.c) */
+    conn_setup setup;            /* extensions and the trace switch, for every connection */
+    _Atomic size_t on_change;    /* on_change's bound of events per transaction; 0: off */
     _Atomic int spinners;        /* workers watching for work before they park */
     _Atomic uint64_t interrupts; /* pasyn_interrupt calls: stops tasks started before one */
 };
@@ -225,6 +227,9 @@ void writer_run_task(pasyn_pool *pool, pasyn_task *t);
 void writer_settle(pasyn_pool *pool, uint64_t owner);
 /* Watches for a task queued after `seen` (writer.pushed) for up to `ns`: 1 when one was. */
 int writer_spin(pasyn_pool *pool, uint64_t seen, uint64_t ns);
+
+/* backup.c (writer thread): runs a PASYN_SERIALIZE or PASYN_BACKUP task. */
+void backup_run(pasyn_pool *pool, pasyn_task *t);
 
 /* group_commit.c (writer thread) */
 /* Runs `t` (taken with `more` tasks behind it) in one transaction with the plain writes queued

@@ -400,7 +400,7 @@ static int reader_open(reader *r)
     if (open) {
         rc = conn_open(&r->conn, pool->reader_path, SQLITE_OPEN_READONLY,
                        pool->opts.busy_timeout_ms, pool->opts.statement_cache, &pool->interrupts,
-                       &err);
+                       &pool->setup, &err);
         r->conn.temp_names = &pool->temp_names;
         r->conn.functions = &pool->functions;
         r->conn.refuse_locks_out = 1;

@@ -121,6 +121,18 @@ int stmt_authorizer(void *arg, int action, const char *a, const char *b, const c
             return SQLITE_DENY; /* stmt_fail_prepare says why */
         }
         break;
+    case SQLITE_SAVEPOINT:
+        /* Its name, for the writer's on_change log (hooks.c), in the buffer an INSERT's names
+         * use: a savepoint statement inserts nothing. */
+        c->seen |= SEEN_NOT_READ;
+        c->insert_names.len = 0;
+        if (a && b && buf_put(&c->insert_names, b, strlen(b) + 1) == 0) {
+            c->seen |= SEEN_SAVEPOINT;
+            c->savepoint = strcmp(a, "BEGIN") == 0     ? SAVEPOINT_BEGIN
+                           : strcmp(a, "RELEASE") == 0 ? SAVEPOINT_RELEASE
+                                                       : SAVEPOINT_ROLLBACK;
+        }
+        break;
     case SQLITE_CREATE_TEMP_INDEX:
     case SQLITE_CREATE_TEMP_TABLE:
     case SQLITE_CREATE_TEMP_TRIGGER:

@@ -182,7 +182,7 @@ cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
     if (!st)
         return NULL; /* nothing but white space and comments */
     /* The SQL, then for a top-level INSERT the names of its table and database. */
-    size_t names_len = c->seen & SEEN_INSERT ? c->insert_names.len : 0;
+    size_t names_len = c->seen & (SEEN_INSERT | SEEN_SAVEPOINT) ? c->insert_names.len : 0;
     size_t sql_len = cacheable ? t->sql_len : 0; /* an uncached one needs no key */
     cached_stmt *s = malloc(sizeof *s + sql_len + 1 + names_len);
     if (!s) {
@@ -205,11 +205,17 @@ cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
     s->sql_len = sql_len;
     memcpy(s->sql, t->sql, sql_len);
     s->sql[sql_len] = '\0';
-    s->insert_table = s->insert_db = NULL;
+    s->insert_table = s->insert_db = s->sp_name = NULL;
+    s->savepoint = SAVEPOINT_NONE;
     if (names_len) {
         char *names = memcpy(s->sql + sql_len + 1, c->insert_names.p, names_len);
-        s->insert_table = names;
-        s->insert_db = names + strlen(names) + 1;
+        if (c->seen & SEEN_SAVEPOINT) {
+            s->savepoint = c->savepoint;
+            s->sp_name = names;
+        } else {
+            s->insert_table = names;
+            s->insert_db = names + strlen(names) + 1;
+        }
     }
     s->charge = cacheable ? stmt_charge(s) : 0;
     return s;
@@ -478,7 +484,8 @@ int stmt_step_rows(conn *c, cached_stmt *s, pasyn_task *t, size_t chunk, int des
 {
     sqlite3_stmt *st = s->stmt;
     int n = -1;
-    c->seen = 0; /* what the authorizer reports now comes from a re-prepare (stmt_kind_now) */
+    c->seen = 0;    /* what the authorizer reports now comes from a re-prepare (stmt_kind_now) */
+    c->traced = st; /* the statement the trace reports (hooks.c) */
     for (;;) {
         int rc = sqlite3_step(st);
         if (n < 0) {

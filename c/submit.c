@@ -96,6 +96,8 @@ int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
     case PASYN_MANY:
     case PASYN_SCRIPT:
     case PASYN_ABANDON:
+    case PASYN_SERIALIZE:
+    case PASYN_BACKUP: /* backup.c: the writer's connection is the source */
         writer_push(pool, t);
         break;
     default:

@@ -142,6 +142,7 @@ void task_reset_result(pasyn_task *t)
     t->nrows = 0;
     t->rowcount = -1;
     t->has_rowid = 0;
+    hooks_task_reset(t);
 }
 
 void pasyn_task_free(pasyn_task *t)
@@ -153,6 +154,8 @@ void pasyn_task_free(pasyn_task *t)
     buf_free(&t->params);
     buf_free(&t->set_ends);
     buf_free(&t->rows);
+    hooks_task_free(t);
+    sqlite3_free(t->bytes);
     free(t);
 }
 

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "pool.h"
+#include "hooks.h"
 
 /* ---- the queue ---------------------------------------------------------------------- */
 
@@ -213,7 +213,9 @@ static void writer_run_exec(pasyn_pool *pool, pasyn_task *t)
         conn_watch_insert(c, s);
         if (s->busy_pragma) /* pragma_busy_timeout reads it as it runs */
             conn_busy_pragma_enter(c);
+        hooks_stmt_start(c);
         int rc = stmt_step_rows(c, s, t, 0, 1);
+        hooks_stmt_end(c, t, rc, s->savepoint, s->sp_name);
         if (s->busy_pragma)
             conn_busy_pragma_leave(c);
         int64_t rowid;
@@ -255,6 +257,7 @@ static void writer_run_many(pasyn_pool *pool, pasyn_task *t)
         stmt_release(c, s);
         return;
     }
+    hooks_stmt_start(c); /* its changes: dropped if it rolls back to its savepoint */
     const size_t *ends = (const size_t *)t->set_ends.p;
     size_t from = 0;
     int64_t total = 0;
@@ -277,6 +280,7 @@ static void writer_run_many(pasyn_pool *pool, pasyn_task *t)
     if (t->err != PASYN_OK) {
         /* An error may have ended it already. RELEASE only what was rolled back: of a
          * transaction of its own, RELEASE would commit the rows before the failing one. */
+        hooks_stmt_undo(c);
         if (!sqlite3_get_autocommit(c->db) &&
             conn_exec(c, "ROLLBACK TO pasyn_executemany") == SQLITE_OK)
             conn_exec(c, "RELEASE pasyn_executemany");
@@ -301,10 +305,16 @@ static void writer_run_script(pasyn_pool *pool, pasyn_task *t)
         }
         if (st) {
             int setting = c->setting, seen = (int)c->seen;
+            int savepoint = seen & SEEN_SAVEPOINT ? c->savepoint : SAVEPOINT_NONE;
+            char *savepoint_name = savepoint ? strdup((const char *)c->insert_names.p) : NULL;
             if (seen & SEEN_BUSY_PRAGMA)
                 conn_busy_pragma_enter(c);
+            c->traced = st;
+            hooks_stmt_start(c);
             while ((rc = sqlite3_step(st)) == SQLITE_ROW)
                 ;
+            hooks_stmt_end(c, t, rc, savepoint, savepoint_name);
+            free(savepoint_name);
             if (seen & SEEN_BUSY_PRAGMA)
                 conn_busy_pragma_leave(c);
             if (!sqlite3_stmt_readonly(st))
@@ -352,6 +362,7 @@ void writer_run_task(pasyn_pool *pool, pasyn_task *t)
         atomic_fetch_add(&pool->writer.executed, 1);
         return;
     }
+    hooks_task_start(pool, t);
     conn_arm(c, t);
     switch (t->kind) {
     case PASYN_EXEC:
@@ -362,6 +373,10 @@ void writer_run_task(pasyn_pool *pool, pasyn_task *t)
         break;
     case PASYN_SCRIPT:
         writer_run_script(pool, t);
+        break;
+    case PASYN_SERIALIZE:
+    case PASYN_BACKUP:
+        backup_run(pool, t);
         break;
     case PASYN_ABANDON:
         /* The gate let it through, so a transaction still open is its owner's; if even its
@@ -374,6 +389,7 @@ void writer_run_task(pasyn_pool *pool, pasyn_task *t)
         break;
     }
     conn_disarm(c, t);
+    hooks_task_done(pool, t);
     atomic_fetch_add(&pool->writer.executed, 1);
 }
 
@@ -422,7 +438,7 @@ static int writer_open(pasyn_pool *pool)
     int flags = pool->opts.readonly ? SQLITE_OPEN_READONLY
                                     : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     int rc = conn_open(&w->conn, pool->path, flags, pool->opts.busy_timeout_ms,
-                       pool->opts.statement_cache, &pool->interrupts, &err);
+                       pool->opts.statement_cache, &pool->interrupts, &pool->setup, &err);
     w->conn.functions = &pool->functions;
     if (rc == SQLITE_OK)
         rc = settings_apply_pragmas(pool, &w->conn, 1, &err);
@@ -438,7 +454,7 @@ static int writer_open(pasyn_pool *pool)
     if (rc == SQLITE_OK && pool->readers.used) { /* after WAL is set, like the readers */
         conn *classifier = &pool->routes.classifier;
         rc = conn_open(classifier, pool->reader_path, SQLITE_OPEN_READONLY,
-                       pool->opts.busy_timeout_ms, 0, NULL, &err);
+                       pool->opts.busy_timeout_ms, 0, NULL, &pool->setup, &err);
         classifier->temp_names = &pool->temp_names;
         classifier->functions = &pool->functions; /* never_wait: a call fails at once */
         classifier->refuse_locks_out = 1;
@@ -476,6 +492,7 @@ static int writer_open(pasyn_pool *pool)
 static pasyn_task *writer_close(pasyn_pool *pool)
 {
     conn_rollback_open(&pool->writer.conn);
+    hooks_close(&pool->writer.conn);
     group_commit_close(pool);
     conn_close(&pool->routes.classifier);
     conn_close(&pool->writer.conn);

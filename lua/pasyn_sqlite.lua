@@ -210,6 +210,33 @@ local function integers_mode(v)
                or '"number" or "string" ("int64" needs LuaJIT\'s ffi)'
 end
 
+-- extensions: an array whose items are a path, or {path [, entry_point]} (strings).
+local function extension_list(v)
+    local want = "an array of library paths (strings) or {path, entry_point} tables"
+    if type(v) ~= "table" then
+        return false, want
+    end
+    local n = 0
+    for k in pairs(v) do
+        if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then
+            return false, want
+        end
+        n = math.max(n, k)
+    end
+    for i = 1, n do
+        local x = v[i]
+        local path, entry = x, nil
+        if type(x) == "table" then
+            path, entry = x[1], x[2]
+        end
+        if type(path) ~= "string" or path == "" or path:find("\0", 1, true)
+            or (entry ~= nil and (type(entry) ~= "string" or entry:find("\0", 1, true))) then
+            return false, want
+        end
+    end
+    return true
+end
+
 local option_checks = {
     readers = whole(0, 64),
     busy_timeout = whole(0, 2 ^ 31 - 1),
@@ -226,6 +253,7 @@ local option_checks = {
     stealing = is("boolean"),
     integers = integers_mode,
     max_pending = whole(1, 2 ^ 31 - 1),
+    extensions = extension_list,
 }
 
 local function check_options(options)
@@ -264,6 +292,19 @@ local function check_options(options)
         pragmas[#pragmas + 1] = tostring(value)
     end
     out.pragmas = pragmas
+    if out.extensions then -- flat, as the core takes them: path, entry point ("": default)
+        local flat = {}
+        for i = 1, #out.extensions do
+            local x = out.extensions[i]
+            local path, entry = x, ""
+            if type(x) == "table" then
+                path, entry = x[1], x[2] or ""
+            end
+            flat[#flat + 1] = path
+            flat[#flat + 1] = entry
+        end
+        out.extensions = flat
+    end
     return out
 end
 
@@ -847,6 +888,10 @@ local function more(cur)
         fail(stmt.sql, class, code, extended, message)
     end
     wait_for(cur, task, sync, id, co)
+    local gate = cur._cfg.conn._gate
+    if gate.hooks then -- a fetch is no statement of the gate's: its trace, when it ended one
+        sched.run_hooks(gate, task)
+    end
     local res = finish(cur, stmt.sql, task, names, stream)
     local rows, going_on = res.rows, res.stream
     res.rows, res.stream = false, false -- moved to the cursor (see take)
@@ -1216,6 +1261,180 @@ function Connection:create_collation(name, fn)
     define(self, "conn:create_collation", name, 2, core.COLLATION, fn)
 end
 
+-- Checks the hook argument of conn:trace / conn:on_change: a function or nil.
+local function check_hook(fn, where)
+    if fn ~= nil and type(fn) ~= "function" then
+        bad_argument(where, "fn", "a function or nil", fn)
+    end
+end
+
+local function set_hooks(gate)
+    gate.hooks = gate.trace ~= nil or gate.on_change ~= nil
+end
+
+-- conn:trace(fn). fn(sql, seconds) is called for each statement the connection runs, on any
+-- of its threads, once it has finished (succeeded or failed): sql is its text with the
+-- parameters bound (SQLite's sqlite3_expanded_sql), seconds its run time as SQLite measured it
+-- (sqlite3_trace_v2, SQLITE_TRACE_PROFILE: nanoseconds, given in seconds). fn = nil removes
+-- it. Calls come on the Lua side, never on a worker: with the statement's completion, before
+-- the coroutine that waits for it goes on (README, "conn:trace"); fn must not yield, and an
+-- error it raises is written to stderr, the statement's result unchanged. Statements
+-- submitted before the call may go untraced; the pool's own (group commit's BEGIN/COMMIT,
+-- savepoints of executemany, schema lookups) are not reported, nor is a streamed result
+-- closed before its end. While no fn is set the workers install no hook at all. Raises
+-- ProgrammingError for an fn that is neither, ConnectionClosedError / PoolClosedError. As
+-- Python's Connection.set_trace_callback, with the run time (lsqlite3's db:profile).
+function Connection:trace(fn)
+    check_self(self, Connection, "conn:trace")
+    check_open(self)
+    check_hook(fn, "conn:trace")
+    local gate = self._gate
+    gate.trace = fn
+    set_hooks(gate)
+    core.set_trace(self._pool, fn ~= nil)
+end
+
+-- The default bound of on_change events kept per transaction: about 16 MB of C memory.
+local ON_CHANGE_MAX = 1000000
+
+-- conn:on_change(fn [, max_events]). fn(op, db, table, rowid) is called for each row that a
+-- transaction changed, once its COMMIT succeeded (an autocommit statement's own, a COMMIT, the
+-- RELEASE of an outermost savepoint, a group commit's), in commit order and, within one, in
+-- the order the rows changed; never for work that was rolled back (ROLLBACK, ROLLBACK TO a
+-- savepoint, a statement that failed). op is "insert", "update" or "delete"; db "main",
+-- "temp" or an attached name. Beyond max_events rows in one transaction (default 1000000,
+-- whole number >= 1) the rest are counted, not kept, and fn("overflow", nil, nil, count) comes
+-- once after the ones kept. What SQLite's update hook does not report is not reported
+-- (README, "conn:on_change": WITHOUT ROWID tables, REPLACE's deletes, DELETE without WHERE).
+-- fn = nil removes it. Calls come on the Lua side as for conn:trace (never on a worker, before
+-- the committing coroutine goes on; fn must not yield; its error goes to stderr). Takes
+-- effect from the writer's next transaction. Raises ProgrammingError for a bad argument,
+-- ConnectionClosedError / PoolClosedError. Unlike lsqlite3's update_hook and Python's (none),
+-- which report inside the transaction.
+function Connection:on_change(fn, max_events)
+    check_self(self, Connection, "conn:on_change")
+    check_open(self)
+    check_hook(fn, "conn:on_change")
+    if max_events ~= nil and not (type(max_events) == "number" and max_events >= 1 and
+                                  max_events % 1 == 0 and max_events < 2 ^ 53) then
+        bad_argument("conn:on_change", "max_events", "nil or a whole number >= 1", max_events)
+    end
+    local gate = self._gate
+    gate.on_change = fn
+    set_hooks(gate)
+    core.set_on_change(self._pool, fn and (max_events or ON_CHANGE_MAX) or 0)
+end
+
+-- Runs one task of the connection that returns no rows (submitted by `submit(owner, sync)`,
+-- core's serialize or backup_step) for the caller, and gives back what `outcome(task)`
+-- (core's bytes or done) makes of it, or raises its failure (naming `what`).
+local function run_task(conn, what, submit, outcome)
+    local sync, id, co = caller()
+    local gate = admit(conn, sync, id, co)
+    local task, class, code, extended, message = submit(id, sync)
+    if not task then
+        sched.gate_release(gate)
+        error(errors.from_core(class, code, extended, message, what), 3)
+    end
+    sched.await(task, sync, gate, co)
+    local res
+    res, class, code, extended, message = outcome(task)
+    if res == nil then
+        error(errors.from_core(class, code, extended, message, what), 3)
+    end
+    return res
+end
+
+-- conn:serialize([name]) -> the database `name` ("main" by default; "temp" or an attached
+-- one) as a string of bytes: the content of its file, as SQLite's sqlite3_serialize gives it
+-- (c3ref/serialize.html), which sqlite.deserialize (or any SQLite) opens. Runs on the writer,
+-- which holds the attached and TEMP databases: the caller's own open transaction is in it,
+-- another coroutine's is waited for, as for a write. Raises OperationalError for an unknown
+-- name, ProgrammingError for a name that is not a string, ConnectionClosedError /
+-- PoolClosedError. As Python's Connection.serialize.
+function Connection:serialize(name)
+    check_self(self, Connection, "conn:serialize")
+    check_open(self)
+    if name ~= nil then
+        check_string(name, "conn:serialize", "name")
+    end
+    local pool = self._pool
+    return run_task(self, "serialize", function(id, sync)
+        return core.serialize(pool, id, sync, name or "main")
+    end, core.bytes)
+end
+
+-- conn:backup(target [, opts]). An online backup (SQLite's backup API, backup.html) of the
+-- connection's database into `target`: a path (a file made or replaced) or another
+-- Connection (its database is replaced; its own writes wait for the backup, as for any
+-- other process's lock, and fail after its busy_timeout). opts (a table, all optional):
+-- pages (whole number >= 1: pages copied per step; default all at once), progress (a
+-- function(remaining, total) called after each step with the pages left and the page count,
+-- in the caller's coroutine: an error it raises ends the backup, which is left unfinished,
+-- and goes on up), name (the database to copy: "main" by default, "temp", an attached one).
+-- Each step runs on the writer, between other statements: the pool keeps serving reads and
+-- writes while it runs, and the writes made meanwhile go into the copy too (its source is
+-- the writer's own connection), so it never starts over and ends with the database as it was
+-- at its last step. Not inside the caller's own transaction (OperationalError, "locked").
+-- Raises ProgrammingError for bad arguments (a target that is this connection),
+-- OperationalError for a target Connection opened readonly, OperationalError /
+-- DatabaseError for SQLite's errors (the message names the target),
+-- ConnectionClosedError / PoolClosedError. As Python's Connection.backup.
+function Connection:backup(target, opts)
+    check_self(self, Connection, "conn:backup")
+    check_open(self)
+    local dest
+    if type(target) == "string" then
+        dest = target
+    elseif metatable_of(target) == Connection then
+        if target == self then
+            raise("ProgrammingError", "conn:backup: the target is this connection itself")
+        end
+        check_open(target)
+        if target._readonly then
+            raise("OperationalError", "conn:backup: the target connection is read-only")
+        end
+        dest = core.pool_path(target._pool)
+    else
+        bad_argument("conn:backup", "target", "a path or a Connection", target)
+    end
+    if opts ~= nil and type(opts) ~= "table" then
+        bad_argument("conn:backup", "opts", "a table or nil", opts)
+    end
+    opts = opts or {}
+    local pages, progress, name = opts.pages, opts.progress, opts.name
+    if pages ~= nil and not (type(pages) == "number" and pages >= 1 and pages % 1 == 0) then
+        bad_argument("conn:backup", "opts.pages", "nil or a whole number >= 1", pages)
+    end
+    if progress ~= nil and type(progress) ~= "function" then
+        bad_argument("conn:backup", "opts.progress", "nil or a function", progress)
+    end
+    if name ~= nil then
+        check_string(name, "conn:backup", "opts.name")
+    end
+    local backup, class, code, extended, message = core.backup_new(self._pool, dest,
+        name or "main", pages and math.min(pages, 2 ^ 31 - 1) or -1)
+    if not backup then
+        error(errors.from_core(class, code, extended, message, "backup"), 2)
+    end
+    local function steps()
+        repeat
+            run_task(self, "backup", function(id, sync)
+                return core.backup_step(backup, id, sync)
+            end, core.done)
+            local remaining, total, ended = core.backup_progress(backup)
+            if progress then
+                progress(remaining, total)
+            end
+        until ended
+    end
+    local ok, err = pcall(steps)
+    core.backup_end(backup) -- what is left of it: on the writer, after its last step
+    if not ok then
+        error(err, 0)
+    end
+end
+
 -- conn:stats() -> a table of per-thread counters (see the README), with `pending` (the
 -- connection's statements submitted and not yet completed) and `waiting` (callers waiting for
 -- one of them to complete: max_pending). Raises ConnectionClosedError / PoolClosedError. Not in
@@ -1268,6 +1487,19 @@ local function open_failed(database, class, code, extended, message)
     error(err, 3)
 end
 
+-- sqlite.deserialize(bytes [, options]) -> a new Connection on a ":memory:" database that
+-- starts as `bytes` (a database file's content, such as conn:serialize gives), written into
+-- its private file before any of its connections opens it; then set to WAL like any
+-- ":memory:" pool. options as for connect. Raises ProgrammingError for bytes that are not a
+-- string and for bad options, DatabaseError ("file is not a database") for bytes that are not
+-- a database, leaving nothing behind. As Python's Connection.deserialize, into a new pool.
+function M.deserialize(bytes, options)
+    if type(bytes) ~= "string" then
+        bad_argument("deserialize", "bytes", "a string", bytes)
+    end
+    return M.connect(":memory:", options, bytes)
+end
+
 -- sqlite.connect(database [, options]) -> a Connection: a pool of one writer and
 -- options.readers readers on `database` (a path, a file: URI, or ":memory:"). Options as in
 -- the README. Raises ProgrammingError for a database that is not a string, for an unknown
@@ -1275,11 +1507,12 @@ end
 -- vfs=unix-none, naming the part; with a `database` field); OperationalError or
 -- DatabaseError (with a `database` field) when opening fails. Python's sqlite3.connect, for
 -- a pool.
-function M.connect(database, options)
+function M.connect(database, options, image)
     if type(database) ~= "string" then
         bad_argument("connect", "database", "a string", database)
     end
     local opts = check_options(options)
+    opts.image = image -- sqlite.deserialize's bytes
     local sync = not sched.can_yield()
     local pool, task, code, extended, message = core.open(database, opts, sync)
     if not pool then
@@ -1302,6 +1535,7 @@ function M.connect(database, options)
         _described_bytes = 0,
         _cfg = false, -- below: it names conn
         _gate = sched.new_gate(pool, opts.max_pending or MAX_PENDING), -- (admit)
+        _readonly = opts.readonly or false, -- (backup: no copy into it)
     }, Connection)
     conn._cfg = { conn = conn, row = opts.row or "array", timeout = opts.timeout }
     return conn

@@ -21,6 +21,7 @@
 
 #define POOL_MT "pasyn_sqlite.pool"
 #define STREAM_MT "pasyn_sqlite.stream"
+#define BACKUP_MT "pasyn_sqlite.backup"
 #define HUB_KEY "pasyn_sqlite.hub"
 #define BLOB_MT_KEY "pasyn_sqlite.blob"
 #define INT64_NEW_KEY "pasyn_sqlite.int64_new"   /* LuaJIT: ffi.typeof("int64_t") */
@@ -968,6 +969,228 @@ static int l_result(lua_State *L)
     return 1;
 }
 
+/* ---- hooks: trace and on_change ------------------------------------------------------- */
+
+/* set_trace(pool, on): turns the pool's trace on or off (pasyn_set_trace). Thread: the Lua
+ * state's. */
+static int l_set_trace(lua_State *L)
+{
+    lpool *p = check_pool(L, 1);
+    pasyn_set_trace(p->pool, lua_toboolean(L, 2));
+    return 0;
+}
+
+/* set_on_change(pool, max_events): on_change on with that bound per transaction, or off (0)
+ * (pasyn_set_on_change). Thread: the Lua state's. */
+static int l_set_on_change(lua_State *L)
+{
+    lpool *p = check_pool(L, 1);
+    lua_Integer max = check_integer(L, 2, "max_events");
+    pasyn_set_on_change(p->pool, max > 0 ? (size_t)max : 0);
+    return 0;
+}
+
+/* Calls the function at `fn` with the `nargs` values on top of the stack, protected; keeps the
+ * first error (at `first`, nil until one) and drops later ones. */
+static void call_hook(lua_State *L, int fn, int nargs, int first)
+{
+    lua_pushvalue(L, fn);
+    lua_insert(L, -nargs - 1);
+    if (lua_pcall(L, nargs, 0, 0) != 0) {
+        if (lua_isnil(L, first))
+            lua_replace(L, first);
+        else
+            lua_pop(L, 1);
+    }
+}
+
+/* deliver(task, on_change, trace) -> nil | the first error a hook raised
+ * Calls the hooks with what a completed task (not yet given to result()) reports: trace(sql,
+ * seconds) for each statement it ran, in the order they finished, then on_change(op, db,
+ * table, rowid) for each row change it committed, in the order they were made (op "insert",
+ * "update" or "delete"), then, when the transaction changed more rows than the bound,
+ * on_change("overflow", db, nil, count) once with how many were not reported (db nil). Either
+ * function may be nil (not called). A hook's error does not stop the others: the first is
+ * returned. The task stays the caller's. Thread: the Lua state's. */
+static int l_deliver(lua_State *L)
+{
+    pasyn_task *t = check_task(L, 1);
+    lua_settop(L, 3);
+    lua_pushnil(L); /* 4: the first error */
+    if (!lua_isnil(L, 3)) {
+        const unsigned char *at = NULL;
+        for (size_t i = 0, n = pasyn_task_traces(t); i < n; i++) {
+            const char *sql;
+            size_t len;
+            uint64_t ns;
+            at = pasyn_task_trace(t, at, &sql, &len, &ns);
+            lua_pushlstring(L, sql, len);
+            lua_pushnumber(L, (lua_Number)ns / 1e9);
+            call_hook(L, 3, 2, 4);
+        }
+    }
+    uint64_t dropped;
+    size_t n = pasyn_task_changes(t, &dropped);
+    if (!lua_isnil(L, 2) && (n || dropped)) {
+        static const char *const ops[] = {"?", "insert", "update", "delete"};
+        for (size_t i = 0; i < n; i++) {
+            pasyn_change ch;
+            pasyn_task_change(t, i, &ch);
+            lua_pushstring(L, ops[ch.op >= 1 && ch.op <= 3 ? ch.op : 0]);
+            lua_pushstring(L, ch.db);
+            lua_pushstring(L, ch.table);
+            compat_pushint64(L, ch.rowid);
+            call_hook(L, 2, 4, 4);
+        }
+        if (dropped) {
+            lua_pushliteral(L, "overflow");
+            lua_pushnil(L);
+            lua_pushnil(L);
+            compat_pushint64(L, (int64_t)dropped);
+            call_hook(L, 2, 4, 4);
+        }
+    }
+    return 1;
+}
+
+/* ---- copies: serialize and backup ------------------------------------------------------- */
+
+/* serialize(pool, owner, sync, name) -> task | nil, class, code, extended, message
+ * Submits a PASYN_SERIALIZE task for the database `name` ("main", "temp", an attached one);
+ * wait for it, then take its bytes with bytes(). Thread: the Lua state's. */
+static int l_serialize(lua_State *L)
+{
+    lpool *p = to_pool(L, 1);
+    lua_Integer owner = check_integer(L, 2, "owner");
+    size_t len;
+    const char *name = check_lstring(L, 4, "name", &len);
+    pasyn_task *t = pasyn_task_new(PASYN_SERIALIZE, name, len);
+    if (!t)
+        return fail(L, NULL, PASYN_ENOMEM, "out of memory");
+    pasyn_task_set_owner(t, (uint64_t)owner);
+    return submit(L, p, t, lua_toboolean(L, 3));
+}
+
+/* bytes(task) -> string | nil, class, code, extended, message
+ * The bytes of a completed serialize task, or its failure; frees the task. */
+static int l_bytes(lua_State *L)
+{
+    pasyn_task *t = check_task(L, 1);
+    if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
+        return fail_task(L, t);
+    size_t len;
+    const unsigned char *p = pasyn_task_bytes(t, &len);
+    lua_pushlstring(L, (const char *)p, len);
+    pasyn_task_free(t);
+    return 1;
+}
+
+/* done(task) -> true | nil, class, code, extended, message
+ * Whether a completed task without rows (a backup step) succeeded; frees it. */
+static int l_done(lua_State *L)
+{
+    pasyn_task *t = check_task(L, 1);
+    if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
+        return fail_task(L, t);
+    pasyn_task_free(t);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* A backup as Lua holds it: its pool is anchored to it (the user value). */
+typedef struct lbackup {
+    lpool *owner;
+    pasyn_backup *b; /* NULL once freed */
+} lbackup;
+
+static lbackup *check_backup(lua_State *L, int i)
+{
+    return luaL_checkudata(L, i, BACKUP_MT);
+}
+
+/* backup_new(pool, dest, name, pages) -> backup | nil, "nomem", 0, 0, message
+ * A backup of the pool's database `name` into the file `dest`, `pages` per step (<= 0: all).
+ * Steps with backup_step; ended by its last step, or at collection (pasyn_backup_abandon).
+ * Thread: the Lua state's. */
+static int l_backup_new(lua_State *L)
+{
+    lpool *p = check_pool(L, 1);
+    const char *dest = check_lstring(L, 2, "dest", NULL);
+    const char *name = check_lstring(L, 3, "name", NULL);
+    lua_Integer pages = check_integer(L, 4, "pages");
+    lbackup *lb = lua_newuserdata(L, sizeof *lb);
+    lb->owner = p;
+    lb->b = NULL;
+    luaL_getmetatable(L, BACKUP_MT);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, 1);
+    compat_anchor(L, lua_gettop(L) - 1);
+    lb->b = pasyn_backup_new(dest, name, pages > 0 && pages < INT32_MAX ? (int)pages : -1);
+    if (!lb->b)
+        return fail(L, NULL, PASYN_ENOMEM, "out of memory");
+    return 1;
+}
+
+/* backup_step(backup, owner, sync) -> task | nil, class, code, extended, message
+ * Submits the backup's next step; wait for it, then done() and backup_progress(). */
+static int l_backup_step(lua_State *L)
+{
+    lbackup *lb = check_backup(L, 1);
+    if (!lb->b)
+        return fail(L, NULL, PASYN_EPROGRAMMING, "the backup has ended");
+    pasyn_task *t = pasyn_task_new(PASYN_BACKUP, NULL, 0);
+    if (!t)
+        return fail(L, NULL, PASYN_ENOMEM, "out of memory");
+    pasyn_task_set_owner(t, (uint64_t)check_integer(L, 2, "owner"));
+    pasyn_task_set_backup(t, lb->b);
+    return submit(L, lb->owner, t, lua_toboolean(L, 3));
+}
+
+/* backup_progress(backup) -> remaining, total, ended: pages left to copy and the source's
+ * page count as of the last step, and whether the backup has ended. */
+static int l_backup_progress(lua_State *L)
+{
+    lbackup *lb = check_backup(L, 1);
+    int remaining = 0, total = 0, ended = 1;
+    if (lb->b)
+        ended = pasyn_backup_progress(lb->b, &remaining, &total);
+    lua_pushinteger(L, remaining);
+    lua_pushinteger(L, total);
+    lua_pushboolean(L, ended);
+    return 3;
+}
+
+/* The backup's __gc and end: an open pool's writer ends it (after any step of it still
+ * queued, from a coroutine that was abandoned while it waited); a closing pool is waited for;
+ * a closed one left nothing that runs it. */
+static int l_backup_gc(lua_State *L)
+{
+    lbackup *lb = check_backup(L, 1);
+    pasyn_backup *b = lb->b;
+    lb->b = NULL;
+    if (!b)
+        return 0;
+    if (lb->owner->pool && pasyn_pool_state(lb->owner->pool) == PASYN_POOL_OPEN) {
+        int rc = pasyn_backup_abandon(lb->owner->pool, b);
+        if (rc != PASYN_ECLOSED)
+            return 0; /* the writer ends it (or, out of memory, it is left) */
+    }
+    while (lb->owner->pool && pasyn_pool_state(lb->owner->pool) != PASYN_POOL_CLOSED) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    pasyn_backup_free(b);
+    return 0;
+}
+
+/* pool_path(pool) -> the file its writer opens (pasyn_pool_path). */
+static int l_pool_path(lua_State *L)
+{
+    lpool *p = check_pool(L, 1);
+    lua_pushstring(L, pasyn_pool_path(p->pool));
+    return 1;
+}
+
 static int l_stream_gc(lua_State *L)
 {
     stream_release(check_stream(L, 1));
@@ -1036,6 +1259,21 @@ static int l_open(lua_State *L)
     }
     pragmas[npragmas] = NULL;
     o.pragmas = pragmas;
+    /* extensions: the Lua layer's checked array {path, entry_point, ...} ("" for the default) */
+    lua_getfield(L, 2, "extensions");
+    int nx = lua_istable(L, -1) ? (int)compat_rawlen(L, -1) : 0;
+    const char **extensions = lua_newuserdata(L, (size_t)(nx + 1) * sizeof(char *));
+    for (int k = 0; k < nx; k++) {
+        lua_rawgeti(L, -2, k + 1);
+        extensions[k] = lua_tostring(L, -1); /* anchored by the extensions table */
+        lua_pop(L, 1);
+    }
+    extensions[nx] = NULL;
+    o.extensions = nx ? extensions : NULL;
+    lua_getfield(L, 2, "image"); /* sqlite.deserialize's bytes (anchored by the options) */
+    if (lua_type(L, -1) == LUA_TSTRING)
+        o.image = lua_tolstring(L, -1, &o.image_len);
+    lua_pop(L, 1);
 
     lpool *p = lua_newuserdata(L, sizeof *p);
     p->pool = NULL;
@@ -1676,6 +1914,17 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"is_blob", l_is_blob},
         {"abandon", l_abandon},
         {"interrupt", l_interrupt},
+        {"set_trace", l_set_trace},
+        {"set_on_change", l_set_on_change},
+        {"deliver", l_deliver},
+        {"serialize", l_serialize},
+        {"bytes", l_bytes},
+        {"done", l_done},
+        {"backup_new", l_backup_new},
+        {"backup_step", l_backup_step},
+        {"backup_progress", l_backup_progress},
+        {"backup_end", l_backup_gc},
+        {"pool_path", l_pool_path},
         {"hub_listen", l_hub_listen},
         {"hub_accept", l_hub_accept},
         {"hub_unaccept", l_hub_unaccept},
@@ -1722,6 +1971,10 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
     lua_pop(L, 1);
     luaL_newmetatable(L, STREAM_MT);
     lua_pushcfunction(L, l_stream_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, BACKUP_MT);
+    lua_pushcfunction(L, l_backup_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
     lua_getfield(L, LUA_REGISTRYINDEX, BLOB_MT_KEY);

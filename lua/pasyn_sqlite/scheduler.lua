@@ -64,6 +64,28 @@ end
 
 local gate_release -- below
 
+-- ---- hooks: trace and on_change -----------------------------------------------------------
+
+-- Where an error raised by a hook goes: the statement it reports on has run (and its changes
+-- are committed) whatever the hook does, so the error is not the statement's caller's; it is
+-- written to stderr, as Python's sqlite3 reports an error raised in a callback
+-- (sqlite3.enable_callback_tracebacks) and goes on.
+local function hook_failed(err)
+    io.stderr:write("pasyn_sqlite: a trace or on_change hook raised: ", tostring(err), "\n")
+end
+
+-- Calls the connection's trace and on_change hooks (gate.trace, gate.on_change, set with
+-- gate.hooks) with what the completed `task` reports (core.deliver), before its waiter goes
+-- on: in dispatch, in the order completions arrive, which for on_change is the order of the
+-- COMMITs; or after a blocking wait.
+local function run_hooks(gate, task)
+    local err = core.deliver(task, gate.on_change, gate.trace)
+    if err ~= nil then
+        hook_failed(err)
+    end
+end
+M.run_hooks = run_hooks
+
 -- Parks the coroutine `co` until dispatch takes `key` (a task, or a gate's ticket) off
 -- `waiting`: it yields to the built-in loop, or waits in its host's suspend.
 local function park(key, co)
@@ -91,6 +113,9 @@ function M.await(task, sync, gate, co)
     if sync then
         core.wait(task)
         if gate then
+            if gate.hooks then
+                run_hooks(gate, task)
+            end
             gate_release(gate)
         end
         return
@@ -269,7 +294,7 @@ end
 -- `max` (a whole number >= 1) of its statements be in flight. One per connection; the Lua
 -- thread alone uses it.
 function M.new_gate(pool, max)
-    return { pool = pool, max = max, pending = 0, first = 1, last = 0 }
+    return { pool = pool, max = max, pending = 0, first = 1, last = 0, hooks = false }
 end
 
 -- True while `ticket` still waits for a slot: its coroutine was neither abandoned (run ended)
@@ -419,6 +444,9 @@ end
 -- discards the task when nobody waits for it any more; n and failure as dispatch counts them.
 local function deliver(task, n, failure)
     local co, gate, h = waiting[task], task_pools[task], hosts[task]
+    if gate and gate.hooks then
+        run_hooks(gate, task)
+    end
     waiting[task], task_pools[task] = nil, nil
     if co then -- it no longer waits, whether it is resumed below or gone
         if h then
