@@ -332,14 +332,27 @@ describe("closing while an operation waits", function()
 
     -- Runs `operation` in one coroutine and closes conn from another while it waits (it sleeps
     -- where `pause` is called); returns what the operation raised.
+    -- Runs operation(pause) in a coroutine and closes the connection while it is in pause()
+    -- (or once it ended without pausing): pause() returns once close() has (however long a
+    -- loaded machine takes), at most after 10 s. Returns what operation raised, or "no error".
     local function close_during(operation)
-        local raised
+        local raised, paused
         sqlite.run(function()
             sqlite.spawn(function()
-                local ok, err = pcall(operation, function() sqlite.sleep(0.1) end)
+                local ok, err = pcall(operation, function()
+                    paused = true
+                    for _ = 1, 2000 do
+                        if conn.closed then
+                            break
+                        end
+                        sqlite.sleep(0.005)
+                    end
+                end)
                 raised = ok and "no error" or err
             end)
-            sqlite.sleep(0.02)
+            while not paused and raised == nil do
+                sqlite.sleep(0.001)
+            end
             conn:close()
         end)
         return raised
