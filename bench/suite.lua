@@ -310,10 +310,14 @@ print(string.format("%s on SQLite %s; raw C (build/bench-raw) on SQLite %s", m.l
                     raw_sqlite))
 io.stdout:flush()
 
-local notes = {} -- lines printed under the table
+local notes, quiet_notes = {}, {} -- lines printed under the table; those of the quiet runs
 local function note(fmt, ...)
     local text = string.format(fmt, ...)
-    if lib.tag ~= "" then -- "W1: ..." becomes "W1 (1 core busy): ..."
+    if lib.tag == "" then
+        quiet_notes[text] = true
+    elseif quiet_notes[text] then -- the busy run's note says nothing new
+        return
+    else -- "W1: ..." becomes "W1 (1 core busy): ..."
         text = text:gsub("^(%w+)", "%1" .. lib.tag, 1)
     end
     notes[#notes + 1] = text
