@@ -12,7 +12,8 @@
 #                             (make install also installs it, pasyn.h and pasyn.pc)
 #   make dist                 build/dist/pasyn-sqlite-<version>.tar.gz, the release archive, from HEAD
 #   make rock                 build/dist/pasyn-sqlite-<version>-1.src.rock from that archive (offline)
-#   make bench                the benchmark suite, one table (bench/README.md; BENCH_SCALE=0.1: quick),
+#   make bench                the benchmark suite, one table, quiet and beside CPU hogs (bench/README.md;
+#                             BENCH_SCALE=0.1: quick; BENCH_BUSY=0: quiet machine only),
 #                             and its chart in build/ (CHART=bench/chart.svg: the README's)
 #   make format | format-check   clang-format (.clang-format) over the C files: rewrite, or only check
 #   make proof-crash [ROUNDS=200]   the crash proof: a writing child killed (SIGKILL) ROUNDS

@@ -237,6 +237,10 @@ local function progress(fmt, ...)
 end
 M.progress = progress
 
+-- The label of the current mode, appended to every row's competitor and progress line: "" when
+-- the machine is quiet, " (1 core busy)" while CPU hogs run beside the workload (M.start_hogs).
+M.tag = ""
+
 -- Runs `rounds` rounds of the competitors, interleaved: every round runs each of them once, the
 -- order rotated by one each round so that nobody always goes first. A competitor is
 -- { name = ..., run = function(round) return {metric = value, ...}, "progress text" end };
@@ -248,7 +252,7 @@ function M.rounds(id, competitors, rounds, warmup)
         c.samples = {}
         if warmup ~= false then
             local _, text = c.run(0)
-            progress("%s warm-up: %s %s", id, c.name, text or "")
+            progress("%s warm-up: %s%s %s", id, c.name, M.tag, text or "")
         end
     end
     local n = #competitors
@@ -260,7 +264,7 @@ function M.rounds(id, competitors, rounds, warmup)
                 c.samples[k] = c.samples[k] or {}
                 c.samples[k][round] = v
             end
-            progress("%s round %d/%d: %s %s", id, round, rounds, c.name, text or "")
+            progress("%s round %d/%d: %s%s %s", id, round, rounds, c.name, M.tag, text or "")
         end
     end
 end
@@ -283,7 +287,9 @@ local rows = {}
 --   samples: one value per round; scale (default 1) multiplies them for display; fmt ("%.2f");
 --   ratio: { label = "pasyn/LuaDBI", values = per-round ratios } (its median is judged);
 --   target: text; met: true, false or nil (no target); note: a word after met/MISSED.
+-- The competitor gets the current mode's tag (M.tag).
 function M.row(r)
+    r.who = r.who .. M.tag
     rows[#rows + 1] = r
 end
 
@@ -617,6 +623,51 @@ function M.lua_schedstat()
     local text = pid and read_file("/proc/" .. pid .. "/task/" .. pid .. "/schedstat") or ""
     local run, wait, slices = text:match("^(%d+) (%d+) (%d+)")
     return (tonumber(run) or 0) / 1e9, (tonumber(wait) or 0) / 1e9, tonumber(slices) or 0
+end
+
+M.pid = pid
+
+-- ---- CPU hogs: the busy machine -----------------------------------------------------------------
+
+-- A hog: a Lua busy loop (no system calls in the loop) that first prints its pid, and every ten
+-- million turns (~0.1 s) checks that its parent is still the suite, and exits when it is not, so
+-- that a suite killed with SIGKILL leaves no hog behind either. "pasyn-bench-hog" is in its
+-- command line (pgrep -f pasyn-bench-hog finds a leftover).
+local HOG = "local _ = 'pasyn-bench-hog' " ..
+            "local function ppid() local f = assert(io.open('/proc/self/stat')) local s = f:read('a') " ..
+            "f:close() return s:match('%) %S+ (%d+)'), s:match('^%d+') end " ..
+            "local parent, me = ppid() io.write(me, '\\n') io.flush() local n = 0 " ..
+            "while true do n = n + 1 " ..
+            "if n == 10000000 then n = 0 if ppid() ~= parent then os.exit(0) end end end"
+local hogs = {} -- { pid = ..., pipe = ... } of the hogs running now
+
+-- Starts k CPU hogs beside the suite: processes of `lua` (the suite's interpreter) running the
+-- busy loop above, at the suite's own priority (they inherit its nice value); each is a direct
+-- child (io.popen of `exec lua -e ...`), its pid read from its first line, so M.stop_hogs kills
+-- it by pid and reaps it. Returns their pids.
+function M.start_hogs(k, lua)
+    local pids = {}
+    for i = 1, k do
+        local p = assert(io.popen("exec " .. M.command(lua, "-e", HOG)))
+        local hog = { pipe = p, pid = math.tointeger(tonumber(p:read("l"))) }
+        hogs[#hogs + 1] = hog
+        assert(hog.pid, "a CPU hog did not start")
+        pids[i] = hog.pid
+    end
+    return pids
+end
+
+-- Stops every hog M.start_hogs started: SIGTERM by pid, then waits for it (pclose). Safe to call
+-- again, and when a hog died already (Ctrl-C reaches the whole process group).
+function M.stop_hogs()
+    for i = #hogs, 1, -1 do
+        local hog = hogs[i]
+        hogs[i] = nil
+        if hog.pid then
+            os.execute("kill " .. hog.pid .. " 2>/dev/null")
+        end
+        hog.pipe:close()
+    end
 end
 
 -- CPU seconds used so far by the whole process (every thread, living or ended), and by the

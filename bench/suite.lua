@@ -1,13 +1,15 @@
 -- The benchmark suite: pasyn_sqlite against the synchronous bindings (LuaDBI, LuaSQL) and raw C
--- on the workloads of the benchmark plan (W1-W8, W7p, M1); every workload on the same file and
--- data for all its competitors, in interleaved rounds; one table at the end with medians,
+-- on the workloads of the benchmark plan (W1-W8, W7p, M1) and the seed's (S1-S11); every
+-- workload on the same file and data for all its competitors, in interleaved rounds, on a quiet
+-- machine and again beside CPU hogs (a busy machine); one table at the end with medians,
 -- min-max, per-round ratios and whether each target is met, then notes, and a chart of W3 and W4
 -- (build/bench-chart.svg, drawn by gnuplot from bench/chart.gp). See bench/README.md.
 --   make bench
 --   LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 bench/suite.lua
 -- Environment: BENCH_SCALE (default 1; 0.1 for a quick run), BENCH_ROUNDS (default 5),
--- BENCH_ONLY (e.g. "W1,W3": only those workloads), BENCH_CHART (where the chart goes, default
--- build/bench-chart.svg; bench/chart.svg is the README's). Progress goes to stderr.
+-- BENCH_ONLY (e.g. "W1,W3": only those workloads; "S": all of S1-S11), BENCH_BUSY (both, the
+-- default: quiet and busy rows; 0: quiet only; 1: busy only), BENCH_CHART (where the chart goes,
+-- default build/bench-chart.svg; bench/chart.svg is the README's). Progress goes to stderr.
 
 local ROOT = (arg and arg[0] or ""):match("^(.*)/bench/[^/]*$") or "."
 package.path = ROOT .. "/bench/?.lua;" .. package.path
@@ -262,7 +264,7 @@ local function w8_child(who, path, p, callers, per, start)
     end
     local ready = now()
     sqlite.sleep(start - ready) -- outside sqlite.run it blocks
-    local cpu0 = lib.cpu_seconds()
+    local cpu0 = os.clock() -- the process's CPU time (user + system, every thread), in microseconds
     if who == "pasyn" then
         in_coroutines(callers, n, run)
     else
@@ -270,9 +272,9 @@ local function w8_child(who, path, p, callers, per, start)
             run(i)
         end
     end
-    local done, cpu = now(), lib.cpu_seconds() - cpu0
+    local done, cpu = now(), os.clock() - cpu0
     local batches, batched = close()
-    io.write(string.format("%.6f %.6f %d %d %d %d %d %d %.2f %s\n", ready, done, n, inserts, failed, locked,
+    io.write(string.format("%.6f %.6f %d %d %d %d %d %d %.6f %s\n", ready, done, n, inserts, failed, locked,
                            batches, batched, cpu, first or "-"))
 end
 
@@ -291,8 +293,9 @@ local only = {}
 for w in (os.getenv("BENCH_ONLY") or ""):gmatch("[%w]+") do
     only[w:upper()] = true
 end
+-- A workload is wanted when BENCH_ONLY is empty, names it, or names its letter ("S", "W").
 local function wanted(id)
-    return next(only) == nil or only[id]
+    return next(only) == nil or only[id] or only[id:sub(1, 1)]
 end
 
 local RAW = lib.raw_path(ROOT)
@@ -307,9 +310,36 @@ print(string.format("%s on SQLite %s; raw C (build/bench-raw) on SQLite %s", m.l
                     raw_sqlite))
 io.stdout:flush()
 
-local notes = {} -- lines printed under the table
+local notes, quiet_notes = {}, {} -- lines printed under the table; those of the quiet runs
 local function note(fmt, ...)
-    notes[#notes + 1] = string.format(fmt, ...)
+    local text = string.format(fmt, ...)
+    if lib.tag == "" then
+        quiet_notes[text] = true
+    elseif quiet_notes[text] then -- the busy run's note says nothing new
+        return
+    else -- "W1: ..." becomes "W1 (1 core busy): ..."
+        text = text:gsub("^(%w+)", "%1" .. lib.tag, 1)
+    end
+    notes[#notes + 1] = text
+end
+
+-- The machine's state while a workload runs: false (quiet) or the number of CPU hogs beside it.
+local BUSY = false
+
+-- Sets r.target and r.met from v (a median ratio or value): the target is `quiet` on a quiet
+-- machine and `busy` beside the hogs (nil: no target in that mode); `le` true means v must be
+-- <= the target, else >=; `fmt` formats the target ("%gx" by default).
+local function judge(r, v, le, quiet, busy, fmt)
+    local limit
+    if BUSY then
+        limit = busy
+    else
+        limit = quiet
+    end
+    if limit then
+        r.target = (le and "<= " or ">= ") .. string.format(fmt or "%gx", limit)
+        r.met = (le and v <= limit) or (not le and v >= limit)
+    end
 end
 
 local DB = lib.make_users()
@@ -465,9 +495,7 @@ local function w1()
         local r = { id = "W1", who = c.name, metric = "us/query", samples = c.samples.us }
         if c.key == "pasyn" and by.dbi then
             r.ratio = { label = "pasyn/LuaDBI", values = lib.ratios(c.samples.us, by.dbi.samples.us) }
-            local v = lib.median(r.ratio.values)
-            r.target, r.met = "<= 2.0x (stretch 1.5x)", v <= 2.0
-            r.note = v <= 1.5 and "(stretch met)" or nil
+            judge(r, lib.median(r.ratio.values), true, 1.2, 1.5)
         elseif c.key ~= "dbi" and by.dbi then
             r.ratio = { label = "vs LuaDBI", values = lib.ratios(c.samples.us, by.dbi.samples.us) }
         end
@@ -529,7 +557,7 @@ local function w2()
             r.ratio = { label = (c.key == "pasyn" and "pasyn/LuaDBI" or "vs LuaDBI"),
                         values = lib.ratios(c.samples.kqs, by.dbi.samples.kqs) }
             if c.key == "pasyn" then
-                r.target, r.met = "throughput >= 1.0x", lib.median(r.ratio.values) >= 1.0
+                judge(r, lib.median(r.ratio.values), false, 1.3, 1.0)
             end
         end
         lib.row(r)
@@ -666,7 +694,7 @@ local function w3()
             -- throughput ratio: LuaDBI's time over this one's
             r.ratio = { label = "speed vs LuaDBI", values = lib.ratios(by.dbi.samples.s, c.samples.s) }
             if c.key == 2 then
-                r.target, r.met = ">= 1.8x", lib.median(r.ratio.values) >= 1.8
+                judge(r, lib.median(r.ratio.values), false, 1.8)
             end
         end
         lib.row(r)
@@ -693,6 +721,9 @@ local function w3()
         end
         local lo, hi = lib.minmax(q)
         return { lib.median(q), lo, hi }
+    end
+    if BUSY then -- the chart shows the quiet machine
+        return
     end
     chart.w3 = { qps(by[1]), qps(by[2]), qps(by[3]), n = N, dbi = qps(by.dbi), raw = qps(by.raw),
                  raw2 = qps(by.raw2) }
@@ -738,10 +769,14 @@ local function w4()
     lib.row { id = "W4", who = who, metric = "lateness p50, ms", samples = p.samples.p50, scale = 1e3,
               fmt = "%.3f" }
     local p99, max = lib.median(p.samples.p99), lib.median(p.samples.max)
-    lib.row { id = "W4", who = who, metric = "lateness p99, ms", samples = p.samples.p99, scale = 1e3,
-              fmt = "%.3f", target = "<= 1 ms", met = p99 <= 0.001 }
-    lib.row { id = "W4", who = who, metric = "lateness max, ms", samples = p.samples.max, scale = 1e3,
-              fmt = "%.3f", target = "<= 5 ms", met = max <= 0.005 }
+    local r = { id = "W4", who = who, metric = "lateness p99, ms", samples = p.samples.p99, scale = 1e3,
+                fmt = "%.3f" }
+    judge(r, p99 * 1e3, true, 1, nil, "%g ms")
+    lib.row(r)
+    r = { id = "W4", who = who, metric = "lateness max, ms", samples = p.samples.max, scale = 1e3,
+          fmt = "%.3f" }
+    judge(r, max * 1e3, true, 5, nil, "%g ms")
+    lib.row(r)
     lib.row { id = "W4", who = "1 ms ticker alone (no queries)", metric = "lateness p99, ms",
               samples = idle.samples.p99, scale = 1e3, fmt = "%.3f" }
     lib.row { id = "W4", who = "1 ms ticker alone (no queries)", metric = "lateness max, ms",
@@ -751,6 +786,9 @@ local function w4()
         lib.row { id = "W4", who = "LuaDBI, sequential", metric = "stall (longest query), ms",
                   samples = by.dbi.samples.stall, scale = 1e3, fmt = "%.1f",
                   note = "(what a ticker would see)" }
+    end
+    if BUSY then
+        return
     end
     chart.w4 = { idle_p99 = lib.median(idle.samples.p99), p50 = lib.median(p.samples.p50), p99 = p99,
                  max = max, stall = by.dbi and lib.median(by.dbi.samples.stall) }
@@ -856,7 +894,7 @@ end
 
 local function w5()
     local N = scaled(20000, 2000)
-    local MODES, TARGET = { "full", "normal" }, { full = 20, normal = 4 }
+    local MODES, TARGET = { "full", "normal" }, { full = 20, normal = 3 }
     local values = {}
     for i = 1, N do
         values[i] = "value " .. i
@@ -893,7 +931,7 @@ local function w5()
                 r.ratio = { label = label, values = lib.ratios(c.samples.kis, over.samples.kis) }
             end
             if target then
-                r.target, r.met = string.format(">= %dx", target), lib.median(r.ratio.values) >= target
+                judge(r, lib.median(r.ratio.values), false, target)
             end
             lib.row(r)
         end
@@ -1002,14 +1040,14 @@ local function w7(id, ops, paced)
                     fmt = "%.3f" }
         if is_on then
             r.ratio = { label = "on/off", values = lib.ratios(on.samples.p99, off.samples.p99) }
-            r.target, r.met = "<= 0.5x", lib.median(r.ratio.values) <= 0.5
+            judge(r, lib.median(r.ratio.values), true, 0.5)
         end
         lib.row(r)
         r = { id = id, who = c.name, metric = "total, s", samples = c.samples.s, fmt = "%.3f" }
         if is_on then
             r.ratio = { label = "on/off", values = lib.ratios(on.samples.s, off.samples.s) }
             if not paced then -- paced, the schedule sets the total
-                r.target, r.met = "<= 1.05x", lib.median(r.ratio.values) <= 1.05
+                judge(r, lib.median(r.ratio.values), true, 1.05)
             end
         end
         lib.row(r)
@@ -1097,7 +1135,14 @@ local function w8()
         local r = { id = "W8", who = c.name, metric = "k ops/s", samples = c.samples.kops, fmt = "%.1f" }
         if c.key == "pasyn" and by.dbi then
             r.ratio = { label = "pasyn/LuaDBI", values = lib.ratios(c.samples.kops, by.dbi.samples.kops) }
-            r.target, r.met = ">= 1.5x", lib.median(r.ratio.values) >= 1.5
+            judge(r, lib.median(r.ratio.values), false, 1.2)
+        end
+        lib.row(r)
+    end
+    for _, c in ipairs(cs) do -- user + system time of every thread of the processes, per operation
+        local r = { id = "W8", who = c.name, metric = "CPU us/op", samples = c.samples.cpu_us, fmt = "%.1f" }
+        if c.key == "pasyn" and by.dbi then
+            r.ratio = { label = "pasyn/LuaDBI", values = lib.ratios(c.samples.cpu_us, by.dbi.samples.cpu_us) }
         end
         lib.row(r)
     end
@@ -1112,11 +1157,6 @@ local function w8()
          early.pasyn * 1e3, dbi_early)
     note("W8: pasyn's writers (one per process) formed %.0f group commits per run, of %.1f writes on " ..
          "average (medians)", lib.median(by.pasyn.samples.batches), lib.median(by.pasyn.samples.avg))
-    if by.dbi then
-        note("W8: CPU time per operation, all threads of the %d processes (medians): pasyn %.1f us, " ..
-             "LuaDBI %.1f us", W8_PROCS, lib.median(by.pasyn.samples.cpu_us),
-             lib.median(by.dbi.samples.cpu_us))
-    end
 end
 
 -- ---- M1: 10,000 statements in flight -----------------------------------------------------------
@@ -1158,8 +1198,10 @@ local function w_m1()
     lib.row { id = "M1", who = s.name, metric = "B per statement", samples = s.samples.per, fmt = "%.0f" }
     lib.row { id = "M1", who = s.name, metric = "B its result (Lua)", samples = s.samples.result,
               fmt = "%.0f" }
-    lib.row { id = "M1", who = s.name, metric = "B beyond result", samples = s.samples.beyond, fmt = "%.0f",
-              target = "<= 2048 B", met = lib.median(s.samples.beyond) <= 2048 }
+    local r = { id = "M1", who = s.name, metric = "B beyond result", samples = s.samples.beyond,
+                fmt = "%.0f" }
+    judge(r, lib.median(s.samples.beyond), true, 2048, nil, "%g B")
+    lib.row(r)
     lib.row { id = "M1", who = b.name, metric = "B per coroutine", samples = b.samples.per, fmt = "%.0f",
               note = "(the scheduler's share of the above)" }
     local own = {} -- per round: what the statement adds to a parked coroutine, beyond its result
@@ -1230,12 +1272,517 @@ local function w6()
     lib.rounds("W6", cs)
     local raw, p = cs[1], cs[2]
     lib.row { id = "W6", who = raw.name, metric = "k rows/s", samples = raw.samples.krs, fmt = "%.0f" }
-    lib.row { id = "W6", who = p.name, metric = "k rows/s", samples = p.samples.krs, fmt = "%.0f",
-              ratio = { label = "pasyn/raw C", values = lib.ratios(p.samples.krs, raw.samples.krs) },
-              target = ">= 0.7x", met = lib.median(lib.ratios(p.samples.krs, raw.samples.krs)) >= 0.7 }
+    local r = { id = "W6", who = p.name, metric = "k rows/s", samples = p.samples.krs, fmt = "%.0f",
+                ratio = { label = "pasyn/raw C", values = lib.ratios(p.samples.krs, raw.samples.krs) } }
+    judge(r, lib.median(r.ratio.values), false, 0.7)
+    lib.row(r)
     lib.row { id = "W6", who = cs[3].name, metric = "k rows/s", samples = cs[3].samples.krs, fmt = "%.0f",
               note = "(no database: the Lua side's floor)" }
     note("W6: %d rows of (integer, integer, text) into a fresh table per run; pasyn from an iterator", N)
+end
+
+-- ---- S1-S11: the seed's workloads ------------------------------------------------------------------
+-- A small shop in a file of its own: users 1,000 rows, products 500, orders 5,000, documents 500
+-- with 1 KB bodies; S7-S11 after 50,000 more users. pasyn (one pool: 3 readers, WAL,
+-- synchronous normal, busy_timeout 5000 ms) against LuaDBI (prepared statements, autocommit, WAL,
+-- synchronous NORMAL, busy_timeout 5000 ms) on the same file, in interleaved rounds. S1-S6 are
+-- one call at a time (pasyn from one coroutine); S7-S11 are a workload of concurrent callers
+-- (pasyn: that many coroutines at once, joined before the next workload), which LuaDBI, a
+-- synchronous binding, runs one statement after the other.
+
+local SEED_USERS, SEED_MORE, SEED_ORDERS, SEED_PRODUCTS, SEED_DOCUMENTS = 1000, 50000, 5000, 500, 500
+local SEED_SCHEMA = [[
+CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, email TEXT, age INTEGER, city TEXT);
+CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT, price REAL);
+CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER, product_id INTEGER, quantity INTEGER,
+                     created TEXT);
+CREATE TABLE documents (id INTEGER PRIMARY KEY, title TEXT, body TEXT);
+CREATE INDEX orders_user ON orders (user_id);
+]]
+local SEED = {
+    point = "SELECT * FROM users WHERE id = ?",
+    older = "SELECT * FROM users WHERE age > ?",
+    order = "SELECT o.id, o.quantity, u.name, u.email, p.name, p.price FROM orders o " ..
+            "JOIN users u ON u.id = o.user_id JOIN products p ON p.id = o.product_id WHERE o.id = ?",
+    by_age = "SELECT u.age, count(*), sum(o.quantity) FROM orders o JOIN users u ON u.id = o.user_id " ..
+             "GROUP BY u.age ORDER BY u.age",
+    insert_user = "INSERT INTO users (name, email, age, city) VALUES (?, ?, ?, ?)",
+    update_email = "UPDATE users SET email = ? WHERE id = ?",
+    orders_by_age = "SELECT o.id, o.quantity, u.name, u.age, p.name, p.price FROM orders o " ..
+                    "JOIN users u ON u.id = o.user_id JOIN products p ON p.id = o.product_id " ..
+                    "WHERE u.age > ? LIMIT 50",
+    range = "SELECT * FROM users WHERE id BETWEEN ? AND ? ORDER BY id",
+    begin = "BEGIN IMMEDIATE",
+    insert_order = "INSERT INTO orders (user_id, product_id, quantity, created) VALUES (?, ?, ?, ?)",
+    user_orders = "SELECT count(*) FROM orders WHERE user_id = ?",
+    update_city = "UPDATE users SET city = ? WHERE id = ?",
+    commit = "COMMIT",
+}
+
+local seed -- the file: { path = ..., bulk = the id before the 50,000 more users (nil until added) }
+
+-- User number k (1..1,000, then 1,001..51,000 for the 50,000 more): name, email, age, city. Ages
+-- 18..77, evenly: 47 of 60 are over 30, so S2 reads ~783 of the first 1,000.
+local function seed_age(k)
+    return 18 + (k * 37) % 60
+end
+local function seed_user(k)
+    local u = lib.user(k)
+    return { u[2], u[3], seed_age(k), u[5] }
+end
+-- Order j: user_id, product_id, quantity, created.
+local function seed_order(j)
+    return { (j * 7919) % SEED_USERS + 1, (j * 104729) % SEED_PRODUCTS + 1, j % 5 + 1,
+             string.format("2026-%02d-%02d", j % 12 + 1, j % 28 + 1) }
+end
+
+-- Inserts rows made by row(i), i = first..last, with executemany.
+local function seed_fill(conn, sql, first, last, row)
+    local i = first - 1
+    conn:executemany(sql, function()
+        i = i + 1
+        if i <= last then
+            return row(i)
+        end
+    end)
+end
+
+-- The file, made on first use (1,000 users); with `more`, also the 50,000 more users, added once
+-- after whatever S5 inserted (ids bulk + 1 .. bulk + 50,000, so every id up to there is a row).
+local function seed_db(more)
+    if not seed then
+        local path = lib.fresh_path("seed")
+        local conn = sqlite.connect(path, { readers = 0 })
+        conn:executescript(SEED_SCHEMA)
+        seed_fill(conn, "INSERT INTO users VALUES (?, ?, ?, ?, ?)", 1, SEED_USERS, function(k)
+            local u = seed_user(k)
+            return { k, u[1], u[2], u[3], u[4] }
+        end)
+        seed_fill(conn, "INSERT INTO products VALUES (?, ?, ?)", 1, SEED_PRODUCTS, function(k)
+            return { k, "product " .. k, ((k * 37) % 1000 + 100) / 10 }
+        end)
+        seed_fill(conn, "INSERT INTO orders VALUES (?, ?, ?, ?, ?)", 1, SEED_ORDERS, function(j)
+            local o = seed_order(j)
+            return { j, o[1], o[2], o[3], o[4] }
+        end)
+        seed_fill(conn, "INSERT INTO documents VALUES (?, ?, ?)", 1, SEED_DOCUMENTS, function(k)
+            local words = string.rep(string.format("document %05d body text. ", k), 64)
+            return { k, "document " .. k, words:sub(1, 1024) }
+        end)
+        conn:execute("ANALYZE")
+        conn:close()
+        seed = { path = path }
+    end
+    if more and not seed.bulk then
+        local conn = sqlite.connect(seed.path, { readers = 0 })
+        local bulk = conn:execute("SELECT max(id) FROM users"):fetchone()[1]
+        seed_fill(conn, "INSERT INTO users VALUES (?, ?, ?, ?, ?)", 1, SEED_MORE, function(k)
+            local u = seed_user(SEED_USERS + k)
+            return { bulk + k, u[1], u[2], u[3], u[4] }
+        end)
+        conn:execute("ANALYZE")
+        conn:close()
+        seed.bulk = bulk
+    end
+    return seed
+end
+
+-- The id of user number k (1..51,000) once the 50,000 more are in.
+local function seed_id(k)
+    return k <= SEED_USERS and k or seed.bulk + k - SEED_USERS
+end
+
+-- One value of the file, read through a connection of its own (what another connection sees).
+local function seed_value(sql)
+    return committed_rows(seed.path, sql)[1][1]
+end
+
+-- In one sqlite.run: `batches` workloads one after the other, each k coroutines at once running
+-- fn(i) for their own i = (b - 1) * k + c, all joined before the next workload starts.
+local function gathered(batches, k, fn)
+    sqlite.run(function()
+        for b = 1, batches do
+            local hs = {}
+            for c = 1, k do
+                hs[c] = sqlite.spawn(fn, (b - 1) * k + c)
+            end
+            for c = 1, k do
+                hs[c]:join()
+            end
+        end
+    end)
+end
+
+-- Runs a seed workload: spec.n operations (or workloads) per run, spec.unit what one is;
+-- spec.pasyn(q) and spec.dbi(q) do one run's work, q(name, ...) running SEED[name] with the
+-- parameters and returning its rows (for a write: the rows it changed); spec.before() and
+-- spec.after(before, who, round) check what a run left, untimed. Prints ms per operation and
+-- LuaDBI's time over pasyn's.
+local function seed_workload(id, spec)
+    local path = seed_db(spec.more).path
+    local cs = {}
+    local db = lib.open_dbi(path)
+    local sts = {}
+    if db then
+        check(lib.dbi_value(db, "PRAGMA journal_mode = WAL") == "wal", "%s LuaDBI: no WAL", id)
+        assert(lib.DBI.Do(db, "PRAGMA synchronous = NORMAL"))
+        assert(lib.dbi_value(db, "PRAGMA busy_timeout = 5000") == 5000)
+        local function q(name, ...)
+            local st = sts[name]
+            if not st then
+                st = assert(db:prepare(SEED[name]))
+                sts[name] = st
+            end
+            if SEED[name]:match("^SELECT") then
+                return lib.dbi_all(st, ...)
+            end
+            assert(st:execute(...))
+            return st:affected()
+        end
+        cs[#cs + 1] = { name = "LuaDBI, prepared" .. (spec.callers and ", sequential" or ""), key = "dbi",
+                        q = q, work = spec.dbi }
+    end
+    local conn = sqlite.connect(path, { synchronous = "normal", busy_timeout = 5000 })
+    local function q(name, ...)
+        local cur = conn:execute(SEED[name], ...)
+        if SEED[name]:match("^SELECT") then
+            return cur:fetchall()
+        end
+        return cur.rowcount
+    end
+    cs[#cs + 1] = { name = "pasyn, " .. (spec.callers or "1 coroutine"), key = "pasyn", q = q, conn = conn,
+                    work = spec.pasyn }
+    for _, c in ipairs(cs) do
+        c.run = function(round)
+            local before = spec.before and spec.before()
+            local t0 = now()
+            c.work(c.q, c.conn)
+            local dt = now() - t0
+            if spec.after then
+                spec.after(before, c.key, round)
+            end
+            return { ms = dt / spec.n * 1e3 }, string.format("%.3f s, %.4f ms per %s", dt, dt / spec.n * 1e3,
+                                                               spec.unit)
+        end
+    end
+    lib.rounds(id, cs)
+    conn:close()
+    for _, st in pairs(sts) do
+        st:close()
+    end
+    if db then
+        db:close()
+    end
+    local by = by_key(cs)
+    for _, c in ipairs(cs) do
+        local r = { id = id, who = c.name, metric = "ms/" .. spec.unit, samples = c.samples.ms,
+                    fmt = spec.callers and "%.3f" or "%.4f" }
+        if c.key == "pasyn" and by.dbi then
+            r.ratio = { label = "speed vs LuaDBI", values = lib.ratios(by.dbi.samples.ms, c.samples.ms) }
+            judge(r, lib.median(r.ratio.values), false, 1.0)
+        end
+        lib.row(r)
+    end
+    note("%s: %s", id, spec.note)
+end
+
+-- Point reads of user ids[i] (numbers of users, mapped by `map`): checks each row and the sum
+-- of the ages.
+local function seed_point_check(id, ids, map)
+    local expect = 0
+    for i = 1, #ids do
+        expect = expect + seed_age(ids[i])
+    end
+    return function(i, rows, sum)
+        local want = map(ids[i])
+        check(#rows == 1 and rows[1][1] == want, "%s: asked for user %d, got %s", id, want,
+              rows[1] and tostring(rows[1][1]) or "no row")
+        return sum + rows[1][4]
+    end, function(sum, who)
+        check(sum == expect, "%s %s: age sum %d, not %d", id, who, sum, expect)
+    end
+end
+
+local function same(k)
+    return k
+end
+
+local function s1()
+    local n = scaled(20000, 1000)
+    local ids = lib.ids(n, 101, SEED_USERS)
+    local one, total = seed_point_check("S1", ids, same)
+    local function work(who)
+        return function(q)
+            local sum = 0
+            local function run()
+                for i = 1, n do
+                    sum = one(i, q("point", ids[i]), sum)
+                end
+            end
+            if who == "pasyn" then
+                sqlite.run(run)
+            else
+                run()
+            end
+            total(sum, who)
+        end
+    end
+    seed_workload("S1", { n = n, unit = "query", pasyn = work("pasyn"), dbi = work("LuaDBI"),
+                          note = n .. " point reads of users (SELECT * by id) per run" })
+end
+
+-- Runs fn(q) from one coroutine for pasyn, directly for LuaDBI.
+local function sequential(fn)
+    return function(q)
+        fn(q)
+    end, function(q)
+        sqlite.run(fn, q)
+    end
+end
+
+local function s2()
+    local n = scaled(200, 20)
+    local count, idsum = 0, 0
+    for k = 1, SEED_USERS do
+        if seed_age(k) > 30 then
+            count, idsum = count + 1, idsum + k
+        end
+    end
+    local dbi, pasyn = sequential(function(q)
+        for _ = 1, n do
+            local rows = q("older", 30)
+            local s = 0
+            for i = 1, #rows do
+                s = s + rows[i][1]
+            end
+            check(#rows == count and s == idsum, "S2: %d rows (ids sum %d), not %d (%d)", #rows, s, count,
+                  idsum)
+        end
+    end)
+    seed_workload("S2", { n = n, unit = "query", pasyn = pasyn, dbi = dbi,
+                          note = string.format("%d reads per run of the %d users over 30 " ..
+                                               "(SELECT * WHERE age > 30)", n, count) })
+end
+
+local function s3()
+    local n = scaled(10000, 500)
+    local ids = lib.ids(n, 103, SEED_ORDERS)
+    local expect = 0
+    for i = 1, n do
+        expect = expect + seed_order(ids[i])[3]
+    end
+    local dbi, pasyn = sequential(function(q)
+        local sum = 0
+        for i = 1, n do
+            local rows = q("order", ids[i])
+            check(#rows == 1 and rows[1][1] == ids[i], "S3: asked for order %d, got %d rows", ids[i], #rows)
+            sum = sum + rows[1][2]
+        end
+        check(sum == expect, "S3: quantity sum %d, not %d", sum, expect)
+    end)
+    seed_workload("S3", { n = n, unit = "query", pasyn = pasyn, dbi = dbi,
+                          note = n .. " reads per run of one order joined with its user and product" })
+end
+
+local function s4()
+    local n = scaled(50, 5)
+    local groups, ages = {}, {}
+    for j = 1, SEED_ORDERS do
+        local o = seed_order(j)
+        local age = seed_age(o[1])
+        if not groups[age] then
+            groups[age] = { age, 0, 0 }
+            ages[#ages + 1] = age
+        end
+        groups[age][2], groups[age][3] = groups[age][2] + 1, groups[age][3] + o[3]
+    end
+    table.sort(ages)
+    local expect = {}
+    for i, age in ipairs(ages) do
+        expect[i] = groups[age]
+    end
+    expect = lib.digest(expect)
+    local dbi, pasyn = sequential(function(q)
+        for _ = 1, n do
+            local d = lib.digest(q("by_age"))
+            check(d == expect, "S4: result %s, not %s", d, expect)
+        end
+    end)
+    seed_workload("S4", { n = n, unit = "query", pasyn = pasyn, dbi = dbi,
+                          note = n .. " aggregates per run: the orders joined with their users, " ..
+                                 "GROUP BY age" })
+end
+
+-- Counts the users before a run, and checks after it that `added` more are there.
+local function users_added(id, added)
+    return function()
+        return seed_value("SELECT count(*) FROM users")
+    end, function(before, who)
+        local after = seed_value("SELECT count(*) FROM users")
+        check(after == before + added, "%s %s: %d users after the run, not %d", id, who, after,
+              before + added)
+    end
+end
+
+local function s5()
+    local n = scaled(5000, 500)
+    local dbi, pasyn = sequential(function(q)
+        for i = 1, n do
+            local u = seed_user(SEED_USERS + i)
+            check(q("insert_user", u[1], u[2], u[3], u[4]) == 1, "S5: an insert changed no row")
+        end
+    end)
+    local before, after = users_added("S5", n)
+    seed_workload("S5", { n = n, unit = "insert", pasyn = pasyn, dbi = dbi, before = before, after = after,
+                          note = n .. " autocommit single-row INSERTs into users per run" })
+end
+
+local function s6()
+    local n = scaled(5000, 500)
+    local ids = lib.ids(n, 106, SEED_USERS)
+    local tag = 0
+    local function email(i)
+        return string.format("user%d.run%d@example.net", ids[i], tag)
+    end
+    local dbi, pasyn = sequential(function(q)
+        tag = tag + 1
+        for i = 1, n do
+            check(q("update_email", email(i), ids[i]) == 1, "S6: the update of user %d changed no row",
+                  ids[i])
+        end
+    end)
+    local function after(_, who)
+        local got = seed_value("SELECT email FROM users WHERE id = " .. ids[n])
+        check(got == email(n), "S6 %s: user %d has email %s, not %s", who, ids[n], got, email(n))
+    end
+    seed_workload("S6", { n = n, unit = "update", pasyn = pasyn, dbi = dbi, after = after,
+                          note = n .. " autocommit UPDATEs of one user by id per run" })
+end
+
+-- A concurrent workload: `batches` times `k` callers each running one(q, i) (i = 1..batches * k):
+-- pasyn from k coroutines at once per batch, LuaDBI one after the other.
+local function concurrent(batches, k, one)
+    return function(q)
+        for i = 1, batches * k do
+            one(q, i)
+        end
+    end, function(q)
+        gathered(batches, k, function(i)
+            one(q, i)
+        end)
+    end
+end
+
+local function s7()
+    local batches = scaled(200, 20)
+    seed_db(true)
+    local ids = lib.ids(batches * 100, 107, SEED_USERS + SEED_MORE)
+    local one, total = seed_point_check("S7", ids, seed_id)
+    local sum
+    local dbi, pasyn = concurrent(batches, 100, function(q, i)
+        sum = one(i, q("point", seed_id(ids[i])), sum)
+    end)
+    local function start()
+        sum = 0
+    end
+    seed_workload("S7", { n = batches, unit = "workload", callers = "100 coroutines", more = true,
+                          pasyn = pasyn, dbi = dbi, before = start,
+                          after = function(_, who) total(sum, who) end,
+                          note = string.format("%d workloads per run, each 100 callers x one point read " ..
+                                               "of %d users", batches, SEED_USERS + SEED_MORE) })
+end
+
+local function s8()
+    local batches = scaled(100, 10)
+    local dbi, pasyn = concurrent(batches, 50, function(q, i)
+        local u = seed_user(i)
+        check(q("insert_user", u[1], u[2], u[3], u[4]) == 1, "S8: an insert changed no row")
+    end)
+    local before, after = users_added("S8", batches * 50)
+    seed_workload("S8", { n = batches, unit = "workload", callers = "50 coroutines", more = true,
+                          pasyn = pasyn, dbi = dbi, before = before, after = after,
+                          note = batches .. " workloads per run, each 50 callers x one autocommit INSERT" })
+end
+
+local function s9()
+    local batches = scaled(20, 3)
+    local dbi, pasyn = concurrent(batches, 50, function(q, i)
+        local over = 20 + i % 40
+        local rows = q("orders_by_age", over)
+        check(#rows == 50, "S9: %d rows for age > %d, not 50", #rows, over)
+        for _, row in ipairs(rows) do
+            check(row[4] > over, "S9: a user of age %d for age > %d", row[4], over)
+        end
+    end)
+    seed_workload("S9", { n = batches, unit = "workload", callers = "50 coroutines", more = true,
+                          pasyn = pasyn, dbi = dbi,
+                          note = batches .. " workloads per run, each 50 callers x orders joined with " ..
+                                 "users and products, WHERE age > 20..59, LIMIT 50" })
+end
+
+local function s10()
+    local batches = scaled(100, 10)
+    local firsts
+    local dbi, pasyn = concurrent(batches, 100, function(q, i)
+        if i % 5 == 0 then
+            local u = seed_user(i)
+            check(q("insert_user", u[1], u[2], u[3], u[4]) == 1, "S10: an insert changed no row")
+        else
+            local lo = firsts[i]
+            local rows = q("range", lo, lo + 19)
+            check(#rows == 20 and rows[1][1] == lo and rows[20][1] == lo + 19,
+                  "S10: %d rows for ids %d-%d", #rows, lo, lo + 19)
+        end
+    end)
+    local count, check_added = users_added("S10", batches * 20)
+    local function before()
+        -- every id up to the last of the 50,000 more users is a row
+        firsts = lib.ids(batches * 100, 110, seed.bulk + SEED_MORE - 19)
+        return count()
+    end
+    seed_workload("S10", { n = batches, unit = "workload", callers = "100 coroutines", more = true,
+                           pasyn = pasyn, dbi = dbi, before = before, after = check_added,
+                           note = batches .. " workloads per run, each 80 callers x a range read of 20 " ..
+                                  "users + 20 callers x one INSERT" })
+end
+
+local function s11()
+    local batches = scaled(100, 10)
+    local function body(q, i)
+        local o = seed_order(i)
+        check(q("insert_order", o[1], o[2], o[3], o[4]) == 1, "S11: an insert changed no row")
+        check(q("insert_order", o[1], (o[2] % SEED_PRODUCTS) + 1, o[3], o[4]) == 1, "S11: no row inserted")
+        local n = q("user_orders", o[1])[1][1]
+        check(n >= 2, "S11: user %d has %d orders inside the transaction", o[1], n)
+        check(q("update_city", lib.CITIES[i % #lib.CITIES + 1], o[1]) == 1, "S11: the update changed no row")
+    end
+    local dbi = function(q)
+        for i = 1, batches * 20 do
+            q("begin")
+            body(q, i)
+            q("commit")
+        end
+    end
+    local function pasyn(q, conn)
+        gathered(batches, 20, function(i)
+            conn:transaction(function()
+                body(q, i)
+            end)
+        end)
+    end
+    local function before()
+        return seed_value("SELECT count(*) FROM orders")
+    end
+    local function after(count, who)
+        local now_count = seed_value("SELECT count(*) FROM orders")
+        check(now_count == count + batches * 40, "S11 %s: %d orders after the run, not %d", who, now_count,
+              count + batches * 40)
+    end
+    seed_workload("S11", { n = batches, unit = "workload", callers = "20 coroutines, conn:transaction",
+                           more = true, pasyn = pasyn, dbi = dbi, before = before, after = after,
+                           note = batches .. " workloads per run, each 20 callers x BEGIN IMMEDIATE, " ..
+                                  "2 INSERTs into orders, a SELECT, an UPDATE, COMMIT (LuaDBI: one after " ..
+                                  "the other)" })
 end
 
 -- ---- run them ------------------------------------------------------------------------------------
@@ -1244,8 +1791,37 @@ local WORKLOADS = {
     { "W1", w1 }, { "W2", w2 }, { "W3", w3 }, { "W4", w4 }, { "W5", w5 },
     { "W7", function() w7("W7", scaled(2000, 200), false) end },
     { "W7P", function() w7("W7p", scaled(1000, 200), true) end },
-    { "W8", w8 }, { "M1", w_m1 }, { "W6", w6 },
+    { "W8", w8 }, { "M1", w_m1, quiet = true }, { "W6", w6 },
+    { "S1", s1 }, { "S2", s2 }, { "S3", s3 }, { "S4", s4 }, { "S5", s5 }, { "S6", s6 },
+    { "S7", s7 }, { "S8", s8 }, { "S9", s9 }, { "S10", s10 }, { "S11", s11 },
 }
+
+-- BENCH_BUSY: both (the default) runs every workload on the quiet machine, then again beside
+-- the hogs (M1, memory, only quiet); 0 only quiet; 1 only busy. Beside the hogs a workload runs
+-- at half its size (BUSY_SIZE x BENCH_SCALE): its figures are per operation or rates, and the
+-- whole run stays within ~15 minutes.
+local BUSY_MODE = (os.getenv("BENCH_BUSY") or ""):lower()
+local MODES = ({ ["0"] = { false }, ["1"] = { true } })[BUSY_MODE] or { false, true }
+local HOGS = math.max(1, (m.cores or 2) - 1) -- one core fewer than the machine has, at least one
+local BUSY_SIZE = 0.5
+local SCALE = lib.SCALE
+
+-- Runs workload w in the given mode: beside HOGS CPU hogs when busy, stopped when it ends.
+local function run_workload(w, busy)
+    BUSY = busy and HOGS or false
+    lib.tag = busy and string.format(" (%d core%s busy)", HOGS, HOGS > 1 and "s" or "") or ""
+    lib.SCALE = busy and SCALE * BUSY_SIZE or SCALE
+    local t0 = now()
+    if busy then
+        local pids = lib.start_hogs(HOGS, LUA)
+        progress("%s: %d CPU hog%s running beside it (pid %s)", w[1], HOGS, HOGS > 1 and "s" or "",
+                 table.concat(pids, ", "))
+    end
+    w[2]()
+    lib.stop_hogs()
+    progress("%s%s done in %.1f s", w[1], lib.tag, now() - t0)
+    BUSY, lib.tag, lib.SCALE = false, "", SCALE
+end
 
 local function main()
     local first = true
@@ -1255,9 +1831,11 @@ local function main()
                 lib.rule()
             end
             first = false
-            local t0 = now()
-            w[2]()
-            progress("%s done in %.1f s", w[1], now() - t0)
+            for _, busy in ipairs(MODES) do
+                if not (busy and w.quiet) then
+                    run_workload(w, busy)
+                end
+            end
         end
     end
     print()
@@ -1269,6 +1847,12 @@ local function main()
     print()
     print("median and min-max over the rounds; a ratio is taken within each round (the competitors ran")
     print("back to back), its median judged against the target and its min-max shown; see bench/README.md")
+    if MODES[#MODES] then
+        local plural = HOGS > 1 and "s" or ""
+        print(string.format("rows marked (%d core%s busy) ran beside %d CPU hog%s (busy loops at the " ..
+                            "suite's priority, started and killed by the suite), at scale %g", HOGS, plural,
+                            HOGS, plural, SCALE * BUSY_SIZE))
+    end
     if chart.w3 and chart.w4 then
         draw_chart(m.cores)
     end
@@ -1276,6 +1860,7 @@ local function main()
 end
 
 local ok, err = xpcall(main, debug.traceback)
+lib.stop_hogs() -- after an error or an interrupt (Ctrl-C) too
 lib.remove_all()
 if not ok then
     io.stderr:write(tostring(err), "\n")
