@@ -97,7 +97,16 @@ typedef struct pasyn_options {
     int stealing;               /* idle readers steal queued reads (default 1) */
     int group_commit;           /* commit queued autocommit writes together (default 1) */
     const char *const *pragmas; /* NULL, or name, value, name, value, ..., NULL */
+    int inline_reads;           /* the submitting thread runs short reads itself, on a
+                                 * connection of its own: pasyn_submit then returns PASYN_DONE
+                                 * (default 0: a host must know PASYN_DONE to turn it on) */
+    double inline_budget;       /* seconds an inline read may run before it is abandoned and
+                                 * handed to the readers (default PASYN_INLINE_BUDGET); 0 or
+                                 * less: no inline reads */
 } pasyn_options;
+
+/* The default inline_budget, in seconds. */
+#define PASYN_INLINE_BUDGET 0.0005
 
 /* Fills in the defaults. Any thread. */
 void pasyn_options_init(pasyn_options *opts);
@@ -211,8 +220,14 @@ int pasyn_task_bind_alternative(pasyn_task *t);
  * wait would never end either. Before submit only. */
 void pasyn_task_set_no_owner_wait(pasyn_task *t);
 
+/* What pasyn_submit returns for a task it ran to completion on the calling thread (below). */
+#define PASYN_DONE 16
+
 /* Queues the task. With `sync` set it completes through pasyn_task_wait instead of the hub. 0;
- * or, with the task not queued and still the caller's (its error set): PASYN_ECLOSED when the
+ * PASYN_DONE when the task is already complete, run on the calling thread (a short read, with
+ * inline_reads on, below): it is the caller's again, with its result or its error, and it
+ * never comes through the hub (with `sync`, pasyn_task_wait returns at once); or, with the
+ * task not queued and still the caller's (its error set): PASYN_ECLOSED when the
  * pool is closing or closed, PASYN_EPROGRAMMING for SQL holding a NUL byte, a kind that cannot
  * be submitted or a stream the pool does not have. SQL text the pool has not seen before (and
  * every text longer than PASYN_CACHE_SQL_MAX) is prepared here, on the calling thread, to learn
@@ -222,6 +237,22 @@ void pasyn_task_set_no_owner_wait(pasyn_task *t);
  * tasks complete silently: the pool frees them and nobody is told. A PASYN_ABANDON task (with
  * the gone owner's id) runs after that owner's tasks already queued, so it ends the transaction
  * even if the owner's BEGIN had not run yet when the owner went. Any thread.
+ *
+ * Inline reads (inline_reads on, in WAL mode with readers > 0). A PASYN_EXEC task whose SQL the
+ * route cache knows as a read whose runs on the readers took under a quarter of inline_budget
+ * on average, submitted by a caller that does not own the writer's transaction, runs here on
+ * the pool's inline connection (read-only, opened as the readers' are, without any function a
+ * host registers on the workers) when no other thread holds it (a trylock: it is never
+ * waited for). It takes a fresh snapshot, so it sees every write whose task has completed.
+ * Its own timeout and pasyn_interrupt hold as on a reader. It is abandoned (its partial result
+ * dropped: reads have no side effects) and queued to the readers as usual when it runs past
+ * inline_budget, meets a lock of another process (this thread never waits on one, nor loads a
+ * schema from disk while it prepares), fails in any other way (the reader gives the true answer
+ * or error), or its result would stream (more than a chunk of rows). A SQL text that overran
+ * three times, failed to prepare there, or streams is not tried inline again until routes are
+ * learned again (a schema change); one whose inline runs average past half the budget goes
+ * back to the readers until they find it short again. Streamed fetches, PASYN_MANY,
+ * PASYN_SCRIPT and writes never run inline. Counters: pasyn_inline_counts.
  *
  * What a task answers is what one SQLite connection would answer (the writer's, which holds the
  * pool's TEMP and attached objects and its connection state): statements that read connection
@@ -320,6 +351,17 @@ typedef struct pasyn_worker_stats {
 /* Counters: out[0] is the writer, out[1..readers] the readers; fills at most n entries and
  * returns how many there are. *injector gets the shared queue's length. Any thread. */
 int pasyn_stats(const pasyn_pool *pool, pasyn_worker_stats *out, int n, uint64_t *injector);
+
+typedef struct pasyn_inline_stats {
+    uint64_t executed; /* reads run to completion on the submitting thread */
+    uint64_t overruns; /* abandoned there: ran past inline_budget */
+    uint64_t busy;     /* abandoned there: a lock another process held, or a schema to load */
+    uint64_t failed;   /* abandoned there: any other failure, or a result that streams */
+} pasyn_inline_stats;
+
+/* The counters of inline reads (every abandoned read was then run by a reader). Returns 1 when
+ * the pool runs reads inline, else 0 (the counters stay 0). Any thread. */
+int pasyn_inline_counts(const pasyn_pool *pool, pasyn_inline_stats *out);
 
 /* The SQLite library's version. */
 const char *pasyn_sqlite_version(void);

@@ -226,6 +226,8 @@ local option_checks = {
     stealing = is("boolean"),
     integers = integers_mode,
     max_pending = whole(1, 2 ^ 31 - 1),
+    inline_reads = is("boolean"),
+    inline_budget = seconds,
 }
 
 local function check_options(options)
@@ -677,8 +679,21 @@ local function run_statement(cur, kind, sql, ...)
     local cfg = cur._cfg
     local conn = cfg.conn
     local gate = admit(conn, sync, id, co)
-    local task, class, code, extended, message =
-        core.submit(conn._pool, kind, id, sync, timeout, sql, ...)
+    local task, class, code, extended, message
+    if kind == "exec" then
+        -- One call: a short read the core runs at once on this thread (README, "Reads the
+        -- caller runs itself") comes back as the filled record, with no wait.
+        local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil
+        task, class, code, extended, message =
+            core.execute(conn._pool, id, sync, timeout, result, cfg.row == "named", known, sql, ...)
+        if task == result then
+            sched.gate_release(gate)
+            return take(cur, sql, task)
+        end
+    else
+        task, class, code, extended, message =
+            core.submit(conn._pool, kind, id, sync, timeout, sql, ...)
+    end
     if not task then
         sched.gate_release(gate)
         fail(sql, class, code, extended, message)
