@@ -122,8 +122,9 @@ enum route { ROUTE_UNKNOWN = 0, ROUTE_READ = 1, ROUTE_WRITE = 2 };
 /* Whether a read's learned cost lets its caller run it (reader.c, inline_run): unknown until
  * a reader has run it; a reader says FITS while its average run stays under the inline
  * pool's fit_ns, and NO once it is above; an inline run says NO when its own average went
- * past twice fit_ns, or it overran the budget (a strike). */
-enum inline_fit { INLINE_UNKNOWN = 0, INLINE_FITS = 1, INLINE_NO = 2 };
+ * past twice fit_ns, or it overran the budget (a strike). NEVER: INLINE_STRIKES strikes
+ * (route_get answers it; the entry keeps the last FITS or NO). */
+enum inline_fit { INLINE_UNKNOWN = 0, INLINE_FITS = 1, INLINE_NO = 2, INLINE_NEVER = 3 };
 
 typedef struct route_entry {
     lru_link lru;             /* first: the recency list's link is also its entry */

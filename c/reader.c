@@ -274,7 +274,7 @@ static void note_length(pasyn_pool *pool, cached_stmt *s, pasyn_task *t, uint64_
     int long_read = s->run_ns >= LONG_READ_NS;
     if (long_read != t->long_read)
         route_note_long(pool, t->sql, t->sql_len, long_read);
-    if (pool->inliner.used) { /* whether its caller may run it (inline_run) */
+    if (pool->inliner.used && t->fits_inline != INLINE_NEVER) { /* may its caller run it */
         int fits = s->run_ns < pool->inliner.fit_ns ? INLINE_FITS : INLINE_NO;
         if (fits != t->fits_inline)
             route_note_inline(pool, t->sql, t->sql_len, fits, 0);

@@ -207,7 +207,7 @@ int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read, int
     int route = e ? e->route : ROUTE_UNKNOWN;
     *long_read = e && e->long_read;
     if (e)
-        *fits_inline = e->strikes >= INLINE_STRIKES ? INLINE_NO : e->fits_inline;
+        *fits_inline = e->strikes >= INLINE_STRIKES ? INLINE_NEVER : e->fits_inline;
     *gen = rc->gen;
     pthread_mutex_unlock(&rc->mu);
     return route;

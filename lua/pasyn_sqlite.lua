@@ -688,7 +688,11 @@ local function run_statement(cur, kind, sql, ...)
             core.execute(conn._pool, id, sync, timeout, result, cfg.row == "named", known, sql, ...)
         if task == result then
             sched.gate_release(gate)
-            return take(cur, sql, task)
+            take(cur, sql, task)
+            if class then -- inline reads held the thread a while: let the others run
+                sched.pause(co)
+            end
+            return cur
         end
     else
         task, class, code, extended, message =

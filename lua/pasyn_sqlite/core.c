@@ -34,9 +34,22 @@ enum integers_mode { INTEGERS_NUMBER = 0, INTEGERS_STRING, INTEGERS_INT64 };
 /* A pool as Lua holds it. Where the pool is in its life is the core's to say
  * (pasyn_pool_state); the binding knows only whether it has freed it. */
 typedef struct lpool {
-    pasyn_pool *pool; /* NULL once freed */
-    int integers;     /* enum integers_mode */
+    pasyn_pool *pool;   /* NULL once freed */
+    int integers;       /* enum integers_mode */
+    uint64_t inline_ns; /* time this thread spent in reads run inline since a statement of the
+                           pool last went to a worker (l_execute) */
 } lpool;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* After this much time in reads run inline in a row, execute asks its caller to let the
+ * other coroutines run (l_execute). */
+#define INLINE_PAUSE_NS 1000000
 
 typedef struct lstream {
     lpool *owner; /* kept alive by the anchor */
@@ -564,9 +577,10 @@ static int l_result(lua_State *L);
  * it at once on this thread (an inline read: pasyn_submit gave PASYN_DONE) its result is
  * taken as result(task, pool, record, names, nil, known) takes it, the task freed.
  * Arguments: as submit's, and record, names and known as result takes them.
- * Results: the record filled with the result (the statement is done); or the task (a light
- * userdata) to wait for and hand to result(); or a failure in result()'s shape (at submit, or
- * the statement's own error when it ran here).
+ * Results: the record filled with the result (the statement is done), then true when reads
+ * run inline in a row have held this thread for INLINE_PAUSE_NS (the caller should let the
+ * other coroutines run); or the task (a light userdata) to wait for and hand to result(); or a
+ * failure in result()'s shape (at submit, or the statement's own error when it ran here).
  * Errors raised: as submit's and result's. Thread: the Lua state's. */
 static int l_execute(lua_State *L)
 {
@@ -583,9 +597,16 @@ static int l_execute(lua_State *L)
     if (err != PASYN_OK)
         return fail(L, t, err, lua_tostring(L, -1));
     int top = lua_gettop(L);
+    uint64_t start = now_ns();
     int n = submit(L, p, t, sync);
-    if (n != 2)
-        return n; /* a task to wait for, or a failure */
+    if (n != 2) {
+        p->inline_ns = 0; /* its caller waits: the others run meanwhile */
+        return n;         /* a task to wait for, or a failure */
+    }
+    p->inline_ns += now_ns() - start;
+    int pause = p->inline_ns >= INLINE_PAUSE_NS;
+    if (pause)
+        p->inline_ns = 0;
     /* Done: result()'s arguments in its slots (the parameters are in the task already). */
     lua_settop(L, top);
     lua_pushlightuserdata(L, t); /* SLOT_TASK */
@@ -597,7 +618,12 @@ static int l_execute(lua_State *L)
     for (int i = 6; i >= 1; i--)
         lua_replace(L, i);
     lua_settop(L, 6);
-    return l_result(L);
+    n = l_result(L);
+    if (n == 1 && pause) {
+        lua_pushboolean(L, 1);
+        n = 2;
+    }
+    return n;
 }
 
 /* submit_many(pool, owner, sync, timeout, sql, sets) -> task | nil, class, code, extended,
@@ -1081,6 +1107,7 @@ static int l_open(lua_State *L)
 
     lpool *p = lua_newuserdata(L, sizeof *p);
     p->pool = NULL;
+    p->inline_ns = 0;
     const char *integers = opt_string(L, 2, "integers", NULL); /* checked by the Lua layer */
     p->integers = !integers                         ? INTEGERS_NUMBER
                   : strcmp(integers, "string") == 0 ? INTEGERS_STRING

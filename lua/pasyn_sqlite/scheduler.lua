@@ -112,6 +112,15 @@ function M.expect(task, gate, co)
     expected[task], task_pools[task] = co or co_running(), gate
 end
 
+-- pause(co): lets the other coroutines of the built-in scheduler run once before the running
+-- coroutine `co` goes on (a statement that ran inline never yielded); elsewhere (the main
+-- thread, a host's coroutine) it does nothing.
+function M.pause(co)
+    if co ~= nil and in_loop(co) and isyieldable() then
+        co_yield() -- a bare yield: `after` puts it back on the ready list
+    end
+end
+
 -- What set_host fills in when the host leaves it out: any coroutine but the main one may
 -- yield; it waits by yielding (no values) and dispatch resumes it with coroutine.resume, so
 -- an error it raises afterwards comes out of dispatch, to the host's loop that called it.
