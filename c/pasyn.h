@@ -213,6 +213,17 @@ int pasyn_task_next_set(pasyn_task *t);
  * params argument is one NULL or no parameters, and {n = 2} is two NULLs packed by table.pack
  * or a value for :n. 0, or PASYN_ENOMEM. Before submit only. */
 int pasyn_task_bind_alternative(pasyn_task *t);
+/* Says that the caller has other work to do while this task runs (other tasks in flight,
+ * other coroutines ready): then a read that may run inline (pasyn_submit) runs there only
+ * while the readers have at least one task queued each; otherwise it goes to them, which run
+ * it meanwhile. Without it, such a read runs inline whenever the inline connection is free
+ * (the caller would only wait). Before submit only. */
+void pasyn_task_set_caller_busy(pasyn_task *t);
+/* The task never runs inline: the caller's thread has had its share for now (a scheduler
+ * whose coroutines ran reads inline for a budget lets the next ones go to the readers until
+ * its loop has gone round). Before submit only. */
+void pasyn_task_set_no_inline(pasyn_task *t);
+
 /* When the writer comes to this task while another owner's transaction holds it, the task
  * fails with SQLITE_BUSY (PASYN_ESQLITE, "the writer is held by another owner's transaction
  * ...") instead of waiting for that transaction to end. For a host that runs every owner on

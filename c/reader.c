@@ -265,17 +265,24 @@ static int try_stream(pasyn_pool *pool)
     return 0;
 }
 
+/* The statement's low estimate after a run that took `took` (cached_stmt.low_ns). */
+static void note_low(cached_stmt *s, uint64_t took)
+{
+    s->low_ns = !s->low_ns || took < s->low_ns ? took : s->low_ns + (took - s->low_ns) / 8;
+}
+
 /* After a read ran: the route cache learns whether its SQL is a long read when that changed.
  * An average, so that a short read that lost its core for a while stays short. */
 static void note_length(pasyn_pool *pool, cached_stmt *s, pasyn_task *t, uint64_t start)
 {
     uint64_t took = now_ns() - start;
     s->run_ns = s->run_ns ? s->run_ns - s->run_ns / 8 + took / 8 : took;
+    note_low(s, took);
     int long_read = s->run_ns >= LONG_READ_NS;
     if (long_read != t->long_read)
         route_note_long(pool, t->sql, t->sql_len, long_read);
     if (pool->inliner.used && t->fits_inline != INLINE_NEVER) { /* may its caller run it */
-        int fits = s->run_ns < pool->inliner.fit_ns ? INLINE_FITS : INLINE_NO;
+        int fits = s->low_ns < pool->inliner.fit_ns ? INLINE_FITS : INLINE_NO;
         if (fits != t->fits_inline)
             route_note_inline(pool, t->sql, t->sql_len, fits, 0);
     }
@@ -436,9 +443,8 @@ static int inline_steps(pasyn_pool *pool, conn *c, pasyn_task *t, uint64_t start
         }
     }
     if (outcome == RAN) { /* its average here: too long for the caller, readers take it */
-        uint64_t took = now_ns() - start;
-        s->run_ns = s->run_ns ? s->run_ns - s->run_ns / 8 + took / 8 : took;
-        if (s->run_ns > 2 * pool->inliner.fit_ns)
+        note_low(s, now_ns() - start);
+        if (s->low_ns > 2 * pool->inliner.fit_ns)
             route_note_inline(pool, t->sql, t->sql_len, INLINE_NO, 0);
     }
     stmt_release(c, s);

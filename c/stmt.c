@@ -197,6 +197,7 @@ cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
     s->cols = NULL;
     s->prepares = 0;
     s->run_ns = 0;
+    s->low_ns = 0;
     s->kind = stmt_kind_of(c, st);
     s->classified_at = 0;
     s->busy_pragma = (c->seen & SEEN_BUSY_PRAGMA) != 0;

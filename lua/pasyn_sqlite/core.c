@@ -37,7 +37,8 @@ typedef struct lpool {
     pasyn_pool *pool;   /* NULL once freed */
     int integers;       /* enum integers_mode */
     uint64_t inline_ns; /* time this thread spent in reads run inline since a statement of the
-                           pool last went to a worker (l_execute) */
+                           pool last went to a worker, or since it last asked for a pause */
+    uint64_t pause_ns;  /* after that much, execute asks for a pause: the inline_budget */
 } lpool;
 
 static uint64_t now_ns(void)
@@ -47,9 +48,7 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* After this much time in reads run inline in a row, execute asks its caller to let the
- * other coroutines run (l_execute). */
-#define INLINE_PAUSE_NS 1000000
+
 
 typedef struct lstream {
     lpool *owner; /* kept alive by the anchor */
@@ -571,15 +570,17 @@ static int l_submit(lua_State *L)
 
 static int l_result(lua_State *L);
 
-/* execute(pool, owner, sync, timeout, record, names, known, sql [, params_table | values...])
- *   -> record | task | nil, class, code, extended, message
+/* execute(pool, owner, sync, busy, timeout, record, names, known, sql [, params_table |
+ *         values...]) -> record | task | nil, class, code, extended, message
  * One statement (kind "exec" of submit) in one call: it is submitted, and when the core ran
  * it at once on this thread (an inline read: pasyn_submit gave PASYN_DONE) its result is
  * taken as result(task, pool, record, names, nil, known) takes it, the task freed.
- * Arguments: as submit's, and record, names and known as result takes them.
+ * Arguments: as submit's; busy 0, or 1 when the caller has other work meanwhile
+ * (pasyn_task_set_caller_busy), 2 when it must not run the statement itself now
+ * (pasyn_task_set_no_inline too); record, names and known as result takes them.
  * Results: the record filled with the result (the statement is done), then true when reads
- * run inline in a row have held this thread for INLINE_PAUSE_NS (the caller should let the
- * other coroutines run); or the task (a light userdata) to wait for and hand to result(); or a
+ * run inline in a row have held this thread for the pool's inline_budget (the caller should
+ * let the other coroutines run); or the task (a light userdata) to wait for and hand to result(); or a
  * failure in result()'s shape (at submit, or the statement's own error when it ran here).
  * Errors raised: as submit's and result's. Thread: the Lua state's. */
 static int l_execute(lua_State *L)
@@ -587,13 +588,18 @@ static int l_execute(lua_State *L)
     lpool *p = to_pool(L, 1);
     lua_Integer owner = check_integer(L, 2, "owner");
     int sync = lua_toboolean(L, 3);
-    check_type(L, 5, LUA_TTABLE, "record");
+    int busy = (int)lua_tointeger(L, 4);
+    check_type(L, 6, LUA_TTABLE, "record");
     size_t len;
-    const char *sql = check_lstring(L, 8, "sql", &len);
-    pasyn_task *t = new_task(L, PASYN_EXEC, sql, len, owner, 4);
+    const char *sql = check_lstring(L, 9, "sql", &len);
+    pasyn_task *t = new_task(L, PASYN_EXEC, sql, len, owner, 5);
     if (!t)
         return fail(L, NULL, PASYN_ENOMEM, "out of memory");
-    int err = bind_args(L, t, 9);
+    if (busy >= 1)
+        pasyn_task_set_caller_busy(t);
+    if (busy >= 2)
+        pasyn_task_set_no_inline(t);
+    int err = bind_args(L, t, 10);
     if (err != PASYN_OK)
         return fail(L, t, err, lua_tostring(L, -1));
     int top = lua_gettop(L);
@@ -604,17 +610,17 @@ static int l_execute(lua_State *L)
         return n;         /* a task to wait for, or a failure */
     }
     p->inline_ns += now_ns() - start;
-    int pause = p->inline_ns >= INLINE_PAUSE_NS;
+    int pause = p->inline_ns >= p->pause_ns;
     if (pause)
         p->inline_ns = 0;
     /* Done: result()'s arguments in its slots (the parameters are in the task already). */
     lua_settop(L, top);
     lua_pushlightuserdata(L, t); /* SLOT_TASK */
     lua_pushvalue(L, 1);         /* SLOT_POOL */
-    lua_pushvalue(L, 5);         /* SLOT_RECORD */
-    lua_pushvalue(L, 6);         /* SLOT_NAMES */
+    lua_pushvalue(L, 6);         /* SLOT_RECORD */
+    lua_pushvalue(L, 7);         /* SLOT_NAMES */
     lua_pushnil(L);              /* SLOT_STREAM */
-    lua_pushvalue(L, 7);         /* SLOT_KNOWN */
+    lua_pushvalue(L, 8);         /* SLOT_KNOWN */
     for (int i = 6; i >= 1; i--)
         lua_replace(L, i);
     lua_settop(L, 6);
@@ -1108,6 +1114,7 @@ static int l_open(lua_State *L)
     lpool *p = lua_newuserdata(L, sizeof *p);
     p->pool = NULL;
     p->inline_ns = 0;
+    p->pause_ns = (uint64_t)(o.inline_budget * 1e9);
     const char *integers = opt_string(L, 2, "integers", NULL); /* checked by the Lua layer */
     p->integers = !integers                         ? INTEGERS_NUMBER
                   : strcmp(integers, "string") == 0 ? INTEGERS_STRING
