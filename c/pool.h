@@ -158,16 +158,16 @@ typedef struct routes {
  * waits on a lock, and never loads a schema from disk while it prepares (a worker does:
  * inline_load). */
 typedef struct inliner {
-    int used;                 /* the pool runs reads inline: the option is on, reads go to the
+    int used;                  /* the pool runs reads inline: the option is on, reads go to the
                                  readers, the database is in WAL mode. Set by the writer before
                                  the pool serves */
-    conn conn;                /* read-only, never waits (conn_busy_own, NEVER_WAIT_RUN) */
-    pthread_mutex_t mu;       /* guards conn and settings_gen: trylock by submitters; workers
+    conn conn;                 /* read-only, never waits (conn_busy_own, NEVER_WAIT_RUN) */
+    pthread_mutex_t mu;        /* guards conn and settings_gen: trylock by submitters; workers
                                  lock it to load the schema */
-    uint64_t budget_ns;       /* how long an inline run may take before it is abandoned */
-    uint64_t fit_ns;          /* a read whose average run is under this may run inline */
-    uint64_t settings_gen;    /* the pool's read_settings.gen it applied last */
-    _Atomic int stale;        /* its schema is to be loaded by a worker (inline_load) */
+    uint64_t budget_ns;        /* how long an inline run may take before it is abandoned */
+    uint64_t fit_ns;           /* a read whose average run is under this may run inline */
+    uint64_t settings_gen;     /* the pool's read_settings.gen it applied last */
+    _Atomic int stale;         /* its schema is to be loaded by a worker (inline_load) */
     _Atomic uint64_t runs;     /* reads completed inline */
     _Atomic uint64_t overruns; /* abandoned: went over the budget */
     _Atomic uint64_t busy;     /* abandoned: a lock of another process (SQLITE_BUSY) */

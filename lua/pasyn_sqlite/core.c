@@ -48,8 +48,6 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-
-
 typedef struct lstream {
     lpool *owner; /* kept alive by the anchor */
     uint64_t id;  /* 0 once the result has ended */
