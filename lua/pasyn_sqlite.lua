@@ -586,8 +586,15 @@ local function check_cursor(cur, fetching)
     if cur._busy then
         refuse(cur)
     end
-    local state = core.state(cur._cfg.conn._pool)
-    if state ~= POOL_OPEN and not (fetching and (state == POOL_CLOSING or state == POOL_CLOSED)) then
+    local conn = cur._cfg.conn
+    if fetching then -- only a freed pool refuses a fetch: told by the connection, no C call
+        if conn._freed then
+            not_open(POOL_FREED)
+        end
+        return
+    end
+    local state = core.state(conn._pool)
+    if state ~= POOL_OPEN then
         not_open(state)
     end
 end
@@ -693,7 +700,11 @@ local function run_statement(cur, kind, sql, ...)
         task, class, code, extended, message = core.execute(conn._pool, id, sync, busy, timeout,
             result, cfg.row == "named", known, sql, ...)
         if task == result then
-            sched.gate_release(gate)
+            if gate.first > gate.last and gate.pending <= gate.max then
+                gate.pending = gate.pending - 1 -- nobody waits for the slot (sched.gate_release)
+            else
+                sched.gate_release(gate)
+            end
             take(cur, sql, task)
             if class then -- inline reads held the thread for a budget: let the others run
                 sched.pause(co)
@@ -1198,6 +1209,7 @@ function Connection:close()
         until state == POOL_CLOSED or state == POOL_FREED
     end
     core.free(pool) -- once closed; again does nothing
+    self._freed = true -- what core.state says from now on (check_cursor reads it)
 end
 Connection.__close = Connection.close
 
@@ -1246,6 +1258,7 @@ function M.connect(database, options)
         _described_bytes = 0,
         _cfg = false, -- below: it names conn
         _gate = sched.new_gate(pool, opts.max_pending or MAX_PENDING), -- (admit)
+        _freed = false, -- core.free has run (close)
     }, Connection)
     conn._cfg = { conn = conn, row = opts.row or "array", timeout = opts.timeout }
     return conn
