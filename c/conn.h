@@ -81,9 +81,9 @@ typedef struct cached_stmt {
     int prepares;             /* SQLite's re-prepare count when cols was built */
     uint64_t run_ns;          /* how long it runs here: a moving average */
     uint64_t low_ns;          /* how long it runs here at least: a run shorter than it sets
-                                 it, a longer one raises it by 1/8 of the difference (a run
-                                 that lost its core for a while counts little). What decides
-                                 whether it may run inline (reader.c) */
+                                 it, a longer one raises it by at most a quarter (a run that
+                                 lost its core for a while counts little). What decides
+                                 whether it may run inline (reader.c, note_low) */
     int first_named;          /* index of its first :a/@a/$a parameter, 0 when none */
     int setting;              /* a PRAGMA setting a read setting: 1 + its index */
     int changes_schema;       /* CREATE, DROP, ALTER, ATTACH, DETACH (SEEN_SCHEMA) */

@@ -250,11 +250,13 @@ void pasyn_task_set_no_owner_wait(pasyn_task *t);
  * even if the owner's BEGIN had not run yet when the owner went. Any thread.
  *
  * Inline reads (inline_reads on, in WAL mode with readers > 0). A PASYN_EXEC task whose SQL the
- * route cache knows as a read whose runs on the readers took under a quarter of inline_budget
- * on average, submitted by a caller that does not own the writer's transaction, runs here on
- * the pool's inline connection (read-only, opened as the readers' are, without any function a
- * host registers on the workers) when no other thread holds it (a trylock: it is never
- * waited for). It takes a fresh snapshot, so it sees every write whose task has completed.
+ * route cache knows as a read whose runs on the readers were short (their shortest recent run,
+ * rising slowly with longer ones, under a quarter of inline_budget; and no long read, 1 ms),
+ * submitted by a caller that does not own the writer's transaction, not marked
+ * pasyn_task_set_no_inline, and either not marked pasyn_task_set_caller_busy or submitted
+ * while every reader has a task queued, runs here on the pool's inline connection (read-only,
+ * opened as the readers' are, without any function a host registers on the workers) when no
+ * other thread holds it (a trylock: it is never waited for). It takes a fresh snapshot, so it sees every write whose task has completed.
  * Its own timeout and pasyn_interrupt hold as on a reader. It is abandoned (its partial result
  * dropped: reads have no side effects) and queued to the readers as usual when it runs past
  * inline_budget, meets a lock of another process (this thread never waits on one, nor loads a

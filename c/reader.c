@@ -265,10 +265,18 @@ static int try_stream(pasyn_pool *pool)
     return 0;
 }
 
-/* The statement's low estimate after a run that took `took` (cached_stmt.low_ns). */
+/* The statement's low estimate after a run that took `took` (cached_stmt.low_ns): a shorter
+ * run sets it; a longer one raises it by a quarter of the difference, and by at most a
+ * quarter of the estimate, so that one run that lost its core for milliseconds moves it
+ * little, while a read that became slower for good gets there in a few runs. */
 static void note_low(cached_stmt *s, uint64_t took)
 {
-    s->low_ns = !s->low_ns || took < s->low_ns ? took : s->low_ns + (took - s->low_ns) / 8;
+    if (!s->low_ns || took < s->low_ns) {
+        s->low_ns = took;
+        return;
+    }
+    uint64_t rise = took - s->low_ns;
+    s->low_ns += (rise < s->low_ns ? rise : s->low_ns) / 4;
 }
 
 /* After a read ran: the route cache learns whether its SQL is a long read when that changed.
