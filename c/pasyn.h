@@ -213,15 +213,9 @@ int pasyn_task_next_set(pasyn_task *t);
  * params argument is one NULL or no parameters, and {n = 2} is two NULLs packed by table.pack
  * or a value for :n. 0, or PASYN_ENOMEM. Before submit only. */
 int pasyn_task_bind_alternative(pasyn_task *t);
-/* Says that the caller has other work to do while this task runs (other tasks in flight,
- * other coroutines ready): then a read that may run inline (pasyn_submit) runs there only
- * while the readers have at least one task queued each; otherwise it goes to them, which run
- * it meanwhile. Without it, such a read runs inline whenever the inline connection is free
- * (the caller would only wait). Before submit only. */
-void pasyn_task_set_caller_busy(pasyn_task *t);
-/* The task never runs inline: the caller's thread has had its share for now (a scheduler
- * whose coroutines ran reads inline for a budget lets the next ones go to the readers until
- * its loop has gone round). Before submit only. */
+/* The task never runs inline (pasyn_submit): the caller has other work to do while it runs
+ * (other tasks in flight, other coroutines ready to run), so a reader runs it meanwhile; or the
+ * caller's thread has had its share of inline reads for now. Before submit only. */
 void pasyn_task_set_no_inline(pasyn_task *t);
 
 /* When the writer comes to this task while another owner's transaction holds it, the task
@@ -253,8 +247,7 @@ void pasyn_task_set_no_owner_wait(pasyn_task *t);
  * route cache knows as a read whose runs on the readers were short (their shortest recent run,
  * rising slowly with longer ones, under a quarter of inline_budget; and no long read, 1 ms),
  * submitted by a caller that does not own the writer's transaction, not marked
- * pasyn_task_set_no_inline, and either not marked pasyn_task_set_caller_busy or submitted
- * while every reader has a task queued, runs here on the pool's inline connection (read-only,
+ * pasyn_task_set_no_inline, runs here on the pool's inline connection (read-only,
  * opened as the readers' are, without any function a host registers on the workers) when no
  * other thread holds it (a trylock: it is never waited for). It takes a fresh snapshot, so it sees every write whose task has completed.
  * Its own timeout and pasyn_interrupt hold as on a reader. It is abandoned (its partial result

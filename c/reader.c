@@ -442,7 +442,7 @@ static int inline_steps(pasyn_pool *pool, conn *c, pasyn_task *t, uint64_t start
         } else if (c->over_budget) {
             *strike = 1;
             outcome = OVERRUN;
-        } else if (task_stopped(t) && !reader_lacks(pool, t)) {
+        } else if (task_stopped(t)) {
             outcome = RAN; /* its own timeout, or pasyn_interrupt */
         } else if (t->code == SQLITE_BUSY || c->gave_up) {
             outcome = BUSY;
@@ -450,7 +450,8 @@ static int inline_steps(pasyn_pool *pool, conn *c, pasyn_task *t, uint64_t start
             outcome = FAILED;
         }
     }
-    if (outcome == RAN) { /* its average here: too long for the caller, readers take it */
+    if (outcome == RAN) { /* grown too long for the caller: readers take it (until they find
+                             it short again) */
         note_low(s, now_ns() - start);
         if (s->low_ns > 2 * pool->inliner.fit_ns)
             route_note_inline(pool, t->sql, t->sql_len, INLINE_NO, 0);

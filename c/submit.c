@@ -44,16 +44,6 @@ static int route_of(pasyn_pool *pool, pasyn_task *t)
     return learned ? route : ROUTE_UNKNOWN;
 }
 
-/* Whether every reader has a task queued (not counting the one it runs): a caller with other
- * work runs a read itself only then, and otherwise lets an idle reader run it meanwhile. */
-static int readers_fed(pasyn_pool *pool)
-{
-    size_t queued = 0;
-    for (int i = 0; i < pool->readers.count; i++)
-        queued += atomic_load_explicit(&pool->readers.all[i].queue.size, memory_order_relaxed);
-    return queued >= (size_t)pool->readers.count;
-}
-
 /* SQLite reads SQL text only up to a NUL byte: what follows would be dropped silently (Python's
  * sqlite3 refuses it too: "the query contains a null character"). */
 static int holds_nul(pasyn_task *t)
@@ -90,8 +80,7 @@ int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
          * the writer above) runs here and now when the inline connection is free; it takes a
          * fresh snapshot, so it sees every write whose call has returned. */
         if (route == ROUTE_READ && pool->inliner.used && t->fits_inline == INLINE_FITS &&
-            !t->long_read && !t->no_inline && (!t->caller_busy || readers_fed(pool)) &&
-            inline_run(pool, t)) {
+            !t->long_read && !t->no_inline && inline_run(pool, t)) {
             pthread_rwlock_unlock(&pool->life.intake);
             if (t->notify == NOTIFY_SYNC)
                 atomic_store_explicit(&t->done, 1, memory_order_release);

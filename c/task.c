@@ -176,11 +176,6 @@ void pasyn_task_set_stream(pasyn_task *t, uint64_t stream)
 {
     t->stream = stream;
 }
-void pasyn_task_set_caller_busy(pasyn_task *t)
-{
-    t->caller_busy = 1;
-}
-
 void pasyn_task_set_no_inline(pasyn_task *t)
 {
     t->no_inline = 1;

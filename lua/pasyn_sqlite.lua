@@ -691,12 +691,10 @@ local function run_statement(cur, kind, sql, ...)
         -- One call: a short read the core runs at once on this thread (README, "Reads the
         -- caller runs itself") comes back as the filled record, with no wait.
         local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil
-        -- Busy (1): other statements in flight, or other coroutines to run (gate.pending
-        -- counts this one already): a short read then goes to an idle reader rather than run
-        -- here. 2: the scheduler's coroutines had their inline budget for this round of its
-        -- loop (sched.pausing): not here at all.
-        local busy = sched.pausing and 2
-            or (gate.pending > 1 or (co ~= nil and sched.has_ready())) and 1 or 0
+        -- Busy: other statements in flight, or other coroutines to run (gate.pending counts
+        -- this one already), or the scheduler's coroutines had their inline budget for this
+        -- round of its loop (sched.pausing): a reader runs it meanwhile, not this thread.
+        local busy = gate.pending > 1 or sched.pausing or (co ~= nil and sched.has_ready())
         task, class, code, extended, message = core.execute(conn._pool, id, sync, busy, timeout,
             result, cfg.row == "named", known, sql, ...)
         if task == result then

@@ -573,9 +573,9 @@ static int l_result(lua_State *L);
  * One statement (kind "exec" of submit) in one call: it is submitted, and when the core ran
  * it at once on this thread (an inline read: pasyn_submit gave PASYN_DONE) its result is
  * taken as result(task, pool, record, names, nil, known) takes it, the task freed.
- * Arguments: as submit's; busy 0, or 1 when the caller has other work meanwhile
- * (pasyn_task_set_caller_busy), 2 when it must not run the statement itself now
- * (pasyn_task_set_no_inline too); record, names and known as result takes them.
+ * Arguments: as submit's; busy true when the caller must not run the statement itself, as it
+ * has other work meanwhile (pasyn_task_set_no_inline); record, names and known as result
+ * takes them.
  * Results: the record filled with the result (the statement is done), then true when reads
  * run inline in a row have held this thread for the pool's inline_budget (the caller should
  * let the other coroutines run); or the task (a light userdata) to wait for and hand to result(); or a
@@ -586,16 +586,14 @@ static int l_execute(lua_State *L)
     lpool *p = to_pool(L, 1);
     lua_Integer owner = check_integer(L, 2, "owner");
     int sync = lua_toboolean(L, 3);
-    int busy = (int)lua_tointeger(L, 4);
+    int busy = lua_toboolean(L, 4);
     check_type(L, 6, LUA_TTABLE, "record");
     size_t len;
     const char *sql = check_lstring(L, 9, "sql", &len);
     pasyn_task *t = new_task(L, PASYN_EXEC, sql, len, owner, 5);
     if (!t)
         return fail(L, NULL, PASYN_ENOMEM, "out of memory");
-    if (busy >= 1)
-        pasyn_task_set_caller_busy(t);
-    if (busy >= 2)
+    if (busy)
         pasyn_task_set_no_inline(t);
     int err = bind_args(L, t, 10);
     if (err != PASYN_OK)
