@@ -106,7 +106,7 @@ typedef struct pasyn_options {
 } pasyn_options;
 
 /* The default inline_budget, in seconds. */
-#define PASYN_INLINE_BUDGET 0.0005
+#define PASYN_INLINE_BUDGET 0.0002
 
 /* Fills in the defaults. Any thread. */
 void pasyn_options_init(pasyn_options *opts);

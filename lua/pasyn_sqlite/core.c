@@ -34,11 +34,12 @@ enum integers_mode { INTEGERS_NUMBER = 0, INTEGERS_STRING, INTEGERS_INT64 };
 /* A pool as Lua holds it. Where the pool is in its life is the core's to say
  * (pasyn_pool_state); the binding knows only whether it has freed it. */
 typedef struct lpool {
-    pasyn_pool *pool;   /* NULL once freed */
-    int integers;       /* enum integers_mode */
-    uint64_t inline_ns; /* time this thread spent in reads run inline since a statement of the
-                           pool last went to a worker, or since it last asked for a pause */
-    uint64_t pause_ns;  /* after that much, execute asks for a pause: the inline_budget */
+    pasyn_pool *pool;      /* NULL once freed */
+    int integers;          /* enum integers_mode */
+    uint64_t inline_since; /* when the reads this thread has run inline in a row began: since
+                              a statement of the pool last went to a worker, or execute last
+                              asked for a pause (now_ns; 0: none) */
+    uint64_t pause_ns;     /* after that long, execute asks for a pause: the inline_budget */
 } lpool;
 
 static uint64_t now_ns(void)
@@ -577,8 +578,8 @@ static int l_result(lua_State *L);
  * has other work meanwhile (pasyn_task_set_no_inline); record, names and known as result
  * takes them.
  * Results: the record filled with the result (the statement is done), then true when reads
- * run inline in a row have held this thread for the pool's inline_budget (the caller should
- * let the other coroutines run); or the task (a light userdata) to wait for and hand to result(); or a
+ * run inline in a row (and the code between them) have held this thread for the pool's
+ * inline_budget (the caller should let the other coroutines run); or the task (a light userdata) to wait for and hand to result(); or a
  * failure in result()'s shape (at submit, or the statement's own error when it ran here).
  * Errors raised: as submit's and result's. Thread: the Lua state's. */
 static int l_execute(lua_State *L)
@@ -602,13 +603,15 @@ static int l_execute(lua_State *L)
     uint64_t start = now_ns();
     int n = submit(L, p, t, sync);
     if (n != 2) {
-        p->inline_ns = 0; /* its caller waits: the others run meanwhile */
-        return n;         /* a task to wait for, or a failure */
+        p->inline_since = 0; /* its caller waits: the others run meanwhile */
+        return n;            /* a task to wait for, or a failure */
     }
-    p->inline_ns += now_ns() - start;
-    int pause = p->inline_ns >= p->pause_ns;
+    if (!p->inline_since)
+        p->inline_since = start;
+    /* Wall time, the Lua code between the reads included: what holds the loop. */
+    int pause = now_ns() - p->inline_since >= p->pause_ns;
     if (pause)
-        p->inline_ns = 0;
+        p->inline_since = 0;
     /* Done: result()'s arguments in its slots (the parameters are in the task already). */
     lua_settop(L, top);
     lua_pushlightuserdata(L, t); /* SLOT_TASK */
@@ -1109,7 +1112,7 @@ static int l_open(lua_State *L)
 
     lpool *p = lua_newuserdata(L, sizeof *p);
     p->pool = NULL;
-    p->inline_ns = 0;
+    p->inline_since = 0;
     p->pause_ns = (uint64_t)(o.inline_budget * 1e9);
     const char *integers = opt_string(L, 2, "integers", NULL); /* checked by the Lua layer */
     p->integers = !integers                         ? INTEGERS_NUMBER
