@@ -10,7 +10,8 @@
  *
  * Ownership. A task is created by the caller, handed to the pool by pasyn_submit (or
  * pasyn_open / pasyn_close), and handed back when it completes: through the hub (drained by
- * pasyn_hub_drain) or, for a task submitted with PASYN_SYNC, through pasyn_task_wait. From
+ * pasyn_hub_drain), for a task submitted with PASYN_SYNC through pasyn_task_wait, or at once
+ * when pasyn_submit returns PASYN_DONE (an inline read: the hub never sees it). From
  * then on it belongs to the caller again, who reads its results and frees it with
  * pasyn_task_free. Between submission and completion the caller must not touch it.
  */
