@@ -25,9 +25,16 @@ static int stop_check(void *arg)
     if (c->interrupts &&
         atomic_load_explicit(c->interrupts, memory_order_relaxed) != c->interrupts_seen)
         return 1;
-    if (c->deadline && now_ns() >= c->deadline) {
-        c->timed_out = 1;
-        return 1;
+    if (c->deadline || c->budget_deadline) {
+        uint64_t now = now_ns();
+        if (c->deadline && now >= c->deadline) {
+            c->timed_out = 1;
+            return 1;
+        }
+        if (c->budget_deadline && now >= c->budget_deadline) {
+            c->over_budget = 1;
+            return 1;
+        }
     }
     return 0;
 }
@@ -104,8 +111,16 @@ void conn_busy_own(conn *c, int never_wait)
     c->busy_ms = busy_timeout_now(c, c->busy_ms);
     c->never_wait = never_wait;
     sqlite3_busy_handler(c->db, busy_wait, c);
-    if (never_wait)
+    if (never_wait == NEVER_WAIT_CLASSIFY)
         sqlite3_progress_handler(c->db, 1, refuse_load, c);
+}
+
+void conn_refuse_loads(conn *c, int refuse)
+{
+    if (refuse)
+        sqlite3_progress_handler(c->db, 1, refuse_load, c);
+    else
+        sqlite3_progress_handler(c->db, PROGRESS_OPS, stop_check, c);
 }
 
 uint64_t conn_busy_deadline(const conn *c, const pasyn_task *t)

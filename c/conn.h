@@ -110,6 +110,10 @@ typedef struct cached_stmt {
     columns *cols;            /* described once per prepare, or NULL */
     int prepares;             /* SQLite's re-prepare count when cols was built */
     uint64_t run_ns;          /* how long it runs here: a moving average */
+    uint64_t low_ns;          /* how long it runs here at least: a run shorter than it sets
+                                 it, a longer one raises it by at most a quarter (a run that
+                                 lost its core for a while counts little). What decides
+                                 whether it may run inline (reader.c, note_low) */
     int first_named;          /* index of its first :a/@a/$a parameter, 0 when none */
     int setting;              /* a PRAGMA setting a read setting: 1 + its index */
     int changes_schema;       /* CREATE, DROP, ALTER, ATTACH, DETACH (SEEN_SCHEMA) */
@@ -158,11 +162,15 @@ typedef struct conn {
     const _Atomic uint64_t *interrupts; /* the pool's interrupt count (pasyn_interrupt), or NULL */
     uint64_t interrupts_seen;           /* that count when the task started */
     int timed_out;                      /* the progress handler stopped it at its deadline */
+    uint64_t budget_deadline;           /* an inline run: now_ns() past which it is abandoned
+                                           (reader.c, inline_run); 0 none */
+    int over_budget;                    /* the progress handler stopped it at budget_deadline */
 
     /* waiting on a lock another process holds (busy_wait, after conn_busy_own) */
     int busy_ms;            /* how long a statement may wait: busy_timeout, in ms */
-    int never_wait;         /* the submitting thread's connection: SQLITE_BUSY at once, and no
-                               schema is loaded from disk unless may_load is set */
+    int never_wait;         /* enum never_wait: a submitting thread's connection gets
+                               SQLITE_BUSY at once, and loads no schema from disk while it
+                               prepares unless may_load is set */
     int may_load;           /* never_wait: a worker loads the schema now (writer.c) */
     uint64_t busy_deadline; /* now_ns() past which a wait ends; 0: busy_ms from its start */
     uint64_t busy_cap;      /* a group commit's earliest member's deadline, or 0 */
@@ -183,6 +191,16 @@ typedef struct conn {
     sqlite3_stmt *traced;       /* the task's statement being run: the one reported */
     struct change_log *changes; /* the writer's changes while on_change is on, or NULL */
 } conn;
+
+/* The connections a submitting thread uses (conn_busy_own): they never wait on a lock. */
+enum never_wait {
+    NEVER_WAIT_NO = 0,
+    NEVER_WAIT_CLASSIFY = 1, /* the classifier: runs no statement at all (a VM instruction is
+                                a schema load, refused) */
+    NEVER_WAIT_RUN = 2       /* the inline connection: runs reads; a schema load is refused
+                                while a statement is prepared (conn_prepare), not while one
+                                runs (SQLite re-prepares it after a schema change) */
+};
 
 /* conn.c: opening and closing, and the hooks that watch the running task. */
 
@@ -216,6 +234,9 @@ void conn_disarm(conn *c, pasyn_task *t);
  * once, and a schema that would have to be loaded from disk is refused (SQLITE_INTERRUPT), both
  * noted in c->gave_up, so that a worker takes the statement. The connection's thread. */
 void conn_busy_own(conn *c, int never_wait);
+/* On a NEVER_WAIT_RUN connection, around a prepare: with `refuse` set, any VM instruction (a
+ * schema load) stops it and sets gave_up; unset, the task's progress handler is back. */
+void conn_refuse_loads(conn *c, int refuse);
 /* The deadline of a wait for task `t`: its submission plus busy_timeout. */
 uint64_t conn_busy_deadline(const conn *c, const pasyn_task *t);
 /* Caps every wait until conn_busy_cap(c, 0): a group commit's statements (BEGIN, COMMIT, its

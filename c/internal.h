@@ -61,6 +61,8 @@ struct pasyn_task {
     int no_owner_wait;     /* fails rather than wait behind another owner's transaction */
     int route_known;       /* the route cache knew it at submit: workers need not learn it */
     int long_read;         /* a read whose SQL is a long read (LONG_READ_NS), as last learned */
+    int fits_inline;       /* what the route cache said of running it inline (enum inline_fit) */
+    int no_inline;         /* pasyn_task_set_no_inline */
     uint64_t timeout_ns;   /* 0, or how long it may run */
     uint64_t submitted_ns; /* now_ns() when it was submitted: its busy_timeout counts from
                               then (conn.c, busy_wait) */

@@ -10,7 +10,8 @@
  *
  * Ownership. A task is created by the caller, handed to the pool by pasyn_submit (or
  * pasyn_open / pasyn_close), and handed back when it completes: through the hub (drained by
- * pasyn_hub_drain) or, for a task submitted with PASYN_SYNC, through pasyn_task_wait. From
+ * pasyn_hub_drain), for a task submitted with PASYN_SYNC through pasyn_task_wait, or at once
+ * when pasyn_submit returns PASYN_DONE (an inline read: the hub never sees it). From
  * then on it belongs to the caller again, who reads its results and frees it with
  * pasyn_task_free. Between submission and completion the caller must not touch it.
  */
@@ -114,7 +115,16 @@ typedef struct pasyn_options {
                                     * before any connection opens it; bytes that are not a
                                     * database fail the open (SQLITE_NOTADB). NULL: empty */
     size_t image_len;
+    int inline_reads;              /* the submitting thread runs short reads itself, on a
+                                    * connection of its own: pasyn_submit then returns PASYN_DONE
+                                    * (default 0: a host must know PASYN_DONE to turn it on) */
+    double inline_budget;          /* seconds an inline read may run before it is abandoned and
+                                    * handed to the readers (default PASYN_INLINE_BUDGET); 0 or
+                                    * less: no inline reads */
 } pasyn_options;
+
+/* The default inline_budget, in seconds. */
+#define PASYN_INLINE_BUDGET 0.0002
 
 /* Fills in the defaults. Any thread. */
 void pasyn_options_init(pasyn_options *opts);
@@ -224,6 +234,11 @@ int pasyn_task_next_set(pasyn_task *t);
  * params argument is one NULL or no parameters, and {n = 2} is two NULLs packed by table.pack
  * or a value for :n. 0, or PASYN_ENOMEM. Before submit only. */
 int pasyn_task_bind_alternative(pasyn_task *t);
+/* The task never runs inline (pasyn_submit): the caller has other work to do while it runs
+ * (other tasks in flight, other coroutines ready to run), so a reader runs it meanwhile; or the
+ * caller's thread has had its share of inline reads for now. Before submit only. */
+void pasyn_task_set_no_inline(pasyn_task *t);
+
 /* When the writer comes to this task while another owner's transaction holds it, the task
  * fails with SQLITE_BUSY (PASYN_ESQLITE, "the writer is held by another owner's transaction
  * ...") instead of waiting for that transaction to end. For a host that runs every owner on
@@ -231,8 +246,14 @@ int pasyn_task_bind_alternative(pasyn_task *t);
  * wait would never end either. Before submit only. */
 void pasyn_task_set_no_owner_wait(pasyn_task *t);
 
+/* What pasyn_submit returns for a task it ran to completion on the calling thread (below). */
+#define PASYN_DONE 16
+
 /* Queues the task. With `sync` set it completes through pasyn_task_wait instead of the hub. 0;
- * or, with the task not queued and still the caller's (its error set): PASYN_ECLOSED when the
+ * PASYN_DONE when the task is already complete, run on the calling thread (a short read, with
+ * inline_reads on, below): it is the caller's again, with its result or its error, and it
+ * never comes through the hub (with `sync`, pasyn_task_wait returns at once); or, with the
+ * task not queued and still the caller's (its error set): PASYN_ECLOSED when the
  * pool is closing or closed, PASYN_EPROGRAMMING for SQL holding a NUL byte, a kind that cannot
  * be submitted or a stream the pool does not have. SQL text the pool has not seen before (and
  * every text longer than PASYN_CACHE_SQL_MAX) is prepared here, on the calling thread, to learn
@@ -242,6 +263,23 @@ void pasyn_task_set_no_owner_wait(pasyn_task *t);
  * tasks complete silently: the pool frees them and nobody is told. A PASYN_ABANDON task (with
  * the gone owner's id) runs after that owner's tasks already queued, so it ends the transaction
  * even if the owner's BEGIN had not run yet when the owner went. Any thread.
+ *
+ * Inline reads (inline_reads on, in WAL mode with readers > 0). A PASYN_EXEC task whose SQL the
+ * route cache knows as a read whose runs on the readers were short (their shortest recent run,
+ * rising slowly with longer ones, under a quarter of inline_budget; and no long read, 1 ms),
+ * submitted by a caller that does not own the writer's transaction, not marked
+ * pasyn_task_set_no_inline, runs here on the pool's inline connection (read-only,
+ * opened as the readers' are, without any function a host registers on the workers) when no
+ * other thread holds it (a trylock: it is never waited for). It takes a fresh snapshot, so it sees every write whose task has completed.
+ * Its own timeout and pasyn_interrupt hold as on a reader. It is abandoned (its partial result
+ * dropped: reads have no side effects) and queued to the readers as usual when it runs past
+ * inline_budget, meets a lock of another process (this thread never waits on one, nor loads a
+ * schema from disk while it prepares), fails in any other way (the reader gives the true answer
+ * or error), or its result would stream (more than a chunk of rows). A SQL text that overran
+ * three times, failed to prepare there, or streams is not tried inline again until routes are
+ * learned again (a schema change); one whose inline runs average past half the budget goes
+ * back to the readers until they find it short again. Streamed fetches, PASYN_MANY,
+ * PASYN_SCRIPT and writes never run inline. Counters: pasyn_inline_counts.
  *
  * What a task answers is what one SQLite connection would answer (the writer's, which holds the
  * pool's TEMP and attached objects and its connection state): statements that read connection
@@ -491,6 +529,17 @@ typedef struct pasyn_worker_stats {
 /* Counters: out[0] is the writer, out[1..readers] the readers; fills at most n entries and
  * returns how many there are. *injector gets the shared queue's length. Any thread. */
 int pasyn_stats(const pasyn_pool *pool, pasyn_worker_stats *out, int n, uint64_t *injector);
+
+typedef struct pasyn_inline_stats {
+    uint64_t executed; /* reads run to completion on the submitting thread */
+    uint64_t overruns; /* abandoned there: ran past inline_budget */
+    uint64_t busy;     /* abandoned there: a lock another process held, or a schema to load */
+    uint64_t failed;   /* abandoned there: any other failure, or a result that streams */
+} pasyn_inline_stats;
+
+/* The counters of inline reads (every abandoned read was then run by a reader). Returns 1 when
+ * the pool runs reads inline, else 0 (the counters stay 0). Any thread. */
+int pasyn_inline_counts(const pasyn_pool *pool, pasyn_inline_stats *out);
 
 /* The SQLite library's version. */
 const char *pasyn_sqlite_version(void);

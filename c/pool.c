@@ -21,6 +21,8 @@ void pasyn_options_init(pasyn_options *o)
     o->statement_cache = 128;
     o->stealing = 1;
     o->group_commit = 1;
+    o->inline_reads = 0;
+    o->inline_budget = PASYN_INLINE_BUDGET;
 }
 
 /* ---- open -------------------------------------------------------------------------- */
@@ -102,6 +104,7 @@ static void pool_destroy(pasyn_pool *pool)
     pthread_cond_destroy(&pool->life.changed);
     pthread_rwlock_destroy(&pool->life.intake);
     pthread_mutex_destroy(&pool->read_settings.mu);
+    pthread_mutex_destroy(&pool->inliner.mu);
     temp_names_free(&pool->temp_names);
     fn_registry_free(&pool->functions);
     for (int i = 0; i < READ_SETTINGS; i++)
@@ -188,6 +191,7 @@ pasyn_pool *pasyn_open(const char *database, const pasyn_options *opts, pasyn_hu
     fn_registry_init(&pool->functions, hub);
     pthread_mutex_init(&pool->routes.mu, NULL);
     pthread_mutex_init(&pool->routes.classifier_mu, NULL);
+    pthread_mutex_init(&pool->inliner.mu, NULL);
     deque_init(&pool->readers.injector);
     pool->routes.lru.next = pool->routes.lru.prev = &pool->routes.lru;
     pool->routes.nbuckets = 1024;
@@ -341,4 +345,17 @@ int pasyn_stats(const pasyn_pool *cpool, pasyn_worker_stats *out, int n, uint64_
     if (injector)
         *injector = atomic_load(&pool->readers.injector.size);
     return pool->readers.count + 1;
+}
+
+int pasyn_inline_counts(const pasyn_pool *cpool, pasyn_inline_stats *out)
+{
+    pasyn_pool *pool = (pasyn_pool *)cpool;
+    inliner *in = &pool->inliner;
+    *out = (pasyn_inline_stats){
+        .executed = atomic_load(&in->runs),
+        .overruns = atomic_load(&in->overruns),
+        .busy = atomic_load(&in->busy),
+        .failed = atomic_load(&in->failed),
+    };
+    return in->used;
 }

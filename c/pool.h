@@ -22,6 +22,12 @@
 #define OVERTAKE_MAX 32
 /* How many read settings settings.c knows (read_setting_names). */
 #define READ_SETTINGS 5
+/* A read whose run went over the inline budget this many times is not run inline again
+ * (until its route is learned again); nor is one that failed there to prepare. */
+#define INLINE_STRIKES 3
+/* A read may run inline while its average run on a reader is under the budget divided by
+ * this (and stays so while its average inline is under twice that). */
+#define INLINE_FIT_SHARE 4
 
 /* ---- the parts of a pool ------------------------------------------------------------ */
 
@@ -115,12 +121,22 @@ typedef struct readers {
  * learns the route of SQL seen for the first time (submit.c, route_of). */
 enum route { ROUTE_UNKNOWN = 0, ROUTE_READ = 1, ROUTE_WRITE = 2 };
 
+/* Whether a read's learned cost lets its caller run it (reader.c, inline_run): unknown until
+ * a reader has run it; a reader says FITS while its average run stays under the inline
+ * pool's fit_ns, and NO once it is above; an inline run says NO when its own average went
+ * past twice fit_ns, or it overran the budget (a strike). NEVER: INLINE_STRIKES strikes
+ * (route_get answers it; the entry keeps the last FITS or NO). */
+enum inline_fit { INLINE_UNKNOWN = 0, INLINE_FITS = 1, INLINE_NO = 2, INLINE_NEVER = 3 };
+
 typedef struct route_entry {
     lru_link lru;             /* first: the recency list's link is also its entry */
     struct route_entry *next; /* hash chain */
     uint32_t hash;            /* hash_sql of sql */
     int route;                /* enum route */
     int long_read;            /* a long read, as a reader last found (LONG_READ_NS) */
+    int fits_inline;          /* enum inline_fit: whether the caller may run it (reader.c) */
+    int strikes;              /* its inline runs that overran the budget; INLINE_STRIKES:
+                                 never inline (it failed there, or its result streams) */
     size_t len;
     char sql[];
 } route_entry;
@@ -137,6 +153,28 @@ typedef struct routes {
     pthread_mutex_t classifier_mu; /* guards it: submitters of any thread use it */
     _Atomic int classifier_stale;  /* its schema is to be loaded by the writer (writer.c) */
 } routes;
+
+/* The caller's own read-only connection (reader.c, inline_run): a submitting thread that
+ * takes `mu` with a trylock runs a short read on it at once, under a budget, instead of
+ * handing it to a reader. Opened like a reader's connection (reader_conn_open); it never
+ * waits on a lock, and never loads a schema from disk while it prepares (a worker does:
+ * inline_load). */
+typedef struct inliner {
+    int used;                  /* the pool runs reads inline: the option is on, reads go to the
+                                 readers, the database is in WAL mode. Set by the writer before
+                                 the pool serves */
+    conn conn;                 /* read-only, never waits (conn_busy_own, NEVER_WAIT_RUN) */
+    pthread_mutex_t mu;        /* guards conn and settings_gen: trylock by submitters; workers
+                                 lock it to load the schema */
+    uint64_t budget_ns;        /* how long an inline run may take before it is abandoned */
+    uint64_t fit_ns;           /* a read whose average run is under this may run inline */
+    uint64_t settings_gen;     /* the pool's read_settings.gen it applied last */
+    _Atomic int stale;         /* its schema is to be loaded by a worker (inline_load) */
+    _Atomic uint64_t runs;     /* reads completed inline */
+    _Atomic uint64_t overruns; /* abandoned: went over the budget */
+    _Atomic uint64_t busy;     /* abandoned: a lock of another process (SQLITE_BUSY) */
+    _Atomic uint64_t failed;   /* abandoned: anything else (prepare error, big result, ...) */
+} inliner;
 
 /* The pool's life (pool.c): its state, the steps of the open, the tasks that report the open
  * and the close, and the gate that keeps submits out once it closes. */
@@ -175,6 +213,7 @@ struct pasyn_pool {
     change_counts changes;
     readers readers;
     routes routes;
+    inliner inliner;
     read_settings read_settings;
     temp_names temp_names;       /* the writer's TEMP tables and views (temp_names.c) */
     fn_registry functions;       /* the host's SQL functions (functions.c) */
@@ -255,14 +294,31 @@ void readers_push(pasyn_pool *pool, pasyn_task *t); /* any thread */
 void readers_stop(pasyn_pool *pool);
 /* Joins the reader threads, which end by themselves when the open failed. */
 void readers_join(pasyn_pool *pool);
+/* Opens a connection the way every reader opens its own: read-only on the readers' path, the
+ * pool's pragmas (and `defensive`), TEMP names, PRAGMAs that lock readers out refused, the
+ * pool's busy handler (never_wait as conn_busy_own takes it). SQLite's code, *err (malloc'd)
+ * on failure. The thread that opens it. */
+int reader_conn_open(pasyn_pool *pool, conn *c, int never_wait, char **err);
+/* Runs the read `t` (an EXEC task whose route is a known read that fits, outside a
+ * transaction of its caller's) on the caller's own connection, if nobody else holds it: 1
+ * when it completed there (the caller's again; nothing went through the hub), 0 when it is
+ * to be handed to the readers as usual (its result reset). The submitting thread. */
+int inline_run(pasyn_pool *pool, pasyn_task *t);
+/* Loads the inline connection's schema when a submitter found it out of date. Workers. */
+void inline_load(pasyn_pool *pool);
 
 /* route.c: the route cache. Learns a route; `gen` is the generation route_get gave before the
  * verdict was learned (it is dropped when routes were forgotten since), or ROUTE_ANY_GEN for the
  * workers' own verdicts. Any thread. */
 void route_put(pasyn_pool *pool, const char *sql, size_t len, int route, uint64_t gen);
-int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read, uint64_t *gen);
+int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read, int *fits_inline,
+              uint64_t *gen);
 #define ROUTE_ANY_GEN UINT64_MAX
 void route_note_long(pasyn_pool *pool, const char *sql, size_t len, int long_read);
+/* What a run says of whether the read may run inline: `fits` (enum inline_fit), and
+ * `strike` 1 for an overrun, INLINE_STRIKES for never. A reader's FITS does not undo
+ * INLINE_STRIKES strikes. Any thread. */
+void route_note_inline(pasyn_pool *pool, const char *sql, size_t len, int fits, int strike);
 /* Forgets every route: after a schema change a text may run elsewhere. The writer. */
 void routes_forget(pasyn_pool *pool);
 void routes_free(routes *rs);
@@ -273,9 +329,10 @@ int settings_apply_pragmas(pasyn_pool *pool, conn *c, int is_writer, char **errm
 /* 1 + the index of the read setting a PRAGMA `name` = `value` sets, else 0. Any thread. */
 int read_setting(const char *name, const char *value);
 /* Remembers the PRAGMA `sql` that set read setting `setting` (1 + index) on the writer, for
- * the readers to apply; and applies the ones a reader has not yet. Writer / that reader. */
+ * the readers to apply; and applies them all to a reader's connection (or the inline one),
+ * noting in *gen the read_settings.gen applied. Writer / the connection's user. */
 void settings_note(pasyn_pool *pool, int setting, const char *sql, size_t len);
-void settings_apply(pasyn_pool *pool, reader *r);
+void settings_apply(pasyn_pool *pool, conn *c, uint64_t *gen);
 
 /* pool.c */
 /* Removes the pool's memory file and its companions, once its connections are closed;

@@ -265,15 +265,35 @@ static int try_stream(pasyn_pool *pool)
     return 0;
 }
 
+/* The statement's low estimate after a run that took `took` (cached_stmt.low_ns): a shorter
+ * run sets it; a longer one raises it by a quarter of the difference, and by at most a
+ * quarter of the estimate, so that one run that lost its core for milliseconds moves it
+ * little, while a read that became slower for good gets there in a few runs. */
+static void note_low(cached_stmt *s, uint64_t took)
+{
+    if (!s->low_ns || took < s->low_ns) {
+        s->low_ns = took;
+        return;
+    }
+    uint64_t rise = took - s->low_ns;
+    s->low_ns += (rise < s->low_ns ? rise : s->low_ns) / 4;
+}
+
 /* After a read ran: the route cache learns whether its SQL is a long read when that changed.
  * An average, so that a short read that lost its core for a while stays short. */
 static void note_length(pasyn_pool *pool, cached_stmt *s, pasyn_task *t, uint64_t start)
 {
     uint64_t took = now_ns() - start;
     s->run_ns = s->run_ns ? s->run_ns - s->run_ns / 8 + took / 8 : took;
+    note_low(s, took);
     int long_read = s->run_ns >= LONG_READ_NS;
     if (long_read != t->long_read)
         route_note_long(pool, t->sql, t->sql_len, long_read);
+    if (pool->inliner.used && t->fits_inline != INLINE_NEVER) { /* may its caller run it */
+        int fits = s->low_ns < pool->inliner.fit_ns ? INLINE_FITS : INLINE_NO;
+        if (fits != t->fits_inline)
+            route_note_inline(pool, t->sql, t->sql_len, fits, 0);
+    }
 }
 
 /* A task that is no read after all (or not preparable here, e.g. a TEMP table's): the writer
@@ -305,7 +325,7 @@ static void reader_run_read(reader *r, pasyn_task *t)
     pasyn_pool *pool = r->pool;
     uint64_t start = now_ns();
     if (atomic_load_explicit(&pool->read_settings.gen, memory_order_acquire) != r->settings_gen)
-        settings_apply(pool, r);
+        settings_apply(pool, &r->conn, &r->settings_gen);
     conn_arm(&r->conn, t); /* from the prepare on: it may wait on a lock to read the schema */
     cached_stmt *s = stmt_acquire(&r->conn, t);
     if (!s && t->err == PASYN_OK) {
@@ -376,7 +396,140 @@ static void reader_fetch(reader *r, pasyn_task *t)
     task_complete(t);
 }
 
+/* ---- the caller helps: reads run on the submitting thread ------------------------------ */
+
+/* How an inline run ended. */
+enum inline_outcome {
+    RAN,     /* completed there, with its result or its own error (timeout, interrupt) */
+    OVERRUN, /* went over the budget: abandoned */
+    BUSY,    /* a lock another process holds, or a schema it may not load: abandoned */
+    FAILED   /* anything else: abandoned, the readers give the true answer */
+};
+
+/* Runs the task on the inline connection, armed with the budget since `start`. *strike: what
+ * the route cache is to learn when it did not run (route_note_inline). The caller holds
+ * in->mu. */
+static int inline_steps(pasyn_pool *pool, conn *c, pasyn_task *t, uint64_t start, int *strike)
+{
+    cached_stmt *s = stmt_acquire(c, t);
+    int outcome = RAN;
+    if (!s) {
+        if (t->err == PASYN_OK) /* nothing but white space and comments */
+            return RAN;
+        if (c->over_budget) {
+            *strike = 1;
+            return OVERRUN;
+        }
+        if (c->gave_up) { /* a lock, or a schema to load: a worker loads it (inline_load) */
+            atomic_store(&pool->inliner.stale, 1);
+            return BUSY;
+        }
+        *strike = INLINE_STRIKES; /* what this connection lacks: a function, a collation, ... */
+        return FAILED;
+    }
+    if (s->kind != STMT_READ) {
+        *strike = INLINE_STRIKES;
+        outcome = FAILED;
+    } else if (stmt_bind(c, s, t, 0, t->params.len) != 0) {
+        outcome = FAILED; /* a reader reports it */
+    } else {
+        int rc = stmt_step_rows(c, s, t, CHUNK_BYTES, 1);
+        if (rc == SQLITE_DONE && stmt_kind_now(c, s) == STMT_READ) {
+            outcome = RAN;
+        } else if (rc == SQLITE_DONE || rc == SQLITE_ROW) {
+            *strike = INLINE_STRIKES; /* no read after all, or a result that would stream */
+            outcome = FAILED;
+        } else if (c->over_budget) {
+            *strike = 1;
+            outcome = OVERRUN;
+        } else if (task_stopped(t)) {
+            outcome = RAN; /* its own timeout, or pasyn_interrupt */
+        } else if (t->code == SQLITE_BUSY || c->gave_up) {
+            outcome = BUSY;
+        } else {
+            outcome = FAILED;
+        }
+    }
+    if (outcome == RAN) { /* grown too long for the caller: readers take it (until they find
+                             it short again) */
+        note_low(s, now_ns() - start);
+        if (s->low_ns > 2 * pool->inliner.fit_ns)
+            route_note_inline(pool, t->sql, t->sql_len, INLINE_NO, 0);
+    }
+    stmt_release(c, s);
+    return outcome;
+}
+
+int inline_run(pasyn_pool *pool, pasyn_task *t)
+{
+    inliner *in = &pool->inliner;
+    if (pthread_mutex_trylock(&in->mu) != 0)
+        return 0; /* another thread of the host's runs one: hand it off */
+    conn *c = &in->conn;
+    if (atomic_load_explicit(&pool->read_settings.gen, memory_order_acquire) != in->settings_gen)
+        settings_apply(pool, c, &in->settings_gen);
+    uint64_t start = now_ns();
+    conn_arm(c, t);
+    c->over_budget = 0;
+    c->budget_deadline = start + in->budget_ns;
+    int strike = 0;
+    int outcome = inline_steps(pool, c, t, start, &strike);
+    c->budget_deadline = 0;
+    conn_disarm(c, t);
+    pthread_mutex_unlock(&in->mu);
+    switch (outcome) {
+    case RAN:
+        atomic_fetch_add_explicit(&in->runs, 1, memory_order_relaxed);
+        return 1;
+    case OVERRUN:
+        atomic_fetch_add_explicit(&in->overruns, 1, memory_order_relaxed);
+        break;
+    case BUSY:
+        atomic_fetch_add_explicit(&in->busy, 1, memory_order_relaxed);
+        break;
+    default:
+        atomic_fetch_add_explicit(&in->failed, 1, memory_order_relaxed);
+        break;
+    }
+    if (strike)
+        route_note_inline(pool, t->sql, t->sql_len, INLINE_NO, strike);
+    task_reset_result(t); /* reads have no side effects: what ran here is dropped */
+    return 0;
+}
+
+/* The schema is read the way the writer reads the classifier's (writer.c, classifier_load):
+ * reading sqlite_schema loads it when it is not, or no longer, up to date. Not waiting on a
+ * lock: the connection stays marked and is loaded after a later task. */
+void inline_load(pasyn_pool *pool)
+{
+    inliner *in = &pool->inliner;
+    if (!in->used || !atomic_exchange(&in->stale, 0))
+        return;
+    pthread_mutex_lock(&in->mu); /* a submitter holds it for one read, within the budget */
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(in->conn.db, "SELECT 1 FROM sqlite_schema LIMIT 1", -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        atomic_store(&in->stale, 1);
+    pthread_mutex_unlock(&in->mu);
+}
+
 /* ---- open and loop ------------------------------------------------------------------ */
+
+int reader_conn_open(pasyn_pool *pool, conn *c, int never_wait, char **err)
+{
+    int rc = conn_open(c, pool->reader_path, SQLITE_OPEN_READONLY, pool->opts.busy_timeout_ms,
+                       pool->opts.statement_cache, &pool->interrupts, &pool->setup, err);
+    c->temp_names = &pool->temp_names;
+    c->refuse_locks_out = 1;
+    if (rc == SQLITE_OK)
+        rc = settings_apply_pragmas(pool, c, 0, err);
+    if (rc == SQLITE_OK)
+        conn_busy_own(c, never_wait);
+    return rc;
+}
 
 /* Opens the reader's connection once the writer has opened (and set WAL), one reader after
  * the other: the first connection to read a WAL database whose index is not built yet builds
@@ -398,16 +551,8 @@ static int reader_open(reader *r)
     char *err = NULL;
     int rc = SQLITE_OK;
     if (open) {
-        rc = conn_open(&r->conn, pool->reader_path, SQLITE_OPEN_READONLY,
-                       pool->opts.busy_timeout_ms, pool->opts.statement_cache, &pool->interrupts,
-                       &pool->setup, &err);
-        r->conn.temp_names = &pool->temp_names;
-        r->conn.functions = &pool->functions;
-        r->conn.refuse_locks_out = 1;
-        if (rc == SQLITE_OK)
-            rc = settings_apply_pragmas(pool, &r->conn, 0, &err);
-        if (rc == SQLITE_OK)
-            conn_busy_own(&r->conn, 0);
+        rc = reader_conn_open(pool, &r->conn, NEVER_WAIT_NO, &err);
+        r->conn.functions = &pool->functions; /* not on the inline connection: no calls there */
     }
     pthread_mutex_lock(&life->mu);
     if (rc != SQLITE_OK) {
@@ -465,6 +610,8 @@ void *reader_main(void *arg)
                 reader_run_read(r, t);
                 if (long_read)
                     atomic_fetch_sub(&r->pool->readers.long_reads, 1);
+                if (atomic_load_explicit(&r->pool->inliner.stale, memory_order_relaxed))
+                    inline_load(r->pool);
             } else {
                 reader_fetch(r, t);
             }

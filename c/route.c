@@ -203,10 +203,12 @@ static route_entry *route_find(routes *rc, uint32_t h, const char *sql, size_t l
     return NULL;
 }
 
-int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read, uint64_t *gen)
+int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read, int *fits_inline,
+              uint64_t *gen)
 {
     routes *rc = &pool->routes;
     *long_read = 0;
+    *fits_inline = INLINE_UNKNOWN;
     if (len > PASYN_CACHE_SQL_MAX) { /* never cached (route_put keeps no verdict for it) */
         *gen = ROUTE_ANY_GEN;
         return ROUTE_UNKNOWN;
@@ -216,6 +218,8 @@ int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read, uin
     route_entry *e = route_find(rc, h, sql, len);
     int route = e ? e->route : ROUTE_UNKNOWN;
     *long_read = e && e->long_read;
+    if (e)
+        *fits_inline = e->strikes >= INLINE_STRIKES ? INLINE_NEVER : e->fits_inline;
     *gen = rc->gen;
     pthread_mutex_unlock(&rc->mu);
     return route;
@@ -231,6 +235,21 @@ void route_note_long(pasyn_pool *pool, const char *sql, size_t len, int long_rea
     route_entry *e = route_find(rc, h, sql, len);
     if (e)
         e->long_read = long_read;
+    pthread_mutex_unlock(&rc->mu);
+}
+
+void route_note_inline(pasyn_pool *pool, const char *sql, size_t len, int fits, int strike)
+{
+    routes *rc = &pool->routes;
+    if (len > PASYN_CACHE_SQL_MAX)
+        return;
+    uint32_t h = hash_sql(sql, len);
+    pthread_mutex_lock(&rc->mu);
+    route_entry *e = route_find(rc, h, sql, len);
+    if (e) {
+        e->strikes = e->strikes + strike < INLINE_STRIKES ? e->strikes + strike : INLINE_STRIKES;
+        e->fits_inline = fits;
+    }
     pthread_mutex_unlock(&rc->mu);
 }
 
@@ -290,6 +309,8 @@ void route_put(pasyn_pool *pool, const char *sql, size_t len, int route, uint64_
         e->len = len;
         e->route = route;
         e->long_read = 0;
+        e->fits_inline = INLINE_UNKNOWN;
+        e->strikes = 0;
         memcpy(e->sql, sql, len);
         e->next = *head;
         *head = e;

@@ -122,12 +122,12 @@ void settings_note(pasyn_pool *pool, int setting, const char *sql, size_t len)
     pthread_mutex_unlock(&pool->read_settings.mu);
 }
 
-void settings_apply(pasyn_pool *pool, reader *r)
+void settings_apply(pasyn_pool *pool, conn *c, uint64_t *gen)
 {
     pthread_mutex_lock(&pool->read_settings.mu);
     for (int i = 0; i < READ_SETTINGS; i++)
         if (pool->read_settings.sql[i])
-            conn_exec(&r->conn, pool->read_settings.sql[i]); /* it ran on the writer: here too */
-    r->settings_gen = atomic_load_explicit(&pool->read_settings.gen, memory_order_relaxed);
+            conn_exec(c, pool->read_settings.sql[i]); /* it ran on the writer: here too */
+    *gen = atomic_load_explicit(&pool->read_settings.gen, memory_order_relaxed);
     pthread_mutex_unlock(&pool->read_settings.mu);
 }

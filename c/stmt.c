@@ -129,7 +129,11 @@ int conn_prepare(conn *c, const char *sql, int len, unsigned flags, sqlite3_stmt
     c->seen = 0;
     c->setting = 0;
     c->gave_up = 0;
+    if (c->never_wait == NEVER_WAIT_RUN) /* the caller's thread: no schema load from disk */
+        conn_refuse_loads(c, 1);
     int rc = sqlite3_prepare_v3(c->db, sql, len, flags, st, tail);
+    if (c->never_wait == NEVER_WAIT_RUN)
+        conn_refuse_loads(c, 0);
     if (rc == SQLITE_OK && (c->seen & SEEN_BUSY_PRAGMA) && !c->never_wait) {
         /* PRAGMA busy_timeout reads, or sets, the timeout of SQLite's own busy handler when it
          * is prepared (pragma.html#pragma_busy_timeout), and ours reads as 0: prepared again
@@ -194,6 +198,7 @@ cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
     s->cols = NULL;
     s->prepares = 0;
     s->run_ns = 0;
+    s->low_ns = 0;
     s->kind = stmt_kind_of(c, st);
     s->classified_at = 0;
     s->busy_pragma = (c->seen & SEEN_BUSY_PRAGMA) != 0;

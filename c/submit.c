@@ -1,6 +1,7 @@
 /*
  * submit.c - where a submitted task goes: the writer's FIFO (writes, and everything inside a
- * transaction of the caller's) or a reader's deque (reads), decided on the submitting thread; and
+ * transaction of the caller's), the submitting thread itself (short reads, reader.c
+ * inline_run) or a reader's deque (reads), decided on the submitting thread; and
  * pasyn_interrupt, which reaches the tasks running now.
  */
 #include <string.h>
@@ -17,7 +18,7 @@
 static int route_of(pasyn_pool *pool, pasyn_task *t)
 {
     uint64_t gen;
-    int route = route_get(pool, t->sql, t->sql_len, &t->long_read, &gen);
+    int route = route_get(pool, t->sql, t->sql_len, &t->long_read, &t->fits_inline, &gen);
     if (route != ROUTE_UNKNOWN) {
         t->route_known = 1;
         return route;
@@ -75,6 +76,16 @@ int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
         uint64_t holder = atomic_load(&pool->writer.txn_owner);
         int route = !pool->readers.used || (t->owner && t->owner == holder) ? ROUTE_WRITE
                                                                             : route_of(pool, t);
+        /* A known read whose runs were short (not the caller's transaction's: that went to
+         * the writer above) runs here and now when the inline connection is free; it takes a
+         * fresh snapshot, so it sees every write whose call has returned. */
+        if (route == ROUTE_READ && pool->inliner.used && t->fits_inline == INLINE_FITS &&
+            !t->long_read && !t->no_inline && inline_run(pool, t)) {
+            pthread_rwlock_unlock(&pool->life.intake);
+            if (t->notify == NOTIFY_SYNC)
+                atomic_store_explicit(&t->done, 1, memory_order_release);
+            return PASYN_DONE;
+        }
         /* What could not be classified goes to the writer, which runs anything; but while
          * another owner's transaction holds it, a reader tries it first: a read runs there
          * instead of waiting for that COMMIT, anything else it hands on to the writer. */

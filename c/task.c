@@ -179,6 +179,11 @@ void pasyn_task_set_stream(pasyn_task *t, uint64_t stream)
 {
     t->stream = stream;
 }
+void pasyn_task_set_no_inline(pasyn_task *t)
+{
+    t->no_inline = 1;
+}
+
 void pasyn_task_set_no_owner_wait(pasyn_task *t)
 {
     t->no_owner_wait = 1;

@@ -142,6 +142,7 @@ static void schema_changed(pasyn_pool *pool)
      * ended), and the exact names are taken after each task until it has (writer_settle). */
     w->schema_in_txn = !sqlite3_get_autocommit(db);
     atomic_store(&pool->routes.classifier_stale, 1); /* it reads the new schema next */
+    atomic_store(&pool->inliner.stale, 1);           /* and so does the inline connection */
     temp_names_refresh(&pool->temp_names, db, w->schema_in_txn);
     atomic_store(&w->has_local,
                  atomic_load(&pool->temp_names.count) > 0 ||
@@ -199,6 +200,7 @@ void writer_settle(pasyn_pool *pool, uint64_t owner)
     if (w->schema_in_txn)
         schema_changed(pool);
     classifier_load(pool);
+    inline_load(pool);
 }
 
 /* ---- running one task --------------------------------------------------------------- */
@@ -459,9 +461,23 @@ static int writer_open(pasyn_pool *pool)
         classifier->functions = &pool->functions; /* never_wait: a call fails at once */
         classifier->refuse_locks_out = 1;
         if (rc == SQLITE_OK) {
-            conn_busy_own(classifier, 1);
+            conn_busy_own(classifier, NEVER_WAIT_CLASSIFY);
             atomic_store(&pool->routes.classifier_stale, 1);
             classifier_load(pool);
+        }
+    }
+    /* The caller's own connection for short reads (reader.c, inline_run): in WAL mode only
+     * (a read-only pool on a rollback-journal file would take locks the writer waits on). */
+    if (rc == SQLITE_OK && pool->readers.used && pool->opts.inline_reads &&
+        pool->opts.inline_budget > 0 && answers(w->conn.db, "PRAGMA journal_mode", "wal")) {
+        inliner *in = &pool->inliner;
+        rc = reader_conn_open(pool, &in->conn, NEVER_WAIT_RUN, &err);
+        if (rc == SQLITE_OK) {
+            in->budget_ns = (uint64_t)(pool->opts.inline_budget * 1e9);
+            in->fit_ns = in->budget_ns / INLINE_FIT_SHARE;
+            in->used = 1;
+            atomic_store(&in->stale, 1);
+            inline_load(pool);
         }
     }
     if (rc == SQLITE_OK)
@@ -495,6 +511,9 @@ static pasyn_task *writer_close(pasyn_pool *pool)
     hooks_close(&pool->writer.conn);
     group_commit_close(pool);
     conn_close(&pool->routes.classifier);
+    pthread_mutex_lock(&pool->inliner.mu); /* intake has stopped: nobody takes it any more */
+    conn_close(&pool->inliner.conn);
+    pthread_mutex_unlock(&pool->inliner.mu);
     conn_close(&pool->writer.conn);
     pool_remove_memfile(pool);
     pthread_mutex_lock(&pool->life.mu);

@@ -254,6 +254,8 @@ local option_checks = {
     integers = integers_mode,
     max_pending = whole(1, 2 ^ 31 - 1),
     extensions = extension_list,
+    inline_reads = is("boolean"),
+    inline_budget = seconds,
 }
 
 local function check_options(options)
@@ -629,8 +631,15 @@ local function check_cursor(cur, fetching)
     if cur._busy then
         refuse(cur)
     end
-    local state = core.state(cur._cfg.conn._pool)
-    if state ~= POOL_OPEN and not (fetching and (state == POOL_CLOSING or state == POOL_CLOSED)) then
+    local conn = cur._cfg.conn
+    if fetching then -- only a freed pool refuses a fetch: told by the connection, no C call
+        if conn._freed then
+            not_open(POOL_FREED)
+        end
+        return
+    end
+    local state = core.state(conn._pool)
+    if state ~= POOL_OPEN then
         not_open(state)
     end
 end
@@ -722,8 +731,33 @@ local function run_statement(cur, kind, sql, ...)
     local cfg = cur._cfg
     local conn = cfg.conn
     local gate = admit(conn, sync, id, co)
-    local task, class, code, extended, message =
-        core.submit(conn._pool, kind, id, sync, timeout, sql, ...)
+    local task, class, code, extended, message
+    if kind == "exec" then
+        -- One call: a short read the core runs at once on this thread (README, "Reads the
+        -- caller runs itself") comes back as the filled record, with no wait.
+        local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil
+        -- Busy: other statements in flight, or other coroutines to run (gate.pending counts
+        -- this one already), or the scheduler's coroutines had their inline budget for this
+        -- round of its loop (sched.pausing): a reader runs it meanwhile, not this thread.
+        local busy = gate.pending > 1 or sched.pausing or (co ~= nil and sched.has_ready())
+        task, class, code, extended, message = core.execute(conn._pool, id, sync, busy, timeout,
+            result, cfg.row == "named", known, sql, ...)
+        if task == result then
+            if gate.first > gate.last and gate.pending <= gate.max then
+                gate.pending = gate.pending - 1 -- nobody waits for the slot (sched.gate_release)
+            else
+                sched.gate_release(gate)
+            end
+            take(cur, sql, task)
+            if class then -- inline reads held the thread for a budget: let the others run
+                sched.pause(co)
+            end
+            return cur
+        end
+    else
+        task, class, code, extended, message =
+            core.submit(conn._pool, kind, id, sync, timeout, sql, ...)
+    end
     if not task then
         sched.gate_release(gate)
         fail(sql, class, code, extended, message)
@@ -1473,6 +1507,7 @@ function Connection:close()
         until state == POOL_CLOSED or state == POOL_FREED
     end
     core.free(pool) -- once closed; again does nothing
+    self._freed = true -- what core.state says from now on (check_cursor reads it)
 end
 Connection.__close = Connection.close
 
@@ -1536,6 +1571,7 @@ function M.connect(database, options, image)
         _cfg = false, -- below: it names conn
         _gate = sched.new_gate(pool, opts.max_pending or MAX_PENDING), -- (admit)
         _readonly = opts.readonly or false, -- (backup: no copy into it)
+        _freed = false, -- core.free has run (close)
     }, Connection)
     conn._cfg = { conn = conn, row = opts.row or "array", timeout = opts.timeout }
     return conn

@@ -114,7 +114,7 @@ describe("read settings changed through execute", function()
        function()
         local path
         path, cleanup = support.tmpdb()
-        conn = sqlite.connect(path, { readers = 3 })
+        conn = sqlite.connect(path, { readers = 3, inline_reads = false }) -- counted on readers
         conn:execute("CREATE TABLE t (x)")
         conn:execute("INSERT INTO t VALUES ('a')")
         local like = "SELECT count(*) FROM t WHERE x LIKE 'A'"
@@ -130,7 +130,7 @@ describe("read settings changed through execute", function()
        .. "connection", function()
         local path
         path, cleanup = support.tmpdb()
-        conn = sqlite.connect(path, { readers = 3 })
+        conn = sqlite.connect(path, { readers = 3, inline_reads = false }) -- counted on readers
         conn:execute("CREATE TABLE t (x)")
         for x = 1, 3 do
             conn:execute("INSERT INTO t VALUES (?)", x)

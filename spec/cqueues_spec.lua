@@ -68,7 +68,7 @@ describe("pasyn_sqlite.cqueues", function()
     end)
     before_each(function()
         path, cleanup = tmpdb()
-        conn = sqlite.connect(path, { readers = 2 })
+        conn = sqlite.connect(path, { readers = 2, inline_reads = false }) -- every query yields
         conn:execute("CREATE TABLE kv (id INTEGER PRIMARY KEY, v TEXT)")
     end)
     after_each(function()

@@ -20,7 +20,7 @@ end
 describe("a host loop (sqlite.set_host)", function()
     local conn
     before_each(function()
-        conn = sqlite.connect(":memory:")
+        conn = sqlite.connect(":memory:", { inline_reads = false }) -- every query yields
         conn:execute("CREATE TABLE t(x INTEGER)")
     end)
     after_each(function()
@@ -174,7 +174,7 @@ describe("a host loop (sqlite.set_host)", function()
 
     it("a hosted coroutine can close the connection", function()
         sqlite.set_host {}
-        local other = sqlite.connect(":memory:")
+        local other = sqlite.connect(":memory:", { inline_reads = false })
         local closed = false
         local co = coroutine.create(function()
             other:execute("SELECT 1")
@@ -228,7 +228,7 @@ describe("a host loop (sqlite.set_host)", function()
     it("sqlite.sleep in a hosted coroutine blocks (the host has its own timers), and a second "
        .. "close() from another hosted coroutine waits for the first", function()
         sqlite.set_host {}
-        local other = sqlite.connect(":memory:")
+        local other = sqlite.connect(":memory:", { inline_reads = false })
         local slept, closed = nil, 0
         local function closer()
             other:execute("SELECT 1")

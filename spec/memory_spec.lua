@@ -55,13 +55,15 @@ local function prepares_of(conn, sql)
 end
 
 -- Counts the statements in flight as the core sees them: submitted (core.submit,
--- core.submit_many) and not yet completed (drained from the hub, or waited for). w.most is the
--- most at once; w.stop() puts the core's functions back.
+-- core.submit_many, core.execute when it gives a task rather than a result it ran at once)
+-- and not yet completed (drained from the hub, or waited for). w.most is the most at once;
+-- w.stop() puts the core's functions back.
 local function watch_in_flight()
     local w = { now = 0, most = 0 }
     local submit, submit_many, drain, wait = core.submit, core.submit_many, core.drain, core.wait
+    local execute = core.execute
     local function counted(task, ...)
-        if task then
+        if type(task) == "userdata" then
             w.now = w.now + 1
             w.most = math.max(w.most, w.now)
         end
@@ -69,6 +71,7 @@ local function watch_in_flight()
     end
     core.submit = function(...) return counted(submit(...)) end
     core.submit_many = function(...) return counted(submit_many(...)) end
+    core.execute = function(...) return counted(execute(...)) end
     core.drain = function()
         local list = drain()
         w.now = w.now - (list and #list or 0)
@@ -80,6 +83,7 @@ local function watch_in_flight()
     end
     function w.stop()
         core.submit, core.submit_many, core.drain, core.wait = submit, submit_many, drain, wait
+        core.execute = execute
     end
     return w
 end
@@ -196,7 +200,7 @@ describe("caches bounded in bytes", function()
 
     it("after the route cache dropped routes, reads still run on the readers and writes on the writer",
        function()
-        local conn = sqlite.connect(path, { readers = 2 })
+        local conn = sqlite.connect(path, { readers = 2, inline_reads = false }) -- counted on readers
         conn:execute("CREATE TABLE t (x INTEGER)")
         conn:execute("INSERT INTO t VALUES (1)")
         local function executed()

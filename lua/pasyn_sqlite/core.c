@@ -37,9 +37,20 @@ enum integers_mode { INTEGERS_NUMBER = 0, INTEGERS_STRING, INTEGERS_INT64 };
 /* A pool as Lua holds it. Where the pool is in its life is the core's to say
  * (pasyn_pool_state); the binding knows only whether it has freed it. */
 typedef struct lpool {
-    pasyn_pool *pool; /* NULL once freed */
-    int integers;     /* enum integers_mode */
+    pasyn_pool *pool;      /* NULL once freed */
+    int integers;          /* enum integers_mode */
+    uint64_t inline_since; /* when the reads this thread has run inline in a row began: since
+                              a statement of the pool last went to a worker, or execute last
+                              asked for a pause (now_ns; 0: none) */
+    uint64_t pause_ns;     /* after that long, execute asks for a pause: the inline_budget */
 } lpool;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 typedef struct lstream {
     lpool *owner; /* kept alive by the anchor */
@@ -505,6 +516,11 @@ static int submit(lua_State *L, lpool *p, pasyn_task *t, int sync)
     int err = pasyn_submit(p->pool, t, sync);
     if (err == PASYN_ECLOSED)
         return fail_closed(L, p, t);
+    if (err == PASYN_DONE) { /* ran on this thread: complete, and ours */
+        lua_pushlightuserdata(L, t);
+        lua_pushboolean(L, 1);
+        return 2;
+    }
     if (err != 0)
         return fail_task(L, t); /* the core set the task's error */
     lua_pushlightuserdata(L, t);
@@ -536,6 +552,22 @@ static pasyn_task *new_task(lua_State *L, int kind, const char *sql, size_t len,
  * (freed), "nomem"; code and extended 0.
  * Errors raised: only for arguments of the wrong type (a bug of the Lua layer).
  * Thread: the Lua state's (the hub's owner thread). */
+/* Binds the arguments from `first` on to t, as submit takes them (one plain table, or
+ * values). PASYN_OK, or the failure with its message on the stack. */
+static int bind_args(lua_State *L, pasyn_task *t, int first)
+{
+    int nargs = lua_gettop(L) - first + 1, err;
+    if (nargs == 1 && lua_type(L, first) == LUA_TTABLE && lua_getmetatable(L, first) == 0)
+        err = bind_table(L, t, first);
+    else if (nargs == 1 && lua_type(L, first) == LUA_TTABLE)
+        lua_pop(L, 1), err = bind_positional(L, t, first, 1);
+    else
+        err = bind_positional(L, t, first, nargs);
+    if (err == PASYN_OK && nargs == 1 && lua_isnil(L, first))
+        err = bind_nulls(L, t, 0, 1); /* execute(sql, params) with params nil: or none */
+    return err;
+}
+
 static int l_submit(lua_State *L)
 {
     lpool *p = to_pool(L, 1); /* a freed pool: submit() fails it as closed */
@@ -548,18 +580,74 @@ static int l_submit(lua_State *L)
     pasyn_task *t = new_task(L, script ? PASYN_SCRIPT : PASYN_EXEC, sql, len, owner, 5);
     if (!t)
         return fail(L, NULL, PASYN_ENOMEM, "out of memory");
-    int nargs = lua_gettop(L) - 6, err;
-    if (nargs == 1 && lua_type(L, 7) == LUA_TTABLE && lua_getmetatable(L, 7) == 0)
-        err = bind_table(L, t, 7);
-    else if (nargs == 1 && lua_type(L, 7) == LUA_TTABLE)
-        lua_pop(L, 1), err = bind_positional(L, t, 7, 1);
-    else
-        err = bind_positional(L, t, 7, nargs);
-    if (err == PASYN_OK && nargs == 1 && lua_isnil(L, 7))
-        err = bind_nulls(L, t, 0, 1); /* execute(sql, params) with params nil: or none */
+    int err = bind_args(L, t, 7);
     if (err != PASYN_OK)
         return fail(L, t, err, lua_tostring(L, -1));
     return submit(L, p, t, sync);
+}
+
+static int l_result(lua_State *L);
+
+/* execute(pool, owner, sync, busy, timeout, record, names, known, sql [, params_table |
+ *         values...]) -> record | task | nil, class, code, extended, message
+ * One statement (kind "exec" of submit) in one call: it is submitted, and when the core ran
+ * it at once on this thread (an inline read: pasyn_submit gave PASYN_DONE) its result is
+ * taken as result(task, pool, record, names, nil, known) takes it, the task freed.
+ * Arguments: as submit's; busy true when the caller must not run the statement itself, as it
+ * has other work meanwhile (pasyn_task_set_no_inline); record, names and known as result
+ * takes them.
+ * Results: the record filled with the result (the statement is done), then true when reads
+ * run inline in a row (and the code between them) have held this thread for the pool's
+ * inline_budget (the caller should let the other coroutines run); or the task (a light userdata) to wait for and hand to result(); or a
+ * failure in result()'s shape (at submit, or the statement's own error when it ran here).
+ * Errors raised: as submit's and result's. Thread: the Lua state's. */
+static int l_execute(lua_State *L)
+{
+    lpool *p = to_pool(L, 1);
+    lua_Integer owner = check_integer(L, 2, "owner");
+    int sync = lua_toboolean(L, 3);
+    int busy = lua_toboolean(L, 4);
+    check_type(L, 6, LUA_TTABLE, "record");
+    size_t len;
+    const char *sql = check_lstring(L, 9, "sql", &len);
+    pasyn_task *t = new_task(L, PASYN_EXEC, sql, len, owner, 5);
+    if (!t)
+        return fail(L, NULL, PASYN_ENOMEM, "out of memory");
+    if (busy)
+        pasyn_task_set_no_inline(t);
+    int err = bind_args(L, t, 10);
+    if (err != PASYN_OK)
+        return fail(L, t, err, lua_tostring(L, -1));
+    int top = lua_gettop(L);
+    uint64_t start = now_ns();
+    int n = submit(L, p, t, sync);
+    if (n != 2) {
+        p->inline_since = 0; /* its caller waits: the others run meanwhile */
+        return n;            /* a task to wait for, or a failure */
+    }
+    if (!p->inline_since)
+        p->inline_since = start;
+    /* Wall time, the Lua code between the reads included: what holds the loop. */
+    int pause = now_ns() - p->inline_since >= p->pause_ns;
+    if (pause)
+        p->inline_since = 0;
+    /* Done: result()'s arguments in its slots (the parameters are in the task already). */
+    lua_settop(L, top);
+    lua_pushlightuserdata(L, t); /* SLOT_TASK */
+    lua_pushvalue(L, 1);         /* SLOT_POOL */
+    lua_pushvalue(L, 6);         /* SLOT_RECORD */
+    lua_pushvalue(L, 7);         /* SLOT_NAMES */
+    lua_pushnil(L);              /* SLOT_STREAM */
+    lua_pushvalue(L, 8);         /* SLOT_KNOWN */
+    for (int i = 6; i >= 1; i--)
+        lua_replace(L, i);
+    lua_settop(L, 6);
+    n = l_result(L);
+    if (n == 1 && pause) {
+        lua_pushboolean(L, 1);
+        n = 2;
+    }
+    return n;
 }
 
 /* submit_many(pool, owner, sync, timeout, sql, sets) -> task | nil, class, code, extended,
@@ -1207,6 +1295,14 @@ static int opt_int(lua_State *L, int i, const char *name, int dflt)
     return v;
 }
 
+static double opt_seconds(lua_State *L, int i, const char *name, double dflt)
+{
+    lua_getfield(L, i, name);
+    double v = lua_isnil(L, -1) ? dflt : (double)lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
 static int opt_bool(lua_State *L, int i, const char *name, int dflt)
 {
     lua_getfield(L, i, name);
@@ -1249,6 +1345,8 @@ static int l_open(lua_State *L)
     o.statement_cache = opt_int(L, 2, "statement_cache", o.statement_cache);
     o.stealing = opt_bool(L, 2, "stealing", o.stealing);
     o.group_commit = opt_bool(L, 2, "group_commit", o.group_commit);
+    o.inline_reads = opt_bool(L, 2, "inline_reads", 1);
+    o.inline_budget = opt_seconds(L, 2, "inline_budget", o.inline_budget);
     lua_getfield(L, 2, "pragmas");
     int npragmas = lua_istable(L, -1) ? (int)compat_rawlen(L, -1) : 0;
     const char **pragmas = lua_newuserdata(L, (size_t)(npragmas + 1) * sizeof(char *));
@@ -1277,6 +1375,8 @@ static int l_open(lua_State *L)
 
     lpool *p = lua_newuserdata(L, sizeof *p);
     p->pool = NULL;
+    p->inline_since = 0;
+    p->pause_ns = (uint64_t)(o.inline_budget * 1e9);
     const char *integers = opt_string(L, 2, "integers", NULL); /* checked by the Lua layer */
     p->integers = !integers                         ? INTEGERS_NUMBER
                   : strcmp(integers, "string") == 0 ? INTEGERS_STRING
@@ -1402,6 +1502,14 @@ static int l_stats(lua_State *L)
     }
     lua_setfield(L, -2, "readers");
     set_counter(L, "injector", injector);
+    pasyn_inline_stats is;
+    pasyn_inline_counts(p->pool, &is);
+    lua_createtable(L, 0, 4);
+    set_counter(L, "executed", is.executed);
+    set_counter(L, "overruns", is.overruns);
+    set_counter(L, "busy", is.busy);
+    set_counter(L, "failed", is.failed);
+    lua_setfield(L, -2, "inline");
     return 1;
 }
 
@@ -1895,6 +2003,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"close", l_close},
         {"free", l_free},
         {"submit", l_submit},
+        {"execute", l_execute},
         {"submit_many", l_submit_many},
         {"fetch", l_fetch},
         {"release", l_release},

@@ -44,6 +44,7 @@ local backlog = {}                            -- completions a blocked caller dr
                                               -- waited for a slot: the next dispatch delivers
                                               -- them
 local dispatching = false                     -- dispatch is under way
+local undelivered = 0                         -- completions dispatch has still to deliver
 
 -- True when `co` is a coroutine of the running built-in scheduler.
 local function in_loop(co)
@@ -135,6 +136,27 @@ end
 -- freed as an abandoned coroutine's; it is freed if the coroutine ends without awaiting it.
 function M.expect(task, gate, co)
     expected[task], task_pools[task] = co or co_running(), gate
+end
+
+-- pause(co): lets the other coroutines of the built-in scheduler run once before the running
+-- coroutine `co` goes on (a statement that ran inline never yielded), and until the loop has
+-- looked at its timers and completions again, has every coroutine that runs a statement
+-- inline pause after it too (M.pausing): the loop goes round after about one inline budget,
+-- however many coroutines read inline. Elsewhere (the main thread, a host's coroutine) it
+-- does nothing.
+M.pausing = false
+function M.pause(co)
+    if co ~= nil and in_loop(co) and isyieldable() then
+        M.pausing = true
+        co_yield() -- a bare yield: `after` puts it back on the ready list
+    end
+end
+
+-- has_ready() -> true when the built-in scheduler has coroutines ready to run (besides the
+-- running one), or dispatch has more completions to deliver after the one that resumed the
+-- caller: the caller is not the only work.
+function M.has_ready()
+    return undelivered > 0 or (loop ~= nil and loop.ready[1] ~= nil)
 end
 
 -- What set_host fills in when the host leaves it out: any coroutine but the main one may
@@ -500,10 +522,13 @@ function M.dispatch()
         local drained = backlog
         backlog = {}
         for i = 1, #drained do
+            undelivered = #drained - i + (list and #list or 0)
             n, failure = deliver(drained[i], n, failure)
         end
     end
-    for i = 1, list and #list or 0 do
+    local count = list and #list or 0
+    for i = 1, count do
+        undelivered = count - i
         local task = list[i]
         local gate = task_pools[task]
         if gate then -- its slot first: the waiter resumed below may submit again at once
@@ -546,6 +571,7 @@ function M.dispatch()
         end
     end
     dispatching = false
+    undelivered = 0
     if failure ~= nil then
         error(failure, 0)
     end
@@ -707,6 +733,7 @@ function M.run(fn, ...)
     local main = spawn(fn, ...)
     local ok, err = pcall(function()
         while loop.live > 0 and (main.done == false or main.ok) do
+            M.pausing = false
             if loop.timers[1] then
                 wake_timers(core.now())
             end
