@@ -9,7 +9,10 @@
 -- process (os.clock: every thread), which a busy machine disturbs less.
 -- With the argument "profile": only 100,000 traced point SELECTs (readers = 0), for a profiler:
 --   perf record -F 2000 -o /tmp/perf.data lua5.4 bench/ext.lua profile
+local ROOT = (arg and arg[0] or ""):match("^(.*)/bench/[^/]*$") or "."
+package.path = ROOT .. "/bench/?.lua;" .. package.path
 local sqlite = require "pasyn_sqlite"
+local lib = require "lib"
 
 local now = require("pasyn_sqlite.core").now
 local N = 100000
@@ -37,16 +40,10 @@ local function best_of(runs, before, fn, into)
 end
 
 local function tmp()
-    local name = os.tmpname()
-    os.remove(name)
-    return name .. ".db"
+    return lib.fresh_path("ext")
 end
 
-local function remove_db(path)
-    for _, suffix in ipairs({ "", "-wal", "-shm", "-journal" }) do
-        os.remove(path .. suffix)
-    end
-end
+local remove_db = lib.remove
 
 if arg and arg[1] == "profile" then
     local db = sqlite.connect(":memory:", { readers = 0 })
