@@ -167,6 +167,7 @@ static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
     conn *c = &pool->writer.conn;
     uint64_t cap = conn_busy_deadline(c, first);
     conn_busy_cap(c, cap);
+    hooks_follow(pool); /* on_change set since the last task: this transaction is logged */
     if (batch_exec(pool, BATCH_BEGIN) != SQLITE_OK) {
         batch_undo(pool);
         conn_busy_cap(c, 0);

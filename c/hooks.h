@@ -9,9 +9,11 @@
 #include "pool.h"
 
 /* The writer's on_change log. Writer thread. */
-/* Before each task: follows the pool's on_change bound (when no transaction is open: a log
- * switched on midway would have missed the transaction's start), and marks where the task's
- * changes begin. */
+/* Follows the pool's on_change bound: switches the log on or off when no transaction is open
+ * (a log switched on midway would have missed the transaction's start). Before each task,
+ * and before a group commit's BEGIN, whose members' tasks start inside its transaction. */
+void hooks_follow(pasyn_pool *pool);
+/* Before each task: hooks_follow, and marks where the task's changes begin. */
 void hooks_task_start(pasyn_pool *pool, pasyn_task *t);
 /* After each task: changes a COMMIT made durable go to the task; inside a transaction, the
  * task's own changes are marked as its (a group commit hands them to it after the COMMIT). */

@@ -184,6 +184,45 @@ describe("conn:on_change", function()
         conn:close()
     end)
 
+    it("group commit: reports the members of the first transaction after it is set", function()
+        -- The hook is set while a transaction is open; the writes queued behind it are the
+        -- writer's next transaction, which it runs as one group commit (its BEGIN comes
+        -- before the first member's task).
+        for _ = 1, 3 do
+            local conn = open()
+            local seen, fn = recorder()
+            sqlite.run(function()
+                conn:execute("BEGIN IMMEDIATE")
+                conn:on_change(fn)
+                local joins = {}
+                for k = 1, 4 do
+                    joins[k] = sqlite.spawn(conn.execute, conn, "INSERT INTO t VALUES (?, ?)",
+                                            k, "v" .. k)
+                end
+                sqlite.sleep(0) -- each spawned coroutine submits its write and waits
+                conn:execute("ROLLBACK")
+                for k = 1, 4 do
+                    joins[k]:join()
+                end
+            end)
+            table.sort(seen)
+            assert.are.same({ "insert main t 1", "insert main t 2", "insert main t 3",
+                              "insert main t 4" }, seen)
+            conn:close()
+        end
+        -- and with no transaction before: writes of several coroutines at once, first thing
+        local conn = open()
+        local seen, fn = recorder()
+        conn:on_change(fn)
+        sqlite.run(function()
+            for k = 1, 4 do
+                sqlite.spawn(conn.execute, conn, "INSERT INTO t VALUES (?, ?)", k, "v" .. k)
+            end
+        end)
+        assert.are.equal(4, #seen)
+        conn:close()
+    end)
+
     it("bounds a transaction's events with one overflow notice, and stops with nil", function()
         local conn = open()
         local seen, fn = recorder()
