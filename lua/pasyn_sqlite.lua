@@ -287,6 +287,8 @@ local function check_options(options)
             value = value and "ON" or "OFF"
         elseif t ~= "string" and t ~= "number" then
             raise("ProgrammingError", "connect: pragma '" .. name .. "' needs a string, number or boolean")
+        elseif t == "string" and value:find("\0", 1, true) then -- (check_c_string)
+            raise("ProgrammingError", "connect: the value of pragma '" .. name .. "' holds a NUL byte")
         end
         pragmas[#pragmas + 1] = name
         pragmas[#pragmas + 1] = tostring(value)
@@ -356,6 +358,18 @@ end
 local function check_string(v, where, name)
     if type(v) ~= "string" then
         bad_argument(where, name, "a string", v)
+    end
+end
+
+-- The check of a string that SQLite takes as a C string (a path, a database or function
+-- name): a NUL byte would end it there, and another file or name than the one written would
+-- be used, so it is refused (Python's sqlite3 raises ValueError, "embedded null character").
+local function check_c_string(v, where, name)
+    check_string(v, where, name)
+    local at = v:find("\0", 1, true)
+    if at then
+        error(errors.new("ProgrammingError", where .. ": argument '" .. name ..
+                         "' holds a NUL byte (at byte " .. at .. ")"), 3)
     end
 end
 
@@ -1204,7 +1218,7 @@ end
 
 local function define(conn, where, name, nargs, flags, fn)
     check_self(conn, Connection, where)
-    check_string(name, where, "name")
+    check_c_string(name, where, "name")
     if type(nargs) ~= "number" or nargs ~= math.floor(nargs) or nargs < -1 or nargs > 127 then
         bad_argument(where, "nargs", "a whole number from -1 (any) to 127", nargs)
     end
@@ -1356,7 +1370,7 @@ function Connection:serialize(name)
     check_self(self, Connection, "conn:serialize")
     check_open(self)
     if name ~= nil then
-        check_string(name, "conn:serialize", "name")
+        check_c_string(name, "conn:serialize", "name")
     end
     local pool = self._pool
     return run_task(self, "serialize", function(id, sync)
@@ -1385,6 +1399,7 @@ function Connection:backup(target, opts)
     check_open(self)
     local dest
     if type(target) == "string" then
+        check_c_string(target, "conn:backup", "target")
         dest = target
     elseif metatable_of(target) == Connection then
         if target == self then
@@ -1410,7 +1425,7 @@ function Connection:backup(target, opts)
         bad_argument("conn:backup", "opts.progress", "nil or a function", progress)
     end
     if name ~= nil then
-        check_string(name, "conn:backup", "opts.name")
+        check_c_string(name, "conn:backup", "opts.name")
     end
     local backup, class, code, extended, message = core.backup_new(self._pool, dest,
         name or "main", pages and math.min(pages, 2 ^ 31 - 1) or -1)
@@ -1508,9 +1523,7 @@ end
 -- DatabaseError (with a `database` field) when opening fails. Python's sqlite3.connect, for
 -- a pool.
 function M.connect(database, options, image)
-    if type(database) ~= "string" then
-        bad_argument("connect", "database", "a string", database)
-    end
+    check_c_string(database, "connect", "database")
     local opts = check_options(options)
     opts.image = image -- sqlite.deserialize's bytes
     local sync = not sched.can_yield()

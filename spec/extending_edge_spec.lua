@@ -1,0 +1,31 @@
+-- Edges of the features that extend SQLite from Lua (functions, aggregates, collations, trace,
+-- on_change, backup, serialize, deserialize) as a demanding user meets them: strings SQLite
+-- takes as C strings, and what the README says of each feature's limits.
+local sqlite = require "pasyn_sqlite"
+local support = require "support"
+
+describe("extending SQLite from Lua, at the edges", function()
+    it("refuses a NUL byte in a path or a name that SQLite takes as a C string", function()
+        -- SQLite would read only up to the NUL: another file or name than the one written
+        local path = support.temp_path()
+        local cut = path:sub(1, -4) -- what the path would be cut to: no such file appears
+        support.raises("ProgrammingError", sqlite.connect, cut .. "\0.db")
+        assert.is_false(support.exists(cut))
+        support.raises("ProgrammingError", sqlite.connect, ":memory:",
+                       { pragmas = { cache_size = "100\0x" } })
+        local conn = sqlite.connect(":memory:")
+        conn:execute("CREATE TABLE t(x)")
+        local fn = function() return 1 end
+        support.raises("ProgrammingError", conn.create_function, conn, "f\0g", 0, fn)
+        support.raises("ProgrammingError", conn.create_aggregate, conn, "f\0g", 0, fn)
+        support.raises("ProgrammingError", conn.create_collation, conn, "f\0g", fn)
+        support.raises("OperationalError", conn.execute, conn, "SELECT f()") -- none defined
+        support.raises("ProgrammingError", conn.serialize, conn, "main\0x")
+        support.raises("ProgrammingError", conn.backup, conn, cut .. "\0.db")
+        support.raises("ProgrammingError", conn.backup, conn, path, { name = "main\0x" })
+        assert.is_false(support.exists(cut))
+        assert.is_false(support.exists(path))
+        assert.are.equal(1, support.scalar(conn, "SELECT 1")) -- the pool goes on
+        conn:close()
+    end)
+end)
