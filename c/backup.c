@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "pool.h"
 
 struct pasyn_backup {
@@ -100,6 +101,18 @@ static void backup_fail(pasyn_task *t, pasyn_backup *b, int rc)
     task_fail(t, PASYN_ESQLITE, rc & 0xff, rc, msg);
 }
 
+/* Whether the destination's file is the source database's own (the same file by another path,
+ * a link, a URI, or the file of another pool on it): a copy into it would hold the file's
+ * write lock from its first step to its last, and the pool's own writes between steps would
+ * wait for it until their busy_timeout. ":memory:" and temporary databases have no file. */
+static int same_file(sqlite3 *src, const char *name, sqlite3 *dest)
+{
+    const char *a = sqlite3_db_filename(src, name), *b = sqlite3_db_filename(dest, "main");
+    struct stat sa, sb;
+    return a && b && *a && *b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
 /* One step of the backup (the first opens the destination and starts it), or the end of an
  * abandoned one. Writer thread. */
 static void backup_step(pasyn_pool *pool, pasyn_task *t)
@@ -122,6 +135,12 @@ static void backup_step(pasyn_pool *pool, pasyn_task *t)
                                  SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI |
                                      SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE,
                                  NULL);
+        if (rc == SQLITE_OK && same_file(src, b->name, b->dest_db)) {
+            task_fail_programming(t, "backup into '%s': that is the source database's own file",
+                                  b->dest);
+            backup_finish(b);
+            return;
+        }
         if (rc == SQLITE_OK) {
             sqlite3_extended_result_codes(b->dest_db, 1);
             sqlite3_busy_timeout(b->dest_db, pool->opts.busy_timeout_ms);

@@ -1390,7 +1390,8 @@ end
 -- writes while it runs, and the writes made meanwhile go into the copy too (its source is
 -- the writer's own connection), so it never starts over and ends with the database as it was
 -- at its last step. Not inside the caller's own transaction (OperationalError, "locked").
--- Raises ProgrammingError for bad arguments (a target that is this connection),
+-- Raises ProgrammingError for bad arguments (a target that is this connection, or the
+-- source database's own file by another path or pool),
 -- OperationalError for a target Connection opened readonly, OperationalError /
 -- DatabaseError for SQLite's errors (the message names the target),
 -- ConnectionClosedError / PoolClosedError. As Python's Connection.backup.
