@@ -28,4 +28,20 @@ describe("extending SQLite from Lua, at the edges", function()
         assert.are.equal(1, support.scalar(conn, "SELECT 1")) -- the pool goes on
         conn:close()
     end)
+
+    it("refuses an aggregate as a window function, as SQLite does without xInverse", function()
+        local conn = sqlite.connect(":memory:")
+        conn:execute("CREATE TABLE t(x)")
+        conn:executemany("INSERT INTO t VALUES (?)", { { 1 }, { 2 }, { 3 } })
+        conn:create_aggregate("total_of", 1, function()
+            return { s = 0, step = function(o, v) o.s = o.s + v end,
+                     finalize = function(o) return o.s end }
+        end)
+        assert.are.equal(6, support.scalar(conn, "SELECT total_of(x) FROM t"))
+        local err = support.raises("OperationalError", conn.execute, conn,
+                                   "SELECT total_of(x) OVER (ORDER BY x) FROM t")
+        assert.matches("may not be used as a window function", err.message)
+        assert.are.equal(6, support.scalar(conn, "SELECT total_of(x) FROM t"))
+        conn:close()
+    end)
 end)
