@@ -335,7 +335,8 @@ pasyn_call *pasyn_call_next(const pasyn_call *c);
 /* enum pasyn_call_op, and the id the function was defined with. */
 int pasyn_call_op(const pasyn_call *c);
 uint64_t pasyn_call_id(const pasyn_call *c);
-/* Aggregates: the group's context, a non-zero number the pool never reuses, the same for
+/* Aggregates: the group's context, a non-zero number never reused among the calls of one hub
+ * (of every pool that delivers to it: a host keeps their groups apart by it), the same for
  * every STEP of one group and its FINAL; *first (may be NULL) is 1 on the group's first STEP.
  * A FINAL with context 0 ends a group that had no rows (an aggregate over an empty input).
  * When a STEP fails, no FINAL comes for its context: the host forgets the group then. */

@@ -29,6 +29,39 @@ describe("extending SQLite from Lua, at the edges", function()
         conn:close()
     end)
 
+    it("keeps the groups of aggregates of several pools apart while they run at once", function()
+        -- Each pool numbers its groups; the groups of every pool of a Lua state are served in
+        -- one place, so the numbers must not meet.
+        local conns, results = {}, {}
+        for p = 1, 3 do
+            local conn = sqlite.connect(":memory:")
+            conn:execute("CREATE TABLE t(k, v)")
+            conn:execute([[WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c
+                           WHERE i < 3000) INSERT INTO t SELECT i % 4, i FROM c]])
+            conn:create_aggregate("tagged_sum", 1, function()
+                return { s = 0, step = function(o, v) o.s = o.s + v end,
+                         finalize = function(o) return p * 100000000 + o.s end }
+            end)
+            conns[p] = conn
+        end
+        sqlite.run(function()
+            for p = 1, 3 do
+                sqlite.spawn(function()
+                    results[p] = conns[p]:execute(
+                        "SELECT k, tagged_sum(v) FROM t GROUP BY k ORDER BY k"):fetchall()
+                end)
+            end
+        end)
+        for p = 1, 3 do
+            local want = {}
+            for r in conns[p]:execute("SELECT k, sum(v) FROM t GROUP BY k ORDER BY k"):rows() do
+                want[#want + 1] = { r[1], p * 100000000 + r[2], n = 2 }
+            end
+            assert.are.same(want, results[p])
+            conns[p]:close()
+        end
+    end)
+
     it("refuses an aggregate as a window function, as SQLite does without xInverse", function()
         local conn = sqlite.connect(":memory:")
         conn:execute("CREATE TABLE t(x)")
