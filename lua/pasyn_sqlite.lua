@@ -1275,9 +1275,10 @@ function Connection:create_collation(name, fn)
     define(self, "conn:create_collation", name, 2, core.COLLATION, fn)
 end
 
--- Checks the hook argument of conn:trace / conn:on_change: a function or nil.
+-- Checks the hook argument of conn:trace / conn:on_change: a function (or a callable value,
+-- as create_function takes) or nil.
 local function check_hook(fn, where)
-    if fn ~= nil and type(fn) ~= "function" then
+    if fn ~= nil and not callable(fn) then
         bad_argument(where, "fn", "a function or nil", fn)
     end
 end
@@ -1290,8 +1291,9 @@ end
 -- of its threads, once it has finished (succeeded or failed): sql is its text with the
 -- parameters bound (SQLite's sqlite3_expanded_sql), seconds its run time as SQLite measured it
 -- (sqlite3_trace_v2, SQLITE_TRACE_PROFILE: nanoseconds, given in seconds). fn = nil removes
--- it. Calls come on the Lua side, never on a worker: with the statement's completion, before
--- the coroutine that waits for it goes on (README, "conn:trace"); fn must not yield, and an
+-- it (fn may be any callable value). Calls come on the Lua side, never on a worker: with the
+-- statement's completion, before the coroutine that waits for it goes on (README,
+-- "conn:trace"); fn must not yield, and an
 -- error it raises is written to stderr, the statement's result unchanged. Statements
 -- submitted before the call may go untraced; the pool's own (group commit's BEGIN/COMMIT,
 -- savepoints of executemany, schema lookups) are not reported, nor is a streamed result
@@ -1320,8 +1322,9 @@ local ON_CHANGE_MAX = 1000000
 -- whole number >= 1) the rest are counted, not kept, and fn("overflow", nil, nil, count) comes
 -- once after the ones kept. What SQLite's update hook does not report is not reported
 -- (README, "conn:on_change": WITHOUT ROWID tables, REPLACE's deletes, DELETE without WHERE).
--- fn = nil removes it. Calls come on the Lua side as for conn:trace (never on a worker, before
--- the committing coroutine goes on; fn must not yield; its error goes to stderr). Takes
+-- fn may be any callable value; nil removes it. Calls come on the Lua side as for conn:trace
+-- (never on a worker, before the committing coroutine goes on; fn must not yield; its error
+-- goes to stderr). Takes
 -- effect from the writer's next transaction. Raises ProgrammingError for a bad argument,
 -- ConnectionClosedError / PoolClosedError. Unlike lsqlite3's update_hook and Python's (none),
 -- which report inside the transaction.
@@ -1383,7 +1386,7 @@ end
 -- Connection (its database is replaced; its own writes wait for the backup, as for any
 -- other process's lock, and fail after its busy_timeout). opts (a table, all optional):
 -- pages (whole number >= 1: pages copied per step; default all at once), progress (a
--- function(remaining, total) called after each step with the pages left and the page count,
+-- function(remaining, total), or a callable value, called after each step with the pages left and the page count,
 -- in the caller's coroutine: an error it raises ends the backup, which is left unfinished,
 -- and goes on up), name (the database to copy: "main" by default, "temp", an attached one).
 -- Each step runs on the writer, between other statements: the pool keeps serving reads and
@@ -1422,7 +1425,7 @@ function Connection:backup(target, opts)
     if pages ~= nil and not (type(pages) == "number" and pages >= 1 and pages % 1 == 0) then
         bad_argument("conn:backup", "opts.pages", "nil or a whole number >= 1", pages)
     end
-    if progress ~= nil and type(progress) ~= "function" then
+    if progress ~= nil and not callable(progress) then
         bad_argument("conn:backup", "opts.progress", "nil or a function", progress)
     end
     if name ~= nil then
