@@ -1388,7 +1388,8 @@ end
 -- pages (whole number >= 1: pages copied per step; default all at once), progress (a
 -- function(remaining, total), or a callable value, called after each step with the pages
 -- left and the page count, in the caller's coroutine: an error it raises ends the backup,
--- which is left unfinished, and goes on up), name (the database to copy: "main" by default, "temp", an attached one).
+-- which is left unfinished, and goes on up), name (the database to copy: "main" by default,
+-- "temp", an attached one).
 -- Each step runs on the writer, between other statements: the pool keeps serving reads and
 -- writes while it runs, and the writes made meanwhile go into the copy too (its source is
 -- the writer's own connection), so it never starts over and ends with the database as it was
