@@ -247,6 +247,7 @@ local function open_conn(database, options)
     options.busy_timeout = options.busy_timeout or 50
     local conn = sqlite.connect(database or state.path, options)
     if database == ":memory:" then
+        state.memory[conn] = true
         pcall(conn.executescript, conn, SCHEMA)
     end
     return conn
@@ -506,7 +507,9 @@ ops = {
     end,
     copy = function(conn)
         -- serialize, deserialize and backup, good and bad. Every pool of the run but the
-        -- ":memory:" ones is on the run's file: a backup into one of them is refused.
+        -- ":memory:" ones is on the run's file: a backup from one of them into another is
+        -- refused (the same file); one that would replace the run's file (from a ":memory:"
+        -- pool, or of another database than main) is not made.
         local how = rnd(1, 4)
         if how == 1 then
             call("serialize", conn.serialize, conn, pick({ nil, "main", "temp", "aux", "nope", 5 }))
@@ -522,12 +525,16 @@ ops = {
                 c:close()
             end)
         else
-            local dest = pick({ state.path .. "-copy", some_conn(), ":memory:", "/nonexistent/x.db", 5 })
             local opts = pick({ nil, { pages = pick({ 1, 5, 0, "x" }) }, { name = pick({ "temp", "nope" }) },
                                 { pages = 2, progress = function()
                                     if chance(0.2) then error(OWN, 0) end
                                     sqlite.sleep(0)
                                 end } })
+            local dest = pick({ state.path .. "-copy", some_conn(), ":memory:", "/nonexistent/x.db", 5 })
+            if type(dest) == "table" and not state.memory[dest] and (state.memory[conn] or
+                                                                      (opts and opts.name)) then
+                dest = state.path .. "-copy"
+            end
             call("backup", conn.backup, conn, dest, opts)
         end
     end,
@@ -681,6 +688,7 @@ function M.run(opts)
     local path = os.tmpname()
     state = { seed = seed, path = path, conns = {}, cursors = {}, failures = {}, calls = 0, own = 0,
               kinds = {}, running = {}, trace = opts.trace, log = opts.log,
+              memory = setmetatable({}, { __mode = "k" }), -- the ":memory:" pools
               names = setmetatable({}, { __mode = "k" }), max_calls = opts.calls or math.huge }
     local names = {}
     for n in pairs(WEIGHTS) do
