@@ -357,6 +357,18 @@ void hooks_task_done(pasyn_pool *pool, pasyn_task *t)
     }
 }
 
+int hooks_batch_full(pasyn_pool *pool)
+{
+    const change_log *log = pool->writer.conn.changes;
+    return log && (log->dropped > 0 || log->n >= log->max);
+}
+
+int hooks_batch_overflowed(pasyn_pool *pool)
+{
+    const change_log *log = pool->writer.conn.changes;
+    return log && log->task_n > 0 && log->dropped > log->task_dropped;
+}
+
 void hooks_batch_end(pasyn_pool *pool, pasyn_task **batch, int n, int committed)
 {
     conn *c = &pool->writer.conn;

@@ -223,6 +223,44 @@ describe("conn:on_change", function()
         conn:close()
     end)
 
+    it("group commit: bounds each member's events as if it ran alone", function()
+        -- max_events bounds a transaction; an autocommit write committed in a group commit is
+        -- a transaction of its own for the bound, as it would be alone
+        local conn = open()
+        local seen, fn = recorder()
+        local runs = 0
+        sqlite.run(function()
+            conn:execute("BEGIN IMMEDIATE")
+            conn:on_change(fn, 2)
+            conn:trace(function(sql)
+                runs = runs + (sql:match("^INSERT") and 1 or 0)
+            end)
+            local joins = {}
+            for k = 1, 6 do
+                joins[k] = sqlite.spawn(conn.execute, conn, "INSERT INTO t VALUES (?, ?)", k,
+                                        "v" .. k)
+                if k == 1 then -- three rows: alone, its first two and a notice of one more
+                    joins[7] = sqlite.spawn(conn.execute, conn,
+                                            "INSERT INTO t VALUES (7, 'v7'), (8, 'v8'), (9, 'v9')")
+                end
+            end
+            sqlite.sleep(0) -- each spawned coroutine submits its write and waits
+            conn:execute("ROLLBACK")
+            for k = 1, 7 do
+                joins[k]:join()
+            end
+        end)
+        table.sort(seen)
+        assert.are.same({ "insert main t 1", "insert main t 2", "insert main t 3",
+                          "insert main t 4", "insert main t 5", "insert main t 6",
+                          "insert main t 7", "insert main t 8", "overflow nil nil 1" }, seen)
+        -- A member that loses changes to the bound rolls its batch back, and the batch's
+        -- statements run again alone (traced twice): the first batch's two. A batch ends once
+        -- the bound is reached, so no other batch does.
+        assert.are.equal(9, runs)
+        conn:close()
+    end)
+
     it("bounds a transaction's events with one overflow notice, and stops with nil", function()
         local conn = open()
         local seen, fn = recorder()
