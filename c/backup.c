@@ -101,16 +101,32 @@ static void backup_fail(pasyn_task *t, pasyn_backup *b, int rc)
     task_fail(t, PASYN_ESQLITE, rc & 0xff, rc, msg);
 }
 
-/* Whether the destination's file is the source database's own (the same file by another path,
- * a link, a URI, or the file of another pool on it): a copy into it would hold the file's
- * write lock from its first step to its last, and the pool's own writes between steps would
- * wait for it until their busy_timeout. ":memory:" and temporary databases have no file. */
+/* Whether the file `path` is the file `b` (stat'ed): by another path, a link, a URI's. */
+static int is_file(const char *path, const struct stat *b)
+{
+    struct stat a;
+    return path && *path && stat(path, &a) == 0 && a.st_dev == b->st_dev && a.st_ino == b->st_ino;
+}
+
+/* Whether the destination's file is one of the source connection's own databases (the one
+ * copied, or another attached there; reached by another path, a link, a URI, or the file of
+ * another pool on it): a copy into it would hold the file's write lock from its first step to
+ * its last, and the pool's own writes between steps would wait for it until their
+ * busy_timeout. ":memory:" and temporary databases have no file. */
 static int same_file(sqlite3 *src, const char *name, sqlite3 *dest)
 {
-    const char *a = sqlite3_db_filename(src, name), *b = sqlite3_db_filename(dest, "main");
-    struct stat sa, sb;
-    return a && b && *a && *b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-           sa.st_ino == sb.st_ino;
+    const char *b = sqlite3_db_filename(dest, "main");
+    struct stat sb;
+    if (!b || !*b || stat(b, &sb) != 0)
+        return 0;
+    if (is_file(sqlite3_db_filename(src, name), &sb))
+        return 1;
+#if SQLITE_VERSION_NUMBER >= 3039000 /* sqlite3_db_name */
+    for (int i = 0; sqlite3_db_name(src, i); i++)
+        if (is_file(sqlite3_db_filename(src, sqlite3_db_name(src, i)), &sb))
+            return 1;
+#endif
+    return 0;
 }
 
 /* One step of the backup (the first opens the destination and starts it), or the end of an
@@ -136,7 +152,9 @@ static void backup_step(pasyn_pool *pool, pasyn_task *t)
                                      SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE,
                                  NULL);
         if (rc == SQLITE_OK && same_file(src, b->name, b->dest_db)) {
-            task_fail_programming(t, "backup into '%s': that is the source database's own file",
+            task_fail_programming(t,
+                                  "backup into '%s': that is the source database's own file "
+                                  "(or the file of a database attached to it)",
                                   b->dest);
             backup_finish(b);
             return;

@@ -171,6 +171,8 @@ describe("conn:backup", function()
         conn:execute("ATTACH ? AS aux", other)
         conn:execute("CREATE TABLE aux.t(x)")
         support.raises("ProgrammingError", conn.backup, conn, other, { name = "aux" })
+        support.raises("ProgrammingError", conn.backup, conn, other) -- main into aux's file
+        conn:execute("INSERT INTO aux.t VALUES (1)") -- no lock left
         conn:close()
         cleanup()
         support.remove_db(other)
