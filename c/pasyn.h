@@ -422,8 +422,8 @@ const unsigned char *pasyn_task_bytes(const pasyn_task *t, size_t *len);
  * copies the last page ends it. Writes the pool makes between steps go into the copy too (the
  * source is the writer's own connection), so it never restarts, and ends as the database was at
  * its last step. Not from inside the caller's own transaction (SQLITE_BUSY at once), nor into
- * the source database's own file (the first step fails with PASYN_EPROGRAMMING: the copy would
- * hold its write lock across steps). A step that fails ends the backup; its task says why
+ * the file of one of the writer's databases, the one copied or another attached (the first
+ * step fails with PASYN_EPROGRAMMING: the copy would hold its write lock across steps). A step that fails ends the backup; its task says why
  * (PASYN_ESQLITE, the message naming dest). NULL when out of memory. Any thread. */
 pasyn_backup *pasyn_backup_new(const char *dest, const char *name, int pages);
 void pasyn_task_set_backup(pasyn_task *t, pasyn_backup *b);
