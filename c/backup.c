@@ -222,6 +222,12 @@ static void serialize(pasyn_pool *pool, pasyn_task *t)
         task_fail_nomem(t);
         return;
     }
+    /* The file format bytes (fileformat2.html, offsets 18 and 19): 2 in a WAL database, as the
+     * pool's are. SQLite's in-memory database cannot open a WAL image (sqlite3_deserialize:
+     * "unable to open database file"), so the copy says 1, as a file does after
+     * journal_mode=DELETE; the pages are the same, and a pool opened on it sets WAL again. */
+    if (p && size >= 100 && memcmp(p, "SQLite format 3", 16) == 0 && p[18] == 2 && p[19] == 2)
+        p[18] = p[19] = 1;
     t->bytes = p;
     t->bytes_len = (size_t)size;
 }

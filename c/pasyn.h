@@ -411,7 +411,8 @@ void pasyn_task_change(const pasyn_task *t, size_t i, pasyn_change *out);
 
 /* The bytes a completed PASYN_SERIALIZE task holds, owned by the task: the database file's
  * content, as one connection (the writer's, with its transaction if the task's owner holds
- * one) sees it. "" and *len 0 for other tasks. */
+ * one) sees it, its file format bytes (18 and 19) set to 1 where WAL's 2 were (an in-memory
+ * SQLite, sqlite3_deserialize, cannot open a WAL image). "" and *len 0 for other tasks. */
 const unsigned char *pasyn_task_bytes(const pasyn_task *t, size_t *len);
 
 /* An online backup (backup.html) of the pool's database `name` (NULL or "": "main"; "temp",

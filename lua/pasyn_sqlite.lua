@@ -1364,9 +1364,11 @@ end
 
 -- conn:serialize([name]) -> the database `name` ("main" by default; "temp" or an attached
 -- one) as a string of bytes: the content of its file, as SQLite's sqlite3_serialize gives it
--- (c3ref/serialize.html), which sqlite.deserialize (or any SQLite) opens. Runs on the writer,
--- which holds the attached and TEMP databases: the caller's own open transaction is in it,
--- another coroutine's is waited for, as for a write. Raises OperationalError for an unknown
+-- (c3ref/serialize.html), in rollback-journal format (bytes 18 and 19 are 1, not WAL's 2: an
+-- in-memory SQLite cannot open a WAL image), which sqlite.deserialize (or any SQLite) opens.
+-- Runs on the writer, which holds the attached and TEMP databases: the caller's own open
+-- transaction is in it, another coroutine's is waited for, as for a write. Raises
+-- OperationalError for an unknown
 -- name, ProgrammingError for a name that is not a string, ConnectionClosedError /
 -- PoolClosedError. As Python's Connection.serialize.
 function Connection:serialize(name)
