@@ -261,6 +261,27 @@ describe("conn:on_change", function()
         conn:close()
     end)
 
+    it("gives a rowid beyond 2^53 as the connection's integers option says", function()
+        -- as cur.lastrowid does: exact on Lua 5.3+; on LuaJIT a string or an int64_t box when
+        -- the option asks for one
+        local modes = { "number", "string" }
+        if jit and pcall(require, "ffi") then -- luacheck: ignore jit
+            modes[3] = "int64"
+        end
+        for _, mode in ipairs(modes) do
+            local conn = open({ integers = mode })
+            local got
+            conn:on_change(function(_, _, _, rowid) got = rowid end)
+            local cur = conn:execute("INSERT INTO t VALUES (9007199254740993, 'big')")
+            assert.are.equal(tostring(cur.lastrowid), tostring(got))
+            assert.are.equal(type(cur.lastrowid), type(got))
+            if mode ~= "number" or math.type then
+                assert.matches("^9007199254740993", tostring(got))
+            end
+            conn:close()
+        end
+    end)
+
     it("bounds a transaction's events with one overflow notice, and stops with nil", function()
         local conn = open()
         local seen, fn = recorder()

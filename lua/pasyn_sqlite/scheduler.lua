@@ -84,7 +84,7 @@ end
 -- on: in dispatch, in the order completions arrive, which for on_change is the order of the
 -- COMMITs; or after a blocking wait.
 local function run_hooks(gate, task)
-    local err = core.deliver(task, gate.on_change, gate.trace)
+    local err = core.deliver(task, gate.on_change, gate.trace, gate.pool)
     if err ~= nil then
         hook_failed(err)
     end
