@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "pool.h"
 
 struct pasyn_backup {
@@ -100,6 +101,34 @@ static void backup_fail(pasyn_task *t, pasyn_backup *b, int rc)
     task_fail(t, PASYN_ESQLITE, rc & 0xff, rc, msg);
 }
 
+/* Whether the file `path` is the file `b` (stat'ed): by another path, a link, a URI's. */
+static int is_file(const char *path, const struct stat *b)
+{
+    struct stat a;
+    return path && *path && stat(path, &a) == 0 && a.st_dev == b->st_dev && a.st_ino == b->st_ino;
+}
+
+/* Whether the destination's file is one of the source connection's own databases (the one
+ * copied, or another attached there; reached by another path, a link, a URI, or the file of
+ * another pool on it): a copy into it would hold the file's write lock from its first step to
+ * its last, and the pool's own writes between steps would wait for it until their
+ * busy_timeout. ":memory:" and temporary databases have no file. */
+static int same_file(sqlite3 *src, const char *name, sqlite3 *dest)
+{
+    const char *b = sqlite3_db_filename(dest, "main");
+    struct stat sb;
+    if (!b || !*b || stat(b, &sb) != 0)
+        return 0;
+    if (is_file(sqlite3_db_filename(src, name), &sb))
+        return 1;
+#if SQLITE_VERSION_NUMBER >= 3039000 /* sqlite3_db_name */
+    for (int i = 0; sqlite3_db_name(src, i); i++)
+        if (is_file(sqlite3_db_filename(src, sqlite3_db_name(src, i)), &sb))
+            return 1;
+#endif
+    return 0;
+}
+
 /* One step of the backup (the first opens the destination and starts it), or the end of an
  * abandoned one. Writer thread. */
 static void backup_step(pasyn_pool *pool, pasyn_task *t)
@@ -122,6 +151,14 @@ static void backup_step(pasyn_pool *pool, pasyn_task *t)
                                  SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI |
                                      SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE,
                                  NULL);
+        if (rc == SQLITE_OK && same_file(src, b->name, b->dest_db)) {
+            task_fail_programming(t,
+                                  "backup into '%s': that is the source database's own file "
+                                  "(or the file of a database attached to it)",
+                                  b->dest);
+            backup_finish(b);
+            return;
+        }
         if (rc == SQLITE_OK) {
             sqlite3_extended_result_codes(b->dest_db, 1);
             sqlite3_busy_timeout(b->dest_db, pool->opts.busy_timeout_ms);
@@ -185,6 +222,12 @@ static void serialize(pasyn_pool *pool, pasyn_task *t)
         task_fail_nomem(t);
         return;
     }
+    /* The file format bytes (fileformat2.html, offsets 18 and 19): 2 in a WAL database, as the
+     * pool's are. SQLite's in-memory database cannot open a WAL image (sqlite3_deserialize:
+     * "unable to open database file"), so the copy says 1, as a file does after
+     * journal_mode=DELETE; the pages are the same, and a pool opened on it sets WAL again. */
+    if (p && size >= 100 && memcmp(p, "SQLite format 3", 16) == 0 && p[18] == 2 && p[19] == 2)
+        p[18] = p[19] = 1;
     t->bytes = p;
     t->bytes_len = (size_t)size;
 }

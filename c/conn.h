@@ -69,10 +69,9 @@ typedef struct fn_registry {
     pthread_mutex_t mu; /* guards log, n, cap */
     fn_spec *log;
     size_t n, cap;
-    _Atomic size_t gen;       /* n, readable without the lock */
-    _Atomic uint64_t context; /* the last aggregate context handed out */
-    int refused;              /* under hub->mu: the host answers no more calls */
-    pasyn_hub *hub;           /* where calls go */
+    _Atomic size_t gen; /* n, readable without the lock */
+    int refused;        /* under hub->mu: the host answers no more calls */
+    pasyn_hub *hub;     /* where calls go (its agg_context numbers aggregate groups) */
 } fn_registry;
 
 void fn_registry_init(fn_registry *fs, pasyn_hub *hub);

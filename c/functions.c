@@ -287,7 +287,7 @@ static void on_call(sqlite3_context *ctx, int argc, sqlite3_value **argv, int op
     if (agg) {
         c.first = agg->context == 0;
         if (c.first)
-            agg->context = atomic_fetch_add(&e->fs->context, 1) + 1;
+            agg->context = atomic_fetch_add(&e->fs->hub->agg_context, 1) + 1;
         c.context = agg->context;
     }
     call_host(e->fs, &c);

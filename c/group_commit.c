@@ -167,6 +167,7 @@ static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
     conn *c = &pool->writer.conn;
     uint64_t cap = conn_busy_deadline(c, first);
     conn_busy_cap(c, cap);
+    hooks_follow(pool); /* on_change set since the last task: this transaction is logged */
     if (batch_exec(pool, BATCH_BEGIN) != SQLITE_OK) {
         batch_undo(pool);
         conn_busy_cap(c, 0);
@@ -179,14 +180,16 @@ static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
         batch[n++] = t;
         writer_run_task(pool, t);
         /* The statement ended the whole transaction, or it must meet a COMMIT of its own, or
-         * it met a lock: alone, it may wait longer. */
-        if (sqlite3_get_autocommit(db) || defers_violation(db) || met_lock(t)) {
+         * it met a lock: alone, it may wait longer; or on_change's bound dropped changes of
+         * it that it would keep alone. */
+        if (sqlite3_get_autocommit(db) || defers_violation(db) || met_lock(t) ||
+            hooks_batch_overflowed(pool)) {
             broken = 1;
             break;
         }
         if (n == cap_n || !(t = batch_next(pool, expect, pushed_at_start)))
             break;
-        if (!joins_batch(pool, t)) {
+        if (!joins_batch(pool, t) || hooks_batch_full(pool)) {
             next = t;
             break;
         }

@@ -308,7 +308,7 @@ static int take_committed(conn *c, pasyn_task *t)
     return 1;
 }
 
-void hooks_task_start(pasyn_pool *pool, pasyn_task *t)
+void hooks_follow(pasyn_pool *pool)
 {
     conn *c = &pool->writer.conn;
     size_t want = atomic_load_explicit(&pool->on_change, memory_order_relaxed);
@@ -324,10 +324,16 @@ void hooks_task_start(pasyn_pool *pool, pasyn_task *t)
             hooks_close(c);
         }
     }
-    change_log *log = c->changes;
+    if (c->changes && want)
+        c->changes->max = want;
+}
+
+void hooks_task_start(pasyn_pool *pool, pasyn_task *t)
+{
+    hooks_follow(pool);
+    change_log *log = pool->writer.conn.changes;
     if (!log)
         return;
-    log->max = want ? want : log->max;
     log->task_n = log->n;
     log->task_dropped = log->dropped;
     if (t->events)
@@ -349,6 +355,18 @@ void hooks_task_done(pasyn_pool *pool, pasyn_task *t)
             e->dropped_to = log->dropped;
         }
     }
+}
+
+int hooks_batch_full(pasyn_pool *pool)
+{
+    const change_log *log = pool->writer.conn.changes;
+    return log && (log->dropped > 0 || log->n >= log->max);
+}
+
+int hooks_batch_overflowed(pasyn_pool *pool)
+{
+    const change_log *log = pool->writer.conn.changes;
+    return log && log->task_n > 0 && log->dropped > log->task_dropped;
 }
 
 void hooks_batch_end(pasyn_pool *pool, pasyn_task **batch, int n, int committed)

@@ -118,6 +118,9 @@ struct pasyn_hub {
     pasyn_call *calls, *calls_tail; /* under mu: calls of SQL functions waiting for the host
                                        (functions.c); they keep `pending` set too */
     _Atomic int calling;            /* calls != NULL, readable without the lock */
+    /* The last aggregate group context handed out, for every pool whose calls come here: the
+     * host keeps the groups of all of them by context (functions.c). */
+    _Atomic uint64_t agg_context;
     char lpath[sizeof((struct sockaddr_un *)0)->sun_path]; /* its path, "" when none */
 };
 

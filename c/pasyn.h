@@ -373,7 +373,8 @@ pasyn_call *pasyn_call_next(const pasyn_call *c);
 /* enum pasyn_call_op, and the id the function was defined with. */
 int pasyn_call_op(const pasyn_call *c);
 uint64_t pasyn_call_id(const pasyn_call *c);
-/* Aggregates: the group's context, a non-zero number the pool never reuses, the same for
+/* Aggregates: the group's context, a non-zero number never reused among the calls of one hub
+ * (of every pool that delivers to it: a host keeps their groups apart by it), the same for
  * every STEP of one group and its FINAL; *first (may be NULL) is 1 on the group's first STEP.
  * A FINAL with context 0 ends a group that had no rows (an aggregate over an empty input).
  * When a STEP fails, no FINAL comes for its context: the host forgets the group then. */
@@ -448,7 +449,8 @@ void pasyn_task_change(const pasyn_task *t, size_t i, pasyn_change *out);
 
 /* The bytes a completed PASYN_SERIALIZE task holds, owned by the task: the database file's
  * content, as one connection (the writer's, with its transaction if the task's owner holds
- * one) sees it. "" and *len 0 for other tasks. */
+ * one) sees it, its file format bytes (18 and 19) set to 1 where WAL's 2 were (an in-memory
+ * SQLite, sqlite3_deserialize, cannot open a WAL image). "" and *len 0 for other tasks. */
 const unsigned char *pasyn_task_bytes(const pasyn_task *t, size_t *len);
 
 /* An online backup (backup.html) of the pool's database `name` (NULL or "": "main"; "temp",
@@ -458,9 +460,10 @@ const unsigned char *pasyn_task_bytes(const pasyn_task *t, size_t *len);
  * writer, between other tasks: the first opens `dest` and starts the copy, and the step that
  * copies the last page ends it. Writes the pool makes between steps go into the copy too (the
  * source is the writer's own connection), so it never restarts, and ends as the database was at
- * its last step. Not from inside the caller's own transaction (SQLITE_BUSY at once). A step that
- * fails ends the backup; its task says why (PASYN_ESQLITE, the message naming dest). NULL when
- * out of memory. Any thread. */
+ * its last step. Not from inside the caller's own transaction (SQLITE_BUSY at once), nor into
+ * the file of one of the writer's databases, the one copied or another attached (the first
+ * step fails with PASYN_EPROGRAMMING: the copy would hold its write lock across steps). A step that fails ends the backup; its task says why
+ * (PASYN_ESQLITE, the message naming dest). NULL when out of memory. Any thread. */
 pasyn_backup *pasyn_backup_new(const char *dest, const char *name, int pages);
 void pasyn_task_set_backup(pasyn_task *t, pasyn_backup *b);
 /* After a step's task completed: pages left to copy and the source's page count as of that

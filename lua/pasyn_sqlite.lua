@@ -289,6 +289,8 @@ local function check_options(options)
             value = value and "ON" or "OFF"
         elseif t ~= "string" and t ~= "number" then
             raise("ProgrammingError", "connect: pragma '" .. name .. "' needs a string, number or boolean")
+        elseif t == "string" and value:find("\0", 1, true) then -- (check_c_string)
+            raise("ProgrammingError", "connect: the value of pragma '" .. name .. "' holds a NUL byte")
         end
         pragmas[#pragmas + 1] = name
         pragmas[#pragmas + 1] = tostring(value)
@@ -358,6 +360,18 @@ end
 local function check_string(v, where, name)
     if type(v) ~= "string" then
         bad_argument(where, name, "a string", v)
+    end
+end
+
+-- The check of a string that SQLite takes as a C string (a path, a database or function
+-- name): a NUL byte would end it there, and another file or name than the one written would
+-- be used, so it is refused (Python's sqlite3 raises ValueError, "embedded null character").
+local function check_c_string(v, where, name)
+    check_string(v, where, name)
+    local at = v:find("\0", 1, true)
+    if at then
+        error(errors.new("ProgrammingError", where .. ": argument '" .. name ..
+                         "' holds a NUL byte (at byte " .. at .. ")"), 3)
     end
 end
 
@@ -1238,7 +1252,7 @@ end
 
 local function define(conn, where, name, nargs, flags, fn)
     check_self(conn, Connection, where)
-    check_string(name, where, "name")
+    check_c_string(name, where, "name")
     if type(nargs) ~= "number" or nargs ~= math.floor(nargs) or nargs < -1 or nargs > 127 then
         bad_argument(where, "nargs", "a whole number from -1 (any) to 127", nargs)
     end
@@ -1295,9 +1309,10 @@ function Connection:create_collation(name, fn)
     define(self, "conn:create_collation", name, 2, core.COLLATION, fn)
 end
 
--- Checks the hook argument of conn:trace / conn:on_change: a function or nil.
+-- Checks the hook argument of conn:trace / conn:on_change: a function (or a callable value,
+-- as create_function takes) or nil.
 local function check_hook(fn, where)
-    if fn ~= nil and type(fn) ~= "function" then
+    if fn ~= nil and not callable(fn) then
         bad_argument(where, "fn", "a function or nil", fn)
     end
 end
@@ -1310,8 +1325,9 @@ end
 -- of its threads, once it has finished (succeeded or failed): sql is its text with the
 -- parameters bound (SQLite's sqlite3_expanded_sql), seconds its run time as SQLite measured it
 -- (sqlite3_trace_v2, SQLITE_TRACE_PROFILE: nanoseconds, given in seconds). fn = nil removes
--- it. Calls come on the Lua side, never on a worker: with the statement's completion, before
--- the coroutine that waits for it goes on (README, "conn:trace"); fn must not yield, and an
+-- it (fn may be any callable value). Calls come on the Lua side, never on a worker: with the
+-- statement's completion, before the coroutine that waits for it goes on (README,
+-- "conn:trace"); fn must not yield, and an
 -- error it raises is written to stderr, the statement's result unchanged. Statements
 -- submitted before the call may go untraced; the pool's own (group commit's BEGIN/COMMIT,
 -- savepoints of executemany, schema lookups) are not reported, nor is a streamed result
@@ -1340,8 +1356,9 @@ local ON_CHANGE_MAX = 1000000
 -- whole number >= 1) the rest are counted, not kept, and fn("overflow", nil, nil, count) comes
 -- once after the ones kept. What SQLite's update hook does not report is not reported
 -- (README, "conn:on_change": WITHOUT ROWID tables, REPLACE's deletes, DELETE without WHERE).
--- fn = nil removes it. Calls come on the Lua side as for conn:trace (never on a worker, before
--- the committing coroutine goes on; fn must not yield; its error goes to stderr). Takes
+-- fn may be any callable value; nil removes it. Calls come on the Lua side as for conn:trace
+-- (never on a worker, before the committing coroutine goes on; fn must not yield; its error
+-- goes to stderr). Takes
 -- effect from the writer's next transaction. Raises ProgrammingError for a bad argument,
 -- ConnectionClosedError / PoolClosedError. Unlike lsqlite3's update_hook and Python's (none),
 -- which report inside the transaction.
@@ -1381,16 +1398,18 @@ end
 
 -- conn:serialize([name]) -> the database `name` ("main" by default; "temp" or an attached
 -- one) as a string of bytes: the content of its file, as SQLite's sqlite3_serialize gives it
--- (c3ref/serialize.html), which sqlite.deserialize (or any SQLite) opens. Runs on the writer,
--- which holds the attached and TEMP databases: the caller's own open transaction is in it,
--- another coroutine's is waited for, as for a write. Raises OperationalError for an unknown
+-- (c3ref/serialize.html), in rollback-journal format (bytes 18 and 19 are 1, not WAL's 2: an
+-- in-memory SQLite cannot open a WAL image), which sqlite.deserialize (or any SQLite) opens.
+-- Runs on the writer, which holds the attached and TEMP databases: the caller's own open
+-- transaction is in it, another coroutine's is waited for, as for a write. Raises
+-- OperationalError for an unknown
 -- name, ProgrammingError for a name that is not a string, ConnectionClosedError /
 -- PoolClosedError. As Python's Connection.serialize.
 function Connection:serialize(name)
     check_self(self, Connection, "conn:serialize")
     check_open(self)
     if name ~= nil then
-        check_string(name, "conn:serialize", "name")
+        check_c_string(name, "conn:serialize", "name")
     end
     local pool = self._pool
     return run_task(self, "serialize", function(id, sync)
@@ -1403,14 +1422,16 @@ end
 -- Connection (its database is replaced; its own writes wait for the backup, as for any
 -- other process's lock, and fail after its busy_timeout). opts (a table, all optional):
 -- pages (whole number >= 1: pages copied per step; default all at once), progress (a
--- function(remaining, total) called after each step with the pages left and the page count,
--- in the caller's coroutine: an error it raises ends the backup, which is left unfinished,
--- and goes on up), name (the database to copy: "main" by default, "temp", an attached one).
+-- function(remaining, total), or a callable value, called after each step with the pages
+-- left and the page count, in the caller's coroutine: an error it raises ends the backup,
+-- which is left unfinished, and goes on up), name (the database to copy: "main" by default,
+-- "temp", an attached one).
 -- Each step runs on the writer, between other statements: the pool keeps serving reads and
 -- writes while it runs, and the writes made meanwhile go into the copy too (its source is
 -- the writer's own connection), so it never starts over and ends with the database as it was
 -- at its last step. Not inside the caller's own transaction (OperationalError, "locked").
--- Raises ProgrammingError for bad arguments (a target that is this connection),
+-- Raises ProgrammingError for bad arguments (a target that is this connection, or the
+-- source database's own file by another path or pool),
 -- OperationalError for a target Connection opened readonly, OperationalError /
 -- DatabaseError for SQLite's errors (the message names the target),
 -- ConnectionClosedError / PoolClosedError. As Python's Connection.backup.
@@ -1419,6 +1440,7 @@ function Connection:backup(target, opts)
     check_open(self)
     local dest
     if type(target) == "string" then
+        check_c_string(target, "conn:backup", "target")
         dest = target
     elseif metatable_of(target) == Connection then
         if target == self then
@@ -1440,11 +1462,11 @@ function Connection:backup(target, opts)
     if pages ~= nil and not (type(pages) == "number" and pages >= 1 and pages % 1 == 0) then
         bad_argument("conn:backup", "opts.pages", "nil or a whole number >= 1", pages)
     end
-    if progress ~= nil and type(progress) ~= "function" then
+    if progress ~= nil and not callable(progress) then
         bad_argument("conn:backup", "opts.progress", "nil or a function", progress)
     end
     if name ~= nil then
-        check_string(name, "conn:backup", "opts.name")
+        check_c_string(name, "conn:backup", "opts.name")
     end
     local backup, class, code, extended, message = core.backup_new(self._pool, dest,
         name or "main", pages and math.min(pages, 2 ^ 31 - 1) or -1)
@@ -1543,9 +1565,7 @@ end
 -- DatabaseError (with a `database` field) when opening fails. Python's sqlite3.connect, for
 -- a pool.
 function M.connect(database, options, image)
-    if type(database) ~= "string" then
-        bad_argument("connect", "database", "a string", database)
-    end
+    check_c_string(database, "connect", "database")
     local opts = check_options(options)
     opts.image = image -- sqlite.deserialize's bytes
     local sync = not sched.can_yield()

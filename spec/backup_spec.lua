@@ -150,6 +150,34 @@ describe("conn:backup", function()
         support.raises("ConnectionClosedError", conn.backup, conn, dest)
     end)
 
+    it("refuses a target that is the source's own file, by path or through another pool", function()
+        -- The copy would hold the file's write lock from its first step to its last: the
+        -- pool's own writes between steps would wait for it, then fail (busy_timeout).
+        local path, cleanup = support.tmpdb()
+        local conn = filled(path, 50)
+        local err = support.raises("ProgrammingError", conn.backup, conn, path, { pages = 1 })
+        assert.matches("own file", err.message)
+        local dir, base = path:match("^(.*)/([^/]+)$")
+        support.raises("ProgrammingError", conn.backup, conn, dir .. "/./" .. base)
+        support.raises("ProgrammingError", conn.backup, conn, "file:" .. path)
+        local second = sqlite.connect(path)
+        support.raises("ProgrammingError", conn.backup, conn, second)
+        support.raises("ProgrammingError", second.backup, second, conn)
+        second:close()
+        conn:execute("INSERT INTO ledger(k, part) VALUES (99, 'after')") -- no lock left
+        assert.are.equal(51, support.scalar(conn, "SELECT count(*) FROM ledger"))
+        -- an attached database's own file, too
+        local other = support.temp_path()
+        conn:execute("ATTACH ? AS aux", other)
+        conn:execute("CREATE TABLE aux.t(x)")
+        support.raises("ProgrammingError", conn.backup, conn, other, { name = "aux" })
+        support.raises("ProgrammingError", conn.backup, conn, other) -- main into aux's file
+        conn:execute("INSERT INTO aux.t VALUES (1)") -- no lock left
+        conn:close()
+        cleanup()
+        support.remove_db(other)
+    end)
+
     it("leaves nothing behind when a coroutine is abandoned between steps", function()
         local before = support.holdings()
         local conn = filled(":memory:", 2000)

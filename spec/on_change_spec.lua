@@ -184,6 +184,104 @@ describe("conn:on_change", function()
         conn:close()
     end)
 
+    it("group commit: reports the members of the first transaction after it is set", function()
+        -- The hook is set while a transaction is open; the writes queued behind it are the
+        -- writer's next transaction, which it runs as one group commit (its BEGIN comes
+        -- before the first member's task).
+        for _ = 1, 3 do
+            local conn = open()
+            local seen, fn = recorder()
+            sqlite.run(function()
+                conn:execute("BEGIN IMMEDIATE")
+                conn:on_change(fn)
+                local joins = {}
+                for k = 1, 4 do
+                    joins[k] = sqlite.spawn(conn.execute, conn, "INSERT INTO t VALUES (?, ?)",
+                                            k, "v" .. k)
+                end
+                sqlite.sleep(0) -- each spawned coroutine submits its write and waits
+                conn:execute("ROLLBACK")
+                for k = 1, 4 do
+                    joins[k]:join()
+                end
+            end)
+            table.sort(seen)
+            assert.are.same({ "insert main t 1", "insert main t 2", "insert main t 3",
+                              "insert main t 4" }, seen)
+            conn:close()
+        end
+        -- and with no transaction before: writes of several coroutines at once, first thing
+        local conn = open()
+        local seen, fn = recorder()
+        conn:on_change(fn)
+        sqlite.run(function()
+            for k = 1, 4 do
+                sqlite.spawn(conn.execute, conn, "INSERT INTO t VALUES (?, ?)", k, "v" .. k)
+            end
+        end)
+        assert.are.equal(4, #seen)
+        conn:close()
+    end)
+
+    it("group commit: bounds each member's events as if it ran alone", function()
+        -- max_events bounds a transaction; an autocommit write committed in a group commit is
+        -- a transaction of its own for the bound, as it would be alone
+        local conn = open()
+        local seen, fn = recorder()
+        local runs = 0
+        sqlite.run(function()
+            conn:execute("BEGIN IMMEDIATE")
+            conn:on_change(fn, 2)
+            conn:trace(function(sql)
+                runs = runs + (sql:match("^INSERT") and 1 or 0)
+            end)
+            local joins = {}
+            for k = 1, 6 do
+                joins[k] = sqlite.spawn(conn.execute, conn, "INSERT INTO t VALUES (?, ?)", k,
+                                        "v" .. k)
+                if k == 1 then -- three rows: alone, its first two and a notice of one more
+                    joins[7] = sqlite.spawn(conn.execute, conn,
+                                            "INSERT INTO t VALUES (7, 'v7'), (8, 'v8'), (9, 'v9')")
+                end
+            end
+            sqlite.sleep(0) -- each spawned coroutine submits its write and waits
+            conn:execute("ROLLBACK")
+            for k = 1, 7 do
+                joins[k]:join()
+            end
+        end)
+        table.sort(seen)
+        assert.are.same({ "insert main t 1", "insert main t 2", "insert main t 3",
+                          "insert main t 4", "insert main t 5", "insert main t 6",
+                          "insert main t 7", "insert main t 8", "overflow nil nil 1" }, seen)
+        -- A member that loses changes to the bound rolls its batch back, and the batch's
+        -- statements run again alone (traced twice): the first batch's two. A batch ends once
+        -- the bound is reached, so no other batch does.
+        assert.are.equal(9, runs)
+        conn:close()
+    end)
+
+    it("gives a rowid beyond 2^53 as the connection's integers option says", function()
+        -- as cur.lastrowid does: exact on Lua 5.3+; on LuaJIT a string or an int64_t box when
+        -- the option asks for one
+        local modes = { "number", "string" }
+        if jit and pcall(require, "ffi") then -- luacheck: ignore jit
+            modes[3] = "int64"
+        end
+        for _, mode in ipairs(modes) do
+            local conn = open({ integers = mode })
+            local got
+            conn:on_change(function(_, _, _, rowid) got = rowid end)
+            local cur = conn:execute("INSERT INTO t VALUES (9007199254740993, 'big')")
+            assert.are.equal(tostring(cur.lastrowid), tostring(got))
+            assert.are.equal(type(cur.lastrowid), type(got))
+            if mode ~= "number" or math.type then
+                assert.matches("^9007199254740993", tostring(got))
+            end
+            conn:close()
+        end
+    end)
+
     it("bounds a transaction's events with one overflow notice, and stops with nil", function()
         local conn = open()
         local seen, fn = recorder()

@@ -35,6 +35,23 @@ describe("conn:serialize and sqlite.deserialize", function()
         conn:close()
     end)
 
+    it("gives an image in rollback-journal format, which sqlite3_deserialize can open", function()
+        -- The pool's file is in WAL (file format bytes 18 and 19 are 2); SQLite's in-memory
+        -- database (sqlite3_deserialize, Python's Connection.deserialize) cannot open a WAL
+        -- image ("unable to open database file"). The copy says 1, as after journal_mode=DELETE.
+        local conn = filled(10)
+        assert.are.equal("wal", support.scalar(conn, "PRAGMA journal_mode"))
+        local bytes = conn:serialize()
+        assert.are.same({ 1, 1 }, { bytes:byte(19, 20) })
+        assert.are.equal("wal", support.scalar(conn, "PRAGMA journal_mode")) -- the pool's own
+        local copy = sqlite.deserialize(bytes)
+        assert.are.equal("wal", support.scalar(copy, "PRAGMA journal_mode"))
+        assert.are.equal(10, support.scalar(copy, "SELECT count(*) FROM t"))
+        assert.are.same({ 1, 1 }, { copy:serialize():byte(19, 20) })
+        copy:close()
+        conn:close()
+    end)
+
     it("serializes what the caller's own transaction holds, and attached databases", function()
         local conn = filled(3)
         conn:execute("BEGIN")

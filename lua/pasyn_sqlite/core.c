@@ -1092,17 +1092,19 @@ static void call_hook(lua_State *L, int fn, int nargs, int first)
     }
 }
 
-/* deliver(task, on_change, trace) -> nil | the first error a hook raised
+/* deliver(task, on_change, trace [, pool]) -> nil | the first error a hook raised
  * Calls the hooks with what a completed task (not yet given to result()) reports: trace(sql,
  * seconds) for each statement it ran, in the order they finished, then on_change(op, db,
  * table, rowid) for each row change it committed, in the order they were made (op "insert",
- * "update" or "delete"), then, when the transaction changed more rows than the bound,
- * on_change("overflow", db, nil, count) once with how many were not reported (db nil). Either
- * function may be nil (not called). A hook's error does not stop the others: the first is
- * returned. The task stays the caller's. Thread: the Lua state's. */
+ * "update" or "delete"; rowid as the pool's integers option gives INTEGERs, as rows do), then,
+ * when the transaction changed more rows than the bound, on_change("overflow", db, nil, count)
+ * once with how many were not reported (db nil). Either function may be nil (not called). A
+ * hook's error does not stop the others: the first is returned. The task stays the caller's.
+ * Thread: the Lua state's. */
 static int l_deliver(lua_State *L)
 {
     pasyn_task *t = check_task(L, 1);
+    int integers = lua_isnoneornil(L, 4) ? INTEGERS_NUMBER : to_pool(L, 4)->integers;
     lua_settop(L, 3);
     lua_pushnil(L); /* 4: the first error */
     if (!lua_isnil(L, 3)) {
@@ -1127,7 +1129,8 @@ static int l_deliver(lua_State *L)
             lua_pushstring(L, ops[ch.op >= 1 && ch.op <= 3 ? ch.op : 0]);
             lua_pushstring(L, ch.db);
             lua_pushstring(L, ch.table);
-            compat_pushint64(L, ch.rowid);
+            pasyn_value rowid = {PASYN_INT, ch.rowid, 0, NULL, 0};
+            push_value(L, &rowid, integers);
             call_hook(L, 2, 4, 4);
         }
         if (dropped) {

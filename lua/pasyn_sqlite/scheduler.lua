@@ -70,9 +70,14 @@ local gate_release -- below
 -- Where an error raised by a hook goes: the statement it reports on has run (and its changes
 -- are committed) whatever the hook does, so the error is not the statement's caller's; it is
 -- written to stderr, as Python's sqlite3 reports an error raised in a callback
--- (sqlite3.enable_callback_tracebacks) and goes on.
+-- (sqlite3.enable_callback_tracebacks) and goes on. An error value that tostring cannot
+-- turn into text (its __tostring raises or gives no string) is named by its type.
 local function hook_failed(err)
-    io.stderr:write("pasyn_sqlite: a trace or on_change hook raised: ", tostring(err), "\n")
+    local ok, text = pcall(tostring, err)
+    if not ok or type(text) ~= "string" then
+        text = "(error object is a " .. type(err) .. " value)"
+    end
+    io.stderr:write("pasyn_sqlite: a trace or on_change hook raised: ", text, "\n")
 end
 
 -- Calls the connection's trace and on_change hooks (gate.trace, gate.on_change, set with
@@ -80,7 +85,7 @@ end
 -- on: in dispatch, in the order completions arrive, which for on_change is the order of the
 -- COMMITs; or after a blocking wait.
 local function run_hooks(gate, task)
-    local err = core.deliver(task, gate.on_change, gate.trace)
+    local err = core.deliver(task, gate.on_change, gate.trace, gate.pool)
     if err ~= nil then
         hook_failed(err)
     end

@@ -2,8 +2,9 @@
 -- seeded random calls over the whole public API (connect and its options; execute,
 -- executemany, executescript with SQL from a small grammar of valid and invalid statements and
 -- parameters of random types and shapes; cursors and their fetches; transaction(fn), commit,
--- rollback, interrupt, close at random moments, timeouts, fields, row shapes; calls from a
--- coroutine the scheduler does not know, which block). It checks that:
+-- rollback, interrupt, close at random moments, timeouts, fields, row shapes; SQL functions,
+-- aggregates and collations in Lua, trace, on_change, serialize, deserialize and backup;
+-- calls from a coroutine the scheduler does not know, which block). It checks that:
 --   - nothing crashes (under make fuzz the module is the ASan build);
 --   - nothing hangs: a watchdog coroutine fails the run when a call has not returned after
 --     STUCK_SECONDS (statements carry timeouts; transactions are ended after a few calls);
@@ -166,6 +167,11 @@ local STATEMENTS = {
     { "constraint", "INSERT INTO t2 (k, v) VALUES (NULL, 1)", 0 },
     { "type", "SELECT abs(?)", 1 },
     { "explain", "EXPLAIN QUERY PLAN SELECT * FROM t1 WHERE a = ?", 1 },
+    -- the SQL functions of the "extend" calls (no such function where none is defined)
+    { "lua function", "SELECT fz_f(a), fz_f(?) FROM t1 LIMIT 50", 1 },
+    { "lua function write", "UPDATE t1 SET b = fz_f(b) WHERE id % 7 = ?", 1 },
+    { "lua aggregate", "SELECT fz_agg(a) FROM t1 GROUP BY id % 3", 0 },
+    { "lua collation", "SELECT a FROM t1 ORDER BY CAST(a AS TEXT) COLLATE fz_coll LIMIT 20", 0 },
 }
 
 local WRITES = { "INSERT INTO t1 (a, b) VALUES (?, ?)", "UPDATE t1 SET b = ? WHERE id = ?",
@@ -241,6 +247,7 @@ local function open_conn(database, options)
     options.busy_timeout = options.busy_timeout or 50
     local conn = sqlite.connect(database or state.path, options)
     if database == ":memory:" then
+        state.memory[conn] = true
         pcall(conn.executescript, conn, SCHEMA)
     end
     return conn
@@ -459,6 +466,78 @@ ops = {
     sleep = function()
         sqlite.sleep(pick({ 0, 0, 0.001, 0.01 }))
     end,
+    extend = function(conn)
+        -- SQL functions, aggregates and collations in Lua: defined, replaced, removed, some
+        -- raising or returning what SQL cannot hold; and with arguments the API refuses.
+        local fns = {
+            function(...) return (...) end,
+            function(x) return type(x) == "number" and x + 1 or x end,
+            function() error(OWN, 0) end, -- becomes the statement's OperationalError
+            function() return {} end,
+            function() return sqlite.blob("b") end,
+            function() coroutine.yield() end,
+            function() return conn:execute("SELECT 1") end, -- refused inside a function
+            nil,
+        }
+        local how = rnd(1, 5)
+        if how == 1 then
+            call("create_function", conn.create_function, conn, pick({ "fz_f", "fz_f", "", 5 }),
+                 pick({ -1, 1, 2, 128, 1.5 }), pick(fns), pick({ nil, { deterministic = true }, 5 }))
+        elseif how == 2 then
+            local factory = pick({
+                function() return { n = 0, step = function(o) o.n = o.n + 1 end,
+                                    finalize = function(o) return o.n end } end,
+                function() return { step = function() error(OWN, 0) end } end,
+                function() return 5 end,
+                nil, "factory",
+            })
+            call("create_aggregate", conn.create_aggregate, conn, "fz_agg", pick({ 1, -1, 0 }), factory)
+        elseif how == 3 then
+            call("create_collation", conn.create_collation, conn, pick({ "fz_coll", "fz_coll", {} }),
+                 pick({ function(a, b) return a < b and -1 or a > b and 1 or 0 end,
+                        function() error(OWN, 0) end, function() return "x" end, nil, 5 }))
+        elseif how == 4 then
+            call("trace", conn.trace, conn, pick({ function() state.traced = (state.traced or 0) + 1 end,
+                                                    nil, nil, 5 }))
+        else
+            call("on_change", conn.on_change, conn,
+                 pick({ function() state.changed = (state.changed or 0) + 1 end, nil, nil, "fn" }),
+                 pick({ nil, nil, 1, 10, 0, 1.5 }))
+        end
+    end,
+    copy = function(conn)
+        -- serialize, deserialize and backup, good and bad. Every pool of the run but the
+        -- ":memory:" ones is on the run's file: a backup from one of them into another is
+        -- refused (the same file); one that would replace the run's file (from a ":memory:"
+        -- pool, or of another database than main) is not made.
+        local how = rnd(1, 4)
+        if how == 1 then
+            call("serialize", conn.serialize, conn, pick({ nil, "main", "temp", "aux", "nope", 5 }))
+        elseif how == 2 then
+            local bytes = pick({ "", "garbage", string.rep("\0", 512) })
+            if chance(0.5) then
+                local ok, b = call("serialize", conn.serialize, conn)
+                bytes = ok and b or bytes
+            end
+            call("deserialize", function()
+                local c = sqlite.deserialize(bytes, { readers = rnd(0, 2) })
+                if chance(0.5) then c:execute("SELECT count(*) FROM sqlite_master"):fetchall() end
+                c:close()
+            end)
+        else
+            local opts = pick({ nil, { pages = pick({ 1, 5, 0, "x" }) }, { name = pick({ "temp", "nope" }) },
+                                { pages = 2, progress = function()
+                                    if chance(0.2) then error(OWN, 0) end
+                                    sqlite.sleep(0)
+                                end } })
+            local dest = pick({ state.path .. "-copy", some_conn(), ":memory:", "/nonexistent/x.db", 5 })
+            if type(dest) == "table" and not state.memory[dest] and (state.memory[conn] or
+                                                                      (opts and opts.name)) then
+                dest = state.path .. "-copy"
+            end
+            call("backup", conn.backup, conn, dest, opts)
+        end
+    end,
     close = function(conn, depth)
         if depth > 0 or chance(0.7) then return end -- rarely, and not inside a transaction
         call("close", conn.close, conn)
@@ -523,16 +602,24 @@ ops = {
             { "Cursor.execute('x')", cur.execute, "x", "SELECT 1" },
             { "Cursor.close({})", cur.close, {} },
             { "sqlite.blob(5)", sqlite.blob, 5 },
+            { "Connection.create_function(cursor)", conn.create_function, cur, "f", 1, print },
+            { "Connection.create_aggregate(nil)", conn.create_aggregate, nil, "f", 1, print },
+            { "Connection.create_collation(5)", conn.create_collation, 5, "f", print },
+            { "Connection.trace(cursor)", conn.trace, cur, print },
+            { "Connection.on_change({})", conn.on_change, {}, print },
+            { "Connection.backup(cursor)", conn.backup, cur, state.path .. "-copy" },
+            { "Connection.serialize(nil)", conn.serialize, nil },
+            { "sqlite.deserialize(5)", sqlite.deserialize, 5 },
         }
         local c = pick(cases)
-        call(c[1], c[2], unpack(c, 3, 5))
+        call(c[1], c[2], unpack(c, 3, 6))
     end,
 }
 
 local WEIGHTS = {
     execute = 30, executemany = 6, executescript = 3, fetch = 20, cursor = 2, transaction = 6,
     commit = 3, rollback = 3, interrupt = 1, stats = 1, fields = 2, sleep = 4, close = 1,
-    connect = 1, foreign = 2, bad_args = 2, wrong_self = 2,
+    connect = 1, foreign = 2, bad_args = 2, wrong_self = 2, extend = 2, copy = 1,
 }
 
 local function weighted(names)
@@ -601,6 +688,7 @@ function M.run(opts)
     local path = os.tmpname()
     state = { seed = seed, path = path, conns = {}, cursors = {}, failures = {}, calls = 0, own = 0,
               kinds = {}, running = {}, trace = opts.trace, log = opts.log,
+              memory = setmetatable({}, { __mode = "k" }), -- the ":memory:" pools
               names = setmetatable({}, { __mode = "k" }), max_calls = opts.calls or math.huge }
     local names = {}
     for n in pairs(WEIGHTS) do
@@ -648,7 +736,8 @@ function M.run(opts)
     if not ok then
         fail("the final check", err)
     end
-    for _, suffix in ipairs({ "", "-wal", "-shm", "-journal" }) do
+    for _, suffix in ipairs({ "", "-wal", "-shm", "-journal", "-copy", "-copy-wal", "-copy-shm",
+                              "-copy-journal" }) do
         os.remove(path .. suffix)
     end
     if #state.failures > 0 then
