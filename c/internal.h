@@ -118,6 +118,7 @@ struct pasyn_hub {
     pasyn_call *calls, *calls_tail; /* under mu: calls of SQL functions waiting for the host
                                        (functions.c); they keep `pending` set too */
     _Atomic int calling;            /* calls != NULL, readable without the lock */
+    _Atomic uint64_t drains;        /* drains that cleared the descriptor; written under mu */
     char lpath[sizeof((struct sockaddr_un *)0)->sun_path]; /* its path, "" when none */
 };
 
