@@ -94,12 +94,9 @@ static void signal_socket(int sfd)
     (void)r; /* EAGAIN: bytes are pending already; EPIPE: nobody listens any more */
 }
 
-/* Writes the hub's descriptor and, while the host has connected one, its socket: the
- * descriptor keeps telling the truth (pasyn_hub_fd, pasyn_hub_poll) whoever else listens. */
-static void hub_signal(pasyn_hub *hub)
+/* Writes the hub's descriptor. */
+static void hub_write_fd(pasyn_hub *hub)
 {
-    if (hub->sfd >= 0)
-        signal_socket(hub->sfd);
 #ifdef __linux__
     uint64_t one = 1;
     ssize_t r;
@@ -116,6 +113,15 @@ static void hub_signal(pasyn_hub *hub)
     (void)r; /* EAGAIN: already readable, which is all we want */
 }
 
+/* Writes the hub's descriptor and, while the host has connected one, its socket: the
+ * descriptor keeps telling the truth (pasyn_hub_fd, pasyn_hub_poll) whoever else listens. */
+static void hub_signal(pasyn_hub *hub)
+{
+    if (hub->sfd >= 0)
+        signal_socket(hub->sfd);
+    hub_write_fd(hub);
+}
+
 static void hub_clear(pasyn_hub *hub)
 {
     char scratch[64];
@@ -125,6 +131,28 @@ static void hub_clear(pasyn_hub *hub)
     while ((r > 0 && hub->efd != hub->wfd) || (r < 0 && errno == EINTR)); /* eventfd: once */
 }
 
+/* Writes the descriptor after letting go of the lock (hub_complete). A drain may have come in
+ * between (`drains` moved since `seen`) and found the descriptor not yet written, leaving it
+ * readable behind the drain while not `signalled`: it is made to agree again, signalled while
+ * tasks wait (the next drain clears it), read back here otherwise. */
+static void hub_write_unlocked(pasyn_hub *hub, uint64_t seen)
+{
+    hub_write_fd(hub);
+    if (atomic_load(&hub->drains) == seen)
+        return; /* the drain to come clears it */
+    pthread_mutex_lock(&hub->mu);
+    if (!hub->signalled) {
+        if (hub->head || hub->calls)
+            hub->signalled = 1;
+        else
+            hub_clear(hub);
+    }
+    pthread_mutex_unlock(&hub->mu);
+}
+
+/* The wake-ups (the descriptor's write, the condition variable's broadcast) come after the lock
+ * is let go: the thread woken may preempt this one at once, and would only block on the lock
+ * still held and hand the core back. */
 void hub_complete(pasyn_hub *hub, pasyn_task *t)
 {
     if (t->notify == NOTIFY_NONE) {
@@ -134,8 +162,8 @@ void hub_complete(pasyn_hub *hub, pasyn_task *t)
     pthread_mutex_lock(&hub->mu);
     if (t->notify == NOTIFY_SYNC) {
         atomic_store_explicit(&t->done, 1, memory_order_release);
-        pthread_cond_broadcast(&hub->sync_cv);
         pthread_mutex_unlock(&hub->mu);
+        pthread_cond_broadcast(&hub->sync_cv); /* the hub outlives every pool that completes */
         return;
     }
     int was_empty = hub->head == NULL;
@@ -148,9 +176,20 @@ void hub_complete(pasyn_hub *hub, pasyn_task *t)
     /* pending before watching (both seq_cst): a host that stops watching then looks at
      * pending, so either it sees this task or this sees it gone and writes the descriptor. */
     atomic_store(&hub->pending, 1);
-    if (was_empty)
-        hub_signal_locked(hub);
+    int write_fd = 0;
+    uint64_t drains = 0;
+    if (was_empty && !atomic_load(&hub->watching) && !hub->signalled) {
+        hub->signalled = 1;
+        if (hub->sfd >= 0) { /* the socket may be closed once the lock is let go */
+            hub_signal(hub);
+        } else {
+            write_fd = 1;
+            drains = atomic_load(&hub->drains);
+        }
+    }
     pthread_mutex_unlock(&hub->mu);
+    if (write_fd)
+        hub_write_unlocked(hub, drains);
 }
 
 void hub_signal_locked(pasyn_hub *hub)
@@ -165,7 +204,10 @@ pasyn_task *pasyn_hub_drain(pasyn_hub *hub)
 {
     pthread_mutex_lock(&hub->mu);
     if (hub->signalled) { /* clear it with the list, so the two never disagree */
-        hub_clear(hub);   /* a socket's bytes are read by the host, before it drains */
+        /* counted before reading: a completion whose write lands after the read sees the
+         * count moved (the descriptor's own lock orders the two) */
+        atomic_fetch_add(&hub->drains, 1);
+        hub_clear(hub); /* a socket's bytes are read by the host, before it drains */
         hub->signalled = 0;
     }
     pasyn_task *list = hub->head;

@@ -121,6 +121,7 @@ struct pasyn_hub {
     /* The last aggregate group context handed out, for every pool whose calls come here: the
      * host keeps the groups of all of them by context (functions.c). */
     _Atomic uint64_t agg_context;
+    _Atomic uint64_t drains; /* drains that cleared the descriptor; written under mu */
     char lpath[sizeof((struct sockaddr_un *)0)->sun_path]; /* its path, "" when none */
 };
 

@@ -115,10 +115,10 @@ typedef struct pasyn_options {
                                     * before any connection opens it; bytes that are not a
                                     * database fail the open (SQLITE_NOTADB). NULL: empty */
     size_t image_len;
-    int inline_reads;              /* the submitting thread runs short reads itself, on a
+    int inline_reads;     /* the submitting thread runs short reads itself, on a
                                     * connection of its own: pasyn_submit then returns PASYN_DONE
                                     * (default 0: a host must know PASYN_DONE to turn it on) */
-    double inline_budget;          /* seconds an inline read may run before it is abandoned and
+    double inline_budget; /* seconds an inline read may run before it is abandoned and
                                     * handed to the readers (default PASYN_INLINE_BUDGET); 0 or
                                     * less: no inline reads */
 } pasyn_options;

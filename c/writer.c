@@ -21,8 +21,10 @@ void writer_push(pasyn_pool *pool, pasyn_task *t)
     w->queue.prev = t;
     w->queued++;
     atomic_fetch_add_explicit(&w->pushed, 1, memory_order_release);
-    pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+    /* After the lock: the writer woken may preempt this thread, and would block on it. It
+     * waits only after seeing `pushed` unchanged under the lock, so it misses no push. */
+    pthread_cond_signal(&w->cv);
 }
 
 /* Unlinks a task from the FIFO. Under w->mu. */

@@ -479,6 +479,57 @@ static void test_sync_handoff(pasyn_hub *hub, double scale)
        "%zu synchronous hand-offs completed, none lost (%.3f s)", n, now_s() - t0);
 }
 
+/* ---- threaded: a completion's write trailing a drain ------------------------------------ */
+
+/* A completion writes the descriptor after letting go of the hub's lock, so a host that drains
+ * without waiting on the descriptor may take the task before the write lands. The descriptor
+ * must not stay readable behind such a drain: once the completion has returned, a drain with
+ * nothing new leaves it unreadable (else every poll would return at once, with nothing to
+ * drain, until the next completion). */
+static pasyn_hub *thub;
+static size_t trail_rounds;
+static _Atomic size_t trail_completed, trail_checked;
+
+static void *trail_producer(void *arg)
+{
+    (void)arg;
+    for (size_t i = 1; i <= trail_rounds; i++) {
+        hub_complete(thub, mk(thub, NOTIFY_HUB, i));
+        atomic_store(&trail_completed, i);
+        while (atomic_load(&trail_checked) < i)
+            sched_yield();
+    }
+    return NULL;
+}
+
+static void test_write_trails_drain(pasyn_hub *hub, double scale)
+{
+    thub = hub;
+    trail_rounds = tap_scaled(20000.0, scale, 200);
+    pthread_t th;
+    pthread_create(&th, NULL, trail_producer, NULL);
+    size_t stuck = 0, lost = 0;
+    for (size_t i = 1; i <= trail_rounds; i++) {
+        pasyn_task *t;
+        for (int k = 0; (t = pasyn_hub_drain(hub)) == NULL; k++) /* not waiting for the write */
+            if (k > 1000)
+                sched_yield();
+        lost += id_of(t) != i || pasyn_task_next(t) != NULL;
+        pasyn_task_free(t);
+        while (atomic_load(&trail_completed) < i)
+            sched_yield();
+        if (pasyn_hub_drain(hub) != NULL)
+            lost++;
+        stuck += fd_readable(hub);
+        atomic_store(&trail_checked, i);
+    }
+    pthread_join(th, NULL);
+    ok(lost == 0, "a drain that does not wait for the descriptor takes each task once");
+    ok(stuck == 0,
+       "the descriptor is never left readable behind a drain that beat the write (%zu of %zu)",
+       stuck, trail_rounds);
+}
+
 /* ---- threaded: many producers, one host ------------------------------------------------- */
 
 #define NPROD 4
@@ -635,6 +686,7 @@ int main(void)
     test_poll_watching(hub);
     test_sync_many_waiters(hub);
     test_sync_handoff(hub, scale);
+    test_write_trails_drain(hub, scale);
     pasyn_hub_free(hub);
 
     test_concurrent(scale);
