@@ -1835,18 +1835,35 @@ static int l_poll(lua_State *L)
     return 1;
 }
 
-/* drain() -> array of completed tasks, or nil when none */
+/* drain([list]) -> array of completed tasks (light userdata, in the order they completed), or
+ * nil when none. With `list` (a table), the tasks fill it from 1 on and what it held after them
+ * is cleared, and it is the array returned: a caller that drains often reuses one table instead
+ * of making one each time. Without it, a new table. Thread: the Lua state's. */
 static int l_drain(lua_State *L)
 {
     pasyn_task *t = pasyn_hub_drain(get_hub(L));
     if (!t)
         return 0;
-    lua_newtable(L);
-    for (int i = 1; t; i++) {
+    int reuse = lua_istable(L, 1);
+    if (reuse)
+        lua_settop(L, 1);
+    else
+        lua_newtable(L);
+    int i = 1;
+    for (; t; i++) {
         pasyn_task *next = pasyn_task_next(t);
         lua_pushlightuserdata(L, t);
         lua_rawseti(L, -2, i);
         t = next;
+    }
+    for (; reuse; i++) { /* what an earlier drain left behind the tasks */
+        lua_rawgeti(L, -1, i);
+        int more = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (!more)
+            break;
+        lua_pushnil(L);
+        lua_rawseti(L, -2, i);
     }
     return 1;
 }

@@ -514,8 +514,11 @@ end
 -- coroutines given a slot of a gate meanwhile; returns how many coroutines it resumed. Every
 -- completion is delivered before an error that a host's resume raised is re-raised (the
 -- first one, when several did).
+local drain_list = {} -- the array dispatch drains into, again each time (core.drain)
+
 function M.dispatch()
-    local list = core.drain()
+    -- (a dispatch under way iterates `drain_list`: one run from inside it drains into a new table)
+    local list = core.drain(not dispatching and drain_list or nil)
     -- Calls of SQL functions defined in Lua, after the drain (which clears the descriptor):
     -- a call queued before it is taken here, one queued after it writes the descriptor again.
     core.serve()
