@@ -479,11 +479,9 @@ describe("scheduler", function()
             local core = require "pasyn_sqlite.core"
             local pool, record = conn._pool, { rows = false, rowcount = -1, lastrowid = false,
                                                stream = false, columns = false }
-            local tasks = {}
             for i = 1, 2 do
                 -- writes: a read could run at once on this thread and never reach the hub
-                tasks[i] = assert(core.submit(pool, "exec", 1, false, nil,
-                                              "INSERT INTO t (v) VALUES (?)", i))
+                assert(core.submit(pool, "exec", 1, false, nil, "INSERT INTO t (v) VALUES (?)", i))
             end
             local list, got = { "stale 1", "stale 2", "stale 3", "stale 4", "stale 5" }, {}
             local deadline = os.time() + 30
