@@ -65,10 +65,20 @@ local end_owner -- below
 -- Who calls: whether the call must block (it does not come from a coroutine of the scheduler
 -- that may yield), the id the writer knows the caller's owner by (1: the main thread), and the
 -- coroutine (nil for the main thread).
+--
+-- A coroutine of the running sqlite.run owns its own transactions for all its life, so its id
+-- is kept in sched.loop_ids (a table of that run's, emptied when it ends): the next call
+-- finds it there with one lookup and asks only whether it may yield now.
+local isyieldable = core.isyieldable
+
 local function caller()
     local co, ismain = co_running()
     if co == nil or ismain then
         return true, 1, nil
+    end
+    local known = sched.loop_ids[co]
+    if known then
+        return not isyieldable(), known, co
     end
     local owner = sched.owner(co)
     if owner ~= co and owner_of[co] ~= owner then
@@ -85,6 +95,9 @@ local function caller()
         last_owner = last_owner + 1
         id = last_owner
         owner_ids[owner] = id
+    end
+    if sched.in_loop(co) then -- its own owner (sched.owner) until it ends
+        sched.loop_ids[co] = id
     end
     return not sched.can_yield(co), id, co
 end
@@ -440,7 +453,9 @@ local function wait_for(cur, task, sync, id, co, gate)
     cur._busy = co or true
     sched.await(task, sync, gate, co)
     cur._busy = busy
-    note_owner(pool, id, co)
+    if co then
+        note_owner(pool, id, co)
+    end
 end
 
 -- The record core.result fills for every statement (see core.c, result): one for the module,
@@ -730,21 +745,33 @@ local function take(cur, sql, res)
     if lastrowid then
         rawset(cur, "_lastrowid", lastrowid) -- absent until the first insert
     end
-    describe(cur, sql, columns)
+    if columns and not columns.description then
+        describe(cur, sql, columns)
+    else
+        cur._stmt = columns
+    end
     return cur
 end
 
 -- Runs sql on the cursor; the caller has checked that the cursor and its connection are open.
 local function run_statement(cur, kind, sql, ...)
-    local timeout = checked_timeout(cur)
+    local cfg = cur._cfg
+    local timeout = cfg.timeout
+    if timeout ~= nil then
+        timeout = checked_timeout(cur)
+    end
     if cur._stream then
         end_stream(cur)
     end
     cur._rows, cur._pos = NO_ROWS, 1
     local sync, id, co = caller()
-    local cfg = cur._cfg
     local conn = cfg.conn
-    local gate = admit(conn, sync, id, co)
+    local gate = conn._gate
+    if gate.pending < gate.max and gate.first > gate.last then -- admit's common case, inline
+        gate.pending = gate.pending + 1
+    else
+        admit(conn, sync, id, co)
+    end
     local task, class, code, extended, message
     if kind == "exec" then
         -- One call: a short read the core runs at once on this thread (README, "Reads the
@@ -788,9 +815,13 @@ end
 -- cur.timeout, or a cursor in use (see "In use"); ConnectionClosedError / PoolClosedError for
 -- a closed or closing connection. As Python's Cursor.execute.
 function Cursor:execute(sql, ...)
-    check_self(self, Cursor, "cur:execute")
+    if metatable_of(self) ~= Cursor then
+        check_self(self, Cursor, "cur:execute")
+    end
     check_cursor(self) -- run_statement checks the timeout
-    check_string(sql, "cur:execute", "sql")
+    if type(sql) ~= "string" then
+        check_string(sql, "cur:execute", "sql")
+    end
     return run_statement(self, "exec", sql, ...)
 end
 
@@ -953,8 +984,12 @@ end
 -- streamed result's error, and what a row function raises (its row is used up then). As
 -- Python's Cursor.fetchone.
 function Cursor:fetchone()
-    check_self(self, Cursor, "cur:fetchone")
-    check_cursor(self, true)
+    if metatable_of(self) ~= Cursor then
+        check_self(self, Cursor, "cur:fetchone")
+    end
+    if self._busy or self._cfg.conn._freed then
+        check_cursor(self, true)
+    end
     local rows, pos = self._rows, self._pos
     while pos > #rows do
         if not more(self) then
@@ -1112,8 +1147,12 @@ end
 -- conn:execute(sql [, params | value, ...]) -> a new Cursor holding the result: a cursor's
 -- execute (see Cursor:execute for params and errors). As Python's Connection.execute.
 function Connection:execute(sql, ...)
-    check_self(self, Connection, "conn:execute")
-    check_string(sql, "conn:execute", "sql") -- a connection not open: core.submit says so
+    if metatable_of(self) ~= Connection then
+        check_self(self, Connection, "conn:execute")
+    end
+    if type(sql) ~= "string" then -- a connection not open: core.execute says so
+        check_string(sql, "conn:execute", "sql")
+    end
     return run_statement(new_cursor(self), "exec", sql, ...)
 end
 

@@ -72,8 +72,8 @@ local function watch_in_flight()
     core.submit = function(...) return counted(submit(...)) end
     core.submit_many = function(...) return counted(submit_many(...)) end
     core.execute = function(...) return counted(execute(...)) end
-    core.drain = function()
-        local list = drain()
+    core.drain = function(...)
+        local list = drain(...)
         w.now = w.now - (list and #list or 0)
         return list
     end

@@ -336,6 +336,28 @@ describe("scheduler", function()
     end)
 
     describe("where a call waits", function()
+        it("a coroutine a run left behind blocks on its calls when resumed by hand", function()
+            -- The library keeps the owner id of each coroutine of a run (one lookup per call);
+            -- once the run is over it must not take the coroutine for one that may yield.
+            local child, child_row
+            local ok = pcall(sqlite.run, function()
+                sqlite.spawn(function()
+                    conn:execute("SELECT 1"):fetchone() -- the run knows this coroutine now
+                    child = coroutine.running()
+                    sqlite.sleep(3600)
+                    child_row = conn:execute("SELECT 2"):fetchone() -- resumed by hand, below
+                end)
+                sqlite.sleep(0.05) -- the child runs its first statement meanwhile
+                error("the main coroutine ends the run")
+            end)
+            assert.is_false(ok)
+            assert.is_not_nil(child)
+            local resumed, err = coroutine.resume(child)
+            assert.is_true(resumed, err)
+            assert.equal("dead", coroutine.status(child))
+            assert.equal(2, child_row[1])
+        end)
+
         it("a coroutine's quick queries finish while another waits on a slow query", function()
             local order = {}
             local slow_count
@@ -449,6 +471,46 @@ describe("scheduler", function()
                 conn:execute("SELECT count(*) FROM t"):fetchall()
             end
             assert.equal(0, sqlite.dispatch())
+        end)
+
+        it("core.drain(list) fills the list it is given and clears what it held beyond", function()
+            -- dispatch drains into one table again each time: a stale task left in it would
+            -- be delivered twice
+            local core = require "pasyn_sqlite.core"
+            local pool, record = conn._pool, { rows = false, rowcount = -1, lastrowid = false,
+                                               stream = false, columns = false }
+            for i = 1, 2 do
+                -- writes: a read could run at once on this thread and never reach the hub
+                assert(core.submit(pool, "exec", 1, false, nil, "INSERT INTO t (v) VALUES (?)", i))
+            end
+            local list, got = { "stale 1", "stale 2", "stale 3", "stale 4", "stale 5" }, {}
+            local deadline = os.time() + 30
+            while #got < 2 and os.time() < deadline do
+                core.poll(0.1)
+                local out = core.drain(list)
+                if out then
+                    assert.equal(list, out) -- the same table, not a new one
+                    for i = 1, #out do
+                        assert.equal("userdata", type(out[i])) -- no stale entry left
+                        got[#got + 1] = out[i]
+                    end
+                    assert.is_nil(out[#out + 1])
+                    assert.is_true(#out <= 2)
+                end
+            end
+            assert.equal(2, #got)
+            for i = 1, 2 do
+                assert.equal(1, assert(core.result(got[i], pool, record)).rowcount)
+            end
+            local fresh = core.submit(pool, "exec", 1, false, nil, "INSERT INTO t (v) VALUES (3)")
+            local out
+            repeat
+                core.poll(0.1)
+                out = core.drain()
+            until out or os.time() > deadline
+            assert.are_not.equal(list, out) -- without a list: a new table
+            assert.same({ fresh }, out)
+            core.result(fresh, pool, record)
         end)
 
         it("dispatch() returns a number and never blocks inside run", function()

@@ -586,7 +586,19 @@ static int l_submit(lua_State *L)
     return submit(L, p, t, sync);
 }
 
-static int l_result(lua_State *L);
+/* result()'s stack: its arguments (task to known), then the values of the record's fields. */
+enum result_slot {
+    SLOT_TASK = 1,
+    SLOT_POOL,
+    SLOT_RECORD,
+    SLOT_NAMES,
+    SLOT_STREAM,
+    SLOT_KNOWN,
+    SLOT_ROW_KEYS, /* the names that key named rows, or nil for array rows */
+    SLOT_COLUMNS   /* then rows, rowcount, lastrowid, stream */
+};
+
+static int take_result(lua_State *L, pasyn_task *t, lpool *p, lstream *prev);
 
 /* execute(pool, owner, sync, busy, timeout, record, names, known, sql [, params_table |
  *         values...]) -> record | task | nil, class, code, extended, message
@@ -618,7 +630,6 @@ static int l_execute(lua_State *L)
     int err = bind_args(L, t, 10);
     if (err != PASYN_OK)
         return fail(L, t, err, lua_tostring(L, -1));
-    int top = lua_gettop(L);
     uint64_t start = now_ns();
     int n = submit(L, p, t, sync);
     if (n != 2) {
@@ -631,18 +642,19 @@ static int l_execute(lua_State *L)
     int pause = now_ns() - p->inline_since >= p->pause_ns;
     if (pause)
         p->inline_since = 0;
-    /* Done: result()'s arguments in its slots (the parameters are in the task already). */
-    lua_settop(L, top);
-    lua_pushlightuserdata(L, t); /* SLOT_TASK */
-    lua_pushvalue(L, 1);         /* SLOT_POOL */
-    lua_pushvalue(L, 6);         /* SLOT_RECORD */
-    lua_pushvalue(L, 7);         /* SLOT_NAMES */
-    lua_pushnil(L);              /* SLOT_STREAM */
-    lua_pushvalue(L, 8);         /* SLOT_KNOWN */
-    for (int i = 6; i >= 1; i--)
-        lua_replace(L, i);
-    lua_settop(L, 6);
-    n = l_result(L);
+    /* Done: result()'s arguments in its slots (the parameters are in the task already), moved
+     * down in place; the arguments were checked above. */
+    lua_settop(L, 8);
+    lua_copy(L, 1, SLOT_POOL);
+    lua_copy(L, 6, SLOT_RECORD);
+    lua_copy(L, 7, SLOT_NAMES);
+    lua_copy(L, 8, SLOT_KNOWN);
+    lua_pushnil(L);
+    lua_replace(L, SLOT_STREAM);
+    lua_pushlightuserdata(L, t);
+    lua_replace(L, SLOT_TASK);
+    lua_settop(L, SLOT_KNOWN);
+    n = take_result(L, t, p, NULL);
     if (n == 1 && pause) {
         lua_pushboolean(L, 1);
         n = 2;
@@ -887,18 +899,6 @@ static int same_columns(lua_State *L, const pasyn_task *t, int names_idx, int ty
     return same;
 }
 
-/* result()'s stack: its arguments (task to known), then the values of the record's fields. */
-enum result_slot {
-    SLOT_TASK = 1,
-    SLOT_POOL,
-    SLOT_RECORD,
-    SLOT_NAMES,
-    SLOT_STREAM,
-    SLOT_KNOWN,
-    SLOT_ROW_KEYS, /* the names that key named rows, or nil for array rows */
-    SLOT_COLUMNS   /* then rows, rowcount, lastrowid, stream */
-};
-
 #define KNOWN_IDS_MAX 8
 
 /* 1 when the columns record `known` describes the task's columns: its array part holds the
@@ -1030,6 +1030,13 @@ static int l_result(lua_State *L)
     lpool *p = to_pool(L, SLOT_POOL);
     check_type(L, SLOT_RECORD, LUA_TTABLE, "record");
     lstream *prev = lua_isnoneornil(L, SLOT_STREAM) ? NULL : check_stream(L, SLOT_STREAM);
+    return take_result(L, t, p, prev);
+}
+
+/* result()'s work once its arguments are checked: t from SLOT_TASK, p from SLOT_POOL, prev
+ * from SLOT_STREAM (NULL for none). */
+static int take_result(lua_State *L, pasyn_task *t, lpool *p, lstream *prev)
+{
     if (prev)
         prev->id = 0; /* ended unless the task says it goes on */
     if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
@@ -1831,18 +1838,35 @@ static int l_poll(lua_State *L)
     return 1;
 }
 
-/* drain() -> array of completed tasks, or nil when none */
+/* drain([list]) -> array of completed tasks (light userdata, in the order they completed), or
+ * nil when none. With `list` (a table), the tasks fill it from 1 on and what it held after them
+ * is cleared, and it is the array returned: a caller that drains often reuses one table instead
+ * of making one each time. Without it, a new table. Thread: the Lua state's. */
 static int l_drain(lua_State *L)
 {
     pasyn_task *t = pasyn_hub_drain(get_hub(L));
     if (!t)
         return 0;
-    lua_newtable(L);
-    for (int i = 1; t; i++) {
+    int reuse = lua_istable(L, 1);
+    if (reuse)
+        lua_settop(L, 1);
+    else
+        lua_newtable(L);
+    int i = 1;
+    for (; t; i++) {
         pasyn_task *next = pasyn_task_next(t);
         lua_pushlightuserdata(L, t);
         lua_rawseti(L, -2, i);
         t = next;
+    }
+    for (; reuse; i++) { /* what an earlier drain left behind the tasks */
+        lua_rawgeti(L, -1, i);
+        int more = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (!more)
+            break;
+        lua_pushnil(L);
+        lua_rawseti(L, -2, i);
     }
     return 1;
 }

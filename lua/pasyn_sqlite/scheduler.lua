@@ -50,6 +50,12 @@ local undelivered = 0                         -- completions dispatch has still 
 local function in_loop(co)
     return loop ~= nil and members[co] ~= nil
 end
+M.in_loop = in_loop
+
+-- coroutine -> the owner id the Lua layer gave it (see caller() in pasyn_sqlite.lua), for the
+-- coroutines of the running run() alone: a new table for each run, an empty one between runs.
+local NO_IDS = setmetatable({}, { __newindex = function() end })
+M.loop_ids = NO_IDS
 
 -- True when the caller (the running coroutine `co`, found when not given) may yield now: a
 -- coroutine of the built-in scheduler, or one the host adapter says may.
@@ -513,8 +519,11 @@ end
 -- coroutines given a slot of a gate meanwhile; returns how many coroutines it resumed. Every
 -- completion is delivered before an error that a host's resume raised is re-raised (the
 -- first one, when several did).
+local drain_list = {} -- the array dispatch drains into, again each time (core.drain)
+
 function M.dispatch()
-    local list = core.drain()
+    -- (a dispatch under way iterates `drain_list`: one run from inside it drains into a new table)
+    local list = core.drain(not dispatching and drain_list or nil)
     -- Calls of SQL functions defined in Lua, after the drain (which clears the descriptor):
     -- a call queued before it is taken here, one queued after it writes the descriptor again.
     core.serve()
@@ -735,6 +744,7 @@ function M.run(fn, ...)
         misuse("sqlite.run: argument 'fn' must be a function, got " .. type(fn))
     end
     loop = { live = 0, pending = 0, ready = {}, args = {}, timers = {}, failed = {} }
+    M.loop_ids = setmetatable({}, { __mode = "k" })
     local main = spawn(fn, ...)
     local ok, err = pcall(function()
         while loop.live > 0 and (main.done == false or main.ok) do
@@ -762,7 +772,7 @@ function M.run(fn, ...)
         abandon()
     end
     local failed = loop.failed
-    loop = nil
+    loop, M.loop_ids = nil, NO_IDS
     if not ok then
         error(err, 0)
     end
