@@ -1,8 +1,11 @@
 /*
- * cpu.c - whether the machine has a core to spare for watching: spinning before parking pays
- * only while every runnable thread has a core of its own. When more threads are runnable than
- * there are cores (other processes busy, several pools' threads), a spinning thread takes the
- * core the thread it waits for needs, so nobody spins.
+ * cpu.c - what the machine's cores are doing, from a look at the run queue (/proc/loadavg) at
+ * most every 2 ms. Spinning before parking pays only while every runnable thread has a core of
+ * its own: when more threads are runnable than there are cores (other processes busy, several
+ * pools' threads), a spinning thread takes the core the thread it waits for needs, so nobody
+ * spins. And handing a read to a worker pays only while a core is left for the worker beside
+ * the caller and the other processes' threads: else each hand-off costs context switches
+ * (the worker waits for a core, then the caller does), more than the read itself.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -13,7 +16,14 @@
 #define LOOK_NS 2000000u
 
 static _Atomic uint64_t looked_at; /* now_ns() of the last look, 0 before the first */
-static _Atomic int spare = 1;      /* what it showed */
+static _Atomic int spare = 1;      /* what it showed: no more runnable threads than cores */
+static _Atomic int handoff = 1;    /* and: a core left for a worker beside the others' threads */
+static _Atomic int awake;          /* worker threads of this process not parked */
+
+void cpu_worker_awake(int delta)
+{
+    atomic_fetch_add_explicit(&awake, delta, memory_order_relaxed);
+}
 
 /* The number of runnable threads now, from /proc/loadavg's fourth field ("running/total",
  * proc(5)), or -1 where it cannot be read. */
@@ -37,19 +47,45 @@ static int runnable_now(void)
     return end != at && *end == '/' ? (int)running : -1;
 }
 
-int cpu_core_spare(void)
+/* Looks at the run queue again when the last look is older than LOOK_NS. */
+static void look(void)
 {
     uint64_t now = now_ns(), last = atomic_load_explicit(&looked_at, memory_order_relaxed);
     if (last && now - last < LOOK_NS)
-        return atomic_load_explicit(&spare, memory_order_relaxed);
+        return;
     atomic_store_explicit(&looked_at, now, memory_order_relaxed);
     static _Atomic long cores;
     if (!atomic_load_explicit(&cores, memory_order_relaxed)) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         atomic_store_explicit(&cores, n > 0 ? n : 1, memory_order_relaxed);
     }
+    long n = atomic_load_explicit(&cores, memory_order_relaxed);
     int running = runnable_now();
-    int s = running < 0 || running <= atomic_load_explicit(&cores, memory_order_relaxed);
-    atomic_store_explicit(&spare, s, memory_order_relaxed);
-    return s;
+    /* The others: runnable threads that are neither this process's workers awake now nor one
+     * caller (the thread looking, or beside the worker looking). */
+    int others = running - atomic_load_explicit(&awake, memory_order_relaxed) - 1;
+    atomic_store_explicit(&spare, running < 0 || running <= n, memory_order_relaxed);
+    atomic_store_explicit(&handoff, running < 0 || others <= n - 2, memory_order_relaxed);
+}
+
+int cpu_core_spare(void)
+{
+    look();
+    return atomic_load_explicit(&spare, memory_order_relaxed);
+}
+
+static _Atomic int handoff_mode = PASYN_HANDOFF_LOOK;
+
+void pasyn_set_handoff(int mode)
+{
+    atomic_store_explicit(&handoff_mode, mode, memory_order_relaxed);
+}
+
+int cpu_handoff_pays(void)
+{
+    int mode = atomic_load_explicit(&handoff_mode, memory_order_relaxed);
+    if (mode != PASYN_HANDOFF_LOOK)
+        return mode == PASYN_HANDOFF_ALWAYS;
+    look();
+    return atomic_load_explicit(&handoff, memory_order_relaxed);
 }

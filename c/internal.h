@@ -63,6 +63,7 @@ struct pasyn_task {
     int long_read;         /* a read whose SQL is a long read (LONG_READ_NS), as last learned */
     int fits_inline;       /* what the route cache said of running it inline (enum inline_fit) */
     int no_inline;         /* pasyn_task_set_no_inline */
+    int caller_busy;       /* pasyn_task_set_caller_busy */
     uint64_t timeout_ns;   /* 0, or how long it may run */
     uint64_t submitted_ns; /* now_ns() when it was submitted: its busy_timeout counts from
                               then (conn.c, busy_wait) */
@@ -161,6 +162,11 @@ void hooks_task_reset(pasyn_task *t);
 /* 1 while no more threads are runnable than the machine has cores (a look at the run queue,
  * at most every 2 ms); 0 then nobody spins. Any thread. cpu.c */
 int cpu_core_spare(void);
+/* 1 while a core is left for a worker beside the caller and other processes' runnable threads
+ * (the same look): a hand-off then costs no wait for a core. Any thread. cpu.c */
+int cpu_handoff_pays(void);
+/* A worker thread starts or wakes (+1), parks or ends (-1). Worker threads. cpu.c */
+void cpu_worker_awake(int delta);
 #ifndef SPIN_NS
 #define SPIN_NS 50000
 #endif

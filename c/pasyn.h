@@ -234,10 +234,21 @@ int pasyn_task_next_set(pasyn_task *t);
  * params argument is one NULL or no parameters, and {n = 2} is two NULLs packed by table.pack
  * or a value for :n. 0, or PASYN_ENOMEM. Before submit only. */
 int pasyn_task_bind_alternative(pasyn_task *t);
-/* The task never runs inline (pasyn_submit): the caller has other work to do while it runs
- * (other tasks in flight, other coroutines ready to run), so a reader runs it meanwhile; or the
- * caller's thread has had its share of inline reads for now. Before submit only. */
+/* The task never runs inline (pasyn_submit): the caller's thread has had its share of inline
+ * reads for now. Before submit only. */
 void pasyn_task_set_no_inline(pasyn_task *t);
+/* The caller has other work to do while the task runs (other tasks in flight, other coroutines
+ * ready to run): a reader runs it meanwhile, unless no core is left for a reader beside the
+ * caller and other processes' runnable threads (a look at /proc/loadavg, at most every 2 ms),
+ * when a hand-off costs more context switches than the read: then it runs inline as any read
+ * may. Before submit only. */
+void pasyn_task_set_caller_busy(pasyn_task *t);
+/* Whether a busy caller's read is handed off (pasyn_task_set_caller_busy), for the whole
+ * process: PASYN_HANDOFF_LOOK (the default) looks at the machine; PASYN_HANDOFF_ALWAYS and
+ * PASYN_HANDOFF_NEVER decide without looking (tests, benchmarks, a host that knows its
+ * machine). Any thread. */
+enum { PASYN_HANDOFF_LOOK = 0, PASYN_HANDOFF_ALWAYS = 1, PASYN_HANDOFF_NEVER = 2 };
+void pasyn_set_handoff(int mode);
 
 /* When the writer comes to this task while another owner's transaction holds it, the task
  * fails with SQLITE_BUSY (PASYN_ESQLITE, "the writer is held by another owner's transaction

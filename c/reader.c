@@ -221,8 +221,11 @@ static void reader_park(pasyn_pool *pool, reader *r)
     pthread_mutex_lock(&r->queue.mu);
     r->sleeping = 1;
     atomic_store(&r->sleeping_hint, 1);
-    if (!r->wake_pending && !work_for(pool, r))
+    if (!r->wake_pending && !work_for(pool, r)) {
+        cpu_worker_awake(-1);
         pthread_cond_wait(&r->cv, &r->queue.mu);
+        cpu_worker_awake(1);
+    }
     r->sleeping = 0;
     atomic_store(&r->sleeping_hint, 0);
     r->wake_pending = 0;
@@ -602,6 +605,7 @@ void *reader_main(void *arg)
 {
     reader *r = arg;
     lengthen_slice();
+    cpu_worker_awake(1);
     if (reader_open(r)) {
         pasyn_task *t;
         while ((t = reader_take(r))->kind != PASYN_CLOSE) {
@@ -620,5 +624,6 @@ void *reader_main(void *arg)
     if (r->stream)
         end_stream(r);
     conn_close(&r->conn);
+    cpu_worker_awake(-1);
     return NULL;
 }

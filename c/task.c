@@ -184,6 +184,11 @@ void pasyn_task_set_no_inline(pasyn_task *t)
     t->no_inline = 1;
 }
 
+void pasyn_task_set_caller_busy(pasyn_task *t)
+{
+    t->caller_busy = 1;
+}
+
 void pasyn_task_set_no_owner_wait(pasyn_task *t)
 {
     t->no_owner_wait = 1;

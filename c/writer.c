@@ -104,8 +104,11 @@ static pasyn_task *writer_take(pasyn_pool *pool, int *more)
         pthread_mutex_unlock(&w->mu);
         int found = writer_spin(pool, seen, SPIN_NS);
         pthread_mutex_lock(&w->mu);
-        if (!found && atomic_load(&w->pushed) == seen)
+        if (!found && atomic_load(&w->pushed) == seen) {
+            cpu_worker_awake(-1);
             pthread_cond_wait(&w->cv, &w->mu);
+            cpu_worker_awake(1);
+        }
     }
     writer_unlink(w, t);
     *more = w->queued > 0;
@@ -536,9 +539,11 @@ static void writer_run_alone(pasyn_pool *pool, pasyn_task *t)
 void *writer_main(void *arg)
 {
     pasyn_pool *pool = arg;
+    cpu_worker_awake(1);
     if (!writer_open(pool)) {
         readers_join(pool);
         pasyn_task *close_task = writer_close(pool); /* a close that came while opening */
+        cpu_worker_awake(-1);
         task_complete(pool->life.open_task);
         if (close_task)
             task_complete(close_task);
@@ -558,6 +563,8 @@ void *writer_main(void *arg)
             writer_run_alone(pool, t);
         }
     }
-    task_complete(writer_close(pool));
+    pasyn_task *close_task = writer_close(pool);
+    cpu_worker_awake(-1);
+    task_complete(close_task);
     return NULL;
 }

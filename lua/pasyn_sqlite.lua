@@ -779,8 +779,9 @@ local function run_statement(cur, kind, sql, ...)
         local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil
         -- Busy: other statements in flight, or other coroutines to run (gate.pending counts
         -- this one already), or the scheduler's coroutines had their inline budget for this
-        -- round of its loop (sched.pausing): a reader runs it meanwhile, not this thread.
-        local busy = gate.pending > 1 or sched.pausing or (co ~= nil and sched.has_ready())
+        -- round of its loop (sched.pausing): a reader runs it meanwhile, while the machine has
+        -- a core for one (else a hand-off costs more than the read: it runs here all the same).
+        local busy = sched.pausing or gate.pending > 1 or (co ~= nil and sched.has_ready())
         task, class, code, extended, message = core.execute(conn._pool, id, sync, busy, timeout,
             result, cfg.row == "named", known, sql, ...)
         if task == result then

@@ -126,7 +126,11 @@ describe("reads the caller runs itself", function()
         assert.is_true(inline(conn).executed - before >= 400) -- (a few teach the pool)
     end)
 
+    -- With other work, the core looks at the machine (/proc/loadavg) to know whether a reader
+    -- has a core: these cases decide it for the process instead (core.set_handoff).
     it("with other statements in flight, a short read goes to an idle reader instead", function()
+        core.set_handoff("always")
+        finally(function() core.set_handoff() end)
         until_inline(conn, POINT, 1)
         until_inline(conn, COUNT_TO, 10) -- a read the caller would run itself too
         local before, readers = inline(conn).executed, support.readers_sum(conn:stats(), "executed")
@@ -144,6 +148,28 @@ describe("reads the caller runs itself", function()
         assert.equal(readers + 2, support.readers_sum(conn:stats(), "executed"))
         assert.equal("a", scalar(conn, POINT, 1)) -- alone again: here
         assert.equal(before + 1, inline(conn).executed)
+    end)
+
+    it("with other statements in flight but no core left for a reader, a short read runs here",
+       function()
+        core.set_handoff("never")
+        finally(function() core.set_handoff() end)
+        until_inline(conn, POINT, 1)
+        until_inline(conn, COUNT_TO, 10)
+        local before = inline(conn).executed
+        sqlite.run(function()
+            local long = sqlite.spawn(function()
+                return conn:execute(COUNT_TO .. " -- long", 3000000):fetchone()[1]
+            end)
+            local got = sqlite.spawn(function()
+                return scalar(conn, POINT, 1) -- the long read is in flight: here all the same
+            end):join()
+            assert.equal("a", got)
+            assert.equal(3000000, long:join())
+        end)
+        assert.equal(before + 1, inline(conn).executed)
+        local err = support.raises("ProgrammingError", core.set_handoff, "sometimes")
+        assert.truthy(err.message:find("look", 1, true), err.message)
     end)
 
     it("a transaction's owner reads its own writes on the writer; other coroutines' inline " ..

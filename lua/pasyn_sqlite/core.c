@@ -605,9 +605,9 @@ static int take_result(lua_State *L, pasyn_task *t, lpool *p, lstream *prev);
  * One statement (kind "exec" of submit) in one call: it is submitted, and when the core ran
  * it at once on this thread (an inline read: pasyn_submit gave PASYN_DONE) its result is
  * taken as result(task, pool, record, names, nil, known) takes it, the task freed.
- * Arguments: as submit's; busy true when the caller must not run the statement itself, as it
- * has other work meanwhile (pasyn_task_set_no_inline); record, names and known as result
- * takes them.
+ * Arguments: as submit's; busy true when the caller has other work meanwhile, or has had its
+ * share of inline reads for now (pasyn_task_set_caller_busy: a reader runs it while the
+ * machine has a core for one); record, names and known as result takes them.
  * Results: the record filled with the result (the statement is done), then true when reads
  * run inline in a row (and the code between them) have held this thread for the pool's
  * inline_budget (the caller should let the other coroutines run); or the task (a light userdata) to wait for and hand to result(); or a
@@ -626,7 +626,7 @@ static int l_execute(lua_State *L)
     if (!t)
         return fail(L, NULL, PASYN_ENOMEM, "out of memory");
     if (busy)
-        pasyn_task_set_no_inline(t);
+        pasyn_task_set_caller_busy(t);
     int err = bind_args(L, t, 10);
     if (err != PASYN_OK)
         return fail(L, t, err, lua_tostring(L, -1));
@@ -1913,6 +1913,26 @@ static int l_isyieldable(lua_State *L)
     return 1;
 }
 
+/* set_handoff(mode): mode "look" (the default: a busy caller's read goes to a reader while the
+ * machine has a core for it), "always" or "never" (decided without looking), for the whole
+ * process: pasyn_set_handoff. For tests and benchmarks. Raises ProgrammingError for another
+ * mode. Thread: any Lua state's. */
+static int l_set_handoff(lua_State *L)
+{
+    static const char *const modes[] = {"look", "always", "never"};
+    const char *mode = lua_isnoneornil(L, 1)           ? "look"
+                       : lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1)
+                                                       : "";
+    for (int i = 0; i < 3; i++)
+        if (strcmp(mode, modes[i]) == 0) {
+            pasyn_set_handoff(i == 0   ? PASYN_HANDOFF_LOOK
+                              : i == 1 ? PASYN_HANDOFF_ALWAYS
+                                       : PASYN_HANDOFF_NEVER);
+            return 0;
+        }
+    return arg_error(L, 1, "mode", "\"look\", \"always\" or \"never\"");
+}
+
 /* is_dead(co) -> true when the coroutine co has ended (returned, raised, or was closed):
  * coroutine.status(co) == "dead" as lcorolib's auxstatus tells it, without making a string,
  * for the scheduler's every delivery. Thread: the Lua state's. */
@@ -2069,6 +2089,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"set_errors", l_set_errors},
         {"isyieldable", l_isyieldable},
         {"is_dead", l_is_dead},
+        {"set_handoff", l_set_handoff},
         {"create_function", l_create_function},
         {"serve", l_serve},
         {"serving", l_serving},
