@@ -234,8 +234,8 @@ int pasyn_task_next_set(pasyn_task *t);
  * params argument is one NULL or no parameters, and {n = 2} is two NULLs packed by table.pack
  * or a value for :n. 0, or PASYN_ENOMEM. Before submit only. */
 int pasyn_task_bind_alternative(pasyn_task *t);
-/* The task never runs inline (pasyn_submit): the caller's thread has had its share of inline
- * reads for now. Before submit only. */
+/* The task never runs inline (pasyn_submit): e.g. what it reports (a trace) is delivered with
+ * completions. Before submit only. */
 void pasyn_task_set_no_inline(pasyn_task *t);
 /* The caller has other work to do while the task runs (other tasks in flight, other coroutines
  * ready to run): a reader runs it meanwhile, unless no core is left for a reader beside the

@@ -777,11 +777,15 @@ local function run_statement(cur, kind, sql, ...)
         -- One call: a short read the core runs at once on this thread (README, "Reads the
         -- caller runs itself") comes back as the filled record, with no wait.
         local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil
-        -- Busy: other statements in flight, or other coroutines to run (gate.pending counts
-        -- this one already), or the scheduler's coroutines had their inline budget for this
-        -- round of its loop (sched.pausing): a reader runs it meanwhile, while the machine has
-        -- a core for one (else a hand-off costs more than the read: it runs here all the same).
-        local busy = sched.pausing or gate.pending > 1 or (co ~= nil and sched.has_ready())
+        -- Busy (1): other statements in flight, or other coroutines to run (gate.pending
+        -- counts this one already), or the scheduler's coroutines had their inline budget for
+        -- this round of its loop (sched.pausing): a reader runs it meanwhile, while the
+        -- machine has a core for one (else a hand-off costs more than the read: it runs here
+        -- all the same). While a trace function is set, never here (2): the trace comes with
+        -- a completion (sched.await).
+        local busy = gate.trace and 2 or
+                     (sched.pausing or gate.pending > 1 or (co ~= nil and sched.has_ready())) and 1
+                     or 0
         task, class, code, extended, message = core.execute(conn._pool, id, sync, busy, timeout,
             result, cfg.row == "named", known, sql, ...)
         if task == result then

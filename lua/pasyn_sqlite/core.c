@@ -605,9 +605,11 @@ static int take_result(lua_State *L, pasyn_task *t, lpool *p, lstream *prev);
  * One statement (kind "exec" of submit) in one call: it is submitted, and when the core ran
  * it at once on this thread (an inline read: pasyn_submit gave PASYN_DONE) its result is
  * taken as result(task, pool, record, names, nil, known) takes it, the task freed.
- * Arguments: as submit's; busy true when the caller has other work meanwhile, or has had its
- * share of inline reads for now (pasyn_task_set_caller_busy: a reader runs it while the
- * machine has a core for one); record, names and known as result takes them.
+ * Arguments: as submit's; busy 0, or 1 when the caller has other work meanwhile or has had
+ * its share of inline reads for now (pasyn_task_set_caller_busy: a reader runs it while the
+ * machine has a core for one), or 2 when it must not run here (pasyn_task_set_no_inline: what
+ * it reports must come with a completion, as a trace does); record, names and known as
+ * result takes them.
  * Results: the record filled with the result (the statement is done), then true when reads
  * run inline in a row (and the code between them) have held this thread for the pool's
  * inline_budget (the caller should let the other coroutines run); or the task (a light userdata) to wait for and hand to result(); or a
@@ -618,14 +620,16 @@ static int l_execute(lua_State *L)
     lpool *p = to_pool(L, 1);
     lua_Integer owner = check_integer(L, 2, "owner");
     int sync = lua_toboolean(L, 3);
-    int busy = lua_toboolean(L, 4);
+    lua_Integer busy = lua_tointeger(L, 4);
     check_type(L, 6, LUA_TTABLE, "record");
     size_t len;
     const char *sql = check_lstring(L, 9, "sql", &len);
     pasyn_task *t = new_task(L, PASYN_EXEC, sql, len, owner, 5);
     if (!t)
         return fail(L, NULL, PASYN_ENOMEM, "out of memory");
-    if (busy)
+    if (busy == 2)
+        pasyn_task_set_no_inline(t);
+    else if (busy == 1)
         pasyn_task_set_caller_busy(t);
     int err = bind_args(L, t, 10);
     if (err != PASYN_OK)
