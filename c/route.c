@@ -225,14 +225,25 @@ int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read, int
     return route;
 }
 
-void route_note_long(pasyn_pool *pool, const char *sql, size_t len, int long_read)
+/* The cached entry of `sql` in *e (NULL when not cached), and the cache, its lock held; or NULL
+ * (no lock taken) for a text too long to be cached. */
+static routes *route_lock(pasyn_pool *pool, const char *sql, size_t len, route_entry **e)
 {
     routes *rc = &pool->routes;
     if (len > PASYN_CACHE_SQL_MAX)
-        return;
+        return NULL;
     uint32_t h = hash_sql(sql, len);
     pthread_mutex_lock(&rc->mu);
-    route_entry *e = route_find(rc, h, sql, len);
+    *e = route_find(rc, h, sql, len);
+    return rc;
+}
+
+void route_note_long(pasyn_pool *pool, const char *sql, size_t len, int long_read)
+{
+    route_entry *e;
+    routes *rc = route_lock(pool, sql, len, &e);
+    if (!rc)
+        return;
     if (e)
         e->long_read = long_read;
     pthread_mutex_unlock(&rc->mu);
@@ -240,12 +251,10 @@ void route_note_long(pasyn_pool *pool, const char *sql, size_t len, int long_rea
 
 void route_note_inline(pasyn_pool *pool, const char *sql, size_t len, int fits, int strike)
 {
-    routes *rc = &pool->routes;
-    if (len > PASYN_CACHE_SQL_MAX)
+    route_entry *e;
+    routes *rc = route_lock(pool, sql, len, &e);
+    if (!rc)
         return;
-    uint32_t h = hash_sql(sql, len);
-    pthread_mutex_lock(&rc->mu);
-    route_entry *e = route_find(rc, h, sql, len);
     if (e) {
         e->strikes = e->strikes + strike < INLINE_STRIKES ? e->strikes + strike : INLINE_STRIKES;
         e->fits_inline = fits;
