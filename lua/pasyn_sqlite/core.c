@@ -1333,6 +1333,23 @@ static const char *opt_string(lua_State *L, int i, const char *name, const char 
     return v;
 }
 
+/* The strings of the array opts[field] (a table the Lua layer checked; none when absent) as a
+ * NULL-terminated C array, its count in *n. Pushes the table and the array (a userdata): both
+ * stay on the stack, which anchors the strings while the caller uses them. Thread: the Lua
+ * state's. */
+static const char **string_array(lua_State *L, int opts, const char *field, int *n)
+{
+    lua_getfield(L, opts, field);
+    *n = lua_istable(L, -1) ? (int)compat_rawlen(L, -1) : 0;
+    const char **a = lua_newuserdata(L, (size_t)(*n + 1) * sizeof(char *));
+    for (int k = 0; k < *n; k++) {
+        lua_rawgeti(L, -2, k + 1);
+        a[k] = lua_tostring(L, -1); /* anchored by the table */
+        lua_pop(L, 1);
+    }
+    a[*n] = NULL;
+    return a;
+}
 /* open(database, options, sync) -> pool, task | nil, class, code, extended, message
  * Arguments: database a path, ":memory:" or a "file:" URI; options the checked options of
  * connect (options.pragmas an array {name, value, name, value, ...} of strings); sync true to
@@ -1361,26 +1378,10 @@ static int l_open(lua_State *L)
     o.group_commit = opt_bool(L, 2, "group_commit", o.group_commit);
     o.inline_reads = opt_bool(L, 2, "inline_reads", 1);
     o.inline_budget = opt_seconds(L, 2, "inline_budget", o.inline_budget);
-    lua_getfield(L, 2, "pragmas");
-    int npragmas = lua_istable(L, -1) ? (int)compat_rawlen(L, -1) : 0;
-    const char **pragmas = lua_newuserdata(L, (size_t)(npragmas + 1) * sizeof(char *));
-    for (int k = 0; k < npragmas; k++) {
-        lua_rawgeti(L, -2, k + 1);
-        pragmas[k] = lua_tostring(L, -1); /* anchored by the pragmas table */
-        lua_pop(L, 1);
-    }
-    pragmas[npragmas] = NULL;
-    o.pragmas = pragmas;
+    int npragmas, nx;
+    o.pragmas = string_array(L, 2, "pragmas", &npragmas);
     /* extensions: the Lua layer's checked array {path, entry_point, ...} ("" for the default) */
-    lua_getfield(L, 2, "extensions");
-    int nx = lua_istable(L, -1) ? (int)compat_rawlen(L, -1) : 0;
-    const char **extensions = lua_newuserdata(L, (size_t)(nx + 1) * sizeof(char *));
-    for (int k = 0; k < nx; k++) {
-        lua_rawgeti(L, -2, k + 1);
-        extensions[k] = lua_tostring(L, -1); /* anchored by the extensions table */
-        lua_pop(L, 1);
-    }
-    extensions[nx] = NULL;
+    const char **extensions = string_array(L, 2, "extensions", &nx);
     o.extensions = nx ? extensions : NULL;
     lua_getfield(L, 2, "image"); /* sqlite.deserialize's bytes (anchored by the options) */
     if (lua_type(L, -1) == LUA_TSTRING)
