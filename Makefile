@@ -144,7 +144,7 @@ test:
 	    $(MAKE) --no-print-directory LUA_VERSION=$$v all test-ext || exit 1; done
 	@$(MAKE) --no-print-directory $(C_TESTS)
 	@$(MAKE) --no-print-directory LUA_VERSION=5.4 build/lua5.4/c_host $(LIB)/c_api
-	PASYN_ROUNDS=$(ROUNDS) prove -e spec/run $(C_TESTS) build/lua5.4/c_host $(LIB)/c_api \
+	PASYN_ROUNDS=$(ROUNDS) prove --timer -e spec/run $(C_TESTS) build/lua5.4/c_host $(LIB)/c_api \
 	    spec/nginx/nginx.t $(foreach l,$(TEST_LUAS),$(SPECS:%=$(l)/%))
 
 # Sanitizer builds go to their own folders; the Lua interpreter itself is not instrumented,
@@ -159,7 +159,7 @@ asan:
 	$(ASAN_RUN) build/asan/test_powerloss && $(ASAN_RUN) build/asan/test_faults
 	PASYN_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	PASYN_BUILD=build/asan prove -e spec/run $(SPECS:%=lua5.4/%)
+	PASYN_BUILD=build/asan prove --timer -e spec/run $(SPECS:%=lua5.4/%)
 
 # The crash proof (spec/proofs/crash.lua; spec/crash_spec.lua runs a few rounds): ROUNDS per
 # synchronous setting (its default, and "full"); SEED replays a run.
@@ -204,7 +204,7 @@ tsan:
 	$(MAKE) --no-print-directory BUILD=build/tsan LUA_VERSION=5.4 CFLAGS="$(TSAN_FLAGS)" LDFLAGS="-fsanitize=thread" all test-ext build/tsan/test_deque build/tsan/test_hub
 	TSAN_OPTIONS=halt_on_error=1 build/tsan/test_deque && TSAN_OPTIONS=halt_on_error=1 build/tsan/test_hub
 	PASYN_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=0 \
-	PASYN_BUILD=build/tsan prove -e spec/run $(SPECS:%=lua5.4/%)
+	PASYN_BUILD=build/tsan prove --timer -e spec/run $(SPECS:%=lua5.4/%)
 
 install: install-lua install-lib
 
