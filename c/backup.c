@@ -25,8 +25,9 @@ struct pasyn_backup {
     sqlite3 *dest_db;   /* open from the first step to the last */
     sqlite3_backup *bk; /* the same */
     int remaining, total;
-    int done;    /* finished (successfully or not) */
-    int abandon; /* the abandon task: finish and free */
+    int done;                  /* finished (successfully or not) */
+    int abandon;               /* the abandon task: finish and free */
+    pasyn_backup *next_orphan; /* in its pool's life.orphans */
 };
 
 pasyn_backup *pasyn_backup_new(const char *dest, const char *name, int pages)
@@ -182,26 +183,41 @@ static void backup_step(pasyn_pool *pool, pasyn_task *t)
     backup_finish(b);
 }
 
-int pasyn_backup_abandon(pasyn_pool *pool, pasyn_backup *b)
+/* An open pool's writer ends the backup at once (a task behind any step of it still queued).
+ * Otherwise (the pool closing or closed, or no memory for the task) the pool keeps it until
+ * pasyn_pool_free, when no thread can still run a step of it: the caller never waits here,
+ * where it may be the only thread that answers the calls a closing pool's statements make of
+ * SQL functions defined in Lua. */
+void pasyn_backup_abandon(pasyn_pool *pool, pasyn_backup *b)
 {
     pasyn_task *t = pasyn_task_new(PASYN_BACKUP, NULL, 0);
-    if (!t)
-        return PASYN_ENOMEM;
-    b->abandon = 1;
-    t->backup = b;
-    t->hub = pool->hub;
-    t->notify = NOTIFY_NONE; /* the pool frees it */
-    pthread_rwlock_rdlock(&pool->life.intake);
-    int open = atomic_load(&pool->life.state) == PASYN_POOL_OPEN;
-    if (open)
-        writer_push(pool, t);
-    pthread_rwlock_unlock(&pool->life.intake);
-    if (!open) {
-        b->abandon = 0;
-        pasyn_task_free(t);
-        return PASYN_ECLOSED;
+    int pushed = 0;
+    if (t) {
+        b->abandon = 1;
+        t->backup = b;
+        t->hub = pool->hub;
+        t->notify = NOTIFY_NONE; /* the pool frees it */
+        pthread_rwlock_rdlock(&pool->life.intake);
+        pushed = atomic_load(&pool->life.state) == PASYN_POOL_OPEN;
+        if (pushed)
+            writer_push(pool, t);
+        pthread_rwlock_unlock(&pool->life.intake);
     }
-    return 0;
+    if (!pushed) {
+        pasyn_task_free(t);
+        b->abandon = 0; /* a step still queued runs as usual */
+        b->next_orphan = pool->life.orphans;
+        pool->life.orphans = b;
+    }
+}
+
+void backup_free_orphans(pasyn_pool *pool)
+{
+    while (pool->life.orphans) {
+        pasyn_backup *b = pool->life.orphans;
+        pool->life.orphans = b->next_orphan;
+        pasyn_backup_free(b);
+    }
 }
 
 /* sqlite3_serialize (c3ref/serialize.html) of the database the task's SQL names ("main" when

@@ -481,12 +481,14 @@ void pasyn_task_set_backup(pasyn_task *t, pasyn_backup *b);
  * step (sqlite3_backup_remaining, sqlite3_backup_pagecount); 1 once the backup has ended
  * (copied all, or failed), 0 while more steps are to come. Owner thread, between steps. */
 int pasyn_backup_progress(const pasyn_backup *b, int *remaining, int *total);
-/* Ends a backup that will take no more steps and frees it, on the writer, after any step of it
- * already queued; nobody is told. 0, or PASYN_ECLOSED when the pool is not open (then end it
- * with pasyn_backup_free once the pool is closed), PASYN_ENOMEM. Owner thread. */
-int pasyn_backup_abandon(pasyn_pool *pool, pasyn_backup *b);
-/* Frees a backup that has ended, or whose pool is closed (pasyn_pool_state CLOSED: it ends
- * it first). Never while a task of it is queued or running. Owner thread. */
+/* Ends a backup that will take no more steps and frees it; nobody is told, and the caller never
+ * waits. On an open pool the writer does it, after any step of it already queued; on a pool
+ * closing or closed (or without memory for that task) the pool keeps it and frees it in
+ * pasyn_pool_free. Either way b is the pool's from this call on. Owner thread, before
+ * pasyn_pool_free. */
+void pasyn_backup_abandon(pasyn_pool *pool, pasyn_backup *b);
+/* Frees a backup that has ended, or whose pool has been freed (it ends it first). Never while a
+ * task of it is queued or running. Owner thread. */
 void pasyn_backup_free(pasyn_backup *b);
 /* The file the pool's writer opens: its database's path or URI (a ":memory:" pool: its
  * private file), owned by the pool; a backup's dest that makes another pool's copy. Any

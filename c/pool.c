@@ -289,6 +289,7 @@ void pasyn_pool_free(pasyn_pool *pool)
         return;
     if (pool->writer.started)
         pthread_join(pool->writer.thread, NULL);
+    backup_free_orphans(pool); /* no thread of the pool runs a step of them now */
     pool_destroy(pool);
 }
 

@@ -179,15 +179,17 @@ typedef struct inliner {
 /* The pool's life (pool.c): its state, the steps of the open, the tasks that report the open
  * and the close, and the gate that keeps submits out once it closes. */
 typedef struct lifecycle {
-    _Atomic int state;       /* enum pasyn_pool_state; changed under mu */
-    pthread_mutex_t mu;      /* guards state changes and what follows (not intake) */
-    pthread_cond_t changed;  /* a step of the open was made */
-    int writer_opened;       /* 1 once the writer opened (and set WAL), -1: it failed */
-    int readers_opened;      /* readers that opened, in index order, */
-    int readers_failed;      /* and that failed to */
-    pasyn_task *open_task;   /* completes when every connection opened or one failed */
-    pasyn_task *close_task;  /* pasyn_close's: queued to the writer once the pool opened */
-    pthread_rwlock_t intake; /* submits hold it shared; close takes it alone */
+    _Atomic int state;            /* enum pasyn_pool_state; changed under mu */
+    pthread_mutex_t mu;           /* guards state changes and what follows (not intake) */
+    pthread_cond_t changed;       /* a step of the open was made */
+    int writer_opened;            /* 1 once the writer opened (and set WAL), -1: it failed */
+    int readers_opened;           /* readers that opened, in index order, */
+    int readers_failed;           /* and that failed to */
+    pasyn_task *open_task;        /* completes when every connection opened or one failed */
+    pasyn_task *close_task;       /* pasyn_close's: queued to the writer once the pool opened */
+    pthread_rwlock_t intake;      /* submits hold it shared; close takes it alone */
+    struct pasyn_backup *orphans; /* backups abandoned when the writer could not end them
+                                     (pasyn_backup_abandon): freed with the pool. Owner thread */
 } lifecycle;
 
 /* Read settings (settings.c) the writer ran through execute: the last PRAGMA for each, which
@@ -269,6 +271,9 @@ int writer_spin(pasyn_pool *pool, uint64_t seen, uint64_t ns);
 
 /* backup.c (writer thread): runs a PASYN_SERIALIZE or PASYN_BACKUP task. */
 void backup_run(pasyn_pool *pool, pasyn_task *t);
+/* Frees the backups abandoned to the pool (pasyn_backup_abandon); pasyn_pool_free, after the
+ * writer ended. */
+void backup_free_orphans(pasyn_pool *pool);
 
 /* group_commit.c (writer thread) */
 /* Runs `t` (taken with `more` tasks behind it) in one transaction with the plain writes queued

@@ -178,6 +178,47 @@ describe("conn:backup", function()
         support.remove_db(other)
     end)
 
+    it("ends on a closing pool without waiting: the calls its statements make are still answered",
+       function()
+        -- A backup that ends while its pool closes must not wait for the close on the Lua
+        -- thread: the close waits for a read that calls a collation defined in Lua, which only
+        -- this thread answers. In a child process: a regression hangs there, not here.
+        local out = support.in_child([[
+            local sqlite = require "pasyn_sqlite"
+            local conn = sqlite.connect(":memory:")
+            conn:execute("CREATE TABLE t(x TEXT)")
+            local i = 0
+            conn:executemany("INSERT INTO t VALUES (?)", function()
+                i = i + 1
+                return i <= 20000 and { tostring((i * 7919) % 20011) } or nil
+            end)
+            local calls = 0
+            conn:create_collation("lua_order", function(a, b)
+                calls = calls + 1
+                return a < b and -1 or a > b and 1 or 0
+            end)
+            local dest = os.tmpname()
+            local rows, stopped
+            sqlite.run(function()
+                local read = sqlite.spawn(function() -- many collation calls: a second or more
+                    return #conn:execute("SELECT x FROM t ORDER BY x COLLATE lua_order"):fetchall()
+                end)
+                sqlite.spawn(function()
+                    sqlite.sleep(0.05)
+                    conn:close() -- waits for the read
+                end)
+                stopped = select(2, pcall(conn.backup, conn, dest, { pages = 1, progress = function()
+                    sqlite.sleep(0.2) -- the pool is closing now, the read still sorting
+                    error("stop here", 0)
+                end }))
+                rows = read:join()
+            end)
+            for _, suffix in ipairs({ "", "-journal", "-wal", "-shm" }) do os.remove(dest .. suffix) end
+            print(rows, calls > 20000, stopped, conn.closed)
+        ]], 120)
+        assert.are.equal("20000\ttrue\tstop here\ttrue\nstatus=0\n", out)
+    end)
+
     it("leaves nothing behind when a coroutine is abandoned between steps", function()
         local before = support.holdings()
         local conn = filled(":memory:", 2000)

@@ -10,37 +10,12 @@ local support = require "support"
 
 local checks = require "functions_checks"
 local raises, scalar, fresh = support.raises, support.scalar, checks.fresh
-local LUA = jit and "luajit" or "lua" .. _VERSION:sub(5) -- luacheck: ignore jit
-local UNDER_TSAN = (os.getenv("LD_PRELOAD") or ""):find("tsan", 1, true) ~= nil
 
 -- A read that keeps a reader busy for a while (~100 ms here, more under a sanitizer).
 local LONG_SQL = [[WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?)
                    SELECT count(*) FROM c]]
 
--- Runs `code` (Lua source; it prints "ok" when all went well) in a child process bounded by
--- `seconds`, so that a hang fails the test instead of stopping the run. Under make tsan (no
--- child processes) it runs here.
-local function in_child(code, seconds)
-    if UNDER_TSAN then
-        local out = {}
-        local env = setmetatable({ print = function(s) out[#out + 1] = tostring(s) end },
-                                 { __index = _G })
-        local chunk = assert((loadstring or load)(code, "=child", "t", env)) -- luacheck: ignore
-        if setfenv then setfenv(chunk, env) end -- luacheck: ignore
-        chunk()
-        return table.concat(out, "\n")
-    end
-    local script = os.tmpname()
-    local f = assert(io.open(script, "w"))
-    f:write(code)
-    f:close()
-    local p = assert(io.popen(("timeout %d %s %s 2>&1; echo \"status=$?\""):format(seconds or 60,
-                                                                                LUA, script)))
-    local out = p:read("*a")
-    p:close()
-    os.remove(script)
-    return out
-end
+local in_child = support.in_child
 
 -- Whether every way of waiting served calls in the first tests (child processes bounded in
 -- time). When one did not, the tests after them, which run here, are skipped: they would hang.
@@ -400,7 +375,7 @@ describe("SQL functions under load", function()
     end)
 
     guarded("fail a call when the Lua state closes mid-call, and end (child process)", function()
-        if UNDER_TSAN then
+        if support.no_children then
             pending("closing the Lua state needs a child process")
             return
         end

@@ -285,4 +285,30 @@ support.lua = jit and "luajit" or "lua" .. _VERSION:sub(5) -- luacheck: ignore j
 -- Tests of child processes are pending there, and run under make test and make asan.
 support.no_children = (os.getenv("LD_PRELOAD") or ""):find("tsan", 1, true) ~= nil
 
+-- Runs `code` (Lua source; it prints "ok" when all went well) in a child process of the same
+-- interpreter bounded by `seconds` (default 60), so that a hang fails the test instead of
+-- stopping the run; returns what it printed, then "status=<exit status>" (124: timed out).
+-- Under make tsan (no child processes) it runs here, in an environment whose print collects.
+function support.in_child(code, seconds)
+    if support.no_children then
+        local out = {}
+        local env = setmetatable({ print = function(s) out[#out + 1] = tostring(s) end },
+                                 { __index = _G })
+        local chunk = assert((loadstring or load)(code, "=child", "t", env)) -- luacheck: ignore
+        if setfenv then setfenv(chunk, env) end -- luacheck: ignore
+        chunk()
+        return table.concat(out, "\n")
+    end
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(code)
+    f:close()
+    local p = assert(io.popen(("timeout %d %s %s 2>&1; echo \"status=$?\""):format(seconds or 60,
+                                                                                support.lua, script)))
+    local out = p:read("*a")
+    p:close()
+    os.remove(script)
+    return out
+end
+
 return support

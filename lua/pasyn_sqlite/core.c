@@ -1262,26 +1262,18 @@ static int l_backup_progress(lua_State *L)
     return 3;
 }
 
-/* The backup's __gc and end: an open pool's writer ends it (after any step of it still
- * queued, from a coroutine that was abandoned while it waited); a closing pool is waited for;
- * a closed one left nothing that runs it. */
+/* The backup's __gc and end: its pool ends it (pasyn_backup_abandon: after any step of it
+ * still queued, from a coroutine that was abandoned while it waited), never waiting here; a
+ * freed pool left nothing that runs it. */
 static int l_backup_gc(lua_State *L)
 {
     lbackup *lb = check_backup(L, 1);
     pasyn_backup *b = lb->b;
     lb->b = NULL;
-    if (!b)
-        return 0;
-    if (lb->owner->pool && pasyn_pool_state(lb->owner->pool) == PASYN_POOL_OPEN) {
-        int rc = pasyn_backup_abandon(lb->owner->pool, b);
-        if (rc != PASYN_ECLOSED)
-            return 0; /* the writer ends it (or, out of memory, it is left) */
-    }
-    while (lb->owner->pool && pasyn_pool_state(lb->owner->pool) != PASYN_POOL_CLOSED) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
-    pasyn_backup_free(b);
+    if (b && lb->owner->pool)
+        pasyn_backup_abandon(lb->owner->pool, b);
+    else if (b)
+        pasyn_backup_free(b);
     return 0;
 }
 

@@ -590,7 +590,12 @@ ops = {
         call(c[1], c[2], unpack(c, 3, 5))
     end,
     wrong_self = function(conn)
-        local cur = some_cursor() or conn:cursor()
+        local cur = some_cursor()
+        if not cur then -- conn may be closing: cursor() raises then
+            local ok, c = call("cursor", conn.cursor, conn)
+            if not ok then return end
+            cur = c
+        end
         local cases = {
             { "Connection.execute(cursor)", conn.execute, cur, "SELECT 1" },
             { "Connection.execute(nil)", conn.execute, nil, "SELECT 1" },
@@ -708,7 +713,14 @@ function M.run(opts)
         sqlite.spawn(watchdog)
         local handles = {}
         for w = 1, WORKERS do
-            handles[w] = sqlite.spawn(worker, "w" .. w, names, deadline)
+            handles[w] = sqlite.spawn(function()
+                -- An error outside call() is the fuzzer's own bug: where it came from.
+                local ok, err = xpcall(function() worker("w" .. w, names, deadline) end,
+                                       function(e) return debug.traceback(tostring(e), 2) end)
+                if not ok then
+                    fail("worker w" .. w, err)
+                end
+            end)
         end
         for _, h in ipairs(handles) do
             h:join()
