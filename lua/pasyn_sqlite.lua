@@ -1550,7 +1550,9 @@ end
 -- conn:close(). Waits for the statements already submitted, rolls back an open transaction,
 -- closes every connection of the pool and joins its threads; conn.closed is true afterwards.
 -- Closing again does nothing; from another coroutine while a close is under way, it returns
--- once that close is done. Also the connection's __close (Lua 5.4 `<close>`). As Python's
+-- once that close is done (a caller that blocks serves the calls of SQL functions defined in
+-- Lua meanwhile). Raises ProgrammingError inside such a function (the statement that called it
+-- waits for it). Also the connection's __close (Lua 5.4 `<close>`). As Python's
 -- Connection.close.
 function Connection:close()
     check_self(self, Connection, "conn:close")
@@ -1566,8 +1568,19 @@ function Connection:close()
         core.free_task(task)
     elseif state == POOL_CLOSING then
         -- Another coroutine is closing it: return once it is closed, and finish the job if
-        -- that coroutine was abandoned on the way.
+        -- that coroutine was abandoned on the way. The close may wait for statements that call
+        -- SQL functions defined in Lua: a caller that blocks serves those calls meanwhile (a
+        -- coroutine that yields leaves them to the scheduler), and one inside such a function
+        -- is refused, as core.close refuses it.
+        if core.serving() then
+            raise("ProgrammingError", "a SQL function defined in Lua cannot run statements or " ..
+                  "close a connection: the statement that called it waits for it")
+        end
+        local sync = not sched.can_yield()
         repeat
+            if sync then
+                core.serve()
+            end
             sched.sleep(0.001)
             state = core.state(pool)
         until state == POOL_CLOSED or state == POOL_FREED

@@ -219,6 +219,30 @@ describe("conn:backup", function()
         assert.are.equal("20000\ttrue\tstop here\ttrue\nstatus=0\n", out)
     end)
 
+    it("ends at once when another coroutine closes its pool between steps, leaving nothing",
+       function()
+        -- The step after the close is refused; the backup is left to the pool (its writer may
+        -- still run a step of it), which ends it when it is freed: the copy's file is let go.
+        local before = support.holdings()
+        local conn = filled(":memory:", 2000)
+        local dest = support.temp_path()
+        local err, closer
+        sqlite.run(function()
+            local ok
+            ok, err = pcall(conn.backup, conn, dest, { pages = 1, progress = function()
+                closer = closer or sqlite.spawn(function() conn:close() end)
+                sqlite.sleep(0)
+            end })
+            assert.is_false(ok)
+            closer:join()
+        end)
+        assert.is_true(sqlite.is_error(err), tostring(err))
+        assert.are.equal("PoolClosedError", err.kind)
+        assert.is_true(conn.closed)
+        support.remove_db(dest)
+        support.assert_nothing_left(before)
+    end)
+
     it("leaves nothing behind when a coroutine is abandoned between steps", function()
         local before = support.holdings()
         local conn = filled(":memory:", 2000)

@@ -66,6 +66,82 @@ describe("calls of SQL functions defined in Lua are served (child processes)", f
     it("by a blocking call waiting for a max_pending slot", function()
         in_child_checks("gate", "{ readers = 2, max_pending = 1 }")
     end)
+
+    -- A close under way waits for the statements in flight, and they for their calls: nothing
+    -- on the Lua thread may wait for that close without serving them. Each child runs a read
+    -- that calls f once it has counted (some 100 ms later), a close begun meanwhile by another
+    -- coroutine, and then the wait in question; it prints what f was called with and what the
+    -- wait gave.
+    local CLOSING = [[
+        local sqlite = require "pasyn_sqlite"
+        local conn = sqlite.connect(":memory:", { readers = 2 })
+        conn:execute("CREATE TABLE t(x)")
+        conn:execute("INSERT INTO t VALUES (1), (2), (3)")
+        local read, got
+        local inside = function() end -- what f does besides (a test may change it)
+        conn:create_function("f", 1, function(n)
+            read = n
+            inside()
+            return n
+        end)
+        sqlite.run(function()
+            sqlite.spawn(pcall, conn.execute, conn, "WITH RECURSIVE c(x) AS (SELECT 1 UNION " ..
+                         "ALL SELECT x + 1 FROM c WHERE x < 1000000) SELECT f(count(*)) FROM c")
+            sqlite.sleep(0) -- the read is in flight
+            %s
+        end)
+        print("read " .. tostring(read) .. ", " .. tostring(got))
+    ]]
+
+    it("by a backup that ends on a pool another coroutine is closing", function()
+        -- The backup's first step begins the close; its second is refused ("closing"), and the
+        -- backup ends at once, leaving what is left of it to the pool.
+        local out = in_child(CLOSING:format([[
+            local dest = os.tmpname()
+            local ok, err = pcall(conn.backup, conn, dest, { pages = 1, progress = function()
+                sqlite.spawn(function() conn:close() end)
+                sqlite.sleep(0)
+            end })
+            got = ok and "backup done" or err.kind
+            os.remove(dest)
+        ]]), 60)
+        if not out:find("read 1000000, PoolClosedError", 1, true) then
+            served = false
+        end
+        assert.matches("read 1000000, PoolClosedError", out, 1, true)
+    end)
+
+    it("by a blocking close of a pool another coroutine is closing", function()
+        local out = in_child(CLOSING:format([[
+            sqlite.spawn(function() conn:close() end)
+            sqlite.sleep(0) -- closing
+            -- from a coroutine the scheduler does not know: it blocks until the pool is closed
+            local co = coroutine.create(function() conn:close() end)
+            assert(coroutine.resume(co))
+            got = conn.closed and "closed" or "still open"
+        ]]), 60)
+        if not out:find("read 1000000, closed", 1, true) then
+            served = false
+        end
+        assert.matches("read 1000000, closed", out, 1, true)
+    end)
+
+    it("and a close inside a function, of a pool another coroutine is closing, is refused",
+       function()
+        -- (the close would wait for the statement that waits for the function)
+        local out = in_child(CLOSING:format([[
+            inside = function()
+                local ok, err = pcall(conn.close, conn)
+                got = ok and "closed inside" or err.kind .. ": " .. err.message
+            end
+            conn:close()
+        ]]), 60)
+        if not out:find("read 1000000, ProgrammingError", 1, true) then
+            served = false
+        end
+        assert.matches("read 1000000, ProgrammingError: a SQL function defined in Lua cannot run " ..
+                       "statements or close a connection", out, 1, true)
+    end)
 end)
 
 describe("SQL functions defined in Lua", function()
