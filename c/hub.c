@@ -132,9 +132,13 @@ static void hub_clear(pasyn_hub *hub)
 }
 
 /* Writes the descriptor after letting go of the lock (hub_complete). A drain may have come in
- * between (`drains` moved since `seen`) and found the descriptor not yet written, leaving it
- * readable behind the drain while not `signalled`: it is made to agree again, signalled while
- * tasks wait (the next drain clears it), read back here otherwise. */
+ * between (`drains` moved since `seen`) and found the descriptor not yet written: the write may
+ * now leave it readable behind that drain while not `signalled`. It is read back here while
+ * nothing waits; otherwise it is marked `stray`, for the next drain to clear. It must not count
+ * as `signalled`: another drain may have cleared it already (one that came after the write),
+ * and what waits now (calls that drain left for its caller, tasks queued while the host
+ * watched `pending`) was never signalled: `signalled` would then keep the next completion or
+ * call from writing the descriptor, and a host blocked on it would never wake. */
 static void hub_write_unlocked(pasyn_hub *hub, uint64_t seen)
 {
     hub_write_fd(hub);
@@ -143,7 +147,7 @@ static void hub_write_unlocked(pasyn_hub *hub, uint64_t seen)
     pthread_mutex_lock(&hub->mu);
     if (!hub->signalled) {
         if (hub->head || hub->calls)
-            hub->signalled = 1;
+            hub->stray = 1;
         else
             hub_clear(hub);
     }
@@ -203,12 +207,12 @@ void hub_signal_locked(pasyn_hub *hub)
 pasyn_task *pasyn_hub_drain(pasyn_hub *hub)
 {
     pthread_mutex_lock(&hub->mu);
-    if (hub->signalled) { /* clear it with the list, so the two never disagree */
+    if (hub->signalled || hub->stray) { /* clear it with the list, so the two never disagree */
         /* counted before reading: a completion whose write lands after the read sees the
          * count moved (the descriptor's own lock orders the two) */
         atomic_fetch_add(&hub->drains, 1);
         hub_clear(hub); /* a socket's bytes are read by the host, before it drains */
-        hub->signalled = 0;
+        hub->signalled = hub->stray = 0;
     }
     pasyn_task *list = hub->head;
     hub->head = hub->tail = NULL;

@@ -111,6 +111,8 @@ struct pasyn_hub {
     _Atomic int pending;  /* head != NULL, readable without the lock */
     _Atomic int watching; /* the host spins on pending in pasyn_hub_poll */
     int signalled;        /* under mu: the descriptor (and sfd) written since the last drain */
+    int stray;            /* under mu: a write that trailed a drain may have landed since it
+                             (hub_write_unlocked): the next drain clears the descriptor */
     int efd;              /* eventfd, or the read end of a pipe */
     int wfd;              /* the write end (== efd for eventfd) */
     int sfd;              /* under mu: a connected socket signalled too (pasyn_hub_accept),
