@@ -214,9 +214,9 @@ describe("conn:backup", function()
                 rows = read:join()
             end)
             for _, suffix in ipairs({ "", "-journal", "-wal", "-shm" }) do os.remove(dest .. suffix) end
-            print(rows, calls > 20000, stopped, conn.closed)
+            print(("%d %s %s %s"):format(rows, tostring(calls > 20000), stopped, tostring(conn.closed)))
         ]], 120)
-        assert.are.equal("20000\ttrue\tstop here\ttrue\nstatus=0\n", out)
+        assert.matches("20000 true stop here true", out, 1, true)
     end)
 
     it("ends at once when another coroutine closes its pool between steps, leaving nothing",
