@@ -312,7 +312,8 @@ static int cmp_u64(const void *a, const void *b)
 
 static int ids_has(const ids *sorted, uint64_t id)
 {
-    return bsearch(&id, sorted->v, sorted->n, sizeof id, cmp_u64) != NULL;
+    /* bsearch's base must not be NULL, even for no elements (C11 7.22.5) */
+    return sorted->n > 0 && bsearch(&id, sorted->v, sorted->n, sizeof id, cmp_u64) != NULL;
 }
 
 /* The ids of a table, sorted. */
