@@ -538,6 +538,19 @@ end
 
 -- ---- Cursor ---------------------------------------------------------------------------------
 
+-- The description of the columns record `columns` (Python's: each column's {name, name = ...,
+-- decltype = ...}), made when a cursor's description is first read and kept in the record,
+-- which every cursor of the same SQL text shares while its columns stay the same.
+local function describe(columns)
+    local names, decltypes = columns.names, columns.decltypes
+    local d = {}
+    for i = 1, #names do
+        d[i] = { names[i], name = names[i], decltype = decltypes[i] }
+    end
+    columns.description = d
+    return d
+end
+
 -- Fields. As in Python's sqlite3 (Modules/_sqlite/cursor.c, cursor_members), description,
 -- rowcount, lastrowid and connection are read-only: assigning one raises ProgrammingError
 -- (Python: AttributeError, "readonly attribute"). row, timeout and arraysize can be set; a row
@@ -554,7 +567,10 @@ end
 local cursor_getters = {
     description = function(cur)
         local stmt = cur._stmt
-        return stmt and stmt.description or nil
+        if not stmt then
+            return nil
+        end
+        return stmt.description or describe(stmt)
     end,
     rowcount = function(cur)
         return cur._rowcount
@@ -594,8 +610,18 @@ function Cursor.__newindex(cur, key, value)
     set_field(cur, key, value, cursor_getters, Cursor, "a cursor", "arraysize, row and timeout")
 end
 
--- The rows of a cursor that holds none. Shared, and never written: rows are only ever
--- overwritten at positions up to #cur._rows, which is 0 here.
+-- A cursor's rows. A result of at most one row that has ended (every point read) is kept as
+-- that row itself: _rows is the row, or false once it is fetched or when there was none, and
+-- _pos is 0; so the row is the only table it makes (core.execute fills a cursor so, from the
+-- core's buffer, before the task is freed). Any other result is an array of rows in _rows,
+-- fetched from _pos on (the ones before it are false), with more to come while _stream is
+-- set. Either way the rows are made, in the shape the cursor's row asked for ("named", or
+-- arrays), when the statement's result (or a streamed chunk) comes in; a row function is
+-- applied when a row is fetched.
+--
+-- The rows of a cursor that holds none, in the array form (a stream between chunks). Shared,
+-- and never written: rows are only ever overwritten at positions up to #cur._rows, which is 0
+-- here.
 local NO_ROWS = setmetatable({}, { __newindex = function() error("NO_ROWS is read-only", 2) end })
 
 Cursor.arraysize = 1 -- until a cursor sets its own
@@ -607,9 +633,9 @@ local function new_cursor(conn)
     return setmetatable({
         _cfg = conn._cfg, -- conn, row, timeout (see "Fields")
         _rowcount = -1,
-        _stmt = false, -- its statement's description record (see describe), when it has columns
-        _rows = NO_ROWS, -- rows not fetched yet from _pos on; the ones before it are false
-        _pos = 1,
+        _stmt = false, -- its statement's columns record (see remember), when it has columns
+        _rows = false, -- the rows not fetched yet (see "A cursor's rows")
+        _pos = 0,
         _stream = false,
         _busy = false,
     }, Cursor)
@@ -696,33 +722,22 @@ local function end_stream(cur)
 end
 
 
--- Gives the cursor the description record of its statement `sql`: the columns record of its
--- result (false when it has no columns: see core.result), to which the first cursor that gets
--- a new one adds `sql` and `description` (Python's, each column's {name, name = ..., decltype =
--- ...}). Records are kept per connection and SQL text and handed to core.result as `known`,
--- which gives the same record back while it still describes the statement: then the same
--- description serves again, and a statement makes no table for it. SQL built on the fly fills
--- the connection's records up to DESCRIBED_MAX or DESCRIBED_BYTES; then they are dropped all
--- at once (statements that come again make theirs again).
-local function describe(cur, sql, columns)
-    cur._stmt = columns
-    if not columns or columns.description then
-        return
-    end
-    local names, decltypes = columns.names, columns.decltypes
-    local d = {}
-    for i = 1, #names do
-        d[i] = { names[i], name = names[i], decltype = decltypes[i] }
-    end
-    columns.sql, columns.description = sql, d
+-- Keeps `columns`, a columns record new from the core (see core.result) for the statement
+-- `sql` of `conn`, and adds `sql` to it. Records are kept per connection and SQL text and
+-- handed to the core as `known`, which gives the same record back while it still describes
+-- the statement: then the same description serves again, and a statement makes no table for
+-- its columns. SQL built on the fly fills the connection's records up to DESCRIBED_MAX or
+-- DESCRIBED_BYTES; then they are dropped all at once (statements that come again make theirs
+-- again).
+local function remember(conn, sql, columns)
+    columns.sql = sql
     local len = #sql
     if len > CACHE_SQL_MAX then
         return
     end
-    local conn = cur._cfg.conn
     local described = conn._described
     if not described[sql] then
-        local bytes = len + DESCRIBED_COLUMN_BYTES * (#names + 1)
+        local bytes = len + DESCRIBED_COLUMN_BYTES * (#columns.names + 1)
         if conn._ndescribed >= DESCRIBED_MAX or conn._described_bytes + bytes > DESCRIBED_BYTES then
             described, conn._ndescribed, conn._described_bytes = {}, 0, 0
             conn._described = described
@@ -745,25 +760,59 @@ local function take(cur, sql, res)
     if lastrowid then
         rawset(cur, "_lastrowid", lastrowid) -- absent until the first insert
     end
-    if columns and not columns.description then
-        describe(cur, sql, columns)
-    else
-        cur._stmt = columns
+    cur._stmt = columns
+    if columns and not columns.sql then
+        remember(cur._cfg.conn, sql, columns)
     end
     return cur
 end
 
--- Runs sql on the cursor; the caller has checked that the cursor and its connection are open.
+-- Before a cursor runs another statement: lets go of what it holds, its rows and a streamed
+-- result's reader (a new cursor holds nothing).
+local function clear(cur)
+    if cur._stream then
+        end_stream(cur)
+    end
+    cur._rows, cur._pos = false, 0
+end
+
+-- The rest of a statement of `cur` that did not complete at once: `task` (with the failure
+-- after it when it is nil) was submitted by the caller (sync, id, co) with a slot of `gate`.
+-- Waits for it and takes its result into the cursor (named: its rows are named), or raises.
+local function wait_statement(cur, sql, named, sync, id, co, gate, task, class, code, extended,
+                              message)
+    if not task then
+        sched.gate_release(gate)
+        fail(sql, class, code, extended, message)
+    end
+    wait_for(cur, task, sync, id, co, gate)
+    return take(cur, sql, finish(cur, sql, task, named))
+end
+
+-- Runs the statement sql (kind "script", submit's) on the cursor; the caller has checked that
+-- the cursor and its connection are open, and cleared the cursor.
 local function run_statement(cur, kind, sql, ...)
     local cfg = cur._cfg
     local timeout = cfg.timeout
     if timeout ~= nil then
         timeout = checked_timeout(cur)
     end
-    if cur._stream then
-        end_stream(cur)
+    local sync, id, co = caller()
+    local conn = cfg.conn
+    local gate = admit(conn, sync, id, co)
+    return wait_statement(cur, sql, cfg.row == "named", sync, id, co, gate,
+                          core.submit(conn._pool, kind, id, sync, timeout, sql, ...))
+end
+
+-- Runs the statement sql (execute's) on the cursor, as run_statement does; the path of every
+-- statement, kept short. One call: a short read the core runs at once on this thread
+-- (README, "Reads the caller runs itself") comes back in the cursor, with no wait.
+local function run_exec(cur, sql, ...)
+    local cfg = cur._cfg
+    local timeout = cfg.timeout
+    if timeout ~= nil then
+        timeout = checked_timeout(cur)
     end
-    cur._rows, cur._pos = NO_ROWS, 1
     local sync, id, co = caller()
     local conn = cfg.conn
     local gate = conn._gate
@@ -772,44 +821,34 @@ local function run_statement(cur, kind, sql, ...)
     else
         admit(conn, sync, id, co)
     end
-    local task, class, code, extended, message
-    if kind == "exec" then
-        -- One call: a short read the core runs at once on this thread (README, "Reads the
-        -- caller runs itself") comes back as the filled record, with no wait.
-        local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil
-        -- Busy (1): other statements in flight, or other coroutines to run (gate.pending
-        -- counts this one already), or the scheduler's coroutines had their inline budget for
-        -- this round of its loop (sched.pausing): a reader runs it meanwhile, while the
-        -- machine has a core for one (else a hand-off costs more than the read: it runs here
-        -- all the same). While a trace function is set, never here (2): the trace comes with
-        -- a completion (sched.await).
-        local busy = gate.trace and 2 or
-                     (sched.pausing or gate.pending > 1 or (co ~= nil and sched.has_ready())) and 1
-                     or 0
-        task, class, code, extended, message = core.execute(conn._pool, id, sync, busy, timeout,
-            result, cfg.row == "named", known, sql, ...)
-        if task == result then
-            if gate.first > gate.last and gate.pending <= gate.max then
-                gate.pending = gate.pending - 1 -- nobody waits for the slot (sched.gate_release)
-            else
-                sched.gate_release(gate)
-            end
-            take(cur, sql, task)
-            if class then -- inline reads held the thread for a budget: let the others run
-                sched.pause(co)
-            end
-            return cur
+    local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil
+    -- Busy (1): other statements in flight, or other coroutines to run (gate.pending counts
+    -- this one already), or the scheduler's coroutines had their inline budget for this round
+    -- of its loop (sched.pausing): a reader runs it meanwhile, while the machine has a core
+    -- for one (else a hand-off costs more than the read: it runs here all the same). While a
+    -- trace function is set, never here (2): the trace comes with a completion (sched.await).
+    local busy = gate.trace and 2 or
+                 (sched.pausing or gate.pending > 1 or (co ~= nil and sched.has_ready())) and 1
+                 or 0
+    local named = cfg.row == "named"
+    local task, class, code, extended, message = core.execute(conn._pool, id, sync, busy,
+        timeout, cur, named, known, sql, ...)
+    if task == cur then -- done, its result in the cursor; then pause, a new columns record
+        if gate.first > gate.last and gate.pending <= gate.max then
+            gate.pending = gate.pending - 1 -- nobody waits for the slot (sched.gate_release)
+        else
+            sched.gate_release(gate)
         end
-    else
-        task, class, code, extended, message =
-            core.submit(conn._pool, kind, id, sync, timeout, sql, ...)
+        if code then
+            remember(conn, sql, code)
+        end
+        if class then -- inline reads held the thread for a budget: let the others run
+            sched.pause(co)
+        end
+        return cur
     end
-    if not task then
-        sched.gate_release(gate)
-        fail(sql, class, code, extended, message)
-    end
-    wait_for(cur, task, sync, id, co, gate)
-    return take(cur, sql, finish(cur, sql, task, cfg.row == "named"))
+    return wait_statement(cur, sql, named, sync, id, co, gate, task, class, code, extended,
+                          message)
 end
 
 -- cur:execute(sql [, params | value, ...]) -> cur. Runs one statement on the cursor: its rows
@@ -823,11 +862,15 @@ function Cursor:execute(sql, ...)
     if metatable_of(self) ~= Cursor then
         check_self(self, Cursor, "cur:execute")
     end
-    check_cursor(self) -- run_statement checks the timeout
+    check_cursor(self)
     if type(sql) ~= "string" then
         check_string(sql, "cur:execute", "sql")
     end
-    return run_statement(self, "exec", sql, ...)
+    if self._cfg.timeout ~= nil then -- a bad one raises before the cursor lets go of its rows
+        checked_timeout(self)
+    end
+    clear(self)
+    return run_exec(self, sql, ...)
 end
 
 -- cur:executescript(script) -> cur. Runs ';'-separated statements without parameters on the
@@ -837,6 +880,8 @@ function Cursor:executescript(script)
     check_self(self, Cursor, "cur:executescript")
     check_cursor(self)
     check_string(script, "cur:executescript", "script")
+    checked_timeout(self) -- a bad one raises before the cursor lets go of its rows
+    clear(self)
     return run_statement(self, "script", script)
 end
 
@@ -941,7 +986,7 @@ function Cursor:executemany(sql, seq)
     local timeout = checked_timeout(self)
     check_many(sql, seq, "cur:executemany")
     end_stream(self)
-    self._rows, self._pos, self._stmt = NO_ROWS, 1, false
+    self._rows, self._pos, self._stmt = false, 0, false
     if type(seq) == "table" then
         self._rowcount = many_chunk(self, sql, seq, timeout) -- one task: the core keeps it atomic
         return self
@@ -996,15 +1041,24 @@ function Cursor:fetchone()
         check_cursor(self, true)
     end
     local rows, pos = self._rows, self._pos
-    while pos > #rows do
-        if not more(self) then
+    local row
+    if pos == 0 then -- the one row of a result, or none (see "A cursor's rows")
+        if not rows then
             return nil
         end
-        rows, pos = self._rows, self._pos
+        row = rows
+        self._rows = false
+    else
+        while pos > #rows do
+            if not more(self) then
+                return nil
+            end
+            rows, pos = self._rows, self._pos
+        end
+        row = rows[pos]
+        rows[pos] = false -- let a long streamed chunk's rows go as they are read
+        self._pos = pos + 1
     end
-    local row = rows[pos]
-    rows[pos] = false -- let a long streamed chunk's rows go as they are read
-    self._pos = pos + 1
     local shape = self._cfg.row
     if shape == "array" or shape == "named" then
         return row
@@ -1015,6 +1069,17 @@ end
 -- Up to `limit` rows of the cursor, shaped by `shape` (the cursor's row when the fetch began).
 local function collect_rows(cur, limit, shape)
     local plain = shape == "array" or shape == "named"
+    if cur._pos == 0 then -- the one row of a result, or none (see "A cursor's rows")
+        local row = cur._rows
+        if not row or limit < 1 then
+            return {}
+        end
+        cur._rows = false -- used up before the row function runs (see below)
+        if plain then
+            return { row }
+        end
+        return { shape(cur, row) }
+    end
     local out, n = {}, 0
     while n < limit do
         local pos, rows = cur._pos, cur._rows
@@ -1107,7 +1172,7 @@ function Cursor:close()
     end
     end_stream(self)
     self._busy = CLOSED
-    self._rows, self._pos = NO_ROWS, 1
+    self._rows, self._pos = false, 0
 end
 Cursor.__close = Cursor.close
 
@@ -1158,7 +1223,7 @@ function Connection:execute(sql, ...)
     if type(sql) ~= "string" then -- a connection not open: core.execute says so
         check_string(sql, "conn:execute", "sql")
     end
-    return run_statement(new_cursor(self), "exec", sql, ...)
+    return run_exec(new_cursor(self), sql, ...)
 end
 
 -- conn:executemany(sql, seq) -> a new Cursor: a cursor's executemany (see Cursor:executemany).
