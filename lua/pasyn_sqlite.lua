@@ -816,27 +816,26 @@ local function run_exec(cur, sql, ...)
     local sync, id, co = caller()
     local conn = cfg.conn
     local gate = conn._gate
-    if gate.pending < gate.max and gate.first > gate.last then -- admit's common case, inline
-        gate.pending = gate.pending + 1
-    else
+    -- admit's common case, inline: a slot is free and nobody waits for one. The statement
+    -- takes it only if it must be waited for (below): one that the core runs at once has
+    -- completed when the call returns, and nothing can run in between.
+    local free = gate.pending < gate.max and gate.first > gate.last
+    if not free then
         admit(conn, sync, id, co)
     end
-    local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil
-    -- Busy (1): other statements in flight, or other coroutines to run (gate.pending counts
-    -- this one already), or the scheduler's coroutines had their inline budget for this round
-    -- of its loop (sched.pausing): a reader runs it meanwhile, while the machine has a core
-    -- for one (else a hand-off costs more than the read: it runs here all the same). While a
-    -- trace function is set, never here (2): the trace comes with a completion (sched.await).
+    -- Busy (1): other statements in flight, or other coroutines to run, or the scheduler's
+    -- coroutines had their inline budget for this round of its loop (sched.pausing): a reader
+    -- runs it meanwhile, while the machine has a core for one (else a hand-off costs more
+    -- than the read: it runs here all the same). While a trace function is set, never here
+    -- (2): the trace comes with a completion (sched.await).
     local busy = gate.trace and 2 or
-                 (sched.pausing or gate.pending > 1 or (co ~= nil and sched.has_ready())) and 1
-                 or 0
+                 (not free or sched.pausing or gate.pending > 0 or
+                  (co ~= nil and sched.has_ready())) and 1 or 0
     local named = cfg.row == "named"
     local task, class, code, extended, message = core.execute(conn._pool, id, sync, busy,
-        timeout, cur, named, known, sql, ...)
+        timeout, cur, named, conn._described, sql, ...)
     if task == cur then -- done, its result in the cursor; then pause, a new columns record
-        if gate.first > gate.last and gate.pending <= gate.max then
-            gate.pending = gate.pending - 1 -- nobody waits for the slot (sched.gate_release)
-        else
+        if not free then
             sched.gate_release(gate)
         end
         if code then
@@ -846,6 +845,9 @@ local function run_exec(cur, sql, ...)
             sched.pause(co)
         end
         return cur
+    end
+    if free then
+        gate.pending = gate.pending + 1 -- its slot (wait_statement gives it back on a failure)
     end
     return wait_statement(cur, sql, named, sync, id, co, gate, task, class, code, extended,
                           message)

@@ -601,8 +601,8 @@ enum result_slot {
 static int take_result(lua_State *L, pasyn_task *t, lpool *p, lstream *prev);
 static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p);
 
-/* execute(pool, owner, sync, busy, timeout, cursor, names, known, sql [, params_table |
- *         values...]) -> cursor, pause [, columns] | task | nil, class, code, extended, message
+/* execute(pool, owner, sync, busy, timeout, cursor, names, described, sql [, params_table |
+ *          values...]) -> cursor, pause [, columns] | task | nil, class, code, extended, message
  * One statement (kind "exec" of submit) in one call: it is submitted, and when the core ran
  * it at once on this thread (an inline read: pasyn_submit gave PASYN_DONE) its result goes
  * into `cursor` (fill_cursor says which fields) and the task is freed.
@@ -610,8 +610,9 @@ static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p);
  * its share of inline reads for now (pasyn_task_set_caller_busy: a reader runs it while the
  * machine has a core for one), or 2 when it must not run here (pasyn_task_set_no_inline: what
  * it reports must come with a completion, as a trace does); cursor a table holding every
- * field fill_cursor sets but _lastrowid (a Cursor of the Lua layer); names and known as
- * result takes them.
+ * field fill_cursor sets but _lastrowid (a Cursor of the Lua layer); names as result takes
+ * it; described a table of SQL texts -> their columns records (or nil), where the one for sql,
+ * if any, is result()'s `known` (looked up only for a text of at most cache_sql_max bytes).
  * Results: when the statement is done, the cursor; then true when reads run inline in a row
  * (and the code between them) have held this thread for the pool's inline_budget (the caller
  * should let the other coroutines run), else false; then, when the result's columns record
@@ -652,6 +653,15 @@ static int l_execute(lua_State *L)
         p->inline_since = 0;
     if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
         return fail_task(L, t); /* its own error */
+    /* known: described[sql], for a text short enough to be kept there (no longer one is
+     * hashed for the lookup) */
+    if (len <= PASYN_CACHE_SQL_MAX && lua_istable(L, 8)) {
+        lua_pushvalue(L, 9);
+        lua_rawget(L, 8);
+    } else {
+        lua_pushnil(L);
+    }
+    lua_replace(L, 8);
     /* Done: result()'s arguments in its slots (the parameters are in the task already), moved
      * down in place; the arguments were checked above. */
     lua_settop(L, 8);
@@ -929,8 +939,13 @@ static int known_columns(lua_State *L, const pasyn_task *t, lua_Number id)
 {
     if (!lua_istable(L, SLOT_KNOWN))
         return 0;
-    int n = (int)compat_rawlen(L, SLOT_KNOWN), same = 0;
-    for (int i = 1; i <= n && !same; i++) {
+    lua_rawgeti(L, SLOT_KNOWN, 1); /* the common case: the id it was made for */
+    int same = lua_tonumber(L, -1) == id;
+    lua_pop(L, 1);
+    if (same)
+        return 1;
+    int n = (int)compat_rawlen(L, SLOT_KNOWN);
+    for (int i = 2; i <= n && !same; i++) {
         lua_rawgeti(L, SLOT_KNOWN, i);
         same = lua_tonumber(L, -1) == id;
         lua_pop(L, 1);
