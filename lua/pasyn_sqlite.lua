@@ -45,6 +45,7 @@ for kind in pairs(errors.kinds) do
 end
 
 local co_running, co_status = coroutine.running, coroutine.status
+local type = type
 local rawset = rawset
 local unpack = table.unpack or unpack -- luacheck: ignore
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
@@ -813,7 +814,19 @@ local function run_exec(cur, sql, ...)
     if timeout ~= nil then
         timeout = checked_timeout(cur)
     end
-    local sync, id, co = caller()
+    -- caller()'s common cases, inline: the main thread, a coroutine of the running sqlite.run
+    local co, ismain = co_running()
+    local sync, id
+    if co == nil or ismain then
+        sync, id, co = true, 1, nil
+    else
+        id = sched.loop_ids[co]
+        if id then
+            sync = not isyieldable()
+        else
+            sync, id, co = caller()
+        end
+    end
     local conn = cfg.conn
     local gate = conn._gate
     -- admit's common case, inline: a slot is free and nobody waits for one. The statement
@@ -1144,7 +1157,21 @@ end
 -- cur:fetchall() -> an array of the remaining rows, possibly empty. Raises as fetchone does.
 -- As Python's Cursor.fetchall.
 function Cursor:fetchall()
-    check_self(self, Cursor, "cur:fetchall")
+    if metatable_of(self) ~= Cursor then
+        check_self(self, Cursor, "cur:fetchall")
+    end
+    if self._busy or self._cfg.conn._freed then
+        check_cursor(self, true)
+    end
+    local shape = self._cfg.row
+    if self._pos == 0 and (shape == "array" or shape == "named") then -- collect_rows' first case
+        local row = self._rows
+        if not row then
+            return {}
+        end
+        self._rows = false
+        return { row }
+    end
     return collect(self, math.huge)
 end
 
