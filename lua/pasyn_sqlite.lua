@@ -603,12 +603,56 @@ end
 
 Cursor.__index = fields_index(Cursor, cursor_getters)
 
+-- The rows of `cur` not fetched yet, made again as named rows (`named`) or as arrays: cur.row
+-- applies to every row fetched after it is set, as a Python cursor's row_factory is read at
+-- each fetch (Modules/_sqlite/cursor.c, pysqlite_cursor_iternext), also to rows that came
+-- before it was set (see "A cursor's rows"). Named rows keep one value per name, so an array
+-- made from one whose result had two columns of the same name holds the last one's value
+-- twice (README, "Named rows with duplicate column names").
+local function reshape(cur, named)
+    local stmt = cur._stmt
+    if not stmt then
+        return
+    end
+    local names = stmt.names
+    local ncols = #names
+    local function remake(row)
+        local out
+        if named then
+            out = {}
+            for i = 1, ncols do
+                out[names[i]] = row[i]
+            end
+        else
+            out = { n = ncols }
+            for i = 1, ncols do
+                out[i] = row[names[i]]
+            end
+        end
+        return out
+    end
+    local rows, pos = cur._rows, cur._pos
+    if pos == 0 then
+        if rows then
+            cur._rows = remake(rows)
+        end
+    else
+        for i = pos, #rows do
+            rows[i] = remake(rows[i])
+        end
+    end
+end
+
 function Cursor.__newindex(cur, key, value)
     if key == "arraysize" then -- here only while unset: then it stays in the table
         rawset(cur, key, value)
         return
     end
+    local named = cur._cfg.row == "named"
     set_field(cur, key, value, cursor_getters, Cursor, "a cursor", "arraysize, row and timeout")
+    if key == "row" and (value == "named") ~= named then
+        reshape(cur, not named)
+    end
 end
 
 -- A cursor's rows. A result of at most one row that has ended (every point read) is kept as
@@ -787,7 +831,11 @@ local function wait_statement(cur, sql, named, sync, id, co, gate, task, class, 
         fail(sql, class, code, extended, message)
     end
     wait_for(cur, task, sync, id, co, gate)
-    return take(cur, sql, finish(cur, sql, task, named))
+    take(cur, sql, finish(cur, sql, task, named))
+    if (cur._cfg.row == "named") ~= named then -- cur.row was set while it waited
+        reshape(cur, not named)
+    end
+    return cur
 end
 
 -- Runs the statement sql (kind "script", submit's) on the cursor; the caller has checked that
@@ -1040,6 +1088,9 @@ local function more(cur)
     local rows, going_on = res.rows, res.stream
     res.rows, res.stream = false, false -- moved to the cursor (see take)
     cur._rows, cur._pos, cur._stream = rows or NO_ROWS, 1, going_on
+    if (cur._cfg.row == "named") ~= (names ~= nil) then -- cur.row was set while it waited
+        reshape(cur, names == nil)
+    end
     return true
 end
 
