@@ -144,6 +144,21 @@ for _, path in ipairs({ "inline", "reader" }) do
             assert.equal(d, run(conn, sql, 2).description) -- the new record is kept and shared
         end)
 
+        it("a columns record first made by this path is kept and shared too", function()
+            local d0 = run(conn, ONE, 1).description
+            -- 600 other SQL texts: the connection drops the records it keeps (at 512), so the
+            -- next run of ONE makes a new one
+            for i = 1, 600 do
+                conn:execute("SELECT " .. i .. " AS x"):fetchall()
+            end
+            local cur = run(conn, ONE, 1)
+            local d = cur.description
+            assert.are_not.equal(d0, d)
+            assert.same(d0, d)
+            assert.equal(d, run(conn, ONE, 2).description)
+            assert.same({ 1, "one", n = 2 }, cur:fetchone())
+        end)
+
         it("a cursor executed again before it was fetched gives the new statement's rows",
            function()
             local cur = conn:cursor()
