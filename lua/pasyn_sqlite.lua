@@ -660,9 +660,10 @@ end
 -- _pos is 0; so the row is the only table it makes (core.execute fills a cursor so, from the
 -- core's buffer, before the task is freed). Any other result is an array of rows in _rows,
 -- fetched from _pos on (the ones before it are false), with more to come while _stream is
--- set. Either way the rows are made, in the shape the cursor's row asked for ("named", or
--- arrays), when the statement's result (or a streamed chunk) comes in; a row function is
--- applied when a row is fetched.
+-- set. Either way the rows are made, in the shape the cursor's row asks for ("named", or
+-- arrays), when the statement's result (or a streamed chunk) comes in, and made again when
+-- cur.row changes between named and not (reshape); a row function is applied when a row is
+-- fetched.
 --
 -- The rows of a cursor that holds none, in the array form (a stream between chunks). Shared,
 -- and never written: rows are only ever overwritten at positions up to #cur._rows, which is 0
