@@ -330,6 +330,19 @@ end
 
 local Connection, Cursor = {}, {}
 
+-- Where a cursor keeps its private fields: in its array part, made by one table constructor
+-- (new_cursor), so that making a cursor sets no hash key and reading a field indexes an
+-- array. The binding fills a cursor by the same numbers (core.c, enum cursor_field).
+--   CFG        its settings: row, timeout, and the connection (see "Fields"); also a
+--              connection's [CFG]
+--   ROWCOUNT   cur.rowcount
+--   STMT       its statement's columns record (see remember), or false when it has no columns
+--   ROWS, POS  the rows not fetched yet (see "A cursor's rows")
+--   STREAM     the stream a streamed result goes on in, or false
+--   BUSY       false, or who runs an operation of it now, or CLOSED (see "In use")
+--   LASTROWID  cur.lastrowid, false until an insert gives one
+local CFG, ROWCOUNT, STMT, ROWS, POS, STREAM, BUSY, LASTROWID = 1, 2, 3, 4, 5, 6, 7, 8
+
 -- ---- arguments -------------------------------------------------------------------------
 
 -- Every public entry point checks its arguments here, at the boundary, as luaL_check* does in
@@ -389,7 +402,7 @@ local function check_c_string(v, where, name)
     end
 end
 
--- cur._busy when the cursor is closed. Otherwise it is false, or who is running an operation
+-- cur[BUSY] when the cursor is closed. Otherwise it is false, or who is running an operation
 -- of the cursor now (see "In use" below).
 local CLOSED = {}
 
@@ -449,11 +462,11 @@ end
 -- takes. (A coroutine closed while it waits leaves it, and refuse() sees that its holder is
 -- dead.)
 local function wait_for(cur, task, sync, id, co, gate)
-    local pool = cur._cfg.conn._pool
-    local busy = cur._busy
-    cur._busy = co or true
+    local pool = cur[CFG].conn._pool
+    local busy = cur[BUSY]
+    cur[BUSY] = co or true
     sched.await(task, sync, gate, co)
-    cur._busy = busy
+    cur[BUSY] = busy
     if co then
         note_owner(pool, id, co)
     end
@@ -479,7 +492,7 @@ local CACHE_SQL_MAX = core.cache_sql_max
 -- the statement's error. names and stream as core.result takes them; the column tables known
 -- for `sql` (see describe) serve again when they describe this result.
 local function finish(cur, sql, task, names, stream)
-    local conn = cur._cfg.conn
+    local conn = cur[CFG].conn
     local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil -- (no long text hashed)
     local res, class, code, extended, message = core.result(task, conn._pool, result, names,
                                                             stream, known)
@@ -491,18 +504,16 @@ end
 
 -- Fields of both objects: what cannot be assigned raises; what can is checked.
 --
--- The settable settings (row, timeout) and the connection live in `_cfg`, a small plain table
--- (no metatable: a setting that is nil, a timeout of none, is simply absent) that a connection
--- shares with every cursor made from it, and that a change replaces rather than modifies: a
--- cursor keeps the settings it was made with (README, "Cursors take conn.row"), and one that
--- sets its own gets a table of its own. So a cursor is made with 7 fields, in a Lua table of 8
--- hash slots: an insert's _lastrowid fills the 8th, and only a ninth field (a cursor's own
--- arraysize as well) doubles the table, which matters with thousands of statements in flight.
+-- The settable settings (row, timeout) and the connection live in a small plain table, `cfg`
+-- (no metatable: a setting that is nil, a timeout of none, is simply absent), at conn._cfg
+-- and cur[CFG], that a connection shares with every cursor made from it, and that a change
+-- replaces rather than modifies: a cursor keeps the settings it was made with (README,
+-- "Cursors take conn.row"), and one that sets its own gets a table of its own.
 --
--- The settings of `_cfg`, the same on both objects: each one's public name (which is also its
--- key in `_cfg`) -> the check an assignment makes, which raises, or false for none. A timeout
+-- The settings of `cfg`, the same on both objects: each one's public name (which is also its
+-- key in `cfg`) -> the check an assignment makes, which raises, or false for none. A timeout
 -- is checked when a statement uses it (checked_timeout), as it always was: setting one does
--- not raise, and a bad one (false included) is refused then. Reading one is `obj._cfg[name]`.
+-- not raise, and a bad one (false included) is refused then. Reading one is `cfg[name]`.
 local settings = {
     row = function(value)
         local ok, want = row_shape(value) -- the check connect makes of its `row` option
@@ -514,20 +525,21 @@ local settings = {
 }
 
 -- obj[key] = value, for a key absent from obj's table (its __newindex): a setting of `settings`
--- is checked and goes into a new `_cfg`; any other key raises, as read-only when `getters` or
--- `methods` know it, else as a field `what` (the object, for the message) does not have.
-local function set_field(obj, key, value, getters, methods, what, settable)
+-- is checked and goes into a new `cfg`, at obj[cfg_key]; any other key raises, as read-only
+-- when `getters` or `methods` know it, else as a field `what` (the object, for the message)
+-- does not have.
+local function set_field(obj, cfg_key, key, value, getters, methods, what, settable)
     local check = settings[key]
     if check ~= nil then
         if check then
             check(value)
         end
         local cfg = {}
-        for k, v in pairs(obj._cfg) do
+        for k, v in pairs(obj[cfg_key]) do
             cfg[k] = v
         end
         cfg[key] = value
-        obj._cfg = cfg
+        obj[cfg_key] = cfg
         return
     end
     if getters[key] ~= nil or methods[key] ~= nil then
@@ -560,33 +572,33 @@ end
 -- otherwise do nothing, silently.
 --
 -- For __newindex to see an assignment the field must be absent from the cursor's table, so
--- the values live in private fields, and reading a public one goes through __index. The
--- private fields a statement touches are always present (false for "none"): the library's
--- own reads and writes, a few dozen per statement, never reach a metamethod. _lastrowid alone
--- is set (rawset) only once an insert gives one. What that costs is the method lookup:
--- `cur:fetchone()` finds its method through a function instead of a table.
+-- the values live in private fields (its array part: CFG, ROWCOUNT, ...), and reading a public
+-- one goes through __index. The private fields are always present (false for "none"): the
+-- library's own reads and writes, a few dozen per statement, never reach a metamethod. What
+-- that costs is the method lookup: `cur:fetchone()` finds its method through a function
+-- instead of a table.
 local cursor_getters = {
     description = function(cur)
-        local stmt = cur._stmt
+        local stmt = cur[STMT]
         if not stmt then
             return nil
         end
         return stmt.description or describe(stmt)
     end,
     rowcount = function(cur)
-        return cur._rowcount
+        return cur[ROWCOUNT]
     end,
     lastrowid = function(cur)
-        return rawget(cur, "_lastrowid")
+        return cur[LASTROWID] or nil
     end,
     connection = function(cur)
-        return cur._cfg.conn
+        return cur[CFG].conn
     end,
 }
 
 -- The __index of a class whose objects keep their fields private: its methods first (the
 -- lookup every call makes), then `getters` (name -> function(obj)), then the settings.
-local function fields_index(class, getters)
+local function fields_index(class, getters, cfg_key)
     return function(obj, key)
         local member = class[key]
         if member ~= nil then
@@ -596,12 +608,12 @@ local function fields_index(class, getters)
         if get then
             return get(obj)
         elseif settings[key] ~= nil then
-            return obj._cfg[key]
+            return obj[cfg_key][key]
         end
     end
 end
 
-Cursor.__index = fields_index(Cursor, cursor_getters)
+Cursor.__index = fields_index(Cursor, cursor_getters, CFG)
 
 -- The rows of `cur` not fetched yet, made again as named rows (`named`) or as arrays: cur.row
 -- applies to every row fetched after it is set, as a Python cursor's row_factory is read at
@@ -610,7 +622,7 @@ Cursor.__index = fields_index(Cursor, cursor_getters)
 -- made from one whose result had two columns of the same name holds the last one's value
 -- twice (README, "Named rows with duplicate column names").
 local function reshape(cur, named)
-    local stmt = cur._stmt
+    local stmt = cur[STMT]
     if not stmt then
         return
     end
@@ -631,10 +643,10 @@ local function reshape(cur, named)
         end
         return out
     end
-    local rows, pos = cur._rows, cur._pos
+    local rows, pos = cur[ROWS], cur[POS]
     if pos == 0 then
         if rows then
-            cur._rows = remake(rows)
+            cur[ROWS] = remake(rows)
         end
     else
         for i = pos, #rows do
@@ -648,49 +660,41 @@ function Cursor.__newindex(cur, key, value)
         rawset(cur, key, value)
         return
     end
-    local named = cur._cfg.row == "named"
-    set_field(cur, key, value, cursor_getters, Cursor, "a cursor", "arraysize, row and timeout")
+    local named = cur[CFG].row == "named"
+    set_field(cur, CFG, key, value, cursor_getters, Cursor, "a cursor", "arraysize, row and timeout")
     if key == "row" and (value == "named") ~= named then
         reshape(cur, not named)
     end
 end
 
 -- A cursor's rows. A result of at most one row that has ended (every point read) is kept as
--- that row itself: _rows is the row, or false once it is fetched or when there was none, and
--- _pos is 0; so the row is the only table it makes (core.execute fills a cursor so, from the
--- core's buffer, before the task is freed). Any other result is an array of rows in _rows,
--- fetched from _pos on (the ones before it are false), with more to come while _stream is
--- set. Either way the rows are made, in the shape the cursor's row asks for ("named", or
+-- that row itself: cur[ROWS] is the row, or false once it is fetched or when there was none,
+-- and cur[POS] is 0; so the row is the only table it makes (core.execute fills a cursor so,
+-- from the core's buffer, before the task is freed). Any other result is an array of rows in
+-- cur[ROWS], fetched from cur[POS] on (the ones before it are false), with more to come while
+-- cur[STREAM] is set. Either way the rows are made, in the shape the cursor's row asks for ("named", or
 -- arrays), when the statement's result (or a streamed chunk) comes in, and made again when
 -- cur.row changes between named and not (reshape); a row function is applied when a row is
 -- fetched.
 --
 -- The rows of a cursor that holds none, in the array form (a stream between chunks). Shared,
--- and never written: rows are only ever overwritten at positions up to #cur._rows, which is 0
+-- and never written: rows are only ever overwritten at positions up to #cur[ROWS], which is 0
 -- here.
 local NO_ROWS = setmetatable({}, { __newindex = function() error("NO_ROWS is read-only", 2) end })
 
 Cursor.arraysize = 1 -- until a cursor sets its own
 
--- A cursor is made with the 7 fields a statement touches, so that the table does not grow
--- while a statement's results come in: _lastrowid, the 8th, comes with the first insert that
--- gives one (and arraysize only when set; see "Fields").
+-- A cursor is made with every private field (CFG ... LASTROWID) in its array part, so that
+-- the table does not grow while a statement's results come in (arraysize, set by the user,
+-- goes into its hash part; see "Fields").
 local function new_cursor(conn)
-    return setmetatable({
-        _cfg = conn._cfg, -- conn, row, timeout (see "Fields")
-        _rowcount = -1,
-        _stmt = false, -- its statement's columns record (see remember), when it has columns
-        _rows = false, -- the rows not fetched yet (see "A cursor's rows")
-        _pos = 0,
-        _stream = false,
-        _busy = false,
-    }, Cursor)
+    return setmetatable({ conn._cfg, -1, false, false, 0, false, false, false }, Cursor)
 end
 
 -- The cursor's timeout as the core takes it (nil for none). A bad one raises here, when a
 -- statement would use it.
 local function checked_timeout(cur)
-    local timeout = cur._cfg.timeout
+    local timeout = cur[CFG].timeout
     if timeout == nil then
         return nil
     end
@@ -707,16 +711,16 @@ end
 -- self->locked for the whole call, its executemany iterator included, and clears it on every
 -- way out; GH-80254 locks the per-row user code of a fetch), a cursor is refused while an
 -- operation of its own is under way: from the executemany iterator, from a row function, or
--- from another coroutine that runs while the operation waits for its statement. cur._busy
+-- from another coroutine that runs while the operation waits for its statement. cur[BUSY]
 -- holds the coroutine running the operation (true for the main thread). A fetch's row
 -- function is locked too, unlike Python's row_factory: a fetch from inside it would upset the
 -- fetch that called it (collect_rows keeps its place in locals).
 local function refuse(cur)
-    local holder = cur._busy
+    local holder = cur[BUSY]
     if holder == CLOSED then
         raise("ProgrammingError", "the cursor is closed")
     elseif type(holder) == "thread" and co_status(holder) == "dead" then
-        cur._busy = false -- its coroutine ended inside the operation (coroutine.close): over
+        cur[BUSY] = false -- its coroutine ended inside the operation (coroutine.close): over
         return
     end
     raise("ProgrammingError", "Recursive use of cursors not allowed. (An operation of this " ..
@@ -729,10 +733,10 @@ end
 -- waits for the statements submitted before it, and their rows, which come before it is
 -- done, can still be fetched; a streamed result's next chunk is refused then (PoolClosedError).
 local function check_cursor(cur, fetching)
-    if cur._busy then
+    if cur[BUSY] then
         refuse(cur)
     end
-    local conn = cur._cfg.conn
+    local conn = cur[CFG].conn
     if fetching then -- only a freed pool refuses a fetch: told by the connection, no C call
         if conn._freed then
             not_open(POOL_FREED)
@@ -750,9 +754,9 @@ end
 -- paths pay for the pcall; a statement's wait marks the cursor without one (finish). The error
 -- goes on unchanged.
 local function while_busy(cur, fn, ...)
-    cur._busy = co_running() or true
+    cur[BUSY] = co_running() or true
     local ok, a, b = pcall(fn, ...)
-    cur._busy = false
+    cur[BUSY] = false
     if not ok then
         error(a, 0)
     end
@@ -760,9 +764,9 @@ local function while_busy(cur, fn, ...)
 end
 
 local function end_stream(cur)
-    local stream = cur._stream
+    local stream = cur[STREAM]
     if stream then
-        cur._stream = false
+        cur[STREAM] = false
         core.release(stream)
     end
 end
@@ -801,14 +805,14 @@ local function take(cur, sql, res)
     local rows, stream, rowcount, lastrowid = res.rows, res.stream, res.rowcount, res.lastrowid
     local columns = res.columns
     res.rows, res.stream = false, false -- moved to the cursor
-    cur._rows, cur._pos, cur._stream = rows or NO_ROWS, 1, stream
-    cur._rowcount = rowcount
+    cur[ROWS], cur[POS], cur[STREAM] = rows or NO_ROWS, 1, stream
+    cur[ROWCOUNT] = rowcount
     if lastrowid then
-        rawset(cur, "_lastrowid", lastrowid) -- absent until the first insert
+        cur[LASTROWID] = lastrowid -- false until the first insert
     end
-    cur._stmt = columns
+    cur[STMT] = columns
     if columns and not columns.sql then
-        remember(cur._cfg.conn, sql, columns)
+        remember(cur[CFG].conn, sql, columns)
     end
     return cur
 end
@@ -816,10 +820,10 @@ end
 -- Before a cursor runs another statement: lets go of what it holds, its rows and a streamed
 -- result's reader (a new cursor holds nothing).
 local function clear(cur)
-    if cur._stream then
+    if cur[STREAM] then
         end_stream(cur)
     end
-    cur._rows, cur._pos = false, 0
+    cur[ROWS], cur[POS] = false, 0
 end
 
 -- The rest of a statement of `cur` that did not complete at once: `task` (with the failure
@@ -833,7 +837,7 @@ local function wait_statement(cur, sql, named, sync, id, co, gate, task, class, 
     end
     wait_for(cur, task, sync, id, co, gate)
     take(cur, sql, finish(cur, sql, task, named))
-    if (cur._cfg.row == "named") ~= named then -- cur.row was set while it waited
+    if (cur[CFG].row == "named") ~= named then -- cur.row was set while it waited
         reshape(cur, not named)
     end
     return cur
@@ -842,7 +846,7 @@ end
 -- Runs the statement sql (kind "script", submit's) on the cursor; the caller has checked that
 -- the cursor and its connection are open, and cleared the cursor.
 local function run_statement(cur, kind, sql, ...)
-    local cfg = cur._cfg
+    local cfg = cur[CFG]
     local timeout = cfg.timeout
     if timeout ~= nil then
         timeout = checked_timeout(cur)
@@ -858,7 +862,7 @@ end
 -- statement, kept short. One call: a short read the core runs at once on this thread
 -- (README, "Reads the caller runs itself") comes back in the cursor, with no wait.
 local function run_exec(cur, sql, ...)
-    local cfg = cur._cfg
+    local cfg = cur[CFG]
     local timeout = cfg.timeout
     if timeout ~= nil then
         timeout = checked_timeout(cur)
@@ -930,7 +934,7 @@ function Cursor:execute(sql, ...)
     if type(sql) ~= "string" then
         check_string(sql, "cur:execute", "sql")
     end
-    if self._cfg.timeout ~= nil then -- a bad one raises before the cursor lets go of its rows
+    if self[CFG].timeout ~= nil then -- a bad one raises before the cursor lets go of its rows
         checked_timeout(self)
     end
     clear(self)
@@ -957,7 +961,7 @@ local MANY_CHUNK = 10000
 -- sent, and many_wait raises ConnectionClosedError for it.
 local function many_submit(cur, sql, sets, timeout)
     local sync, id, co = caller()
-    local conn = cur._cfg.conn
+    local conn = cur[CFG].conn
     local gate = admit(conn, sync, id, co)
     local sent = { sync = sync, id = id, co = co, gate = gate, -- then what submit_many returned
                    core.submit_many(conn._pool, id, sync, timeout, sql, sets) }
@@ -1006,7 +1010,7 @@ end
 -- conn:transaction (a transaction of its own, or a savepoint inside the caller's) so that the
 -- whole call is all or nothing. Sets cur's rowcount, or raises the error that undid the call.
 local function many_chunks(cur, sql, seq, sets, timeout)
-    cur._cfg.conn:transaction(function()
+    cur[CFG].conn:transaction(function()
         local total, sent, last = 0, many_submit(cur, sql, sets, timeout), false
         while not last do
             -- The next chunk is built, and sent to queue behind this one, while the writer
@@ -1025,7 +1029,7 @@ local function many_chunks(cur, sql, seq, sets, timeout)
             total = total + inserted
             sent, last = following, is_last
         end
-        cur._rowcount = total + many_wait(cur, sql, sent)
+        cur[ROWCOUNT] = total + many_wait(cur, sql, sent)
     end)
 end
 
@@ -1050,14 +1054,14 @@ function Cursor:executemany(sql, seq)
     local timeout = checked_timeout(self)
     check_many(sql, seq, "cur:executemany")
     end_stream(self)
-    self._rows, self._pos, self._stmt = false, 0, false
+    self[ROWS], self[POS], self[STMT] = false, 0, false
     if type(seq) == "table" then
-        self._rowcount = many_chunk(self, sql, seq, timeout) -- one task: the core keeps it atomic
+        self[ROWCOUNT] = many_chunk(self, sql, seq, timeout) -- one task: the core keeps it atomic
         return self
     end
     local sets, last = while_busy(self, next_chunk, seq)
     if last then
-        self._rowcount = many_chunk(self, sql, sets, timeout)
+        self[ROWCOUNT] = many_chunk(self, sql, sets, timeout)
     else
         while_busy(self, many_chunks, self, sql, seq, sets, timeout)
     end
@@ -1066,30 +1070,30 @@ end
 
 -- Brings the next chunk of a streamed result; false at the end.
 local function more(cur)
-    local stream = cur._stream
+    local stream = cur[STREAM]
     if not stream then
         return false
     end
     local timeout = checked_timeout(cur)
     local sync, id, co = caller()
-    cur._stream = false -- ended, unless the answer says it goes on
-    local stmt = cur._stmt -- a streamed result has columns
+    cur[STREAM] = false -- ended, unless the answer says it goes on
+    local stmt = cur[STMT] -- a streamed result has columns
     -- named rows: the names the first chunk's rows have as keys
-    local names = cur._cfg.row == "named" and stmt.names or nil
+    local names = cur[CFG].row == "named" and stmt.names or nil
     local task, class, code, extended, message = core.fetch(stream, id, sync, timeout)
     if not task then
         fail(stmt.sql, class, code, extended, message)
     end
     wait_for(cur, task, sync, id, co)
-    local gate = cur._cfg.conn._gate
+    local gate = cur[CFG].conn._gate
     if gate.hooks then -- a fetch is no statement of the gate's: its trace, when it ended one
         sched.run_hooks(gate, task)
     end
     local res = finish(cur, stmt.sql, task, names, stream)
     local rows, going_on = res.rows, res.stream
     res.rows, res.stream = false, false -- moved to the cursor (see take)
-    cur._rows, cur._pos, cur._stream = rows or NO_ROWS, 1, going_on
-    if (cur._cfg.row == "named") ~= (names ~= nil) then -- cur.row was set while it waited
+    cur[ROWS], cur[POS], cur[STREAM] = rows or NO_ROWS, 1, going_on
+    if (cur[CFG].row == "named") ~= (names ~= nil) then -- cur.row was set while it waited
         reshape(cur, names == nil)
     end
     return true
@@ -1104,29 +1108,29 @@ function Cursor:fetchone()
     if metatable_of(self) ~= Cursor then
         check_self(self, Cursor, "cur:fetchone")
     end
-    if self._busy or self._cfg.conn._freed then
+    if self[BUSY] or self[CFG].conn._freed then
         check_cursor(self, true)
     end
-    local rows, pos = self._rows, self._pos
+    local rows, pos = self[ROWS], self[POS]
     local row
     if pos == 0 then -- the one row of a result, or none (see "A cursor's rows")
         if not rows then
             return nil
         end
         row = rows
-        self._rows = false
+        self[ROWS] = false
     else
         while pos > #rows do
             if not more(self) then
                 return nil
             end
-            rows, pos = self._rows, self._pos
+            rows, pos = self[ROWS], self[POS]
         end
         row = rows[pos]
         rows[pos] = false -- let a long streamed chunk's rows go as they are read
-        self._pos = pos + 1
+        self[POS] = pos + 1
     end
-    local shape = self._cfg.row
+    local shape = self[CFG].row
     if shape == "array" or shape == "named" then
         return row
     end
@@ -1136,12 +1140,12 @@ end
 -- Up to `limit` rows of the cursor, shaped by `shape` (the cursor's row when the fetch began).
 local function collect_rows(cur, limit, shape)
     local plain = shape == "array" or shape == "named"
-    if cur._pos == 0 then -- the one row of a result, or none (see "A cursor's rows")
-        local row = cur._rows
+    if cur[POS] == 0 then -- the one row of a result, or none (see "A cursor's rows")
+        local row = cur[ROWS]
         if not row or limit < 1 then
             return {}
         end
-        cur._rows = false -- used up before the row function runs (see below)
+        cur[ROWS] = false -- used up before the row function runs (see below)
         if plain then
             return { row }
         end
@@ -1149,7 +1153,7 @@ local function collect_rows(cur, limit, shape)
     end
     local out, n = {}, 0
     while n < limit do
-        local pos, rows = cur._pos, cur._rows
+        local pos, rows = cur[POS], cur[ROWS]
         local last = #rows
         if pos > last then
             if not more(cur) then
@@ -1157,7 +1161,7 @@ local function collect_rows(cur, limit, shape)
             end
         elseif n == 0 and pos == 1 and last <= limit and plain then
             out, n = rows, last -- a whole chunk: hand it over as it is
-            cur._rows, cur._pos = NO_ROWS, 1
+            cur[ROWS], cur[POS] = NO_ROWS, 1
         elseif plain then
             local take_n = math.min(limit - n, last - pos + 1)
             for i = pos, pos + take_n - 1 do
@@ -1165,14 +1169,14 @@ local function collect_rows(cur, limit, shape)
                 out[n] = rows[i]
                 rows[i] = false
             end
-            cur._pos = pos + take_n
+            cur[POS] = pos + take_n
         else
             -- The cursor moves on before the row function runs: if it raises, its row is
             -- used up (as in Python, whose row_factory runs after the step) and the next fetch
             -- goes on from the row after it.
             local row = rows[pos]
             rows[pos] = false
-            cur._pos = pos + 1
+            cur[POS] = pos + 1
             n = n + 1
             out[n] = shape(cur, row)
         end
@@ -1182,7 +1186,7 @@ end
 
 local function collect(cur, limit)
     check_cursor(cur, true)
-    local shape = cur._cfg.row
+    local shape = cur[CFG].row
     if shape == "array" or shape == "named" then
         return collect_rows(cur, limit, shape)
     end
@@ -1212,16 +1216,16 @@ function Cursor:fetchall()
     if metatable_of(self) ~= Cursor then
         check_self(self, Cursor, "cur:fetchall")
     end
-    if self._busy or self._cfg.conn._freed then
+    if self[BUSY] or self[CFG].conn._freed then
         check_cursor(self, true)
     end
-    local shape = self._cfg.row
-    if self._pos == 0 and (shape == "array" or shape == "named") then -- collect_rows' first case
-        local row = self._rows
+    local shape = self[CFG].row
+    if self[POS] == 0 and (shape == "array" or shape == "named") then -- collect_rows' first case
+        local row = self[ROWS]
         if not row then
             return {}
         end
-        self._rows = false
+        self[ROWS] = false
         return { row }
     end
     return collect(self, math.huge)
@@ -1245,15 +1249,15 @@ end
 -- Also the cursor's __close (Lua 5.4 `<close>`).
 function Cursor:close()
     check_self(self, Cursor, "cur:close")
-    local busy = self._busy
+    local busy = self[BUSY]
     if busy == CLOSED then
         return
     elseif busy then
         refuse(self) -- raises, unless the operation's coroutine is gone
     end
     end_stream(self)
-    self._busy = CLOSED
-    self._rows, self._pos = false, 0
+    self[BUSY] = CLOSED
+    self[ROWS], self[POS] = false, 0
 end
 Cursor.__close = Cursor.close
 
@@ -1280,10 +1284,10 @@ local conn_properties = {
     end,
 }
 
-Connection.__index = fields_index(Connection, conn_properties)
+Connection.__index = fields_index(Connection, conn_properties, "_cfg")
 
 function Connection.__newindex(conn, key, value)
-    set_field(conn, key, value, conn_properties, Connection, "a connection", "row and timeout")
+    set_field(conn, "_cfg", key, value, conn_properties, Connection, "a connection", "row and timeout")
 end
 
 -- conn:cursor() -> a new Cursor of this connection, with no statement yet; it takes conn.row

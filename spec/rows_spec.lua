@@ -321,15 +321,16 @@ for _, path in ipairs({ "inline", "reader" }) do
                                  "FROM c WHERE x < 300000) SELECT id, name FROM t WHERE id = " ..
                                  "(SELECT count(*) FROM c) - 299999"
                     local cur = conn:cursor()
-                    local row, set
+                    local row, in_use
                     sqlite.run(function()
                         sqlite.spawn(function()
                             cur.row = "named"
-                            set = cur._busy ~= false -- while the statement was in flight
+                            -- the statement is in flight: the cursor is in use
+                            in_use = raises("ProgrammingError", cur.fetchone, cur)
                         end)
                         row = cur:execute(slow):fetchone()
                     end)
-                    assert.is_true(set)
+                    assert.matches("Recursive use", in_use.message)
                     assert.same({ id = 1, name = "one" }, row)
                 end)
             end

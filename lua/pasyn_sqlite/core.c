@@ -39,9 +39,9 @@ enum integers_mode { INTEGERS_NUMBER = 0, INTEGERS_STRING, INTEGERS_INT64 };
 typedef struct lpool {
     pasyn_pool *pool;      /* NULL once freed */
     int integers;          /* enum integers_mode */
-    uint64_t inline_since; /* when the reads this thread has run inline in a row began: since
-                              a statement of the pool last went to a worker, or execute last
-                              asked for a pause (now_ns; 0: none) */
+    uint64_t inline_since; /* when the first of the reads this thread has run inline in a row
+                              ended: since a statement of the pool last went to a worker, or
+                              execute last asked for a pause (now_ns; 0: none) */
     uint64_t pause_ns;     /* after that long, execute asks for a pause: the inline_budget */
 } lpool;
 
@@ -610,7 +610,7 @@ static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p);
  * its share of inline reads for now (pasyn_task_set_caller_busy: a reader runs it while the
  * machine has a core for one), or 2 when it must not run here (pasyn_task_set_no_inline: what
  * it reports must come with a completion, as a trace does); cursor a table holding every
- * field fill_cursor sets but _lastrowid (a Cursor of the Lua layer); names as result takes
+ * field fill_cursor sets in its array part (a Cursor of the Lua layer); names as result takes
  * it; described a table of SQL texts -> their columns records (or nil), where the one for sql,
  * if any, is result()'s `known` (looked up only for a text of at most cache_sql_max bytes).
  * Results: when the statement is done, the cursor; then true when reads run inline in a row
@@ -639,16 +639,17 @@ static int l_execute(lua_State *L)
     int err = bind_args(L, t, 10);
     if (err != PASYN_OK)
         return fail(L, t, err, lua_tostring(L, -1));
-    uint64_t start = now_ns();
     int n = submit(L, p, t, sync);
     if (n != 2) {
         p->inline_since = 0; /* its caller waits: the others run meanwhile */
         return n;            /* a task to wait for, or a failure */
     }
+    /* Wall time, the Lua code between the reads included: what holds the loop; from the end
+     * of the first read in a row (one clock read per statement). */
+    uint64_t now = now_ns();
     if (!p->inline_since)
-        p->inline_since = start;
-    /* Wall time, the Lua code between the reads included: what holds the loop. */
-    int pause = now_ns() - p->inline_since >= p->pause_ns;
+        p->inline_since = now;
+    int pause = now - p->inline_since >= p->pause_ns;
     if (pause)
         p->inline_since = 0;
     if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
@@ -1100,19 +1101,32 @@ static int take_result(lua_State *L, pasyn_task *t, lpool *p, lstream *prev)
     return 1;
 }
 
+/* Where a cursor of the Lua layer keeps its fields: its array part (pasyn_sqlite.lua, CFG,
+ * ROWCOUNT, ...; keep the two in step). */
+enum cursor_field {
+    CURSOR_CFG = 1,
+    CURSOR_ROWCOUNT,
+    CURSOR_STMT,
+    CURSOR_ROWS,
+    CURSOR_POS,
+    CURSOR_STREAM,
+    CURSOR_BUSY,
+    CURSOR_LASTROWID
+};
+
 /* execute()'s work once the statement ran on this thread and succeeded: the task's result
  * goes straight into the cursor at SLOT_RECORD, in the fields the Lua layer keeps it in
  * (pasyn_sqlite.lua, "A cursor's rows"), and the task is freed:
- *   _stmt         result()'s `columns`
- *   _rows, _pos   a result of at most one row that has ended: that row itself (false for
- *                 none) and 0; else the array of rows (perhaps empty) and 1
- *   _stream       the stream the rest comes from, or false
- *   _rowcount     result()'s `rowcount`
- *   _lastrowid    set (raw) only when the statement inserted a row itself
- * Every value is made first, then the fields are set: the cursor has each of them but
- * _lastrowid already, so setting them allocates nothing and no finalizer runs in between
- * (as in take_result). Leaves the stack at SLOT_COLUMNS, the columns there; returns 1 when
- * the columns record is a new one (push_columns), else 0. */
+ *   STMT         result()'s `columns`
+ *   ROWS, POS    a result of at most one row that has ended: that row itself (false for
+ *                none) and 0; else the array of rows (perhaps empty) and 1
+ *   STREAM       the stream the rest comes from, or false
+ *   ROWCOUNT     result()'s `rowcount`
+ *   LASTROWID    set only when the statement inserted a row itself
+ * Every value is made first, then the fields are set: the cursor's array part holds each of
+ * them already, so setting them allocates nothing and no finalizer runs in between (as in
+ * take_result). Leaves the stack at SLOT_COLUMNS, the columns there; returns 1 when the
+ * columns record is a new one (push_columns), else 0. */
 static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p)
 {
     lua_settop(L, SLOT_KNOWN);
@@ -1130,20 +1144,18 @@ static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p)
     lua_pushinteger(L, (lua_Integer)pasyn_task_rowcount(t));
     int64_t rowid;
     int inserted = pasyn_task_lastrowid(t, &rowid);
-    if (inserted) {
-        lua_pushliteral(L, "_lastrowid");
+    if (inserted)
         push_int(L, rowid, p->integers);
-    }
     push_stream(L, t, p, NULL);
     pasyn_task_free(t);
-    lua_setfield(L, SLOT_RECORD, "_stream");
+    lua_rawseti(L, SLOT_RECORD, CURSOR_STREAM);
     if (inserted)
-        lua_rawset(L, SLOT_RECORD);
-    lua_setfield(L, SLOT_RECORD, "_rowcount");
-    lua_setfield(L, SLOT_RECORD, "_pos");
-    lua_setfield(L, SLOT_RECORD, "_rows");
+        lua_rawseti(L, SLOT_RECORD, CURSOR_LASTROWID);
+    lua_rawseti(L, SLOT_RECORD, CURSOR_ROWCOUNT);
+    lua_rawseti(L, SLOT_RECORD, CURSOR_POS);
+    lua_rawseti(L, SLOT_RECORD, CURSOR_ROWS);
     lua_pushvalue(L, SLOT_COLUMNS);
-    lua_setfield(L, SLOT_RECORD, "_stmt");
+    lua_rawseti(L, SLOT_RECORD, CURSOR_STMT);
     return fresh;
 }
 
