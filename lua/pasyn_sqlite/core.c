@@ -36,8 +36,11 @@ enum integers_mode { INTEGERS_NUMBER = 0, INTEGERS_STRING, INTEGERS_INT64 };
 
 /* A pool as Lua holds it. Where the pool is in its life is the core's to say
  * (pasyn_pool_state); the binding knows only whether it has freed it. */
+typedef struct lhub lhub;
+
 typedef struct lpool {
     pasyn_pool *pool;      /* NULL once freed */
+    lhub *lhub;            /* the Lua state's hub record (get_lhub), which outlives the pool */
     int integers;          /* enum integers_mode */
     uint64_t inline_since; /* when the first of the reads this thread has run inline in a row
                               ended: since a statement of the pool last went to a worker, or
@@ -62,12 +65,12 @@ typedef struct lstream {
  * there would be shared by all of them. A hub made before a fork is left to the parent: the
  * child makes its own (the old one's memory stays, as its lock may be held by a thread that
  * does not exist in the child). */
-typedef struct lhub {
+struct lhub {
     pasyn_hub *hub;
     pid_t pid;                 /* the process that made it */
     int serving;               /* SQL functions running now (serve_calls), nested */
     uint64_t last_function_id; /* ids of SQL functions are never reused (create_function) */
-} lhub;
+};
 
 static void forget_functions(lua_State *L, const lpool *p);
 
@@ -505,7 +508,7 @@ static const char in_function[] =
 
 static int submit(lua_State *L, lpool *p, pasyn_task *t, int sync)
 {
-    if (get_lhub(L)->serving)
+    if (p->lhub->serving)
         return fail(L, t, PASYN_EPROGRAMMING, in_function);
     if (pool_state(p) != PASYN_POOL_OPEN)
         return fail_closed(L, p, t);
@@ -932,36 +935,48 @@ static int same_columns(lua_State *L, const pasyn_task *t, int names_idx, int ty
 
 #define KNOWN_IDS_MAX 8
 
+/* Makes id the first of the ids of the columns record `known` (SLOT_KNOWN), the one looked
+ * at first, and puts the one that was first at position `at` (2 to KNOWN_IDS_MAX). */
+static void known_first(lua_State *L, lua_Number id, int at)
+{
+    lua_rawgeti(L, SLOT_KNOWN, 1);
+    lua_rawseti(L, SLOT_KNOWN, at);
+    lua_pushnumber(L, id);
+    lua_rawseti(L, SLOT_KNOWN, 1);
+}
+
 /* 1 when the columns record `known` describes the task's columns: its array part holds the
  * task's columns id, or its names and types are the task's (then the id joins the array: each
  * connection of a pool describes a statement under an id of its own). The ids are the array
- * part rather than a field of their own: one table lookup less on every result. */
+ * part rather than a field of their own: one table lookup less on every result. The id found
+ * or added becomes the first, so that a statement that keeps running on one connection (the
+ * caller's inline one, say) finds its id at once. */
 static int known_columns(lua_State *L, const pasyn_task *t, lua_Number id)
 {
     if (!lua_istable(L, SLOT_KNOWN))
         return 0;
-    lua_rawgeti(L, SLOT_KNOWN, 1); /* the common case: the id it was made for */
+    lua_rawgeti(L, SLOT_KNOWN, 1); /* the common case */
     int same = lua_tonumber(L, -1) == id;
     lua_pop(L, 1);
     if (same)
         return 1;
     int n = (int)compat_rawlen(L, SLOT_KNOWN);
-    for (int i = 2; i <= n && !same; i++) {
+    for (int i = 2; i <= n; i++) {
         lua_rawgeti(L, SLOT_KNOWN, i);
         same = lua_tonumber(L, -1) == id;
         lua_pop(L, 1);
+        if (same) {
+            known_first(L, id, i);
+            return 1;
+        }
     }
-    if (same)
-        return 1;
     lua_getfield(L, SLOT_KNOWN, "names");
     lua_getfield(L, SLOT_KNOWN, "decltypes");
     same = same_columns(L, t, lua_gettop(L) - 1, lua_gettop(L));
     lua_pop(L, 2);
-    if (same) {
-        lua_pushnumber(L, id);
-        lua_rawseti(L, SLOT_KNOWN,
-                    n < KNOWN_IDS_MAX ? n + 1 : (int)((uint64_t)id % KNOWN_IDS_MAX) + 1);
-    }
+    if (same) /* at the end; or, all places taken, instead of one of them but the first */
+        known_first(L, id,
+                    n < KNOWN_IDS_MAX ? n + 1 : (int)((uint64_t)id % (KNOWN_IDS_MAX - 1)) + 2);
     return same;
 }
 
@@ -1481,6 +1496,7 @@ static int l_open(lua_State *L)
 
     lpool *p = lua_newuserdata(L, sizeof *p);
     p->pool = NULL;
+    p->lhub = get_lhub(L);
     p->inline_since = 0;
     p->pause_ns = (uint64_t)(o.inline_budget * 1e9);
     const char *integers = opt_string(L, 2, "integers", NULL); /* checked by the Lua layer */
