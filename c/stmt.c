@@ -12,10 +12,20 @@
 
 uint32_t hash_sql(const char *s, size_t n)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
+    /* Eight bytes at a time (every statement's text is hashed twice on the submitting
+     * thread: its route, then its cached statement), each word mixed in by a multiply and a
+     * shift, as FNV-1a does a byte. */
+    uint64_t h = 14695981039346656037u ^ n;
+    for (; n >= 8; s += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 1099511628211u;
+        h ^= h >> 32;
+    }
+    for (; n > 0; s++, n--)
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    h ^= h >> 29;
+    return (uint32_t)h;
 }
 
 /* After the statement SQLite prepared, only white space, comments and ';' may remain. */

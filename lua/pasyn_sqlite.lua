@@ -45,6 +45,7 @@ for kind in pairs(errors.kinds) do
 end
 
 local co_running, co_status = coroutine.running, coroutine.status
+local type = type
 local rawset = rawset
 local unpack = table.unpack or unpack -- luacheck: ignore
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
@@ -329,6 +330,19 @@ end
 
 local Connection, Cursor = {}, {}
 
+-- Where a cursor keeps its private fields: in its array part, made by one table constructor
+-- (new_cursor), so that making a cursor sets no hash key and reading a field indexes an
+-- array. The binding fills a cursor by the same numbers (core.c, enum cursor_field).
+--   CFG        its settings: row, timeout, and the connection (see "Fields"); also a
+--              connection's [CFG]
+--   ROWCOUNT   cur.rowcount
+--   STMT       its statement's columns record (see remember), or false when it has no columns
+--   ROWS, POS  the rows not fetched yet (see "A cursor's rows")
+--   STREAM     the stream a streamed result goes on in, or false
+--   BUSY       false, or who runs an operation of it now, or CLOSED (see "In use")
+--   LASTROWID  cur.lastrowid, false until an insert gives one
+local CFG, ROWCOUNT, STMT, ROWS, POS, STREAM, BUSY, LASTROWID = 1, 2, 3, 4, 5, 6, 7, 8
+
 -- ---- arguments -------------------------------------------------------------------------
 
 -- Every public entry point checks its arguments here, at the boundary, as luaL_check* does in
@@ -388,7 +402,7 @@ local function check_c_string(v, where, name)
     end
 end
 
--- cur._busy when the cursor is closed. Otherwise it is false, or who is running an operation
+-- cur[BUSY] when the cursor is closed. Otherwise it is false, or who is running an operation
 -- of the cursor now (see "In use" below).
 local CLOSED = {}
 
@@ -448,11 +462,11 @@ end
 -- takes. (A coroutine closed while it waits leaves it, and refuse() sees that its holder is
 -- dead.)
 local function wait_for(cur, task, sync, id, co, gate)
-    local pool = cur._cfg.conn._pool
-    local busy = cur._busy
-    cur._busy = co or true
+    local pool = cur[CFG].conn._pool
+    local busy = cur[BUSY]
+    cur[BUSY] = co or true
     sched.await(task, sync, gate, co)
-    cur._busy = busy
+    cur[BUSY] = busy
     if co then
         note_owner(pool, id, co)
     end
@@ -478,7 +492,7 @@ local CACHE_SQL_MAX = core.cache_sql_max
 -- the statement's error. names and stream as core.result takes them; the column tables known
 -- for `sql` (see describe) serve again when they describe this result.
 local function finish(cur, sql, task, names, stream)
-    local conn = cur._cfg.conn
+    local conn = cur[CFG].conn
     local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil -- (no long text hashed)
     local res, class, code, extended, message = core.result(task, conn._pool, result, names,
                                                             stream, known)
@@ -490,18 +504,16 @@ end
 
 -- Fields of both objects: what cannot be assigned raises; what can is checked.
 --
--- The settable settings (row, timeout) and the connection live in `_cfg`, a small plain table
--- (no metatable: a setting that is nil, a timeout of none, is simply absent) that a connection
--- shares with every cursor made from it, and that a change replaces rather than modifies: a
--- cursor keeps the settings it was made with (README, "Cursors take conn.row"), and one that
--- sets its own gets a table of its own. So a cursor is made with 7 fields, in a Lua table of 8
--- hash slots: an insert's _lastrowid fills the 8th, and only a ninth field (a cursor's own
--- arraysize as well) doubles the table, which matters with thousands of statements in flight.
+-- The settable settings (row, timeout) and the connection live in a small plain table, `cfg`
+-- (no metatable: a setting that is nil, a timeout of none, is simply absent), at conn._cfg
+-- and cur[CFG], that a connection shares with every cursor made from it, and that a change
+-- replaces rather than modifies: a cursor keeps the settings it was made with (README,
+-- "Cursors take conn.row"), and one that sets its own gets a table of its own.
 --
--- The settings of `_cfg`, the same on both objects: each one's public name (which is also its
--- key in `_cfg`) -> the check an assignment makes, which raises, or false for none. A timeout
+-- The settings of `cfg`, the same on both objects: each one's public name (which is also its
+-- key in `cfg`) -> the check an assignment makes, which raises, or false for none. A timeout
 -- is checked when a statement uses it (checked_timeout), as it always was: setting one does
--- not raise, and a bad one (false included) is refused then. Reading one is `obj._cfg[name]`.
+-- not raise, and a bad one (false included) is refused then. Reading one is `cfg[name]`.
 local settings = {
     row = function(value)
         local ok, want = row_shape(value) -- the check connect makes of its `row` option
@@ -513,20 +525,21 @@ local settings = {
 }
 
 -- obj[key] = value, for a key absent from obj's table (its __newindex): a setting of `settings`
--- is checked and goes into a new `_cfg`; any other key raises, as read-only when `getters` or
--- `methods` know it, else as a field `what` (the object, for the message) does not have.
-local function set_field(obj, key, value, getters, methods, what, settable)
+-- is checked and goes into a new `cfg`, at obj[cfg_key]; any other key raises, as read-only
+-- when `getters` or `methods` know it, else as a field `what` (the object, for the message)
+-- does not have.
+local function set_field(obj, cfg_key, key, value, getters, methods, what, settable)
     local check = settings[key]
     if check ~= nil then
         if check then
             check(value)
         end
         local cfg = {}
-        for k, v in pairs(obj._cfg) do
+        for k, v in pairs(obj[cfg_key]) do
             cfg[k] = v
         end
         cfg[key] = value
-        obj._cfg = cfg
+        obj[cfg_key] = cfg
         return
     end
     if getters[key] ~= nil or methods[key] ~= nil then
@@ -538,6 +551,19 @@ end
 
 -- ---- Cursor ---------------------------------------------------------------------------------
 
+-- The description of the columns record `columns` (Python's: each column's {name, name = ...,
+-- decltype = ...}), made when a cursor's description is first read and kept in the record,
+-- which every cursor of the same SQL text shares while its columns stay the same.
+local function describe(columns)
+    local names, decltypes = columns.names, columns.decltypes
+    local d = {}
+    for i = 1, #names do
+        d[i] = { names[i], name = names[i], decltype = decltypes[i] }
+    end
+    columns.description = d
+    return d
+end
+
 -- Fields. As in Python's sqlite3 (Modules/_sqlite/cursor.c, cursor_members), description,
 -- rowcount, lastrowid and connection are read-only: assigning one raises ProgrammingError
 -- (Python: AttributeError, "readonly attribute"). row, timeout and arraysize can be set; a row
@@ -546,30 +572,33 @@ end
 -- otherwise do nothing, silently.
 --
 -- For __newindex to see an assignment the field must be absent from the cursor's table, so
--- the values live in private fields, and reading a public one goes through __index. The
--- private fields a statement touches are always present (false for "none"): the library's
--- own reads and writes, a few dozen per statement, never reach a metamethod. _lastrowid alone
--- is set (rawset) only once an insert gives one. What that costs is the method lookup:
--- `cur:fetchone()` finds its method through a function instead of a table.
+-- the values live in private fields (its array part: CFG, ROWCOUNT, ...), and reading a public
+-- one goes through __index. The private fields are always present (false for "none"): the
+-- library's own reads and writes, a few dozen per statement, never reach a metamethod. What
+-- that costs is the method lookup: `cur:fetchone()` finds its method through a function
+-- instead of a table.
 local cursor_getters = {
     description = function(cur)
-        local stmt = cur._stmt
-        return stmt and stmt.description or nil
+        local stmt = cur[STMT]
+        if not stmt then
+            return nil
+        end
+        return stmt.description or describe(stmt)
     end,
     rowcount = function(cur)
-        return cur._rowcount
+        return cur[ROWCOUNT]
     end,
     lastrowid = function(cur)
-        return rawget(cur, "_lastrowid")
+        return cur[LASTROWID] or nil
     end,
     connection = function(cur)
-        return cur._cfg.conn
+        return cur[CFG].conn
     end,
 }
 
 -- The __index of a class whose objects keep their fields private: its methods first (the
 -- lookup every call makes), then `getters` (name -> function(obj)), then the settings.
-local function fields_index(class, getters)
+local function fields_index(class, getters, cfg_key)
     return function(obj, key)
         local member = class[key]
         if member ~= nil then
@@ -579,46 +608,93 @@ local function fields_index(class, getters)
         if get then
             return get(obj)
         elseif settings[key] ~= nil then
-            return obj._cfg[key]
+            return obj[cfg_key][key]
         end
     end
 end
 
-Cursor.__index = fields_index(Cursor, cursor_getters)
+Cursor.__index = fields_index(Cursor, cursor_getters, CFG)
+
+-- The rows of `cur` not fetched yet, made again as named rows (`named`) or as arrays: cur.row
+-- applies to every row fetched after it is set, as a Python cursor's row_factory is read at
+-- each fetch (Modules/_sqlite/cursor.c, pysqlite_cursor_iternext), also to rows that came
+-- before it was set (see "A cursor's rows"). Named rows keep one value per name, so an array
+-- made from one whose result had two columns of the same name holds the last one's value
+-- twice (README, "Named rows with duplicate column names").
+local function reshape(cur, named)
+    local stmt = cur[STMT]
+    if not stmt then
+        return
+    end
+    local names = stmt.names
+    local ncols = #names
+    local function remake(row)
+        local out
+        if named then
+            out = {}
+            for i = 1, ncols do
+                out[names[i]] = row[i]
+            end
+        else
+            out = { n = ncols }
+            for i = 1, ncols do
+                out[i] = row[names[i]]
+            end
+        end
+        return out
+    end
+    local rows, pos = cur[ROWS], cur[POS]
+    if pos == 0 then
+        if rows then
+            cur[ROWS] = remake(rows)
+        end
+    else
+        for i = pos, #rows do
+            rows[i] = remake(rows[i])
+        end
+    end
+end
 
 function Cursor.__newindex(cur, key, value)
     if key == "arraysize" then -- here only while unset: then it stays in the table
         rawset(cur, key, value)
         return
     end
-    set_field(cur, key, value, cursor_getters, Cursor, "a cursor", "arraysize, row and timeout")
+    local named = cur[CFG].row == "named"
+    set_field(cur, CFG, key, value, cursor_getters, Cursor, "a cursor", "arraysize, row and timeout")
+    if key == "row" and (value == "named") ~= named then
+        reshape(cur, not named)
+    end
 end
 
--- The rows of a cursor that holds none. Shared, and never written: rows are only ever
--- overwritten at positions up to #cur._rows, which is 0 here.
+-- A cursor's rows. A result of at most one row that has ended (every point read) is kept as
+-- that row itself: cur[ROWS] is the row, or false once it is fetched or when there was none,
+-- and cur[POS] is 0; so the row is the only table it makes (core.execute fills a cursor so,
+-- from the core's buffer, before the task is freed). Any other result is an array of rows in
+-- cur[ROWS], fetched from cur[POS] on (the ones before it are false), with more to come while
+-- cur[STREAM] is set. Either way the rows are made, in the shape the cursor's row asks for ("named", or
+-- arrays), when the statement's result (or a streamed chunk) comes in, and made again when
+-- cur.row changes between named and not (reshape); a row function is applied when a row is
+-- fetched.
+--
+-- The rows of a cursor that holds none, in the array form (a stream between chunks). Shared,
+-- and never written: rows are only ever overwritten at positions up to #cur[ROWS], which is 0
+-- here.
 local NO_ROWS = setmetatable({}, { __newindex = function() error("NO_ROWS is read-only", 2) end })
 
 Cursor.arraysize = 1 -- until a cursor sets its own
 
--- A cursor is made with the 7 fields a statement touches, so that the table does not grow
--- while a statement's results come in: _lastrowid, the 8th, comes with the first insert that
--- gives one (and arraysize only when set; see "Fields").
+-- A cursor is made with every private field (CFG ... LASTROWID) in its array part, so that
+-- the table does not grow while a statement's results come in (arraysize, set by the user,
+-- goes into its hash part; see "Fields").
 local function new_cursor(conn)
-    return setmetatable({
-        _cfg = conn._cfg, -- conn, row, timeout (see "Fields")
-        _rowcount = -1,
-        _stmt = false, -- its statement's description record (see describe), when it has columns
-        _rows = NO_ROWS, -- rows not fetched yet from _pos on; the ones before it are false
-        _pos = 1,
-        _stream = false,
-        _busy = false,
-    }, Cursor)
+    return setmetatable({ conn._cfg, -1, false, false, 0, false, false, false }, Cursor)
 end
 
 -- The cursor's timeout as the core takes it (nil for none). A bad one raises here, when a
 -- statement would use it.
 local function checked_timeout(cur)
-    local timeout = cur._cfg.timeout
+    local timeout = cur[CFG].timeout
     if timeout == nil then
         return nil
     end
@@ -635,16 +711,16 @@ end
 -- self->locked for the whole call, its executemany iterator included, and clears it on every
 -- way out; GH-80254 locks the per-row user code of a fetch), a cursor is refused while an
 -- operation of its own is under way: from the executemany iterator, from a row function, or
--- from another coroutine that runs while the operation waits for its statement. cur._busy
+-- from another coroutine that runs while the operation waits for its statement. cur[BUSY]
 -- holds the coroutine running the operation (true for the main thread). A fetch's row
 -- function is locked too, unlike Python's row_factory: a fetch from inside it would upset the
 -- fetch that called it (collect_rows keeps its place in locals).
 local function refuse(cur)
-    local holder = cur._busy
+    local holder = cur[BUSY]
     if holder == CLOSED then
         raise("ProgrammingError", "the cursor is closed")
     elseif type(holder) == "thread" and co_status(holder) == "dead" then
-        cur._busy = false -- its coroutine ended inside the operation (coroutine.close): over
+        cur[BUSY] = false -- its coroutine ended inside the operation (coroutine.close): over
         return
     end
     raise("ProgrammingError", "Recursive use of cursors not allowed. (An operation of this " ..
@@ -657,10 +733,10 @@ end
 -- waits for the statements submitted before it, and their rows, which come before it is
 -- done, can still be fetched; a streamed result's next chunk is refused then (PoolClosedError).
 local function check_cursor(cur, fetching)
-    if cur._busy then
+    if cur[BUSY] then
         refuse(cur)
     end
-    local conn = cur._cfg.conn
+    local conn = cur[CFG].conn
     if fetching then -- only a freed pool refuses a fetch: told by the connection, no C call
         if conn._freed then
             not_open(POOL_FREED)
@@ -678,9 +754,9 @@ end
 -- paths pay for the pcall; a statement's wait marks the cursor without one (finish). The error
 -- goes on unchanged.
 local function while_busy(cur, fn, ...)
-    cur._busy = co_running() or true
+    cur[BUSY] = co_running() or true
     local ok, a, b = pcall(fn, ...)
-    cur._busy = false
+    cur[BUSY] = false
     if not ok then
         error(a, 0)
     end
@@ -688,41 +764,30 @@ local function while_busy(cur, fn, ...)
 end
 
 local function end_stream(cur)
-    local stream = cur._stream
+    local stream = cur[STREAM]
     if stream then
-        cur._stream = false
+        cur[STREAM] = false
         core.release(stream)
     end
 end
 
 
--- Gives the cursor the description record of its statement `sql`: the columns record of its
--- result (false when it has no columns: see core.result), to which the first cursor that gets
--- a new one adds `sql` and `description` (Python's, each column's {name, name = ..., decltype =
--- ...}). Records are kept per connection and SQL text and handed to core.result as `known`,
--- which gives the same record back while it still describes the statement: then the same
--- description serves again, and a statement makes no table for it. SQL built on the fly fills
--- the connection's records up to DESCRIBED_MAX or DESCRIBED_BYTES; then they are dropped all
--- at once (statements that come again make theirs again).
-local function describe(cur, sql, columns)
-    cur._stmt = columns
-    if not columns or columns.description then
-        return
-    end
-    local names, decltypes = columns.names, columns.decltypes
-    local d = {}
-    for i = 1, #names do
-        d[i] = { names[i], name = names[i], decltype = decltypes[i] }
-    end
-    columns.sql, columns.description = sql, d
+-- Keeps `columns`, a columns record new from the core (see core.result) for the statement
+-- `sql` of `conn`, and adds `sql` to it. Records are kept per connection and SQL text and
+-- handed to the core as `known`, which gives the same record back while it still describes
+-- the statement: then the same description serves again, and a statement makes no table for
+-- its columns. SQL built on the fly fills the connection's records up to DESCRIBED_MAX or
+-- DESCRIBED_BYTES; then they are dropped all at once (statements that come again make theirs
+-- again).
+local function remember(conn, sql, columns)
+    columns.sql = sql
     local len = #sql
     if len > CACHE_SQL_MAX then
         return
     end
-    local conn = cur._cfg.conn
     local described = conn._described
     if not described[sql] then
-        local bytes = len + DESCRIBED_COLUMN_BYTES * (#names + 1)
+        local bytes = len + DESCRIBED_COLUMN_BYTES * (#columns.names + 1)
         if conn._ndescribed >= DESCRIBED_MAX or conn._described_bytes + bytes > DESCRIBED_BYTES then
             described, conn._ndescribed, conn._described_bytes = {}, 0, 0
             conn._described = described
@@ -740,76 +805,118 @@ local function take(cur, sql, res)
     local rows, stream, rowcount, lastrowid = res.rows, res.stream, res.rowcount, res.lastrowid
     local columns = res.columns
     res.rows, res.stream = false, false -- moved to the cursor
-    cur._rows, cur._pos, cur._stream = rows or NO_ROWS, 1, stream
-    cur._rowcount = rowcount
+    cur[ROWS], cur[POS], cur[STREAM] = rows or NO_ROWS, 1, stream
+    cur[ROWCOUNT] = rowcount
     if lastrowid then
-        rawset(cur, "_lastrowid", lastrowid) -- absent until the first insert
+        cur[LASTROWID] = lastrowid -- false until the first insert
     end
-    if columns and not columns.description then
-        describe(cur, sql, columns)
-    else
-        cur._stmt = columns
+    cur[STMT] = columns
+    if columns and not columns.sql then
+        remember(cur[CFG].conn, sql, columns)
     end
     return cur
 end
 
--- Runs sql on the cursor; the caller has checked that the cursor and its connection are open.
-local function run_statement(cur, kind, sql, ...)
-    local cfg = cur._cfg
-    local timeout = cfg.timeout
-    if timeout ~= nil then
-        timeout = checked_timeout(cur)
-    end
-    if cur._stream then
+-- Before a cursor runs another statement: lets go of what it holds, its rows and a streamed
+-- result's reader (a new cursor holds nothing).
+local function clear(cur)
+    if cur[STREAM] then
         end_stream(cur)
     end
-    cur._rows, cur._pos = NO_ROWS, 1
-    local sync, id, co = caller()
-    local conn = cfg.conn
-    local gate = conn._gate
-    if gate.pending < gate.max and gate.first > gate.last then -- admit's common case, inline
-        gate.pending = gate.pending + 1
-    else
-        admit(conn, sync, id, co)
-    end
-    local task, class, code, extended, message
-    if kind == "exec" then
-        -- One call: a short read the core runs at once on this thread (README, "Reads the
-        -- caller runs itself") comes back as the filled record, with no wait.
-        local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil
-        -- Busy (1): other statements in flight, or other coroutines to run (gate.pending
-        -- counts this one already), or the scheduler's coroutines had their inline budget for
-        -- this round of its loop (sched.pausing): a reader runs it meanwhile, while the
-        -- machine has a core for one (else a hand-off costs more than the read: it runs here
-        -- all the same). While a trace function is set, never here (2): the trace comes with
-        -- a completion (sched.await).
-        local busy = gate.trace and 2 or
-                     (sched.pausing or gate.pending > 1 or (co ~= nil and sched.has_ready())) and 1
-                     or 0
-        task, class, code, extended, message = core.execute(conn._pool, id, sync, busy, timeout,
-            result, cfg.row == "named", known, sql, ...)
-        if task == result then
-            if gate.first > gate.last and gate.pending <= gate.max then
-                gate.pending = gate.pending - 1 -- nobody waits for the slot (sched.gate_release)
-            else
-                sched.gate_release(gate)
-            end
-            take(cur, sql, task)
-            if class then -- inline reads held the thread for a budget: let the others run
-                sched.pause(co)
-            end
-            return cur
-        end
-    else
-        task, class, code, extended, message =
-            core.submit(conn._pool, kind, id, sync, timeout, sql, ...)
-    end
+    cur[ROWS], cur[POS] = false, 0
+end
+
+-- The rest of a statement of `cur` that did not complete at once: `task` (with the failure
+-- after it when it is nil) was submitted by the caller (sync, id, co) with a slot of `gate`.
+-- Waits for it and takes its result into the cursor (named: its rows are named), or raises.
+local function wait_statement(cur, sql, named, sync, id, co, gate, task, class, code, extended,
+                              message)
     if not task then
         sched.gate_release(gate)
         fail(sql, class, code, extended, message)
     end
     wait_for(cur, task, sync, id, co, gate)
-    return take(cur, sql, finish(cur, sql, task, cfg.row == "named"))
+    take(cur, sql, finish(cur, sql, task, named))
+    if (cur[CFG].row == "named") ~= named then -- cur.row was set while it waited
+        reshape(cur, not named)
+    end
+    return cur
+end
+
+-- Runs the statement sql (kind "script", submit's) on the cursor; the caller has checked that
+-- the cursor and its connection are open, and cleared the cursor.
+local function run_statement(cur, kind, sql, ...)
+    local cfg = cur[CFG]
+    local timeout = cfg.timeout
+    if timeout ~= nil then
+        timeout = checked_timeout(cur)
+    end
+    local sync, id, co = caller()
+    local conn = cfg.conn
+    local gate = admit(conn, sync, id, co)
+    return wait_statement(cur, sql, cfg.row == "named", sync, id, co, gate,
+                          core.submit(conn._pool, kind, id, sync, timeout, sql, ...))
+end
+
+-- Runs the statement sql (execute's) on the cursor, as run_statement does; the path of every
+-- statement, kept short. One call: a short read the core runs at once on this thread
+-- (README, "Reads the caller runs itself") comes back in the cursor, with no wait.
+local function run_exec(cur, sql, ...)
+    local cfg = cur[CFG]
+    local timeout = cfg.timeout
+    if timeout ~= nil then
+        timeout = checked_timeout(cur)
+    end
+    -- caller()'s common cases, inline: the main thread, a coroutine of the running sqlite.run
+    local co, ismain = co_running()
+    local sync, id
+    if co == nil or ismain then
+        sync, id, co = true, 1, nil
+    else
+        id = sched.loop_ids[co]
+        if id then
+            sync = not isyieldable()
+        else
+            sync, id, co = caller()
+        end
+    end
+    local conn = cfg.conn
+    local gate = conn._gate
+    -- admit's common case, inline: a slot is free and nobody waits for one. The statement
+    -- takes it only if it must be waited for (below): one that the core runs at once has
+    -- completed when the call returns, and nothing can run in between.
+    local free = gate.pending < gate.max and gate.first > gate.last
+    if not free then
+        admit(conn, sync, id, co)
+    end
+    -- Busy (1): other statements in flight, or other coroutines to run, or the scheduler's
+    -- coroutines had their inline budget for this round of its loop (sched.pausing): a reader
+    -- runs it meanwhile, while the machine has a core for one (else a hand-off costs more
+    -- than the read: it runs here all the same). While a trace function is set, never here
+    -- (2): the trace comes with a completion (sched.await).
+    local busy = gate.trace and 2 or
+                 (not free or sched.pausing or gate.pending > 0 or
+                  (co ~= nil and sched.has_ready())) and 1 or 0
+    local named = cfg.row == "named"
+    local task, class, code, extended, message = core.execute(conn._pool, id, sync, busy,
+        timeout, cur, named, conn._described, sql, ...)
+    if task == cur then -- done, its result in the cursor; then pause, a new columns record
+        if not free then
+            sched.gate_release(gate)
+        end
+        if code then
+            remember(conn, sql, code)
+        end
+        if class then -- inline reads held the thread for a budget: let the others run
+            sched.pause(co)
+        end
+        return cur
+    end
+    if free then
+        gate.pending = gate.pending + 1 -- its slot (wait_statement gives it back on a failure)
+    end
+    return wait_statement(cur, sql, named, sync, id, co, gate, task, class, code, extended,
+                          message)
 end
 
 -- cur:execute(sql [, params | value, ...]) -> cur. Runs one statement on the cursor: its rows
@@ -823,11 +930,15 @@ function Cursor:execute(sql, ...)
     if metatable_of(self) ~= Cursor then
         check_self(self, Cursor, "cur:execute")
     end
-    check_cursor(self) -- run_statement checks the timeout
+    check_cursor(self)
     if type(sql) ~= "string" then
         check_string(sql, "cur:execute", "sql")
     end
-    return run_statement(self, "exec", sql, ...)
+    if self[CFG].timeout ~= nil then -- a bad one raises before the cursor lets go of its rows
+        checked_timeout(self)
+    end
+    clear(self)
+    return run_exec(self, sql, ...)
 end
 
 -- cur:executescript(script) -> cur. Runs ';'-separated statements without parameters on the
@@ -837,6 +948,8 @@ function Cursor:executescript(script)
     check_self(self, Cursor, "cur:executescript")
     check_cursor(self)
     check_string(script, "cur:executescript", "script")
+    checked_timeout(self) -- a bad one raises before the cursor lets go of its rows
+    clear(self)
     return run_statement(self, "script", script)
 end
 
@@ -848,7 +961,7 @@ local MANY_CHUNK = 10000
 -- sent, and many_wait raises ConnectionClosedError for it.
 local function many_submit(cur, sql, sets, timeout)
     local sync, id, co = caller()
-    local conn = cur._cfg.conn
+    local conn = cur[CFG].conn
     local gate = admit(conn, sync, id, co)
     local sent = { sync = sync, id = id, co = co, gate = gate, -- then what submit_many returned
                    core.submit_many(conn._pool, id, sync, timeout, sql, sets) }
@@ -897,7 +1010,7 @@ end
 -- conn:transaction (a transaction of its own, or a savepoint inside the caller's) so that the
 -- whole call is all or nothing. Sets cur's rowcount, or raises the error that undid the call.
 local function many_chunks(cur, sql, seq, sets, timeout)
-    cur._cfg.conn:transaction(function()
+    cur[CFG].conn:transaction(function()
         local total, sent, last = 0, many_submit(cur, sql, sets, timeout), false
         while not last do
             -- The next chunk is built, and sent to queue behind this one, while the writer
@@ -916,7 +1029,7 @@ local function many_chunks(cur, sql, seq, sets, timeout)
             total = total + inserted
             sent, last = following, is_last
         end
-        cur._rowcount = total + many_wait(cur, sql, sent)
+        cur[ROWCOUNT] = total + many_wait(cur, sql, sent)
     end)
 end
 
@@ -941,14 +1054,14 @@ function Cursor:executemany(sql, seq)
     local timeout = checked_timeout(self)
     check_many(sql, seq, "cur:executemany")
     end_stream(self)
-    self._rows, self._pos, self._stmt = NO_ROWS, 1, false
+    self[ROWS], self[POS], self[STMT] = false, 0, false
     if type(seq) == "table" then
-        self._rowcount = many_chunk(self, sql, seq, timeout) -- one task: the core keeps it atomic
+        self[ROWCOUNT] = many_chunk(self, sql, seq, timeout) -- one task: the core keeps it atomic
         return self
     end
     local sets, last = while_busy(self, next_chunk, seq)
     if last then
-        self._rowcount = many_chunk(self, sql, sets, timeout)
+        self[ROWCOUNT] = many_chunk(self, sql, sets, timeout)
     else
         while_busy(self, many_chunks, self, sql, seq, sets, timeout)
     end
@@ -957,29 +1070,32 @@ end
 
 -- Brings the next chunk of a streamed result; false at the end.
 local function more(cur)
-    local stream = cur._stream
+    local stream = cur[STREAM]
     if not stream then
         return false
     end
     local timeout = checked_timeout(cur)
     local sync, id, co = caller()
-    cur._stream = false -- ended, unless the answer says it goes on
-    local stmt = cur._stmt -- a streamed result has columns
+    cur[STREAM] = false -- ended, unless the answer says it goes on
+    local stmt = cur[STMT] -- a streamed result has columns
     -- named rows: the names the first chunk's rows have as keys
-    local names = cur._cfg.row == "named" and stmt.names or nil
+    local names = cur[CFG].row == "named" and stmt.names or nil
     local task, class, code, extended, message = core.fetch(stream, id, sync, timeout)
     if not task then
         fail(stmt.sql, class, code, extended, message)
     end
     wait_for(cur, task, sync, id, co)
-    local gate = cur._cfg.conn._gate
+    local gate = cur[CFG].conn._gate
     if gate.hooks then -- a fetch is no statement of the gate's: its trace, when it ended one
         sched.run_hooks(gate, task)
     end
     local res = finish(cur, stmt.sql, task, names, stream)
     local rows, going_on = res.rows, res.stream
     res.rows, res.stream = false, false -- moved to the cursor (see take)
-    cur._rows, cur._pos, cur._stream = rows or NO_ROWS, 1, going_on
+    cur[ROWS], cur[POS], cur[STREAM] = rows or NO_ROWS, 1, going_on
+    if (cur[CFG].row == "named") ~= (names ~= nil) then -- cur.row was set while it waited
+        reshape(cur, names == nil)
+    end
     return true
 end
 
@@ -992,20 +1108,29 @@ function Cursor:fetchone()
     if metatable_of(self) ~= Cursor then
         check_self(self, Cursor, "cur:fetchone")
     end
-    if self._busy or self._cfg.conn._freed then
+    if self[BUSY] or self[CFG].conn._freed then
         check_cursor(self, true)
     end
-    local rows, pos = self._rows, self._pos
-    while pos > #rows do
-        if not more(self) then
+    local rows, pos = self[ROWS], self[POS]
+    local row
+    if pos == 0 then -- the one row of a result, or none (see "A cursor's rows")
+        if not rows then
             return nil
         end
-        rows, pos = self._rows, self._pos
+        row = rows
+        self[ROWS] = false
+    else
+        while pos > #rows do
+            if not more(self) then
+                return nil
+            end
+            rows, pos = self[ROWS], self[POS]
+        end
+        row = rows[pos]
+        rows[pos] = false -- let a long streamed chunk's rows go as they are read
+        self[POS] = pos + 1
     end
-    local row = rows[pos]
-    rows[pos] = false -- let a long streamed chunk's rows go as they are read
-    self._pos = pos + 1
-    local shape = self._cfg.row
+    local shape = self[CFG].row
     if shape == "array" or shape == "named" then
         return row
     end
@@ -1015,9 +1140,20 @@ end
 -- Up to `limit` rows of the cursor, shaped by `shape` (the cursor's row when the fetch began).
 local function collect_rows(cur, limit, shape)
     local plain = shape == "array" or shape == "named"
+    if cur[POS] == 0 then -- the one row of a result, or none (see "A cursor's rows")
+        local row = cur[ROWS]
+        if not row or limit < 1 then
+            return {}
+        end
+        cur[ROWS] = false -- used up before the row function runs (see below)
+        if plain then
+            return { row }
+        end
+        return { shape(cur, row) }
+    end
     local out, n = {}, 0
     while n < limit do
-        local pos, rows = cur._pos, cur._rows
+        local pos, rows = cur[POS], cur[ROWS]
         local last = #rows
         if pos > last then
             if not more(cur) then
@@ -1025,7 +1161,7 @@ local function collect_rows(cur, limit, shape)
             end
         elseif n == 0 and pos == 1 and last <= limit and plain then
             out, n = rows, last -- a whole chunk: hand it over as it is
-            cur._rows, cur._pos = NO_ROWS, 1
+            cur[ROWS], cur[POS] = NO_ROWS, 1
         elseif plain then
             local take_n = math.min(limit - n, last - pos + 1)
             for i = pos, pos + take_n - 1 do
@@ -1033,14 +1169,14 @@ local function collect_rows(cur, limit, shape)
                 out[n] = rows[i]
                 rows[i] = false
             end
-            cur._pos = pos + take_n
+            cur[POS] = pos + take_n
         else
             -- The cursor moves on before the row function runs: if it raises, its row is
             -- used up (as in Python, whose row_factory runs after the step) and the next fetch
             -- goes on from the row after it.
             local row = rows[pos]
             rows[pos] = false
-            cur._pos = pos + 1
+            cur[POS] = pos + 1
             n = n + 1
             out[n] = shape(cur, row)
         end
@@ -1050,7 +1186,7 @@ end
 
 local function collect(cur, limit)
     check_cursor(cur, true)
-    local shape = cur._cfg.row
+    local shape = cur[CFG].row
     if shape == "array" or shape == "named" then
         return collect_rows(cur, limit, shape)
     end
@@ -1077,7 +1213,21 @@ end
 -- cur:fetchall() -> an array of the remaining rows, possibly empty. Raises as fetchone does.
 -- As Python's Cursor.fetchall.
 function Cursor:fetchall()
-    check_self(self, Cursor, "cur:fetchall")
+    if metatable_of(self) ~= Cursor then
+        check_self(self, Cursor, "cur:fetchall")
+    end
+    if self[BUSY] or self[CFG].conn._freed then
+        check_cursor(self, true)
+    end
+    local shape = self[CFG].row
+    if self[POS] == 0 and (shape == "array" or shape == "named") then -- collect_rows' first case
+        local row = self[ROWS]
+        if not row then
+            return {}
+        end
+        self[ROWS] = false
+        return { row }
+    end
     return collect(self, math.huge)
 end
 
@@ -1099,15 +1249,15 @@ end
 -- Also the cursor's __close (Lua 5.4 `<close>`).
 function Cursor:close()
     check_self(self, Cursor, "cur:close")
-    local busy = self._busy
+    local busy = self[BUSY]
     if busy == CLOSED then
         return
     elseif busy then
         refuse(self) -- raises, unless the operation's coroutine is gone
     end
     end_stream(self)
-    self._busy = CLOSED
-    self._rows, self._pos = NO_ROWS, 1
+    self[BUSY] = CLOSED
+    self[ROWS], self[POS] = false, 0
 end
 Cursor.__close = Cursor.close
 
@@ -1134,10 +1284,10 @@ local conn_properties = {
     end,
 }
 
-Connection.__index = fields_index(Connection, conn_properties)
+Connection.__index = fields_index(Connection, conn_properties, "_cfg")
 
 function Connection.__newindex(conn, key, value)
-    set_field(conn, key, value, conn_properties, Connection, "a connection", "row and timeout")
+    set_field(conn, "_cfg", key, value, conn_properties, Connection, "a connection", "row and timeout")
 end
 
 -- conn:cursor() -> a new Cursor of this connection, with no statement yet; it takes conn.row
@@ -1158,7 +1308,7 @@ function Connection:execute(sql, ...)
     if type(sql) ~= "string" then -- a connection not open: core.execute says so
         check_string(sql, "conn:execute", "sql")
     end
-    return run_statement(new_cursor(self), "exec", sql, ...)
+    return run_exec(new_cursor(self), sql, ...)
 end
 
 -- conn:executemany(sql, seq) -> a new Cursor: a cursor's executemany (see Cursor:executemany).

@@ -48,10 +48,11 @@ end
 -- The ids of the column descriptions the statement `sql` has had on its connection (the core
 -- gives each prepare of a statement a new one, and the description record of the SQL text
 -- collects them: core.c, known_columns): a statement served from the cache keeps its one id.
+-- The record is the cursor's private field STMT, [3] (pasyn_sqlite.lua).
 local function prepares_of(conn, sql)
     local cur = conn:execute(sql)
     cur:fetchall()
-    return #cur._stmt
+    return #cur[3]
 end
 
 -- Counts the statements in flight as the core sees them: submitted (core.submit,

@@ -36,12 +36,15 @@ enum integers_mode { INTEGERS_NUMBER = 0, INTEGERS_STRING, INTEGERS_INT64 };
 
 /* A pool as Lua holds it. Where the pool is in its life is the core's to say
  * (pasyn_pool_state); the binding knows only whether it has freed it. */
+typedef struct lhub lhub;
+
 typedef struct lpool {
     pasyn_pool *pool;      /* NULL once freed */
+    lhub *lhub;            /* the Lua state's hub record (get_lhub), which outlives the pool */
     int integers;          /* enum integers_mode */
-    uint64_t inline_since; /* when the reads this thread has run inline in a row began: since
-                              a statement of the pool last went to a worker, or execute last
-                              asked for a pause (now_ns; 0: none) */
+    uint64_t inline_since; /* when the first of the reads this thread has run inline in a row
+                              ended: since a statement of the pool last went to a worker, or
+                              execute last asked for a pause (now_ns; 0: none) */
     uint64_t pause_ns;     /* after that long, execute asks for a pause: the inline_budget */
 } lpool;
 
@@ -62,12 +65,12 @@ typedef struct lstream {
  * there would be shared by all of them. A hub made before a fork is left to the parent: the
  * child makes its own (the old one's memory stays, as its lock may be held by a thread that
  * does not exist in the child). */
-typedef struct lhub {
+struct lhub {
     pasyn_hub *hub;
     pid_t pid;                 /* the process that made it */
     int serving;               /* SQL functions running now (serve_calls), nested */
     uint64_t last_function_id; /* ids of SQL functions are never reused (create_function) */
-} lhub;
+};
 
 static void forget_functions(lua_State *L, const lpool *p);
 
@@ -505,7 +508,7 @@ static const char in_function[] =
 
 static int submit(lua_State *L, lpool *p, pasyn_task *t, int sync)
 {
-    if (get_lhub(L)->serving)
+    if (p->lhub->serving)
         return fail(L, t, PASYN_EPROGRAMMING, in_function);
     if (pool_state(p) != PASYN_POOL_OPEN)
         return fail_closed(L, p, t);
@@ -599,21 +602,26 @@ enum result_slot {
 };
 
 static int take_result(lua_State *L, pasyn_task *t, lpool *p, lstream *prev);
+static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p);
 
-/* execute(pool, owner, sync, busy, timeout, record, names, known, sql [, params_table |
- *         values...]) -> record | task | nil, class, code, extended, message
+/* execute(pool, owner, sync, busy, timeout, cursor, names, described, sql [, params_table |
+ *          values...]) -> cursor, pause [, columns] | task | nil, class, code, extended, message
  * One statement (kind "exec" of submit) in one call: it is submitted, and when the core ran
- * it at once on this thread (an inline read: pasyn_submit gave PASYN_DONE) its result is
- * taken as result(task, pool, record, names, nil, known) takes it, the task freed.
+ * it at once on this thread (an inline read: pasyn_submit gave PASYN_DONE) its result goes
+ * into `cursor` (fill_cursor says which fields) and the task is freed.
  * Arguments: as submit's; busy 0, or 1 when the caller has other work meanwhile or has had
  * its share of inline reads for now (pasyn_task_set_caller_busy: a reader runs it while the
  * machine has a core for one), or 2 when it must not run here (pasyn_task_set_no_inline: what
- * it reports must come with a completion, as a trace does); record, names and known as
- * result takes them.
- * Results: the record filled with the result (the statement is done), then true when reads
- * run inline in a row (and the code between them) have held this thread for the pool's
- * inline_budget (the caller should let the other coroutines run); or the task (a light userdata) to wait for and hand to result(); or a
- * failure in result()'s shape (at submit, or the statement's own error when it ran here).
+ * it reports must come with a completion, as a trace does); cursor a table holding every
+ * field fill_cursor sets in its array part (a Cursor of the Lua layer); names as result takes
+ * it; described a table of SQL texts -> their columns records (or nil), where the one for sql,
+ * if any, is result()'s `known` (looked up only for a text of at most cache_sql_max bytes).
+ * Results: when the statement is done, the cursor; then true when reads run inline in a row
+ * (and the code between them) have held this thread for the pool's inline_budget (the caller
+ * should let the other coroutines run), else false; then, when the result's columns record
+ * is a new one, that record (for the caller to keep and give as `known` later). Or the task
+ * (a light userdata) to wait for and hand to result(); or a failure in result()'s shape (at
+ * submit, or the statement's own error when it ran here).
  * Errors raised: as submit's and result's. Thread: the Lua state's. */
 static int l_execute(lua_State *L)
 {
@@ -621,7 +629,7 @@ static int l_execute(lua_State *L)
     lua_Integer owner = check_integer(L, 2, "owner");
     int sync = lua_toboolean(L, 3);
     lua_Integer busy = lua_tointeger(L, 4);
-    check_type(L, 6, LUA_TTABLE, "record");
+    check_type(L, 6, LUA_TTABLE, "cursor");
     size_t len;
     const char *sql = check_lstring(L, 9, "sql", &len);
     pasyn_task *t = new_task(L, PASYN_EXEC, sql, len, owner, 5);
@@ -634,18 +642,30 @@ static int l_execute(lua_State *L)
     int err = bind_args(L, t, 10);
     if (err != PASYN_OK)
         return fail(L, t, err, lua_tostring(L, -1));
-    uint64_t start = now_ns();
     int n = submit(L, p, t, sync);
     if (n != 2) {
         p->inline_since = 0; /* its caller waits: the others run meanwhile */
         return n;            /* a task to wait for, or a failure */
     }
+    /* Wall time, the Lua code between the reads included: what holds the loop; from the end
+     * of the first read in a row (one clock read per statement). */
+    uint64_t now = now_ns();
     if (!p->inline_since)
-        p->inline_since = start;
-    /* Wall time, the Lua code between the reads included: what holds the loop. */
-    int pause = now_ns() - p->inline_since >= p->pause_ns;
+        p->inline_since = now;
+    int pause = now - p->inline_since >= p->pause_ns;
     if (pause)
         p->inline_since = 0;
+    if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
+        return fail_task(L, t); /* its own error */
+    /* known: described[sql], for a text short enough to be kept there (no longer one is
+     * hashed for the lookup) */
+    if (len <= PASYN_CACHE_SQL_MAX && lua_istable(L, 8)) {
+        lua_pushvalue(L, 9);
+        lua_rawget(L, 8);
+    } else {
+        lua_pushnil(L);
+    }
+    lua_replace(L, 8);
     /* Done: result()'s arguments in its slots (the parameters are in the task already), moved
      * down in place; the arguments were checked above. */
     lua_settop(L, 8);
@@ -655,15 +675,12 @@ static int l_execute(lua_State *L)
     lua_copy(L, 8, SLOT_KNOWN);
     lua_pushnil(L);
     lua_replace(L, SLOT_STREAM);
-    lua_pushlightuserdata(L, t);
-    lua_replace(L, SLOT_TASK);
-    lua_settop(L, SLOT_KNOWN);
-    n = take_result(L, t, p, NULL);
-    if (n == 1 && pause) {
-        lua_pushboolean(L, 1);
-        n = 2;
-    }
-    return n;
+    int fresh = fill_cursor(L, t, p);
+    lua_pushvalue(L, SLOT_RECORD);
+    lua_pushboolean(L, pause);
+    if (fresh)
+        lua_pushvalue(L, SLOT_COLUMNS);
+    return fresh ? 3 : 2;
 }
 
 /* submit_many(pool, owner, sync, timeout, sql, sets) -> task | nil, class, code, extended,
@@ -846,9 +863,36 @@ static void push_value(lua_State *L, const pasyn_value *v, int integers)
     }
 }
 
-/* Pushes the array of rows, or false for none. names_idx: 0 for array rows, else a table of
- * column names. integers: the pool's `integers` option. */
-static void push_rows(lua_State *L, const pasyn_task *t, int names_idx, int integers)
+/* Pushes one row of ncols values read from *at (moved past them): an array {v1, ..., vn, n =
+ * ncols} when names_idx is 0, else a table keyed by the names in the table at names_idx.
+ * integers: the pool's `integers` option. */
+static void push_row(lua_State *L, const unsigned char **at, int ncols, int names_idx, int integers)
+{
+    pasyn_value v;
+    if (names_idx) {
+        lua_createtable(L, 0, ncols);
+        for (int c = 1; c <= ncols; c++) {
+            lua_rawgeti(L, names_idx, c);
+            *at = pasyn_row_value(*at, &v);
+            push_value(L, &v, integers);
+            lua_rawset(L, -3);
+        }
+    } else {
+        lua_createtable(L, ncols, 1);
+        for (int c = 1; c <= ncols; c++) {
+            *at = pasyn_row_value(*at, &v);
+            push_value(L, &v, integers);
+            lua_rawseti(L, -2, c);
+        }
+        lua_pushinteger(L, ncols);
+        lua_setfield(L, -2, "n");
+    }
+}
+
+/* Pushes the rows of t. An array of them, or false for none; or, with `single` set, a result
+ * of at most one row (the caller knows it has ended) as that row itself, or false for none.
+ * names_idx and integers as push_row takes them. */
+static void push_rows(lua_State *L, const pasyn_task *t, int names_idx, int integers, int single)
 {
     size_t nrows;
     const unsigned char *at = pasyn_task_rows(t, &nrows);
@@ -857,27 +901,13 @@ static void push_rows(lua_State *L, const pasyn_task *t, int names_idx, int inte
         lua_pushboolean(L, 0);
         return;
     }
+    if (single && nrows == 1) {
+        push_row(L, &at, ncols, names_idx, integers);
+        return;
+    }
     lua_createtable(L, nrows > 0x7fffffff ? 0 : (int)nrows, 0);
-    pasyn_value v;
     for (size_t r = 1; r <= nrows; r++) {
-        if (names_idx) {
-            lua_createtable(L, 0, ncols);
-            for (int c = 1; c <= ncols; c++) {
-                lua_rawgeti(L, names_idx, c);
-                at = pasyn_row_value(at, &v);
-                push_value(L, &v, integers);
-                lua_rawset(L, -3);
-            }
-        } else {
-            lua_createtable(L, ncols, 1);
-            for (int c = 1; c <= ncols; c++) {
-                at = pasyn_row_value(at, &v);
-                push_value(L, &v, integers);
-                lua_rawseti(L, -2, c);
-            }
-            lua_pushinteger(L, ncols);
-            lua_setfield(L, -2, "n");
-        }
+        push_row(L, &at, ncols, names_idx, integers);
         lua_rawseti(L, -2, (int)r);
     }
 }
@@ -905,39 +935,56 @@ static int same_columns(lua_State *L, const pasyn_task *t, int names_idx, int ty
 
 #define KNOWN_IDS_MAX 8
 
+/* Makes id the first of the ids of the columns record `known` (SLOT_KNOWN), the one looked
+ * at first, and puts the one that was first at position `at` (2 to KNOWN_IDS_MAX). */
+static void known_first(lua_State *L, lua_Number id, int at)
+{
+    lua_rawgeti(L, SLOT_KNOWN, 1);
+    lua_rawseti(L, SLOT_KNOWN, at);
+    lua_pushnumber(L, id);
+    lua_rawseti(L, SLOT_KNOWN, 1);
+}
+
 /* 1 when the columns record `known` describes the task's columns: its array part holds the
  * task's columns id, or its names and types are the task's (then the id joins the array: each
  * connection of a pool describes a statement under an id of its own). The ids are the array
- * part rather than a field of their own: one table lookup less on every result. */
+ * part rather than a field of their own: one table lookup less on every result. The id found
+ * or added becomes the first, so that a statement that keeps running on one connection (the
+ * caller's inline one, say) finds its id at once. */
 static int known_columns(lua_State *L, const pasyn_task *t, lua_Number id)
 {
     if (!lua_istable(L, SLOT_KNOWN))
         return 0;
-    int n = (int)compat_rawlen(L, SLOT_KNOWN), same = 0;
-    for (int i = 1; i <= n && !same; i++) {
+    lua_rawgeti(L, SLOT_KNOWN, 1); /* the common case */
+    int same = lua_tonumber(L, -1) == id;
+    lua_pop(L, 1);
+    if (same)
+        return 1;
+    int n = (int)compat_rawlen(L, SLOT_KNOWN);
+    for (int i = 2; i <= n; i++) {
         lua_rawgeti(L, SLOT_KNOWN, i);
         same = lua_tonumber(L, -1) == id;
         lua_pop(L, 1);
+        if (same) {
+            known_first(L, id, i);
+            return 1;
+        }
     }
-    if (same)
-        return 1;
     lua_getfield(L, SLOT_KNOWN, "names");
     lua_getfield(L, SLOT_KNOWN, "decltypes");
     same = same_columns(L, t, lua_gettop(L) - 1, lua_gettop(L));
     lua_pop(L, 2);
-    if (same) {
-        lua_pushnumber(L, id);
-        lua_rawseti(L, SLOT_KNOWN,
-                    n < KNOWN_IDS_MAX ? n + 1 : (int)((uint64_t)id % KNOWN_IDS_MAX) + 1);
-    }
+    if (same) /* at the end; or, all places taken, instead of one of them but the first */
+        known_first(L, id,
+                    n < KNOWN_IDS_MAX ? n + 1 : (int)((uint64_t)id % (KNOWN_IDS_MAX - 1)) + 2);
     return same;
 }
 
 /* Pushes the names that key named rows (SLOT_ROW_KEYS: nil for array rows), then the
  * record's `columns`: false for a task without columns; `known` when it describes them; else
  * a new columns record {the task's columns id, names = {...}, decltypes = {...}}, with room
- * for the two fields the Lua layer adds (sql, description). */
-static void push_columns(lua_State *L, const pasyn_task *t)
+ * for the two fields the Lua layer adds (sql, description). Returns 1 when it made a new one. */
+static int push_columns(lua_State *L, const pasyn_task *t)
 {
     uint64_t id = pasyn_task_columns_id(t);
     int named = lua_toboolean(L, SLOT_NAMES);
@@ -947,7 +994,7 @@ static void push_columns(lua_State *L, const pasyn_task *t)
         lua_pushnil(L);
     if (id == 0) {
         lua_pushboolean(L, 0);
-        return;
+        return 0;
     }
     if (known_columns(L, t, (lua_Number)id)) {
         if (named && lua_isnil(L, SLOT_ROW_KEYS)) {
@@ -955,7 +1002,7 @@ static void push_columns(lua_State *L, const pasyn_task *t)
             lua_replace(L, SLOT_ROW_KEYS);
         }
         lua_pushvalue(L, SLOT_KNOWN);
-        return;
+        return 0;
     }
     int ncols = pasyn_task_columns(t);
     lua_createtable(L, 1, 4);
@@ -978,6 +1025,7 @@ static void push_columns(lua_State *L, const pasyn_task *t)
         lua_replace(L, SLOT_ROW_KEYS);
     }
     lua_setfield(L, SLOT_COLUMNS, "names");
+    return 1;
 }
 
 /* Pushes the stream the result goes on in, or false when it has ended: the one the fetch
@@ -1047,7 +1095,7 @@ static int take_result(lua_State *L, pasyn_task *t, lpool *p, lstream *prev)
         return fail_task(L, t);
     lua_settop(L, SLOT_KNOWN);
     push_columns(L, t); /* first: named rows use the names */
-    push_rows(L, t, lua_isnil(L, SLOT_ROW_KEYS) ? 0 : SLOT_ROW_KEYS, p->integers);
+    push_rows(L, t, lua_isnil(L, SLOT_ROW_KEYS) ? 0 : SLOT_ROW_KEYS, p->integers, 0);
     lua_pushinteger(L, (lua_Integer)pasyn_task_rowcount(t));
     int64_t rowid;
     if (pasyn_task_lastrowid(t, &rowid))
@@ -1066,6 +1114,64 @@ static int take_result(lua_State *L, pasyn_task *t, lpool *p, lstream *prev)
     lua_setfield(L, SLOT_RECORD, "columns");
     lua_settop(L, SLOT_RECORD);
     return 1;
+}
+
+/* Where a cursor of the Lua layer keeps its fields: its array part (pasyn_sqlite.lua, CFG,
+ * ROWCOUNT, ...; keep the two in step). */
+enum cursor_field {
+    CURSOR_CFG = 1,
+    CURSOR_ROWCOUNT,
+    CURSOR_STMT,
+    CURSOR_ROWS,
+    CURSOR_POS,
+    CURSOR_STREAM,
+    CURSOR_BUSY,
+    CURSOR_LASTROWID
+};
+
+/* execute()'s work once the statement ran on this thread and succeeded: the task's result
+ * goes straight into the cursor at SLOT_RECORD, in the fields the Lua layer keeps it in
+ * (pasyn_sqlite.lua, "A cursor's rows"), and the task is freed:
+ *   STMT         result()'s `columns`
+ *   ROWS, POS    a result of at most one row that has ended: that row itself (false for
+ *                none) and 0; else the array of rows (perhaps empty) and 1
+ *   STREAM       the stream the rest comes from, or false
+ *   ROWCOUNT     result()'s `rowcount`
+ *   LASTROWID    set only when the statement inserted a row itself
+ * Every value is made first, then the fields are set: the cursor's array part holds each of
+ * them already, so setting them allocates nothing and no finalizer runs in between (as in
+ * take_result). Leaves the stack at SLOT_COLUMNS, the columns there; returns 1 when the
+ * columns record is a new one (push_columns), else 0. */
+static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p)
+{
+    lua_settop(L, SLOT_KNOWN);
+    int fresh = push_columns(L, t); /* first: named rows use the names */
+    uint64_t stream;
+    size_t nrows;
+    pasyn_task_rows(t, &nrows);
+    int single = !pasyn_task_stream(t, &stream) && nrows <= 1;
+    push_rows(L, t, lua_isnil(L, SLOT_ROW_KEYS) ? 0 : SLOT_ROW_KEYS, p->integers, single);
+    if (!single && !lua_istable(L, -1)) { /* a stream, its first chunk empty */
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 0);
+    }
+    lua_pushinteger(L, single ? 0 : 1);
+    lua_pushinteger(L, (lua_Integer)pasyn_task_rowcount(t));
+    int64_t rowid;
+    int inserted = pasyn_task_lastrowid(t, &rowid);
+    if (inserted)
+        push_int(L, rowid, p->integers);
+    push_stream(L, t, p, NULL);
+    pasyn_task_free(t);
+    lua_rawseti(L, SLOT_RECORD, CURSOR_STREAM);
+    if (inserted)
+        lua_rawseti(L, SLOT_RECORD, CURSOR_LASTROWID);
+    lua_rawseti(L, SLOT_RECORD, CURSOR_ROWCOUNT);
+    lua_rawseti(L, SLOT_RECORD, CURSOR_POS);
+    lua_rawseti(L, SLOT_RECORD, CURSOR_ROWS);
+    lua_pushvalue(L, SLOT_COLUMNS);
+    lua_rawseti(L, SLOT_RECORD, CURSOR_STMT);
+    return fresh;
 }
 
 /* ---- hooks: trace and on_change ------------------------------------------------------- */
@@ -1382,6 +1488,7 @@ static int l_open(lua_State *L)
 
     lpool *p = lua_newuserdata(L, sizeof *p);
     p->pool = NULL;
+    p->lhub = get_lhub(L);
     p->inline_since = 0;
     p->pause_ns = (uint64_t)(o.inline_budget * 1e9);
     const char *integers = opt_string(L, 2, "integers", NULL); /* checked by the Lua layer */
