@@ -1708,32 +1708,29 @@ function Connection:close()
     check_self(self, Connection, "conn:close")
     local pool = self._pool
     local state = core.state(pool)
-    if state == POOL_OPEN then
+    if state == POOL_OPEN or state == POOL_CLOSING then
         local sync = not sched.can_yield()
+        -- core.close refuses a close inside a SQL function defined in Lua (the statement that
+        -- called it waits for it), and one under way already ("closing")
         local task, class, code, extended, message = core.close(pool, sync)
-        if not task then -- out of memory: still open
+        if task then
+            sched.await(task, sync)
+            core.free_task(task)
+        elseif class ~= "closing" then -- inside a function, or out of memory: still as it was
             error(errors.from_core(class, code, extended, message), 2)
+        else
+            -- Another coroutine is closing it: return once it is closed, and finish the job
+            -- if that coroutine was abandoned on the way. The close may wait for statements
+            -- that call SQL functions defined in Lua: a caller that blocks serves those calls
+            -- meanwhile (a coroutine that yields leaves them to the scheduler).
+            repeat
+                if sync then
+                    core.serve()
+                end
+                sched.sleep(0.001)
+                state = core.state(pool)
+            until state == POOL_CLOSED or state == POOL_FREED
         end
-        sched.await(task, sync)
-        core.free_task(task)
-    elseif state == POOL_CLOSING then
-        -- Another coroutine is closing it: return once it is closed, and finish the job if
-        -- that coroutine was abandoned on the way. The close may wait for statements that call
-        -- SQL functions defined in Lua: a caller that blocks serves those calls meanwhile (a
-        -- coroutine that yields leaves them to the scheduler), and one inside such a function
-        -- is refused, as core.close refuses it.
-        if core.serving() then
-            raise("ProgrammingError", "a SQL function defined in Lua cannot run statements or " ..
-                  "close a connection: the statement that called it waits for it")
-        end
-        local sync = not sched.can_yield()
-        repeat
-            if sync then
-                core.serve()
-            end
-            sched.sleep(0.001)
-            state = core.state(pool)
-        until state == POOL_CLOSED or state == POOL_FREED
     end
     core.free(pool) -- once closed; again does nothing
     self._freed = true -- what core.state says from now on (check_cursor reads it)

@@ -131,10 +131,20 @@ describe("calls of SQL functions defined in Lua are served (child processes)", f
         print("read " .. tostring(read) .. ", " .. tostring(got))
     ]]
 
+    -- Runs that child with `wait` in its place and checks that it printed `expected`; a child
+    -- that did not (most likely it hung) skips the tests below that would hang here.
+    local function closing_check(wait, expected)
+        local out = in_child(CLOSING:format(wait), 60)
+        if not out:find(expected, 1, true) then
+            served = false
+        end
+        assert.matches(expected, out, 1, true)
+    end
+
     it("by a backup that ends on a pool another coroutine is closing", function()
         -- The backup's first step begins the close; its second is refused ("closing"), and the
         -- backup ends at once, leaving what is left of it to the pool.
-        local out = in_child(CLOSING:format([[
+        closing_check([[
             local dest = os.tmpname()
             local ok, err = pcall(conn.backup, conn, dest, { pages = 1, progress = function()
                 sqlite.spawn(function() conn:close() end)
@@ -142,43 +152,31 @@ describe("calls of SQL functions defined in Lua are served (child processes)", f
             end })
             got = ok and "backup done" or err.kind
             os.remove(dest)
-        ]]), 60)
-        if not out:find("read 1000000, PoolClosedError", 1, true) then
-            served = false
-        end
-        assert.matches("read 1000000, PoolClosedError", out, 1, true)
+        ]], "read 1000000, PoolClosedError")
     end)
 
     it("by a blocking close of a pool another coroutine is closing", function()
-        local out = in_child(CLOSING:format([[
+        closing_check([[
             sqlite.spawn(function() conn:close() end)
             sqlite.sleep(0) -- closing
             -- from a coroutine the scheduler does not know: it blocks until the pool is closed
             local co = coroutine.create(function() conn:close() end)
             assert(coroutine.resume(co))
             got = conn.closed and "closed" or "still open"
-        ]]), 60)
-        if not out:find("read 1000000, closed", 1, true) then
-            served = false
-        end
-        assert.matches("read 1000000, closed", out, 1, true)
+        ]], "read 1000000, closed")
     end)
 
     it("and a close inside a function, of a pool another coroutine is closing, is refused",
        function()
         -- (the close would wait for the statement that waits for the function)
-        local out = in_child(CLOSING:format([[
+        closing_check([[
             inside = function()
                 local ok, err = pcall(conn.close, conn)
                 got = ok and "closed inside" or err.kind .. ": " .. err.message
             end
             conn:close()
-        ]]), 60)
-        if not out:find("read 1000000, ProgrammingError", 1, true) then
-            served = false
-        end
-        assert.matches("read 1000000, ProgrammingError: a SQL function defined in Lua cannot run " ..
-                       "statements or close a connection", out, 1, true)
+        ]], "read 1000000, ProgrammingError: a SQL function defined in Lua cannot run "
+            .. "statements or close a connection")
     end)
 end)
 
