@@ -63,7 +63,10 @@ end
 
 local function m1_child(path, n, mode)
     n = math.tointeger(tonumber(n))
-    local conn = sqlite.connect(path, { max_pending = n }) -- every statement in flight at once
+    -- Every statement in flight at once: no bound on them, and none run inline (a read the
+    -- calling thread runs itself completes inside execute, never in flight; whether one does
+    -- depends on the machine's load at that moment).
+    local conn = sqlite.connect(path, { max_pending = n, inline_reads = false })
     -- Fill every reader's page cache first (it would otherwise grow during the measurement):
     -- more full scans at once than there are readers, twice.
     for _ = 1, 2 do
