@@ -105,24 +105,43 @@ const unsigned char *pasyn_row_value(const unsigned char *at, pasyn_value *out)
     }
 }
 
-/* A point query's parameters and its row fit in the task's own allocation, with the SQL. */
-enum { PARAMS_INLINE = 64, ROWS_INLINE = 192 };
+/* A point query's parameters, its row and the SQL fit in the task's own allocation: the
+ * parameters from the front of one inline area, the rows in what they leave of it (the rows
+ * are written only after the last parameter is bound, and never over them: a statement that
+ * runs again, on another thread or after a retry, binds them again). A statement without
+ * parameters has the whole area for its rows. */
+enum { INLINE_BYTES = 192 };
+
+static unsigned char *inline_area(pasyn_task *t)
+{
+    return (unsigned char *)(t + 1);
+}
+
+/* The rows get the inline area that the parameters leave free (all of it once they moved to
+ * a buffer of their own). Only while no row is written yet: at bind time. */
+static void rows_after_params(pasyn_task *t)
+{
+    if (!t->rows.borrowed || t->rows.len)
+        return;
+    size_t used = t->params.borrowed ? t->params.len : 0;
+    t->rows.p = inline_area(t) + used;
+    t->rows.cap = INLINE_BYTES - used;
+}
 
 pasyn_task *pasyn_task_new(int kind, const char *sql, size_t len)
 {
     size_t sql_bytes = sql ? len + 1 : 0;
-    unsigned char *block = malloc(sizeof(pasyn_task) + PARAMS_INLINE + ROWS_INLINE + sql_bytes);
+    unsigned char *block = malloc(sizeof(pasyn_task) + INLINE_BYTES + sql_bytes);
     if (!block)
         return NULL;
     pasyn_task *t = (pasyn_task *)block;
     memset(t, 0, sizeof *t);
     t->kind = kind;
     t->rowcount = -1;
-    unsigned char *at = block + sizeof *t;
-    t->params = (buf){.p = at, .cap = PARAMS_INLINE, .borrowed = 1};
-    at += PARAMS_INLINE;
-    t->rows = (buf){.p = at, .cap = ROWS_INLINE, .borrowed = 1};
-    at += ROWS_INLINE;
+    unsigned char *at = inline_area(t);
+    t->params = (buf){.p = at, .cap = INLINE_BYTES, .borrowed = 1};
+    t->rows = (buf){.p = at, .cap = INLINE_BYTES, .borrowed = 1};
+    at += INLINE_BYTES;
     if (sql) {
         t->sql = (char *)at;
         memcpy(t->sql, sql, len);
@@ -206,15 +225,19 @@ int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn
         namelen--;
     }
     uint32_t n32 = name ? (uint32_t)namelen : UINT32_MAX;
-    if (buf_put(&t->params, &n32, 4) != 0 || (name && buf_put(&t->params, name, namelen) != 0))
-        return PASYN_ENOMEM;
-    return encode_value(&t->params, v);
+    int err = PASYN_ENOMEM;
+    if (buf_put(&t->params, &n32, 4) == 0 && (!name || buf_put(&t->params, name, namelen) == 0))
+        err = encode_value(&t->params, v);
+    rows_after_params(t);
+    return err;
 }
 
 int pasyn_task_bind_alternative(pasyn_task *t)
 {
     uint32_t mark = READING_MARK;
-    if (buf_put(&t->params, &mark, 4) != 0)
+    int err = buf_put(&t->params, &mark, 4);
+    rows_after_params(t);
+    if (err != 0)
         return PASYN_ENOMEM;
     t->alternatives = 1;
     return 0;

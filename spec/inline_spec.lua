@@ -207,6 +207,23 @@ describe("reads the caller runs itself", function()
         c:close()
     end)
 
+    it("a read handed to a reader after it wrote rows inline binds its parameters again intact",
+       function()
+        -- The task keeps its parameters and its first rows in one area: rows go after the
+        -- parameters, never over them. Here the first row (x = 1, with ?1's text) is written
+        -- before the run overruns the budget; the reader then binds ?1 and ?2 again.
+        local c = sqlite.connect(path, { inline_budget = 0.004 })
+        local sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?2) " ..
+                    "SELECT ?1, x FROM c WHERE x = 1 OR x = ?2"
+        local text = string.rep("p", 40)
+        until_inline(c, sql, text, 10)
+        local before = inline(c).overruns
+        local rows = c:execute(sql, text, 3000000):fetchall()
+        assert.equal(before + 1, inline(c).overruns)
+        assert.same({ { text, 1, n = 2 }, { text, 3000000, n = 2 } }, rows)
+        c:close()
+    end)
+
     it("a read that overran three times is not tried inline again", function()
         local c = sqlite.connect(path, { inline_budget = 0.004 })
         local long = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) " ..
