@@ -420,6 +420,32 @@ describe("scheduler", function()
             assert.equal("wrapped", r)
         end)
 
+        it("a statement waits in few frames: the scheduler's part of the wait is one function",
+           function()
+            -- Every frame a waiting coroutine holds is kept for all its wait (Lua allocates
+            -- one CallInfo per level, and the deeper the stack the more it grows): with
+            -- 10,000 statements in flight that is memory. From the yield down to the function
+            -- that called execute: coroutine.yield, sched.await, the Lua layer's wait (two
+            -- functions today) and the caller: at most 5 levels.
+            local c = sqlite.connect(path, { inline_reads = false })
+            local co, levels
+            sqlite.run(function()
+                local h = sqlite.spawn(function()
+                    co = coroutine.running()
+                    return c:execute("SELECT 1"):fetchone()[1]
+                end)
+                sqlite.spawn(function() -- runs while the first one waits
+                    levels = 0
+                    while debug.getinfo(co, levels, "S") do
+                        levels = levels + 1
+                    end
+                end)
+                assert.equal(1, h:join())
+            end)
+            c:close()
+            assert.is_true(levels >= 2 and levels <= 5, levels .. " levels")
+        end)
+
         it("calls in a plain coroutine.wrap inside run block and return their results", function()
             local order = {}
             local r = sqlite.run(function()

@@ -137,7 +137,14 @@ function M.await(task, sync, gate, co)
         return
     end
     expected[task], task_pools[task] = nil, gate
-    park(task, co or co_running())
+    co = co or co_running()
+    if in_loop(co) then -- park's first case, here: the waiting coroutine keeps one frame less
+        waiting[task] = co
+        loop.pending = loop.pending + 1
+        co_yield(SUSPEND)
+        return
+    end
+    park(task, co)
 end
 
 -- Declares that the running coroutine `co` (found when not given) will await `task`, submitted
@@ -596,7 +603,9 @@ local function spawn(fn, ...)
     -- The handle does not refer to its coroutine: on Lua 5.1 and LuaJIT a weak-keyed table
     -- whose value refers to its key would keep both alive for ever.
     local co = co_create(fn)
-    local h = setmetatable({ done = false, joiners = nil }, Handle) -- joiners: made by join
+    -- Its fields (done, ok, results; joiners and joined, made by join) come when they are
+    -- set: an empty table weighs least while the coroutine runs or waits.
+    local h = setmetatable({}, Handle)
     members[co] = h
     loop.live = loop.live + 1
     push_ready(co, ...)
@@ -747,7 +756,7 @@ function M.run(fn, ...)
     M.loop_ids = setmetatable({}, { __mode = "k" })
     local main = spawn(fn, ...)
     local ok, err = pcall(function()
-        while loop.live > 0 and (main.done == false or main.ok) do
+        while loop.live > 0 and (not main.done or main.ok) do
             M.pausing = false
             if loop.timers[1] then
                 wake_timers(core.now())
