@@ -45,6 +45,7 @@ for kind in pairs(errors.kinds) do
 end
 
 local co_running, co_status = coroutine.running, coroutine.status
+local co_yield, SUSPEND = coroutine.yield, sched.SUSPEND
 local type = type
 local rawset = rawset
 local unpack = table.unpack or unpack -- luacheck: ignore
@@ -99,6 +100,7 @@ local function caller()
     end
     if sched.in_loop(co) then -- its own owner (sched.owner) until it ends
         sched.loop_ids[co] = id
+        return not isyieldable(), id, co -- sched.can_yield's answer, one level up
     end
     return not sched.can_yield(co), id, co
 end
@@ -465,7 +467,9 @@ local function wait_for(cur, task, sync, id, co, gate)
     local pool = cur[CFG].conn._pool
     local busy = cur[BUSY]
     cur[BUSY] = co or true
-    sched.await(task, sync, gate, co)
+    if sched.begin_wait(task, sync, gate, co) then
+        co_yield(SUSPEND) -- here, not in sched.await: one level less while it waits
+    end
     cur[BUSY] = busy
     if co then
         note_owner(pool, id, co)
