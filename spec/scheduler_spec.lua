@@ -146,6 +146,33 @@ describe("scheduler", function()
     end)
 
     describe("sqlite.spawn", function()
+        it("a handle kept after its coroutine returned nothing weighs little (spawn all, join all)",
+           function()
+            -- 2,000 handles of ended coroutines, kept in an array: under 180 bytes of Lua heap
+            -- each, array slot included (about 120-140 here on Lua 5.3, 5.4 and LuaJIT;
+            -- 250-300 when each kept its own results record and three fields).
+            local n, hs = 2000, nil
+            collectgarbage()
+            collectgarbage()
+            sqlite.run(function()
+                hs = {}
+                for i = 1, n do
+                    hs[i] = sqlite.spawn(function() end)
+                end
+                for i = 1, n do
+                    assert.equal(0, select("#", hs[i]:join()))
+                end
+            end)
+            collectgarbage()
+            collectgarbage()
+            local with = collectgarbage("count")
+            hs = nil -- luacheck: ignore (measured: what the kept handles weigh)
+            collectgarbage()
+            collectgarbage()
+            local each = (with - collectgarbage("count")) * 1024 / n
+            assert.is_true(each < 180, string.format("%.0f bytes per kept handle", each))
+        end)
+
         it("raises outside sqlite.run and does not run fn", function()
             local ran = false
             assert.is_false(pcall(sqlite.spawn, function() ran = true end))

@@ -300,9 +300,20 @@ local function push_ready(co, ...)
     end
 end
 
+-- A handle's coroutine has ended once h.results is set: what it returned (one shared empty
+-- record when nothing), or with h.failed, its error (results[1]). A handle that callers keep
+-- (spawn all, then join all) holds one field when its coroutine returned.
+local NO_RESULTS = { n = 0 } -- read only (unpack)
+
 local function finish(h, ok, ...)
-    h.done, h.ok = true, ok
-    h.results = pack(...)
+    if not ok then
+        h.failed = true
+        h.results = pack(...)
+    elseif select("#", ...) == 0 then
+        h.results = NO_RESULTS
+    else
+        h.results = pack(...)
+    end
     loop.live = loop.live - 1
     local joiners = h.joiners
     h.joiners = nil
@@ -616,8 +627,8 @@ local function spawn(fn, ...)
     -- The handle does not refer to its coroutine: on Lua 5.1 and LuaJIT a weak-keyed table
     -- whose value refers to its key would keep both alive for ever.
     local co = co_create(fn)
-    -- Its fields (done, ok, results; joiners and joined, made by join) come when they are
-    -- set: an empty table weighs least while the coroutine runs or waits.
+    -- Its fields (results and failed, see finish; joiners and joined, made by join) come
+    -- when they are set: an empty table weighs least while the coroutine runs or waits.
     local h = setmetatable({}, Handle)
     members[co] = h
     loop.live = loop.live + 1
@@ -646,7 +657,7 @@ function Handle:join()
                "a colon: handle:join()), got " .. type(self))
     end
     self.joined = true
-    if not self.done then
+    if self.results == nil then -- not ended
         if not (in_loop(co_running()) and isyieldable()) then
             misuse("handle:join: only a coroutine of the scheduler can wait for another")
         end
@@ -658,7 +669,7 @@ function Handle:join()
         joiners[#joiners + 1] = co_running()
         co_yield(SUSPEND)
     end
-    if not self.ok then
+    if self.failed then
         error(self.results[1], 0)
     end
     return unpack(self.results, 1, self.results.n)
@@ -769,14 +780,14 @@ function M.run(fn, ...)
     M.loop_ids = setmetatable({}, { __mode = "k" })
     local main = spawn(fn, ...)
     local ok, err = pcall(function()
-        while loop.live > 0 and (not main.done or main.ok) do
+        while loop.live > 0 and (main.results == nil or not main.failed) do
             M.pausing = false
             if loop.timers[1] then
                 wake_timers(core.now())
             end
             run_ready()
             M.dispatch()
-            if #loop.ready == 0 and loop.live > 0 and (not main.done or main.ok) then
+            if #loop.ready == 0 and loop.live > 0 and (main.results == nil or not main.failed) then
                 local timers = loop.timers
                 local timeout = timers[1] and math.max(0, timers[1][1] - core.now()) or -1
                 if loop.pending > 0 then
@@ -798,7 +809,7 @@ function M.run(fn, ...)
     if not ok then
         error(err, 0)
     end
-    if not main.ok then
+    if main.failed then
         error(main.results[1], 0)
     end
     for i = 1, #failed do
