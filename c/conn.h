@@ -146,6 +146,8 @@ typedef struct conn {
     size_t nbuckets, count, capacity; /* statements cached now, and at most */
     size_t bytes, budget;             /* their charges now, and at most */
     lru_link lru;                     /* sentinel: lru.next is the most recent */
+    cached_stmt *held;                /* acquired and kept for the next acquire of its text
+                                         (stmt_hold), outside the cache; or NULL */
     unsigned seen;                    /* authorizer notes, bits of enum seen_bits */
     int setting;                      /* a PRAGMA setting a read setting: 1 + its index */
     int savepoint;                    /* with SEEN_SAVEPOINT: enum savepoint_op */
@@ -307,6 +309,11 @@ int conn_prepare(conn *c, const char *sql, int len, unsigned flags, sqlite3_stmt
  * big to cache (an uncached one, or one charged more than a quarter of the budget) is
  * finalized instead. */
 void stmt_release(conn *c, cached_stmt *s);
+/* Keeps a statement just acquired (not yet bound or stepped) for the next stmt_acquire of the
+ * same text, which then takes it without a look in the cache: the writer learns a statement's
+ * kind before it runs it (group_commit.c, joins_batch). A statement held before goes back to
+ * the cache. One thread at a time, like the connection. */
+void stmt_hold(conn *c, cached_stmt *s);
 /* Fills the task's error for a prepare that failed with `rc`: SQLite's, or why the authorizer
  * denied it. */
 void stmt_fail_prepare(conn *c, pasyn_task *t, int rc);

@@ -91,6 +91,9 @@ static void stmt_free(cached_stmt *s)
 
 void stmt_cache_free(conn *c)
 {
+    if (c->held)
+        stmt_free(c->held);
+    c->held = NULL;
     lru_link *l = c->lru.next;
     while (l && l != &c->lru) {
         lru_link *next = l->next;
@@ -164,6 +167,13 @@ int conn_prepare(conn *c, const char *sql, int len, unsigned flags, sqlite3_stmt
 cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
 {
     functions_check(c); /* the host's SQL functions defined since its last statement */
+    cached_stmt *held = c->held;
+    if (held) {
+        c->held = NULL;
+        if (held->sql_len == t->sql_len && memcmp(held->sql, t->sql, t->sql_len) == 0)
+            return held;
+        stmt_release(c, held);
+    }
     /* A text too long to cache is not looked up either (hashing it would cost as much as
      * reading it). */
     int cacheable = c->capacity && t->sql_len <= PASYN_CACHE_SQL_MAX;
@@ -270,6 +280,17 @@ void stmt_release(conn *c, cached_stmt *s)
         c->bytes -= old->charge;
         stmt_free(old);
     }
+}
+
+void stmt_hold(conn *c, cached_stmt *s)
+{
+    if (c->held)
+        stmt_release(c, c->held);
+    c->held = NULL;
+    if (s->uncached) /* it has no text to be found by: finalized */
+        stmt_release(c, s);
+    else
+        c->held = s;
 }
 
 /* ---- binding ------------------------------------------------------------------------ */
