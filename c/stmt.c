@@ -164,6 +164,16 @@ int conn_prepare(conn *c, const char *sql, int len, unsigned flags, sqlite3_stmt
     return rc;
 }
 
+/* Takes a statement out of the cache, for its caller to run and give back. */
+static cached_stmt *cache_take(conn *c, cached_stmt *s)
+{
+    hash_unlink(c, s);
+    lru_unlink(&s->lru);
+    c->count--;
+    c->bytes -= s->charge;
+    return s;
+}
+
 cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
 {
     functions_check(c); /* the host's SQL functions defined since its last statement */
@@ -174,18 +184,20 @@ cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
             return held;
         stmt_release(c, held);
     }
+    /* The statement run last first: a caller that runs one text over and over is spared the
+     * hash. (Only cached statements are in the recency list, each with its text.) */
+    if (c->lru.next != &c->lru) {
+        cached_stmt *s = (cached_stmt *)c->lru.next;
+        if (s->sql_len == t->sql_len && memcmp(s->sql, t->sql, t->sql_len) == 0)
+            return cache_take(c, s);
+    }
     /* A text too long to cache is not looked up either (hashing it would cost as much as
      * reading it). */
     int cacheable = c->capacity && t->sql_len <= PASYN_CACHE_SQL_MAX;
     uint32_t h = cacheable ? hash_sql(t->sql, t->sql_len) : 0;
     for (cached_stmt *s = cacheable ? c->buckets[h & (c->nbuckets - 1)] : NULL; s; s = s->hnext) {
-        if (s->hash == h && s->sql_len == t->sql_len && memcmp(s->sql, t->sql, t->sql_len) == 0) {
-            hash_unlink(c, s);
-            lru_unlink(&s->lru);
-            c->count--;
-            c->bytes -= s->charge;
-            return s;
-        }
+        if (s->hash == h && s->sql_len == t->sql_len && memcmp(s->sql, t->sql, t->sql_len) == 0)
+            return cache_take(c, s);
     }
     sqlite3_stmt *st = NULL;
     const char *tail = NULL;

@@ -575,6 +575,21 @@ describe("a statement run again", function()
         end
     end)
 
+    it("runs the statement of its own text after one of the same length (writer and readers)",
+       function()
+        for _, inline in ipairs({ true, false }) do
+            local c = sqlite.connect(path, { inline_reads = inline })
+            for i = 1, 20 do
+                local k = i % 2 + 1 -- "SELECT 1 + ?" and "SELECT 2 + ?" in turn: the same length
+                assert.are.equal(k + i, c:execute("SELECT " .. k .. " + ?", i):fetchone()[1])
+                c:execute("INSERT INTO v (a, b) VALUES (" .. k .. ", ?)", i)
+                assert.are.equal(k, c:execute("SELECT a FROM v WHERE b = ?", i):fetchone()[1])
+                c:execute("DELETE FROM v")
+            end
+            c:close()
+        end
+    end)
+
     -- What typeof() answers for a value of `runs` (their numbers are integers or 9.5).
     local function sql_type(v)
         if v == nil or v == null then
