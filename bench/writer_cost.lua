@@ -167,13 +167,47 @@ local function pasyn_runner(path)
     end
 end
 
+-- The time each thread of this process has run so far (Linux: /proc/self/task/*/schedstat, in
+-- ns), by name and thread id; {} elsewhere.
+local function thread_times()
+    local out = {}
+    local stat = io.open("/proc/self/stat")
+    if not stat then
+        return out
+    end
+    local pid = stat:read("l"):match("^(%d+)")
+    stat:close()
+    local ls = io.popen("ls /proc/" .. pid .. "/task")
+    for tid in ls:lines() do
+        local dir = "/proc/" .. pid .. "/task/" .. tid
+        local f, g = io.open(dir .. "/schedstat"), io.open(dir .. "/comm")
+        if f and g then
+            out[tid] = { name = g:read("l"), ns = tonumber(f:read("l"):match("^(%d+)")) }
+        end
+        if f then f:close() end
+        if g then g:close() end
+    end
+    ls:close()
+    return out
+end
+
 local path = fresh()
 if who == "pasyn" or who == "dbi" then
     local run, close = (who == "pasyn" and pasyn_runner or dbi_runner)(path)
+    local before = thread_times()
     local t0 = lib.now()
     run(1)
-    io.stderr:write(string.format("%s %s: %.2f us per %s\n", who, kind, (lib.now() - t0) / n * 1e6,
-                                  kind == "txn" and "transaction" or "statement"))
+    local dt = lib.now() - t0
+    local unit = kind == "txn" and "transaction" or "statement"
+    io.stderr:write(string.format("%s %s: %.2f us per %s\n", who, kind, dt / n * 1e6, unit))
+    -- how long each thread ran meanwhile (spinning included), per statement
+    for tid, t in pairs(thread_times()) do
+        local ran = t.ns - (before[tid] and before[tid].ns or 0)
+        if ran > 0.01 * dt * 1e9 then
+            io.stderr:write(string.format("  thread %s (%s) ran %.2f us per %s\n", tid, t.name, ran / n / 1e3,
+                                          unit))
+        end
+    end
     close()
 else
     local runs = {}
