@@ -184,6 +184,7 @@ typedef struct conn {
     const cached_stmt *inserting;
     int64_t rowid_before; /* last_insert_rowid() before it ran */
     int reinserted;       /* its table got a row with that rowid again */
+    int watches_inserts;  /* the update hook is set for good: an INSERT was watched */
 
     /* hooks.c: trace and on_change */
     const conn_setup *setup;    /* the pool's, or NULL */
@@ -251,8 +252,8 @@ void conn_busy_pragma_enter(conn *c);
 void conn_busy_pragma_leave(conn *c);
 /* Around stepping a statement on the writer: whether it inserted a row itself (a top-level
  * INSERT that inserted, not a trigger's or an upsert's update), told without planting anything
- * in the connection: last_insert_rowid() changed, or the update hook (set meanwhile) saw the
- * statement's table get a row with the same rowid again (REPLACE). */
+ * in the connection: last_insert_rowid() changed, or the update hook (set from the first INSERT
+ * on) saw the statement's table get a row with the same rowid again (REPLACE). */
 void conn_watch_insert(conn *c, const cached_stmt *s);
 int conn_inserted(conn *c, int64_t *rowid);
 
@@ -274,8 +275,8 @@ static inline void functions_check(conn *c)
 void hooks_arm(conn *c, pasyn_task *t);
 void hooks_disarm(conn *c);
 void hooks_note_change(conn *c, int op, const char *db, const char *table, sqlite3_int64 rowid);
-/* Installs the update hook while something listens (an INSERT watched, the on_change log),
- * removes it otherwise. */
+/* Installs the update hook while something listens (an INSERT was ever watched, the on_change
+ * log), removes it otherwise. */
 void conn_hook_updates(conn *c);
 
 /* route.c: the authorizer every connection runs, and what it makes of a statement. */
