@@ -155,6 +155,8 @@ typedef struct conn {
     temp_names *temp_names;           /* the writer's TEMP names, on the other connections */
     int refuse_locks_out;             /* deny PRAGMAs that would lock other connections out */
     fn_registry *functions;           /* the host's SQL functions it takes, or NULL: none */
+    int bind_in_place;                /* text and blobs bind without a copy (stmt.c, bind_one):
+                                         each statement is given back before its task ends */
     size_t functions_seen;            /* how many of their definitions it applied */
 
     /* the running task, between conn_arm and conn_disarm */

@@ -330,17 +330,21 @@ static const unsigned char *next_param(const unsigned char *at, param *p)
     return pasyn_row_value(at, &p->v);
 }
 
-static int bind_one(sqlite3_stmt *st, int i, const pasyn_value *v)
+/* Text and blobs are copied by SQLite (SQLITE_TRANSIENT), or on a connection whose statements
+ * are given back (stmt_release clears their bindings) before their task can be freed, read in
+ * place from the task's buffer (SQLITE_STATIC, c3ref/bind_blob.html). */
+static int bind_one(const conn *c, sqlite3_stmt *st, int i, const pasyn_value *v)
 {
+    sqlite3_destructor_type keep = c->bind_in_place ? SQLITE_STATIC : SQLITE_TRANSIENT;
     switch (v->type) {
     case PASYN_INT:
         return sqlite3_bind_int64(st, i, v->i);
     case PASYN_FLOAT:
         return sqlite3_bind_double(st, i, v->d);
     case PASYN_TEXT:
-        return sqlite3_bind_text64(st, i, v->p, v->n, SQLITE_TRANSIENT, SQLITE_UTF8);
+        return sqlite3_bind_text64(st, i, v->p, v->n, keep, SQLITE_UTF8);
     case PASYN_BLOB:
-        return sqlite3_bind_blob64(st, i, v->p, v->n, SQLITE_TRANSIENT);
+        return sqlite3_bind_blob64(st, i, v->p, v->n, keep);
     default:
         return sqlite3_bind_null(st, i);
     }
@@ -405,7 +409,7 @@ static int bind_reading(conn *c, cached_stmt *s, pasyn_task *t, const unsigned c
         const unsigned char *at = begin;
         for (int i = 1; i <= want && rc == SQLITE_OK; i++) {
             at = next_param(at, &p);
-            rc = bind_one(st, i, &p.v);
+            rc = bind_one(c, st, i, &p.v);
         }
     } else {
         for (int i = 1; i <= want && rc == SQLITE_OK; i++) {
@@ -428,7 +432,7 @@ static int bind_reading(conn *c, cached_stmt *s, pasyn_task *t, const unsigned c
                 task_fail_programming(t, "no value was supplied for parameter %s", name);
                 return -1;
             }
-            rc = bind_one(st, i, &p.v);
+            rc = bind_one(c, st, i, &p.v);
         }
     }
     if (rc != SQLITE_OK) {
