@@ -20,9 +20,11 @@
 -- LuaDBI time / pasyn time; the machine is shared, so only medians of ratios mean much):
 --   LUA_PATH="lua/?.lua;bench/?.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 bench/writer_cost.lua \
 --     ab update 5000 [rounds]
--- who = pasyn or dbi: one run of that one, its time per statement on stderr (and pasyn's
--- writer statistics: group commits). Arguments: who (pasyn, dbi or ab), kind (insert, update,
--- txn or w5), n (statements; for txn, transactions), rounds (ab only, default 9).
+-- who = pasyn or dbi: one run of that one; on stderr its time per statement, how long each
+-- thread of the process ran per statement (Linux, /proc/<pid>/task/*/schedstat: CPU time,
+-- spinning included) and pasyn's writer statistics (group commits).
+-- Arguments: who (pasyn, dbi or ab), kind (insert, update, txn or w5), n (statements; for txn,
+-- transactions), rounds (ab only, default 9).
 
 local ROOT = (arg and arg[0] or ""):match("^(.*)/bench/[^/]*$") or "."
 package.path = ROOT .. "/bench/?.lua;" .. ROOT .. "/lua/?.lua;" .. package.path
