@@ -258,7 +258,8 @@ void conn_disarm(conn *c, pasyn_task *t)
 }
 
 /* The update hook (c3ref/update_hook.html: not called for WITHOUT ROWID tables, whose inserts
- * set no rowid either), set while a top-level INSERT runs: a row of the statement's own table
+ * set no rowid either), set from the first top-level INSERT on: while one runs, a row of the
+ * statement's own table
  * inserted with the rowid that last_insert_rowid() already held; and while the writer's
  * on_change log is on, each change goes to it (hooks.c). */
 static void on_update(void *arg, int op, const char *db, const char *table, sqlite3_int64 rowid)
@@ -274,7 +275,7 @@ static void on_update(void *arg, int op, const char *db, const char *table, sqli
 
 void conn_hook_updates(conn *c)
 {
-    sqlite3_update_hook(c->db, c->inserting || c->changes ? on_update : NULL, c);
+    sqlite3_update_hook(c->db, c->watches_inserts || c->changes ? on_update : NULL, c);
 }
 
 void conn_watch_insert(conn *c, const cached_stmt *s)
@@ -282,8 +283,12 @@ void conn_watch_insert(conn *c, const cached_stmt *s)
     c->inserting = s->insert_table ? s : NULL;
     c->rowid_before = sqlite3_last_insert_rowid(c->db);
     c->reinserted = 0;
-    if (c->inserting && !c->changes)
+    /* Installed at the first INSERT and kept: between INSERTs it only looks at `inserting`,
+     * which costs less than two calls to set it and take it away for each INSERT. */
+    if (c->inserting && !c->watches_inserts) {
+        c->watches_inserts = 1;
         conn_hook_updates(c);
+    }
 }
 
 /* A trigger's INSERT sets last_insert_rowid() only while the trigger runs
@@ -292,8 +297,6 @@ int conn_inserted(conn *c, int64_t *rowid)
 {
     const cached_stmt *s = c->inserting;
     c->inserting = NULL;
-    if (s && !c->changes)
-        conn_hook_updates(c);
     *rowid = sqlite3_last_insert_rowid(c->db);
     return s && (*rowid != c->rowid_before || c->reinserted);
 }

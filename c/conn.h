@@ -146,6 +146,8 @@ typedef struct conn {
     size_t nbuckets, count, capacity; /* statements cached now, and at most */
     size_t bytes, budget;             /* their charges now, and at most */
     lru_link lru;                     /* sentinel: lru.next is the most recent */
+    cached_stmt *held;                /* acquired and kept for the next acquire of its text
+                                         (stmt_hold), outside the cache; or NULL */
     unsigned seen;                    /* authorizer notes, bits of enum seen_bits */
     int setting;                      /* a PRAGMA setting a read setting: 1 + its index */
     int savepoint;                    /* with SEEN_SAVEPOINT: enum savepoint_op */
@@ -153,6 +155,8 @@ typedef struct conn {
     temp_names *temp_names;           /* the writer's TEMP names, on the other connections */
     int refuse_locks_out;             /* deny PRAGMAs that would lock other connections out */
     fn_registry *functions;           /* the host's SQL functions it takes, or NULL: none */
+    int bind_in_place;                /* text and blobs bind without a copy (stmt.c, bind_one):
+                                         each statement is given back before its task ends */
     size_t functions_seen;            /* how many of their definitions it applied */
 
     /* the running task, between conn_arm and conn_disarm */
@@ -182,6 +186,7 @@ typedef struct conn {
     const cached_stmt *inserting;
     int64_t rowid_before; /* last_insert_rowid() before it ran */
     int reinserted;       /* its table got a row with that rowid again */
+    int watches_inserts;  /* the update hook is set for good: an INSERT was watched */
 
     /* hooks.c: trace and on_change */
     const conn_setup *setup;    /* the pool's, or NULL */
@@ -249,8 +254,8 @@ void conn_busy_pragma_enter(conn *c);
 void conn_busy_pragma_leave(conn *c);
 /* Around stepping a statement on the writer: whether it inserted a row itself (a top-level
  * INSERT that inserted, not a trigger's or an upsert's update), told without planting anything
- * in the connection: last_insert_rowid() changed, or the update hook (set meanwhile) saw the
- * statement's table get a row with the same rowid again (REPLACE). */
+ * in the connection: last_insert_rowid() changed, or the update hook (set from the first INSERT
+ * on) saw the statement's table get a row with the same rowid again (REPLACE). */
 void conn_watch_insert(conn *c, const cached_stmt *s);
 int conn_inserted(conn *c, int64_t *rowid);
 
@@ -272,8 +277,8 @@ static inline void functions_check(conn *c)
 void hooks_arm(conn *c, pasyn_task *t);
 void hooks_disarm(conn *c);
 void hooks_note_change(conn *c, int op, const char *db, const char *table, sqlite3_int64 rowid);
-/* Installs the update hook while something listens (an INSERT watched, the on_change log),
- * removes it otherwise. */
+/* Installs the update hook while something listens (an INSERT was ever watched, the on_change
+ * log), removes it otherwise. */
 void conn_hook_updates(conn *c);
 
 /* route.c: the authorizer every connection runs, and what it makes of a statement. */
@@ -307,6 +312,11 @@ int conn_prepare(conn *c, const char *sql, int len, unsigned flags, sqlite3_stmt
  * big to cache (an uncached one, or one charged more than a quarter of the budget) is
  * finalized instead. */
 void stmt_release(conn *c, cached_stmt *s);
+/* Keeps a statement just acquired (not yet bound or stepped) for the next stmt_acquire of the
+ * same text, which then takes it without a look in the cache: the writer learns a statement's
+ * kind before it runs it (group_commit.c, joins_batch). A statement held before goes back to
+ * the cache. One thread at a time, like the connection. */
+void stmt_hold(conn *c, cached_stmt *s);
 /* Fills the task's error for a prepare that failed with `rc`: SQLite's, or why the authorizer
  * denied it. */
 void stmt_fail_prepare(conn *c, pasyn_task *t, int rc);

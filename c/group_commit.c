@@ -66,7 +66,7 @@ static int joins_batch(pasyn_pool *pool, pasyn_task *t)
         return 0;
     }
     int dml = s->kind == STMT_DML;
-    stmt_release(c, s);
+    stmt_hold(c, s); /* it runs next, in the batch or alone: no second look in the cache */
     return dml;
 }
 

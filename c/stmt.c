@@ -91,6 +91,9 @@ static void stmt_free(cached_stmt *s)
 
 void stmt_cache_free(conn *c)
 {
+    if (c->held)
+        stmt_free(c->held);
+    c->held = NULL;
     lru_link *l = c->lru.next;
     while (l && l != &c->lru) {
         lru_link *next = l->next;
@@ -161,21 +164,40 @@ int conn_prepare(conn *c, const char *sql, int len, unsigned flags, sqlite3_stmt
     return rc;
 }
 
+/* Takes a statement out of the cache, for its caller to run and give back. */
+static cached_stmt *cache_take(conn *c, cached_stmt *s)
+{
+    hash_unlink(c, s);
+    lru_unlink(&s->lru);
+    c->count--;
+    c->bytes -= s->charge;
+    return s;
+}
+
 cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
 {
     functions_check(c); /* the host's SQL functions defined since its last statement */
+    cached_stmt *held = c->held;
+    if (held) {
+        c->held = NULL;
+        if (held->sql_len == t->sql_len && memcmp(held->sql, t->sql, t->sql_len) == 0)
+            return held;
+        stmt_release(c, held);
+    }
+    /* The statement run last first: a caller that runs one text over and over is spared the
+     * hash. (Only cached statements are in the recency list, each with its text.) */
+    if (c->lru.next != &c->lru) {
+        cached_stmt *s = (cached_stmt *)c->lru.next;
+        if (s->sql_len == t->sql_len && memcmp(s->sql, t->sql, t->sql_len) == 0)
+            return cache_take(c, s);
+    }
     /* A text too long to cache is not looked up either (hashing it would cost as much as
      * reading it). */
     int cacheable = c->capacity && t->sql_len <= PASYN_CACHE_SQL_MAX;
     uint32_t h = cacheable ? hash_sql(t->sql, t->sql_len) : 0;
     for (cached_stmt *s = cacheable ? c->buckets[h & (c->nbuckets - 1)] : NULL; s; s = s->hnext) {
-        if (s->hash == h && s->sql_len == t->sql_len && memcmp(s->sql, t->sql, t->sql_len) == 0) {
-            hash_unlink(c, s);
-            lru_unlink(&s->lru);
-            c->count--;
-            c->bytes -= s->charge;
-            return s;
-        }
+        if (s->hash == h && s->sql_len == t->sql_len && memcmp(s->sql, t->sql, t->sql_len) == 0)
+            return cache_take(c, s);
     }
     sqlite3_stmt *st = NULL;
     const char *tail = NULL;
@@ -272,6 +294,17 @@ void stmt_release(conn *c, cached_stmt *s)
     }
 }
 
+void stmt_hold(conn *c, cached_stmt *s)
+{
+    if (c->held)
+        stmt_release(c, c->held);
+    c->held = NULL;
+    if (s->uncached) /* it has no text to be found by: finalized */
+        stmt_release(c, s);
+    else
+        c->held = s;
+}
+
 /* ---- binding ------------------------------------------------------------------------ */
 
 /* One parameter of the task's buffer. */
@@ -297,17 +330,21 @@ static const unsigned char *next_param(const unsigned char *at, param *p)
     return pasyn_row_value(at, &p->v);
 }
 
-static int bind_one(sqlite3_stmt *st, int i, const pasyn_value *v)
+/* Text and blobs are copied by SQLite (SQLITE_TRANSIENT), or on a connection whose statements
+ * are given back (stmt_release clears their bindings) before their task can be freed, read in
+ * place from the task's buffer (SQLITE_STATIC, c3ref/bind_blob.html). */
+static int bind_one(const conn *c, sqlite3_stmt *st, int i, const pasyn_value *v)
 {
+    sqlite3_destructor_type keep = c->bind_in_place ? SQLITE_STATIC : SQLITE_TRANSIENT;
     switch (v->type) {
     case PASYN_INT:
         return sqlite3_bind_int64(st, i, v->i);
     case PASYN_FLOAT:
         return sqlite3_bind_double(st, i, v->d);
     case PASYN_TEXT:
-        return sqlite3_bind_text64(st, i, v->p, v->n, SQLITE_TRANSIENT, SQLITE_UTF8);
+        return sqlite3_bind_text64(st, i, v->p, v->n, keep, SQLITE_UTF8);
     case PASYN_BLOB:
-        return sqlite3_bind_blob64(st, i, v->p, v->n, SQLITE_TRANSIENT);
+        return sqlite3_bind_blob64(st, i, v->p, v->n, keep);
     default:
         return sqlite3_bind_null(st, i);
     }
@@ -372,7 +409,7 @@ static int bind_reading(conn *c, cached_stmt *s, pasyn_task *t, const unsigned c
         const unsigned char *at = begin;
         for (int i = 1; i <= want && rc == SQLITE_OK; i++) {
             at = next_param(at, &p);
-            rc = bind_one(st, i, &p.v);
+            rc = bind_one(c, st, i, &p.v);
         }
     } else {
         for (int i = 1; i <= want && rc == SQLITE_OK; i++) {
@@ -395,7 +432,7 @@ static int bind_reading(conn *c, cached_stmt *s, pasyn_task *t, const unsigned c
                 task_fail_programming(t, "no value was supplied for parameter %s", name);
                 return -1;
             }
-            rc = bind_one(st, i, &p.v);
+            rc = bind_one(c, st, i, &p.v);
         }
     }
     if (rc != SQLITE_OK) {

@@ -447,6 +447,9 @@ static int writer_open(pasyn_pool *pool)
     int rc = conn_open(&w->conn, pool->path, flags, pool->opts.busy_timeout_ms,
                        pool->opts.statement_cache, &pool->interrupts, &pool->setup, &err);
     w->conn.functions = &pool->functions;
+    /* The writer gives each statement back (stmt_release, which clears its bindings) before it
+     * completes the task whose buffer they point into. */
+    w->conn.bind_in_place = 1;
     if (rc == SQLITE_OK)
         rc = settings_apply_pragmas(pool, &w->conn, 1, &err);
     if (rc == SQLITE_OK) {

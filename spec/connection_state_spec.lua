@@ -176,6 +176,21 @@ describe("cur.lastrowid", function()
         assert.equal(7, cur.lastrowid)
     end)
 
+    it("is set by such a REPLACE also after on_change came and went, and after other writes",
+       function()
+        conn:execute("INSERT INTO t (id, v) VALUES (7, 'a')") -- the writer watches inserts now
+        conn:on_change(function() end)
+        conn:execute("INSERT INTO t (id, v) VALUES (8, 'b')")
+        conn:on_change(nil)
+        conn:execute("UPDATE t SET v = 'c' WHERE id = 8")
+        conn:execute("DELETE FROM t WHERE id = 8")
+        conn:execute("INSERT INTO t (id, v) VALUES (8, 'd')")
+        local cur = conn:execute("REPLACE INTO t (id, v) VALUES (8, 'e')")
+        assert.equal(8, cur.lastrowid)
+        assert.is_nil(conn:execute("UPDATE t SET v = 'f' WHERE id = 8").lastrowid)
+        assert.equal(8, conn:execute("INSERT OR REPLACE INTO t (id, v) VALUES (8, 'g')").lastrowid)
+    end)
+
     it("is not set by an upsert that updated, an ignored insert, or a trigger's insert", function()
         conn:execute("CREATE TABLE log (id INTEGER PRIMARY KEY, what)")
         conn:execute([[CREATE TRIGGER t_log AFTER UPDATE ON t

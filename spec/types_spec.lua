@@ -518,3 +518,101 @@ describe("statements", function()
         assert.are.equal(0, one("SELECT count(*) FROM sqlite_master")[1])
     end)
 end)
+
+-- A statement comes from the cache of the connection that ran its text before (on the writer,
+-- the one a group commit looked up to learn its kind): the values of a run are only those it
+-- was given, whatever the run before bound, on the writer and on the readers.
+describe("a statement run again", function()
+    local path, cleanup, file
+    before_each(function()
+        path, cleanup = support.tmpdb()
+        file = sqlite.connect(path)
+        file:execute("CREATE TABLE v (id INTEGER PRIMARY KEY, a, b)")
+    end)
+    after_each(function()
+        file:close()
+        cleanup()
+    end)
+
+    local big = string.rep("x", 5000) -- over what a cached statement keeps bound
+    local runs = {
+        { 1, "one" }, { 2, null }, { 3, "three" }, { 4, nil }, { big, 5 }, { "six", nil },
+        { sqlite.blob("\0\1"), 7 }, { nil, nil }, { 9.5, "nine" }, { nil, big },
+    }
+
+    it("binds only its own values on the writer: NULL after a value, short after long", function()
+        for i, r in ipairs(runs) do
+            file:execute("INSERT INTO v (id, a, b) VALUES (?, ?, ?)", { i, r[1], r[2], n = 3 })
+        end
+        for i, r in ipairs(runs) do
+            local row = file:execute("SELECT a, b FROM v WHERE id = ?", i):fetchone()
+            local a, b = r[1], r[2]
+            if a == nil then a = null end
+            if b == nil then b = null end
+            if a ~= null and type(a) ~= "string" and type(a) ~= "number" then
+                a = "\0\1" -- the blob's bytes
+            end
+            assert.are.equal(a, row[1], "run " .. i .. ", a")
+            assert.are.equal(b, row[2], "run " .. i .. ", b")
+        end
+    end)
+
+    it("binds only its own values in executemany and in an UPDATE", function()
+        local sets = {}
+        for i, r in ipairs(runs) do
+            sets[i] = { i, r[1], r[2], n = 3 }
+        end
+        file:executemany("INSERT INTO v (id, a, b) VALUES (?, ?, ?)", sets)
+        for i = #runs, 1, -1 do
+            local r = runs[#runs + 1 - i]
+            file:execute("UPDATE v SET a = ?, b = ? WHERE id = ?", { r[2], r[1], i, n = 3 })
+        end
+        for i = 1, #runs do
+            local r = runs[#runs + 1 - i]
+            local row = file:execute("SELECT a IS NULL, b IS NULL FROM v WHERE id = ?", i):fetchone()
+            assert.are.same({ r[2] == nil or r[2] == null, r[1] == nil or r[1] == null },
+                            { row[1] == 1, row[2] == 1 }, "row " .. i)
+        end
+    end)
+
+    it("runs the statement of its own text after one of the same length (writer and readers)",
+       function()
+        for _, inline in ipairs({ true, false }) do
+            local c = sqlite.connect(path, { inline_reads = inline })
+            for i = 1, 20 do
+                local k = i % 2 + 1 -- "SELECT 1 + ?" and "SELECT 2 + ?" in turn: the same length
+                assert.are.equal(k + i, c:execute("SELECT " .. k .. " + ?", i):fetchone()[1])
+                c:execute("INSERT INTO v (a, b) VALUES (" .. k .. ", ?)", i)
+                assert.are.equal(k, c:execute("SELECT a FROM v WHERE b = ?", i):fetchone()[1])
+                c:execute("DELETE FROM v")
+            end
+            c:close()
+        end
+    end)
+
+    -- What typeof() answers for a value of `runs` (their numbers are integers or 9.5).
+    local function sql_type(v)
+        if v == nil or v == null then
+            return "null"
+        elseif type(v) == "string" then
+            return "text"
+        elseif type(v) == "number" then
+            return v % 1 == 0 and "integer" or "real"
+        end
+        return "blob"
+    end
+
+    it("binds only its own values on the readers and inline", function()
+        for _, inline in ipairs({ true, false }) do
+            local reads = sqlite.connect(path, { inline_reads = inline })
+            for i, r in ipairs(runs) do
+                local row = reads:execute("SELECT typeof(?), typeof(?2)", { r[1], r[2], n = 2 })
+                                 :fetchone()
+                local want = { sql_type(r[1]), sql_type(r[2]) }
+                assert.are.same(want, { row[1], row[2] }, "run " .. i .. ", inline_reads " ..
+                                tostring(inline))
+            end
+            reads:close()
+        end
+    end)
+end)
