@@ -495,6 +495,30 @@ describe("group commit", function()
         assert.equal(19, support.scalar(conn, "SELECT count(*) FROM log"))
     end)
 
+    -- A statement's RETURNING rows are written where its parameters leave room in its task;
+    -- run again after the batch broke, it binds those parameters again, of every size up to
+    -- and past that room, and its rows, text and blob, are its own.
+    it("after a broken batch, statements run again with RETURNING bind their own values again",
+       function()
+        open()
+        conn:execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL, tag TEXT, b BLOB)")
+        conn:execute([[CREATE TRIGGER t_no BEFORE INSERT ON t WHEN NEW.v = 40
+                       BEGIN SELECT RAISE(ROLLBACK, 'no'); END]])
+        local function tag(i) return string.rep(string.char(96 + i % 26), i * 5) end
+        local function bytes(i) return string.rep("\0\255", i % 7) end
+        local out = behind_transaction(conn, 40, function(i)
+            local cur = conn:execute("INSERT INTO t (v, tag, b) VALUES (?, ?, ?) " ..
+                                     "RETURNING v, tag, b, length(tag)", i, tag(i), sqlite.blob(bytes(i)))
+            return cur:fetchall()
+        end)
+        assert.same({ 40 }, failed_calls(out, 40))
+        assert_values(out, 40, function(i)
+            return { { i, tag(i), bytes(i), i * 5, n = 4 } }
+        end, { 40 })
+        assert.equal(39, support.scalar(conn, "SELECT count(*) FROM t " ..
+                                              "WHERE tag = printf('%.*c', v * 5, char(96 + v % 26))"))
+    end)
+
     -- A member stopped by its timeout ends the batch's transaction (SQLite rolls it back) and is
     -- not run again; alone it would have left changes() at 0, and the next statement sees that.
     it("after a batch broken by a timed-out member, the next member's changes() is 0", function()
