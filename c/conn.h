@@ -163,6 +163,11 @@ typedef struct conn {
     int timed_out;                      /* the progress handler stopped it at its deadline */
     uint64_t budget_deadline;           /* an inline run: now_ns() past which it is abandoned
                                            (reader.c, inline_run); 0 none */
+    uint64_t budget_ns;                 /* the inline run's budget */
+    uint64_t budget_cpu;                /* the thread's CPU time (cpu_thread_ns) when the run
+                                           began on a machine with no core spare, or 0: at
+                                           budget_deadline, a run that lost its core meanwhile
+                                           and used less CPU than the budget goes on */
     int over_budget;                    /* the progress handler stopped it at budget_deadline */
 
     /* waiting on a lock another process holds (busy_wait, after conn_busy_own) */

@@ -59,13 +59,20 @@ static void look(void)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         atomic_store_explicit(&cores, n > 0 ? n : 1, memory_order_relaxed);
     }
-    long n = atomic_load_explicit(&cores, memory_order_relaxed);
-    int running = runnable_now();
+    int is_spare, pays;
+    cpu_judge(runnable_now(), atomic_load_explicit(&awake, memory_order_relaxed),
+              atomic_load_explicit(&cores, memory_order_relaxed), &is_spare, &pays);
+    atomic_store_explicit(&spare, is_spare, memory_order_relaxed);
+    atomic_store_explicit(&handoff, pays, memory_order_relaxed);
+}
+
+void cpu_judge(int running, int awake_workers, long cores, int *is_spare, int *pays)
+{
     /* The others: runnable threads that are neither this process's workers awake now nor one
      * caller (the thread looking, or beside the worker looking). */
-    int others = running - atomic_load_explicit(&awake, memory_order_relaxed) - 1;
-    atomic_store_explicit(&spare, running < 0 || running <= n, memory_order_relaxed);
-    atomic_store_explicit(&handoff, running < 0 || others <= n - 2, memory_order_relaxed);
+    int others = running - awake_workers - 1;
+    *is_spare = running < 0 || running <= cores;
+    *pays = running < 0 || others <= cores - 2;
 }
 
 int cpu_core_spare(void)
@@ -81,11 +88,26 @@ void pasyn_set_handoff(int mode)
     atomic_store_explicit(&handoff_mode, mode, memory_order_relaxed);
 }
 
-int cpu_handoff_pays(void)
+int cpu_handoff_pays(int worker_free)
 {
+    if (!worker_free)
+        return 0;
     int mode = atomic_load_explicit(&handoff_mode, memory_order_relaxed);
     if (mode != PASYN_HANDOFF_LOOK)
         return mode == PASYN_HANDOFF_ALWAYS;
     look();
     return atomic_load_explicit(&handoff, memory_order_relaxed);
+}
+
+uint64_t cpu_thread_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t cpu_budget_left(uint64_t budget_ns, uint64_t used_ns)
+{
+    return used_ns < budget_ns ? budget_ns - used_ns : 0;
 }

@@ -165,10 +165,24 @@ void hooks_task_reset(pasyn_task *t);
  * at most every 2 ms); 0 then nobody spins. Any thread. cpu.c */
 int cpu_core_spare(void);
 /* 1 while a core is left for a worker beside the caller and other processes' runnable threads
- * (the same look): a hand-off then costs no wait for a core. Any thread. cpu.c */
-int cpu_handoff_pays(void);
+ * (the same look, unless pasyn_set_handoff decided it for the process): a hand-off then costs
+ * no wait for a core. 0 at once when `worker_free` is 0: no worker would take it soon
+ * (readers_handoff_pays). Any thread. cpu.c */
+int cpu_handoff_pays(int worker_free);
+/* What a look at the run queue says, from its numbers: `running` runnable threads on the
+ * machine (-1: unknown), `awake_workers` of them this process's workers not parked, `cores`
+ * cores. *is_spare: no more runnable threads than cores (spinning pays); *pays: a core is
+ * left for a worker beside the caller and the other runnable threads (a hand-off pays). Pure.
+ * cpu.c */
+void cpu_judge(int running, int awake_workers, long cores, int *is_spare, int *pays);
 /* A worker thread starts or wakes (+1), parks or ends (-1). Worker threads. cpu.c */
 void cpu_worker_awake(int delta);
+/* The calling thread's CPU time in ns (CLOCK_THREAD_CPUTIME_ID: a system call, about 0.2 us).
+ * Any thread. cpu.c */
+uint64_t cpu_thread_ns(void);
+/* What is left of an inline run's budget of `budget_ns` once its thread used `used_ns` of
+ * CPU: 0 when it used the budget up. Pure. cpu.c */
+uint64_t cpu_budget_left(uint64_t budget_ns, uint64_t used_ns);
 #ifndef SPIN_NS
 #define SPIN_NS 50000
 #endif

@@ -123,10 +123,17 @@ enum route { ROUTE_UNKNOWN = 0, ROUTE_READ = 1, ROUTE_WRITE = 2 };
 
 /* Whether a read's learned cost lets its caller run it (reader.c, inline_run): unknown until
  * a reader has run it; a reader says FITS while its average run stays under the inline
- * pool's fit_ns, and NO once it is above; an inline run says NO when its own average went
- * past twice fit_ns, or it overran the budget (a strike). NEVER: INLINE_STRIKES strikes
- * (route_get answers it; the entry keeps the last FITS or NO). */
-enum inline_fit { INLINE_UNKNOWN = 0, INLINE_FITS = 1, INLINE_NO = 2, INLINE_NEVER = 3 };
+ * pool's fit_ns, LOADED while it stays under twice that (the caller runs it only when a
+ * hand-off does not pay: inline_rule), and NO once it is above; an inline run says NO when
+ * its own average went past twice fit_ns, or it overran the budget (a strike). NEVER:
+ * INLINE_STRIKES strikes (route_get answers it; the entry keeps the last verdict). */
+enum inline_fit {
+    INLINE_UNKNOWN = 0,
+    INLINE_FITS = 1,
+    INLINE_NO = 2,
+    INLINE_NEVER = 3,
+    INLINE_LOADED = 4
+};
 
 typedef struct route_entry {
     lru_link lru;             /* first: the recency list's link is also its entry */
@@ -311,6 +318,18 @@ int reader_conn_open(pasyn_pool *pool, conn *c, int never_wait, char **err);
 int inline_run(pasyn_pool *pool, pasyn_task *t);
 /* Loads the inline connection's schema when a submitter found it out of date. Workers. */
 void inline_load(pasyn_pool *pool);
+/* Whether handing a short read to the readers pays now: some reader is not taken by a long
+ * read or a stream (else the read would wait behind one for milliseconds), and the machine
+ * has a core for it (cpu_handoff_pays). Any thread. */
+int readers_handoff_pays(pasyn_pool *pool);
+/* Whether the caller runs a known read itself, from its verdict `fits` (enum inline_fit),
+ * whether the caller has other work meanwhile (`busy`: pasyn_task_set_caller_busy) and
+ * whether a hand-off pays now (`handoff`: readers_handoff_pays): a read that FITS runs inline
+ * when the caller is not busy, and like a LOADED one, when a hand-off does not pay. Pure. */
+int inline_rule(int fits, int busy, int handoff);
+/* inline_rule for the task `t` (its fits_inline, caller_busy), looking at the readers and the
+ * machine only when the rule needs it. The submitting thread. */
+int inline_wanted(pasyn_pool *pool, const pasyn_task *t);
 
 /* route.c: the route cache. Learns a route; `gen` is the generation route_get gave before the
  * verdict was learned (it is dropped when routes were forgotten since), or ROUTE_ANY_GEN for the

@@ -293,7 +293,8 @@ static void note_length(pasyn_pool *pool, cached_stmt *s, pasyn_task *t, uint64_
     if (long_read != t->long_read)
         route_note_long(pool, t->sql, t->sql_len, long_read);
     if (pool->inliner.used && t->fits_inline != INLINE_NEVER) { /* may its caller run it */
-        int fits = s->low_ns < pool->inliner.fit_ns ? INLINE_FITS : INLINE_NO;
+        uint64_t fit = pool->inliner.fit_ns;
+        int fits = s->low_ns < fit ? INLINE_FITS : s->low_ns < 2 * fit ? INLINE_LOADED : INLINE_NO;
         if (fits != t->fits_inline)
             route_note_inline(pool, t->sql, t->sql_len, fits, 0);
     }
@@ -401,6 +402,30 @@ static void reader_fetch(reader *r, pasyn_task *t)
 
 /* ---- the caller helps: reads run on the submitting thread ------------------------------ */
 
+int readers_handoff_pays(pasyn_pool *pool)
+{
+    readers *rs = &pool->readers;
+    int taken = atomic_load_explicit(&rs->long_reads, memory_order_relaxed) +
+                atomic_load_explicit(&rs->streaming, memory_order_relaxed);
+    return cpu_handoff_pays(taken < rs->count);
+}
+
+int inline_rule(int fits, int busy, int handoff)
+{
+    if (fits == INLINE_FITS)
+        return !busy || !handoff;
+    return fits == INLINE_LOADED && !handoff;
+}
+
+int inline_wanted(pasyn_pool *pool, const pasyn_task *t)
+{
+    if (t->fits_inline == INLINE_FITS && !t->caller_busy)
+        return 1; /* the common case, without a look */
+    if (t->fits_inline != INLINE_FITS && t->fits_inline != INLINE_LOADED)
+        return 0;
+    return inline_rule(t->fits_inline, t->caller_busy, readers_handoff_pays(pool));
+}
+
 /* How an inline run ended. */
 enum inline_outcome {
     RAN,     /* completed there, with its result or its own error (timeout, interrupt) */
@@ -475,6 +500,11 @@ int inline_run(pasyn_pool *pool, pasyn_task *t)
     conn_arm(c, t);
     c->over_budget = 0;
     c->budget_deadline = start + in->budget_ns;
+    /* With more runnable threads than cores, this thread may lose its core for milliseconds
+     * in the middle of a short read: the budget then counts its CPU time (stop_check), and a
+     * read is not struck off for the machine's load. */
+    c->budget_ns = in->budget_ns;
+    c->budget_cpu = cpu_core_spare() ? 0 : cpu_thread_ns();
     int strike = 0;
     int outcome = inline_steps(pool, c, t, start, &strike);
     c->budget_deadline = 0;
