@@ -166,15 +166,17 @@ void hooks_task_reset(pasyn_task *t);
 int cpu_core_spare(void);
 /* 1 while a core is left for a worker beside the caller and other processes' runnable threads
  * (the same look, unless pasyn_set_handoff decided it for the process): a hand-off then costs
- * no wait for a core. 0 at once when `worker_free` is 0: no worker would take it soon
- * (readers_handoff_pays). Any thread. cpu.c */
-int cpu_handoff_pays(int worker_free);
+ * no wait for a core. `long_workers` of this process's workers are busy with long reads: they
+ * keep their cores, as other processes' threads do. 0 at once when `free_workers` is 0: no
+ * worker would take it soon (readers_handoff_pays). Any thread. cpu.c */
+int cpu_handoff_pays(int free_workers, int long_workers);
 /* What a look at the run queue says, from its numbers: `running` runnable threads on the
- * machine (-1: unknown), `awake_workers` of them this process's workers not parked, `cores`
- * cores. *is_spare: no more runnable threads than cores (spinning pays); *pays: a core is
- * left for a worker beside the caller and the other runnable threads (a hand-off pays). Pure.
- * cpu.c */
-void cpu_judge(int running, int awake_workers, long cores, int *is_spare, int *pays);
+ * machine (-1: unknown), `awake_workers` of them this process's workers not parked, and
+ * `long_workers` of this process's workers busy with long reads now, `n_cores` cores. *is_spare: no more runnable
+ * threads than cores (spinning pays); *pays: a core is left for a worker beside the caller and
+ * the other runnable threads (a hand-off pays). Pure. cpu.c */
+void cpu_judge(int running, int awake_workers, int long_workers, long n_cores, int *is_spare,
+               int *pays);
 /* A worker thread starts or wakes (+1), parks or ends (-1). Worker threads. cpu.c */
 void cpu_worker_awake(int delta);
 /* The calling thread's CPU time in ns (CLOCK_THREAD_CPUTIME_ID: a system call, about 0.2 us).

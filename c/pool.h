@@ -320,7 +320,8 @@ int inline_run(pasyn_pool *pool, pasyn_task *t);
 void inline_load(pasyn_pool *pool);
 /* Whether handing a short read to the readers pays now: some reader is not taken by a long
  * read or a stream (else the read would wait behind one for milliseconds), and the machine
- * has a core for it (cpu_handoff_pays). Any thread. */
+ * has a core for it beside the other processes' threads and the readers busy with long reads
+ * (cpu_handoff_pays). Any thread. */
 int readers_handoff_pays(pasyn_pool *pool);
 /* Whether the caller runs a known read itself, from its verdict `fits` (enum inline_fit),
  * whether the caller has other work meanwhile (`busy`: pasyn_task_set_caller_busy) and

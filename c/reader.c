@@ -405,9 +405,10 @@ static void reader_fetch(reader *r, pasyn_task *t)
 int readers_handoff_pays(pasyn_pool *pool)
 {
     readers *rs = &pool->readers;
-    int taken = atomic_load_explicit(&rs->long_reads, memory_order_relaxed) +
-                atomic_load_explicit(&rs->streaming, memory_order_relaxed);
-    return cpu_handoff_pays(taken < rs->count);
+    int long_reads = atomic_load_explicit(&rs->long_reads, memory_order_relaxed);
+    int streams = atomic_load_explicit(&rs->streaming, memory_order_relaxed);
+    int busy_long = long_reads < rs->count ? long_reads : rs->count;
+    return cpu_handoff_pays(rs->count - long_reads - streams, busy_long);
 }
 
 int inline_rule(int fits, int busy, int handoff)

@@ -12,14 +12,20 @@
 #include "pool.h"
 #include "tap.h"
 
-static void judge(int running, int awake, long cores, int spare, int pays, const char *what)
+static void judge_long(int running, int awake, int busy_long, long cores, int spare, int pays,
+                       const char *what)
 {
     int s = -1, p = -1;
-    cpu_judge(running, awake, cores, &s, &p);
+    cpu_judge(running, awake, busy_long, cores, &s, &p);
     ok(s == spare && p == pays,
-       "%s: %d runnable, %d awake workers, %ld cores -> spare %d, "
+       "%s: %d runnable, %d awake workers (%d on long reads), %ld cores -> spare %d, "
        "hand-off %d (want %d, %d)",
-       what, running, awake, cores, s, p, spare, pays);
+       what, running, awake, busy_long, cores, s, p, spare, pays);
+}
+
+static void judge(int running, int awake, long cores, int spare, int pays, const char *what)
+{
+    judge_long(running, awake, 0, cores, spare, pays, what);
 }
 
 static void test_judge(void)
@@ -35,6 +41,12 @@ static void test_judge(void)
     judge(3, 0, 4, 1, 1, "two other threads on four cores: a core is left");
     judge(4, 0, 4, 1, 0, "three other threads on four cores");
     judge(1, 0, 1, 1, 0, "one core: a worker never has one of its own");
+    judge_long(4, 3, 2, 2, 0, 0, "two of three readers on long reads, the caller: no core left");
+    judge_long(4, 3, 3, 2, 0, 0, "three readers on long reads: no core left");
+    judge_long(3, 2, 1, 2, 0, 0, "a reader on a long read and the caller: no core for a free one");
+    judge_long(3, 2, 1, 3, 1, 1, "the same on three cores: a core for the free one");
+    judge_long(3, 1, 5, 2, 0, 0, "long reads begun after the look count all the same");
+    judge_long(5, 4, 2, 4, 0, 1, "four cores, two readers on long reads: a core is left");
 }
 
 static void test_budget(void)
