@@ -31,11 +31,18 @@ static int stop_check(void *arg)
             c->timed_out = 1;
             return 1;
         }
+        if (c->budget_deadline && !c->budget_cpu) { /* the run's first look: a read this
+                                                         long pays for a clock of CPU time */
+            c->budget_cpu = cpu_thread_ns();
+            c->budget_lead = now - c->budget_start;
+        }
         if (c->budget_deadline && now >= c->budget_deadline) {
-            uint64_t left = c->budget_cpu
-                                ? cpu_budget_left(c->budget_ns, cpu_thread_ns() - c->budget_cpu)
+            uint64_t cpu = c->budget_cpu ? cpu_thread_ns() : 0;
+            uint64_t left = cpu ? cpu_budget_left(c->budget_ns,
+                                                  c->budget_lead + (cpu - c->budget_cpu))
                                 : 0;
-            if (left) { /* the machine's load took the time, not the read: the rest of it */
+            if (left) { /* it lost its core meanwhile: the machine's load took the time, not
+                           the read, which goes on for the rest of its budget */
                 c->budget_deadline = now + left;
                 return 0;
             }

@@ -329,8 +329,16 @@ int readers_handoff_pays(pasyn_pool *pool);
  * when the caller is not busy, and like a LOADED one, when a hand-off does not pay. Pure. */
 int inline_rule(int fits, int busy, int handoff);
 /* inline_rule for the task `t` (its fits_inline, caller_busy), looking at the readers and the
- * machine only when the rule needs it. The submitting thread. */
-int inline_wanted(pasyn_pool *pool, const pasyn_task *t);
+ * machine only when the rule needs it. Inlined: a point read's common case costs two
+ * comparisons. The submitting thread. */
+static inline int inline_wanted(pasyn_pool *pool, const pasyn_task *t)
+{
+    if (t->fits_inline == INLINE_FITS && !t->caller_busy)
+        return 1;
+    if (t->fits_inline != INLINE_FITS && t->fits_inline != INLINE_LOADED)
+        return 0;
+    return inline_rule(t->fits_inline, t->caller_busy, readers_handoff_pays(pool));
+}
 
 /* route.c: the route cache. Learns a route; `gen` is the generation route_get gave before the
  * verdict was learned (it is dropped when routes were forgotten since), or ROUTE_ANY_GEN for the

@@ -418,15 +418,6 @@ int inline_rule(int fits, int busy, int handoff)
     return fits == INLINE_LOADED && !handoff;
 }
 
-int inline_wanted(pasyn_pool *pool, const pasyn_task *t)
-{
-    if (t->fits_inline == INLINE_FITS && !t->caller_busy)
-        return 1; /* the common case, without a look */
-    if (t->fits_inline != INLINE_FITS && t->fits_inline != INLINE_LOADED)
-        return 0;
-    return inline_rule(t->fits_inline, t->caller_busy, readers_handoff_pays(pool));
-}
-
 /* How an inline run ended. */
 enum inline_outcome {
     RAN,     /* completed there, with its result or its own error (timeout, interrupt) */
@@ -502,10 +493,11 @@ int inline_run(pasyn_pool *pool, pasyn_task *t)
     c->over_budget = 0;
     c->budget_deadline = start + in->budget_ns;
     /* With more runnable threads than cores, this thread may lose its core for milliseconds
-     * in the middle of a short read: the budget then counts its CPU time (stop_check), and a
-     * read is not struck off for the machine's load. */
+     * in the middle of a short read: at the deadline the budget counts its CPU time instead
+     * (stop_check), and a read is not struck off for the machine's load. */
+    c->budget_start = start;
     c->budget_ns = in->budget_ns;
-    c->budget_cpu = cpu_core_spare() ? 0 : cpu_thread_ns();
+    c->budget_cpu = 0;
     int strike = 0;
     int outcome = inline_steps(pool, c, t, start, &strike);
     c->budget_deadline = 0;
