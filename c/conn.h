@@ -165,11 +165,12 @@ typedef struct conn {
                                            (reader.c, inline_run); 0 none */
     uint64_t budget_start, budget_ns;   /* the inline run's start (now_ns()) and budget */
     uint64_t budget_cpu;                /* the thread's CPU time (cpu_thread_ns) at the run's
-                                           first progress check, 0 before it: at
-                                           budget_deadline, a run that lost its core meanwhile
-                                           and used less CPU than the budget goes on */
-    uint64_t budget_lead;               /* wall time from the start to that check, counted as
-                                           CPU time */
+                                           start (reader.c, inline_run) or its first progress
+                                           check, 0 before: at budget_deadline, a run that lost
+                                           its core meanwhile and used less CPU than the budget
+                                           goes on */
+    uint64_t budget_lead;               /* wall time from the start to the check that read it,
+                                           counted as CPU time */
     int over_budget;                    /* the progress handler stopped it at budget_deadline */
 
     /* waiting on a lock another process holds (busy_wait, after conn_busy_own) */

@@ -494,10 +494,13 @@ int inline_run(pasyn_pool *pool, pasyn_task *t)
     c->budget_deadline = start + in->budget_ns;
     /* With more runnable threads than cores, this thread may lose its core for milliseconds
      * in the middle of a short read: at the deadline the budget counts its CPU time instead
-     * (stop_check), and a read is not struck off for the machine's load. */
+     * (stop_check), and a read is not struck off for the machine's load. Its CPU clock is read
+     * now when no core is spare, else (a point read then costs no system call) at the run's
+     * first progress check, the time before it counted as CPU time. */
     c->budget_start = start;
     c->budget_ns = in->budget_ns;
-    c->budget_cpu = 0;
+    c->budget_cpu = cpu_core_spare() ? 0 : cpu_thread_ns();
+    c->budget_lead = 0;
     int strike = 0;
     int outcome = inline_steps(pool, c, t, start, &strike);
     c->budget_deadline = 0;
