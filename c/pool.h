@@ -113,6 +113,8 @@ typedef struct readers {
     deque injector;                 /* reads a reader holding a stream passed on */
     _Atomic unsigned next;          /* round-robin cursor of readers_push */
     _Atomic int long_reads;         /* long reads queued or running */
+    _Atomic int unknown_reads;      /* reads no reader ran before (their cost unknown) queued or
+                                       running, in a pool that runs reads inline */
     _Atomic int streaming;          /* readers holding a stream */
     _Atomic uint64_t stream_serial; /* the last stream's serial */
 } readers;
@@ -321,7 +323,8 @@ void inline_load(pasyn_pool *pool);
 /* Whether handing a short read to the readers pays now: some reader is not taken by a long
  * read or a stream (else the read would wait behind one for milliseconds), and the machine
  * has a core for it beside the other processes' threads and the readers busy with long reads
- * (cpu_handoff_pays). Any thread. */
+ * (cpu_handoff_pays). A read no reader ran before counts as a long one (readers.unknown_reads:
+ * the first scans of a pool). Any thread. */
 int readers_handoff_pays(pasyn_pool *pool);
 /* Whether the caller runs a known read itself, from its verdict `fits` (enum inline_fit),
  * whether the caller has other work meanwhile (`busy`: pasyn_task_set_caller_busy) and

@@ -46,6 +46,14 @@ static void fail_unqueued(pasyn_task *t)
     task_complete(t);
 }
 
+/* A read whose cost no reader has learned yet, in a pool that runs reads inline (elsewhere
+ * nobody asks): counted in readers.unknown_reads from its push until a reader is done with
+ * it. The same answer at both ends: the task's fields do not change in between. */
+static int cost_unknown(pasyn_pool *pool, const pasyn_task *t)
+{
+    return pool->inliner.used && !t->long_read && t->fits_inline == INLINE_UNKNOWN;
+}
+
 void readers_push(pasyn_pool *pool, pasyn_task *t)
 {
     readers *rs = &pool->readers;
@@ -78,6 +86,8 @@ void readers_push(pasyn_pool *pool, pasyn_task *t)
     }
     if (t->long_read)
         atomic_fetch_add(&rs->long_reads, 1); /* until a reader is done with it */
+    else if (cost_unknown(pool, t))
+        atomic_fetch_add(&rs->unknown_reads, 1); /* the same */
     /* Idle: it will take this task itself. Otherwise (busy, or work queued before this one,
      * e.g. a burst landing on a reader that has not looked up yet) a parked reader may come
      * and steal. */
@@ -405,7 +415,8 @@ static void reader_fetch(reader *r, pasyn_task *t)
 int readers_handoff_pays(pasyn_pool *pool)
 {
     readers *rs = &pool->readers;
-    int long_reads = atomic_load_explicit(&rs->long_reads, memory_order_relaxed);
+    int long_reads = atomic_load_explicit(&rs->long_reads, memory_order_relaxed) +
+                     atomic_load_explicit(&rs->unknown_reads, memory_order_relaxed);
     int streams = atomic_load_explicit(&rs->streaming, memory_order_relaxed);
     int busy_long = long_reads < rs->count ? long_reads : rs->count;
     return cpu_handoff_pays(rs->count - long_reads - streams, busy_long);
@@ -637,9 +648,12 @@ void *reader_main(void *arg)
         while ((t = reader_take(r))->kind != PASYN_CLOSE) {
             if (t->kind == PASYN_EXEC) {
                 int long_read = t->long_read; /* t is not ours once it is completed */
+                int unknown = !long_read && cost_unknown(r->pool, t);
                 reader_run_read(r, t);
                 if (long_read)
                     atomic_fetch_sub(&r->pool->readers.long_reads, 1);
+                else if (unknown)
+                    atomic_fetch_sub(&r->pool->readers.unknown_reads, 1);
                 if (atomic_load_explicit(&r->pool->inliner.stale, memory_order_relaxed))
                     inline_load(r->pool);
             } else {

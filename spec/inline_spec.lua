@@ -176,6 +176,30 @@ describe("reads the caller runs itself", function()
         assert.equal(before + 1, inline(conn).executed)
     end)
 
+    it("with every reader taken by a read no reader ran before, a short read runs here, even " ..
+       "with a core for a reader", function()
+        core.set_handoff("always")
+        finally(function() core.set_handoff() end)
+        until_inline(conn, POINT, 1)
+        local before = inline(conn).executed
+        sqlite.run(function()
+            local firsts = {}
+            for i = 1, 3 do -- texts never seen: their cost is unknown, maybe long
+                firsts[i] = sqlite.spawn(function()
+                    return conn:execute(COUNT_TO .. " -- first " .. i, 1000000):fetchone()[1]
+                end)
+            end
+            local got = sqlite.spawn(function()
+                return scalar(conn, POINT, 1)
+            end):join()
+            assert.equal("a", got)
+            for i = 1, 3 do
+                assert.equal(1000000, firsts[i]:join())
+            end
+        end)
+        assert.equal(before + 1, inline(conn).executed)
+    end)
+
     it("a read longer than a quarter of the budget, but under half, runs here only when a " ..
        "hand-off does not pay", function()
         -- A read of about 0.3 ms here (under a long read's 1 ms), its shortest run on a

@@ -100,8 +100,15 @@ static void test_readers_taken(void)
     ok(!readers_handoff_pays(&pool), "the process says always, every reader taken: no hand-off");
     atomic_store(&pool.readers.long_reads, 1);
     ok(readers_handoff_pays(&pool), "the process says always, a reader free: a hand-off");
+    atomic_store(&pool.readers.streaming, 0);
+    atomic_store(&pool.readers.long_reads, 1);
+    atomic_store(&pool.readers.unknown_reads, 2);
+    ok(!readers_handoff_pays(&pool), "one long read and two reads of unknown cost: no hand-off");
+    atomic_store(&pool.readers.unknown_reads, 1);
+    ok(readers_handoff_pays(&pool), "one long read and one of unknown cost: a hand-off");
     pasyn_set_handoff(PASYN_HANDOFF_NEVER);
     atomic_store(&pool.readers.long_reads, 0);
+    atomic_store(&pool.readers.unknown_reads, 0);
     atomic_store(&pool.readers.streaming, 0);
     ok(!readers_handoff_pays(&pool), "the process says never: no hand-off");
     pasyn_set_handoff(PASYN_HANDOFF_LOOK);
