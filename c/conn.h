@@ -171,6 +171,7 @@ typedef struct conn {
                                            goes on */
     uint64_t budget_lead;               /* wall time from the start to the check that read it,
                                            counted as CPU time */
+    int budget_loaded;                  /* no core was spare at the run's start */
     int over_budget;                    /* the progress handler stopped it at budget_deadline */
 
     /* waiting on a lock another process holds (busy_wait, after conn_busy_own) */

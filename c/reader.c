@@ -481,8 +481,10 @@ static int inline_steps(pasyn_pool *pool, conn *c, pasyn_task *t, uint64_t start
             outcome = FAILED;
         }
     }
-    if (outcome == RAN) { /* grown too long for the caller: readers take it (until they find
-                             it short again) */
+    /* Grown too long for the caller: readers take it (until they find it short again). Not
+     * learned from a run begun with no core spare: its wall time is the machine's load as
+     * much as its own (the budget still stops it, by its CPU time). */
+    if (outcome == RAN && !c->budget_loaded) {
         note_low(s, now_ns() - start);
         if (s->low_ns > 2 * pool->inliner.fit_ns)
             route_note_inline(pool, t->sql, t->sql_len, INLINE_NO, 0);
@@ -510,7 +512,8 @@ int inline_run(pasyn_pool *pool, pasyn_task *t)
      * first progress check, the time before it counted as CPU time. */
     c->budget_start = start;
     c->budget_ns = in->budget_ns;
-    c->budget_cpu = cpu_core_spare() ? 0 : cpu_thread_ns();
+    c->budget_loaded = !cpu_core_spare();
+    c->budget_cpu = c->budget_loaded ? cpu_thread_ns() : 0;
     c->budget_lead = 0;
     int strike = 0;
     int outcome = inline_steps(pool, c, t, start, &strike);
