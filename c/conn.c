@@ -39,10 +39,12 @@ static int stop_check(void *arg)
         if (c->budget_deadline && now >= c->budget_deadline) {
             uint64_t cpu = c->budget_cpu ? cpu_thread_ns() : 0;
             uint64_t left = cpu ? cpu_budget_left(c->budget_ns,
-                                                  c->budget_lead + (cpu - c->budget_cpu))
+                                                  c->budget_lead + (cpu - c->budget_cpu),
+                                                  now - c->budget_start)
                                 : 0;
-            if (left) { /* it lost its core meanwhile: the machine's load took the time, not
-                           the read, which goes on for the rest of its budget */
+            if (left) {
+                /* it lost its core meanwhile: the machine's load took the time, not the read,
+                 * which goes on for the rest of its budget */
                 c->budget_deadline = now + left;
                 return 0;
             }

@@ -117,7 +117,10 @@ uint64_t cpu_thread_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-uint64_t cpu_budget_left(uint64_t budget_ns, uint64_t used_ns)
+uint64_t cpu_budget_left(uint64_t budget_ns, uint64_t cpu_ns, uint64_t wall_ns)
 {
-    return used_ns < budget_ns ? budget_ns - used_ns : 0;
+    if (cpu_ns >= budget_ns)
+        return 0;
+    uint64_t left = budget_ns - cpu_ns;
+    return wall_ns + left <= BUDGET_WALL_MAX * budget_ns ? left : 0;
 }

@@ -182,9 +182,13 @@ void cpu_worker_awake(int delta);
 /* The calling thread's CPU time in ns (CLOCK_THREAD_CPUTIME_ID: a system call, about 0.2 us).
  * Any thread. cpu.c */
 uint64_t cpu_thread_ns(void);
-/* What is left of an inline run's budget of `budget_ns` once its thread used `used_ns` of
- * CPU: 0 when it used the budget up. Pure. cpu.c */
-uint64_t cpu_budget_left(uint64_t budget_ns, uint64_t used_ns);
+/* An inline run that lost its core goes on past its budget by its CPU time, but never past
+ * this many budgets of wall time (a read waiting on the disk uses no CPU either). */
+#define BUDGET_WALL_MAX 16
+/* What is left of an inline run's budget of `budget_ns` once its thread used `cpu_ns` of CPU
+ * in `wall_ns`: 0 when it used the budget up, or when going on for the rest would take it past
+ * BUDGET_WALL_MAX budgets of wall time. Pure. cpu.c */
+uint64_t cpu_budget_left(uint64_t budget_ns, uint64_t cpu_ns, uint64_t wall_ns);
 #ifndef SPIN_NS
 #define SPIN_NS 50000
 #endif

@@ -294,9 +294,11 @@ static void note_low(cached_stmt *s, uint64_t took)
 
 /* After a read ran: the route cache learns whether its SQL is a long read when that changed.
  * An average, so that a short read that lost its core for a while stays short. */
-static void note_length(pasyn_pool *pool, cached_stmt *s, pasyn_task *t, uint64_t start)
+static void note_length(pasyn_pool *pool, cached_stmt *s, pasyn_task *t, uint64_t start,
+                        uint64_t cpu_start)
 {
-    uint64_t took = now_ns() - start;
+    uint64_t cpu = cpu_start ? cpu_thread_ns() : 0;
+    uint64_t took = cpu > cpu_start ? cpu - cpu_start : now_ns() - start;
     s->run_ns = s->run_ns ? s->run_ns - s->run_ns / 8 + took / 8 : took;
     note_low(s, took);
     int long_read = s->run_ns >= LONG_READ_NS;
@@ -338,6 +340,9 @@ static void reader_run_read(reader *r, pasyn_task *t)
 {
     pasyn_pool *pool = r->pool;
     uint64_t start = now_ns();
+    /* With no core spare, the read's cost is its CPU time: its wall time is the machine's load
+     * as much as its own (a point read preempted for milliseconds is no long read). */
+    uint64_t cpu_start = cpu_core_spare() ? 0 : cpu_thread_ns();
     if (atomic_load_explicit(&pool->read_settings.gen, memory_order_acquire) != r->settings_gen)
         settings_apply(pool, &r->conn, &r->settings_gen);
     conn_arm(&r->conn, t); /* from the prepare on: it may wait on a lock to read the schema */
@@ -371,7 +376,7 @@ static void reader_run_read(reader *r, pasyn_task *t)
     if (rc == SQLITE_ROW && !try_stream(pool))
         rc = stmt_step_rows(&r->conn, s, t, 0, 0); /* the last free reader: all of it */
     conn_disarm(&r->conn, t);
-    note_length(pool, s, t, start);
+    note_length(pool, s, t, start, cpu_start);
     if (rc == SQLITE_ROW) { /* more to come: this reader keeps the statement */
         r->stream = s;
         r->stream_id = ((uint64_t)(r->index + 1) << 48) |

@@ -51,10 +51,15 @@ static void test_judge(void)
 
 static void test_budget(void)
 {
-    ok(cpu_budget_left(200000, 0) == 200000, "no CPU used: the whole budget is left");
-    ok(cpu_budget_left(200000, 60000) == 140000, "60 us used of 200: 140 us left");
-    ok(cpu_budget_left(200000, 200000) == 0, "the budget used up: nothing left");
-    ok(cpu_budget_left(200000, 5000000) == 0, "far past the budget: nothing left");
+    ok(cpu_budget_left(200000, 0, 0) == 200000, "no CPU used: the whole budget is left");
+    ok(cpu_budget_left(200000, 60000, 250000) == 140000,
+       "60 us of CPU used of 200, in 250 us: 140 us left");
+    ok(cpu_budget_left(200000, 200000, 300000) == 0, "the budget used up: nothing left");
+    ok(cpu_budget_left(200000, 5000000, 5000000) == 0, "far past the budget: nothing left");
+    ok(cpu_budget_left(200000, 60000, 3000000) == 140000,
+       "3 ms without its core (15 budgets), 60 us of CPU: 140 us left");
+    ok(cpu_budget_left(200000, 60000, 3100000) == 0,
+       "that would end past 16 budgets of wall time: nothing left");
 }
 
 static void test_rule(void)
