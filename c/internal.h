@@ -183,8 +183,9 @@ void cpu_worker_awake(int delta);
  * Any thread. cpu.c */
 uint64_t cpu_thread_ns(void);
 /* An inline run that lost its core goes on past its budget by its CPU time, but never past
- * this many budgets of wall time (a read waiting on the disk uses no CPU either). */
-#define BUDGET_WALL_MAX 16
+ * this many budgets of wall time (a read waiting on the disk uses no CPU either): 12.8 ms at
+ * the default budget, about what four processes' threads on two cores may keep one waiting. */
+#define BUDGET_WALL_MAX 64
 /* What is left of an inline run's budget of `budget_ns` once its thread used `cpu_ns` of CPU
  * in `wall_ns`: 0 when it used the budget up, or when going on for the rest would take it past
  * BUDGET_WALL_MAX budgets of wall time. Pure. cpu.c */

@@ -340,9 +340,6 @@ static void reader_run_read(reader *r, pasyn_task *t)
 {
     pasyn_pool *pool = r->pool;
     uint64_t start = now_ns();
-    /* With no core spare, the read's cost is its CPU time: its wall time is the machine's load
-     * as much as its own (a point read preempted for milliseconds is no long read). */
-    uint64_t cpu_start = cpu_core_spare() ? 0 : cpu_thread_ns();
     if (atomic_load_explicit(&pool->read_settings.gen, memory_order_acquire) != r->settings_gen)
         settings_apply(pool, &r->conn, &r->settings_gen);
     conn_arm(&r->conn, t); /* from the prepare on: it may wait on a lock to read the schema */
@@ -361,6 +358,10 @@ static void reader_run_read(reader *r, pasyn_task *t)
         return;
     }
     atomic_fetch_add_explicit(&r->executed, 1, memory_order_relaxed);
+    /* The statement's first run here, with no core spare: its cost is its CPU time, its wall
+     * time being the machine's load as much as its own (a point read preempted for
+     * milliseconds is no long read, and it sets the low estimate that later runs only nudge). */
+    uint64_t cpu_start = !s->low_ns && !cpu_core_spare() ? cpu_thread_ns() : 0;
     if (stmt_bind(&r->conn, s, t, 0, t->params.len) != 0) {
         conn_disarm(&r->conn, t);
         stmt_release(&r->conn, s);
@@ -453,7 +454,7 @@ static int inline_steps(pasyn_pool *pool, conn *c, pasyn_task *t, uint64_t start
         if (t->err == PASYN_OK) /* nothing but white space and comments */
             return RAN;
         if (c->over_budget) {
-            *strike = 1;
+            *strike = c->over_budget == 1; /* not for the machine's load */
             return OVERRUN;
         }
         if (c->gave_up) { /* a lock, or a schema to load: a worker loads it (inline_load) */
@@ -476,7 +477,7 @@ static int inline_steps(pasyn_pool *pool, conn *c, pasyn_task *t, uint64_t start
             *strike = INLINE_STRIKES; /* no read after all, or a result that would stream */
             outcome = FAILED;
         } else if (c->over_budget) {
-            *strike = 1;
+            *strike = c->over_budget == 1;
             outcome = OVERRUN;
         } else if (task_stopped(t)) {
             outcome = RAN; /* its own timeout, or pasyn_interrupt */
@@ -513,13 +514,12 @@ int inline_run(pasyn_pool *pool, pasyn_task *t)
     /* With more runnable threads than cores, this thread may lose its core for milliseconds
      * in the middle of a short read: at the deadline the budget counts its CPU time instead
      * (stop_check), and a read is not struck off for the machine's load. Its CPU clock is read
-     * now when no core is spare, else (a point read then costs no system call) at the run's
-     * first progress check, the time before it counted as CPU time. */
+     * at the run's first progress check (a point read, done before one, costs no system
+     * call). */
     c->budget_start = start;
     c->budget_ns = in->budget_ns;
     c->budget_loaded = !cpu_core_spare();
-    c->budget_cpu = c->budget_loaded ? cpu_thread_ns() : 0;
-    c->budget_lead = 0;
+    c->budget_cpu = 0;
     int strike = 0;
     int outcome = inline_steps(pool, c, t, start, &strike);
     c->budget_deadline = 0;

@@ -56,10 +56,10 @@ static void test_budget(void)
        "60 us of CPU used of 200, in 250 us: 140 us left");
     ok(cpu_budget_left(200000, 200000, 300000) == 0, "the budget used up: nothing left");
     ok(cpu_budget_left(200000, 5000000, 5000000) == 0, "far past the budget: nothing left");
-    ok(cpu_budget_left(200000, 60000, 3000000) == 140000,
-       "3 ms without its core (15 budgets), 60 us of CPU: 140 us left");
-    ok(cpu_budget_left(200000, 60000, 3100000) == 0,
-       "that would end past 16 budgets of wall time: nothing left");
+    ok(cpu_budget_left(200000, 60000, 12000000) == 140000,
+       "12 ms without its core (60 budgets), 60 us of CPU: 140 us left");
+    ok(cpu_budget_left(200000, 60000, 12700000) == 0,
+       "that would end past 64 budgets of wall time: nothing left");
 }
 
 static void test_rule(void)
