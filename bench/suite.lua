@@ -1026,8 +1026,8 @@ local function w7(id, ops, paced)
             table.sort(lat)
             local p50, p99 = lib.percentile(lat, 50, true), lib.percentile(lat, 99, true)
             return { s = dt, p50 = p50, p99 = p99 },
-                   string.format("%.3f s, point reads p50 %.2f p99 %.2f ms, %d stolen; %d reads inline (%d " ..
-                                 "abandoned there), %d on readers", dt, p50 * 1e3, p99 * 1e3, n,
+                   string.format("%.3f s, point reads p50 %.2f p99 %.2f ms, %d stolen; %d reads inline " ..
+                                 "(%d abandoned there), %d on readers", dt, p50 * 1e3, p99 * 1e3, n,
                                  st.inline.executed, st.inline.overruns, ran)
         end }
     end
