@@ -59,7 +59,7 @@ CORE_SRC = $(wildcard c/*.c)
 CORE_OBJ = $(CORE_SRC:c/%.c=$(BUILD)/obj/%.o)
 HEADERS = $(wildcard c/*.h)
 MODULE = $(BUILD)/pasyn_sqlite/core.so
-C_TESTS = $(BUILD)/test_deque $(BUILD)/test_hub $(BUILD)/test_uri $(PROOFS)
+C_TESTS = $(BUILD)/test_deque $(BUILD)/test_hub $(BUILD)/test_uri $(BUILD)/test_cpu $(PROOFS)
 # The proofs under power loss and injected faults (c/test/test_powerloss.c, test_faults.c), on the
 # test VFS c/test/testvfs.c; ROUNDS=n runs them longer (PASYN_ROUNDS).
 PROOFS = $(BUILD)/test_powerloss $(BUILD)/test_faults

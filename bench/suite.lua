@@ -1020,17 +1020,18 @@ local function w7(id, ops, paced)
                 end
             end)
             local dt = now() - t0
-            local st, n = conn:stats(), 0
+            local st, n, ran = conn:stats(), 0, 0
             conn:close()
             for _, r in ipairs(st.readers) do
-                n = n + r.stolen
+                n, ran = n + r.stolen, ran + r.executed
             end
             stolen[stealing] = n
             table.sort(lat)
             local p50, p99 = lib.percentile(lat, 50, true), lib.percentile(lat, 99, true)
             return { s = dt, p50 = p50, p99 = p99 },
-                   string.format("%.3f s, point reads p50 %.2f p99 %.2f ms, %d stolen", dt, p50 * 1e3,
-                                 p99 * 1e3, n)
+                   string.format("%.3f s, point reads p50 %.2f p99 %.2f ms, %d stolen; %d reads inline " ..
+                                 "(%d abandoned there), %d on readers", dt, p50 * 1e3, p99 * 1e3, n,
+                                 st.inline.executed, st.inline.overruns, ran)
         end }
     end
     lib.rounds(id, cs)

@@ -31,8 +31,28 @@ static int stop_check(void *arg)
             c->timed_out = 1;
             return 1;
         }
+        if (c->budget_deadline && !c->budget_cpu) { /* the run's first look: a read this
+                                                         long pays for a clock of CPU time */
+            c->budget_cpu = cpu_thread_ns();
+            /* the time before it (PROGRESS_OPS steps and the submit: some microseconds of
+             * CPU) counts as CPU time; but when no core was spare at the start, a quarter of
+             * the budget at most: the rest was the thread waiting for a core */
+            c->budget_lead = now - c->budget_start;
+            if (c->budget_loaded && c->budget_lead > c->budget_ns / 4)
+                c->budget_lead = c->budget_ns / 4;
+        }
         if (c->budget_deadline && now >= c->budget_deadline) {
-            c->over_budget = 1;
+            uint64_t cpu = c->budget_cpu ? cpu_thread_ns() : 0;
+            uint64_t used = cpu ? c->budget_lead + (cpu - c->budget_cpu) : UINT64_MAX;
+            uint64_t left = cpu ? cpu_budget_left(c->budget_ns, used, now - c->budget_start) : 0;
+            if (left) {
+                /* it lost its core meanwhile: the machine's load took the time, not the read,
+                 * which goes on for the rest of its budget */
+                c->budget_deadline = now + left;
+                return 0;
+            }
+            /* 2: stopped at BUDGET_WALL_MAX with CPU left, on a machine with no core spare */
+            c->over_budget = c->budget_loaded && used < c->budget_ns ? 2 : 1;
             return 1;
         }
     }

@@ -167,7 +167,17 @@ typedef struct conn {
     int timed_out;                      /* the progress handler stopped it at its deadline */
     uint64_t budget_deadline;           /* an inline run: now_ns() past which it is abandoned
                                            (reader.c, inline_run); 0 none */
-    int over_budget;                    /* the progress handler stopped it at budget_deadline */
+    uint64_t budget_start, budget_ns;   /* the inline run's start (now_ns()) and budget */
+    uint64_t budget_cpu;                /* the thread's CPU time (cpu_thread_ns) at the run's
+                                           first progress check, 0 before: at
+                                           budget_deadline, a run that lost its core meanwhile
+                                           and used less CPU than the budget goes on */
+    uint64_t budget_lead;               /* the time from the start to that check, counted as
+                                           CPU time (stop_check) */
+    int budget_loaded;                  /* no core was spare at the run's start */
+    int over_budget;                    /* the progress handler stopped it at budget_deadline:
+                                           1, or 2 when the machine's load, not its CPU time,
+                                           took the budget (stop_check) */
 
     /* waiting on a lock another process holds (busy_wait, after conn_busy_own) */
     int busy_ms;            /* how long a statement may wait: busy_timeout, in ms */

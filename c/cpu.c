@@ -15,10 +15,12 @@
 /* How long one look at the run queue stays valid. */
 #define LOOK_NS 2000000u
 
-static _Atomic uint64_t looked_at; /* now_ns() of the last look, 0 before the first */
-static _Atomic int spare = 1;      /* what it showed: no more runnable threads than cores */
-static _Atomic int handoff = 1;    /* and: a core left for a worker beside the others' threads */
-static _Atomic int awake;          /* worker threads of this process not parked */
+static _Atomic uint64_t looked_at;    /* now_ns() of the last look, 0 before the first */
+static _Atomic int spare = 1;         /* what it showed: no more runnable threads than cores */
+static _Atomic int seen_running = -1; /* and its numbers: runnable threads (-1: unknown), */
+static _Atomic int seen_awake;        /* this process's workers not parked then */
+static _Atomic long cores;            /* online cores, once known */
+static _Atomic int awake;             /* worker threads of this process not parked */
 
 void cpu_worker_awake(int delta)
 {
@@ -54,18 +56,29 @@ static void look(void)
     if (last && now - last < LOOK_NS)
         return;
     atomic_store_explicit(&looked_at, now, memory_order_relaxed);
-    static _Atomic long cores;
     if (!atomic_load_explicit(&cores, memory_order_relaxed)) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         atomic_store_explicit(&cores, n > 0 ? n : 1, memory_order_relaxed);
     }
-    long n = atomic_load_explicit(&cores, memory_order_relaxed);
-    int running = runnable_now();
-    /* The others: runnable threads that are neither this process's workers awake now nor one
-     * caller (the thread looking, or beside the worker looking). */
-    int others = running - atomic_load_explicit(&awake, memory_order_relaxed) - 1;
-    atomic_store_explicit(&spare, running < 0 || running <= n, memory_order_relaxed);
-    atomic_store_explicit(&handoff, running < 0 || others <= n - 2, memory_order_relaxed);
+    int running = runnable_now(), is_spare, pays;
+    int awake_now = atomic_load_explicit(&awake, memory_order_relaxed);
+    cpu_judge(running, awake_now, 0, atomic_load_explicit(&cores, memory_order_relaxed), &is_spare,
+              &pays);
+    atomic_store_explicit(&seen_running, running, memory_order_relaxed);
+    atomic_store_explicit(&seen_awake, awake_now, memory_order_relaxed);
+    atomic_store_explicit(&spare, is_spare, memory_order_relaxed);
+}
+
+void cpu_judge(int running, int awake_workers, int long_workers, long n_cores, int *is_spare,
+               int *pays)
+{
+    /* The others: runnable threads that are neither this process's workers awake at the look
+     * nor one caller (the thread looking, or beside the worker looking); and the workers busy
+     * with long reads now, which keep their cores as other processes' threads do (counted
+     * once whether they were awake at the look, which may be 2 ms old, or not). */
+    int others = running - awake_workers - 1 + long_workers;
+    *is_spare = running < 0 || running <= n_cores;
+    *pays = running < 0 || others <= n_cores - 2;
 }
 
 int cpu_core_spare(void)
@@ -81,11 +94,33 @@ void pasyn_set_handoff(int mode)
     atomic_store_explicit(&handoff_mode, mode, memory_order_relaxed);
 }
 
-int cpu_handoff_pays(void)
+int cpu_handoff_pays(int free_workers, int long_workers)
 {
+    if (free_workers <= 0)
+        return 0;
     int mode = atomic_load_explicit(&handoff_mode, memory_order_relaxed);
     if (mode != PASYN_HANDOFF_LOOK)
         return mode == PASYN_HANDOFF_ALWAYS;
     look();
-    return atomic_load_explicit(&handoff, memory_order_relaxed);
+    int is_spare, pays;
+    cpu_judge(atomic_load_explicit(&seen_running, memory_order_relaxed),
+              atomic_load_explicit(&seen_awake, memory_order_relaxed), long_workers,
+              atomic_load_explicit(&cores, memory_order_relaxed), &is_spare, &pays);
+    return pays;
+}
+
+uint64_t cpu_thread_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t cpu_budget_left(uint64_t budget_ns, uint64_t cpu_ns, uint64_t wall_ns)
+{
+    if (cpu_ns >= budget_ns)
+        return 0;
+    uint64_t left = budget_ns - cpu_ns;
+    return wall_ns + left <= BUDGET_WALL_MAX * budget_ns ? left : 0;
 }

@@ -165,10 +165,31 @@ void hooks_task_reset(pasyn_task *t);
  * at most every 2 ms); 0 then nobody spins. Any thread. cpu.c */
 int cpu_core_spare(void);
 /* 1 while a core is left for a worker beside the caller and other processes' runnable threads
- * (the same look): a hand-off then costs no wait for a core. Any thread. cpu.c */
-int cpu_handoff_pays(void);
+ * (the same look, unless pasyn_set_handoff decided it for the process): a hand-off then costs
+ * no wait for a core. `long_workers` of this process's workers are busy with long reads: they
+ * keep their cores, as other processes' threads do. 0 at once when `free_workers` is 0: no
+ * worker would take it soon (readers_handoff_pays). Any thread. cpu.c */
+int cpu_handoff_pays(int free_workers, int long_workers);
+/* What a look at the run queue says, from its numbers: `running` runnable threads on the
+ * machine (-1: unknown), `awake_workers` of them this process's workers not parked, and
+ * `long_workers` of this process's workers busy with long reads now, `n_cores` cores. *is_spare: no more runnable
+ * threads than cores (spinning pays); *pays: a core is left for a worker beside the caller and
+ * the other runnable threads (a hand-off pays). Pure. cpu.c */
+void cpu_judge(int running, int awake_workers, int long_workers, long n_cores, int *is_spare,
+               int *pays);
 /* A worker thread starts or wakes (+1), parks or ends (-1). Worker threads. cpu.c */
 void cpu_worker_awake(int delta);
+/* The calling thread's CPU time in ns (CLOCK_THREAD_CPUTIME_ID: a system call, about 0.2 us).
+ * Any thread. cpu.c */
+uint64_t cpu_thread_ns(void);
+/* An inline run that lost its core goes on past its budget by its CPU time, but never past
+ * this many budgets of wall time (a read waiting on the disk uses no CPU either): 12.8 ms at
+ * the default budget, about what four processes' threads on two cores may keep one waiting. */
+#define BUDGET_WALL_MAX 64
+/* What is left of an inline run's budget of `budget_ns` once its thread used `cpu_ns` of CPU
+ * in `wall_ns`: 0 when it used the budget up, or when going on for the rest would take it past
+ * BUDGET_WALL_MAX budgets of wall time. Pure. cpu.c */
+uint64_t cpu_budget_left(uint64_t budget_ns, uint64_t cpu_ns, uint64_t wall_ns);
 #ifndef SPIN_NS
 #define SPIN_NS 50000
 #endif

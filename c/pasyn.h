@@ -240,13 +240,15 @@ void pasyn_task_set_no_inline(pasyn_task *t);
 /* The caller has other work to do while the task runs (other tasks in flight, other coroutines
  * ready to run): a reader runs it meanwhile, unless no core is left for a reader beside the
  * caller and other processes' runnable threads (a look at /proc/loadavg, at most every 2 ms),
- * when a hand-off costs more context switches than the read: then it runs inline as any read
- * may. Before submit only. */
+ * when a hand-off costs more context switches than the read, or every reader is taken by a
+ * long read (1 ms or more) or a stream, when it would wait behind one: then it runs inline as
+ * any read may. Before submit only. */
 void pasyn_task_set_caller_busy(pasyn_task *t);
 /* Whether a busy caller's read is handed off (pasyn_task_set_caller_busy), for the whole
  * process: PASYN_HANDOFF_LOOK (the default) looks at the machine; PASYN_HANDOFF_ALWAYS and
  * PASYN_HANDOFF_NEVER decide without looking (tests, benchmarks, a host that knows its
- * machine). Any thread. */
+ * machine). ALWAYS still runs it inline while every reader is taken by a long read or a
+ * stream. Any thread. */
 enum { PASYN_HANDOFF_LOOK = 0, PASYN_HANDOFF_ALWAYS = 1, PASYN_HANDOFF_NEVER = 2 };
 void pasyn_set_handoff(int mode);
 

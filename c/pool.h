@@ -113,6 +113,8 @@ typedef struct readers {
     deque injector;                 /* reads a reader holding a stream passed on */
     _Atomic unsigned next;          /* round-robin cursor of readers_push */
     _Atomic int long_reads;         /* long reads queued or running */
+    _Atomic int unknown_reads;      /* reads no reader ran before (their cost unknown) queued or
+                                       running, in a pool that runs reads inline */
     _Atomic int streaming;          /* readers holding a stream */
     _Atomic uint64_t stream_serial; /* the last stream's serial */
 } readers;
@@ -123,10 +125,17 @@ enum route { ROUTE_UNKNOWN = 0, ROUTE_READ = 1, ROUTE_WRITE = 2 };
 
 /* Whether a read's learned cost lets its caller run it (reader.c, inline_run): unknown until
  * a reader has run it; a reader says FITS while its average run stays under the inline
- * pool's fit_ns, and NO once it is above; an inline run says NO when its own average went
- * past twice fit_ns, or it overran the budget (a strike). NEVER: INLINE_STRIKES strikes
- * (route_get answers it; the entry keeps the last FITS or NO). */
-enum inline_fit { INLINE_UNKNOWN = 0, INLINE_FITS = 1, INLINE_NO = 2, INLINE_NEVER = 3 };
+ * pool's fit_ns, LOADED while it stays under twice that (the caller runs it only when a
+ * hand-off does not pay: inline_rule), and NO once it is above; an inline run says NO when
+ * its own average went past twice fit_ns, or it overran the budget (a strike). NEVER:
+ * INLINE_STRIKES strikes (route_get answers it; the entry keeps the last verdict). */
+enum inline_fit {
+    INLINE_UNKNOWN = 0,
+    INLINE_FITS = 1,
+    INLINE_NO = 2,
+    INLINE_NEVER = 3,
+    INLINE_LOADED = 4
+};
 
 typedef struct route_entry {
     lru_link lru;             /* first: the recency list's link is also its entry */
@@ -311,6 +320,28 @@ int reader_conn_open(pasyn_pool *pool, conn *c, int never_wait, char **err);
 int inline_run(pasyn_pool *pool, pasyn_task *t);
 /* Loads the inline connection's schema when a submitter found it out of date. Workers. */
 void inline_load(pasyn_pool *pool);
+/* Whether handing a short read to the readers pays now: some reader is not taken by a long
+ * read or a stream (else the read would wait behind one for milliseconds), and the machine
+ * has a core for it beside the other processes' threads and the readers busy with long reads
+ * (cpu_handoff_pays). A read no reader ran before counts as a long one (readers.unknown_reads:
+ * the first scans of a pool). Any thread. */
+int readers_handoff_pays(pasyn_pool *pool);
+/* Whether the caller runs a known read itself, from its verdict `fits` (enum inline_fit),
+ * whether the caller has other work meanwhile (`busy`: pasyn_task_set_caller_busy) and
+ * whether a hand-off pays now (`handoff`: readers_handoff_pays): a read that FITS runs inline
+ * when the caller is not busy, and like a LOADED one, when a hand-off does not pay. Pure. */
+int inline_rule(int fits, int busy, int handoff);
+/* inline_rule for the task `t` (its fits_inline, caller_busy), looking at the readers and the
+ * machine only when the rule needs it. Inlined: a point read's common case costs two
+ * comparisons. The submitting thread. */
+static inline int inline_wanted(pasyn_pool *pool, const pasyn_task *t)
+{
+    if (t->fits_inline == INLINE_FITS && !t->caller_busy)
+        return 1;
+    if (t->fits_inline != INLINE_FITS && t->fits_inline != INLINE_LOADED)
+        return 0;
+    return inline_rule(t->fits_inline, t->caller_busy, readers_handoff_pays(pool));
+}
 
 /* route.c: the route cache. Learns a route; `gen` is the generation route_get gave before the
  * verdict was learned (it is dropped when routes were forgotten since), or ROUTE_ANY_GEN for the

@@ -46,6 +46,14 @@ static void fail_unqueued(pasyn_task *t)
     task_complete(t);
 }
 
+/* A read whose cost no reader has learned yet, in a pool that runs reads inline (elsewhere
+ * nobody asks): counted in readers.unknown_reads from its push until a reader is done with
+ * it. The same answer at both ends: the task's fields do not change in between. */
+static int cost_unknown(pasyn_pool *pool, const pasyn_task *t)
+{
+    return pool->inliner.used && !t->long_read && t->fits_inline == INLINE_UNKNOWN;
+}
+
 void readers_push(pasyn_pool *pool, pasyn_task *t)
 {
     readers *rs = &pool->readers;
@@ -78,6 +86,8 @@ void readers_push(pasyn_pool *pool, pasyn_task *t)
     }
     if (t->long_read)
         atomic_fetch_add(&rs->long_reads, 1); /* until a reader is done with it */
+    else if (cost_unknown(pool, t))
+        atomic_fetch_add(&rs->unknown_reads, 1); /* the same */
     /* Idle: it will take this task itself. Otherwise (busy, or work queued before this one,
      * e.g. a burst landing on a reader that has not looked up yet) a parked reader may come
      * and steal. */
@@ -284,16 +294,19 @@ static void note_low(cached_stmt *s, uint64_t took)
 
 /* After a read ran: the route cache learns whether its SQL is a long read when that changed.
  * An average, so that a short read that lost its core for a while stays short. */
-static void note_length(pasyn_pool *pool, cached_stmt *s, pasyn_task *t, uint64_t start)
+static void note_length(pasyn_pool *pool, cached_stmt *s, pasyn_task *t, uint64_t start,
+                        uint64_t cpu_start)
 {
-    uint64_t took = now_ns() - start;
+    uint64_t cpu = cpu_start ? cpu_thread_ns() : 0;
+    uint64_t took = cpu > cpu_start ? cpu - cpu_start : now_ns() - start;
     s->run_ns = s->run_ns ? s->run_ns - s->run_ns / 8 + took / 8 : took;
     note_low(s, took);
     int long_read = s->run_ns >= LONG_READ_NS;
     if (long_read != t->long_read)
         route_note_long(pool, t->sql, t->sql_len, long_read);
     if (pool->inliner.used && t->fits_inline != INLINE_NEVER) { /* may its caller run it */
-        int fits = s->low_ns < pool->inliner.fit_ns ? INLINE_FITS : INLINE_NO;
+        uint64_t fit = pool->inliner.fit_ns;
+        int fits = s->low_ns < fit ? INLINE_FITS : s->low_ns < 2 * fit ? INLINE_LOADED : INLINE_NO;
         if (fits != t->fits_inline)
             route_note_inline(pool, t->sql, t->sql_len, fits, 0);
     }
@@ -345,6 +358,10 @@ static void reader_run_read(reader *r, pasyn_task *t)
         return;
     }
     atomic_fetch_add_explicit(&r->executed, 1, memory_order_relaxed);
+    /* The statement's first run here, with no core spare: its cost is its CPU time, its wall
+     * time being the machine's load as much as its own (a point read preempted for
+     * milliseconds is no long read, and it sets the low estimate that later runs only nudge). */
+    uint64_t cpu_start = !s->low_ns && !cpu_core_spare() ? cpu_thread_ns() : 0;
     if (stmt_bind(&r->conn, s, t, 0, t->params.len) != 0) {
         conn_disarm(&r->conn, t);
         stmt_release(&r->conn, s);
@@ -360,7 +377,7 @@ static void reader_run_read(reader *r, pasyn_task *t)
     if (rc == SQLITE_ROW && !try_stream(pool))
         rc = stmt_step_rows(&r->conn, s, t, 0, 0); /* the last free reader: all of it */
     conn_disarm(&r->conn, t);
-    note_length(pool, s, t, start);
+    note_length(pool, s, t, start, cpu_start);
     if (rc == SQLITE_ROW) { /* more to come: this reader keeps the statement */
         r->stream = s;
         r->stream_id = ((uint64_t)(r->index + 1) << 48) |
@@ -401,6 +418,23 @@ static void reader_fetch(reader *r, pasyn_task *t)
 
 /* ---- the caller helps: reads run on the submitting thread ------------------------------ */
 
+int readers_handoff_pays(pasyn_pool *pool)
+{
+    readers *rs = &pool->readers;
+    int long_reads = atomic_load_explicit(&rs->long_reads, memory_order_relaxed) +
+                     atomic_load_explicit(&rs->unknown_reads, memory_order_relaxed);
+    int streams = atomic_load_explicit(&rs->streaming, memory_order_relaxed);
+    int busy_long = long_reads < rs->count ? long_reads : rs->count;
+    return cpu_handoff_pays(rs->count - long_reads - streams, busy_long);
+}
+
+int inline_rule(int fits, int busy, int handoff)
+{
+    if (fits == INLINE_FITS)
+        return !busy || !handoff;
+    return fits == INLINE_LOADED && !handoff;
+}
+
 /* How an inline run ended. */
 enum inline_outcome {
     RAN,     /* completed there, with its result or its own error (timeout, interrupt) */
@@ -420,7 +454,7 @@ static int inline_steps(pasyn_pool *pool, conn *c, pasyn_task *t, uint64_t start
         if (t->err == PASYN_OK) /* nothing but white space and comments */
             return RAN;
         if (c->over_budget) {
-            *strike = 1;
+            *strike = c->over_budget == 1; /* not for the machine's load */
             return OVERRUN;
         }
         if (c->gave_up) { /* a lock, or a schema to load: a worker loads it (inline_load) */
@@ -443,7 +477,7 @@ static int inline_steps(pasyn_pool *pool, conn *c, pasyn_task *t, uint64_t start
             *strike = INLINE_STRIKES; /* no read after all, or a result that would stream */
             outcome = FAILED;
         } else if (c->over_budget) {
-            *strike = 1;
+            *strike = c->over_budget == 1;
             outcome = OVERRUN;
         } else if (task_stopped(t)) {
             outcome = RAN; /* its own timeout, or pasyn_interrupt */
@@ -453,8 +487,10 @@ static int inline_steps(pasyn_pool *pool, conn *c, pasyn_task *t, uint64_t start
             outcome = FAILED;
         }
     }
-    if (outcome == RAN) { /* grown too long for the caller: readers take it (until they find
-                             it short again) */
+    /* Grown too long for the caller: readers take it (until they find it short again). Not
+     * learned from a run begun with no core spare: its wall time is the machine's load as
+     * much as its own (the budget still stops it, by its CPU time). */
+    if (outcome == RAN && !c->budget_loaded) {
         note_low(s, now_ns() - start);
         if (s->low_ns > 2 * pool->inliner.fit_ns)
             route_note_inline(pool, t->sql, t->sql_len, INLINE_NO, 0);
@@ -475,6 +511,15 @@ int inline_run(pasyn_pool *pool, pasyn_task *t)
     conn_arm(c, t);
     c->over_budget = 0;
     c->budget_deadline = start + in->budget_ns;
+    /* With more runnable threads than cores, this thread may lose its core for milliseconds
+     * in the middle of a short read: at the deadline the budget counts its CPU time instead
+     * (stop_check), and a read is not struck off for the machine's load. Its CPU clock is read
+     * at the run's first progress check (a point read, done before one, costs no system
+     * call). */
+    c->budget_start = start;
+    c->budget_ns = in->budget_ns;
+    c->budget_loaded = !cpu_core_spare();
+    c->budget_cpu = 0;
     int strike = 0;
     int outcome = inline_steps(pool, c, t, start, &strike);
     c->budget_deadline = 0;
@@ -611,9 +656,12 @@ void *reader_main(void *arg)
         while ((t = reader_take(r))->kind != PASYN_CLOSE) {
             if (t->kind == PASYN_EXEC) {
                 int long_read = t->long_read; /* t is not ours once it is completed */
+                int unknown = !long_read && cost_unknown(r->pool, t);
                 reader_run_read(r, t);
                 if (long_read)
                     atomic_fetch_sub(&r->pool->readers.long_reads, 1);
+                else if (unknown)
+                    atomic_fetch_sub(&r->pool->readers.unknown_reads, 1);
                 if (atomic_load_explicit(&r->pool->inliner.stale, memory_order_relaxed))
                     inline_load(r->pool);
             } else {

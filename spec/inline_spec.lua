@@ -150,6 +150,96 @@ describe("reads the caller runs itself", function()
         assert.equal(before + 1, inline(conn).executed)
     end)
 
+    it("with every reader taken by a long read, a short read runs here, even with a core for " ..
+       "a reader", function()
+        core.set_handoff("always")
+        finally(function() core.set_handoff() end)
+        until_inline(conn, POINT, 1)
+        local long = COUNT_TO .. " -- every reader"
+        assert.equal(1000000, conn:execute(long, 1000000):fetchone()[1]) -- known long from now on
+        local before = inline(conn).executed
+        sqlite.run(function()
+            local longs = {}
+            for i = 1, 3 do -- one for each reader
+                longs[i] = sqlite.spawn(function()
+                    return conn:execute(long, 1000000):fetchone()[1]
+                end)
+            end
+            local got = sqlite.spawn(function()
+                return scalar(conn, POINT, 1) -- it would wait behind a long read: here
+            end):join()
+            assert.equal("a", got)
+            for i = 1, 3 do
+                assert.equal(1000000, longs[i]:join())
+            end
+        end)
+        assert.equal(before + 1, inline(conn).executed)
+    end)
+
+    it("with every reader taken by a read no reader ran before, a short read runs here, even " ..
+       "with a core for a reader", function()
+        core.set_handoff("always")
+        finally(function() core.set_handoff() end)
+        until_inline(conn, POINT, 1)
+        local before = inline(conn).executed
+        sqlite.run(function()
+            local firsts = {}
+            for i = 1, 3 do -- texts never seen: their cost is unknown, maybe long
+                firsts[i] = sqlite.spawn(function()
+                    return conn:execute(COUNT_TO .. " -- first " .. i, 1000000):fetchone()[1]
+                end)
+            end
+            local got = sqlite.spawn(function()
+                return scalar(conn, POINT, 1)
+            end):join()
+            assert.equal("a", got)
+            for i = 1, 3 do
+                assert.equal(1000000, firsts[i]:join())
+            end
+        end)
+        assert.equal(before + 1, inline(conn).executed)
+    end)
+
+    it("a read longer than a quarter of the budget, but under half, runs here only when a " ..
+       "hand-off does not pay", function()
+        -- A read of about 0.5 ms here (under a long read's 1 ms), its shortest run through a
+        -- reader (the hand-off's own microseconds are small beside it), then a pool whose
+        -- budget puts that between a quarter and a half of it (fit_ns and twice that).
+        local function shortest(n)
+            local best = math.huge
+            for _ = 1, 10 do
+                local t0 = core.now()
+                conn:execute(COUNT_TO .. " -- timed", n):fetchone()
+                best = math.min(best, core.now() - t0)
+            end
+            return best
+        end
+        local n = math.max(100, math.floor(2000 * 0.0005 / shortest(2000)))
+        local best = shortest(n)
+        local c = sqlite.connect(path, { inline_budget = best * 2.4 })
+        finally(function() c:close() end)
+        local function runs_here()
+            local before = inline(c).executed
+            assert.equal(n, c:execute(COUNT_TO, n):fetchone()[1])
+            return inline(c).executed > before
+        end
+        core.set_handoff("never")
+        finally(function() core.set_handoff() end)
+        local here = false
+        for _ = 1, 50 do -- the readers learn its cost first
+            here = runs_here()
+            if here then
+                break
+            end
+            core.sleep(0.001)
+        end
+        assert.is_true(here)
+        core.set_handoff("always")
+        for _ = 1, 3 do
+            assert.is_false(runs_here())
+        end
+    end)
+
     it("with other statements in flight but no core left for a reader, a short read runs here",
        function()
         core.set_handoff("never")
