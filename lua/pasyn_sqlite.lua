@@ -376,6 +376,10 @@ local metatable_of = debug and debug.getmetatable or getmetatable
 
 -- The check of a method's self: `obj` must be an object of `class` (called with a colon).
 -- A closed one passes: the method says what it does on a closed object.
+-- Every Connection that connect made (a weak set): a method on every statement's path checks
+-- its self with one lookup here instead of a call (metatable_of).
+local connections = setmetatable({}, { __mode = "k" })
+
 local function check_self(obj, class, where)
     if metatable_of(obj) ~= class then
         local name = class == Connection and "Connection" or "Cursor"
@@ -868,15 +872,14 @@ local function run_exec(cur, sql, ...)
         timeout = checked_timeout(cur)
     end
     -- caller()'s common cases, inline: the main thread, a coroutine of the running sqlite.run
+    -- (whose sync, `not isyieldable()`, core.execute finds itself when given nil)
     local co, ismain = co_running()
     local sync, id
     if co == nil or ismain then
         sync, id, co = true, 1, nil
     else
         id = sched.loop_ids[co]
-        if id then
-            sync = not isyieldable()
-        else
+        if not id then
             sync, id, co = caller()
         end
     end
@@ -887,16 +890,23 @@ local function run_exec(cur, sql, ...)
     -- completed when the call returns, and nothing can run in between.
     local free = gate.pending < gate.max and gate.first > gate.last
     if not free then
+        if type(sql) ~= "string" then -- (only conn:execute's is unchecked so far)
+            check_string(sql, "conn:execute", "sql")
+        end
+        if sync == nil then
+            sync = not isyieldable()
+        end
         admit(conn, sync, id, co)
     end
-    -- Busy (1): other statements in flight, or other coroutines to run, or the scheduler's
+    -- Busy (1): other statements in flight, or other coroutines to run
+    -- (sched.has_ready(), read here without its call), or the scheduler's
     -- coroutines had their inline budget for this round of its loop (sched.pausing): a reader
     -- runs it meanwhile, while the machine has a core for one (else a hand-off costs more
     -- than the read: it runs here all the same). While a trace function is set, never here
     -- (2): the trace comes with a completion (sched.await).
     local busy = gate.trace and 2 or
                  (not free or sched.pausing or gate.pending > 0 or
-                  (co ~= nil and sched.has_ready())) and 1 or 0
+                  (co ~= nil and (sched.undelivered > 0 or sched.ready[1] ~= nil))) and 1 or 0
     local named = cfg.row == "named"
     local task, class, code, extended, message = core.execute(conn._pool, id, sync, busy,
         timeout, cur, named, conn._described, sql, ...)
@@ -912,8 +922,14 @@ local function run_exec(cur, sql, ...)
         end
         return cur
     end
+    if task == false then -- sql is not a string (only conn:execute's is unchecked so far)
+        check_string(sql, "conn:execute", "sql")
+    end
     if free then
         gate.pending = gate.pending + 1 -- its slot (wait_statement gives it back on a failure)
+    end
+    if sync == nil then
+        sync = not isyieldable()
     end
     return wait_statement(cur, sql, named, sync, id, co, gate, task, class, code, extended,
                           message)
@@ -1302,13 +1318,13 @@ end
 -- conn:execute(sql [, params | value, ...]) -> a new Cursor holding the result: a cursor's
 -- execute (see Cursor:execute for params and errors). As Python's Connection.execute.
 function Connection:execute(sql, ...)
-    if metatable_of(self) ~= Connection then
+    if not connections[self] then
         check_self(self, Connection, "conn:execute")
     end
-    if type(sql) ~= "string" then -- a connection not open: core.execute says so
-        check_string(sql, "conn:execute", "sql")
-    end
-    return run_exec(new_cursor(self), sql, ...)
+    -- sql is checked by run_exec, after core.execute said it is not a string (a connection not
+    -- open: core.execute says so); a new cursor as new_cursor makes it
+    return run_exec(setmetatable({ self._cfg, -1, false, false, 0, false, false, false }, Cursor),
+                    sql, ...)
 end
 
 -- conn:executemany(sql, seq) -> a new Cursor: a cursor's executemany (see Cursor:executemany).
@@ -1798,6 +1814,7 @@ function M.connect(database, options, image)
         _freed = false, -- core.free has run (close)
     }, Connection)
     conn._cfg = { conn = conn, row = opts.row or "array", timeout = opts.timeout }
+    connections[conn] = true
     return conn
 end
 

@@ -606,10 +606,12 @@ static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p);
 
 /* execute(pool, owner, sync, busy, timeout, cursor, names, described, sql [, params_table |
  *          values...]) -> cursor, pause [, columns] | task | nil, class, code, extended, message
+ *                           | false
  * One statement (kind "exec" of submit) in one call: it is submitted, and when the core ran
  * it at once on this thread (an inline read: pasyn_submit gave PASYN_DONE) its result goes
  * into `cursor` (fill_cursor says which fields) and the task is freed.
- * Arguments: as submit's; busy 0, or 1 when the caller has other work meanwhile or has had
+ * Arguments: as submit's, except that sync nil is "whether the calling coroutine may not yield"
+ * (the answer of `not isyieldable()`, asked here: no call of its own); busy 0, or 1 when the caller has other work meanwhile or has had
  * its share of inline reads for now (pasyn_task_set_caller_busy: a reader runs it while the
  * machine has a core for one), or 2 when it must not run here (pasyn_task_set_no_inline: what
  * it reports must come with a completion, as a trace does); cursor a table holding every
@@ -621,17 +623,23 @@ static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p);
  * should let the other coroutines run), else false; then, when the result's columns record
  * is a new one, that record (for the caller to keep and give as `known` later). Or the task
  * (a light userdata) to wait for and hand to result(); or a failure in result()'s shape (at
- * submit, or the statement's own error when it ran here).
+ * submit, or the statement's own error when it ran here); or false alone, before anything
+ * else is looked at, when sql is not a string (the caller raises the error that names its own
+ * argument).
  * Errors raised: as submit's and result's. Thread: the Lua state's. */
 static int l_execute(lua_State *L)
 {
+    if (lua_type(L, 9) != LUA_TSTRING) { /* the caller names its own argument */
+        lua_pushboolean(L, 0);
+        return 1;
+    }
     lpool *p = to_pool(L, 1);
     lua_Integer owner = check_integer(L, 2, "owner");
-    int sync = lua_toboolean(L, 3);
+    int sync = lua_isnil(L, 3) ? !compat_isyieldable(L) : lua_toboolean(L, 3);
     lua_Integer busy = lua_tointeger(L, 4);
     check_type(L, 6, LUA_TTABLE, "cursor");
     size_t len;
-    const char *sql = check_lstring(L, 9, "sql", &len);
+    const char *sql = lua_tolstring(L, 9, &len);
     pasyn_task *t = new_task(L, PASYN_EXEC, sql, len, owner, 5);
     if (!t)
         return fail(L, NULL, PASYN_ENOMEM, "out of memory");
