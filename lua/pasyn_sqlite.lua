@@ -862,11 +862,28 @@ local function run_statement(cur, kind, sql, ...)
                           core.submit(conn._pool, kind, id, sync, timeout, sql, ...))
 end
 
--- Runs the statement sql (execute's) on the cursor, as run_statement does; the path of every
--- statement, kept short. One call: a short read the core runs at once on this thread
--- (README, "Reads the caller runs itself") comes back in the cursor, with no wait.
-local function run_exec(cur, sql, ...)
-    local cfg = cur[CFG]
+-- The cursor whose execute is calling run_exec now (set just before the call, taken at once).
+local executing = nil
+
+-- conn:execute itself (obj a Connection: on a new cursor), and the rest of cur:execute (obj
+-- the cursor `executing`, checked there): runs the statement sql on the cursor, as
+-- run_statement does, and returns it. Any other obj is conn:execute's bad self. The path of
+-- every statement, kept short: one Lua frame, and one call for the statement, where a short
+-- read the core runs at once on this thread (README, "Reads the caller runs itself") comes
+-- back in the cursor, with no wait.
+local function run_exec(obj, sql, ...)
+    local cur, cfg
+    if connections[obj] then
+        -- sql is checked below, once core.execute said it is not a string (on a connection
+        -- not open, core.execute says so); the new cursor as new_cursor makes one
+        cfg = obj._cfg
+        cur = setmetatable({ cfg, -1, false, false, 0, false, false, false }, Cursor)
+    elseif obj ~= nil and obj == executing then
+        executing = nil
+        cur, cfg = obj, obj[CFG]
+    else
+        check_self(obj, Connection, "conn:execute")
+    end
     local timeout = cfg.timeout
     if timeout ~= nil then
         timeout = checked_timeout(cur)
@@ -954,6 +971,7 @@ function Cursor:execute(sql, ...)
         checked_timeout(self)
     end
     clear(self)
+    executing = self
     return run_exec(self, sql, ...)
 end
 
@@ -1317,15 +1335,8 @@ end
 
 -- conn:execute(sql [, params | value, ...]) -> a new Cursor holding the result: a cursor's
 -- execute (see Cursor:execute for params and errors). As Python's Connection.execute.
-function Connection:execute(sql, ...)
-    if not connections[self] then
-        check_self(self, Connection, "conn:execute")
-    end
-    -- sql is checked by run_exec, after core.execute said it is not a string (a connection not
-    -- open: core.execute says so); a new cursor as new_cursor makes it
-    return run_exec(setmetatable({ self._cfg, -1, false, false, 0, false, false, false }, Cursor),
-                    sql, ...)
-end
+-- (run_exec is it, without a frame of its own.)
+Connection.execute = run_exec
 
 -- conn:executemany(sql, seq) -> a new Cursor: a cursor's executemany (see Cursor:executemany).
 -- As Python's Connection.executemany.
