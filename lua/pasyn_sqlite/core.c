@@ -11,6 +11,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -68,6 +70,7 @@ typedef struct lstream {
 struct lhub {
     pasyn_hub *hub;
     pid_t pid;                 /* the process that made it */
+    unsigned forks;            /* `forks` when it was made (get_hub) */
     int serving;               /* SQL functions running now (serve_calls), nested */
     uint64_t last_function_id; /* ids of SQL functions are never reused (create_function) */
 };
@@ -124,7 +127,7 @@ static int arg_error(lua_State *L, int i, const char *name, const char *want)
 /* The module's functions hold the metatables of its userdata as upvalues (luaopen): a check
  * compares with one instead of looking the metatable up in the registry by name, on every
  * statement's path. */
-enum { UPVALUE_POOL_MT = 1, UPVALUE_STREAM_MT = 2 };
+enum { UPVALUE_POOL_MT = 1, UPVALUE_STREAM_MT = 2, UPVALUE_HUB = 3 };
 
 /* The binding's luaL_check*: each raises arg_error for an argument of another type. */
 static void *check_udata(lua_State *L, int i, int upvalue, const char *tname, const char *name,
@@ -178,24 +181,42 @@ static lua_Number opt_number(lua_State *L, int i, const char *name, lua_Number d
     return lua_tonumber(L, i);
 }
 
+/* The state's lhub (the registry's HUB_KEY), an upvalue of every function of the module: only
+ * they may call this. */
 static lhub *get_lhub(lua_State *L)
 {
-    lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY);
-    lhub *h = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return h;
+    return lua_touserdata(L, lua_upvalueindex(UPVALUE_HUB));
 }
 
+/* How many times this process was made by fork() (counted in the child, pthread_atfork): a
+ * hub made before the last fork is the parent's, whose threads the child does not have. Looked
+ * at on every poll and drain of the event loop, where getpid() would be a system call each. */
+static atomic_uint forks;
+static pthread_once_t forks_counted = PTHREAD_ONCE_INIT;
+
+static void count_fork(void)
+{
+    atomic_fetch_add(&forks, 1);
+}
+
+static void count_forks(void)
+{
+    pthread_atfork(NULL, NULL, count_fork);
+}
+
+/* The state's hub, made on first use, and again in a child process forked since (the
+ * parent's is left alone: its threads are not in this process). */
 static pasyn_hub *get_hub(lua_State *L)
 {
     lhub *h = get_lhub(L);
-    pid_t pid = getpid();
-    if (!h->hub || h->pid != pid) {
+    unsigned now = atomic_load_explicit(&forks, memory_order_relaxed);
+    if (!h->hub || h->forks != now) {
         h->hub = pasyn_hub_new();
         if (!h->hub)
             raise_error(L, "OperationalError", "cannot create the completion hub: %s",
                         strerror(errno));
-        h->pid = pid;
+        h->pid = getpid();
+        h->forks = now;
     }
     return h->hub;
 }
@@ -2215,6 +2236,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         lhub *h = lua_newuserdata(L, sizeof *h);
         h->hub = NULL; /* made on first use: get_hub */
         h->pid = 0;
+        h->forks = 0;
         h->serving = 0;
         h->last_function_id = 0;
         lua_createtable(L, 0, 1);
@@ -2255,10 +2277,12 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
     }
     lua_pop(L, 1);
 
+    pthread_once(&forks_counted, count_forks);
     lua_newtable(L);
-    luaL_getmetatable(L, POOL_MT);   /* UPVALUE_POOL_MT */
-    luaL_getmetatable(L, STREAM_MT); /* UPVALUE_STREAM_MT */
-    compat_setfuncs(L, funcs, 2);
+    luaL_getmetatable(L, POOL_MT);                /* UPVALUE_POOL_MT */
+    luaL_getmetatable(L, STREAM_MT);              /* UPVALUE_STREAM_MT */
+    lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY); /* UPVALUE_HUB */
+    compat_setfuncs(L, funcs, 3);
     /* The names function_name gives: the module's functions that pasyn_sqlite.lua hands on to
      * the user as they are go by the user's name for them. */
     lua_newtable(L);
