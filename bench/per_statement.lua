@@ -17,23 +17,31 @@
 --   all      the same with fetchall() (S1)
 --   join     pasyn, one coroutine: a three-way join for one order id, fetchall() (S3)
 --   update   pasyn, one coroutine: UPDATE users SET age = ? WHERE id = ? (handed to the writer)
---   many     pasyn, 256 coroutines of sqlite.run, N/256 point reads each (handed to readers
---            while other coroutines are ready)
+--   many     pasyn, 256 coroutines of sqlite.run, N/256 point reads each (so 19,968 more
+--            in the longer run), handed to readers: other coroutines are ready, and the
+--            hand-off is forced (core.set_handoff "always") so that the machine's load does not
+--            decide it
 --   dbi      LuaDBI, a prepared POINT: execute(id), fetch(false) (W1's reference)
 --   dbijoin  LuaDBI, the prepared join (S3's reference)
 --   dbiupdate LuaDBI, the prepared UPDATE, autocommit
+-- A handed-off statement's Lua thread may spin for its completion (c/hub.c, spin_until) when
+-- the machine has a core spare, which depends on the machine's load: for update and many,
+-- take spin_until's inclusive count out (callgrind_annotate --inclusive=yes).
 -- pasyn's pool takes inline_budget = 0.05 s (INLINE_BUDGET): under callgrind a read is some 50
 -- times slower, and with the default budget its runs would no longer count as short enough to
--- run inline (then every read would go to a reader). Environment: PER_STATEMENT_DB, the database file (default $TMPDIR or /tmp,
--- pasyn-per-statement.db): made when missing with 10,000 users, 500 products and 5,000 orders
--- (WAL), reused otherwise. An update changes ages, which the reads never check.
+-- run inline (then every read would go to a reader). Environment: PER_STATEMENT_DB, the
+-- database file (default $TMPDIR or /tmp, pasyn-per-statement.db): made when missing with
+-- 10,000 users, 500 products and 5,000 orders (WAL), reused otherwise. An update changes
+-- ages, which the reads never check.
 -- Runs on Lua 5.1 (LuaJIT) to 5.4.
 local sqlite = require "pasyn_sqlite"
+local core = require "pasyn_sqlite.core"
 
 local N = tonumber(arg[1] or "2000")
 local SHAPE = arg[2] or "point"
 local tmp = os.getenv("TMPDIR")
-local DB = os.getenv("PER_STATEMENT_DB") or ((tmp and tmp ~= "" and tmp or "/tmp") .. "/pasyn-per-statement.db")
+local DB = os.getenv("PER_STATEMENT_DB") or
+           ((tmp and tmp ~= "" and tmp or "/tmp") .. "/pasyn-per-statement.db")
 local USERS, PRODUCTS, ORDERS = 10000, 500, 5000
 local OPTIONS = { inline_budget = tonumber(os.getenv("INLINE_BUDGET") or "0.05") }
 
@@ -144,6 +152,7 @@ function shapes.many()
     local conn = sqlite.connect(DB, OPTIONS)
     local K = 256
     local per = math.floor(N / K)
+    core.set_handoff("always")
     sqlite.run(function()
         local hs = {}
         for c = 1, K do

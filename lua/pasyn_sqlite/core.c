@@ -2279,8 +2279,8 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
 
     pthread_once(&forks_counted, count_forks);
     lua_newtable(L);
-    luaL_getmetatable(L, POOL_MT);                /* UPVALUE_POOL_MT */
-    luaL_getmetatable(L, STREAM_MT);              /* UPVALUE_STREAM_MT */
+    luaL_getmetatable(L, POOL_MT);               /* UPVALUE_POOL_MT */
+    luaL_getmetatable(L, STREAM_MT);             /* UPVALUE_STREAM_MT */
     lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY); /* UPVALUE_HUB */
     compat_setfuncs(L, funcs, 3);
     /* The names function_name gives: the module's functions that pasyn_sqlite.lua hands on to
