@@ -27,9 +27,11 @@
 -- A handed-off statement's Lua thread may spin for its completion (c/hub.c, spin_until) when
 -- the machine has a core spare, which depends on the machine's load: for update and many,
 -- take spin_until's inclusive count out (callgrind_annotate --inclusive=yes).
--- pasyn's pool takes inline_budget = 0.05 s (INLINE_BUDGET): under callgrind a read is some 50
+-- pasyn's pool takes inline_budget = 1 s (INLINE_BUDGET): under callgrind a read is some 50
 -- times slower, and with the default budget its runs would no longer count as short enough to
--- run inline (then every read would go to a reader). Environment: PER_STATEMENT_DB, the
+-- run inline (then every read would go to a reader); and a coroutine that reads inline lets
+-- the others run once per budget, which with a short one would add a load-dependent share of
+-- the loop's work to each read. Environment: PER_STATEMENT_DB, the
 -- database file (default $TMPDIR or /tmp, pasyn-per-statement.db): made when missing with
 -- 10,000 users, 500 products and 5,000 orders (WAL), reused otherwise. An update changes
 -- ages, which the reads never check.
@@ -43,7 +45,7 @@ local tmp = os.getenv("TMPDIR")
 local DB = os.getenv("PER_STATEMENT_DB") or
            ((tmp and tmp ~= "" and tmp or "/tmp") .. "/pasyn-per-statement.db")
 local USERS, PRODUCTS, ORDERS = 10000, 500, 5000
-local OPTIONS = { inline_budget = tonumber(os.getenv("INLINE_BUDGET") or "0.05") }
+local OPTIONS = { inline_budget = tonumber(os.getenv("INLINE_BUDGET") or "1") }
 
 local POINT = "SELECT * FROM users WHERE id = ?"
 local JOIN = "SELECT o.id, o.quantity, u.name, u.email, p.name, p.price FROM orders o " ..
@@ -174,6 +176,7 @@ local function dbi(sql, each)
     local DBI = require "DBI"
     local db = assert(DBI.Connect("SQLite3", DB))
     db:autocommit(true)
+    assert(DBI.Do(db, "PRAGMA busy_timeout = 5000")) -- as pasyn's pool waits for a lock
     local st = assert(db:prepare(sql))
     for i = 1, N do
         each(st, i)
