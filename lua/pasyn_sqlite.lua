@@ -374,12 +374,12 @@ end
 -- string made on each call in Lua 5.4), and check_self is on every method's path.
 local metatable_of = debug and debug.getmetatable or getmetatable
 
--- The check of a method's self: `obj` must be an object of `class` (called with a colon).
--- A closed one passes: the method says what it does on a closed object.
 -- Every Connection that connect made (a weak set): a method on every statement's path checks
 -- its self with one lookup here instead of a call (metatable_of).
 local connections = setmetatable({}, { __mode = "k" })
 
+-- The check of a method's self: `obj` must be an object of `class` (called with a colon).
+-- A closed one passes: the method says what it does on a closed object.
 local function check_self(obj, class, where)
     if metatable_of(obj) ~= class then
         local name = class == Connection and "Connection" or "Cursor"

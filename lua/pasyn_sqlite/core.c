@@ -631,11 +631,12 @@ static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p);
  * One statement (kind "exec" of submit) in one call: it is submitted, and when the core ran
  * it at once on this thread (an inline read: pasyn_submit gave PASYN_DONE) its result goes
  * into `cursor` (fill_cursor says which fields) and the task is freed.
- * Arguments: as submit's, except that sync nil is "whether the calling coroutine may not yield"
- * (the answer of `not isyieldable()`, asked here: no call of its own); busy 0, or 1 when the caller has other work meanwhile or has had
- * its share of inline reads for now (pasyn_task_set_caller_busy: a reader runs it while the
- * machine has a core for one), or 2 when it must not run here (pasyn_task_set_no_inline: what
- * it reports must come with a completion, as a trace does); cursor a table holding every
+ * Arguments: as submit's, except that sync nil stands for `not isyieldable()` of the calling
+ * coroutine (asked here, which spares the Lua layer a call); busy 0, or 1 when the caller has
+ * other work meanwhile or has had its share of inline reads for now
+ * (pasyn_task_set_caller_busy: a reader runs it while the machine has a core for one), or 2
+ * when it must not run here (pasyn_task_set_no_inline: what it reports must come with a
+ * completion, as a trace does); cursor a table holding every
  * field fill_cursor sets in its array part (a Cursor of the Lua layer); names as result takes
  * it; described a table of SQL texts -> their columns records (or nil), where the one for sql,
  * if any, is result()'s `known` (looked up only for a text of at most cache_sql_max bytes).
