@@ -454,33 +454,11 @@ local function admit(conn, sync, id, co)
     return gate
 end
 
--- Waits for the task of a statement of `cur`, for the caller (sync, id, co) that submitted it;
--- `gate` is the connection's gate when the statement took a slot of it (admit), nil for a
--- fetch.
---
--- While the task is on its way the cursor is in use: another coroutine that runs meanwhile
--- and touches it is refused (check_cursor). The mark is set around the wait alone and put
--- back as it was (executemany and a fetch with a row function hold it for longer). The wait
--- raises nothing in the normal course, and the statement's errors are raised after it (finish),
--- so they never leave the mark behind, with no pcall on this path, which every statement
--- takes. (A coroutine closed while it waits leaves it, and refuse() sees that its holder is
--- dead.)
-local function wait_for(cur, task, sync, id, co, gate)
-    local pool = cur[CFG].conn._pool
-    local busy = cur[BUSY]
-    cur[BUSY] = co or true
-    sched.await(task, sync, gate, co)
-    cur[BUSY] = busy
-    if co then
-        note_owner(pool, id, co)
-    end
-end
-
 -- The record core.result fills for every statement (see core.c, result): one for the module,
 -- not a table per statement. Each field is present from the start (false for none), so that
 -- filling it allocates nothing. A result is read out of it before anything else can run (no
--- yield, no allocation in between: see take), and the rows and the stream are moved out of
--- it, so that it keeps nothing alive that a cursor lets go of.
+-- yield, no allocation in between: see wait_statement), and the rows and the stream are moved
+-- out of it, so that it keeps nothing alive that a cursor lets go of.
 local result = { rows = false, rowcount = -1, lastrowid = false, stream = false, columns = false }
 
 -- The description records a connection keeps (see describe): at most this many, and about
@@ -492,14 +470,39 @@ local DESCRIBED_BYTES = 1024 * 1024
 local DESCRIBED_COLUMN_BYTES = 256
 local CACHE_SQL_MAX = core.cache_sql_max
 
--- The result of the waited-for task of the statement `sql` of `cur`, in `result`, or raises
--- the statement's error. names and stream as core.result takes them; the column tables known
--- for `sql` (see describe) serve again when they describe this result.
-local function finish(cur, sql, task, names, stream)
+-- Waits for the task of the statement `sql` of `cur`, for the caller (sync, id, co) that
+-- submitted it, and returns its result, in `result`, or raises the statement's error; `gate`
+-- is the connection's gate when the statement took a slot of it (admit), nil for a fetch
+-- (whose trace, when it ended a statement, runs here: a fetch is no statement of the gate's).
+-- names and stream as core.result takes them; the column tables known for `sql` (see
+-- describe) serve again when they describe this result. One function, the wait and the
+-- result, on the path of every statement that is waited for.
+--
+-- While the task is on its way the cursor is in use: another coroutine that runs meanwhile
+-- and touches it is refused (check_cursor). The mark is set around the wait alone and put
+-- back as it was (executemany and a fetch with a row function hold it for longer). The wait
+-- raises nothing in the normal course, and the statement's errors are raised after it, so
+-- they never leave the mark behind, with no pcall on this path, which every statement takes.
+-- (A coroutine closed while it waits leaves it, and refuse() sees that its holder is dead.)
+local function settle(cur, sql, task, sync, id, co, gate, names, stream)
     local conn = cur[CFG].conn
+    local pool = conn._pool
+    local busy = cur[BUSY]
+    cur[BUSY] = co or true
+    sched.await(task, sync, gate, co)
+    cur[BUSY] = busy
+    if co then
+        note_owner(pool, id, co)
+    end
+    if not gate then
+        local fetched = conn._gate
+        if fetched.hooks then
+            sched.run_hooks(fetched, task)
+        end
+    end
     local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil -- (no long text hashed)
-    local res, class, code, extended, message = core.result(task, conn._pool, result, names,
-                                                            stream, known)
+    local res, class, code, extended, message = core.result(task, pool, result, names, stream,
+                                                            known)
     if not res then
         fail(sql, class, code, extended, message)
     end
@@ -755,7 +758,7 @@ end
 
 -- Calls fn(...) with the cursor marked in use, for an operation that runs the user's code
 -- (the executemany iterator, a row function), and clears the mark on every way out. Only these
--- paths pay for the pcall; a statement's wait marks the cursor without one (finish). The error
+-- paths pay for the pcall; a statement's wait marks the cursor without one (settle). The error
 -- goes on unchanged.
 local function while_busy(cur, fn, ...)
     cur[BUSY] = co_running() or true
@@ -802,25 +805,6 @@ local function remember(conn, sql, columns)
     described[sql] = columns
 end
 
--- Takes the result of the finished statement `sql` (the record finish returned) into the
--- cursor. Every field is read before anything that may allocate (and so run a finalizer, which
--- may run a statement of its own that fills the record again).
-local function take(cur, sql, res)
-    local rows, stream, rowcount, lastrowid = res.rows, res.stream, res.rowcount, res.lastrowid
-    local columns = res.columns
-    res.rows, res.stream = false, false -- moved to the cursor
-    cur[ROWS], cur[POS], cur[STREAM] = rows or NO_ROWS, 1, stream
-    cur[ROWCOUNT] = rowcount
-    if lastrowid then
-        cur[LASTROWID] = lastrowid -- false until the first insert
-    end
-    cur[STMT] = columns
-    if columns and not columns.sql then
-        remember(cur[CFG].conn, sql, columns)
-    end
-    return cur
-end
-
 -- Before a cursor runs another statement: lets go of what it holds, its rows and a streamed
 -- result's reader (a new cursor holds nothing).
 local function clear(cur)
@@ -839,8 +823,21 @@ local function wait_statement(cur, sql, named, sync, id, co, gate, task, class, 
         sched.gate_release(gate)
         fail(sql, class, code, extended, message)
     end
-    wait_for(cur, task, sync, id, co, gate)
-    take(cur, sql, finish(cur, sql, task, named))
+    local res = settle(cur, sql, task, sync, id, co, gate, named)
+    -- Its result into the cursor. Every field is read before anything that may allocate (and
+    -- so run a finalizer, which may run a statement of its own that fills the record again).
+    local rows, stream, rowcount, lastrowid = res.rows, res.stream, res.rowcount, res.lastrowid
+    local columns = res.columns
+    res.rows, res.stream = false, false -- moved to the cursor
+    cur[ROWS], cur[POS], cur[STREAM] = rows or NO_ROWS, 1, stream
+    cur[ROWCOUNT] = rowcount
+    if lastrowid then
+        cur[LASTROWID] = lastrowid -- false until the first insert
+    end
+    cur[STMT] = columns
+    if columns and not columns.sql then
+        remember(cur[CFG].conn, sql, columns)
+    end
     if (cur[CFG].row == "named") ~= named then -- cur.row was set while it waited
         reshape(cur, not named)
     end
@@ -1012,8 +1009,7 @@ local function many_wait(cur, sql, sent)
     if not task then
         fail(sql, unpack(sent, 2, 5))
     end
-    wait_for(cur, task, sent.sync, sent.id, sent.co, sent.gate)
-    return finish(cur, sql, task).rowcount
+    return settle(cur, sql, task, sent.sync, sent.id, sent.co, sent.gate).rowcount
 end
 
 local function many_chunk(cur, sql, sets, timeout)
@@ -1118,14 +1114,9 @@ local function more(cur)
     if not task then
         fail(stmt.sql, class, code, extended, message)
     end
-    wait_for(cur, task, sync, id, co)
-    local gate = cur[CFG].conn._gate
-    if gate.hooks then -- a fetch is no statement of the gate's: its trace, when it ended one
-        sched.run_hooks(gate, task)
-    end
-    local res = finish(cur, stmt.sql, task, names, stream)
+    local res = settle(cur, stmt.sql, task, sync, id, co, nil, names, stream)
     local rows, going_on = res.rows, res.stream
-    res.rows, res.stream = false, false -- moved to the cursor (see take)
+    res.rows, res.stream = false, false -- moved to the cursor (see wait_statement)
     cur[ROWS], cur[POS], cur[STREAM] = rows or NO_ROWS, 1, going_on
     if (cur[CFG].row == "named") ~= (names ~= nil) then -- cur.row was set while it waited
         reshape(cur, names == nil)
