@@ -128,8 +128,10 @@ local function new_guard(id)
 end
 
 -- After a statement of `co`: if it left its owner owning a transaction on the pool, guard it.
-local function note_owner(pool, id, co)
-    if co and core.txn_owner(pool) == id then
+-- `owner_now` is the id of the transaction's owner on the pool now (0 for none), when the
+-- caller knows it (the result record's `owner`), else nil: core.txn_owner is asked.
+local function note_owner(pool, id, co, owner_now)
+    if co and (owner_now or core.txn_owner(pool)) == id then
         local owner = owner_of[co] or co
         local guard = guards[owner]
         if not guard then
@@ -459,7 +461,8 @@ end
 -- filling it allocates nothing. A result is read out of it before anything else can run (no
 -- yield, no allocation in between: see wait_statement), and the rows and the stream are moved
 -- out of it, so that it keeps nothing alive that a cursor lets go of.
-local result = { rows = false, rowcount = -1, lastrowid = false, stream = false, columns = false }
+local result = { rows = false, rowcount = -1, lastrowid = false, stream = false, columns = false,
+                 owner = 0 }
 
 -- The description records a connection keeps (see describe): at most this many, and about
 -- this many bytes (their SQL texts, and DESCRIBED_COLUMN_BYTES per column for the tables that
@@ -491,9 +494,6 @@ local function settle(cur, sql, task, sync, id, co, gate, names, stream)
     cur[BUSY] = co or true
     sched.await(task, sync, gate, co)
     cur[BUSY] = busy
-    if co then
-        note_owner(pool, id, co)
-    end
     if not gate then
         local fetched = conn._gate
         if fetched.hooks then
@@ -503,6 +503,9 @@ local function settle(cur, sql, task, sync, id, co, gate, names, stream)
     local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil -- (no long text hashed)
     local res, class, code, extended, message = core.result(task, pool, result, names, stream,
                                                             known)
+    if co then -- (nothing ran since the wait: the owner is the one the statement left)
+        note_owner(pool, id, co, res and res.owner)
+    end
     if not res then
         fail(sql, class, code, extended, message)
     end

@@ -1102,6 +1102,8 @@ static void push_stream(lua_State *L, const pasyn_task *t, lpool *p, lstream *pr
  *              describes: `known` itself when it describes this result (nothing is made
  *              again; a new id joins the array), else a new one the caller may add fields to
  *              and pass as `known` later. Column tables are shared: never modify them.
+ *   owner      the id of the owner whose transaction holds the pool's writer now (as
+ *              txn_owner gives it, 0 for none; read after the task completed)
  * On failure: nil, class ("sqlite", "programming", "closed", "nomem"), SQLite's primary and
  * extended codes (for "sqlite"; else as the core set them), the message.
  * Errors raised: for arguments of the wrong type; Lua's own when it runs out of memory.
@@ -1134,9 +1136,11 @@ static int take_result(lua_State *L, pasyn_task *t, lpool *p, lstream *prev)
         lua_pushboolean(L, 0);
     push_stream(L, t, p, prev);
     pasyn_task_free(t);
+    lua_pushinteger(L, p->pool ? (lua_Integer)pasyn_txn_owner(p->pool) : 0);
     /* Every value first, then the fields (each pops the top value): setting them allocates
      * nothing, so no finalizer runs in between, and a statement one runs (filling the record
      * too) cannot leave it half ours and half its own. */
+    lua_setfield(L, SLOT_RECORD, "owner");
     lua_setfield(L, SLOT_RECORD, "stream");
     lua_setfield(L, SLOT_RECORD, "lastrowid");
     lua_setfield(L, SLOT_RECORD, "rowcount");
