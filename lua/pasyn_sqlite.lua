@@ -130,8 +130,10 @@ local function new_guard(id)
 end
 
 -- After a statement of `co`: if it left its owner owning a transaction on the pool, guard it.
-local function note_owner(pool, id, co)
-    if co and core.txn_owner(pool) == id then
+-- `owner_now` is the id of the transaction's owner on the pool now (0 for none), when the
+-- caller knows it (the result record's `owner`), else nil: core.txn_owner is asked.
+local function note_owner(pool, id, co, owner_now)
+    if co and (owner_now or core.txn_owner(pool)) == id then
         local owner = owner_of[co] or co
         local guard = guards[owner]
         if not guard then
@@ -376,6 +378,10 @@ end
 -- string made on each call in Lua 5.4), and check_self is on every method's path.
 local metatable_of = debug and debug.getmetatable or getmetatable
 
+-- Every Connection that connect made (a weak set): a method on every statement's path checks
+-- its self with one lookup here instead of a call (metatable_of).
+local connections = setmetatable({}, { __mode = "k" })
+
 -- The check of a method's self: `obj` must be an object of `class` (called with a colon).
 -- A closed one passes: the method says what it does on a closed object.
 local function check_self(obj, class, where)
@@ -452,36 +458,13 @@ local function admit(conn, sync, id, co)
     return gate
 end
 
--- Waits for the task of a statement of `cur`, for the caller (sync, id, co) that submitted it;
--- `gate` is the connection's gate when the statement took a slot of it (admit), nil for a
--- fetch.
---
--- While the task is on its way the cursor is in use: another coroutine that runs meanwhile
--- and touches it is refused (check_cursor). The mark is set around the wait alone and put
--- back as it was (executemany and a fetch with a row function hold it for longer). The wait
--- raises nothing in the normal course, and the statement's errors are raised after it (finish),
--- so they never leave the mark behind, with no pcall on this path, which every statement
--- takes. (A coroutine closed while it waits leaves it, and refuse() sees that its holder is
--- dead.)
-local function wait_for(cur, task, sync, id, co, gate)
-    local pool = cur[CFG].conn._pool
-    local busy = cur[BUSY]
-    cur[BUSY] = co or true
-    if sched.begin_wait(task, sync, gate, co) then
-        co_yield(SUSPEND) -- here, not in sched.await: one level less while it waits
-    end
-    cur[BUSY] = busy
-    if co then
-        note_owner(pool, id, co)
-    end
-end
-
 -- The record core.result fills for every statement (see core.c, result): one for the module,
 -- not a table per statement. Each field is present from the start (false for none), so that
 -- filling it allocates nothing. A result is read out of it before anything else can run (no
--- yield, no allocation in between: see take), and the rows and the stream are moved out of
--- it, so that it keeps nothing alive that a cursor lets go of.
-local result = { rows = false, rowcount = -1, lastrowid = false, stream = false, columns = false }
+-- yield, no allocation in between: see wait_statement), and the rows and the stream are moved
+-- out of it, so that it keeps nothing alive that a cursor lets go of.
+local result = { rows = false, rowcount = -1, lastrowid = false, stream = false, columns = false,
+                 owner = 0 }
 
 -- The description records a connection keeps (see describe): at most this many, and about
 -- this many bytes (their SQL texts, and DESCRIBED_COLUMN_BYTES per column for the tables that
@@ -492,14 +475,41 @@ local DESCRIBED_BYTES = 1024 * 1024
 local DESCRIBED_COLUMN_BYTES = 256
 local CACHE_SQL_MAX = core.cache_sql_max
 
--- The result of the waited-for task of the statement `sql` of `cur`, in `result`, or raises
--- the statement's error. names and stream as core.result takes them; the column tables known
--- for `sql` (see describe) serve again when they describe this result.
-local function finish(cur, sql, task, names, stream)
+-- Waits for the task of the statement `sql` of `cur`, for the caller (sync, id, co) that
+-- submitted it, and returns its result, in `result`, or raises the statement's error; `gate`
+-- is the connection's gate when the statement took a slot of it (admit), nil for a fetch
+-- (whose trace, when it ended a statement, runs here: a fetch is no statement of the gate's).
+-- names and stream as core.result takes them; the column tables known for `sql` (see
+-- describe) serve again when they describe this result. One function, the wait and the
+-- result, on the path of every statement that is waited for.
+--
+-- While the task is on its way the cursor is in use: another coroutine that runs meanwhile
+-- and touches it is refused (check_cursor). The mark is set around the wait alone and put
+-- back as it was (executemany and a fetch with a row function hold it for longer). The wait
+-- raises nothing in the normal course, and the statement's errors are raised after it, so
+-- they never leave the mark behind, with no pcall on this path, which every statement takes.
+-- (A coroutine closed while it waits leaves it, and refuse() sees that its holder is dead.)
+local function settle(cur, sql, task, sync, id, co, gate, names, stream)
     local conn = cur[CFG].conn
+    local pool = conn._pool
+    local busy = cur[BUSY]
+    cur[BUSY] = co or true
+    if sched.begin_wait(task, sync, gate, co) then
+        co_yield(SUSPEND) -- here, not in sched.await: one level less while it waits
+    end
+    cur[BUSY] = busy
+    if not gate then
+        local fetched = conn._gate
+        if fetched.hooks then
+            sched.run_hooks(fetched, task)
+        end
+    end
     local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil -- (no long text hashed)
-    local res, class, code, extended, message = core.result(task, conn._pool, result, names,
-                                                            stream, known)
+    local res, class, code, extended, message = core.result(task, pool, result, names, stream,
+                                                            known)
+    if co then -- (nothing ran since the wait: the owner is the one the statement left)
+        note_owner(pool, id, co, res and res.owner)
+    end
     if not res then
         fail(sql, class, code, extended, message)
     end
@@ -755,7 +765,7 @@ end
 
 -- Calls fn(...) with the cursor marked in use, for an operation that runs the user's code
 -- (the executemany iterator, a row function), and clears the mark on every way out. Only these
--- paths pay for the pcall; a statement's wait marks the cursor without one (finish). The error
+-- paths pay for the pcall; a statement's wait marks the cursor without one (settle). The error
 -- goes on unchanged.
 local function while_busy(cur, fn, ...)
     cur[BUSY] = co_running() or true
@@ -802,25 +812,6 @@ local function remember(conn, sql, columns)
     described[sql] = columns
 end
 
--- Takes the result of the finished statement `sql` (the record finish returned) into the
--- cursor. Every field is read before anything that may allocate (and so run a finalizer, which
--- may run a statement of its own that fills the record again).
-local function take(cur, sql, res)
-    local rows, stream, rowcount, lastrowid = res.rows, res.stream, res.rowcount, res.lastrowid
-    local columns = res.columns
-    res.rows, res.stream = false, false -- moved to the cursor
-    cur[ROWS], cur[POS], cur[STREAM] = rows or NO_ROWS, 1, stream
-    cur[ROWCOUNT] = rowcount
-    if lastrowid then
-        cur[LASTROWID] = lastrowid -- false until the first insert
-    end
-    cur[STMT] = columns
-    if columns and not columns.sql then
-        remember(cur[CFG].conn, sql, columns)
-    end
-    return cur
-end
-
 -- Before a cursor runs another statement: lets go of what it holds, its rows and a streamed
 -- result's reader (a new cursor holds nothing).
 local function clear(cur)
@@ -839,8 +830,21 @@ local function wait_statement(cur, sql, named, sync, id, co, gate, task, class, 
         sched.gate_release(gate)
         fail(sql, class, code, extended, message)
     end
-    wait_for(cur, task, sync, id, co, gate)
-    take(cur, sql, finish(cur, sql, task, named))
+    local res = settle(cur, sql, task, sync, id, co, gate, named)
+    -- Its result into the cursor. Every field is read before anything that may allocate (and
+    -- so run a finalizer, which may run a statement of its own that fills the record again).
+    local rows, stream, rowcount, lastrowid = res.rows, res.stream, res.rowcount, res.lastrowid
+    local columns = res.columns
+    res.rows, res.stream = false, false -- moved to the cursor
+    cur[ROWS], cur[POS], cur[STREAM] = rows or NO_ROWS, 1, stream
+    cur[ROWCOUNT] = rowcount
+    if lastrowid then
+        cur[LASTROWID] = lastrowid -- false until the first insert
+    end
+    cur[STMT] = columns
+    if columns and not columns.sql then
+        remember(cur[CFG].conn, sql, columns)
+    end
     if (cur[CFG].row == "named") ~= named then -- cur.row was set while it waited
         reshape(cur, not named)
     end
@@ -862,25 +866,41 @@ local function run_statement(cur, kind, sql, ...)
                           core.submit(conn._pool, kind, id, sync, timeout, sql, ...))
 end
 
--- Runs the statement sql (execute's) on the cursor, as run_statement does; the path of every
--- statement, kept short. One call: a short read the core runs at once on this thread
--- (README, "Reads the caller runs itself") comes back in the cursor, with no wait.
-local function run_exec(cur, sql, ...)
-    local cfg = cur[CFG]
+-- The cursor whose execute is calling run_exec now (set just before the call, taken at once).
+local executing = nil
+
+-- conn:execute itself (obj a Connection: on a new cursor), and the rest of cur:execute (obj
+-- the cursor `executing`, checked there): runs the statement sql on the cursor, as
+-- run_statement does, and returns it. Any other obj is conn:execute's bad self. The path of
+-- every statement, kept short: one Lua frame, and one call for the statement, where a short
+-- read the core runs at once on this thread (README, "Reads the caller runs itself") comes
+-- back in the cursor, with no wait.
+local function run_exec(obj, sql, ...)
+    local cur, cfg
+    if connections[obj] then
+        -- sql is checked below, once core.execute said it is not a string (on a connection
+        -- not open, core.execute says so); the new cursor as new_cursor makes one
+        cfg = obj._cfg
+        cur = setmetatable({ cfg, -1, false, false, 0, false, false, false }, Cursor)
+    elseif obj ~= nil and obj == executing then
+        executing = nil
+        cur, cfg = obj, obj[CFG]
+    else
+        check_self(obj, Connection, "conn:execute")
+    end
     local timeout = cfg.timeout
     if timeout ~= nil then
         timeout = checked_timeout(cur)
     end
     -- caller()'s common cases, inline: the main thread, a coroutine of the running sqlite.run
+    -- (whose sync, `not isyieldable()`, core.execute finds itself when given nil)
     local co, ismain = co_running()
     local sync, id
     if co == nil or ismain then
         sync, id, co = true, 1, nil
     else
         id = sched.loop_ids[co]
-        if id then
-            sync = not isyieldable()
-        else
+        if not id then
             sync, id, co = caller()
         end
     end
@@ -891,16 +911,23 @@ local function run_exec(cur, sql, ...)
     -- completed when the call returns, and nothing can run in between.
     local free = gate.pending < gate.max and gate.first > gate.last
     if not free then
+        if type(sql) ~= "string" then -- (only conn:execute's is unchecked so far)
+            check_string(sql, "conn:execute", "sql")
+        end
+        if sync == nil then
+            sync = not isyieldable()
+        end
         admit(conn, sync, id, co)
     end
-    -- Busy (1): other statements in flight, or other coroutines to run, or the scheduler's
+    -- Busy (1): other statements in flight, or other coroutines to run
+    -- (sched.has_ready(), read here without its call), or the scheduler's
     -- coroutines had their inline budget for this round of its loop (sched.pausing): a reader
     -- runs it meanwhile, while the machine has a core for one (else a hand-off costs more
     -- than the read: it runs here all the same). While a trace function is set, never here
     -- (2): the trace comes with a completion (sched.await).
     local busy = gate.trace and 2 or
                  (not free or sched.pausing or gate.pending > 0 or
-                  (co ~= nil and sched.has_ready())) and 1 or 0
+                  (co ~= nil and (sched.undelivered > 0 or sched.ready[1] ~= nil))) and 1 or 0
     local named = cfg.row == "named"
     local task, class, code, extended, message = core.execute(conn._pool, id, sync, busy,
         timeout, cur, named, conn._described, sql, ...)
@@ -916,8 +943,14 @@ local function run_exec(cur, sql, ...)
         end
         return cur
     end
+    if task == false then -- sql is not a string (only conn:execute's is unchecked so far)
+        check_string(sql, "conn:execute", "sql")
+    end
     if free then
         gate.pending = gate.pending + 1 -- its slot (wait_statement gives it back on a failure)
+    end
+    if sync == nil then
+        sync = not isyieldable()
     end
     return wait_statement(cur, sql, named, sync, id, co, gate, task, class, code, extended,
                           message)
@@ -942,6 +975,7 @@ function Cursor:execute(sql, ...)
         checked_timeout(self)
     end
     clear(self)
+    executing = self
     return run_exec(self, sql, ...)
 end
 
@@ -982,8 +1016,7 @@ local function many_wait(cur, sql, sent)
     if not task then
         fail(sql, unpack(sent, 2, 5))
     end
-    wait_for(cur, task, sent.sync, sent.id, sent.co, sent.gate)
-    return finish(cur, sql, task).rowcount
+    return settle(cur, sql, task, sent.sync, sent.id, sent.co, sent.gate).rowcount
 end
 
 local function many_chunk(cur, sql, sets, timeout)
@@ -1088,14 +1121,9 @@ local function more(cur)
     if not task then
         fail(stmt.sql, class, code, extended, message)
     end
-    wait_for(cur, task, sync, id, co)
-    local gate = cur[CFG].conn._gate
-    if gate.hooks then -- a fetch is no statement of the gate's: its trace, when it ended one
-        sched.run_hooks(gate, task)
-    end
-    local res = finish(cur, stmt.sql, task, names, stream)
+    local res = settle(cur, stmt.sql, task, sync, id, co, nil, names, stream)
     local rows, going_on = res.rows, res.stream
-    res.rows, res.stream = false, false -- moved to the cursor (see take)
+    res.rows, res.stream = false, false -- moved to the cursor (see wait_statement)
     cur[ROWS], cur[POS], cur[STREAM] = rows or NO_ROWS, 1, going_on
     if (cur[CFG].row == "named") ~= (names ~= nil) then -- cur.row was set while it waited
         reshape(cur, names == nil)
@@ -1305,15 +1333,8 @@ end
 
 -- conn:execute(sql [, params | value, ...]) -> a new Cursor holding the result: a cursor's
 -- execute (see Cursor:execute for params and errors). As Python's Connection.execute.
-function Connection:execute(sql, ...)
-    if metatable_of(self) ~= Connection then
-        check_self(self, Connection, "conn:execute")
-    end
-    if type(sql) ~= "string" then -- a connection not open: core.execute says so
-        check_string(sql, "conn:execute", "sql")
-    end
-    return run_exec(new_cursor(self), sql, ...)
-end
+-- (run_exec is it, without a frame of its own.)
+Connection.execute = run_exec
 
 -- conn:executemany(sql, seq) -> a new Cursor: a cursor's executemany (see Cursor:executemany).
 -- As Python's Connection.executemany.
@@ -1802,6 +1823,7 @@ function M.connect(database, options, image)
         _freed = false, -- core.free has run (close)
     }, Connection)
     conn._cfg = { conn = conn, row = opts.row or "array", timeout = opts.timeout }
+    connections[conn] = true
     return conn
 end
 

@@ -262,6 +262,31 @@ describe("reads the caller runs itself", function()
         assert.truthy(err.message:find("look", 1, true), err.message)
     end)
 
+    -- The scheduler's has_ready(), which the Lua layer reads as two fields of the scheduler
+    -- (its ready list and the completions dispatch has still to deliver) without a call.
+    it("with other coroutines ready to run, a short read goes to an idle reader instead; " ..
+       "alone in a run, or with no run, it runs here", function()
+        core.set_handoff("always")
+        finally(function() core.set_handoff() end)
+        until_inline(conn, POINT, 1)
+        local before, readers = inline(conn).executed, support.readers_sum(conn:stats(), "executed")
+        sqlite.run(function()
+            local other = sqlite.spawn(function() end) -- ready, not run yet, during the read
+            assert.equal("a", scalar(conn, POINT, 1))
+            other:join()
+        end)
+        assert.equal(before, inline(conn).executed)
+        assert.equal(readers + 1, support.readers_sum(conn:stats(), "executed"))
+        sqlite.run(function()
+            sqlite.sleep(0.001) -- a later round of the loop, nothing else ready
+            assert.equal("a", scalar(conn, POINT, 1))
+        end)
+        assert.equal(before + 1, inline(conn).executed)
+        assert.equal(readers + 1, support.readers_sum(conn:stats(), "executed"))
+        assert.equal("a", scalar(conn, POINT, 1)) -- no run: here
+        assert.equal(before + 2, inline(conn).executed)
+    end)
+
     it("a transaction's owner reads its own writes on the writer; other coroutines' inline " ..
        "reads see the committed rows only", function()
         local count = "SELECT count(*) FROM t"

@@ -298,6 +298,52 @@ describe("lifecycle", function()
         assert.is_nil(next(handles))
     end)
 
+    -- A child process does not have its parent's threads: the completion hub the parent made
+    -- (sqlite.fd() is its descriptor) is not the child's, which makes its own on first use.
+    -- LuaJIT only: its ffi calls fork().
+    it("a child forked after the parent made its hub gets a hub of its own and runs statements",
+       function()
+        if not jit then -- luacheck: ignore jit
+            pending("fork() through LuaJIT's ffi")
+            return
+        end
+        if (os.getenv("LD_PRELOAD") or ""):find("tsan", 1, true) then
+            pending("a forked child under TSan")
+            return
+        end
+        local ffi = require "ffi"
+        pcall(ffi.cdef, "int fork(void); void _exit(int); int waitpid(int, int *, int);")
+        local conn = sqlite.connect(path)
+        conn:execute("CREATE TABLE t (x INTEGER)")
+        sqlite.run(function()
+            conn:execute("INSERT INTO t VALUES (1)")
+        end)
+        local parent_fd = sqlite.fd()
+        local pid = ffi.C.fork()
+        if pid == 0 then -- the child: nothing of it may return into busted
+            local ok, same = pcall(function()
+                local fd = sqlite.fd()
+                local child = sqlite.connect(path)
+                sqlite.run(function()
+                    for i = 2, 3 do
+                        sqlite.spawn(function()
+                            child:execute("INSERT INTO t VALUES (?)", i)
+                        end)
+                    end
+                end)
+                child:close()
+                return fd == parent_fd
+            end)
+            ffi.C._exit(ok and not same and 0 or 1)
+        end
+        assert.is_true(pid > 0)
+        local status = ffi.new("int[1]")
+        assert.equal(pid, ffi.C.waitpid(pid, status, 0))
+        assert.equal(0, status[0]) -- exited with 0: its own hub, its statements done
+        assert.equal(6, conn:execute("SELECT sum(x) FROM t"):fetchone()[1])
+        conn:close()
+    end)
+
     it("a failed open leaves no thread behind and raises OperationalError", function()
         local before = holdings()
         local ok, err = pcall(sqlite.connect, "/nonexistent-dir/x/y.db")

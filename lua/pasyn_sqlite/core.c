@@ -11,6 +11,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -68,6 +70,7 @@ typedef struct lstream {
 struct lhub {
     pasyn_hub *hub;
     pid_t pid;                 /* the process that made it */
+    unsigned forks;            /* `forks` when it was made (get_hub) */
     int serving;               /* SQL functions running now (serve_calls), nested */
     uint64_t last_function_id; /* ids of SQL functions are never reused (create_function) */
 };
@@ -124,7 +127,7 @@ static int arg_error(lua_State *L, int i, const char *name, const char *want)
 /* The module's functions hold the metatables of its userdata as upvalues (luaopen): a check
  * compares with one instead of looking the metatable up in the registry by name, on every
  * statement's path. */
-enum { UPVALUE_POOL_MT = 1, UPVALUE_STREAM_MT = 2 };
+enum { UPVALUE_POOL_MT = 1, UPVALUE_STREAM_MT = 2, UPVALUE_HUB = 3 };
 
 /* The binding's luaL_check*: each raises arg_error for an argument of another type. */
 static void *check_udata(lua_State *L, int i, int upvalue, const char *tname, const char *name,
@@ -178,24 +181,42 @@ static lua_Number opt_number(lua_State *L, int i, const char *name, lua_Number d
     return lua_tonumber(L, i);
 }
 
+/* The state's lhub (the registry's HUB_KEY), an upvalue of every function of the module: only
+ * they may call this. */
 static lhub *get_lhub(lua_State *L)
 {
-    lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY);
-    lhub *h = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return h;
+    return lua_touserdata(L, lua_upvalueindex(UPVALUE_HUB));
 }
 
+/* How many times this process was made by fork() (counted in the child, pthread_atfork): a
+ * hub made before the last fork is the parent's, whose threads the child does not have. Looked
+ * at on every poll and drain of the event loop, where getpid() would be a system call each. */
+static atomic_uint forks;
+static pthread_once_t forks_counted = PTHREAD_ONCE_INIT;
+
+static void count_fork(void)
+{
+    atomic_fetch_add(&forks, 1);
+}
+
+static void count_forks(void)
+{
+    pthread_atfork(NULL, NULL, count_fork);
+}
+
+/* The state's hub, made on first use, and again in a child process forked since (the
+ * parent's is left alone: its threads are not in this process). */
 static pasyn_hub *get_hub(lua_State *L)
 {
     lhub *h = get_lhub(L);
-    pid_t pid = getpid();
-    if (!h->hub || h->pid != pid) {
+    unsigned now = atomic_load_explicit(&forks, memory_order_relaxed);
+    if (!h->hub || h->forks != now) {
         h->hub = pasyn_hub_new();
         if (!h->hub)
             raise_error(L, "OperationalError", "cannot create the completion hub: %s",
                         strerror(errno));
-        h->pid = pid;
+        h->pid = getpid();
+        h->forks = now;
     }
     return h->hub;
 }
@@ -606,13 +627,16 @@ static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p);
 
 /* execute(pool, owner, sync, busy, timeout, cursor, names, described, sql [, params_table |
  *          values...]) -> cursor, pause [, columns] | task | nil, class, code, extended, message
+ *                           | false
  * One statement (kind "exec" of submit) in one call: it is submitted, and when the core ran
  * it at once on this thread (an inline read: pasyn_submit gave PASYN_DONE) its result goes
  * into `cursor` (fill_cursor says which fields) and the task is freed.
- * Arguments: as submit's; busy 0, or 1 when the caller has other work meanwhile or has had
- * its share of inline reads for now (pasyn_task_set_caller_busy: a reader runs it while the
- * machine has a core for one), or 2 when it must not run here (pasyn_task_set_no_inline: what
- * it reports must come with a completion, as a trace does); cursor a table holding every
+ * Arguments: as submit's, except that sync nil stands for `not isyieldable()` of the calling
+ * coroutine (asked here, which spares the Lua layer a call); busy 0, or 1 when the caller has
+ * other work meanwhile or has had its share of inline reads for now
+ * (pasyn_task_set_caller_busy: a reader runs it while the machine has a core for one), or 2
+ * when it must not run here (pasyn_task_set_no_inline: what it reports must come with a
+ * completion, as a trace does); cursor a table holding every
  * field fill_cursor sets in its array part (a Cursor of the Lua layer); names as result takes
  * it; described a table of SQL texts -> their columns records (or nil), where the one for sql,
  * if any, is result()'s `known` (looked up only for a text of at most cache_sql_max bytes).
@@ -621,17 +645,23 @@ static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p);
  * should let the other coroutines run), else false; then, when the result's columns record
  * is a new one, that record (for the caller to keep and give as `known` later). Or the task
  * (a light userdata) to wait for and hand to result(); or a failure in result()'s shape (at
- * submit, or the statement's own error when it ran here).
+ * submit, or the statement's own error when it ran here); or false alone, before anything
+ * else is looked at, when sql is not a string (the caller raises the error that names its own
+ * argument).
  * Errors raised: as submit's and result's. Thread: the Lua state's. */
 static int l_execute(lua_State *L)
 {
+    if (lua_type(L, 9) != LUA_TSTRING) { /* the caller names its own argument */
+        lua_pushboolean(L, 0);
+        return 1;
+    }
     lpool *p = to_pool(L, 1);
     lua_Integer owner = check_integer(L, 2, "owner");
-    int sync = lua_toboolean(L, 3);
+    int sync = lua_isnil(L, 3) ? !compat_isyieldable(L) : lua_toboolean(L, 3);
     lua_Integer busy = lua_tointeger(L, 4);
     check_type(L, 6, LUA_TTABLE, "cursor");
     size_t len;
-    const char *sql = check_lstring(L, 9, "sql", &len);
+    const char *sql = lua_tolstring(L, 9, &len);
     pasyn_task *t = new_task(L, PASYN_EXEC, sql, len, owner, 5);
     if (!t)
         return fail(L, NULL, PASYN_ENOMEM, "out of memory");
@@ -1072,6 +1102,8 @@ static void push_stream(lua_State *L, const pasyn_task *t, lpool *p, lstream *pr
  *              describes: `known` itself when it describes this result (nothing is made
  *              again; a new id joins the array), else a new one the caller may add fields to
  *              and pass as `known` later. Column tables are shared: never modify them.
+ *   owner      the id of the owner whose transaction holds the pool's writer now (as
+ *              txn_owner gives it, 0 for none; read after the task completed)
  * On failure: nil, class ("sqlite", "programming", "closed", "nomem"), SQLite's primary and
  * extended codes (for "sqlite"; else as the core set them), the message.
  * Errors raised: for arguments of the wrong type; Lua's own when it runs out of memory.
@@ -1104,9 +1136,11 @@ static int take_result(lua_State *L, pasyn_task *t, lpool *p, lstream *prev)
         lua_pushboolean(L, 0);
     push_stream(L, t, p, prev);
     pasyn_task_free(t);
+    lua_pushinteger(L, p->pool ? (lua_Integer)pasyn_txn_owner(p->pool) : 0);
     /* Every value first, then the fields (each pops the top value): setting them allocates
      * nothing, so no finalizer runs in between, and a statement one runs (filling the record
      * too) cannot leave it half ours and half its own. */
+    lua_setfield(L, SLOT_RECORD, "owner");
     lua_setfield(L, SLOT_RECORD, "stream");
     lua_setfield(L, SLOT_RECORD, "lastrowid");
     lua_setfield(L, SLOT_RECORD, "rowcount");
@@ -2207,6 +2241,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         lhub *h = lua_newuserdata(L, sizeof *h);
         h->hub = NULL; /* made on first use: get_hub */
         h->pid = 0;
+        h->forks = 0;
         h->serving = 0;
         h->last_function_id = 0;
         lua_createtable(L, 0, 1);
@@ -2247,10 +2282,12 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
     }
     lua_pop(L, 1);
 
+    pthread_once(&forks_counted, count_forks);
     lua_newtable(L);
-    luaL_getmetatable(L, POOL_MT);   /* UPVALUE_POOL_MT */
-    luaL_getmetatable(L, STREAM_MT); /* UPVALUE_STREAM_MT */
-    compat_setfuncs(L, funcs, 2);
+    luaL_getmetatable(L, POOL_MT);               /* UPVALUE_POOL_MT */
+    luaL_getmetatable(L, STREAM_MT);             /* UPVALUE_STREAM_MT */
+    lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY); /* UPVALUE_HUB */
+    compat_setfuncs(L, funcs, 3);
     /* The names function_name gives: the module's functions that pasyn_sqlite.lua hands on to
      * the user as they are go by the user's name for them. */
     lua_newtable(L);

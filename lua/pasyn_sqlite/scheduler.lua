@@ -44,7 +44,12 @@ local backlog = {}                            -- completions a blocked caller dr
                                               -- waited for a slot: the next dispatch delivers
                                               -- them
 local dispatching = false                     -- dispatch is under way
-local undelivered = 0                         -- completions dispatch has still to deliver
+-- M.undelivered: completions dispatch has still to deliver; M.ready: the running loop's
+-- ready list (loop.ready), an empty table when none runs. Fields, so that the Lua layer reads
+-- has_ready()'s answer on every statement's path without a call (see has_ready).
+M.undelivered = 0
+local NOT_RUNNING = setmetatable({}, { __newindex = function() error("no loop runs", 2) end })
+M.ready = NOT_RUNNING
 
 -- True when `co` is a coroutine of the running built-in scheduler.
 local function in_loop(co)
@@ -185,9 +190,9 @@ end
 
 -- has_ready() -> true when the built-in scheduler has coroutines ready to run (besides the
 -- running one), or dispatch has more completions to deliver after the one that resumed the
--- caller: the caller is not the only work.
+-- caller: the caller is not the only work. (The Lua layer reads the same two fields itself.)
 function M.has_ready()
-    return undelivered > 0 or (loop ~= nil and loop.ready[1] ~= nil)
+    return M.undelivered > 0 or M.ready[1] ~= nil
 end
 
 -- What set_host fills in when the host leaves it out: any coroutine but the main one may
@@ -567,13 +572,13 @@ function M.dispatch()
         local drained = backlog
         backlog = {}
         for i = 1, #drained do
-            undelivered = #drained - i + (list and #list or 0)
+            M.undelivered = #drained - i + (list and #list or 0)
             n, failure = deliver(drained[i], n, failure)
         end
     end
     local count = list and #list or 0
     for i = 1, count do
-        undelivered = count - i
+        M.undelivered = count - i
         local task = list[i]
         local gate = task_pools[task]
         if gate then -- its slot first: the waiter resumed below may submit again at once
@@ -616,7 +621,7 @@ function M.dispatch()
         end
     end
     dispatching = false
-    undelivered = 0
+    M.undelivered = 0
     if failure ~= nil then
         error(failure, 0)
     end
@@ -710,6 +715,7 @@ local function run_ready()
         return
     end
     loop.ready, loop.args = {}, {} -- what the coroutines below make ready goes there
+    M.ready = loop.ready
     for i = 1, #ready do
         local a = args[i]
         if a then
@@ -777,6 +783,7 @@ function M.run(fn, ...)
         misuse("sqlite.run: argument 'fn' must be a function, got " .. type(fn))
     end
     loop = { live = 0, pending = 0, ready = {}, args = {}, timers = {}, failed = {} }
+    M.ready = loop.ready
     M.loop_ids = setmetatable({}, { __mode = "k" })
     local main = spawn(fn, ...)
     local ok, err = pcall(function()
@@ -805,7 +812,7 @@ function M.run(fn, ...)
         abandon()
     end
     local failed = loop.failed
-    loop, M.loop_ids = nil, NO_IDS
+    loop, M.loop_ids, M.ready = nil, NO_IDS, NOT_RUNNING
     if not ok then
         error(err, 0)
     end
