@@ -241,14 +241,14 @@ void pasyn_task_set_no_inline(pasyn_task *t);
  * ready to run): a reader runs it meanwhile, unless no core is left for a reader beside the
  * caller and other processes' runnable threads (a look at /proc/loadavg, at most every 2 ms),
  * when a hand-off costs more context switches than the read, or every reader is taken by a
- * long read (1 ms or more) or a stream, when it would wait behind one: then it runs inline as
- * any read may. Before submit only. */
+ * long read (1 ms or more), a stream or a read no reader ran before (its cost unknown), when
+ * it would wait behind one: then it runs inline as any read may. Before submit only. */
 void pasyn_task_set_caller_busy(pasyn_task *t);
 /* Whether a busy caller's read is handed off (pasyn_task_set_caller_busy), for the whole
  * process: PASYN_HANDOFF_LOOK (the default) looks at the machine; PASYN_HANDOFF_ALWAYS and
  * PASYN_HANDOFF_NEVER decide without looking (tests, benchmarks, a host that knows its
- * machine). ALWAYS still runs it inline while every reader is taken by a long read or a
- * stream. Any thread. */
+ * machine). ALWAYS still runs it inline while every reader is taken by a long read, a stream
+ * or a read of unknown cost. Any thread. */
 enum { PASYN_HANDOFF_LOOK = 0, PASYN_HANDOFF_ALWAYS = 1, PASYN_HANDOFF_NEVER = 2 };
 void pasyn_set_handoff(int mode);
 
