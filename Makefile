@@ -129,7 +129,7 @@ $(EXT_HELLO): c/test/ext_hello.c $(BUILD)/flags
 $(BUILD)/test_%: c/test/test_%.c c/test/tap.h $(CORE_OBJ)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
 
-$(PROOFS): $(BUILD)/test_%: c/test/test_%.c c/test/testvfs.c c/test/testvfs.h c/test/tap.h $(CORE_OBJ)
+$(PROOFS) $(BUILD)/test_cpu: $(BUILD)/test_%: c/test/test_%.c c/test/testvfs.c c/test/testvfs.h c/test/tap.h $(CORE_OBJ)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
 
 # The C-host example (README, "Host event loops"): embeds Lua 5.4, so it is built in, and
