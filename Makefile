@@ -129,7 +129,7 @@ $(EXT_HELLO): c/test/ext_hello.c $(BUILD)/flags
 $(BUILD)/test_%: c/test/test_%.c c/test/tap.h $(CORE_OBJ)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
 
-$(PROOFS): $(BUILD)/test_%: c/test/test_%.c c/test/testvfs.c c/test/testvfs.h c/test/tap.h $(CORE_OBJ)
+$(PROOFS) $(BUILD)/test_cpu: $(BUILD)/test_%: c/test/test_%.c c/test/testvfs.c c/test/testvfs.h c/test/tap.h $(CORE_OBJ)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(LDLIBS)
 
 # The C-host example (README, "Host event loops"): embeds Lua 5.4, so it is built in, and
@@ -153,9 +153,10 @@ ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 ASAN_RUN = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	PASYN_ROUNDS=$(ROUNDS)
 asan:
-	$(MAKE) --no-print-directory BUILD=build/asan LUA_VERSION=5.4 CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all test-ext build/asan/test_deque build/asan/test_hub build/asan/test_uri build/asan/test_powerloss build/asan/test_faults
+	$(MAKE) --no-print-directory BUILD=build/asan LUA_VERSION=5.4 CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" all test-ext build/asan/test_deque build/asan/test_hub build/asan/test_uri build/asan/test_cpu build/asan/test_powerloss build/asan/test_faults
 	ASAN_OPTIONS=detect_leaks=0 build/asan/test_deque && ASAN_OPTIONS=detect_leaks=0 build/asan/test_hub
 	build/asan/test_uri
+	$(ASAN_RUN) build/asan/test_cpu
 	$(ASAN_RUN) build/asan/test_powerloss && $(ASAN_RUN) build/asan/test_faults
 	PASYN_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
@@ -201,8 +202,9 @@ fuzz: $(FUZZERS:%=build/fuzz/%)
 
 TSAN_FLAGS = -O1 -g -fsanitize=thread
 tsan:
-	$(MAKE) --no-print-directory BUILD=build/tsan LUA_VERSION=5.4 CFLAGS="$(TSAN_FLAGS)" LDFLAGS="-fsanitize=thread" all test-ext build/tsan/test_deque build/tsan/test_hub
+	$(MAKE) --no-print-directory BUILD=build/tsan LUA_VERSION=5.4 CFLAGS="$(TSAN_FLAGS)" LDFLAGS="-fsanitize=thread" all test-ext build/tsan/test_deque build/tsan/test_hub build/tsan/test_cpu
 	TSAN_OPTIONS=halt_on_error=1 build/tsan/test_deque && TSAN_OPTIONS=halt_on_error=1 build/tsan/test_hub
+	TSAN_OPTIONS=halt_on_error=1 build/tsan/test_cpu
 	PASYN_PRELOAD="$$($(CC) -print-file-name=libtsan.so)" TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=0 \
 	PASYN_BUILD=build/tsan prove --timer -e spec/run $(SPECS:%=lua5.4/%)
 

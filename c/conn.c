@@ -14,9 +14,64 @@
  * of work. */
 #define PROGRESS_OPS 1000
 
+/* An inline run's first progress check (a read of PROGRESS_OPS steps or more: a point read,
+ * done before one, reads no clock but now_ns()): what its budget counts from here on. With a
+ * core spare at its start, the wall time: the thread waits for no core, so that is the time
+ * it holds the thread. Else the time it holds the thread, its wall time less its wait for a
+ * core, from the thread's run_delay, read now (a pread); where that cannot be read, its CPU
+ * time. The time before this check counts as held: PROGRESS_OPS steps and the submit, some
+ * microseconds; with no core spare, a quarter of the budget at most (the rest was the thread
+ * waiting for a core, more likely than a read of the disk). */
+static void budget_first_check(conn *c, uint64_t now)
+{
+    c->budget_at = now;
+    c->budget_lead = now - c->budget_start;
+    c->budget_by = BUDGET_WALL;
+    if (!c->budget_loaded)
+        return;
+    if (c->budget_lead > c->budget_ns / 4)
+        c->budget_lead = c->budget_ns / 4;
+    if (cpu_run_delay(&c->sched, 1, &c->budget_base) == 0)
+        c->budget_by = BUDGET_HELD;
+    else if ((c->budget_base = cpu_thread_ns()) != 0)
+        c->budget_by = BUDGET_CPU;
+}
+
+/* An inline run at its budget_deadline: 0 when it goes on (a new deadline set: the rest of
+ * its budget, which the thread's wait for a core did not use), else 1 with over_budget set. */
+static int budget_check(conn *c, uint64_t now)
+{
+    if (c->budget_by == BUDGET_WALL && !c->budget_loaded && !cpu_core_spare()) {
+        /* A core was spare at the start and none is now: the run may have lost its core. From
+         * here on it counts as one begun with no core spare (its time so far as held, a
+         * quarter of the budget at most): a read of the disk meanwhile holds the thread for
+         * about two budgets at most. */
+        c->budget_loaded = 1;
+        budget_first_check(c, now);
+    }
+    uint64_t left = 0, now_delay;
+    int load = 0; /* the machine's load, not the read, may have taken the budget */
+    if (c->budget_by == BUDGET_HELD) {
+        if (cpu_run_delay(&c->sched, 0, &now_delay) == 0)
+            left = cpu_held_left(c->budget_ns, c->budget_lead, now - c->budget_at,
+                                 now_delay > c->budget_base ? now_delay - c->budget_base : 0);
+    } else if (c->budget_by == BUDGET_CPU) {
+        uint64_t cpu = cpu_thread_ns();
+        uint64_t used = cpu ? c->budget_lead + (cpu - c->budget_base) : UINT64_MAX;
+        left = cpu ? cpu_budget_left(c->budget_ns, used, now - c->budget_start) : 0;
+        load = used < c->budget_ns; /* stopped at BUDGET_WALL_MAX with CPU left */
+    }
+    if (left) {
+        c->budget_deadline = now + left;
+        return 0;
+    }
+    c->over_budget = load ? 2 : 1;
+    return 1;
+}
+
 /* The progress handler, installed for good: stops the running task once it is past its
- * deadline, or once the pool was interrupted after the task started. Between tasks (nothing
- * armed) it lets everything run. */
+ * deadline, or once the pool was interrupted after the task started, or an inline run once it
+ * has held its thread for its budget. Between tasks (nothing armed) it lets everything run. */
 static int stop_check(void *arg)
 {
     conn *c = arg;
@@ -31,29 +86,11 @@ static int stop_check(void *arg)
             c->timed_out = 1;
             return 1;
         }
-        if (c->budget_deadline && !c->budget_cpu) { /* the run's first look: a read this
-                                                         long pays for a clock of CPU time */
-            c->budget_cpu = cpu_thread_ns();
-            /* the time before it (PROGRESS_OPS steps and the submit: some microseconds of
-             * CPU) counts as CPU time; but when no core was spare at the start, a quarter of
-             * the budget at most: the rest was the thread waiting for a core */
-            c->budget_lead = now - c->budget_start;
-            if (c->budget_loaded && c->budget_lead > c->budget_ns / 4)
-                c->budget_lead = c->budget_ns / 4;
-        }
-        if (c->budget_deadline && now >= c->budget_deadline) {
-            uint64_t cpu = c->budget_cpu ? cpu_thread_ns() : 0;
-            uint64_t used = cpu ? c->budget_lead + (cpu - c->budget_cpu) : UINT64_MAX;
-            uint64_t left = cpu ? cpu_budget_left(c->budget_ns, used, now - c->budget_start) : 0;
-            if (left) {
-                /* it lost its core meanwhile: the machine's load took the time, not the read,
-                 * which goes on for the rest of its budget */
-                c->budget_deadline = now + left;
-                return 0;
-            }
-            /* 2: stopped at BUDGET_WALL_MAX with CPU left, on a machine with no core spare */
-            c->over_budget = c->budget_loaded && used < c->budget_ns ? 2 : 1;
-            return 1;
+        if (c->budget_deadline) {
+            if (!c->budget_by)
+                budget_first_check(c, now);
+            if (now >= c->budget_deadline)
+                return budget_check(c, now);
         }
     }
     return 0;
@@ -227,6 +264,7 @@ int conn_open(conn *c, const char *path, int flags, int busy_ms, int cache_capac
 
 void conn_close(conn *c)
 {
+    cpu_sched_close(&c->sched);
     stmt_cache_free(c);
     buf_free(&c->insert_names);
     if (c->db)

@@ -168,16 +168,18 @@ typedef struct conn {
     uint64_t budget_deadline;           /* an inline run: now_ns() past which it is abandoned
                                            (reader.c, inline_run); 0 none */
     uint64_t budget_start, budget_ns;   /* the inline run's start (now_ns()) and budget */
-    uint64_t budget_cpu;                /* the thread's CPU time (cpu_thread_ns) at the run's
-                                           first progress check, 0 before: at
-                                           budget_deadline, a run that lost its core meanwhile
-                                           and used less CPU than the budget goes on */
-    uint64_t budget_lead;               /* the time from the start to that check, counted as
-                                           CPU time (stop_check) */
     int budget_loaded;                  /* no core was spare at the run's start */
+    int budget_by;                      /* what its budget counts, from its first progress
+                                           check on (enum budget_by); 0 before */
+    uint64_t budget_at;                 /* now_ns() at that check */
+    uint64_t budget_lead;               /* the time from the start to that check, counted as
+                                           held (stop_check) */
+    uint64_t budget_base;               /* the thread's run_delay (BUDGET_HELD) or CPU time
+                                           (BUDGET_CPU) at that check */
+    cpu_sched sched;                    /* the thread's schedstat, kept open (cpu_run_delay) */
     int over_budget;                    /* the progress handler stopped it at budget_deadline:
-                                           1, or 2 when the machine's load, not its CPU time,
-                                           took the budget (stop_check) */
+                                           1, or 2 when the machine's load, not the read, may
+                                           have taken the budget (stop_check) */
 
     /* waiting on a lock another process holds (busy_wait, after conn_busy_own) */
     int busy_ms;            /* how long a statement may wait: busy_timeout, in ms */
@@ -214,6 +216,16 @@ enum never_wait {
     NEVER_WAIT_RUN = 2       /* the inline connection: runs reads; a schema load is refused
                                 while a statement is prepared (conn_prepare), not while one
                                 runs (SQLite re-prepares it after a schema change) */
+};
+
+/* What an inline run's budget counts from its first progress check on (stop_check). */
+enum budget_by {
+    BUDGET_WALL = 1, /* a core was spare at its start: the wall time (nothing to read); if
+                        none is at the deadline, it goes on as BUDGET_HELD from there */
+    BUDGET_HELD = 2, /* none was: the time it held its thread, the wall time less the thread's
+                        wait for a core (cpu_run_delay), for as long as that takes */
+    BUDGET_CPU = 3   /* none was, and that cannot be read: its CPU time, for at most
+                        BUDGET_WALL_MAX budgets of wall time */
 };
 
 /* conn.c: opening and closing, and the hooks that watch the running task. */

@@ -5,7 +5,9 @@
  * pools' threads), a spinning thread takes the core the thread it waits for needs, so nobody
  * spins. And handing a read to a worker pays only while a core is left for the worker beside
  * the caller and the other processes' threads: else each hand-off costs context switches
- * (the worker waits for a core, then the caller does), more than the read itself.
+ * (the worker waits for a core, then the caller does), more than the read itself. And, for an
+ * inline run's budget with no core spare, how long the calling thread waited for a core (its
+ * run_delay, /proc/thread-self/schedstat).
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -123,4 +125,75 @@ uint64_t cpu_budget_left(uint64_t budget_ns, uint64_t cpu_ns, uint64_t wall_ns)
         return 0;
     uint64_t left = budget_ns - cpu_ns;
     return wall_ns + left <= BUDGET_WALL_MAX * budget_ns ? left : 0;
+}
+
+uint64_t cpu_held_left(uint64_t budget_ns, uint64_t lead_ns, uint64_t wall_ns, uint64_t delay_ns)
+{
+    uint64_t held = lead_ns + (wall_ns > delay_ns ? wall_ns - delay_ns : 0);
+    return held < budget_ns ? budget_ns - held : 0;
+}
+
+int cpu_parse_schedstat(const char *text, size_t len, uint64_t *delay_ns)
+{
+    uint64_t field[3];
+    size_t at = 0;
+    for (int i = 0; i < 3; i++) {
+        if (i > 0) {
+            if (at >= len || text[at] != ' ')
+                return -1;
+            at++;
+        }
+        if (at >= len || text[at] < '0' || text[at] > '9')
+            return -1;
+        uint64_t v = 0;
+        while (at < len && text[at] >= '0' && text[at] <= '9') {
+            uint64_t digit = (uint64_t)(text[at++] - '0');
+            if (v > (UINT64_MAX - digit) / 10)
+                return -1;
+            v = v * 10 + digit;
+        }
+        field[i] = v;
+    }
+    /* The kernel keeps no statistics: "0 0 0". A thread reading its own ran at least once (its
+     * CPU time may still read 0: it is brought up to date at ticks and switches only). */
+    if (field[2] == 0)
+        return -1;
+    *delay_ns = field[1];
+    return 0;
+}
+
+int cpu_run_delay(cpu_sched *s, int check, uint64_t *delay_ns)
+{
+    /* with `check`, twice: a file kept open for a thread that ended (its id now another's)
+     * reads as ESRCH, and is opened again */
+    for (int tries = check ? 2 : 1; tries > 0; tries--) {
+        if (check) {
+            pid_t tid = gettid();
+            if (s->fd && s->tid != tid)
+                cpu_sched_close(s); /* another thread's */
+            if (!s->fd) {
+                int fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                    return -1;
+                s->fd = fd + 1;
+                s->tid = tid;
+            }
+        }
+        if (!s->fd)
+            return -1;
+        char text[96];
+        ssize_t n = pread(s->fd - 1, text, sizeof text, 0);
+        if (n > 0)
+            return cpu_parse_schedstat(text, (size_t)n, delay_ns);
+        cpu_sched_close(s);
+    }
+    return -1;
+}
+
+void cpu_sched_close(cpu_sched *s)
+{
+    if (s->fd)
+        close(s->fd - 1);
+    s->fd = 0;
+    s->tid = 0;
 }

@@ -7,6 +7,7 @@
 #define PASYN_INTERNAL_H
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <sys/un.h>
 #include <sched.h>
 #include <time.h>
@@ -182,14 +183,42 @@ void cpu_worker_awake(int delta);
 /* The calling thread's CPU time in ns (CLOCK_THREAD_CPUTIME_ID: a system call, about 0.2 us).
  * Any thread. cpu.c */
 uint64_t cpu_thread_ns(void);
-/* An inline run that lost its core goes on past its budget by its CPU time, but never past
- * this many budgets of wall time (a read waiting on the disk uses no CPU either): 12.8 ms at
- * the default budget, about what four processes' threads on two cores may keep one waiting. */
+/* Where the thread's scheduler statistics cannot be read (cpu_run_delay), an inline run that
+ * lost its core goes on past its budget by its CPU time, but never past this many budgets of
+ * wall time (a read waiting on the disk uses no CPU either): 12.8 ms at the default budget,
+ * about what four processes' threads on two cores may keep one waiting. */
 #define BUDGET_WALL_MAX 64
 /* What is left of an inline run's budget of `budget_ns` once its thread used `cpu_ns` of CPU
  * in `wall_ns`: 0 when it used the budget up, or when going on for the rest would take it past
  * BUDGET_WALL_MAX budgets of wall time. Pure. cpu.c */
 uint64_t cpu_budget_left(uint64_t budget_ns, uint64_t cpu_ns, uint64_t wall_ns);
+/* What is left of an inline run's budget of `budget_ns` by the time it held its thread: the
+ * `lead_ns` before its first progress check, then `wall_ns` of wall time since, less the
+ * `delay_ns` of it the thread spent runnable, waiting for a core (run_delay, cpu_run_delay).
+ * What is held is CPU time and time blocked (a pread of a page not in the page cache, a
+ * lock): the host's loop is held as long, while waiting for a core it would wait anyway. 0
+ * when the budget is used up. No bound on the wall time: however long the thread waits for a
+ * core, the read holds the loop for no more than the budget (abandoning it would not give the
+ * core back, only drop the work done). Pure. cpu.c */
+uint64_t cpu_held_left(uint64_t budget_ns, uint64_t lead_ns, uint64_t wall_ns, uint64_t delay_ns);
+/* A reader of the calling thread's scheduler statistics (/proc/thread-self/schedstat), kept
+ * open by its owner (a connection, for its inline runs): all zeros is closed. */
+typedef struct cpu_sched {
+    int fd;    /* the open file, + 1 (0: none) */
+    pid_t tid; /* the thread it describes */
+} cpu_sched;
+/* The calling thread's run_delay, in ns: its time spent runnable on a run queue, waiting for
+ * a core, since it started ("cpu_ns run_delay_ns timeslices", the kernel's
+ * Documentation/scheduler/sched-stats.rst). `check` (a run's first read) makes sure the file
+ * open is this thread's (gettid), opening it when not (about 8 us; a read of the open file is
+ * one pread, about 0.3 us). 0, or -1 where it cannot be read (no /proc, a kernel without
+ * schedstats: all zeros). The thread that owns `s`. cpu.c */
+int cpu_run_delay(cpu_sched *s, int check, uint64_t *delay_ns);
+/* Closes what cpu_run_delay opened; a zeroed one is left alone. cpu.c */
+void cpu_sched_close(cpu_sched *s);
+/* The run_delay field of a schedstat text of `len` bytes: 0, or -1 when it is not three
+ * numbers or its count of time slices is 0 (no statistics kept). Pure. cpu.c */
+int cpu_parse_schedstat(const char *text, size_t len, uint64_t *delay_ns);
 #ifndef SPIN_NS
 #define SPIN_NS 50000
 #endif

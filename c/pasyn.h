@@ -285,8 +285,10 @@ void pasyn_task_set_no_owner_wait(pasyn_task *t);
  * opened as the readers' are, without any function a host registers on the workers) when no
  * other thread holds it (a trylock: it is never waited for). It takes a fresh snapshot, so it sees every write whose task has completed.
  * Its own timeout and pasyn_interrupt hold as on a reader. It is abandoned (its partial result
- * dropped: reads have no side effects) and queued to the readers as usual when it runs past
- * inline_budget, meets a lock of another process (this thread never waits on one, nor loads a
+ * dropped: reads have no side effects) and queued to the readers as usual when it has held
+ * the thread for inline_budget (with no core spare, its wall time less the thread's wait for a
+ * core: /proc/thread-self/schedstat's run_delay, or its CPU time where that cannot be read),
+ * meets a lock of another process (this thread never waits on one, nor loads a
  * schema from disk while it prepares), fails in any other way (the reader gives the true answer
  * or error), or its result would stream (more than a chunk of rows). A SQL text that overran
  * three times, failed to prepare there, or streams is not tried inline again until routes are

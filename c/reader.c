@@ -489,7 +489,7 @@ static int inline_steps(pasyn_pool *pool, conn *c, pasyn_task *t, uint64_t start
     }
     /* Grown too long for the caller: readers take it (until they find it short again). Not
      * learned from a run begun with no core spare: its wall time is the machine's load as
-     * much as its own (the budget still stops it, by its CPU time). */
+     * much as its own (the budget still stops it, by the time it held the thread). */
     if (outcome == RAN && !c->budget_loaded) {
         note_low(s, now_ns() - start);
         if (s->low_ns > 2 * pool->inliner.fit_ns)
@@ -512,14 +512,14 @@ int inline_run(pasyn_pool *pool, pasyn_task *t)
     c->over_budget = 0;
     c->budget_deadline = start + in->budget_ns;
     /* With more runnable threads than cores, this thread may lose its core for milliseconds
-     * in the middle of a short read: at the deadline the budget counts its CPU time instead
-     * (stop_check), and a read is not struck off for the machine's load. Its CPU clock is read
-     * at the run's first progress check (a point read, done before one, costs no system
-     * call). */
+     * in the middle of a short read: then the budget counts the time the read held the thread,
+     * its wall time less the thread's wait for a core (stop_check), and a read is not struck
+     * off for the machine's load. What that needs is read at the run's first progress check (a
+     * point read, done before one, costs no system call). */
     c->budget_start = start;
     c->budget_ns = in->budget_ns;
     c->budget_loaded = !cpu_core_spare();
-    c->budget_cpu = 0;
+    c->budget_by = 0;
     int strike = 0;
     int outcome = inline_steps(pool, c, t, start, &strike);
     c->budget_deadline = 0;

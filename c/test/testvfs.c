@@ -1,13 +1,15 @@
 /*
  * testvfs.c - the test-only VFS of testvfs.h: a shim over the default unix VFS that keeps unsynced
- * writes in memory (power loss) and fails chosen methods on purpose (I/O faults). The shape is
- * SQLite's own shims (c3ref/vfs.html, c3ref/io_methods.html; test_vfs.c, test_demovfs.c) and the
- * idea that of SQLite's crash tests (testing.html, "Crash testing"): what is not synced is lost.
+ * writes in memory (power loss), fails chosen methods on purpose (I/O faults) and makes a
+ * thread's reads slow (stalls). The shape is SQLite's own shims (c3ref/vfs.html,
+ * c3ref/io_methods.html; test_vfs.c, test_demovfs.c) and the idea that of SQLite's crash tests
+ * (testing.html, "Crash testing"): what is not synced is lost.
  */
 #include "testvfs.h"
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -126,6 +128,47 @@ void testvfs_counts_get(testvfs_counts *out)
 const char *testvfs_method_name(int method)
 {
     return method >= 0 && method < TESTVFS_METHODS ? method_names[method] : "?";
+}
+
+/* ---- stalls --------------------------------------------------------------------------- */
+
+static _Thread_local unsigned stall_us;
+static _Thread_local int stall_mode;
+static _Thread_local uint64_t stalled;
+
+void testvfs_stall(unsigned us, int mode)
+{
+    stall_us = us;
+    stall_mode = mode;
+}
+
+uint64_t testvfs_stalls(void)
+{
+    return stalled;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void stall(void)
+{
+    if (!stall_us)
+        return;
+    stalled++;
+    uint64_t until = mono_ns() + (uint64_t)stall_us * 1000u;
+    if (stall_mode == TESTVFS_YIELD) {
+        while (mono_ns() < until)
+            sched_yield();
+        return;
+    }
+    struct timespec ts = {.tv_sec = stall_us / 1000000u,
+                          .tv_nsec = (long)(stall_us % 1000000u) * 1000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
 }
 
 /* ---- power loss ----------------------------------------------------------------------- */
@@ -283,6 +326,7 @@ static int tv_close(sqlite3_file *file)
 static int tv_read(sqlite3_file *file, void *buf, int amt, sqlite3_int64 off)
 {
     tv_file *f = (tv_file *)file;
+    stall();
     int rc = fault_check(TESTVFS_READ);
     if (rc != SQLITE_OK)
         return rc;

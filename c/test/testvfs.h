@@ -1,7 +1,7 @@
 /*
  * testvfs.h - a test-only SQLite VFS (c/test/testvfs.c) that wraps the default one ("unix") to
  * simulate a power loss or to inject I/O errors, for the C proofs test_powerloss.c and
- * test_faults.c. Never part of the library.
+ * test_faults.c, or to make reads slow (test_cpu.c). Never part of the library.
  *
  * Power loss. While testvfs_powerloss(1) is on, every write (xWrite) and truncation (xTruncate)
  * of a main database, rollback journal or WAL file stays in memory, in a list kept per file name
@@ -19,6 +19,10 @@
  * each call with a probability drawn from a seed; each failing call returns the method's
  * SQLITE_IOERR_* code (or the code given, e.g. SQLITE_FULL for xWrite) without reaching the real
  * file.
+ *
+ * Stalls. testvfs_stall makes each xRead of the calling thread take longer, on purpose: asleep
+ * (a read of a page not in the page cache: the thread blocked, using no CPU) or yielding its
+ * core to other runnable threads (a thread waiting for a core), for test_cpu.c.
  *
  * Threads: every function may be called from any thread once testvfs_register has run.
  */
@@ -85,6 +89,19 @@ typedef struct testvfs_counts {
 void testvfs_counts_get(testvfs_counts *out);
 /* The method's name, as in sqlite3_io_methods ("xRead", ...). */
 const char *testvfs_method_name(int method);
+
+/* ---- stalls -------------------------------------------------------------------------- */
+
+enum testvfs_stall_mode {
+    TESTVFS_SLEEP = 1, /* nanosleep: blocked, no CPU used */
+    TESTVFS_YIELD = 2  /* sched_yield until the time is up: runnable, the core left to others */
+};
+
+/* Each xRead the calling thread makes from now on first stalls `us` microseconds in `mode`
+ * (us 0: none). Only that thread's reads: other threads read at full speed. */
+void testvfs_stall(unsigned us, int mode);
+/* How many of the calling thread's reads stalled so far. */
+uint64_t testvfs_stalls(void);
 
 /* ---- seeded draws, shared by the proofs ------------------------------------------------- */
 
