@@ -886,7 +886,10 @@ local function run_exec(obj, sql, ...)
         executing = nil
         cur, cfg = obj, obj[CFG]
     else
+        -- a Connection connect did not make (a copy of one's fields): as new_cursor does
         check_self(obj, Connection, "conn:execute")
+        cfg = obj._cfg
+        cur = setmetatable({ cfg, -1, false, false, 0, false, false, false }, Cursor)
     end
     local timeout = cfg.timeout
     if timeout ~= nil then

@@ -90,6 +90,16 @@ describe("arguments", function()
         end
     end)
 
+    it("conn:execute on a table holding a Connection's fields, with its metatable, runs", function()
+        local copy = {}
+        for k, v in pairs(conn) do
+            copy[k] = v
+        end
+        setmetatable(copy, getmetatable(conn))
+        assert.are.same({ 7, n = 1 }, copy:execute("SELECT 7"):fetchone())
+        assert.are.same({ 8, n = 1 }, copy:cursor():execute("SELECT 8"):fetchone())
+    end)
+
     it("a Cursor method called with a wrong self raises ProgrammingError naming 'self'", function()
         local cur = conn:cursor()
         for method, args in pairs(cur_methods) do
