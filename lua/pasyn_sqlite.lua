@@ -978,8 +978,21 @@ function Cursor:execute(sql, ...)
         checked_timeout(self)
     end
     clear(self)
+    if executing == nil then
+        executing = self
+        return run_exec(self, sql, ...)
+    end
+    -- Another cursor's execute handed itself over, and this runs before run_exec took it (a
+    -- debug hook, or a finalizer run by a garbage collection step at that call): it is put back
+    -- on every way out.
+    local outer = executing
     executing = self
-    return run_exec(self, sql, ...)
+    local ok, res = pcall(run_exec, self, sql, ...)
+    executing = outer
+    if not ok then
+        error(res, 0)
+    end
+    return res
 end
 
 -- cur:executescript(script) -> cur. Runs ';'-separated statements without parameters on the

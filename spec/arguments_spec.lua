@@ -100,6 +100,28 @@ describe("arguments", function()
         assert.are.same({ 8, n = 1 }, copy:cursor():execute("SELECT 8"):fetchone())
     end)
 
+    it("cur:execute runs when a hook runs another cursor's execute as it calls on (a finalizer "
+       .. "may too); a Cursor as conn:execute's self is refused after that as before", function()
+        local cur, other = conn:cursor(), conn:cursor()
+        local execute, inner = getmetatable(conn).execute, nil
+        debug.sethook(function()
+            if inner == nil and debug.getinfo(2, "f").func == execute then
+                inner = other:execute("SELECT 2"):fetchone()
+            end
+        end, "c")
+        local ok, res = pcall(function()
+            return cur:execute("SELECT 1"):fetchone()
+        end)
+        debug.sethook()
+        assert.is_true(ok, tostring(res))
+        assert.are.same({ 1, n = 1 }, res)
+        assert.are.same({ 2, n = 1 }, inner)
+        refuses("conn.execute(cur)", "ProgrammingError", { "conn:execute", "'self'", "got a Cursor" },
+                conn.execute, cur, "SELECT 1")
+        refuses("conn.execute(other)", "ProgrammingError", { "conn:execute", "'self'", "got a Cursor" },
+                conn.execute, other, "SELECT 1")
+    end)
+
     it("a Cursor method called with a wrong self raises ProgrammingError naming 'self'", function()
         local cur = conn:cursor()
         for method, args in pairs(cur_methods) do
