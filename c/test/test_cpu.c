@@ -9,6 +9,7 @@
  * one whose thread is blocked (reads that sleep, as a pread of a page not in the page cache
  * does) is abandoned after about its budget, with this thread and as many busy threads as the
  * machine has cores sharing one core (the test VFS, testvfs.h, stalls this thread's reads).
+ * And that reads of unknown cost, ended every way a read ends, leave readers.unknown_reads at 0.
  *
  *   make build/lua5.4/test_cpu && build/lua5.4/test_cpu
  */
@@ -419,6 +420,137 @@ static void test_held_pool(void)
     rmdir(held_dir);
 }
 
+/* Reads of unknown cost (a new SQL text each) that end every way a read can: rows, an error
+ * of its own, its timeout, pasyn_interrupt, a streamed result released or fetched to its end,
+ * and reads still queued when the pool closes. Each is counted in readers.unknown_reads from
+ * its push until a reader is done with it: the count is 0 once they all ended (one left over
+ * would keep a hand-off from ever paying). */
+#define STORM_ROUNDS 40
+#define STORM_KINDS 6
+static void storm_submit(pasyn_pool *pool, pasyn_task **all, int *n, const char *sql,
+                         double timeout)
+{
+    pasyn_task *t = pasyn_task_new(PASYN_EXEC, sql, strlen(sql));
+    if (timeout > 0)
+        pasyn_task_set_timeout(t, timeout);
+    pasyn_submit(pool, t, 1);
+    all[(*n)++] = t;
+}
+
+static int storm_counts(pasyn_pool *pool)
+{
+    return atomic_load(&pool->readers.unknown_reads) +
+           1000 * atomic_load(&pool->readers.long_reads);
+}
+
+static void test_unknown_storm(void)
+{
+    char dir[] = "/tmp/pasyn-test-storm-XXXXXX", path[64], sql[256];
+    if (!mkdtemp(dir)) {
+        ok(0, "a temporary directory");
+        return;
+    }
+    snprintf(path, sizeof path, "%s/storm.db", dir);
+    sqlite3 *db;
+    int rc = sqlite3_open(path, &db);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db,
+                          "PRAGMA journal_mode = wal; CREATE TABLE t(a INTEGER PRIMARY KEY, b);"
+                          "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                          "WHERE i < 20000) INSERT INTO t SELECT i, randomblob(64) FROM n",
+                          NULL, NULL, NULL);
+    sqlite3_close(db);
+    pasyn_options o;
+    pasyn_options_init(&o);
+    o.readers = 2;
+    o.inline_reads = 1;
+    pasyn_hub *hub = pasyn_hub_new();
+    pasyn_task *open_task = pasyn_task_new(PASYN_OPEN, NULL, 0);
+    pasyn_pool *pool = rc == SQLITE_OK ? pasyn_open(path, &o, hub, open_task, 1) : NULL;
+    if (pool)
+        pasyn_task_wait(open_task);
+    if (!pool || pasyn_task_error(open_task, NULL, NULL, NULL) != PASYN_OK) {
+        ok(0, "a pool for the storm");
+        return;
+    }
+    pasyn_task_free(open_task);
+    ok(pool->inliner.used, "the pool runs reads inline");
+
+    static pasyn_task *all[STORM_ROUNDS * STORM_KINDS];
+    int n = 0, streams = 0, errors = 0;
+    const char *spin_sql = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+                           "SELECT count(*) + %d FROM n";
+    for (int i = 0; i < STORM_ROUNDS; i++) {
+        snprintf(sql, sizeof sql, "SELECT %d, count(*) FROM t", i);
+        storm_submit(pool, all, &n, sql, 0);
+        snprintf(sql, sizeof sql, "SELECT %d + abs(-9223372036854775807 - 1)", i); /* overflow */
+        storm_submit(pool, all, &n, sql, 0);
+        snprintf(sql, sizeof sql, spin_sql, i);
+        storm_submit(pool, all, &n, sql, 0.002);                         /* its timeout */
+        snprintf(sql, sizeof sql, "SELECT a, b FROM t WHERE a > %d", i); /* streams */
+        storm_submit(pool, all, &n, sql, 0);
+        snprintf(sql, sizeof sql, "SELECT a, b FROM t WHERE a > %d LIMIT 100000", i);
+        storm_submit(pool, all, &n, sql, 0);
+        snprintf(sql, sizeof sql, spin_sql, 1000 + i); /* interrupted below */
+        storm_submit(pool, all, &n, sql, 0.1);
+        pasyn_interrupt(pool);
+    }
+    for (int i = 0; i < n; i++) {
+        pasyn_task_wait(all[i]);
+        if (pasyn_task_error(all[i], NULL, NULL, NULL) != PASYN_OK)
+            errors++;
+        uint64_t stream;
+        int fetched = 0;
+        while (pasyn_task_stream(all[i], &stream)) {
+            /* one stream in two fetched to its end, the others released */
+            int release = (i / STORM_KINDS) % 2 == 0;
+            pasyn_task *f = pasyn_task_new(release ? PASYN_RELEASE : PASYN_FETCH, NULL, 0);
+            pasyn_task_set_stream(f, stream);
+            streams += !fetched;
+            fetched = 1;
+            pasyn_submit(pool, f, 1);
+            if (release) /* completes unseen: the pool frees it */
+                break;
+            pasyn_task_wait(f);
+            pasyn_task_free(all[i]);
+            all[i] = f;
+        }
+        pasyn_task_free(all[i]);
+    }
+    pasyn_interrupt(pool); /* the spins still running */
+    ok(storm_counts(pool) == 0,
+       "%d reads of unknown cost ended (%d with an error, %d streamed): unknown_reads %d, "
+       "long_reads %d (want 0, 0)",
+       n, errors, streams, atomic_load(&pool->readers.unknown_reads),
+       atomic_load(&pool->readers.long_reads));
+
+    /* reads still queued on the readers when the pool closes: they run first */
+    n = 0;
+    for (int i = 0; i < STORM_ROUNDS; i++) {
+        snprintf(sql, sizeof sql, "SELECT %d, sum(length(b)) FROM t", 100 + i);
+        storm_submit(pool, all, &n, sql, 0);
+    }
+    pasyn_task *close_task = pasyn_task_new(PASYN_CLOSE, NULL, 0);
+    pasyn_close(pool, close_task, 1);
+    pasyn_task_wait(close_task);
+    pasyn_task_free(close_task);
+    for (int i = 0; i < n; i++) {
+        pasyn_task_wait(all[i]);
+        pasyn_task_free(all[i]);
+    }
+    ok(storm_counts(pool) == 0,
+       "%d reads queued when the pool closed: unknown_reads %d, long_reads %d (want 0, 0)", n,
+       atomic_load(&pool->readers.unknown_reads), atomic_load(&pool->readers.long_reads));
+    pasyn_pool_free(pool);
+    pasyn_hub_free(hub);
+    const char *suffixes[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/storm.db%s", dir, suffixes[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 int main(void)
 {
     tap_start("Bail out! test_cpu: no end within 60 s\n", 60);
@@ -428,6 +560,7 @@ int main(void)
     test_schedstat();
     test_rule();
     test_readers_taken();
+    test_unknown_storm();
     test_held_pool();
     return tap_done();
 }
