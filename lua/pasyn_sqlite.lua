@@ -507,12 +507,14 @@ local function settle(cur, sql, task, sync, id, co, gate, names, stream)
     local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil -- (no long text hashed)
     local res, class, code, extended, message = core.result(task, pool, result, names, stream,
                                                             known)
-    if co then -- (nothing ran since the wait: the owner is the one the statement left)
-        note_owner(pool, id, co, res and res.owner)
-    end
     if not res then
+        if co then -- (nothing ran since the wait: the owner is the one the statement left)
+            note_owner(pool, id, co)
+        end
         fail(sql, class, code, extended, message)
     end
+    -- The caller reads the record, its owner field too, then calls note_owner with it: a new
+    -- guard allocates, and a finalizer run then may fill the record with its own statement's.
     return res
 end
 
@@ -834,8 +836,11 @@ local function wait_statement(cur, sql, named, sync, id, co, gate, task, class, 
     -- Its result into the cursor. Every field is read before anything that may allocate (and
     -- so run a finalizer, which may run a statement of its own that fills the record again).
     local rows, stream, rowcount, lastrowid = res.rows, res.stream, res.rowcount, res.lastrowid
-    local columns = res.columns
+    local columns, owner = res.columns, res.owner
     res.rows, res.stream = false, false -- moved to the cursor
+    if co then -- (see settle)
+        note_owner(cur[CFG].conn._pool, id, co, owner)
+    end
     cur[ROWS], cur[POS], cur[STREAM] = rows or NO_ROWS, 1, stream
     cur[ROWCOUNT] = rowcount
     if lastrowid then
@@ -1032,7 +1037,12 @@ local function many_wait(cur, sql, sent)
     if not task then
         fail(sql, unpack(sent, 2, 5))
     end
-    return settle(cur, sql, task, sent.sync, sent.id, sent.co, sent.gate).rowcount
+    local res = settle(cur, sql, task, sent.sync, sent.id, sent.co, sent.gate)
+    local rowcount, owner = res.rowcount, res.owner
+    if sent.co then
+        note_owner(cur[CFG].conn._pool, sent.id, sent.co, owner)
+    end
+    return rowcount
 end
 
 local function many_chunk(cur, sql, sets, timeout)
@@ -1138,8 +1148,11 @@ local function more(cur)
         fail(stmt.sql, class, code, extended, message)
     end
     local res = settle(cur, stmt.sql, task, sync, id, co, nil, names, stream)
-    local rows, going_on = res.rows, res.stream
+    local rows, going_on, owner = res.rows, res.stream, res.owner
     res.rows, res.stream = false, false -- moved to the cursor (see wait_statement)
+    if co then
+        note_owner(cur[CFG].conn._pool, id, co, owner)
+    end
     cur[ROWS], cur[POS], cur[STREAM] = rows or NO_ROWS, 1, going_on
     if (cur[CFG].row == "named") ~= (names ~= nil) then -- cur.row was set while it waited
         reshape(cur, names == nil)

@@ -77,6 +77,50 @@ end
 -- ---- ownership ------------------------------------------------------------------------------
 
 describe("a transaction belongs to the coroutine that began it", function()
+    it("the statement that makes a coroutine an owner keeps its own result while a finalizer "
+       .. "runs a statement (its guard allocates)", function()
+        local conn = open(new_db())
+        conn:execute("CREATE TABLE t (x)")
+        -- the collector always running, in short steps: finalizers run at allocations
+        local incremental = _VERSION == "Lua 5.4" -- (setpause and setstepmul before it)
+        local pause, stepmul
+        if incremental then
+            collectgarbage("incremental", 0, 1000)
+        else
+            pause, stepmul = collectgarbage("setpause", 0), collectgarbage("setstepmul", 1000)
+        end
+        local ran, wrong = 0, 0
+        local function gone() -- a read: it runs beside the transaction, with rows of its own
+            ran = ran + 1
+            pcall(conn.execute, conn, "SELECT 1, 2") -- (LuaJIT raises a finalizer's error on)
+        end
+        local ok, err = pcall(sqlite.run, function()
+            for _ = 1, 5000 do
+                if newproxy then
+                    getmetatable(newproxy(true)).__gc = gone
+                else
+                    setmetatable({}, { __gc = gone })
+                end
+                sqlite.spawn(function()
+                    local cur = conn:execute("BEGIN")
+                    if cur.description ~= nil or cur:fetchone() ~= nil or cur.rowcount ~= -1 then
+                        wrong = wrong + 1
+                    end
+                    conn:execute("ROLLBACK")
+                end):join()
+            end
+        end)
+        if incremental then
+            collectgarbage("incremental", 200, 100)
+        else
+            collectgarbage("setpause", pause)
+            collectgarbage("setstepmul", stepmul)
+        end
+        assert(ok, tostring(err))
+        assert.is_true(ran > 0, "no finalizer ran")
+        assert.are.equal(0, wrong, "BEGIN cursors holding a finalizer's statement's result")
+    end)
+
     -- Coroutine A updates kv.a inside BEGIN ... `finish`, sleeping in the middle; coroutine B
     -- reads kv.a and then appends to it while A's transaction is open.
     local function two_coroutines(finish)
