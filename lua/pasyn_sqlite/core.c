@@ -136,12 +136,14 @@ static void *check_udata(lua_State *L, int i, int upvalue, const char *tname, co
     void *p = lua_touserdata(L, i);
     int ok = 0;
     if (p && lua_getmetatable(L, i)) {
-        if (!lua_istable(L, lua_upvalueindex(upvalue))) /* a metamethod: no upvalues */
+        if (lua_rawequal(L, -1, lua_upvalueindex(upvalue))) { /* the common case: one call */
+            ok = 1;
+        } else if (!lua_istable(L, lua_upvalueindex(upvalue))) { /* a metamethod: no upvalues */
             luaL_getmetatable(L, tname);
-        else
-            lua_pushvalue(L, lua_upvalueindex(upvalue));
-        ok = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
+            ok = lua_rawequal(L, -1, -2);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
     }
     if (!ok)
         arg_error(L, i, name, want);
