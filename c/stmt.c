@@ -239,6 +239,7 @@ cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
     s->changes_schema = (c->seen & SEEN_SCHEMA) != 0;
     s->hash = h;
     s->uncached = !cacheable;
+    s->bound_bytes = 0;
     s->sql_len = sql_len;
     memcpy(s->sql, t->sql, sql_len);
     s->sql[sql_len] = '\0';
@@ -273,7 +274,12 @@ int stmt_kind_now(conn *c, cached_stmt *s)
 void stmt_release(conn *c, cached_stmt *s)
 {
     sqlite3_reset(s->stmt);
-    sqlite3_clear_bindings(s->stmt);
+    /* Only text and blobs need clearing: one bound in place points into its task, which may
+     * be freed next, and a copy holds memory. A number left bound is harmless: every run binds
+     * every parameter again before it steps (bind_reading). */
+    if (s->bound_bytes)
+        sqlite3_clear_bindings(s->stmt);
+    s->bound_bytes = 0;
     if (s->uncached || s->charge > c->budget / 4) {
         stmt_free(s);
         return;
@@ -333,9 +339,12 @@ static const unsigned char *next_param(const unsigned char *at, param *p)
 /* Text and blobs are copied by SQLite (SQLITE_TRANSIENT), or on a connection whose statements
  * are given back (stmt_release clears their bindings) before their task can be freed, read in
  * place from the task's buffer (SQLITE_STATIC, c3ref/bind_blob.html). */
-static int bind_one(const conn *c, sqlite3_stmt *st, int i, const pasyn_value *v)
+static int bind_one(const conn *c, cached_stmt *s, int i, const pasyn_value *v)
 {
+    sqlite3_stmt *st = s->stmt;
     sqlite3_destructor_type keep = c->bind_in_place ? SQLITE_STATIC : SQLITE_TRANSIENT;
+    if (v->type == PASYN_TEXT || v->type == PASYN_BLOB)
+        s->bound_bytes = 1; /* stmt_release clears it */
     switch (v->type) {
     case PASYN_INT:
         return sqlite3_bind_int64(st, i, v->i);
@@ -409,7 +418,7 @@ static int bind_reading(conn *c, cached_stmt *s, pasyn_task *t, const unsigned c
         const unsigned char *at = begin;
         for (int i = 1; i <= want && rc == SQLITE_OK; i++) {
             at = next_param(at, &p);
-            rc = bind_one(c, st, i, &p.v);
+            rc = bind_one(c, s, i, &p.v);
         }
     } else {
         for (int i = 1; i <= want && rc == SQLITE_OK; i++) {
@@ -432,7 +441,7 @@ static int bind_reading(conn *c, cached_stmt *s, pasyn_task *t, const unsigned c
                 task_fail_programming(t, "no value was supplied for parameter %s", name);
                 return -1;
             }
-            rc = bind_one(c, st, i, &p.v);
+            rc = bind_one(c, s, i, &p.v);
         }
     }
     if (rc != SQLITE_OK) {
