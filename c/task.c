@@ -220,6 +220,20 @@ void pasyn_task_set_timeout(pasyn_task *t, double seconds)
 
 int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn_value *v)
 {
+    buf *b = &t->params;
+    if (!name && (v->type == PASYN_INT || v->type == PASYN_FLOAT) && b->len + 13 <= b->cap) {
+        /* a number by position, with room for it: the common case, in one go */
+        uint32_t n32 = UINT32_MAX;
+        memcpy(b->p + b->len, &n32, 4);
+        b->p[b->len + 4] = (unsigned char)v->type;
+        if (v->type == PASYN_INT)
+            memcpy(b->p + b->len + 5, &v->i, 8);
+        else
+            memcpy(b->p + b->len + 5, &v->d, 8);
+        b->len += 13;
+        rows_after_params(t);
+        return 0;
+    }
     if (name && namelen && (name[0] == ':' || name[0] == '@' || name[0] == '$')) {
         name++;
         namelen--;
