@@ -168,13 +168,21 @@ void pasyn_task_free(pasyn_task *t)
 {
     if (!t)
         return;
-    free(t->message);
+    /* Most tasks hold nothing but their block (a point read's parameters and row are in it):
+     * each call only when there is something to free. */
+    if (t->message)
+        free(t->message);
     columns_put(t->cols);
-    buf_free(&t->params);
-    buf_free(&t->set_ends);
-    buf_free(&t->rows);
-    hooks_task_free(t);
-    sqlite3_free(t->bytes);
+    if (!t->params.borrowed && t->params.p)
+        buf_free(&t->params);
+    if (t->set_ends.p)
+        buf_free(&t->set_ends);
+    if (!t->rows.borrowed && t->rows.p)
+        buf_free(&t->rows);
+    if (t->events)
+        hooks_task_free(t);
+    if (t->bytes)
+        sqlite3_free(t->bytes);
     free(t);
 }
 
