@@ -125,6 +125,7 @@ typedef struct cached_stmt {
     uint32_t hash;            /* hash_sql of sql */
     size_t charge;            /* bytes it holds: this block, SQLite's memory for it, cols */
     int uncached;             /* finalized when given back: its text is too long to cache */
+    int bound_bytes;          /* text or a blob is bound: stmt_release clears the bindings */
     size_t sql_len;
     char sql[]; /* the text it was prepared from, NUL-terminated ("" when uncached) */
 } cached_stmt;

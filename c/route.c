@@ -213,9 +213,12 @@ int route_get(pasyn_pool *pool, const char *sql, size_t len, int *long_read, int
         *gen = ROUTE_ANY_GEN;
         return ROUTE_UNKNOWN;
     }
-    uint32_t h = hash_sql(sql, len);
     pthread_mutex_lock(&rc->mu);
-    route_entry *e = route_find(rc, h, sql, len);
+    /* The text looked up last first (the front of the recency list): a caller that runs one
+     * statement over and over is spared the hash, as in the statement cache (stmt_acquire). */
+    route_entry *e = rc->lru.next != &rc->lru ? (route_entry *)rc->lru.next : NULL;
+    if (!e || e->len != len || memcmp(e->sql, sql, len) != 0)
+        e = route_find(rc, hash_sql(sql, len), sql, len);
     int route = e ? e->route : ROUTE_UNKNOWN;
     *long_read = e && e->long_read;
     if (e)

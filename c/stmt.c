@@ -239,6 +239,7 @@ cached_stmt *stmt_acquire(conn *c, pasyn_task *t)
     s->changes_schema = (c->seen & SEEN_SCHEMA) != 0;
     s->hash = h;
     s->uncached = !cacheable;
+    s->bound_bytes = 0;
     s->sql_len = sql_len;
     memcpy(s->sql, t->sql, sql_len);
     s->sql[sql_len] = '\0';
@@ -273,7 +274,12 @@ int stmt_kind_now(conn *c, cached_stmt *s)
 void stmt_release(conn *c, cached_stmt *s)
 {
     sqlite3_reset(s->stmt);
-    sqlite3_clear_bindings(s->stmt);
+    /* Only text and blobs need clearing: one bound in place points into its task, which may
+     * be freed next, and a copy holds memory. A number left bound is harmless: every run binds
+     * every parameter again before it steps (bind_reading). */
+    if (s->bound_bytes)
+        sqlite3_clear_bindings(s->stmt);
+    s->bound_bytes = 0;
     if (s->uncached || s->charge > c->budget / 4) {
         stmt_free(s);
         return;
@@ -333,9 +339,12 @@ static const unsigned char *next_param(const unsigned char *at, param *p)
 /* Text and blobs are copied by SQLite (SQLITE_TRANSIENT), or on a connection whose statements
  * are given back (stmt_release clears their bindings) before their task can be freed, read in
  * place from the task's buffer (SQLITE_STATIC, c3ref/bind_blob.html). */
-static int bind_one(const conn *c, sqlite3_stmt *st, int i, const pasyn_value *v)
+static int bind_one(const conn *c, cached_stmt *s, int i, const pasyn_value *v)
 {
+    sqlite3_stmt *st = s->stmt;
     sqlite3_destructor_type keep = c->bind_in_place ? SQLITE_STATIC : SQLITE_TRANSIENT;
+    if (v->type == PASYN_TEXT || v->type == PASYN_BLOB)
+        s->bound_bytes = 1; /* stmt_release clears it */
     switch (v->type) {
     case PASYN_INT:
         return sqlite3_bind_int64(st, i, v->i);
@@ -409,7 +418,7 @@ static int bind_reading(conn *c, cached_stmt *s, pasyn_task *t, const unsigned c
         const unsigned char *at = begin;
         for (int i = 1; i <= want && rc == SQLITE_OK; i++) {
             at = next_param(at, &p);
-            rc = bind_one(c, st, i, &p.v);
+            rc = bind_one(c, s, i, &p.v);
         }
     } else {
         for (int i = 1; i <= want && rc == SQLITE_OK; i++) {
@@ -432,7 +441,7 @@ static int bind_reading(conn *c, cached_stmt *s, pasyn_task *t, const unsigned c
                 task_fail_programming(t, "no value was supplied for parameter %s", name);
                 return -1;
             }
-            rc = bind_one(c, st, i, &p.v);
+            rc = bind_one(c, s, i, &p.v);
         }
     }
     if (rc != SQLITE_OK) {
@@ -532,6 +541,67 @@ int stmt_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
 
 /* ---- stepping ----------------------------------------------------------------------- */
 
+/* Appends one column of the current row to the task's rows, in task.c's encoding (a type
+ * byte, then 8 bytes for numbers or a 32-bit length and the bytes for text and blobs). The
+ * column is looked up once, by sqlite3_column_value, and read through the value's own
+ * accessors: sqlite3_column_type, _text and _bytes would each look it up again. The value is
+ * "unprotected", which matters only to a connection that other threads may use at once; every
+ * connection of the pool is opened SQLITE_OPEN_NOMUTEX and used by one thread at a time, where
+ * protected and unprotected values are the same (c3ref/value.html). The text is read before
+ * its length (c3ref/column_blob.html). 0, or PASYN_ENOMEM. */
+static int put_column(buf *b, sqlite3_value *cv)
+{
+    size_t need;
+    uint32_t n32;
+    int64_t i;
+    double d;
+    const void *p;
+    unsigned char tag;
+    switch (sqlite3_value_type(cv)) {
+    case SQLITE_INTEGER:
+        i = sqlite3_value_int64(cv);
+        if (b->len + 9 > b->cap && buf_reserve(b, 9) != 0)
+            return PASYN_ENOMEM;
+        b->p[b->len] = PASYN_INT;
+        memcpy(b->p + b->len + 1, &i, 8);
+        b->len += 9;
+        return 0;
+    case SQLITE_FLOAT:
+        d = sqlite3_value_double(cv);
+        if (b->len + 9 > b->cap && buf_reserve(b, 9) != 0)
+            return PASYN_ENOMEM;
+        b->p[b->len] = PASYN_FLOAT;
+        memcpy(b->p + b->len + 1, &d, 8);
+        b->len += 9;
+        return 0;
+    case SQLITE_TEXT:
+        tag = PASYN_TEXT;
+        p = sqlite3_value_text(cv);
+        if (!p) /* it could not be given as UTF-8 text */
+            return PASYN_ENOMEM;
+        break;
+    case SQLITE_BLOB:
+        tag = PASYN_BLOB;
+        p = sqlite3_value_blob(cv);
+        break;
+    default:
+        if (b->len + 1 > b->cap && buf_reserve(b, 1) != 0)
+            return PASYN_ENOMEM;
+        b->p[b->len++] = PASYN_NULL;
+        return 0;
+    }
+    need = (size_t)sqlite3_value_bytes(cv);
+    if (need > UINT32_MAX || (b->len + 5 + need > b->cap && buf_reserve(b, 5 + need) != 0))
+        return PASYN_ENOMEM;
+    n32 = (uint32_t)need;
+    b->p[b->len] = tag;
+    memcpy(b->p + b->len + 1, &n32, 4);
+    if (need)
+        memcpy(b->p + b->len + 5, p, need);
+    b->len += 5 + need;
+    return 0;
+}
+
 int stmt_step_rows(conn *c, cached_stmt *s, pasyn_task *t, size_t chunk, int describe)
 {
     sqlite3_stmt *st = s->stmt;
@@ -559,31 +629,7 @@ int stmt_step_rows(conn *c, cached_stmt *s, pasyn_task *t, size_t chunk, int des
             return rc;
         }
         for (int i = 0; i < n; i++) {
-            pasyn_value v = {.type = sqlite3_column_type(st, i)};
-            switch (v.type) {
-            case SQLITE_INTEGER:
-                v.type = PASYN_INT;
-                v.i = sqlite3_column_int64(st, i);
-                break;
-            case SQLITE_FLOAT:
-                v.type = PASYN_FLOAT;
-                v.d = sqlite3_column_double(st, i);
-                break;
-            case SQLITE_TEXT:
-                v.type = PASYN_TEXT;
-                v.p = (const char *)sqlite3_column_text(st, i);
-                v.n = (size_t)sqlite3_column_bytes(st, i);
-                break;
-            case SQLITE_BLOB:
-                v.type = PASYN_BLOB;
-                v.p = sqlite3_column_blob(st, i);
-                v.n = (size_t)sqlite3_column_bytes(st, i);
-                break;
-            default:
-                v.type = PASYN_NULL;
-                break;
-            }
-            if (encode_value(&t->rows, &v) != 0) {
+            if (put_column(&t->rows, sqlite3_column_value(st, i)) != 0) {
                 task_fail_nomem(t);
                 return SQLITE_NOMEM;
             }

@@ -168,13 +168,21 @@ void pasyn_task_free(pasyn_task *t)
 {
     if (!t)
         return;
-    free(t->message);
+    /* Most tasks hold nothing but their block (a point read's parameters and row are in it):
+     * each call only when there is something to free. */
+    if (t->message)
+        free(t->message);
     columns_put(t->cols);
-    buf_free(&t->params);
-    buf_free(&t->set_ends);
-    buf_free(&t->rows);
-    hooks_task_free(t);
-    sqlite3_free(t->bytes);
+    if (!t->params.borrowed && t->params.p)
+        buf_free(&t->params);
+    if (t->set_ends.p)
+        buf_free(&t->set_ends);
+    if (!t->rows.borrowed && t->rows.p)
+        buf_free(&t->rows);
+    if (t->events)
+        hooks_task_free(t);
+    if (t->bytes)
+        sqlite3_free(t->bytes);
     free(t);
 }
 
@@ -220,6 +228,20 @@ void pasyn_task_set_timeout(pasyn_task *t, double seconds)
 
 int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn_value *v)
 {
+    buf *b = &t->params;
+    if (!name && (v->type == PASYN_INT || v->type == PASYN_FLOAT) && b->len + 13 <= b->cap) {
+        /* a number by position, with room for it: the common case, in one go */
+        uint32_t n32 = UINT32_MAX;
+        memcpy(b->p + b->len, &n32, 4);
+        b->p[b->len + 4] = (unsigned char)v->type;
+        if (v->type == PASYN_INT)
+            memcpy(b->p + b->len + 5, &v->i, 8);
+        else
+            memcpy(b->p + b->len + 5, &v->d, 8);
+        b->len += 13;
+        rows_after_params(t);
+        return 0;
+    }
     if (name && namelen && (name[0] == ':' || name[0] == '@' || name[0] == '$')) {
         name++;
         namelen--;

@@ -136,12 +136,14 @@ static void *check_udata(lua_State *L, int i, int upvalue, const char *tname, co
     void *p = lua_touserdata(L, i);
     int ok = 0;
     if (p && lua_getmetatable(L, i)) {
-        if (!lua_istable(L, lua_upvalueindex(upvalue))) /* a metamethod: no upvalues */
+        if (lua_rawequal(L, -1, lua_upvalueindex(upvalue))) { /* the common case: one call */
+            ok = 1;
+        } else if (!lua_istable(L, lua_upvalueindex(upvalue))) { /* a metamethod: no upvalues */
             luaL_getmetatable(L, tname);
-        else
-            lua_pushvalue(L, lua_upvalueindex(upvalue));
-        ok = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
+            ok = lua_rawequal(L, -1, -2);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
     }
     if (!ok)
         arg_error(L, i, name, want);
@@ -687,6 +689,12 @@ static int l_execute(lua_State *L)
         p->inline_since = 0;
     if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
         return fail_task(L, t); /* its own error */
+    /* Done: result()'s arguments in its slots (the parameters are in the task already), moved
+     * down in place; the arguments were checked above. SLOT_STREAM is left as it is: a
+     * statement run here continues no stream. */
+    lua_copy(L, 1, SLOT_POOL);
+    lua_copy(L, 6, SLOT_RECORD);
+    lua_copy(L, 7, SLOT_NAMES);
     /* known: described[sql], for a text short enough to be kept there (no longer one is
      * hashed for the lookup) */
     if (len <= PASYN_CACHE_SQL_MAX && lua_istable(L, 8)) {
@@ -695,16 +703,7 @@ static int l_execute(lua_State *L)
     } else {
         lua_pushnil(L);
     }
-    lua_replace(L, 8);
-    /* Done: result()'s arguments in its slots (the parameters are in the task already), moved
-     * down in place; the arguments were checked above. */
-    lua_settop(L, 8);
-    lua_copy(L, 1, SLOT_POOL);
-    lua_copy(L, 6, SLOT_RECORD);
-    lua_copy(L, 7, SLOT_NAMES);
-    lua_copy(L, 8, SLOT_KNOWN);
-    lua_pushnil(L);
-    lua_replace(L, SLOT_STREAM);
+    lua_copy(L, -1, SLOT_KNOWN); /* fill_cursor then sets the top there */
     int fresh = fill_cursor(L, t, p);
     lua_pushvalue(L, SLOT_RECORD);
     lua_pushboolean(L, pause);
