@@ -850,7 +850,7 @@ local function wait_statement(cur, sql, named, sync, id, co, gate, task, class, 
         end
         fail(sql, owner, columns, extended, message)
     end
-    if co then -- (nothing ran since the wait: the owner is the one the statement left)
+    if co and owner == id then -- (nothing ran since the wait: the owner the statement left)
         note_owner(pool, id, co, owner)
     end
     if columns then
