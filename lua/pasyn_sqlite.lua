@@ -826,29 +826,37 @@ end
 -- The rest of a statement of `cur` that did not complete at once: `task` (with the failure
 -- after it when it is nil) was submitted by the caller (sync, id, co) with a slot of `gate`.
 -- Waits for it and takes its result into the cursor (named: its rows are named), or raises.
+-- settle's work, with the result going straight into the cursor (core.result_cursor, in the
+-- fields a statement the core ran at once fills: see run_exec) rather than through `result`.
+-- The cursor is in use while the task is on its way, as in settle.
 local function wait_statement(cur, sql, named, sync, id, co, gate, task, class, code, extended,
                               message)
     if not task then
         sched.gate_release(gate)
         fail(sql, class, code, extended, message)
     end
-    local res = settle(cur, sql, task, sync, id, co, gate, named)
-    -- Its result into the cursor. Every field is read before anything that may allocate (and
-    -- so run a finalizer, which may run a statement of its own that fills the record again).
-    local rows, stream, rowcount, lastrowid = res.rows, res.stream, res.rowcount, res.lastrowid
-    local columns, owner = res.columns, res.owner
-    res.rows, res.stream = false, false -- moved to the cursor
-    if co then -- (see settle)
-        note_owner(cur[CFG].conn._pool, id, co, owner)
+    local busy = cur[BUSY]
+    cur[BUSY] = co or true
+    if sched.begin_wait(task, sync, gate, co) then
+        co_yield(SUSPEND) -- here: one level less while it waits
     end
-    cur[ROWS], cur[POS], cur[STREAM] = rows or NO_ROWS, 1, stream
-    cur[ROWCOUNT] = rowcount
-    if lastrowid then
-        cur[LASTROWID] = lastrowid -- false until the first insert
+    cur[BUSY] = busy
+    local conn = cur[CFG].conn
+    local pool = conn._pool
+    local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil -- (no long text hashed)
+    local done, owner, columns
+    done, owner, columns, extended, message = core.result_cursor(task, pool, cur, named, known)
+    if not done then
+        if co then
+            note_owner(pool, id, co, nil)
+        end
+        fail(sql, owner, columns, extended, message)
     end
-    cur[STMT] = columns
-    if columns and not columns.sql then
-        remember(cur[CFG].conn, sql, columns)
+    if co and owner == id then -- (nothing ran since the wait: the owner the statement left)
+        note_owner(pool, id, co, owner)
+    end
+    if columns then
+        remember(conn, sql, columns)
     end
     if (cur[CFG].row == "named") ~= named then -- cur.row was set while it waited
         reshape(cur, not named)

@@ -353,6 +353,39 @@ describe("row shapes", function()
         assert.are.equal(3, keys)
     end)
 
+    it("a statement that waits takes the shape cur.row has when it completes, set meanwhile",
+       function()
+        -- no read runs on the caller's thread: each one waits
+        local path = temp_path()
+        finally(function() remove_db(path) end)
+        local waits = sqlite.connect(path, { inline_reads = false })
+        finally(function() waits:close() end)
+        waits:execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+        waits:executemany("INSERT INTO t VALUES (?, ?)", { { 1, "one" }, { 2, "two" } })
+        -- one row (kept as the row itself) and several (an array of rows), either way round
+        for _, case in ipairs({
+            { "SELECT id, name FROM t WHERE id = 2", "named", { { id = 2, name = "two" } } },
+            { "SELECT id, name FROM t WHERE id <= 2 ORDER BY id", "named",
+              { { id = 1, name = "one" }, { id = 2, name = "two" } } },
+            { "SELECT id, name FROM t WHERE id = 2", "array", { { 2, "two", n = 2 } } },
+            { "SELECT id, name FROM t WHERE id <= 2 ORDER BY id", "array",
+              { { 1, "one", n = 2 }, { 2, "two", n = 2 } } },
+        }) do
+            local sql, shape, want = case[1], case[2], case[3]
+            local cur = waits:cursor()
+            cur.row = shape == "named" and "array" or "named"
+            local got = sqlite.run(function()
+                local h = sqlite.spawn(function()
+                    return cur:execute(sql):fetchall()
+                end)
+                coroutine.yield() -- the spawned one runs its statement and waits for it
+                cur.row = shape
+                return h:join()
+            end)
+            assert.are.same(want, got)
+        end
+    end)
+
     it("named rows from a connection with row = 'named', for fetchall and rows()", function()
         local c = sqlite.connect(":memory:", { row = "named" })
         local all = c:execute("SELECT 1 AS a, 'x' AS b UNION ALL SELECT 2, 'y'"):fetchall()

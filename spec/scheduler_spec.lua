@@ -363,6 +363,29 @@ describe("scheduler", function()
     end)
 
     describe("where a call waits", function()
+        it("a coroutine closed while its statement is on its way is not resumed when it " ..
+           "completes, and the statement stands (Lua 5.4)", function()
+            if not coroutine.close then
+                return -- LuaJIT, Lua 5.1: no coroutine.close
+            end
+            local ok, err = pcall(sqlite.run, function()
+                local waiter
+                sqlite.spawn(function()
+                    waiter = coroutine.running()
+                    conn:execute("INSERT INTO t (v) VALUES ('closed')") -- a write: it waits
+                    error("resumed after it was closed")
+                end)
+                coroutine.yield() -- it runs its statement and waits
+                assert.equal("suspended", coroutine.status(waiter))
+                assert.is_true(coroutine.close(waiter))
+                conn:execute("INSERT INTO t (v) VALUES ('after')")
+            end)
+            -- (the run counts the closed coroutine as live: it ends with a ProgrammingError)
+            assert.is_false(ok)
+            assert.is_nil(tostring(err):find("resume", 1, true))
+            assert.equal(2, conn:execute("SELECT count(*) FROM t"):fetchone()[1])
+        end)
+
         it("a coroutine a run left behind blocks on its calls when resumed by hand", function()
             -- The library keeps the owner id of each coroutine of a run (one lookup per call);
             -- once the run is over it must not take the coroutine for one that may yield.

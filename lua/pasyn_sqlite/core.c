@@ -1207,6 +1207,37 @@ static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p)
     return fresh;
 }
 
+/* result_cursor(task, pool, cursor, names, known) -> cursor, owner [, columns] | nil, class,
+ * code, extended, message
+ * result() for a statement of a cursor that was waited for (execute's task): its result goes
+ * straight into `cursor`, in the fields fill_cursor sets (as execute puts a result it ran at
+ * once), instead of into a record the caller then copies; the task is freed, whatever the
+ * outcome.
+ * Arguments: task a completed task of execute or submit ("exec" or "script"), not of a fetch;
+ * pool, names and known as result takes them; cursor a table holding every field fill_cursor
+ * sets in its array part (a Cursor of the Lua layer).
+ * Results: on success the cursor; then result()'s `owner`; then, when the result's columns
+ * record is a new one, that record (as execute gives it). On failure result()'s.
+ * Errors raised: for arguments of the wrong type; Lua's own when it runs out of memory.
+ * Thread: the Lua state's. */
+static int l_result_cursor(lua_State *L)
+{
+    pasyn_task *t = check_task(L, SLOT_TASK);
+    lpool *p = to_pool(L, SLOT_POOL);
+    check_type(L, SLOT_RECORD, LUA_TTABLE, "cursor");
+    if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
+        return fail_task(L, t);
+    lua_settop(L, SLOT_STREAM); /* known moves up one: result()'s slots, no stream */
+    lua_pushnil(L);
+    lua_insert(L, SLOT_STREAM);
+    int fresh = fill_cursor(L, t, p);
+    lua_pushvalue(L, SLOT_RECORD);
+    lua_pushinteger(L, p->pool ? (lua_Integer)pasyn_txn_owner(p->pool) : 0);
+    if (fresh)
+        lua_pushvalue(L, SLOT_COLUMNS);
+    return fresh ? 3 : 2;
+}
+
 /* ---- hooks: trace and on_change ------------------------------------------------------- */
 
 /* set_trace(pool, on): turns the pool's trace on or off (pasyn_set_trace). Thread: the Lua
@@ -2193,6 +2224,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"release", l_release},
         {"wait", l_wait},
         {"result", l_result},
+        {"result_cursor", l_result_cursor},
         {"free_task", l_free_task},
         {"txn_owner", l_txn_owner},
         {"total_changes", l_total_changes},

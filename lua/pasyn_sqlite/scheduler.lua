@@ -588,7 +588,16 @@ function M.dispatch()
                 gate_release(gate)
             end
         end
-        n, failure = deliver(task, n, failure)
+        -- deliver's usual case, inline: a coroutine of the loop waits for it, no hook runs
+        local co = waiting[task]
+        if co ~= nil and hosts[task] == nil and not (gate and gate.hooks) and not is_dead(co) then
+            waiting[task], task_pools[task] = nil, nil
+            loop.pending = loop.pending - 1
+            n = n + 1
+            after(co, co_resume(co))
+        else
+            n, failure = deliver(task, n, failure)
+        end
     end
     local k = 1
     while woken[k] do -- (resuming one may give a slot to another: it joins the list)
