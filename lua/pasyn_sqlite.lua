@@ -137,7 +137,11 @@ local function note_owner(pool, id, co, owner_now)
         local owner = owner_of[co] or co
         local guard = guards[owner]
         if not guard then
+            -- new_guard allocates, so a finalizer may run there, run a statement of this owner's
+            -- and guard it first: keep that guard (a second one, armed, would roll the
+            -- transaction back once collected); this one guards nothing yet
             guard = new_guard(id)
+            guard = guards[owner] or guard
             guards[owner] = guard
         end
         guard.pools[pool] = true
