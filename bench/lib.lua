@@ -433,6 +433,41 @@ function M.dbi_value(db, sql)
     return row and row[1]
 end
 
+-- A LuaDBI connection to `path`, set as the suite's pools are (WAL, synchronous NORMAL,
+-- busy_timeout 5000 ms): q(name, ...) runs sqls[name] with the parameters through a statement
+-- prepared on its first use and returns a SELECT's rows (arrays), or the rows another statement
+-- changed; close() finalizes the statements and closes the connection. nil and why not when
+-- LuaDBI is not installed.
+function M.dbi_queries(path, sqls)
+    local db, why = M.open_dbi(path)
+    if not db then
+        return nil, why
+    end
+    assert(M.dbi_value(db, "PRAGMA journal_mode = WAL") == "wal", "LuaDBI: no WAL")
+    assert(DBI.Do(db, "PRAGMA synchronous = NORMAL"))
+    assert(M.dbi_value(db, "PRAGMA busy_timeout = 5000") == 5000)
+    local sts = {}
+    local function q(name, ...)
+        local st = sts[name]
+        if not st then
+            st = assert(db:prepare(sqls[name]))
+            sts[name] = st
+        end
+        if sqls[name]:match("^SELECT") then
+            return M.dbi_all(st, ...)
+        end
+        assert(st:execute(...))
+        return st:affected()
+    end
+    local function close()
+        for _, st in pairs(sts) do
+            st:close()
+        end
+        db:close()
+    end
+    return q, close
+end
+
 -- A LuaSQL environment and connection, or nil and why not.
 function M.open_luasql(path)
     if not luasql then

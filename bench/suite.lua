@@ -1437,26 +1437,10 @@ end
 local function seed_workload(id, spec)
     local path = seed_db(spec.more).path
     local cs = {}
-    local db = lib.open_dbi(path)
-    local sts = {}
-    if db then
-        check(lib.dbi_value(db, "PRAGMA journal_mode = WAL") == "wal", "%s LuaDBI: no WAL", id)
-        assert(lib.DBI.Do(db, "PRAGMA synchronous = NORMAL"))
-        assert(lib.dbi_value(db, "PRAGMA busy_timeout = 5000") == 5000)
-        local function q(name, ...)
-            local st = sts[name]
-            if not st then
-                st = assert(db:prepare(SEED[name]))
-                sts[name] = st
-            end
-            if SEED[name]:match("^SELECT") then
-                return lib.dbi_all(st, ...)
-            end
-            assert(st:execute(...))
-            return st:affected()
-        end
+    local q_dbi, close_dbi = lib.dbi_queries(path, SEED)
+    if q_dbi then
         cs[#cs + 1] = { name = "LuaDBI, prepared" .. (spec.callers and ", sequential" or ""), key = "dbi",
-                        q = q, work = spec.dbi }
+                        q = q_dbi, work = spec.dbi }
     end
     local conn = sqlite.connect(path, { synchronous = "normal", busy_timeout = 5000 })
     local function q(name, ...)
@@ -1483,11 +1467,8 @@ local function seed_workload(id, spec)
     end
     lib.rounds(id, cs)
     conn:close()
-    for _, st in pairs(sts) do
-        st:close()
-    end
-    if db then
-        db:close()
+    if close_dbi then
+        close_dbi()
     end
     local by = by_key(cs)
     for _, c in ipairs(cs) do

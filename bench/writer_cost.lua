@@ -95,31 +95,10 @@ local function work(q, tag)
 end
 
 local function dbi_runner(path)
-    local db = assert(lib.open_dbi(path))
-    assert(lib.dbi_value(db, "PRAGMA journal_mode = WAL") == "wal")
-    assert(lib.DBI.Do(db, "PRAGMA synchronous = NORMAL"))
-    lib.dbi_value(db, "PRAGMA busy_timeout = 5000")
-    local sts = {}
-    local function q(name, ...)
-        local st = sts[name]
-        if not st then
-            st = assert(db:prepare(SQL[name]))
-            sts[name] = st
-        end
-        if SQL[name]:match("^SELECT") then
-            return #lib.dbi_all(st, ...)
-        end
-        assert(st:execute(...))
-        return st:affected()
-    end
+    local q, close = assert(lib.dbi_queries(path, SQL))
     return function(tag)
         work(q, tag)
-    end, function()
-        for _, st in pairs(sts) do
-            st:close()
-        end
-        db:close()
-    end
+    end, close
 end
 
 local function pasyn_runner(path)
