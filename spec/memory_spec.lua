@@ -548,6 +548,29 @@ describe("max_pending", function()
         conn:close()
     end)
 
+    it("a call that cannot yield does not wait for a slot given to a coroutine that has not run yet "
+       .. "(it would wait for ever: that coroutine runs only once the call returns)", function()
+        local conn = sqlite.connect(path, { max_pending = 1 })
+        local sorted, second
+        sqlite.run(function()
+            sqlite.spawn(function()
+                second = conn:execute("SELECT 2"):fetchone()[1] -- waits for the first's slot
+            end)
+            conn:execute("CREATE TABLE IF NOT EXISTS slot (x)") -- a write: it holds the slot
+            -- Its completion gave the slot to the waiter, which runs after this coroutine
+            -- yields; a comparator of table.sort cannot yield: its statement blocks.
+            sorted = { 3, 1, 2 }
+            table.sort(sorted, function(a, b)
+                return conn:execute("SELECT ? < ?", a, b):fetchone()[1] == 1
+            end)
+        end)
+        assert.are.same({ 1, 2, 3 }, sorted)
+        assert.are.equal(2, second)
+        assert.are.equal(0, conn:stats().pending)
+        assert.are.equal(0, conn:stats().waiting)
+        conn:close()
+    end)
+
     it("a slot given to a coroutine that never runs again goes back: sqlite.run ended first, or a "
        .. "host's coroutine was closed after it got the slot and submitted", function()
         local conn = sqlite.connect(path, { max_pending = 1 })

@@ -353,7 +353,8 @@ end
 -- callers beyond its bound back until one completes, so that memory stays bounded however many
 -- coroutines submit at once:
 --   gate = { pool = the core's pool, max = the bound, pending = statements in flight,
---            first, last = the FIFO of tickets of waiting coroutines, gate[first..last] }
+--            first, last = the FIFO of tickets of waiting coroutines, gate[first..last],
+--            granted = slots given to tickets whose coroutines have not run yet }
 -- A caller takes a slot before it submits (the Lua layer does the common case inline: a slot
 -- is free and nobody waits), and the slot is given back when the statement completes: at once
 -- to the first waiter, in FIFO order, whose coroutine the scheduler (or its host, through the
@@ -363,7 +364,8 @@ end
 -- `max` (a whole number >= 1) of its statements be in flight. One per connection; the Lua
 -- thread alone uses it.
 function M.new_gate(pool, max)
-    return { pool = pool, max = max, pending = 0, first = 1, last = 0, hooks = false }
+    return { pool = pool, max = max, pending = 0, first = 1, last = 0, hooks = false,
+             granted = 0 }
 end
 
 -- True while `ticket` still waits for a slot: its coroutine was neither abandoned (run ended)
@@ -405,6 +407,7 @@ gate_release = function(gate)
             gate.first = i
             waiting[ticket] = nil -- the slot is its own now: `pending` stays
             granted[ticket] = gate
+            gate.granted = gate.granted + 1
             if hosts[ticket] then
                 woken[#woken + 1] = ticket
                 if not dispatching then
@@ -431,6 +434,7 @@ local function regrant(ticket)
     local gate = granted[ticket]
     if gate then
         granted[ticket] = nil
+        gate.granted = gate.granted - 1
         gate_release(gate)
     end
 end
@@ -443,7 +447,8 @@ end
 -- would then wait for a coroutine that cannot run while this one blocks.
 local function gate_block(gate)
     local pool = gate.pool
-    while gate.pending >= gate.max and core.txn_owner(pool) == 0 do
+    -- (slots given to coroutines that have not run yet come back only after this call returns)
+    while gate.pending - gate.granted >= gate.max and core.txn_owner(pool) == 0 do
         core.poll(-1)
         local list = core.drain()
         core.serve() -- calls of SQL functions defined in Lua: the statements ahead may need them
@@ -501,7 +506,10 @@ function M.gate_wait(gate, sync, id, co)
     gate.last = gate.last + 1
     gate[gate.last] = ticket
     park(ticket, co)
-    granted[ticket] = nil -- it runs: the slot is used
+    if granted[ticket] then -- it runs: the slot is used
+        granted[ticket] = nil
+        gate.granted = gate.granted - 1
+    end
 end
 
 -- How many tickets wait in the gate now (some may belong to coroutines gone meanwhile).
