@@ -541,6 +541,18 @@ int stmt_bind(conn *c, cached_stmt *s, pasyn_task *t, size_t from, size_t to)
 
 /* ---- stepping ----------------------------------------------------------------------- */
 
+/* Appends a type byte and the 8 bytes of a number (an int64_t or a double at v). 0, or
+ * PASYN_ENOMEM. */
+static int put_number(buf *b, unsigned char tag, const void *v)
+{
+    if (b->len + 9 > b->cap && buf_reserve(b, 9) != 0)
+        return PASYN_ENOMEM;
+    b->p[b->len] = tag;
+    memcpy(b->p + b->len + 1, v, 8);
+    b->len += 9;
+    return 0;
+}
+
 /* Appends one column of the current row to the task's rows, in task.c's encoding (a type
  * byte, then 8 bytes for numbers or a 32-bit length and the bytes for text and blobs). The
  * column is looked up once, by sqlite3_column_value, and read through the value's own
@@ -560,20 +572,10 @@ static int put_column(buf *b, sqlite3_value *cv)
     switch (sqlite3_value_type(cv)) {
     case SQLITE_INTEGER:
         i = sqlite3_value_int64(cv);
-        if (b->len + 9 > b->cap && buf_reserve(b, 9) != 0)
-            return PASYN_ENOMEM;
-        b->p[b->len] = PASYN_INT;
-        memcpy(b->p + b->len + 1, &i, 8);
-        b->len += 9;
-        return 0;
+        return put_number(b, PASYN_INT, &i);
     case SQLITE_FLOAT:
         d = sqlite3_value_double(cv);
-        if (b->len + 9 > b->cap && buf_reserve(b, 9) != 0)
-            return PASYN_ENOMEM;
-        b->p[b->len] = PASYN_FLOAT;
-        memcpy(b->p + b->len + 1, &d, 8);
-        b->len += 9;
-        return 0;
+        return put_number(b, PASYN_FLOAT, &d);
     case SQLITE_TEXT:
         tag = PASYN_TEXT;
         p = sqlite3_value_text(cv);
