@@ -447,6 +447,9 @@ end
 -- "Gates"). Give the slot back with sched.gate_release when the submit fails; the statement's
 -- completion gives it back otherwise. Every statement that begins takes one; the fetches of a
 -- streamed result do not: they continue a statement that has its slot, and never wait.
+-- The slot counts as not submitted yet (gate.unsubmitted) until the caller says the submit
+-- returned (submitted): a call that blocks in between (a finalizer, a debug hook) does not
+-- wait for it.
 local function admit(conn, sync, id, co)
     local gate = conn._gate
     if gate.pending < gate.max and gate.first > gate.last then
@@ -459,7 +462,15 @@ local function admit(conn, sync, id, co)
         end
         sched.gate_wait(gate, sync, id, co)
     end
+    gate.unsubmitted = gate.unsubmitted + 1
     return gate
+end
+
+-- The submit of the statement that took a slot of `gate` with admit returned: the task is
+-- the core's now (or the submit failed). Passes the submit's results through.
+local function submitted(gate, ...)
+    gate.unsubmitted = gate.unsubmitted - 1
+    return ...
 end
 
 -- The record core.result fills for every statement (see core.c, result): one for the module,
@@ -880,7 +891,7 @@ local function run_statement(cur, kind, sql, ...)
     local conn = cfg.conn
     local gate = admit(conn, sync, id, co)
     return wait_statement(cur, sql, cfg.row == "named", sync, id, co, gate,
-                          core.submit(conn._pool, kind, id, sync, timeout, sql, ...))
+                          submitted(gate, core.submit(conn._pool, kind, id, sync, timeout, sql, ...)))
 end
 
 -- The cursor whose execute is calling run_exec now (set just before the call, taken at once).
@@ -951,6 +962,9 @@ local function run_exec(obj, sql, ...)
     local named = cfg.row == "named"
     local task, class, code, extended, message = core.execute(conn._pool, id, sync, busy,
         timeout, cur, named, conn._described, sql, ...)
+    if not free then
+        gate.unsubmitted = gate.unsubmitted - 1 -- (submitted's work, inline: the common path)
+    end
     if task == cur then -- done, its result in the cursor; then pause, a new columns record
         if not free then
             sched.gate_release(gate)
@@ -1035,7 +1049,7 @@ local function many_submit(cur, sql, sets, timeout)
     local conn = cur[CFG].conn
     local gate = admit(conn, sync, id, co)
     local sent = { sync = sync, id = id, co = co, gate = gate, -- then what submit_many returned
-                   core.submit_many(conn._pool, id, sync, timeout, sql, sets) }
+                   submitted(gate, core.submit_many(conn._pool, id, sync, timeout, sql, sets)) }
     if not sent[1] then
         sched.gate_release(gate)
     elseif not sync then
@@ -1642,7 +1656,7 @@ end
 local function run_task(conn, what, submit, outcome)
     local sync, id, co = caller()
     local gate = admit(conn, sync, id, co)
-    local task, class, code, extended, message = submit(id, sync)
+    local task, class, code, extended, message = submitted(gate, submit(id, sync))
     if not task then
         sched.gate_release(gate)
         error(errors.from_core(class, code, extended, message, what), 3)

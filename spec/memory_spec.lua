@@ -571,6 +571,57 @@ describe("max_pending", function()
         conn:close()
     end)
 
+    it("a call that cannot yield does not wait for a slot its own thread took for a statement it "
+       .. "has not submitted yet (a finalizer or a debug hook that runs in between)", function()
+        -- In a child: before the fix the blocking statement waited for ever.
+        local out = support.in_child([[
+            local sqlite = require "pasyn_sqlite"
+            local core = require "pasyn_sqlite.core"
+            local conn = sqlite.connect(":memory:", { max_pending = 1, inline_reads = false })
+            conn:execute("CREATE TABLE t (x)")
+            local SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c " ..
+                         "WHERE x < 200000) SELECT count(*) FROM c"
+            -- Each way a statement begins, and the core function it submits with.
+            local ways = {
+                { core.execute, function() return conn:execute("SELECT 1") end },
+                { core.submit, function() return conn:executescript("INSERT INTO t VALUES (1)") end },
+                { core.submit_many, function() return conn:executemany("INSERT INTO t VALUES (?)",
+                                                                        { { 2 }, { 3 } }) end },
+                { core.serialize, function() return conn:serialize() end },
+            }
+            local seen = {}
+            sqlite.run(function()
+                for i, way in ipairs(ways) do
+                    local holder = sqlite.spawn(function() -- holds the one slot a while
+                        return conn:execute(SLOW):fetchone()[1]
+                    end)
+                    sqlite.sleep(0) -- it submits first: the statement below waits for its slot
+                    local co, nested, held = coroutine.running(), nil, nil
+                    debug.sethook(co, function()
+                        if nested == nil and debug.getinfo(2, "f").func == way[1] then
+                            nested = false -- (once) the slot is taken, the statement not submitted
+                            held = conn:stats().pending
+                            nested = conn:execute("SELECT ?", 40 + i):fetchone()[1] -- blocks
+                        end
+                    end, "c")
+                    way[2]()
+                    debug.sethook(co)
+                    assert(nested == 40 + i, "way " .. i .. ": the hook's statement gave " ..
+                           tostring(nested))
+                    assert(held == 1, "way " .. i .. ": " .. tostring(held) .. " slots taken in the hook")
+                    assert(holder:join() == 200000)
+                    seen[#seen + 1] = nested
+                end
+            end)
+            assert(conn:stats().pending == 0, "slots left taken: " .. conn:stats().pending)
+            assert(conn:execute("SELECT count(*) FROM t"):fetchone()[1] == 3)
+            conn:close()
+            print("ok " .. table.concat(seen, " "))
+        ]], 30)
+        assert.matches("ok 41 42 43 44", out, 1, true)
+        assert.matches("status=0", out, 1, true)
+    end)
+
     it("a slot given to a coroutine that never runs again goes back: sqlite.run ended first, or a "
        .. "host's coroutine was closed after it got the slot and submitted", function()
         local conn = sqlite.connect(path, { max_pending = 1 })

@@ -354,7 +354,8 @@ end
 -- coroutines submit at once:
 --   gate = { pool = the core's pool, max = the bound, pending = statements in flight,
 --            first, last = the FIFO of tickets of waiting coroutines, gate[first..last],
---            granted = slots given to tickets whose coroutines have not run yet }
+--            granted = slots given to tickets whose coroutines have not run yet,
+--            unsubmitted = slots taken for statements not submitted yet (admit) }
 -- A caller takes a slot before it submits (the Lua layer does the common case inline: a slot
 -- is free and nobody waits), and the slot is given back when the statement completes: at once
 -- to the first waiter, in FIFO order, whose coroutine the scheduler (or its host, through the
@@ -365,7 +366,7 @@ end
 -- thread alone uses it.
 function M.new_gate(pool, max)
     return { pool = pool, max = max, pending = 0, first = 1, last = 0, hooks = false,
-             granted = 0 }
+             granted = 0, unsubmitted = 0 }
 end
 
 -- True while `ticket` still waits for a slot: its coroutine was neither abandoned (run ended)
@@ -447,8 +448,12 @@ end
 -- would then wait for a coroutine that cannot run while this one blocks.
 local function gate_block(gate)
     local pool = gate.pool
-    -- (slots given to coroutines that have not run yet come back only after this call returns)
-    while gate.pending - gate.granted >= gate.max and core.txn_owner(pool) == 0 do
+    -- Only slots of statements in flight come back while this call blocks. The others are
+    -- held by work of this thread that goes on once the call returns: slots given to
+    -- coroutines that have not run yet, and slots taken for statements not submitted yet
+    -- (this call runs in between: from a finalizer, or a debug hook).
+    while gate.pending - gate.granted - gate.unsubmitted >= gate.max and
+          core.txn_owner(pool) == 0 do
         core.poll(-1)
         local list = core.drain()
         core.serve() -- calls of SQL functions defined in Lua: the statements ahead may need them
