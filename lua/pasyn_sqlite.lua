@@ -166,6 +166,17 @@ end_owner = function(owner)
 end
 sched.on_end = end_owner
 
+-- A coroutine co is gone with a statement of `pool` in flight whose result it never takes
+-- (sched.on_orphan). When co was its own owner (a host's coroutine that works for a
+-- longer-lived owner is not), whatever transaction that statement began or left open is
+-- rolled back once it has run: co never saw its end, so no guard may hold the transaction.
+sched.on_orphan = function(co, pool)
+    local id = owner_of[co] == nil and owner_ids[co]
+    if id then
+        core.abandon(pool, id)
+    end
+end
+
 -- ---- options ---------------------------------------------------------------------------
 
 local function one_of(...)

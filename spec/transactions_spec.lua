@@ -585,6 +585,28 @@ describe("a transaction whose owner goes away", function()
         end)
         assert.same({ "after" }, t_values(conn))
     end)
+
+    it("is rolled back when sqlite.run fails while its coroutine's BEGIN is on its way (the "
+       .. "coroutine never learns it owns a transaction), also for a call that blocks after the run",
+       function()
+        local _, conn = t_db()
+        for _, mode in ipairs({ "DEFERRED", "IMMEDIATE" }) do
+            local ok, err = pcall(sqlite.run, function()
+                sqlite.spawn(function()
+                    conn:execute("BEGIN " .. mode)
+                    conn:execute("INSERT INTO t (v) VALUES ('left behind')")
+                end)
+                sqlite.sleep(0) -- it runs up to its BEGIN, and waits
+                error("gave up", 0)
+            end)
+            assert.is_false(ok)
+            assert.equal("gave up", err)
+            -- from the main thread: it blocks, and would fail at once if the writer were held
+            conn:execute("INSERT INTO t (v) VALUES ('after " .. mode .. "')")
+            assert.is_false(conn.in_transaction)
+        end
+        assert.same({ "after DEFERRED", "after IMMEDIATE" }, t_values(conn))
+    end)
 end)
 
 -- ---- conn:transaction -------------------------------------------------------------------

@@ -274,6 +274,16 @@ end
 -- The record core.result fills for discard (each field present: see pasyn_sqlite.lua's).
 local discarded = { rows = false, rowcount = -1, lastrowid = false, stream = false, columns = false }
 
+-- M.on_orphan(co, pool), when set, is told of each coroutine `co` that is gone (closed while
+-- it waited, or left waiting when its run ended) with a statement submitted to `pool` whose
+-- result it never takes: a statement that may have begun a transaction, or may still begin
+-- one, that nothing else would end. The Lua layer has it rolled back once it has run.
+local function orphaned(co, gate)
+    if gate and M.on_orphan then
+        M.on_orphan(co, gate.pool)
+    end
+end
+
 -- A completion nobody waits for any more: free it, and let go of a streamed result it
 -- started, or its reader would keep serving nothing else.
 local function discard(task, gate)
@@ -325,7 +335,7 @@ local function finish(h, ok, ...)
     for i = 1, joiners and #joiners or 0 do
         push_ready(joiners[i])
     end
-    if not ok and not joiners and not h.joined then
+    if not ok and not joiners and not h.joined and not h.closed then
         loop.failed[#loop.failed + 1] = h
     end
 end
@@ -343,7 +353,12 @@ local function after(co, ok, ...)
     push_ready(co) -- a bare coroutine.yield(): let the others run, then go on
 end
 
+local end_closed -- below
+
 local function step(co, ...)
+    if is_dead(co) then -- closed (coroutine.close) while it was parked
+        return end_closed(co)
+    end
     return after(co, co_resume(co, ...))
 end
 
@@ -386,6 +401,7 @@ local function drop_ticket(ticket)
             host_waits = host_waits - 1
         elseif loop then
             loop.pending = loop.pending - 1
+            end_closed(ticket[1])
         end
     end
 end
@@ -438,6 +454,31 @@ local function regrant(ticket)
         gate.granted = gate.granted - 1
         gate_release(gate)
     end
+end
+
+-- The end of a coroutine of the loop that was closed (coroutine.close) while it was parked
+-- (on a statement, a slot, a timer, a join), found when it would be resumed, or when nothing
+-- else can run: it never runs again. Its handle ends as failed, so that join raises
+-- ProgrammingError, but the run does not (whoever closed it knows), and M.on_end is told (its
+-- open transaction is rolled back). A slot given to it goes on to the next waiter. Does
+-- nothing for a coroutine that is not dead, or whose end is known already.
+end_closed = function(co)
+    local h = members[co]
+    if h == nil or h.results ~= nil or not is_dead(co) then
+        return
+    end
+    for ticket in pairs(granted) do
+        if ticket[1] == co then
+            regrant(ticket)
+            break
+        end
+    end
+    if M.on_end then
+        M.on_end(co)
+    end
+    h.closed = true
+    finish(h, false, errors.new("ProgrammingError", "the coroutine was closed (coroutine.close) " ..
+                                "before it returned"))
 end
 
 -- Blocks the OS thread until the gate has a free slot, for a caller that cannot yield:
@@ -530,6 +571,7 @@ local function deliver(task, n, failure)
         run_hooks(gate, task)
     end
     waiting[task], task_pools[task] = nil, nil
+    local gone -- the coroutine that waited for it, closed or left behind by its run
     if co then -- it no longer waits, whether it is resumed below or gone
         if h then
             hosts[task] = nil
@@ -538,7 +580,7 @@ local function deliver(task, n, failure)
             loop.pending = loop.pending - 1
         end
         if is_dead(co) then -- closed (coroutine.close) while it waited
-            co = nil
+            gone, co = co, nil
         end
     else
         co = expected[task]
@@ -547,10 +589,16 @@ local function deliver(task, n, failure)
             arrived[task], task_pools[task] = co, gate -- for its await (see expect)
             return n, failure
         end
-        co = nil
+        gone, co = co, nil
     end
     if not co then
-        discard(task, gate) -- its coroutine was abandoned
+        discard(task, gate)
+        if gone then
+            orphaned(gone, gate)
+            if not h then
+                end_closed(gone)
+            end
+        end
     elseif h then
         n = n + 1
         local ok, err = pcall(h.resume, co)
@@ -637,6 +685,7 @@ function M.dispatch()
         for task, co in pairs(arrived) do
             if co_status(co) == "dead" then
                 arrived[task] = nil
+                orphaned(co, task_pools[task])
                 discard(task, task_pools[task])
                 task_pools[task] = nil
             end
@@ -763,19 +812,22 @@ end
 
 -- Drops what the loop's coroutines wait for: their completions are discarded when they come.
 local function abandon()
-    for task, co in pairs(waiting) do
+    for key, co in pairs(waiting) do -- tasks, and tickets of gates (no statement yet)
         if members[co] then
-            waiting[task] = nil
+            waiting[key] = nil
+            orphaned(co, task_pools[key])
         end
     end
     for task, co in pairs(expected) do
         if members[co] then
             expected[task] = nil
+            orphaned(co, task_pools[task])
         end
     end
     for task, co in pairs(arrived) do
         if members[co] then
             arrived[task] = nil
+            orphaned(co, task_pools[task])
             discard(task, task_pools[task])
             task_pools[task] = nil
         end
@@ -791,6 +843,21 @@ local function abandon()
     for i = 1, #unused do
         regrant(unused[i])
     end
+end
+
+-- Ends every coroutine of the loop closed while it was parked where nothing will resume it
+-- (end_closed); true when there was one.
+local function end_all_closed()
+    local closed = {}
+    for co, h in pairs(members) do
+        if h.results == nil and is_dead(co) then
+            closed[#closed + 1] = co
+        end
+    end
+    for i = 1, #closed do
+        end_closed(closed[i])
+    end
+    return closed[1] ~= nil
 end
 
 -- sqlite.run(fn, ...) -> fn's results: runs fn(...) as a coroutine of the built-in scheduler
@@ -823,7 +890,7 @@ function M.run(fn, ...)
                     core.poll(timeout)
                 elseif timeout >= 0 then
                     core.sleep(timeout)
-                else
+                elseif not end_all_closed() then -- (if some were, what joins them goes on)
                     error(errors.new("ProgrammingError", "sqlite.run: every coroutine waits " ..
                           "and nothing can wake them (a coroutine joins one that waits for it?)"), 0)
                 end
