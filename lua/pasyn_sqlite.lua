@@ -869,9 +869,9 @@ local function wait_statement(cur, sql, named, sync, id, co, gate, task, class, 
     cur[BUSY] = busy
     local conn = cur[CFG].conn
     local pool = conn._pool
-    local known = #sql <= CACHE_SQL_MAX and conn._described[sql] or nil -- (no long text hashed)
     local done, owner, columns
-    done, owner, columns, extended, message = core.result_cursor(task, pool, cur, named, known)
+    done, owner, columns, extended, message = core.result_cursor(task, pool, cur, named,
+                                                                 conn._described, sql)
     if not done then
         if co then
             note_owner(pool, id, co, nil)

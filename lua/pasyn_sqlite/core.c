@@ -1207,15 +1207,17 @@ static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p)
     return fresh;
 }
 
-/* result_cursor(task, pool, cursor, names, known) -> cursor, owner [, columns] | nil, class,
- * code, extended, message
+/* result_cursor(task, pool, cursor, names, described, sql) -> cursor, owner [, columns] | nil,
+ * class, code, extended, message
  * result() for a statement of a cursor that was waited for (execute's task): its result goes
  * straight into `cursor`, in the fields fill_cursor sets (as execute puts a result it ran at
  * once), instead of into a record the caller then copies; the task is freed, whatever the
  * outcome.
  * Arguments: task a completed task of execute or submit ("exec" or "script"), not of a fetch;
- * pool, names and known as result takes them; cursor a table holding every field fill_cursor
- * sets in its array part (a Cursor of the Lua layer).
+ * pool and names as result takes them; cursor a table holding every field fill_cursor sets in
+ * its array part (a Cursor of the Lua layer); described and sql as execute takes them: the
+ * columns record known for sql, result()'s `known`, is looked up only for a result that has
+ * columns (a write's has none).
  * Results: on success the cursor; then result()'s `owner`; then, when the result's columns
  * record is a new one, that record (as execute gives it). On failure result()'s.
  * Errors raised: for arguments of the wrong type; Lua's own when it runs out of memory.
@@ -1227,9 +1229,19 @@ static int l_result_cursor(lua_State *L)
     check_type(L, SLOT_RECORD, LUA_TTABLE, "cursor");
     if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
         return fail_task(L, t);
-    lua_settop(L, SLOT_STREAM); /* known moves up one: result()'s slots, no stream */
+    /* result()'s slots: no stream, and known */
+    size_t len;
+    if (pasyn_task_columns_id(t) != 0 && lua_istable(L, 5) && lua_type(L, 6) == LUA_TSTRING &&
+        (lua_tolstring(L, 6, &len), len <= PASYN_CACHE_SQL_MAX)) {
+        lua_pushvalue(L, 6);
+        lua_rawget(L, 5);
+    } else {
+        lua_pushnil(L);
+    }
+    lua_replace(L, SLOT_KNOWN);
     lua_pushnil(L);
-    lua_insert(L, SLOT_STREAM);
+    lua_replace(L, SLOT_STREAM);
+    lua_settop(L, SLOT_KNOWN);
     int fresh = fill_cursor(L, t, p);
     lua_pushvalue(L, SLOT_RECORD);
     lua_pushinteger(L, p->pool ? (lua_Integer)pasyn_txn_owner(p->pool) : 0);
