@@ -740,10 +740,14 @@ function Handle:join()
         if members[co_running()] == self then
             misuse("handle:join: a coroutine cannot wait for itself")
         end
-        local joiners = self.joiners or {}
+        local joiners, co = self.joiners or {}, co_running()
         self.joiners = joiners
-        joiners[#joiners + 1] = co_running()
+        joiners[#joiners + 1] = co
+        loop.joining[co] = true -- (see end_closed_parked)
         co_yield(SUSPEND)
+        if loop then
+            loop.joining[co] = nil
+        end
     end
     if self.failed then
         error(self.results[1], 0)
@@ -845,6 +849,38 @@ local function abandon()
     end
 end
 
+-- Ends the coroutines of the loop closed while they sleep or join (end_closed), which nothing
+-- else finds before their timer fires or their joinee ends: while something waits for them
+-- (statements in flight, which may wait behind a transaction one of them owns; joiners), up to
+-- TIMERS_LOOKED timers per call, going on from where the last call stopped, and every joiner.
+-- True when it ended one. The loop calls it before it waits.
+local TIMERS_LOOKED = 256
+local function end_closed_parked()
+    local found = false
+    for co in pairs(loop.joining) do
+        if is_dead(co) then
+            loop.joining[co] = nil
+            end_closed(co)
+            found = true
+        end
+    end
+    local timers = loop.timers
+    if timers[1] and (loop.pending > 0 or next(loop.joining) ~= nil or found) then
+        local n = #timers
+        local i = loop.timer_looked
+        for _ = 1, n < TIMERS_LOOKED and n or TIMERS_LOOKED do
+            i = i % n + 1
+            local co = timers[i][2]
+            if is_dead(co) and members[co].results == nil then
+                end_closed(co)
+                found = true
+            end
+        end
+        loop.timer_looked = i
+    end
+    return found
+end
+
 -- Ends every coroutine of the loop closed while it was parked where nothing will resume it
 -- (end_closed); true when there was one.
 local function end_all_closed()
@@ -871,7 +907,8 @@ function M.run(fn, ...)
     if type(fn) ~= "function" then
         misuse("sqlite.run: argument 'fn' must be a function, got " .. type(fn))
     end
-    loop = { live = 0, pending = 0, ready = {}, args = {}, timers = {}, failed = {} }
+    loop = { live = 0, pending = 0, ready = {}, args = {}, timers = {}, failed = {},
+             joining = {}, timer_looked = 0 } -- joining: co -> true while it waits in join
     M.ready = loop.ready
     M.loop_ids = setmetatable({}, { __mode = "k" })
     local main = spawn(fn, ...)
@@ -883,7 +920,8 @@ function M.run(fn, ...)
             end
             run_ready()
             M.dispatch()
-            if #loop.ready == 0 and loop.live > 0 and (main.results == nil or not main.failed) then
+            if #loop.ready == 0 and loop.live > 0 and (main.results == nil or not main.failed) and
+               not end_closed_parked() then
                 local timers = loop.timers
                 local timeout = timers[1] and math.max(0, timers[1][1] - core.now()) or -1
                 if loop.pending > 0 then
