@@ -170,6 +170,7 @@ void hub_complete(pasyn_hub *hub, pasyn_task *t)
         pthread_cond_broadcast(&hub->sync_cv); /* the hub outlives every pool that completes */
         return;
     }
+    atomic_store_explicit(&t->done, 1, memory_order_relaxed); /* the drain's lock orders it */
     int was_empty = hub->head == NULL;
     t->next = NULL;
     if (hub->tail)
@@ -259,6 +260,11 @@ int pasyn_hub_poll(pasyn_hub *hub, int timeout_ms)
         r = poll(&p, 1, timeout_ms);
     while (r < 0 && errno == EINTR);
     return r > 0;
+}
+
+int pasyn_task_completed(const pasyn_task *t)
+{
+    return atomic_load_explicit(&t->done, memory_order_acquire);
 }
 
 void pasyn_task_wait(pasyn_task *t)

@@ -49,7 +49,7 @@ struct pasyn_task {
     pasyn_task *prev; /* writer queue only */
     int kind;
     int notify;       /* enum notify */
-    _Atomic int done; /* set for NOTIFY_SYNC completions */
+    _Atomic int done; /* set when it completes, however (it is the submitter's again) */
     pasyn_hub *hub;   /* where it completes */
     uint64_t owner;
     void *user;

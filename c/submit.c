@@ -83,8 +83,7 @@ int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
         if (route == ROUTE_READ && pool->inliner.used && !t->long_read && !t->no_inline &&
             inline_wanted(pool, t) && inline_run(pool, t)) {
             pthread_rwlock_unlock(&pool->life.intake);
-            if (t->notify == NOTIFY_SYNC)
-                atomic_store_explicit(&t->done, 1, memory_order_release);
+            atomic_store_explicit(&t->done, 1, memory_order_release);
             return PASYN_DONE;
         }
         /* What could not be classified goes to the writer, which runs anything; but while

@@ -521,7 +521,8 @@ local function settle(cur, sql, task, sync, id, co, gate, names, stream)
     local busy = cur[BUSY]
     cur[BUSY] = co or true
     if sched.begin_wait(task, sync, gate, co) then
-        co_yield(SUSPEND) -- here, not in sched.await: one level less while it waits
+        repeat -- here, not in sched.await: one level less while it waits (see await)
+        until co_yield(SUSPEND) == task
     end
     cur[BUSY] = busy
     if not gate then
@@ -864,7 +865,8 @@ local function wait_statement(cur, sql, named, sync, id, co, gate, task, class, 
     local busy = cur[BUSY]
     cur[BUSY] = co or true
     if sched.begin_wait(task, sync, gate, co) then
-        co_yield(SUSPEND) -- here: one level less while it waits
+        repeat -- here: one level less while it waits (see sched.await)
+        until co_yield(SUSPEND) == task
     end
     cur[BUSY] = busy
     local conn = cur[CFG].conn

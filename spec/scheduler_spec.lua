@@ -689,6 +689,61 @@ describe("scheduler", function()
             core.result(fresh, pool, record)
         end)
 
+        it("a coroutine resumed by other code than the scheduler while it waits for its " ..
+           "statement goes on waiting, and gets the statement's own result", function()
+            local pool = sqlite.connect(path, { inline_reads = false })
+            local waiter
+            local got = pack(sqlite.run(function()
+                local h = sqlite.spawn(function()
+                    waiter = coroutine.running()
+                    for i = 1, 5 do
+                        pool:execute("INSERT INTO t (v) VALUES (?)", "r" .. i)
+                    end
+                    return pool:execute(SLOW_SQL, 200000):fetchone()[1]
+                end)
+                local resumed = 0
+                for _ = 1, 40 do
+                    sqlite.sleep(0)
+                    if coroutine.status(waiter) == "suspended" then
+                        resumed = resumed + 1
+                        assert.is_true((coroutine.resume(waiter)))
+                    end
+                end
+                return resumed, h:join()
+            end))
+            assert.is_true(got[1] > 0, "never resumed by hand")
+            assert.equal(200000, got[2])
+            assert.equal(5, pool:execute("SELECT count(*) FROM t"):fetchone()[1])
+            assert.equal(0, pool:stats().pending)
+            pool:close()
+        end)
+
+        it("a task's result is refused (ProgrammingError) while the task is in flight: reading or " ..
+           "freeing it would race with its worker", function()
+            local core = require "pasyn_sqlite.core"
+            local record = { rows = false, rowcount = -1, lastrowid = false, stream = false,
+                             columns = false }
+            local task = assert(core.submit(conn._pool, "exec", 1, false, nil,
+                                            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 " ..
+                                            "FROM c WHERE x < 3000000) SELECT count(*) FROM c"))
+            for _, call in ipairs({ function() return core.result(task, conn._pool, record) end,
+                                    function() return core.free_task(task) end }) do
+                local ok, err = pcall(call)
+                assert.is_false(ok)
+                assert.is_true(sqlite.is_error(err) and err:is("ProgrammingError"), tostring(err))
+                assert.matches("not completed", err.message, 1, true)
+            end
+            local out
+            local deadline = os.time() + 30
+            repeat
+                core.poll(0.1)
+                out = core.drain()
+            until out or os.time() > deadline
+            assert.same({ task }, out)
+            local res = assert(core.result(task, conn._pool, record))
+            assert.equal(3000000, res.rows[1][1])
+        end)
+
         it("dispatch() returns a number and never blocks inside run", function()
             local n = sqlite.run(function()
                 return sqlite.dispatch()

@@ -251,6 +251,18 @@ static pasyn_task *check_task(lua_State *L, int i)
     return lua_touserdata(L, i);
 }
 
+/* A task that has completed (pasyn_task_completed), to read or free. One still in flight
+ * raises ProgrammingError and stays the pool's: its worker may be writing it. (The Lua layer
+ * only asks for a task's result once it came back; a coroutine resumed by other code than
+ * its scheduler while it waits goes on waiting.) */
+static pasyn_task *check_completed(lua_State *L, int i)
+{
+    pasyn_task *t = check_task(L, i);
+    if (!pasyn_task_completed(t))
+        raise_error(L, "ProgrammingError", "the statement has not completed yet");
+    return t;
+}
+
 /* ---- failures ---------------------------------------------------------------------- */
 
 /* How every failure reaches Lua, at submit as at completion: nil, class, code, extended,
@@ -828,7 +840,7 @@ static int l_wait(lua_State *L)
 
 static int l_free_task(lua_State *L)
 {
-    pasyn_task_free(check_task(L, 1));
+    pasyn_task_free(check_completed(L, 1));
     return 0;
 }
 
@@ -1109,7 +1121,7 @@ static void push_stream(lua_State *L, const pasyn_task *t, lpool *p, lstream *pr
  * Thread: the Lua state's. */
 static int l_result(lua_State *L)
 {
-    pasyn_task *t = check_task(L, SLOT_TASK);
+    pasyn_task *t = check_completed(L, SLOT_TASK);
     lpool *p = to_pool(L, SLOT_POOL);
     check_type(L, SLOT_RECORD, LUA_TTABLE, "record");
     lstream *prev = lua_isnoneornil(L, SLOT_STREAM) ? NULL : check_stream(L, SLOT_STREAM);
@@ -1224,7 +1236,7 @@ static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p)
  * Thread: the Lua state's. */
 static int l_result_cursor(lua_State *L)
 {
-    pasyn_task *t = check_task(L, SLOT_TASK);
+    pasyn_task *t = check_completed(L, SLOT_TASK);
     lpool *p = to_pool(L, SLOT_POOL);
     check_type(L, SLOT_RECORD, LUA_TTABLE, "cursor");
     if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
@@ -1296,7 +1308,7 @@ static void call_hook(lua_State *L, int fn, int nargs, int first)
  * Thread: the Lua state's. */
 static int l_deliver(lua_State *L)
 {
-    pasyn_task *t = check_task(L, 1);
+    pasyn_task *t = check_completed(L, 1);
     int integers = lua_isnoneornil(L, 4) ? INTEGERS_NUMBER : to_pool(L, 4)->integers;
     lua_settop(L, 3);
     lua_pushnil(L); /* 4: the first error */
@@ -1359,7 +1371,7 @@ static int l_serialize(lua_State *L)
  * The bytes of a completed serialize task, or its failure; frees the task. */
 static int l_bytes(lua_State *L)
 {
-    pasyn_task *t = check_task(L, 1);
+    pasyn_task *t = check_completed(L, 1);
     if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
         return fail_task(L, t);
     size_t len;
@@ -1373,7 +1385,7 @@ static int l_bytes(lua_State *L)
  * Whether a completed task without rows (a backup step) succeeded; frees it. */
 static int l_done(lua_State *L)
 {
-    pasyn_task *t = check_task(L, 1);
+    pasyn_task *t = check_completed(L, 1);
     if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
         return fail_task(L, t);
     pasyn_task_free(t);

@@ -126,9 +126,12 @@ end
 -- dispatch has taken its task; a resume from anywhere else (the host's own loop, a spurious
 -- wake-up) only makes it suspend again. The task's slot of the gate is given back when it
 -- completes: by dispatch (before it resumes the waiter), or here for a blocking wait.
+-- Dispatch resumes a waiting coroutine of the loop with its task: a resume by anything else
+-- (code that resumes the loop's coroutines by hand, a stale timer) leaves it waiting.
 function M.await(task, sync, gate, co)
     if M.begin_wait(task, sync, gate, co) then
-        co_yield(SUSPEND)
+        repeat
+        until co_yield(SUSPEND) == task
     end
 end
 
@@ -607,7 +610,7 @@ local function deliver(task, n, failure)
         end
     else
         n = n + 1
-        step(co)
+        step(co, task) -- (see await)
     end
     return n, failure
 end
@@ -655,7 +658,7 @@ function M.dispatch()
             waiting[task], task_pools[task] = nil, nil
             loop.pending = loop.pending - 1
             n = n + 1
-            after(co, co_resume(co))
+            after(co, co_resume(co, task)) -- (see await)
         else
             n, failure = deliver(task, n, failure)
         end
