@@ -223,7 +223,18 @@ void *pasyn_task_user(const pasyn_task *t);
  * pasyn_task_new) and starts the next; only closed sets run, so call it after the last set too
  * (n sets, n calls). Strings are copied. 0, or PASYN_ENOMEM. Before submit only. */
 int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn_value *v);
+/* Binds the n values at `values` (n >= 0) by position, in order: as n calls of
+ * pasyn_task_bind(t, NULL, 0, &values[k]), with one check of the room they need. Strings are
+ * copied. 0, or PASYN_ENOMEM (then none of them, or some, is bound: free the task). Before
+ * submit only; the caller's thread. */
+int pasyn_task_bind_values(pasyn_task *t, const pasyn_value *values, int n);
 int pasyn_task_next_set(pasyn_task *t);
+/* PASYN_MANY: makes room for `more` parameter sets beyond those closed so far, each the size of
+ * their average, so that binding them does not grow the buffer set by set. A hint: nothing is
+ * reserved before the first set closes, nor when it would take more than 16 MiB or the memory
+ * is short; binding grows the buffer as it needs either way. Before submit only; the caller's
+ * thread. */
+void pasyn_task_reserve_sets(pasyn_task *t, size_t more);
 /* Starts another reading of the parameter set being bound: the values bound since the set began
  * (or since the last call) are one reading, those bound after it the next. The worker binds the
  * first reading that fits the statement: as many values as it has placeholders, by position

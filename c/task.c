@@ -226,29 +226,62 @@ void pasyn_task_set_timeout(pasyn_task *t, double seconds)
     t->timeout_ns = seconds > 0 ? (seconds < 1e9 ? (uint64_t)(seconds * 1e9) : UINT64_MAX / 2) : 0;
 }
 
+int pasyn_task_bind_values(pasyn_task *t, const pasyn_value *values, int n)
+{
+    /* each value as encode_value writes it, after the nameless mark */
+    size_t size = 0;
+    for (int k = 0; k < n; k++) {
+        const pasyn_value *v = &values[k];
+        if (v->type == PASYN_INT || v->type == PASYN_FLOAT) {
+            size += 13;
+        } else if (v->type == PASYN_TEXT || v->type == PASYN_BLOB) {
+            if (v->n > UINT32_MAX)
+                return PASYN_ENOMEM; /* as encode_value */
+            size += 9 + v->n;
+        } else {
+            size += 5;
+        }
+    }
+    buf *b = &t->params;
+    if (b->len + size > b->cap && buf_reserve(b, size) != 0)
+        return PASYN_ENOMEM;
+    unsigned char *at = b->p + b->len;
+    uint32_t mark = UINT32_MAX;
+    for (int k = 0; k < n; k++) {
+        const pasyn_value *v = &values[k];
+        memcpy(at, &mark, 4);
+        if (v->type == PASYN_INT || v->type == PASYN_FLOAT) {
+            at[4] = (unsigned char)v->type;
+            memcpy(at + 5, v->type == PASYN_INT ? (const void *)&v->i : (const void *)&v->d, 8);
+            at += 13;
+        } else if (v->type == PASYN_TEXT || v->type == PASYN_BLOB) {
+            uint32_t n32 = (uint32_t)v->n;
+            at[4] = (unsigned char)v->type;
+            memcpy(at + 5, &n32, 4);
+            if (v->n)
+                memcpy(at + 9, v->p, v->n);
+            at += 9 + v->n;
+        } else {
+            at[4] = PASYN_NULL;
+            at += 5;
+        }
+    }
+    b->len += size;
+    rows_after_params(t);
+    return 0;
+}
+
 int pasyn_task_bind(pasyn_task *t, const char *name, size_t namelen, const pasyn_value *v)
 {
-    buf *b = &t->params;
-    if (!name && (v->type == PASYN_INT || v->type == PASYN_FLOAT) && b->len + 13 <= b->cap) {
-        /* a number by position, with room for it: the common case, in one go */
-        uint32_t n32 = UINT32_MAX;
-        memcpy(b->p + b->len, &n32, 4);
-        b->p[b->len + 4] = (unsigned char)v->type;
-        if (v->type == PASYN_INT)
-            memcpy(b->p + b->len + 5, &v->i, 8);
-        else
-            memcpy(b->p + b->len + 5, &v->d, 8);
-        b->len += 13;
-        rows_after_params(t);
-        return 0;
-    }
-    if (name && namelen && (name[0] == ':' || name[0] == '@' || name[0] == '$')) {
+    if (!name)
+        return pasyn_task_bind_values(t, v, 1);
+    if (namelen && (name[0] == ':' || name[0] == '@' || name[0] == '$')) {
         name++;
         namelen--;
     }
-    uint32_t n32 = name ? (uint32_t)namelen : UINT32_MAX;
+    uint32_t n32 = (uint32_t)namelen;
     int err = PASYN_ENOMEM;
-    if (buf_put(&t->params, &n32, 4) == 0 && (!name || buf_put(&t->params, name, namelen) == 0))
+    if (buf_put(&t->params, &n32, 4) == 0 && buf_put(&t->params, name, namelen) == 0)
         err = encode_value(&t->params, v);
     rows_after_params(t);
     return err;
@@ -268,10 +301,28 @@ int pasyn_task_bind_alternative(pasyn_task *t)
 int pasyn_task_next_set(pasyn_task *t)
 {
     size_t end = t->params.len;
-    if (buf_put(&t->set_ends, &end, sizeof end) != 0)
+    buf *b = &t->set_ends;
+    if (b->len + sizeof end > b->cap && buf_reserve(b, sizeof end) != 0)
         return PASYN_ENOMEM;
+    memcpy(b->p + b->len, &end, sizeof end);
+    b->len += sizeof end;
     t->nsets++;
     return 0;
+}
+
+/* The most pasyn_task_reserve_sets reserves at once. */
+#define RESERVE_MAX ((size_t)16 << 20)
+
+void pasyn_task_reserve_sets(pasyn_task *t, size_t more)
+{
+    if (!t->nsets || !more)
+        return;
+    size_t per = t->params.len / t->nsets + 1;
+    if (more > RESERVE_MAX / per)
+        return;
+    (void)buf_reserve(&t->params, per * more);
+    (void)buf_reserve(&t->set_ends, sizeof(size_t) * more);
+    rows_after_params(t);
 }
 
 void task_fail(pasyn_task *t, int err, int code, int extended, const char *message)

@@ -616,3 +616,141 @@ describe("a statement run again", function()
         end
     end)
 end)
+
+-- A parameter table's values, and values given as arguments, are converted by the binding's
+-- own switch for the common kinds (number, string, nil, boolean) and bound by position in
+-- batches; values by name take the general conversion and the core's encoding of one value
+-- at a time. Whatever way a set comes (executemany, an execute with an array or with
+-- arguments), the same values are stored as by name, and a bad one is named alike.
+describe("a table of parameters, arguments and names", function()
+    local ffi = jit and select(2, pcall(require, "ffi")) or nil
+    local big = ("\0x"):rep(3000) -- a long text with NULs
+    local values = {
+        0, 1, -1, 2147483647, -2147483648, 9007199254740993, -9007199254740993,
+        1.5, -0.25, 3.0, 1e308, -1e-308, math.huge, -math.huge, 2 ^ 63, -(2 ^ 63),
+        "", "a\0b", big, "row 7", sqlite.blob(""), sqlite.blob("\0\1\2\255"), null, true,
+        false, nil, 42, nil, nil, "after the holes",
+    }
+    if has_integers then
+        values[31], values[32] = math.maxinteger, math.mininteger
+    end
+    if type(ffi) == "table" then -- LuaJIT's boxed 64-bit integers
+        values[31] = (loadstring or load)("return 9223372036854775807LL")()
+        values[32] = (loadstring or load)("return -9223372036854775807LL - 1")()
+        values[33] = (loadstring or load)("return 9223372036854775807ULL")()
+    end
+    local n = 36 -- more than a batch (16), and a nil at the end
+    values.n = n
+
+    local columns, marks, names, reads = {}, {}, {}, {}
+    for k = 1, n do
+        columns[k], marks[k], names[k] = "c" .. k, "?", ":c" .. k
+        reads[k] = ("c%d, typeof(c%d)"):format(k, k)
+    end
+    local create = "CREATE TABLE d (src, " .. table.concat(columns, ", ") .. ")"
+    local insert = "INSERT INTO d VALUES (?, " .. table.concat(marks, ", ") .. ")"
+    local by_name = "INSERT INTO d VALUES (:src, " .. table.concat(names, ", ") .. ")"
+    local read = "SELECT " .. table.concat(reads, ", ") .. " FROM d WHERE src = ?"
+
+    -- The set of values with its source's name first.
+    local function set(src, vals)
+        local s = { src, n = vals.n + 1 }
+        for k = 1, vals.n do
+            s[k + 1] = vals[k]
+        end
+        return s
+    end
+
+    -- Stores vals by name as the row of src (a nil as sqlite.null: a map has no holes).
+    local function store_by_name(src, vals)
+        local map = { src = src }
+        for k = 1, vals.n do
+            local v = vals[k]
+            if v == nil then
+                v = null
+            end
+            map["c" .. k] = v
+        end
+        conn:execute(by_name, map)
+    end
+
+    -- Each stored row of src as { value, typeof, ... }, in order, compared with the one stored
+    -- by name (`like`: one source's name for each row, or "names" for all) (math.type too,
+    -- which tells an integer from an integral float on Lua 5.3+).
+    local function same_as_by_name(src, count, like)
+        local rows = conn:execute(read .. " ORDER BY rowid", src):fetchall()
+        assert.are.equal(count, #rows, src)
+        for i, row in ipairs(rows) do
+            local want = conn:execute(read, like and like[i] or "names"):fetchone()
+            for k = 1, 2 * n do
+                assert.are.equal(want[k], row[k], src .. ", column " .. k)
+                if has_integers then
+                    assert.are.equal(math.type(want[k]), math.type(row[k]), src .. ", " .. k)
+                end
+            end
+        end
+    end
+
+    it("stores the same values through executemany, an execute with an array, arguments and "
+       .. "names", function()
+        conn:execute(create)
+        store_by_name("names", values)
+        local row = conn:execute(read, "names"):fetchone()
+        assert.are.equal(big, row[2 * 19 - 1]) -- the reference itself bound as it is
+        assert.are.equal("integer", row[2 * 2])
+        assert.are.equal("null", row[2 * 26])
+        assert.are.equal("blob", row[2 * 22])
+        local s = set("arguments", values)
+        conn:execute(insert, support.unpack(s, 1, s.n))
+        same_as_by_name("arguments", 1)
+        conn:execute(insert, set("table", values))
+        same_as_by_name("table", 1)
+        conn:executemany(insert, { set("many", values), set("many", values), set("many", values) })
+        same_as_by_name("many", 3)
+        local left = 2
+        conn:executemany(insert, function()
+            left = left - 1
+            return left >= 0 and set("iterated", values) or nil
+        end)
+        same_as_by_name("iterated", 2)
+        -- sets longer than the first (the room made for the rest is as large as it), then
+        -- shorter
+        local small = { n = n }
+        for k = 1, n do
+            small[k] = values[k]
+        end
+        small[19] = "s" -- big's place
+        store_by_name("names small", small)
+        conn:executemany(insert, { set("mixed", small), set("mixed", values), set("mixed", values),
+                                   set("mixed", small) })
+        same_as_by_name("mixed", 4, { "names small", "names", "names", "names small" })
+    end)
+
+    it("names a bad value in the middle of a set alike, and with its set in executemany",
+       function()
+        conn:execute(create)
+        local bad_values = { { print, "a function" }, { {}, "a table" },
+                             { coroutine.create(print), "a thread" } }
+        if type(ffi) == "table" then
+            bad_values[4] = { (loadstring or load)("return 18446744073709551615ULL")(),
+                              "the uint64_t 18446744073709551615 is beyond INTEGER's range" }
+        end
+        for i, at in ipairs({ 2, 17, 20, n, 1 }) do
+            local bad_value = bad_values[(i - 1) % #bad_values + 1]
+            local bad = set("bad", values)
+            bad[at + 1] = bad_value[1]
+            local e_args = raises("ProgrammingError", conn.execute, conn, insert,
+                                  support.unpack(bad, 1, bad.n))
+            local e_table = raises("ProgrammingError", conn.execute, conn, insert, bad)
+            local e_many = raises("ProgrammingError", conn.executemany, conn, insert,
+                                  { set("good", values), set("good", values), bad })
+            local why = ("parameter %d: "):format(at + 1)
+            assert.truthy(e_args.message:find(why, 1, true), e_args.message)
+            assert.truthy(e_args.message:find(bad_value[2], 1, true), e_args.message)
+            assert.are.equal(e_args.message, e_table.message)
+            assert.are.equal(e_args.message:gsub(why, "parameter set 3: " .. why, 1),
+                             e_many.message)
+        end
+        assert.are.equal(0, count_rows("d"))
+    end)
+end)

@@ -50,6 +50,15 @@ static void compat_anchor(lua_State *L, int ud)
 }
 #endif
 
+/* lua_rawgeti and lua_rawget, giving the type of the value they push (as 5.3+ return it). */
+#if LUA_VERSION_NUM >= 503
+#define compat_rawgeti(L, i, k) lua_rawgeti(L, (i), (k))
+#define compat_rawget(L, i) lua_rawget(L, (i))
+#else
+#define compat_rawgeti(L, i, k) (lua_rawgeti(L, (i), (k)), lua_type(L, -1))
+#define compat_rawget(L, i) (lua_rawget(L, (i)), lua_type(L, -1))
+#endif
+
 #if LUA_VERSION_NUM >= 503
 #define compat_pushint64(L, v) lua_pushinteger(L, (lua_Integer)(v))
 /* 1 and *out when the number at i is an integer subtype. */

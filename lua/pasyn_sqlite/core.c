@@ -126,8 +126,8 @@ static int arg_error(lua_State *L, int i, const char *name, const char *want)
 
 /* The module's functions hold the metatables of its userdata as upvalues (luaopen): a check
  * compares with one instead of looking the metatable up in the registry by name, on every
- * statement's path. */
-enum { UPVALUE_POOL_MT = 1, UPVALUE_STREAM_MT = 2, UPVALUE_HUB = 3 };
+ * statement's path. Likewise the string "n", which every parameter table is asked for. */
+enum { UPVALUE_POOL_MT = 1, UPVALUE_STREAM_MT = 2, UPVALUE_HUB = 3, UPVALUE_N = 4 };
 
 /* The binding's luaL_check*: each raises arg_error for an argument of another type. */
 static void *check_udata(lua_State *L, int i, int upvalue, const char *tname, const char *name,
@@ -411,20 +411,73 @@ static int to_value(lua_State *L, int i, pasyn_value *v, int pos, const char *na
     return bad_param(L, pos, name, why);
 }
 
-/* Binds the n values from i on. PASYN_OK; or, with a message on the stack,
- * PASYN_EPROGRAMMING for a value that cannot bind, PASYN_ENOMEM. */
-static int bind_positional(lua_State *L, pasyn_task *t, int i, int n)
+/* Converts the value at i, of Lua type `type` (lua_type's), as to_value does: the common kinds
+ * here, in one Lua call each, the others by to_value (which names a bad one by position). */
+static int convert(lua_State *L, int i, int type, pasyn_value *v, int pos)
 {
-    pasyn_value v;
-    for (int k = 0; k < n; k++) {
-        if (!to_value(L, i + k, &v, k + 1, NULL))
+    switch (type) {
+    case LUA_TNUMBER:
+        if (compat_tointeger(L, i, &v->i)) {
+            v->type = PASYN_INT;
+        } else {
+            v->type = PASYN_FLOAT;
+            v->d = (double)lua_tonumber(L, i);
+        }
+        return 1;
+    case LUA_TSTRING:
+        v->type = PASYN_TEXT;
+        v->p = lua_tolstring(L, i, &v->n);
+        return 1;
+    case LUA_TNIL:
+        v->type = PASYN_NULL;
+        return 1;
+    case LUA_TBOOLEAN:
+        v->type = PASYN_INT;
+        v->i = lua_toboolean(L, i);
+        return 1;
+    default:
+        return to_value(L, i, v, pos, NULL);
+    }
+}
+
+/* Positional values are converted up to BIND_BATCH at a time, then bound in one call
+ * (bind_batch); their strings stay on the stack meanwhile. */
+enum { BIND_BATCH = 16 };
+
+/* Binds the m converted values vs. PASYN_OK, or PASYN_ENOMEM with a message on the stack. */
+static int bind_batch(lua_State *L, pasyn_task *t, const pasyn_value *vs, int m)
+{
+    if (pasyn_task_bind_values(t, vs, m) == 0)
+        return PASYN_OK;
+    lua_pushliteral(L, "out of memory");
+    return PASYN_ENOMEM;
+}
+
+/* Binds n values by position: those from stack index i on, or (from_table) t[1] to t[n] of
+ * the table at i, read raw and left pushed (the caller pops them). PASYN_OK; or, with a
+ * message on the stack, PASYN_EPROGRAMMING for a value that cannot bind, PASYN_ENOMEM. */
+static int bind_values(lua_State *L, pasyn_task *t, int i, int n, int from_table)
+{
+    pasyn_value vs[BIND_BATCH];
+    for (int k = 1, m = 0; k <= n; k++) {
+        int at = from_table ? -1 : i + k - 1;
+        int type = from_table ? compat_rawgeti(L, i, k) : lua_type(L, at);
+        if (!convert(L, at, type, &vs[m], k))
             return PASYN_EPROGRAMMING;
-        if (pasyn_task_bind(t, NULL, 0, &v) != 0) {
-            lua_pushliteral(L, "out of memory");
-            return PASYN_ENOMEM;
+        if (++m == BIND_BATCH || k == n) {
+            int err = bind_batch(L, t, vs, m);
+            if (err != PASYN_OK)
+                return err;
+            m = 0;
         }
     }
     return PASYN_OK;
+}
+
+/* Binds the n values from i on. Returns as bind_values does. */
+static int bind_positional(lua_State *L, pasyn_task *t, int i, int n)
+{
+    return bind_values(L, t, i, n, 0);
 }
 
 /* 1 when the table at i has a string key other than "n". */
@@ -459,39 +512,37 @@ static int bind_nulls(lua_State *L, pasyn_task *t, int count, int then_alternati
 /* The parameters held by the table at i: an array (t.n or #t long) or a map of names. A
  * table whose only key is n is both (table.pack of n nils, or {n = value} for :n): it is bound
  * both ways, the NULLs first, and the statement decides (pasyn_task_bind_alternative).
- * Returns as bind_positional does. */
-static int bind_table(lua_State *L, pasyn_task *t, int i)
+ * PASYN_OK, the stack then cut to `keep` slots (at most i: the caller's, or with the table
+ * popped too); or, as bind_positional, a failure with its message on top. */
+static int bind_table(lua_State *L, pasyn_task *t, int i, int keep)
 {
-    lua_pushliteral(L, "n"); /* raw, as every read of a parameter table: no metamethod runs */
-    lua_rawget(L, i);
-    int has_n = lua_type(L, -1) == LUA_TNUMBER;
-    lua_Number count = lua_tonumber(L, -1);
-    lua_pop(L, 1);
+    /* raw, as every read of a parameter table: no metamethod runs */
+    lua_pushvalue(L, lua_upvalueindex(UPVALUE_N));
+    int has_n = compat_rawget(L, i) == LUA_TNUMBER;
+    lua_Number count = has_n ? lua_tonumber(L, -1) : 0; /* left there until the end */
     int len = (int)compat_rawlen(L, i);
     int is_count = has_n && count >= 0 && count <= 32766 && count == (lua_Number)(int)count;
     if (len > 0 && has_n && !is_count) {
         lua_pushliteral(L, "the parameter count t.n must be a whole number from 0 to 32766");
         return PASYN_EPROGRAMMING;
     }
-    if (len == 0 && has_n && is_count && !has_names_besides_n(L, i)) {
-        int err = bind_nulls(L, t, (int)count, 1); /* then n by name, below */
-        if (err != PASYN_OK)
-            return err;
-    } else if (len > 0) {
+    if (len > 0) {
         int n = has_n ? (int)count : len;
-        int top = lua_gettop(L);
-        if (!lua_checkstack(L, n + 4)) {
+        /* Each value is converted as it is pushed, and all popped at the end. A few fit in
+         * the LUA_MINSTACK slots a C function has without asking. */
+        if (n > 8 && !lua_checkstack(L, n + 3)) {
             lua_pushfstring(L, "too many parameters (%d)", n);
             return PASYN_EPROGRAMMING;
         }
-        for (int k = 1; k <= n; k++)
-            lua_rawgeti(L, i, k);
-        int err = bind_positional(L, t, top + 1, n);
+        int err = bind_values(L, t, i, n, 1);
         if (err == PASYN_OK)
-            lua_settop(L, top);
-        else
-            lua_replace(L, top + 1), lua_settop(L, top + 1);
+            lua_settop(L, keep);
         return err;
+    }
+    if (has_n && is_count && !has_names_besides_n(L, i)) {
+        int err = bind_nulls(L, t, (int)count, 1); /* then n by name, below */
+        if (err != PASYN_OK)
+            return err;
     }
     lua_pushnil(L);
     while (lua_next(L, i)) {
@@ -516,6 +567,7 @@ static int bind_table(lua_State *L, pasyn_task *t, int i)
         }
         lua_pop(L, 1);
     }
+    lua_settop(L, keep);
     return PASYN_OK;
 }
 
@@ -596,7 +648,7 @@ static int bind_args(lua_State *L, pasyn_task *t, int first)
 {
     int nargs = lua_gettop(L) - first + 1, err;
     if (nargs == 1 && lua_type(L, first) == LUA_TTABLE && lua_getmetatable(L, first) == 0)
-        err = bind_table(L, t, first);
+        err = bind_table(L, t, first, first);
     else if (nargs == 1 && lua_type(L, first) == LUA_TTABLE)
         lua_pop(L, 1), err = bind_positional(L, t, first, 1);
     else
@@ -741,20 +793,21 @@ static int l_submit_many(lua_State *L)
     if (!t)
         return fail(L, NULL, PASYN_ENOMEM, "out of memory");
     int n = (int)compat_rawlen(L, 6);
+    lua_settop(L, 6); /* each set at 7, popped by bind_table */
     for (int k = 1; k <= n; k++) {
-        lua_rawgeti(L, 6, k);
         int err = PASYN_OK;
-        if (lua_type(L, -1) != LUA_TTABLE) {
+        if (compat_rawgeti(L, 6, k) != LUA_TTABLE) {
             err = PASYN_EPROGRAMMING;
             lua_pushfstring(L, "parameter set %d is a %s, not a table", k, luaL_typename(L, -1));
-        } else if ((err = bind_table(L, t, lua_gettop(L))) == PASYN_EPROGRAMMING) {
+        } else if ((err = bind_table(L, t, 7, 6)) == PASYN_EPROGRAMMING) {
             lua_pushfstring(L, "parameter set %d: %s", k, lua_tostring(L, -1));
         }
         if (err != PASYN_OK)
             return fail(L, t, err, lua_tostring(L, -1));
-        lua_pop(L, 1);
         if (pasyn_task_next_set(t) != 0)
             return fail(L, t, PASYN_ENOMEM, "out of memory");
+        if (k == 1)
+            pasyn_task_reserve_sets(t, (size_t)(n - 1)); /* the rest, as large as the first */
     }
     return submit(L, p, t, sync);
 }
@@ -2342,7 +2395,8 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
     luaL_getmetatable(L, POOL_MT);               /* UPVALUE_POOL_MT */
     luaL_getmetatable(L, STREAM_MT);             /* UPVALUE_STREAM_MT */
     lua_getfield(L, LUA_REGISTRYINDEX, HUB_KEY); /* UPVALUE_HUB */
-    compat_setfuncs(L, funcs, 3);
+    lua_pushliteral(L, "n");                     /* UPVALUE_N: the key of a parameter count */
+    compat_setfuncs(L, funcs, 4);
     /* The names function_name gives: the module's functions that pasyn_sqlite.lua hands on to
      * the user as they are go by the user's name for them. */
     lua_newtable(L);
