@@ -5,8 +5,6 @@
  */
 #include "hooks.h"
 
-/* The most statements one batch holds: a bound on how long the first of them waits. */
-#define BATCH_MAX 512
 /* The fewest statements a batch may be capped at (batch_cap). */
 #define BATCH_MIN 16
 
@@ -70,24 +68,37 @@ static int joins_batch(pasyn_pool *pool, pasyn_task *t)
     return dml;
 }
 
+/* True once a write was queued since `seen` (writer.pushed), or the submitting host waits for
+ * completions with nothing else to run (its hub's `idle`): it will submit no more before this
+ * batch completes. */
+static int batch_fed_or_starved(pasyn_pool *pool, void *seen)
+{
+    return atomic_load_explicit(&pool->writer.pushed, memory_order_acquire) != *(uint64_t *)seen ||
+           atomic_load_explicit(&pool->hub->idle, memory_order_relaxed);
+}
+
 /* The next task for the batch. When the queue is empty but writes have come in since the batch
  * began, more are likely on their way (the callers of the last batch resume one by one): watch
  * for them before committing, since each one that comes saves a COMMIT of its own. For how
  * long: a few of the gaps seen between such writes, or the time a COMMIT takes if that is
- * longer, never more than SPIN_NS. Writes that were all queued at once never wait, unless
- * `expect` says that the callers of the last batch are likely to write again. */
+ * longer, never more than SPIN_NS; and not at all, or no longer, once the host that submits
+ * them waits in pasyn_hub_poll with nothing to run (hub's `idle`: the rest of its writers wait
+ * for this batch's completions, and the batch would only keep them waiting). Writes that were
+ * all queued at once never wait, unless `expect` says that the callers of the last batch are
+ * likely to write again. */
 static pasyn_task *batch_next(pasyn_pool *pool, int expect, uint64_t pushed_at_start)
 {
     batching *b = &pool->batch;
     uint64_t seen = atomic_load(&pool->writer.pushed);
     pasyn_task *t = writer_take_head(pool);
-    if (t || (!expect && seen == pushed_at_start))
+    if (t || (!expect && seen == pushed_at_start) || atomic_load(&pool->hub->idle))
         return t;
     uint64_t linger = 3 * b->gap_ns > b->commit_ns ? 3 * b->gap_ns : b->commit_ns;
     if (linger > SPIN_NS)
         linger = SPIN_NS;
     uint64_t start = now_ns();
-    if (writer_spin(pool, seen, linger) && (t = writer_take_head(pool)) != NULL)
+    if (pool_spin(pool, linger, NULL, batch_fed_or_starved, &seen) &&
+        (t = writer_take_head(pool)) != NULL)
         b->gap_ns = (b->gap_ns * 7 + (now_ns() - start)) / 8;
     return t;
 }
@@ -109,11 +120,42 @@ static int batch_cap(const pasyn_pool *pool)
     return cap < BATCH_MIN ? BATCH_MIN : cap > BATCH_MAX ? BATCH_MAX : cap;
 }
 
-/* Learns how many writers wait at once from a batch of `n` that commits with `queued` more
- * behind it: the most seen lately, forgotten by 1/16 a batch. Writer thread. */
-static void batch_learn_writers(pasyn_pool *pool, int n, int queued)
+/* How many owners (coroutines, for the Lua binding) the `n` statements of `batch` and those of
+ * the batch that committed before it have, each counted once; then `batch`'s are the last. A
+ * writer that waits for its statement's completion is in no queue: between two of its writes it
+ * is the submitter's (a coroutine the host thread resumes). So the queue at a COMMIT shows few
+ * of the writers; two batches in a row, which alternate once batch_cap halves them, hold them
+ * all. (Statements of no owner, 0, count as one.) Writer thread. */
+static int batch_owners(batching *b, pasyn_task *const *batch, int n)
 {
-    int seen = n + queued, *w = &pool->batch.writers;
+    enum { BITS = 11, SLOTS = 1 << BITS }; /* at most 2 * BATCH_MAX keys: never above half full */
+    uint64_t set[SLOTS];                   /* owner + 1; 0 for an empty slot */
+    memset(set, 0, sizeof set);
+    int distinct = 0, before = b->last_owners_n;
+    for (int i = 0; i < before + n; i++) {
+        uint64_t key = (i < before ? b->last_owners[i] : batch[i - before]->owner) + 1;
+        size_t at = (size_t)((key * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - BITS));
+        while (set[at] && set[at] != key)
+            at = (at + 1) & (SLOTS - 1);
+        if (!set[at]) {
+            set[at] = key;
+            distinct++;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        b->last_owners[i] = batch[i]->owner;
+    b->last_owners_n = n;
+    return distinct;
+}
+
+/* Learns how many writers wait at once from a batch of `n` that commits with `queued` more
+ * behind it: the owners of it and the batch before (batch_owners), or its own statements when
+ * they are more (writes of no owner), and the queue; the most seen lately, forgotten by 1/16 a
+ * batch. Writer thread. */
+static void batch_learn_writers(pasyn_pool *pool, pasyn_task *const *batch, int n, int queued)
+{
+    int owners = batch_owners(&pool->batch, batch, n);
+    int seen = (owners > n ? owners : n) + queued, *w = &pool->batch.writers;
     *w = seen > *w - *w / 16 ? seen : *w - *w / 16;
 }
 
@@ -195,7 +237,7 @@ static pasyn_task *batch_run(pasyn_pool *pool, pasyn_task *first, int expect)
         }
     }
     if (!broken) {
-        batch_learn_writers(pool, n, writer_queued(pool));
+        batch_learn_writers(pool, batch, n, writer_queued(pool));
         uint64_t start = now_ns();
         broken = batch_exec(pool, BATCH_COMMIT) != SQLITE_OK;
         /* Running averages, for batch_next and batch_cap. */

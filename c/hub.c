@@ -223,6 +223,17 @@ pasyn_task *pasyn_hub_drain(pasyn_hub *hub)
     return list;
 }
 
+/* poll(2) on the descriptor for up to timeout_ms (-1: no bound); 1 when it is readable. */
+static int hub_poll_fd(pasyn_hub *hub, int timeout_ms)
+{
+    struct pollfd p = {.fd = hub->efd, .events = POLLIN};
+    int r;
+    do
+        r = poll(&p, 1, timeout_ms);
+    while (r < 0 && errno == EINTR);
+    return r > 0;
+}
+
 /* Watches `flag` for a short while, when a core is spare (cpu_core_spare); 1 when it was set. The caller's thread never yields the
  * core meanwhile: the kernel's scheduler (EEVDF) pushes back the deadline of a thread that
  * yields, and a waiter that has yielded its way into a sleep is woken late, at the next tick
@@ -246,20 +257,17 @@ int pasyn_hub_poll(pasyn_hub *hub, int timeout_ms)
 {
     if (atomic_load(&hub->pending))
         return 1;
-    if (timeout_ms != 0) {
-        /* While we watch, completions need not write the descriptor. */
-        atomic_store(&hub->watching, 1);
-        int seen = spin_until(&hub->pending);
-        atomic_store(&hub->watching, 0);
-        if (seen || atomic_load(&hub->pending))
-            return 1;
-    }
-    struct pollfd p = {.fd = hub->efd, .events = POLLIN};
-    int r;
-    do
-        r = poll(&p, 1, timeout_ms);
-    while (r < 0 && errno == EINTR);
-    return r > 0;
+    if (timeout_ms == 0)
+        return hub_poll_fd(hub, 0);
+    /* The host waits: a batch of the writer need not wait for more of its writes (idle). */
+    atomic_store(&hub->idle, 1);
+    /* While we watch, completions need not write the descriptor. */
+    atomic_store(&hub->watching, 1);
+    int seen = spin_until(&hub->pending);
+    atomic_store(&hub->watching, 0);
+    int ready = seen || atomic_load(&hub->pending) || hub_poll_fd(hub, timeout_ms);
+    atomic_store(&hub->idle, 0);
+    return ready;
 }
 
 int pasyn_task_completed(const pasyn_task *t)

@@ -111,6 +111,8 @@ struct pasyn_hub {
     pasyn_task *head, *tail;
     _Atomic int pending;  /* head != NULL, readable without the lock */
     _Atomic int watching; /* the host spins on pending in pasyn_hub_poll */
+    _Atomic int idle;     /* the host waits in pasyn_hub_poll, nothing drained left to run:
+                             it submits nothing more before a completion (group_commit.c) */
     int signalled;        /* under mu: the descriptor (and sfd) written since the last drain */
     int stray;            /* under mu: a write that trailed a drain may have landed since it
                              (hub_write_unlocked): the next drain clears the descriptor */

@@ -59,7 +59,10 @@ pasyn_task *pasyn_hub_drain(pasyn_hub *hub);
 /* Blocks until completions wait or timeout_ms passes (negative: no limit): watches for a
  * short while, then sleeps in poll() on the descriptor. Completions that come while it watches
  * do not write the descriptor, so after it returns 1 drain before polling the descriptor
- * anywhere else. Returns 1 when completions wait, 0 on timeout. Owner thread. */
+ * anywhere else. Returns 1 when completions wait, 0 on timeout. While it blocks, the writers
+ * of the pools completing here take it that this host submits nothing more before a
+ * completion: a group commit then stops waiting for more writes and commits what it holds (so a
+ * host whose other threads submit meanwhile gets smaller batches). Owner thread. */
 int pasyn_hub_poll(pasyn_hub *hub, int timeout_ms);
 
 /* For hosts that can watch only connections they open themselves (OpenResty's cosockets

@@ -57,6 +57,9 @@ typedef struct writer {
 /* The statements a group commit is made of (group_commit.c). */
 enum batch_stmt { BATCH_BEGIN, BATCH_COMMIT, BATCH_ROLLBACK, BATCH_STMTS };
 
+/* The most statements one batch holds: a bound on how long the first of them waits. */
+#define BATCH_MAX 512
+
 /* Group commit: what the writer learned of batches (writer thread) and their counters. */
 typedef struct batching {
     sqlite3_stmt *stmts[BATCH_STMTS]; /* BEGIN IMMEDIATE, COMMIT, ROLLBACK: prepared once */
@@ -65,6 +68,8 @@ typedef struct batching {
     uint64_t stmt_ns;                 /* a batch's time before its COMMIT per statement: the same */
     int last;                         /* statements in the last batch; 0 after a task run alone */
     int writers;                      /* how many writes wait at once, as lately seen (batch_cap) */
+    int last_owners_n;                /* the owners of the last batch that committed ... */
+    uint64_t last_owners[BATCH_MAX];  /* ... (batch_learn_writers) */
     _Atomic uint64_t count;           /* batches of two or more statements (pasyn_stats) */
     _Atomic uint64_t statements;      /* statements run in them */
     _Atomic uint64_t most;            /* the most statements one of them held */
