@@ -1089,18 +1089,12 @@ local function many_chunk(cur, sql, sets, timeout)
 end
 
 -- The next parameter tables of the iterator seq, up to MANY_CHUNK: the array, and whether
--- seq has ended. The array is `sets` again when given (a full chunk's, submitted already:
--- the core copied its values), so that its part of MANY_CHUNK slots is not made, grown and
--- freed again for each chunk (most of the Lua thread's allocator work besides the tables
--- themselves).
-local function next_chunk(seq, sets)
-    sets = sets or {}
+-- seq has ended.
+local function next_chunk(seq)
+    local sets = {}
     for i = 1, MANY_CHUNK do
         local params = seq()
         if params == nil then
-            for k = i, #sets do -- (what is left of a full chunk)
-                sets[k] = nil
-            end
             return sets, true
         end
         sets[i] = params
@@ -1108,11 +1102,9 @@ local function next_chunk(seq, sets)
     return sets, false
 end
 
--- The next chunk of the iterator seq, submitted (many_submit), and whether seq has ended;
--- `sets` as next_chunk takes it.
-local function next_submitted(cur, sql, seq, timeout, sets)
-    local is_last
-    sets, is_last = next_chunk(seq, sets)
+-- The next chunk of the iterator seq, submitted (many_submit), and whether seq has ended.
+local function next_submitted(cur, sql, seq, timeout)
+    local sets, is_last = next_chunk(seq)
     return many_submit(cur, sql, sets, timeout), is_last
 end
 
@@ -1126,7 +1118,7 @@ local function many_chunks(cur, sql, seq, sets, timeout)
             -- The next chunk is built, and sent to queue behind this one, while the writer
             -- inserts this one. An error of either stops the call: this chunk's first (it came
             -- first). A chunk queued behind a failed one is waited for, and undone with the rest.
-            local built, following, is_last = pcall(next_submitted, cur, sql, seq, timeout, sets)
+            local built, following, is_last = pcall(next_submitted, cur, sql, seq, timeout)
             local done, inserted = pcall(many_wait, cur, sql, sent)
             if not done then
                 if built then
