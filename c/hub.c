@@ -170,7 +170,6 @@ void hub_complete(pasyn_hub *hub, pasyn_task *t)
         pthread_cond_broadcast(&hub->sync_cv); /* the hub outlives every pool that completes */
         return;
     }
-    atomic_store_explicit(&t->done, 1, memory_order_relaxed); /* the drain's lock orders it */
     int was_empty = hub->head == NULL;
     t->next = NULL;
     if (hub->tail)
@@ -220,6 +219,10 @@ pasyn_task *pasyn_hub_drain(pasyn_hub *hub)
     /* Calls of SQL functions keep it set: the drain's caller takes them next (functions.c). */
     atomic_store_explicit(&hub->pending, hub->calls != NULL, memory_order_relaxed);
     pthread_mutex_unlock(&hub->mu);
+    /* The caller's again from here on (pasyn_task_completed); before, a task completed but not
+     * drained is still the hub's: freeing it would leave the list a dangling link. */
+    for (pasyn_task *t = list; t; t = t->next)
+        atomic_store_explicit(&t->done, 1, memory_order_relaxed);
     return list;
 }
 

@@ -49,7 +49,8 @@ struct pasyn_task {
     pasyn_task *prev; /* writer queue only */
     int kind;
     int notify;       /* enum notify */
-    _Atomic int done; /* set when it completes, however (it is the submitter's again) */
+    _Atomic int done; /* the submitter's again: drained, completed for pasyn_task_wait, or
+                         PASYN_DONE (pasyn_task_completed) */
     pasyn_hub *hub;   /* where it completes */
     uint64_t owner;
     void *user;

@@ -323,11 +323,11 @@ int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync);
 /* Blocks until a task submitted with `sync` has completed. The thread that submitted it. */
 void pasyn_task_wait(pasyn_task *t);
 
-/* 1 once the task has completed, however it completed (through the hub, pasyn_task_wait, or
- * at once: PASYN_DONE), so that it is the caller's again: its result may be read and it may be
- * freed; 0 while it is in the pool's hands (queued, running, or on its way back), when reading
- * or freeing it would race with the worker that has it. Any thread that holds the task's
- * pointer; for a task drained from the hub, the drain's thread sees 1. */
+/* 1 once the task is the caller's again: drained from the hub (pasyn_hub_drain), completed
+ * for pasyn_task_wait, or run at once (PASYN_DONE); its result may be read then and it may be
+ * freed. 0 while it is the pool's (queued, running, or completed but not yet drained), when
+ * reading or freeing it would race with the worker that has it or leave the hub's list a
+ * dangling link. The thread that submitted it (the hub's owner thread). */
 int pasyn_task_completed(const pasyn_task *t);
 
 /* ---- results of a completed task --------------------------------------------------- */

@@ -235,8 +235,8 @@ int pasyn_task_bind_values(pasyn_task *t, const pasyn_value *values, int n)
         if (v->type == PASYN_INT || v->type == PASYN_FLOAT) {
             size += 13;
         } else if (v->type == PASYN_TEXT || v->type == PASYN_BLOB) {
-            if (v->n > UINT32_MAX)
-                return PASYN_ENOMEM; /* as encode_value */
+            if (v->n > UINT32_MAX || v->n > SIZE_MAX - 9 - size)
+                return PASYN_ENOMEM; /* as encode_value; or the sum would wrap (32 bits) */
             size += 9 + v->n;
         } else {
             size += 5;
@@ -317,7 +317,8 @@ void pasyn_task_reserve_sets(pasyn_task *t, size_t more)
 {
     if (!t->nsets || !more)
         return;
-    size_t per = t->params.len / t->nsets + 1;
+    /* each set's parameters, and its end in set_ends */
+    size_t per = t->params.len / t->nsets + 1 + sizeof(size_t);
     if (more > RESERVE_MAX / per)
         return;
     (void)buf_reserve(&t->params, per * more);

@@ -1,6 +1,7 @@
 -- The built-in scheduler: run/spawn/join/sleep, where a call waits (yield inside the scheduler,
 -- block anywhere else), and the host-loop entry points fd() and dispatch().
 local sqlite = require "pasyn_sqlite"
+local sched = require "pasyn_sqlite.scheduler"
 local support = require "support"
 
 local pack = support.pack
@@ -395,6 +396,40 @@ describe("scheduler", function()
             end)
             assert.same({ "sleeper", "joiner", "timer" }, order)
         end)
+
+        close_it("a run whose only other coroutine was closed while it slept ends at once, not " ..
+                 "when the closed coroutine's timer would have fired", function()
+            local started = os.time()
+            sqlite.run(function()
+                local co
+                sqlite.spawn(function() co = coroutine.running(); sqlite.sleep(60) end)
+                sqlite.sleep(0)
+                assert.is_true(coroutine.close(co))
+            end)
+            assert.is_true(os.time() - started < 20, "the run waited out the closed sleeper's timer")
+        end)
+
+        close_it("a coroutine closed in a run that then failed is not ended by a later run: that " ..
+                 "run's deadlock is still reported as one", function()
+            local keep = {} -- the closed coroutines, alive after their run
+            assert.is_false(pcall(sqlite.run, function()
+                for i = 1, 2 do
+                    sqlite.spawn(function() keep[i] = coroutine.running(); sqlite.sleep(60) end)
+                end
+                sqlite.sleep(0)
+                assert.is_true(coroutine.close(keep[1]))
+                assert.is_true(coroutine.close(keep[2]))
+                error("main fails before the closed coroutines' timers", 0)
+            end))
+            -- two coroutines, parked where nothing wakes them: the run's deadlock (counting the
+            -- earlier run's closed ones as its own, it ended them and its count fell to 0)
+            local ok, err = pcall(sqlite.run, function()
+                sqlite.spawn(function() coroutine.yield(sched.SUSPEND) end):join()
+            end)
+            assert.is_false(ok)
+            assert.is_true(sqlite.is_error(err) and err:is("ProgrammingError"), tostring(err))
+            assert.matches("every coroutine waits", err.message, 1, true)
+        end)
     end)
 
     describe("sqlite.sleep", function()
@@ -718,8 +753,43 @@ describe("scheduler", function()
             pool:close()
         end)
 
-        it("a task's result is refused (ProgrammingError) while the task is in flight: reading or " ..
-           "freeing it would race with its worker", function()
+        it("a coroutine resumed by other code while it waits for a max_pending slot, or in join, " ..
+           "goes on waiting", function()
+            local pool = sqlite.connect(path, { max_pending = 1, inline_reads = false })
+            local got = pack(sqlite.run(function()
+                local slow = sqlite.spawn(function() -- holds the one slot a while
+                    return pool:execute(SLOW_SQL, 300000):fetchone()[1]
+                end)
+                sqlite.sleep(0)
+                local slot_waiter, joiner
+                local w = sqlite.spawn(function()
+                    slot_waiter = coroutine.running()
+                    return pool:execute("SELECT 7"):fetchone()[1] -- waits for the slot
+                end)
+                local j = sqlite.spawn(function()
+                    joiner = coroutine.running()
+                    return slow:join()
+                end)
+                sqlite.sleep(0)
+                local resumed = 0
+                while coroutine.status(slot_waiter) == "suspended" and resumed < 50 do
+                    assert.is_true((coroutine.resume(slot_waiter)))
+                    assert.is_true((coroutine.resume(joiner)))
+                    resumed = resumed + 1
+                    sqlite.sleep(0)
+                end
+                return resumed, w:join(), j:join(), slow:join()
+            end))
+            assert.is_true(got[1] > 0, "never resumed by hand")
+            assert.same({ 7, 300000, 300000 }, { got[2], got[3], got[4] })
+            assert.equal(0, pool:stats().pending)
+            assert.equal(0, pool:stats().waiting)
+            pool:close()
+        end)
+
+        it("a task's result is refused (ProgrammingError) while the task is in flight, and once " ..
+           "it completed until it is drained: reading or freeing it would race with its worker, " ..
+           "or leave the hub's list a dangling link", function()
             local core = require "pasyn_sqlite.core"
             local record = { rows = false, rowcount = -1, lastrowid = false, stream = false,
                              columns = false }
@@ -733,13 +803,13 @@ describe("scheduler", function()
                 assert.is_true(sqlite.is_error(err) and err:is("ProgrammingError"), tostring(err))
                 assert.matches("not completed", err.message, 1, true)
             end
-            local out
             local deadline = os.time() + 30
-            repeat
-                core.poll(0.1)
-                out = core.drain()
-            until out or os.time() > deadline
-            assert.same({ task }, out)
+            repeat -- completed, not drained
+            until core.poll(0.1) or os.time() > deadline
+            local ok, err = pcall(core.free_task, task)
+            assert.is_false(ok)
+            assert.matches("not completed", err.message, 1, true)
+            assert.same({ task }, core.drain())
             local res = assert(core.result(task, conn._pool, record))
             assert.equal(3000000, res.rows[1][1])
         end)

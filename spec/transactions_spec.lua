@@ -587,16 +587,23 @@ describe("a transaction whose owner goes away", function()
     end)
 
     it("is rolled back when sqlite.run fails while its coroutine's BEGIN is on its way (the "
-       .. "coroutine never learns it owns a transaction), also for a call that blocks after the run",
-       function()
+       .. "coroutine never learns it owns a transaction), or while it sleeps in its transaction, "
+       .. "before the next call, also one that blocks after the run", function()
         local _, conn = t_db()
-        for _, mode in ipairs({ "DEFERRED", "IMMEDIATE" }) do
+        for _, mode in ipairs({ "DEFERRED", "IMMEDIATE", "sleeping" }) do
             local ok, err = pcall(sqlite.run, function()
+                local began = false
                 sqlite.spawn(function()
-                    conn:execute("BEGIN " .. mode)
+                    conn:execute(mode == "sleeping" and "BEGIN" or "BEGIN " .. mode)
                     conn:execute("INSERT INTO t (v) VALUES ('left behind')")
+                    began = true
+                    sqlite.sleep(3600)
                 end)
-                sqlite.sleep(0) -- it runs up to its BEGIN, and waits
+                if mode == "sleeping" then
+                    wait_for(function() return began end, "BEGIN")
+                else
+                    sqlite.sleep(0) -- it runs up to its BEGIN, and waits
+                end
                 error("gave up", 0)
             end)
             assert.is_false(ok)
@@ -605,7 +612,7 @@ describe("a transaction whose owner goes away", function()
             conn:execute("INSERT INTO t (v) VALUES ('after " .. mode .. "')")
             assert.is_false(conn.in_transaction)
         end
-        assert.same({ "after DEFERRED", "after IMMEDIATE" }, t_values(conn))
+        assert.same({ "after DEFERRED", "after IMMEDIATE", "after sleeping" }, t_values(conn))
     end)
 
     -- coroutine.close exists from Lua 5.4 on.

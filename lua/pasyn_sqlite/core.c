@@ -1295,6 +1295,7 @@ static int l_result_cursor(lua_State *L)
     if (pasyn_task_error(t, NULL, NULL, NULL) != PASYN_OK)
         return fail_task(L, t);
     /* result()'s slots: no stream, and known */
+    lua_settop(L, 6);
     size_t len;
     if (pasyn_task_columns_id(t) != 0 && lua_istable(L, 5) && lua_type(L, 6) == LUA_TSTRING &&
         (lua_tolstring(L, 6, &len), len <= PASYN_CACHE_SQL_MAX)) {

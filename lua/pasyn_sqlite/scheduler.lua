@@ -109,7 +109,9 @@ local function park(key, co)
     waiting[key] = co
     if in_loop(co) then
         loop.pending = loop.pending + 1
-        co_yield(SUSPEND)
+        repeat -- (resumed by other code than the loop's, it goes on waiting; see await)
+            co_yield(SUSPEND)
+        until waiting[key] == nil
         return
     end
     local h = host
@@ -463,12 +465,13 @@ end
 -- (on a statement, a slot, a timer, a join), found when it would be resumed, or when nothing
 -- else can run: it never runs again. Its handle ends as failed, so that join raises
 -- ProgrammingError, but the run does not (whoever closed it knows), and M.on_end is told (its
--- open transaction is rolled back). A slot given to it goes on to the next waiter. Does
--- nothing for a coroutine that is not dead, or whose end is known already.
+-- open transaction is rolled back). A slot given to it goes on to the next waiter. True when
+-- it ended it; false, doing nothing, for a coroutine that is not dead, or whose end is known
+-- already.
 end_closed = function(co)
     local h = members[co]
     if h == nil or h.results ~= nil or not is_dead(co) then
-        return
+        return false
     end
     for ticket in pairs(granted) do
         if ticket[1] == co then
@@ -482,6 +485,7 @@ end_closed = function(co)
     h.closed = true
     finish(h, false, errors.new("ProgrammingError", "the coroutine was closed (coroutine.close) " ..
                                 "before it returned"))
+    return true
 end
 
 -- Blocks the OS thread until the gate has a free slot, for a caller that cannot yield:
@@ -747,7 +751,9 @@ function Handle:join()
         self.joiners = joiners
         joiners[#joiners + 1] = co
         loop.joining[co] = true -- (see end_closed_parked)
-        co_yield(SUSPEND)
+        repeat -- (resumed by other code than the loop's, it goes on waiting; see await)
+            co_yield(SUSPEND)
+        until self.results ~= nil
         if loop then
             loop.joining[co] = nil
         end
@@ -784,7 +790,9 @@ function M.sleep(seconds)
         i = i - 1
     end
     timers[i] = { when, co }
-    co_yield(SUSPEND)
+    repeat -- (resumed by other code than the loop's, it goes on waiting; see await)
+        co_yield(SUSPEND)
+    until core.now() >= when
 end
 
 local function run_ready()
@@ -850,36 +858,60 @@ local function abandon()
     for i = 1, #unused do
         regrant(unused[i])
     end
+    -- What the coroutines left behind own ends with the run: a transaction one of them holds
+    -- is rolled back now (M.on_end), not once its guard is collected, and the writer is free
+    -- for what comes next (a blocking call fails at once while another owner holds it).
+    if M.on_end then
+        for co, h in pairs(members) do
+            if h.results == nil then
+                M.on_end(co)
+            end
+        end
+    end
 end
 
 -- Ends the coroutines of the loop closed while they sleep or join (end_closed), which nothing
--- else finds before their timer fires or their joinee ends: while something waits for them
--- (statements in flight, which may wait behind a transaction one of them owns; joiners), up to
--- TIMERS_LOOKED timers per call, going on from where the last call stopped, and every joiner.
--- True when it ended one. The loop calls it before it waits.
-local TIMERS_LOOKED = 256
+-- else finds before their timer fires or their joinee ends, and drops their timers (which
+-- would still set how long the loop waits): every joiner, and up to TIMERS_LOOKED timers a
+-- call, going on from where the last call stopped, while something may wait for them
+-- (statements in flight, which may wait behind a transaction one of them owns; joiners) or the
+-- loop would wait LONG_WAIT seconds or more for its next timer. True when it ended one. The
+-- loop calls it before it waits.
+local TIMERS_LOOKED, LONG_WAIT = 256, 0.01
 local function end_closed_parked()
     local found = false
     for co in pairs(loop.joining) do
         if is_dead(co) then
             loop.joining[co] = nil
-            end_closed(co)
-            found = true
+            found = end_closed(co) or found
         end
     end
     local timers = loop.timers
-    if timers[1] and (loop.pending > 0 or next(loop.joining) ~= nil or found) then
-        local n = #timers
-        local i = loop.timer_looked
-        for _ = 1, n < TIMERS_LOOKED and n or TIMERS_LOOKED do
-            i = i % n + 1
-            local co = timers[i][2]
-            if is_dead(co) and members[co].results == nil then
-                end_closed(co)
-                found = true
+    local n = #timers
+    if n == 0 or not (loop.pending > 0 or next(loop.joining) ~= nil or found or
+                      timers[1][1] - core.now() >= LONG_WAIT) then
+        return found
+    end
+    local i, dead = loop.timer_looked, false
+    for _ = 1, n < TIMERS_LOOKED and n or TIMERS_LOOKED do
+        i = i % n + 1
+        dead = dead or is_dead(timers[i][2])
+    end
+    loop.timer_looked = i
+    if dead then -- every sleeper closed, ended, and the others' timers kept in order
+        local kept = 0
+        for k = 1, n do
+            local timer = timers[k]
+            if is_dead(timer[2]) then
+                found = end_closed(timer[2]) or found
+            else
+                kept = kept + 1
+                timers[kept] = timer
             end
         end
-        loop.timer_looked = i
+        for k = kept + 1, n do
+            timers[k] = nil
+        end
     end
     return found
 end
@@ -943,6 +975,7 @@ function M.run(fn, ...)
     end
     local failed = loop.failed
     loop, M.loop_ids, M.ready = nil, NO_IDS, NOT_RUNNING
+    members = setmetatable({}, { __mode = "k" }) -- (the next run's coroutines alone)
     if not ok then
         error(err, 0)
     end
