@@ -351,19 +351,11 @@ static int cdata_to_value(lua_State *L, int i, pasyn_value *v, int pos, const ch
 }
 #endif
 
-/* Converts the Lua value at i; on failure leaves a message naming the parameter (position
- * `pos`, or `name` when it is not NULL) on the stack and returns 0. */
-static int to_value(lua_State *L, int i, pasyn_value *v, int pos, const char *name)
+/* The value at i, of Lua type `type` (lua_type's), when it is of a kind every binding takes:
+ * a number, a string, nil or a boolean (1); else 0, v untouched. One Lua call each. */
+static inline int plain_value(lua_State *L, int i, int type, pasyn_value *v)
 {
-    memset(v, 0, sizeof *v);
-    switch (lua_type(L, i)) {
-    case LUA_TNIL:
-        v->type = PASYN_NULL;
-        return 1;
-    case LUA_TBOOLEAN:
-        v->type = PASYN_INT;
-        v->i = lua_toboolean(L, i);
-        return 1;
+    switch (type) {
     case LUA_TNUMBER:
         if (compat_tointeger(L, i, &v->i)) {
             v->type = PASYN_INT;
@@ -376,6 +368,27 @@ static int to_value(lua_State *L, int i, pasyn_value *v, int pos, const char *na
         v->type = PASYN_TEXT;
         v->p = lua_tolstring(L, i, &v->n);
         return 1;
+    case LUA_TNIL:
+        v->type = PASYN_NULL;
+        return 1;
+    case LUA_TBOOLEAN:
+        v->type = PASYN_INT;
+        v->i = lua_toboolean(L, i);
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Converts the Lua value at i; on failure leaves a message naming the parameter (position
+ * `pos`, or `name` when it is not NULL) on the stack and returns 0. */
+static int to_value(lua_State *L, int i, pasyn_value *v, int pos, const char *name)
+{
+    memset(v, 0, sizeof *v);
+    int type = lua_type(L, i);
+    if (plain_value(L, i, type, v))
+        return 1;
+    switch (type) {
     case LUA_TLIGHTUSERDATA:
         if (lua_touserdata(L, i) == NULL) {
             v->type = PASYN_NULL;
@@ -412,32 +425,10 @@ static int to_value(lua_State *L, int i, pasyn_value *v, int pos, const char *na
 }
 
 /* Converts the value at i, of Lua type `type` (lua_type's), as to_value does: the common kinds
- * here, in one Lua call each, the others by to_value (which names a bad one by position). */
+ * at once (plain_value), the others by to_value (which names a bad one by position). */
 static int convert(lua_State *L, int i, int type, pasyn_value *v, int pos)
 {
-    switch (type) {
-    case LUA_TNUMBER:
-        if (compat_tointeger(L, i, &v->i)) {
-            v->type = PASYN_INT;
-        } else {
-            v->type = PASYN_FLOAT;
-            v->d = (double)lua_tonumber(L, i);
-        }
-        return 1;
-    case LUA_TSTRING:
-        v->type = PASYN_TEXT;
-        v->p = lua_tolstring(L, i, &v->n);
-        return 1;
-    case LUA_TNIL:
-        v->type = PASYN_NULL;
-        return 1;
-    case LUA_TBOOLEAN:
-        v->type = PASYN_INT;
-        v->i = lua_toboolean(L, i);
-        return 1;
-    default:
-        return to_value(L, i, v, pos, NULL);
-    }
+    return plain_value(L, i, type, v) || to_value(L, i, v, pos, NULL);
 }
 
 /* Positional values are converted up to BIND_BATCH at a time, then bound in one call
