@@ -522,7 +522,7 @@ local function settle(cur, sql, task, sync, id, co, gate, names, stream)
     cur[BUSY] = co or true
     if sched.begin_wait(task, sync, gate, co) then
         repeat -- here, not in sched.await: one level less while it waits (see await)
-        until co_yield(SUSPEND) == task
+        until co_yield(SUSPEND) == task or sched.stray(co)
     end
     cur[BUSY] = busy
     if not gate then
@@ -866,7 +866,7 @@ local function wait_statement(cur, sql, named, sync, id, co, gate, task, class, 
     cur[BUSY] = co or true
     if sched.begin_wait(task, sync, gate, co) then
         repeat -- here: one level less while it waits (see sched.await)
-        until co_yield(SUSPEND) == task
+        until co_yield(SUSPEND) == task or sched.stray(co)
     end
     cur[BUSY] = busy
     local conn = cur[CFG].conn

@@ -544,6 +544,27 @@ describe("scheduler", function()
             assert.equal(2, child_row[1])
         end)
 
+        it("a coroutine a run left behind while it waited for a statement raises ProgrammingError " ..
+           "when resumed by hand: its statement's result was dropped with the run", function()
+            local pool = sqlite.connect(path, { inline_reads = false })
+            local child
+            local ok = pcall(sqlite.run, function()
+                sqlite.spawn(function()
+                    child = coroutine.running()
+                    pool:execute(SLOW_SQL, 300000) -- waits for it
+                end)
+                sqlite.sleep(0)
+                error("the main coroutine ends the run")
+            end)
+            assert.is_false(ok)
+            local resumed, err = coroutine.resume(child)
+            assert.is_false(resumed)
+            assert.is_true(sqlite.is_error(err) and err:is("ProgrammingError"), tostring(err))
+            assert.matches("ended", err.message, 1, true)
+            assert.equal(1, pool:execute("SELECT 1"):fetchone()[1]) -- the pool goes on
+            pool:close()
+        end)
+
         it("a coroutine's quick queries finish while another waits on a slow query", function()
             local order = {}
             local slow_count

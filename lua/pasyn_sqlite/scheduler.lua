@@ -132,9 +132,21 @@ end
 -- (code that resumes the loop's coroutines by hand, a stale timer) leaves it waiting.
 function M.await(task, sync, gate, co)
     if M.begin_wait(task, sync, gate, co) then
+        co = co or co_running()
         repeat
-        until co_yield(SUSPEND) == task
+        until co_yield(SUSPEND) == task or M.stray(co)
     end
+end
+
+-- stray(co) -> false while `co`, waiting for a statement, is a coroutine of the running loop
+-- (a resume by other code: it goes on waiting). Raises ProgrammingError once the run it waited
+-- in has ended: what it waited for was dropped with it, and nothing will resume it.
+function M.stray(co)
+    if in_loop(co) then
+        return false
+    end
+    error(errors.new("ProgrammingError", "resumed after the sqlite.run it waited in ended: the " ..
+                     "statement it waited for was dropped with the run"), 0)
 end
 
 -- begin_wait(task, sync, gate, co) -> true when the caller is to finish the wait itself, at
@@ -753,10 +765,11 @@ function Handle:join()
         loop.joining[co] = true -- (see end_closed_parked)
         repeat -- (resumed by other code than the loop's, it goes on waiting; see await)
             co_yield(SUSPEND)
-        until self.results ~= nil
-        if loop then
-            loop.joining[co] = nil
+        until self.results ~= nil or not in_loop(co)
+        if not loop then -- resumed by hand after its run ended
+            misuse("handle:join: the sqlite.run it waited in ended before the coroutine it joins")
         end
+        loop.joining[co] = nil
     end
     if self.failed then
         error(self.results[1], 0)
@@ -792,7 +805,7 @@ function M.sleep(seconds)
     timers[i] = { when, co }
     repeat -- (resumed by other code than the loop's, it goes on waiting; see await)
         co_yield(SUSPEND)
-    until core.now() >= when
+    until core.now() >= when or not in_loop(co) -- (or its run ended: anybody may resume it)
 end
 
 local function run_ready()
