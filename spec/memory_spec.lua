@@ -619,7 +619,9 @@ describe("max_pending", function()
             print("ok " .. table.concat(seen, " "))
         ]], 30)
         assert.matches("ok 41 42 43 44", out, 1, true)
-        assert.matches("status=0", out, 1, true)
+        if not support.no_children then -- (under make tsan it ran here: no status)
+            assert.matches("status=0", out, 1, true)
+        end
     end)
 
     it("a slot given to a coroutine that never runs again goes back: sqlite.run ended first, or a "
