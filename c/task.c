@@ -47,40 +47,54 @@ void buf_free(buf *b)
     b->len = b->cap = 0;
 }
 
-int encode_value(buf *b, const pasyn_value *v)
+/* The bytes encode_at writes for v: its type byte, then 8 bytes for a number, or a 32-bit
+ * length and the bytes for text and blobs, nothing more for NULL. */
+static inline size_t encoded_size(const pasyn_value *v)
 {
-    unsigned char tag = (unsigned char)v->type;
+    switch (v->type) {
+    case PASYN_INT:
+    case PASYN_FLOAT:
+        return 9;
+    case PASYN_TEXT:
+    case PASYN_BLOB:
+        return 5 + v->n;
+    default:
+        return 1;
+    }
+}
+
+/* Writes v at `at`, which has room for encoded_size(v) bytes; returns the end. */
+static inline unsigned char *encode_at(unsigned char *at, const pasyn_value *v)
+{
     uint32_t n32;
     switch (v->type) {
     case PASYN_INT:
-        if (buf_reserve(b, 9) != 0)
-            return PASYN_ENOMEM;
-        b->p[b->len++] = tag;
-        memcpy(b->p + b->len, &v->i, 8);
-        b->len += 8;
-        return 0;
     case PASYN_FLOAT:
-        if (buf_reserve(b, 9) != 0)
-            return PASYN_ENOMEM;
-        b->p[b->len++] = tag;
-        memcpy(b->p + b->len, &v->d, 8);
-        b->len += 8;
-        return 0;
+        *at = (unsigned char)v->type;
+        memcpy(at + 1, v->type == PASYN_INT ? (const void *)&v->i : (const void *)&v->d, 8);
+        return at + 9;
     case PASYN_TEXT:
     case PASYN_BLOB:
-        if (v->n > UINT32_MAX || buf_reserve(b, 5 + v->n) != 0)
-            return PASYN_ENOMEM;
         n32 = (uint32_t)v->n;
-        b->p[b->len++] = tag;
-        memcpy(b->p + b->len, &n32, 4);
-        b->len += 4;
+        *at = (unsigned char)v->type;
+        memcpy(at + 1, &n32, 4);
         if (v->n)
-            memcpy(b->p + b->len, v->p, v->n);
-        b->len += v->n;
-        return 0;
+            memcpy(at + 5, v->p, v->n);
+        return at + 5 + v->n;
     default:
-        return buf_put(b, &(unsigned char){PASYN_NULL}, 1);
+        *at = PASYN_NULL;
+        return at + 1;
     }
+}
+
+int encode_value(buf *b, const pasyn_value *v)
+{
+    if ((v->type == PASYN_TEXT || v->type == PASYN_BLOB) && v->n > UINT32_MAX)
+        return PASYN_ENOMEM;
+    if (buf_reserve(b, encoded_size(v)) != 0)
+        return PASYN_ENOMEM;
+    b->len = (size_t)(encode_at(b->p + b->len, v) - b->p);
+    return 0;
 }
 
 const unsigned char *pasyn_row_value(const unsigned char *at, pasyn_value *out)
@@ -228,19 +242,14 @@ void pasyn_task_set_timeout(pasyn_task *t, double seconds)
 
 int pasyn_task_bind_values(pasyn_task *t, const pasyn_value *values, int n)
 {
-    /* each value as encode_value writes it, after the nameless mark */
+    /* each value after the nameless mark, as encode_value writes it */
     size_t size = 0;
     for (int k = 0; k < n; k++) {
         const pasyn_value *v = &values[k];
-        if (v->type == PASYN_INT || v->type == PASYN_FLOAT) {
-            size += 13;
-        } else if (v->type == PASYN_TEXT || v->type == PASYN_BLOB) {
-            if (v->n > UINT32_MAX || v->n > SIZE_MAX - 9 - size)
-                return PASYN_ENOMEM; /* as encode_value; or the sum would wrap (32 bits) */
-            size += 9 + v->n;
-        } else {
-            size += 5;
-        }
+        if ((v->type == PASYN_TEXT || v->type == PASYN_BLOB) &&
+            (v->n > UINT32_MAX || v->n > SIZE_MAX - 9 - size))
+            return PASYN_ENOMEM; /* as encode_value; or the sum would wrap (32 bits) */
+        size += 4 + encoded_size(v);
     }
     buf *b = &t->params;
     if (b->len + size > b->cap && buf_reserve(b, size) != 0)
@@ -248,23 +257,8 @@ int pasyn_task_bind_values(pasyn_task *t, const pasyn_value *values, int n)
     unsigned char *at = b->p + b->len;
     uint32_t mark = UINT32_MAX;
     for (int k = 0; k < n; k++) {
-        const pasyn_value *v = &values[k];
         memcpy(at, &mark, 4);
-        if (v->type == PASYN_INT || v->type == PASYN_FLOAT) {
-            at[4] = (unsigned char)v->type;
-            memcpy(at + 5, v->type == PASYN_INT ? (const void *)&v->i : (const void *)&v->d, 8);
-            at += 13;
-        } else if (v->type == PASYN_TEXT || v->type == PASYN_BLOB) {
-            uint32_t n32 = (uint32_t)v->n;
-            at[4] = (unsigned char)v->type;
-            memcpy(at + 5, &n32, 4);
-            if (v->n)
-                memcpy(at + 9, v->p, v->n);
-            at += 9 + v->n;
-        } else {
-            at[4] = PASYN_NULL;
-            at += 5;
-        }
+        at = encode_at(at + 4, &values[k]);
     }
     b->len += size;
     rows_after_params(t);
