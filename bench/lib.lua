@@ -711,4 +711,23 @@ function M.cpu_seconds()
     return stat_cpu("/proc/self/stat"), pid and stat_cpu("/proc/" .. pid .. "/task/" .. pid .. "/stat") or 0
 end
 
+
+-- Runs fn(i, c) for i = 1..n from `callers` coroutines under sqlite.run, coroutine c taking
+-- i = c, c + callers, c + 2 * callers, ...; returns when all are done.
+function M.in_coroutines(callers, n, fn)
+    sqlite.run(function()
+        local hs = {}
+        for c = 1, math.min(callers, n) do
+            hs[c] = sqlite.spawn(function()
+                for i = c, n, callers do
+                    fn(i, c)
+                end
+            end)
+        end
+        for c = 1, #hs do
+            hs[c]:join()
+        end
+    end)
+end
+
 return M

@@ -39,23 +39,7 @@ local function child_command(kind, ...)
     return lib.command(LUA, ROOT .. "/bench/suite.lua", "--" .. kind .. "-child", ...)
 end
 
--- Runs fn(i, c) for i = 1..n from `callers` coroutines under sqlite.run, coroutine c taking
--- i = c, c + callers, c + 2 * callers, ...; returns when all are done.
-local function in_coroutines(callers, n, fn)
-    sqlite.run(function()
-        local hs = {}
-        for c = 1, math.min(callers, n) do
-            hs[c] = sqlite.spawn(function()
-                for i = c, n, callers do
-                    fn(i, c)
-                end
-            end)
-        end
-        for c = 1, #hs do
-            hs[c]:join()
-        end
-    end)
-end
+local in_coroutines = lib.in_coroutines
 
 -- ---- M1's child: one measurement in a process of its own ----------------------------------------
 -- lua5.4 bench/suite.lua --m1-child <db> <n> stmt|sleep

@@ -111,21 +111,14 @@ local function pasyn_runner(path)
         return cur.rowcount
     end
     return function(tag)
+        if kind == "w5" then -- as W5 runs it: 256 coroutines, coroutine c taking i = c, c + 256, ...
+            lib.in_coroutines(256, n, function(i)
+                assert(q("w5", i, "value " .. i) == 1)
+            end)
+            return
+        end
         sqlite.run(function()
-            if kind == "w5" then
-                -- as W5 runs it: 256 coroutines, coroutine c taking i = c, c + 256, ...
-                local hs = {}
-                for c = 1, math.min(256, n) do
-                    hs[c] = sqlite.spawn(function()
-                        for i = c, n, 256 do
-                            assert(q("w5", i, "value " .. i) == 1)
-                        end
-                    end)
-                end
-                for c = 1, #hs do
-                    hs[c]:join()
-                end
-            elseif kind == "txn" then
+            if kind == "txn" then
                 -- as S11 runs it: conn:transaction around the body
                 for i = 1, n do
                     local u = i % USERS + 1
