@@ -30,6 +30,10 @@ int encode_value(buf *b, const pasyn_value *v);
 
 enum notify { NOTIFY_HUB = 0, NOTIFY_SYNC = 1, NOTIFY_NONE = 2 };
 
+/* What the submitter said it does while a task runs (pasyn.h): nothing said; other work
+ * (pasyn_task_set_caller_busy); nothing but wait (pasyn_task_set_caller_idle). */
+enum caller_state { CALLER_UNSAID = 0, CALLER_BUSY = 1, CALLER_IDLE = 2 };
+
 /* The column names and declared types of a prepared statement, built once per prepare and
  * shared by its cache entry and every task that ran it; the last of them frees it. */
 typedef struct columns {
@@ -65,7 +69,7 @@ struct pasyn_task {
     int long_read;         /* a read whose SQL is a long read (LONG_READ_NS), as last learned */
     int fits_inline;       /* what the route cache said of running it inline (enum inline_fit) */
     int no_inline;         /* pasyn_task_set_no_inline */
-    int caller_busy;       /* pasyn_task_set_caller_busy */
+    int caller;            /* enum caller_state: pasyn_task_set_caller_busy, _idle */
     uint64_t timeout_ns;   /* 0, or how long it may run */
     uint64_t submitted_ns; /* now_ns() when it was submitted: its busy_timeout counts from
                               then (conn.c, busy_wait) */

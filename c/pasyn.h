@@ -258,6 +258,14 @@ void pasyn_task_set_no_inline(pasyn_task *t);
  * long read (1 ms or more), a stream or a read no reader ran before (its cost unknown), when
  * it would wait behind one: then it runs inline as any read may. Before submit only. */
 void pasyn_task_set_caller_busy(pasyn_task *t);
+/* The caller has nothing to do but wait for this task (a call that blocks its thread, an event
+ * loop with nothing else to run or time): a read the route cache knows runs inline even when
+ * it is long or its cost is not learned yet, with no inline_budget (its own timeout and
+ * pasyn_interrupt still hold), since a hand-off would only add two wake-ups to the wait. It is
+ * still handed to the readers when it meets a lock of another process, fails there, or its
+ * result would stream, and so is a text that may never run inline (see pasyn_submit). Before
+ * submit only; the last of set_caller_busy and set_caller_idle holds. */
+void pasyn_task_set_caller_idle(pasyn_task *t);
 /* Whether a busy caller's read is handed off (pasyn_task_set_caller_busy), for the whole
  * process: PASYN_HANDOFF_LOOK (the default) looks at the machine; PASYN_HANDOFF_ALWAYS and
  * PASYN_HANDOFF_NEVER decide without looking (tests, benchmarks, a host that knows its
@@ -294,21 +302,23 @@ void pasyn_task_set_no_owner_wait(pasyn_task *t);
  * Inline reads (inline_reads on, in WAL mode with readers > 0). A PASYN_EXEC task whose SQL the
  * route cache knows as a read whose runs on the readers were short (their shortest recent run,
  * rising slowly with longer ones, under a quarter of inline_budget; and no long read, 1 ms),
+ * or as any read when its caller would only wait for it (pasyn_task_set_caller_idle),
  * submitted by a caller that does not own the writer's transaction, not marked
- * pasyn_task_set_no_inline, runs here on the pool's inline connection (read-only,
- * opened as the readers' are, without any function a host registers on the workers) when no
- * other thread holds it (a trylock: it is never waited for). It takes a fresh snapshot, so it sees every write whose task has completed.
- * Its own timeout and pasyn_interrupt hold as on a reader. It is abandoned (its partial result
- * dropped: reads have no side effects) and queued to the readers as usual when it has held
- * the thread for inline_budget (with no core spare, its wall time less the thread's wait for a
- * core: /proc/thread-self/schedstat's run_delay, or its CPU time where that cannot be read),
- * meets a lock of another process (this thread never waits on one, nor loads a
- * schema from disk while it prepares), fails in any other way (the reader gives the true answer
- * or error), or its result would stream (more than a chunk of rows). A SQL text that overran
- * three times, failed to prepare there, or streams is not tried inline again until routes are
- * learned again (a schema change); one whose inline runs average past half the budget goes
- * back to the readers until they find it short again. Streamed fetches, PASYN_MANY,
- * PASYN_SCRIPT and writes never run inline. Counters: pasyn_inline_counts.
+ * pasyn_task_set_no_inline, runs here on the pool's inline connection (read-only, opened as
+ * the readers' are, without any function a host registers on the workers) when no other
+ * thread holds it (a trylock: it is never waited for). It takes a fresh snapshot, so it sees
+ * every write whose task has completed. Its own timeout and pasyn_interrupt hold as on a
+ * reader. It is abandoned (its partial result dropped: reads have no side effects) and queued
+ * to the readers as usual when it has held the thread for inline_budget (never for an idle
+ * caller's; with no core spare, its wall time less the thread's wait for a core:
+ * /proc/thread-self/schedstat's run_delay, or its CPU time where that cannot be read), meets
+ * a lock of another process (this thread never waits on one, nor loads a schema from disk
+ * while it prepares), fails in any other way (the reader gives the true answer or error), or
+ * its result would stream (more than a chunk of rows). A SQL text that overran three times,
+ * failed to prepare there, or streams is not tried inline again until routes are learned
+ * again (a schema change); one whose inline runs average past half the budget goes back to
+ * the readers until they find it short again. Streamed fetches, PASYN_MANY, PASYN_SCRIPT and
+ * writes never run inline. Counters: pasyn_inline_counts.
  *
  * What a task answers is what one SQLite connection would answer (the writer's, which holds the
  * pool's TEMP and attached objects and its connection state): statements that read connection

@@ -336,16 +336,22 @@ int readers_handoff_pays(pasyn_pool *pool);
  * whether a hand-off pays now (`handoff`: readers_handoff_pays): a read that FITS runs inline
  * when the caller is not busy, and like a LOADED one, when a hand-off does not pay. Pure. */
 int inline_rule(int fits, int busy, int handoff);
-/* inline_rule for the task `t` (its fits_inline, caller_busy), looking at the readers and the
- * machine only when the rule needs it. Inlined: a point read's common case costs two
- * comparisons. The submitting thread. */
+/* Whether the caller runs the known read `t` itself: any read but one that may NEVER run
+ * inline when the caller would only wait for it (pasyn_task_set_caller_idle: nobody waits for
+ * this thread meanwhile, so its cost does not matter), else a read that is not long as
+ * inline_rule says, looking at the readers and the machine only when the rule needs it.
+ * Inlined: a point read's common case costs three comparisons. The submitting thread. */
 static inline int inline_wanted(pasyn_pool *pool, const pasyn_task *t)
 {
-    if (t->fits_inline == INLINE_FITS && !t->caller_busy)
+    if (t->caller == CALLER_IDLE)
+        return t->fits_inline != INLINE_NEVER;
+    if (t->long_read)
+        return 0;
+    if (t->fits_inline == INLINE_FITS && t->caller != CALLER_BUSY)
         return 1;
     if (t->fits_inline != INLINE_FITS && t->fits_inline != INLINE_LOADED)
         return 0;
-    return inline_rule(t->fits_inline, t->caller_busy, readers_handoff_pays(pool));
+    return inline_rule(t->fits_inline, t->caller == CALLER_BUSY, readers_handoff_pays(pool));
 }
 
 /* route.c: the route cache. Learns a route; `gen` is the generation route_get gave before the

@@ -464,6 +464,10 @@ static int inline_steps(pasyn_pool *pool, conn *c, pasyn_task *t, uint64_t start
         *strike = INLINE_STRIKES; /* what this connection lacks: a function, a collation, ... */
         return FAILED;
     }
+    /* An idle caller's run teaches the route cache as a reader's does (note_length), from
+     * its CPU time when it is the statement's first run here with no core spare. */
+    int idle = t->caller == CALLER_IDLE;
+    uint64_t cpu_start = idle && !s->low_ns && c->budget_loaded ? cpu_thread_ns() : 0;
     if (s->kind != STMT_READ) {
         *strike = INLINE_STRIKES;
         outcome = FAILED;
@@ -489,8 +493,12 @@ static int inline_steps(pasyn_pool *pool, conn *c, pasyn_task *t, uint64_t start
     }
     /* Grown too long for the caller: readers take it (until they find it short again). Not
      * learned from a run begun with no core spare: its wall time is the machine's load as
-     * much as its own (the budget still stops it, by the time it held the thread). */
-    if (outcome == RAN && !c->budget_loaded) {
+     * much as its own (the budget still stops it, by the time it held the thread). An idle
+     * caller's run, which no budget stopped, teaches everything a reader's run does: its text
+     * may never reach a reader (a script that only blocks). */
+    if (outcome == RAN && idle) {
+        note_length(pool, s, t, start, cpu_start);
+    } else if (outcome == RAN && !c->budget_loaded) {
         note_low(s, now_ns() - start);
         if (s->low_ns > 2 * pool->inliner.fit_ns)
             route_note_inline(pool, t->sql, t->sql_len, INLINE_NO, 0);
@@ -510,7 +518,7 @@ int inline_run(pasyn_pool *pool, pasyn_task *t)
     uint64_t start = t->submitted_ns; /* pasyn_submit's, a moment ago: one clock read less */
     conn_arm(c, t);
     c->over_budget = 0;
-    c->budget_deadline = start + in->budget_ns;
+    c->budget_deadline = t->caller == CALLER_IDLE ? 0 : start + in->budget_ns; /* 0: none */
     /* With more runnable threads than cores, this thread may lose its core for milliseconds
      * in the middle of a short read: then the budget counts the time the read held the thread,
      * its wall time less the thread's wait for a core (stop_check), and a read is not struck

@@ -76,12 +76,12 @@ int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
         uint64_t holder = atomic_load(&pool->writer.txn_owner);
         int route = !pool->readers.used || (t->owner && t->owner == holder) ? ROUTE_WRITE
                                                                             : route_of(pool, t);
-        /* A known read whose runs were short (not the caller's transaction's: that went to
-         * the writer above) runs here and now when the inline connection is free and
-         * inline_wanted says so; it takes a fresh snapshot, so it sees every write whose call
-         * has returned. */
-        if (route == ROUTE_READ && pool->inliner.used && !t->long_read && !t->no_inline &&
-            inline_wanted(pool, t) && inline_run(pool, t)) {
+        /* A known read (not the caller's transaction's: that went to the writer above)
+         * whose runs were short, or which the caller would only wait for, runs here and now
+         * when the inline connection is free and inline_wanted says so; it takes a fresh
+         * snapshot, so it sees every write whose call has returned. */
+        if (route == ROUTE_READ && pool->inliner.used && !t->no_inline && inline_wanted(pool, t) &&
+            inline_run(pool, t)) {
             pthread_rwlock_unlock(&pool->life.intake);
             atomic_store_explicit(&t->done, 1, memory_order_release);
             return PASYN_DONE;

@@ -227,7 +227,12 @@ void pasyn_task_set_no_inline(pasyn_task *t)
 
 void pasyn_task_set_caller_busy(pasyn_task *t)
 {
-    t->caller_busy = 1;
+    t->caller = CALLER_BUSY;
+}
+
+void pasyn_task_set_caller_idle(pasyn_task *t)
+{
+    t->caller = CALLER_IDLE;
 }
 
 void pasyn_task_set_no_owner_wait(pasyn_task *t)

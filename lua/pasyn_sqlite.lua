@@ -939,13 +939,15 @@ local function run_exec(obj, sql, ...)
     -- caller()'s common cases, inline: the main thread, a coroutine of the running sqlite.run
     -- (whose sync, `not isyieldable()`, core.execute finds itself when given nil)
     local co, ismain = co_running()
-    local sync, id
+    local sync, id, looped
     if co == nil or ismain then
         sync, id, co = true, 1, nil
     else
         id = sched.loop_ids[co]
-        if not id then
+        looped = id
+        if not id then -- (a coroutine's first statement: caller() gives it its id)
             sync, id, co = caller()
+            looped = sched.loop_ids[co]
         end
     end
     local conn = cfg.conn
@@ -968,10 +970,15 @@ local function run_exec(obj, sql, ...)
     -- coroutines had their inline budget for this round of its loop (sched.pausing): a reader
     -- runs it meanwhile, while the machine has a core for one (else a hand-off costs more
     -- than the read: it runs here all the same). While a trace function is set, never here
-    -- (2): the trace comes with a completion (sched.await).
+    -- (2): the trace comes with a completion (sched.await). Idle (3): a coroutine of
+    -- sqlite.run whose loop has nothing else to run, wait for or time; any known read, long
+    -- ones too, runs here then, as it does for a caller that blocks (0 with sync: the core
+    -- sees that itself).
     local busy = gate.trace and 2 or
                  (not free or sched.pausing or gate.pending > 0 or
-                  (co ~= nil and (sched.undelivered > 0 or sched.ready[1] ~= nil))) and 1 or 0
+                  (co ~= nil and (sched.undelivered > 0 or sched.ready[1] ~= nil))) and 1 or
+                 (looped and sched.loop.pending == 0 and sched.loop.left == 0 and
+                  sched.loop.timers[1] == nil) and 3 or 0
     local named = cfg.row == "named"
     local task, class, code, extended, message = core.execute(conn._pool, id, sync, busy,
         timeout, cur, named, conn._described, sql, ...)

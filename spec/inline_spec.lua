@@ -33,6 +33,25 @@ local function until_inline(conn, sql, ...)
     error("never ran inline: " .. sql)
 end
 
+-- Runs fn(...) in a coroutine of sqlite.run beside a timer (another coroutine sleeps until fn
+-- returns) and returns its results: the loop has something to time, so the caller is not idle
+-- (README, "Reads the caller runs itself": an idle caller runs any known read, with no budget),
+-- and it is not busy either while the sleeper sleeps (it has been let run once first).
+local function beside_timer(fn, ...)
+    local done = false
+    return sqlite.run(function(...)
+        sqlite.spawn(function()
+            while not done do
+                sqlite.sleep(0.02)
+            end
+        end)
+        sqlite.sleep(0) -- the sleeper runs, and parks in its timer
+        local res = pack(fn(...))
+        done = true
+        return support.unpack(res, 1, res.n)
+    end, ...)
+end
+
 -- The pools here take a budget of 50 ms (the default is far shorter), so that a read counts
 -- as short on a slow machine or under a sanitizer too: a read runs inline only once its
 -- average on the readers is under a quarter of the budget (and under 1 ms, a long read).
@@ -219,9 +238,11 @@ describe("reads the caller runs itself", function()
         local c = sqlite.connect(path, { inline_budget = best * 2.4 })
         finally(function() c:close() end)
         local function runs_here()
-            local before = inline(c).executed
-            assert.equal(n, c:execute(COUNT_TO, n):fetchone()[1])
-            return inline(c).executed > before
+            return beside_timer(function()
+                local before = inline(c).executed
+                assert.equal(n, c:execute(COUNT_TO, n):fetchone()[1])
+                return inline(c).executed > before
+            end)
         end
         core.set_handoff("never")
         finally(function() core.set_handoff() end)
@@ -311,14 +332,16 @@ describe("reads the caller runs itself", function()
     it("abandons a read that overruns the budget, hands it to a reader, and still answers " ..
        "it right", function()
         local c = sqlite.connect(path, { inline_budget = 0.004 })
-        until_inline(c, COUNT_TO, 10)
-        local before = inline(c)
-        -- 3 million rows: far past 4 ms, on any machine
-        local row = c:execute(COUNT_TO, 3000000):fetchone()
-        assert.same({ 3000000, 4500001500000, n = 2 }, row)
-        local after = inline(c)
-        assert.equal(before.overruns + 1, after.overruns)
-        assert.equal(before.executed, after.executed)
+        beside_timer(function()
+            until_inline(c, COUNT_TO, 10)
+            local before = inline(c)
+            -- 3 million rows: far past 4 ms, on any machine
+            local row = c:execute(COUNT_TO, 3000000):fetchone()
+            assert.same({ 3000000, 4500001500000, n = 2 }, row)
+            local after = inline(c)
+            assert.equal(before.overruns + 1, after.overruns)
+            assert.equal(before.executed, after.executed)
+        end)
         c:close()
     end)
 
@@ -331,11 +354,13 @@ describe("reads the caller runs itself", function()
         local sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?2) " ..
                     "SELECT ?1, x FROM c WHERE x = 1 OR x = ?2"
         local text = string.rep("p", 40)
-        until_inline(c, sql, text, 10)
-        local before = inline(c).overruns
-        local rows = c:execute(sql, text, 3000000):fetchall()
-        assert.equal(before + 1, inline(c).overruns)
-        assert.same({ { text, 1, n = 2 }, { text, 3000000, n = 2 } }, rows)
+        beside_timer(function()
+            until_inline(c, sql, text, 10)
+            local before = inline(c).overruns
+            local rows = c:execute(sql, text, 3000000):fetchall()
+            assert.equal(before + 1, inline(c).overruns)
+            assert.same({ { text, 1, n = 2 }, { text, 3000000, n = 2 } }, rows)
+        end)
         c:close()
     end)
 
@@ -343,19 +368,88 @@ describe("reads the caller runs itself", function()
         local c = sqlite.connect(path, { inline_budget = 0.004 })
         local long = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) " ..
                      "SELECT max(x) FROM c"
-        for _ = 1, 3 do
-            until_inline(c, long, 5) -- the readers find it short again after each overrun
+        beside_timer(function()
+            for _ = 1, 3 do
+                until_inline(c, long, 5) -- the readers find it short again after each overrun
+                assert.equal(2000000, c:execute(long, 2000000):fetchone()[1])
+            end
+            local overruns = inline(c).overruns
+            assert.equal(3, overruns)
+            for _ = 1, 5 do
+                assert.equal(5, c:execute(long, 5):fetchone()[1])
+                core.sleep(0.002)
+            end
             assert.equal(2000000, c:execute(long, 2000000):fetchone()[1])
-        end
-        local overruns = inline(c).overruns
-        assert.equal(3, overruns)
-        for _ = 1, 5 do
-            assert.equal(5, c:execute(long, 5):fetchone()[1])
-            core.sleep(0.002)
-        end
-        assert.equal(2000000, c:execute(long, 2000000):fetchone()[1])
-        assert.equal(overruns, inline(c).overruns)
+            assert.equal(overruns, inline(c).overruns)
+        end)
+        -- (never inline again, for an idle caller too: the text is struck off)
+        local before = inline(c).executed
+        assert.equal(5, c:execute(long, 5):fetchone()[1])
+        assert.equal(before, inline(c).executed)
         c:close()
+    end)
+
+    it("a caller that would only wait runs a long read here, past the budget: a blocking " ..
+       "call, and a coroutine alone in its run; beside a timer it goes to a reader", function()
+        local c = sqlite.connect(path, { inline_budget = 0.004 })
+        finally(function() c:close() end)
+        local N = 3000000 -- far past 4 ms, on any machine
+        local function where(run)
+            local i, r = inline(c), support.readers_sum(c:stats(), "executed")
+            assert.same({ N, N * (N + 1) / 2, n = 2 }, run(function()
+                return c:execute(COUNT_TO, N):fetchone()
+            end))
+            local i2 = inline(c)
+            assert.equal(i.overruns, i2.overruns) -- never abandoned
+            return i2.executed - i.executed, support.readers_sum(c:stats(), "executed") - r
+        end
+        local function call(fn)
+            return fn()
+        end
+        -- a reader learns it is long first (beside a timer the caller is not idle)
+        assert.same({ 0, 1 }, { where(beside_timer) })
+        assert.same({ 0, 1 }, { where(beside_timer) }) -- a long read: not tried here
+        assert.same({ 1, 0 }, { where(call) })          -- the main thread blocks: here
+        assert.same({ 1, 0 }, { where(sqlite.run) })    -- alone in a run: here
+        assert.same({ 1, 0 }, { where(function(fn)      -- the others wait for it: here
+            return sqlite.run(function()
+                return sqlite.spawn(fn):join()
+            end)
+        end) })
+        assert.same({ 0, 1 }, { where(beside_timer) })
+    end)
+
+    it("a coroutine with others still to run in its loop's round is not idle: its long read " ..
+       "goes to a reader", function()
+        local c = sqlite.connect(path, { inline_budget = 0.004 })
+        finally(function() c:close() end)
+        local N = 3000000
+        beside_timer(function() c:execute(COUNT_TO, N):fetchone() end) -- known long
+        local i, r = inline(c).executed, support.readers_sum(c:stats(), "executed")
+        sqlite.run(function()
+            local a = sqlite.spawn(function() return c:execute(COUNT_TO, N):fetchone()[1] end)
+            local b = sqlite.spawn(function() return N end) -- in the same round, after a
+            assert.equal(N, a:join())
+            assert.equal(N, b:join())
+        end)
+        assert.equal(i, inline(c).executed)
+        assert.equal(r + 1, support.readers_sum(c:stats(), "executed"))
+    end)
+
+    it("a read only blocking calls ran teaches the pool its cost: a coroutine beside a timer " ..
+       "then runs it here too", function()
+        local sql = "SELECT count(*) FROM t WHERE v <> ?"
+        local r = support.readers_sum(conn:stats(), "executed")
+        for _ = 1, 3 do
+            assert.equal(3, scalar(conn, sql, "z"))
+        end
+        assert.equal(r, support.readers_sum(conn:stats(), "executed")) -- none reached a reader
+        local before = inline(conn).executed
+        beside_timer(function()
+            assert.equal(3, scalar(conn, sql, "z"))
+        end)
+        assert.equal(before + 1, inline(conn).executed)
+        assert.equal(r, support.readers_sum(conn:stats(), "executed"))
     end)
 
     it("keeps a statement's own timeout when it runs inline", function()

@@ -689,11 +689,13 @@ static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p);
  * it at once on this thread (an inline read: pasyn_submit gave PASYN_DONE) its result goes
  * into `cursor` (fill_cursor says which fields) and the task is freed.
  * Arguments: as submit's, except that sync nil stands for `not isyieldable()` of the calling
- * coroutine (asked here, which spares the Lua layer a call); busy 0, or 1 when the caller has
- * other work meanwhile or has had its share of inline reads for now
- * (pasyn_task_set_caller_busy: a reader runs it while the machine has a core for one), or 2
- * when it must not run here (pasyn_task_set_no_inline: what it reports must come with a
- * completion, as a trace does); cursor a table holding every
+ * coroutine (asked here, which spares the Lua layer a call); busy 0 (with sync: the caller
+ * blocks, pasyn_task_set_caller_idle), or 1 when the caller has other work meanwhile or has
+ * had its share of inline reads for now (pasyn_task_set_caller_busy: a reader runs it while
+ * the machine has a core for one), or 2 when it must not run here (pasyn_task_set_no_inline:
+ * what it reports must come with a completion, as a trace does), or 3 when the caller's loop
+ * has nothing else to run or time (pasyn_task_set_caller_idle: a long read runs here too);
+ * cursor a table holding every
  * field fill_cursor sets in its array part (a Cursor of the Lua layer); names as result takes
  * it; described a table of SQL texts -> their columns records (or nil), where the one for sql,
  * if any, is result()'s `known` (looked up only for a text of at most cache_sql_max bytes).
@@ -726,6 +728,8 @@ static int l_execute(lua_State *L)
         pasyn_task_set_no_inline(t);
     else if (busy == 1)
         pasyn_task_set_caller_busy(t);
+    else if (busy == 3 || sync)
+        pasyn_task_set_caller_idle(t);
     int err = bind_args(L, t, 10);
     if (err != PASYN_OK)
         return fail(L, t, err, lua_tostring(L, -1));

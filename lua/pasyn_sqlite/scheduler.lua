@@ -45,8 +45,11 @@ local backlog = {}                            -- completions a blocked caller dr
                                               -- them
 local dispatching = false                     -- dispatch is under way
 -- M.undelivered: completions dispatch has still to deliver; M.ready: the running loop's
--- ready list (loop.ready), an empty table when none runs. Fields, so that the Lua layer reads
--- has_ready()'s answer on every statement's path without a call (see has_ready).
+-- ready list (loop.ready), an empty table when none runs; M.loop: the running loop's state
+-- (its pending statements, its timers, and `left`: the coroutines of this round still to
+-- run), nil when none runs. Fields, so that the Lua layer reads
+-- has_ready()'s answer, and whether the loop has anything else to do, on every statement's
+-- path without a call (see has_ready).
 M.undelivered = 0
 local NOT_RUNNING = setmetatable({}, { __newindex = function() error("no loop runs", 2) end })
 M.ready = NOT_RUNNING
@@ -815,7 +818,9 @@ local function run_ready()
     end
     loop.ready, loop.args = {}, {} -- what the coroutines below make ready goes there
     M.ready = loop.ready
-    for i = 1, #ready do
+    local n = #ready
+    for i = 1, n do
+        loop.left = n - i -- (the Lua layer's test of an idle loop reads it)
         local a = args[i]
         if a then
             step(ready[i], unpack(a, 1, a.n))
@@ -823,6 +828,7 @@ local function run_ready()
             step(ready[i])
         end
     end
+    loop.left = 0
 end
 
 local function wake_timers(now)
@@ -955,9 +961,11 @@ function M.run(fn, ...)
     if type(fn) ~= "function" then
         misuse("sqlite.run: argument 'fn' must be a function, got " .. type(fn))
     end
+    -- joining: co -> true while it waits in join; left: coroutines of run_ready's round
+    -- still to run after the running one
     loop = { live = 0, pending = 0, ready = {}, args = {}, timers = {}, failed = {},
-             joining = {}, timer_looked = 0 } -- joining: co -> true while it waits in join
-    M.ready = loop.ready
+             joining = {}, timer_looked = 0, left = 0 }
+    M.ready, M.loop = loop.ready, loop
     M.loop_ids = setmetatable({}, { __mode = "k" })
     local main = spawn(fn, ...)
     local ok, err = pcall(function()
@@ -987,7 +995,7 @@ function M.run(fn, ...)
         abandon()
     end
     local failed = loop.failed
-    loop, M.loop_ids, M.ready = nil, NO_IDS, NOT_RUNNING
+    loop, M.loop, M.loop_ids, M.ready = nil, nil, NO_IDS, NOT_RUNNING
     members = setmetatable({}, { __mode = "k" }) -- (the next run's coroutines alone)
     if not ok then
         error(err, 0)
