@@ -159,8 +159,9 @@ static void call_host(fn_registry *fs, pasyn_call *c)
         pthread_cond_broadcast(&hub->sync_cv); /* a blocked pasyn_task_wait_calls */
     }
     pthread_mutex_unlock(&hub->mu);
-    /* The host on another core often answers within microseconds: watch a while first. */
-    uint64_t deadline = now_ns() + SPIN_NS;
+    /* The host on another core often answers within microseconds: watch a while first, when
+     * a core is spare (cpu_core_spare: else the watch takes the core the host needs). */
+    uint64_t deadline = cpu_core_spare() ? now_ns() + SPIN_NS : 0;
     while (!atomic_load_explicit(&c->answered_hint, memory_order_acquire) && now_ns() < deadline)
         for (int i = 0; i < 64; i++)
             cpu_relax();
@@ -503,7 +504,8 @@ void pasyn_pool_refuse_calls(pasyn_pool *pool)
 int pasyn_task_wait_calls(pasyn_task *t)
 {
     pasyn_hub *hub = t->hub;
-    uint64_t deadline = now_ns() + SPIN_NS;
+    /* A short watch first, when a core is spare (as pasyn_task_wait's) */
+    uint64_t deadline = cpu_core_spare() ? now_ns() + SPIN_NS : 0;
     do {
         for (int i = 0; i < 64; i++) {
             if (atomic_load_explicit(&hub->calling, memory_order_acquire))

@@ -979,6 +979,9 @@ local function run_exec(obj, sql, ...)
                   (co ~= nil and (sched.undelivered > 0 or sched.ready[1] ~= nil))) and 1 or
                  (looped and sched.loop.pending == 0 and sched.loop.left == 0 and
                   sched.loop.timers[1] == nil) and 3 or 0
+    if busy == 3 then -- and it waits as a blocking call does: nothing else could run meanwhile
+        sync = true   -- (a yield would only go round the loop to poll for this completion)
+    end
     local named = cfg.row == "named"
     local task, class, code, extended, message = core.execute(conn._pool, id, sync, busy,
         timeout, cur, named, conn._described, sql, ...)

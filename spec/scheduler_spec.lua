@@ -501,6 +501,65 @@ describe("scheduler", function()
     end)
 
     describe("where a call waits", function()
+        it("a coroutine alone in its loop waits for its statements without going round the " ..
+           "loop; beside a timer it yields and the loop polls", function()
+            local core = require "pasyn_sqlite.core"
+            local poll, polls = core.poll, 0
+            core.poll = function(...)
+                polls = polls + 1
+                return poll(...)
+            end
+            finally(function() core.poll = poll end)
+            local function writes()
+                for i = 1, 20 do
+                    conn:execute("INSERT INTO t (v) VALUES (?)", "w" .. i)
+                    assert.equal(1, conn:execute("UPDATE t SET v = v WHERE id = ?", i).rowcount)
+                end
+            end
+            sqlite.run(writes)
+            assert.equal(0, polls)
+            assert.equal(20, conn:execute("SELECT count(*) FROM t"):fetchone()[1])
+            local done = false
+            sqlite.run(function()
+                sqlite.spawn(function()
+                    while not done do
+                        sqlite.sleep(0.05)
+                    end
+                end)
+                sqlite.sleep(0) -- the sleeper parks in its timer
+                writes()
+                done = true
+            end)
+            assert.is_true(polls >= 20, polls .. " polls")
+        end)
+
+        it("a statement that would wait behind the transaction of a coroutine that joins it, " ..
+           "with nothing else to run, fails at once as a blocking call's does", function()
+            local out = support.in_child(([[
+                local sqlite = require "pasyn_sqlite"
+                local conn = sqlite.connect(%q)
+                local ok, err = pcall(sqlite.run, function()
+                    conn:execute("BEGIN")
+                    conn:execute("INSERT INTO t (v) VALUES ('owner')")
+                    local ok, err = pcall(function()
+                        return sqlite.spawn(function()
+                            conn:execute("INSERT INTO t (v) VALUES ('other')")
+                        end):join()
+                    end)
+                    conn:execute("COMMIT")
+                    assert(not ok, "the other coroutine's write ran inside the transaction")
+                    error(err, 0)
+                end)
+                assert(not ok)
+                print(err.kind, err.code, err.message)
+                print(conn:execute("SELECT group_concat(v) FROM t"):fetchone()[1])
+                conn:close()
+            ]]):format(path), 30)
+            assert.matches("OperationalError\t5\tthe writer is held by another owner's transaction",
+                           out)
+            assert.matches("\nowner\n", out)
+        end)
+
         it("a coroutine closed while its statement is on its way is not resumed when it " ..
            "completes, and the statement stands (Lua 5.4)", function()
             if not coroutine.close then
