@@ -976,11 +976,14 @@ local function run_exec(obj, sql, ...)
     -- sees that itself).
     local busy = gate.trace and 2 or
                  (not free or sched.pausing or gate.pending > 0 or
-                  (co ~= nil and (sched.undelivered > 0 or sched.ready[1] ~= nil))) and 1 or
-                 (looped and sched.loop.pending == 0 and sched.loop.left == 0 and
-                  sched.loop.timers[1] == nil) and 3 or 0
-    if busy == 3 then -- and it waits as a blocking call does: nothing else could run meanwhile
-        sync = true   -- (a yield would only go round the loop to poll for this completion)
+                  (co ~= nil and (sched.undelivered > 0 or sched.ready[1] ~= nil))) and 1 or 0
+    if looped and busy == 0 then
+        local lp = sched.loop
+        if lp.pending == 0 and lp.left == 0 and lp.timers[1] == nil then
+            -- and it waits as a blocking call does: nothing else could run meanwhile (a yield
+            -- would only go round the loop to poll for this completion)
+            busy, sync = 3, true
+        end
     end
     local named = cfg.row == "named"
     local task, class, code, extended, message = core.execute(conn._pool, id, sync, busy,
