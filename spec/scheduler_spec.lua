@@ -560,6 +560,95 @@ describe("scheduler", function()
             assert.matches("\nowner\n", out)
         end)
 
+        it("a write that waits behind the transaction of a coroutine closed while it joins " ..
+           "runs once that transaction is rolled back, as beside a timer (Lua 5.4)", function()
+            if not coroutine.close then
+                return pending("coroutine.close exists from Lua 5.4 on")
+            end
+            for _, timer in ipairs({ true, false }) do
+                conn:execute("DELETE FROM t")
+                local ok, err
+                sqlite.run(function()
+                    local owner_co, joined, other
+                    local owner = sqlite.spawn(function()
+                        owner_co = coroutine.running()
+                        conn:execute("BEGIN")
+                        conn:execute("INSERT INTO t (v) VALUES ('owner')")
+                        joined = true
+                        other:join()
+                    end)
+                    if timer then
+                        sqlite.spawn(function() sqlite.sleep(0.2) end)
+                    end
+                    other = sqlite.spawn(function()
+                        while not joined do
+                            coroutine.yield()
+                        end
+                        coroutine.close(owner_co) -- its transaction is to be rolled back
+                        ok, err = pcall(conn.execute, conn, "INSERT INTO t (v) VALUES ('other')")
+                    end)
+                    pcall(owner.join, owner)
+                end)
+                assert.is_true(ok, (timer and "beside a timer: " or "alone: ") .. tostring(err))
+                assert.equal("other", conn:execute("SELECT group_concat(v) FROM t"):fetchone()[1])
+            end
+        end)
+
+        it("a write that waits behind the transaction of a host's coroutine, itself waiting for " ..
+           "a statement the loop dispatches, runs once that transaction commits", function()
+            local other_path, other_cleanup = tmpdb()
+            local conn2 = sqlite.connect(other_path)
+            finally(function()
+                sqlite.set_host(nil)
+                conn2:close()
+                other_cleanup()
+            end)
+            sqlite.set_host({})
+            local h = coroutine.create(function()
+                conn:execute("BEGIN IMMEDIATE")
+                conn:execute("INSERT INTO t (v) VALUES ('host')")
+                conn2:execute("SELECT 1")
+                conn:execute("COMMIT")
+            end)
+            assert(coroutine.resume(h))
+            while not (conn._gate.pending == 0 and conn2._gate.pending == 1) do
+                sqlite.dispatch() -- until h waits for conn2, in its transaction on conn
+            end
+            local ok, err = pcall(sqlite.run, function()
+                conn:execute("INSERT INTO t (v) VALUES ('loop')")
+            end)
+            while coroutine.status(h) ~= "dead" do
+                sqlite.dispatch()
+            end
+            assert.is_true(ok, tostring(err))
+            assert.equal("host,loop", conn:execute("SELECT group_concat(v) FROM t"):fetchone()[1])
+        end)
+
+        it("an on_change hook that runs a statement, with max_pending = 1, does not wait for " ..
+           "the slot of the statement it reports on", function()
+            if support.no_children then
+                return pending("a hang is bounded in a child process only")
+            end
+            local out = support.in_child(([[
+                local sqlite = require "pasyn_sqlite"
+                local conn = sqlite.connect(%q, { max_pending = 1 })
+                conn:execute("CREATE TABLE log (n)")
+                conn:on_change(function(_, _, tbl)
+                    if tbl == "t" then
+                        local n = conn:execute("SELECT count(*) FROM t"):fetchone()[1]
+                        conn:execute("INSERT INTO log VALUES (?)", n)
+                    end
+                end)
+                sqlite.run(function()
+                    conn:execute("INSERT INTO t (v) VALUES ('a')")
+                end)
+                conn:on_change(nil)
+                print(conn:execute("SELECT group_concat(n) FROM log"):fetchone()[1])
+                conn:close()
+            ]]):format(path), 20)
+            assert.matches("^1\nstatus=0", out)
+        end)
+
         it("a coroutine closed while its statement is on its way is not resumed when it " ..
            "completes, and the statement stands (Lua 5.4)", function()
             if not coroutine.close then
