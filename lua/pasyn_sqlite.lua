@@ -47,6 +47,7 @@ end
 local co_running, co_status = coroutine.running, coroutine.status
 local co_yield, SUSPEND = coroutine.yield, sched.SUSPEND
 local type = type
+local next = next
 local rawset = rawset
 local unpack = table.unpack or unpack -- luacheck: ignore
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
@@ -971,7 +972,8 @@ local function run_exec(obj, sql, ...)
     -- runs it meanwhile, while the machine has a core for one (else a hand-off costs more
     -- than the read: it runs here all the same). While a trace function is set, never here
     -- (2): the trace comes with a completion (sched.await). Idle (3): a coroutine of
-    -- sqlite.run whose loop has nothing else to run, wait for or time; any known read, long
+    -- sqlite.run whose loop has nothing else to run, wait for or time (no host's coroutine
+    -- waits either, and no coroutine closed in a join waits to be ended); any known read, long
     -- ones too, runs here then, as it does for a caller that blocks (0 with sync: the core
     -- sees that itself).
     local busy = gate.trace and 2 or
@@ -979,7 +981,8 @@ local function run_exec(obj, sql, ...)
                   (co ~= nil and (sched.undelivered > 0 or sched.ready[1] ~= nil))) and 1 or 0
     if looped and busy == 0 then
         local lp = sched.loop
-        if lp.pending == 0 and lp.left == 0 and lp.timers[1] == nil then
+        if lp.pending == 0 and lp.left == 0 and lp.timers[1] == nil and sched.host_waiting == 0 and
+           (next(lp.joining) == nil or not sched.closed_joiner()) then
             -- and it waits as a blocking call does: nothing else could run meanwhile (a yield
             -- would only go round the loop to poll for this completion)
             busy, sync = 3, true

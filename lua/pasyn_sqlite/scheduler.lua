@@ -35,7 +35,9 @@ local loop                                    -- the running run() loop, or nil
 local host                                    -- the host adapter of set_host, or nil
 local hosts = {}                              -- task or ticket -> the host that resumes its
                                               -- waiter
-local host_waits = 0                          -- how many tasks and tickets `hosts` holds
+-- M.host_waiting: how many tasks and tickets `hosts` holds (a field: the Lua layer's test of
+-- an idle loop reads it on every statement's path)
+M.host_waiting = 0
 local granted = {}                            -- ticket -> its gate, from when it is given a
                                               -- slot until its coroutine runs (regrant)
 local woken = {}                              -- tickets of a host's coroutines given a slot:
@@ -119,7 +121,7 @@ local function park(key, co)
     end
     local h = host
     hosts[key] = h
-    host_waits = host_waits + 1
+    M.host_waiting = M.host_waiting + 1
     repeat
         h.suspend(co)
     until waiting[key] == nil
@@ -162,11 +164,11 @@ M.SUSPEND = SUSPEND
 function M.begin_wait(task, sync, gate, co)
     if sync then
         core.wait(task)
-        if gate then
+        if gate then -- its slot first: a hook's own statement may need it (max_pending = 1)
+            gate_release(gate)
             if gate.hooks then
                 run_hooks(gate, task)
             end
-            gate_release(gate)
         end
         return false
     end
@@ -278,7 +280,7 @@ end
 -- How many coroutines wait through a host now: from their first suspend until dispatch takes
 -- their completion (before it calls resume). Adapters watch sqlite.fd() only while it is > 0.
 function M.host_waits()
-    return host_waits
+    return M.host_waiting
 end
 
 -- What owns the transactions the running coroutine `co` begins: `co`, or what the host says
@@ -418,7 +420,7 @@ local function drop_ticket(ticket)
         waiting[ticket] = nil
         if hosts[ticket] then
             hosts[ticket] = nil
-            host_waits = host_waits - 1
+            M.host_waiting = M.host_waiting - 1
         elseif loop then
             loop.pending = loop.pending - 1
             end_closed(ticket[1])
@@ -597,7 +599,7 @@ local function deliver(task, n, failure)
     if co then -- it no longer waits, whether it is resumed below or gone
         if h then
             hosts[task] = nil
-            host_waits = host_waits - 1
+            M.host_waiting = M.host_waiting - 1
         else
             loop.pending = loop.pending - 1
         end
@@ -688,7 +690,7 @@ function M.dispatch()
         k = k + 1
         local h = hosts[ticket]
         hosts[ticket] = nil
-        host_waits = host_waits - 1
+        M.host_waiting = M.host_waiting - 1
         if co_status(ticket[1]) == "dead" then -- closed since it was given the slot
             regrant(ticket)
         else
@@ -933,6 +935,17 @@ local function end_closed_parked()
         end
     end
     return found
+end
+
+-- closed_joiner() -> true when a coroutine of the loop waiting in join was closed: the loop
+-- ends it (end_closed_parked) when it next goes round, which rolls back what it owned.
+function M.closed_joiner()
+    for co in pairs(loop.joining) do
+        if is_dead(co) then
+            return true
+        end
+    end
+    return false
 end
 
 -- Ends every coroutine of the loop closed while it was parked where nothing will resume it
