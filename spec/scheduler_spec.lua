@@ -557,7 +557,8 @@ describe("scheduler", function()
             ]]):format(path), 30)
             assert.matches("OperationalError\t5\tthe writer is held by another owner's transaction",
                            out)
-            assert.matches("\nowner\n", out)
+            -- (no newline last under make tsan, where the child runs in this process)
+            assert.is_truthy(out:find("\nowner\n") or out:find("\nowner$"), out)
         end)
 
         it("a write that waits behind the transaction of a coroutine closed while it joins " ..

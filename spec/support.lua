@@ -292,8 +292,14 @@ support.no_children = (os.getenv("LD_PRELOAD") or ""):find("tsan", 1, true) ~= n
 function support.in_child(code, seconds)
     if support.no_children then
         local out = {}
-        local env = setmetatable({ print = function(s) out[#out + 1] = tostring(s) end },
-                                 { __index = _G })
+        local function collect(...) -- as print: every argument, tab-separated
+            local parts = {}
+            for i = 1, select("#", ...) do
+                parts[i] = tostring((select(i, ...)))
+            end
+            out[#out + 1] = table.concat(parts, "\t")
+        end
+        local env = setmetatable({ print = collect }, { __index = _G })
         local chunk = assert((loadstring or load)(code, "=child", "t", env)) -- luacheck: ignore
         if setfenv then setfenv(chunk, env) end -- luacheck: ignore
         chunk()
