@@ -31,8 +31,9 @@ int encode_value(buf *b, const pasyn_value *v);
 enum notify { NOTIFY_HUB = 0, NOTIFY_SYNC = 1, NOTIFY_NONE = 2 };
 
 /* What the submitter said it does while a task runs (pasyn.h): nothing said; other work
- * (pasyn_task_set_caller_busy); nothing but wait (pasyn_task_set_caller_idle). */
-enum caller_state { CALLER_UNSAID = 0, CALLER_BUSY = 1, CALLER_IDLE = 2 };
+ * (pasyn_task_set_caller_busy); nothing but wait (pasyn_task_set_caller_idle); it says once
+ * the task cannot run at once (pasyn_task_set_caller_asks). */
+enum caller_state { CALLER_UNSAID = 0, CALLER_BUSY = 1, CALLER_IDLE = 2, CALLER_ASKS = 3 };
 
 /* The column names and declared types of a prepared statement, built once per prepare and
  * shared by its cache entry and every task that ran it; the last of them frees it. */

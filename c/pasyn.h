@@ -266,6 +266,12 @@ void pasyn_task_set_caller_busy(pasyn_task *t);
  * result would stream, and so is a text that may never run inline (see pasyn_submit). Before
  * submit only; the last of set_caller_busy and set_caller_idle holds. */
 void pasyn_task_set_caller_idle(pasyn_task *t);
+/* The caller tells whether it is idle only if it must: pasyn_submit runs the task inline when
+ * it would for a caller that said nothing, and otherwise returns PASYN_ASK with the task not
+ * queued, still the caller's, no error set and its caller state back to "nothing said"; the
+ * caller then says (pasyn_task_set_caller_idle, or nothing) and submits it again. For a host
+ * whose test of being idle costs more than a short read's hand-off decision. Before submit. */
+void pasyn_task_set_caller_asks(pasyn_task *t);
 /* Whether a busy caller's read is handed off (pasyn_task_set_caller_busy), for the whole
  * process: PASYN_HANDOFF_LOOK (the default) looks at the machine; PASYN_HANDOFF_ALWAYS and
  * PASYN_HANDOFF_NEVER decide without looking (tests, benchmarks, a host that knows its
@@ -283,11 +289,14 @@ void pasyn_task_set_no_owner_wait(pasyn_task *t);
 
 /* What pasyn_submit returns for a task it ran to completion on the calling thread (below). */
 #define PASYN_DONE 16
+/* What pasyn_submit returns for a pasyn_task_set_caller_asks task it did not run at once. */
+#define PASYN_ASK 17
 
 /* Queues the task. With `sync` set it completes through pasyn_task_wait instead of the hub. 0;
  * PASYN_DONE when the task is already complete, run on the calling thread (a short read, with
  * inline_reads on, below): it is the caller's again, with its result or its error, and it
- * never comes through the hub (with `sync`, pasyn_task_wait returns at once); or, with the
+ * never comes through the hub (with `sync`, pasyn_task_wait returns at once); PASYN_ASK for a
+ * task that asks (pasyn_task_set_caller_asks) and did not run at once; or, with the
  * task not queued and still the caller's (its error set): PASYN_ECLOSED when the
  * pool is closing or closed, PASYN_EPROGRAMMING for SQL holding a NUL byte, a kind that cannot
  * be submitted or a stream the pool does not have. SQL text the pool has not seen before (and

@@ -86,6 +86,11 @@ int pasyn_submit(pasyn_pool *pool, pasyn_task *t, int sync)
             atomic_store_explicit(&t->done, 1, memory_order_release);
             return PASYN_DONE;
         }
+        if (t->caller == CALLER_ASKS) { /* not at once: the caller says whether it is idle */
+            pthread_rwlock_unlock(&pool->life.intake);
+            t->caller = CALLER_UNSAID;
+            return PASYN_ASK;
+        }
         /* What could not be classified goes to the writer, which runs anything; but while
          * another owner's transaction holds it, a reader tries it first: a read runs there
          * instead of waiting for that COMMIT, anything else it hands on to the writer. */

@@ -235,6 +235,11 @@ void pasyn_task_set_caller_idle(pasyn_task *t)
     t->caller = CALLER_IDLE;
 }
 
+void pasyn_task_set_caller_asks(pasyn_task *t)
+{
+    t->caller = CALLER_ASKS;
+}
+
 void pasyn_task_set_no_owner_wait(pasyn_task *t)
 {
     t->no_owner_wait = 1;

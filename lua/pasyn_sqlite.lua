@@ -26,6 +26,7 @@ end
 local errors = require "pasyn_sqlite.errors"
 core.set_errors(errors.new) -- the binding raises error objects too
 local sched = require "pasyn_sqlite.scheduler"
+core.set_idle_test(sched.idle) -- (run_exec: a statement of an idle loop's coroutine)
 
 local M = {
     version = core.version,
@@ -47,7 +48,6 @@ end
 local co_running, co_status = coroutine.running, coroutine.status
 local co_yield, SUSPEND = coroutine.yield, sched.SUSPEND
 local type = type
-local next = next
 local rawset = rawset
 local unpack = table.unpack or unpack -- luacheck: ignore
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
@@ -971,23 +971,16 @@ local function run_exec(obj, sql, ...)
     -- coroutines had their inline budget for this round of its loop (sched.pausing): a reader
     -- runs it meanwhile, while the machine has a core for one (else a hand-off costs more
     -- than the read: it runs here all the same). While a trace function is set, never here
-    -- (2): the trace comes with a completion (sched.await). Idle (3): a coroutine of
-    -- sqlite.run whose loop has nothing else to run, wait for or time (no host's coroutine
-    -- waits either, and no coroutine closed in a join waits to be ended); any known read, long
-    -- ones too, runs here then, as it does for a caller that blocks (0 with sync: the core
-    -- sees that itself).
+    -- (2): the trace comes with a completion (sched.await). Otherwise a coroutine of
+    -- sqlite.run asks (4): when the statement cannot run at once, the core calls sched.idle
+    -- (core.set_idle_test, below), and in a loop with nothing else to do any known read, long
+    -- ones too, runs here, as it does for a caller that blocks (0 with sync: the core sees
+    -- that itself), and anything else is waited for as a blocking call waits (a yield would
+    -- only go round the loop to poll for this completion); the core then answers sync true.
     local busy = gate.trace and 2 or
                  (not free or sched.pausing or gate.pending > 0 or
-                  (co ~= nil and (sched.undelivered > 0 or sched.ready[1] ~= nil))) and 1 or 0
-    if looped and busy == 0 then
-        local lp = sched.loop
-        if lp.pending == 0 and lp.left == 0 and lp.timers[1] == nil and sched.host_waiting == 0 and
-           (next(lp.joining) == nil or not sched.closed_joiner()) then
-            -- and it waits as a blocking call does: nothing else could run meanwhile (a yield
-            -- would only go round the loop to poll for this completion)
-            busy, sync = 3, true
-        end
-    end
+                  (co ~= nil and (sched.undelivered > 0 or sched.ready[1] ~= nil))) and 1 or
+                 looped and 4 or 0
     local named = cfg.row == "named"
     local task, class, code, extended, message = core.execute(conn._pool, id, sync, busy,
         timeout, cur, named, conn._described, sql, ...)
@@ -1008,6 +1001,9 @@ local function run_exec(obj, sql, ...)
     end
     if task == false then -- sql is not a string (only conn:execute's is unchecked so far)
         check_string(sql, "conn:execute", "sql")
+    end
+    if task and class == true then -- the loop was idle: submitted with sync
+        sync, class = true, nil
     end
     if free then
         gate.pending = gate.pending + 1 -- its slot (wait_statement gives it back on a failure)

@@ -602,6 +602,8 @@ static int submit(lua_State *L, lpool *p, pasyn_task *t, int sync)
         lua_pushboolean(L, 1);
         return 2;
     }
+    if (err == PASYN_ASK) /* not queued, still ours: l_execute asks the Lua layer */
+        return 0;
     if (err != 0)
         return fail_task(L, t); /* the core set the task's error */
     lua_pushlightuserdata(L, t);
@@ -682,6 +684,21 @@ enum result_slot {
 static int take_result(lua_State *L, pasyn_task *t, lpool *p, lstream *prev);
 static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p);
 
+/* The registry key of the Lua layer's test of an idle loop (set_idle_test). */
+static char idle_test_key;
+
+/* set_idle_test(fn): fn() -> true when the calling coroutine's loop has nothing else to run,
+ * wait for or time; execute calls it (for busy 4) only when a statement cannot run at once.
+ * Thread: the Lua state's. */
+static int l_set_idle_test(lua_State *L)
+{
+    check_type(L, 1, LUA_TFUNCTION, "fn");
+    lua_pushlightuserdata(L, &idle_test_key);
+    lua_pushvalue(L, 1);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 /* execute(pool, owner, sync, busy, timeout, cursor, names, described, sql [, params_table |
  *          values...]) -> cursor, pause [, columns] | task | nil, class, code, extended, message
  *                           | false
@@ -694,8 +711,9 @@ static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p);
  * had its share of inline reads for now (pasyn_task_set_caller_busy: a reader runs it while
  * the machine has a core for one), or 2 when it must not run here (pasyn_task_set_no_inline:
  * what it reports must come with a completion, as a trace does), or 3 when the caller's loop
- * has nothing else to run or time (pasyn_task_set_caller_idle: a long read runs here too);
- * cursor a table holding every
+ * has nothing else to run or time (pasyn_task_set_caller_idle: a long read runs here too), or
+ * 4 when that is to be asked (set_idle_test's function) only if the statement cannot run at
+ * once (pasyn_task_set_caller_asks); cursor a table holding every
  * field fill_cursor sets in its array part (a Cursor of the Lua layer); names as result takes
  * it; described a table of SQL texts -> their columns records (or nil), where the one for sql,
  * if any, is result()'s `known` (looked up only for a text of at most cache_sql_max bytes).
@@ -703,7 +721,8 @@ static int fill_cursor(lua_State *L, pasyn_task *t, lpool *p);
  * (and the code between them) have held this thread for the pool's inline_budget (the caller
  * should let the other coroutines run), else false; then, when the result's columns record
  * is a new one, that record (for the caller to keep and give as `known` later). Or the task
- * (a light userdata) to wait for and hand to result(); or a failure in result()'s shape (at
+ * (a light userdata) to wait for and hand to result(), then true when the idle test said
+ * the caller waits as a blocking call does (it was submitted with sync); or a failure in result()'s shape (at
  * submit, or the statement's own error when it ran here); or false alone, before anything
  * else is looked at, when sql is not a string (the caller raises the error that names its own
  * argument).
@@ -730,13 +749,33 @@ static int l_execute(lua_State *L)
         pasyn_task_set_caller_busy(t);
     else if (busy == 3 || sync)
         pasyn_task_set_caller_idle(t);
+    else if (busy == 4)
+        pasyn_task_set_caller_asks(t);
     int err = bind_args(L, t, 10);
     if (err != PASYN_OK)
         return fail(L, t, err, lua_tostring(L, -1));
     int n = submit(L, p, t, sync);
+    int idle = 0;
+    if (n == 0) { /* it did not run at once: is the caller's loop idle? (set_idle_test) */
+        lua_pushlightuserdata(L, &idle_test_key);
+        lua_rawget(L, LUA_REGISTRYINDEX);
+        if (lua_isfunction(L, -1)) {
+            lua_call(L, 0, 1);
+            idle = lua_toboolean(L, -1);
+        }
+        lua_pop(L, 1);
+        if (idle)
+            pasyn_task_set_caller_idle(t);
+        sync = sync || idle;
+        n = submit(L, p, t, sync);
+    }
     if (n != 2) {
         p->inline_since = 0; /* its caller waits: the others run meanwhile */
-        return n;            /* a task to wait for, or a failure */
+        if (idle && n == 1) {
+            lua_pushboolean(L, 1); /* the caller waits as a blocking call does */
+            return 2;
+        }
+        return n; /* a task to wait for, or a failure */
     }
     /* Wall time, the Lua code between the reads included: what holds the loop; from the end
      * of the first read in a row (one clock read per statement). */
@@ -2332,6 +2371,7 @@ LUALIB_API int luaopen_pasyn_sqlite_core(lua_State *L)
         {"isyieldable", l_isyieldable},
         {"is_dead", l_is_dead},
         {"set_handoff", l_set_handoff},
+        {"set_idle_test", l_set_idle_test},
         {"create_function", l_create_function},
         {"serve", l_serve},
         {"serving", l_serving},

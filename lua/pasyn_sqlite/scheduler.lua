@@ -35,9 +35,7 @@ local loop                                    -- the running run() loop, or nil
 local host                                    -- the host adapter of set_host, or nil
 local hosts = {}                              -- task or ticket -> the host that resumes its
                                               -- waiter
--- M.host_waiting: how many tasks and tickets `hosts` holds (a field: the Lua layer's test of
--- an idle loop reads it on every statement's path)
-M.host_waiting = 0
+local host_waits = 0                          -- how many tasks and tickets `hosts` holds
 local granted = {}                            -- ticket -> its gate, from when it is given a
                                               -- slot until its coroutine runs (regrant)
 local woken = {}                              -- tickets of a host's coroutines given a slot:
@@ -47,11 +45,8 @@ local backlog = {}                            -- completions a blocked caller dr
                                               -- them
 local dispatching = false                     -- dispatch is under way
 -- M.undelivered: completions dispatch has still to deliver; M.ready: the running loop's
--- ready list (loop.ready), an empty table when none runs; M.loop: the running loop's state
--- (its pending statements, its timers, and `left`: the coroutines of this round still to
--- run), nil when none runs. Fields, so that the Lua layer reads
--- has_ready()'s answer, and whether the loop has anything else to do, on every statement's
--- path without a call (see has_ready).
+-- ready list (loop.ready), an empty table when none runs. Fields, so that the Lua layer reads
+-- has_ready()'s answer on every statement's path without a call (see has_ready).
 M.undelivered = 0
 local NOT_RUNNING = setmetatable({}, { __newindex = function() error("no loop runs", 2) end })
 M.ready = NOT_RUNNING
@@ -121,7 +116,7 @@ local function park(key, co)
     end
     local h = host
     hosts[key] = h
-    M.host_waiting = M.host_waiting + 1
+    host_waits = host_waits + 1
     repeat
         h.suspend(co)
     until waiting[key] == nil
@@ -280,7 +275,7 @@ end
 -- How many coroutines wait through a host now: from their first suspend until dispatch takes
 -- their completion (before it calls resume). Adapters watch sqlite.fd() only while it is > 0.
 function M.host_waits()
-    return M.host_waiting
+    return host_waits
 end
 
 -- What owns the transactions the running coroutine `co` begins: `co`, or what the host says
@@ -420,7 +415,7 @@ local function drop_ticket(ticket)
         waiting[ticket] = nil
         if hosts[ticket] then
             hosts[ticket] = nil
-            M.host_waiting = M.host_waiting - 1
+            host_waits = host_waits - 1
         elseif loop then
             loop.pending = loop.pending - 1
             end_closed(ticket[1])
@@ -599,7 +594,7 @@ local function deliver(task, n, failure)
     if co then -- it no longer waits, whether it is resumed below or gone
         if h then
             hosts[task] = nil
-            M.host_waiting = M.host_waiting - 1
+            host_waits = host_waits - 1
         else
             loop.pending = loop.pending - 1
         end
@@ -690,7 +685,7 @@ function M.dispatch()
         k = k + 1
         local h = hosts[ticket]
         hosts[ticket] = nil
-        M.host_waiting = M.host_waiting - 1
+        host_waits = host_waits - 1
         if co_status(ticket[1]) == "dead" then -- closed since it was given the slot
             regrant(ticket)
         else
@@ -937,15 +932,23 @@ local function end_closed_parked()
     return found
 end
 
--- closed_joiner() -> true when a coroutine of the loop waiting in join was closed: the loop
--- ends it (end_closed_parked) when it next goes round, which rolls back what it owned.
-function M.closed_joiner()
+-- idle() -> true when the running loop has nothing to do but wait for the running coroutine
+-- (which the Lua layer has found alone on the ready list): no coroutine left to run in this
+-- round, no statement of the loop in flight, no timer, no host's coroutine waiting, and no
+-- coroutine closed while it waited in join (the loop ends it, and rolls back what it owned,
+-- when it next goes round). The core calls it (core.set_idle_test) for a statement that
+-- cannot run at once. Inside sqlite.run only.
+function M.idle()
+    if not (loop.pending == 0 and loop.left == 0 and loop.timers[1] == nil and
+            host_waits == 0) then
+        return false
+    end
     for co in pairs(loop.joining) do
         if is_dead(co) then
-            return true
+            return false
         end
     end
-    return false
+    return true
 end
 
 -- Ends every coroutine of the loop closed while it was parked where nothing will resume it
@@ -978,7 +981,7 @@ function M.run(fn, ...)
     -- still to run after the running one
     loop = { live = 0, pending = 0, ready = {}, args = {}, timers = {}, failed = {},
              joining = {}, timer_looked = 0, left = 0 }
-    M.ready, M.loop = loop.ready, loop
+    M.ready = loop.ready
     M.loop_ids = setmetatable({}, { __mode = "k" })
     local main = spawn(fn, ...)
     local ok, err = pcall(function()
@@ -1008,7 +1011,7 @@ function M.run(fn, ...)
         abandon()
     end
     local failed = loop.failed
-    loop, M.loop, M.loop_ids, M.ready = nil, nil, NO_IDS, NOT_RUNNING
+    loop, M.loop_ids, M.ready = nil, NO_IDS, NOT_RUNNING
     members = setmetatable({}, { __mode = "k" }) -- (the next run's coroutines alone)
     if not ok then
         error(err, 0)
