@@ -710,10 +710,10 @@ static int l_set_idle_test(lua_State *L)
  * blocks, pasyn_task_set_caller_idle), or 1 when the caller has other work meanwhile or has
  * had its share of inline reads for now (pasyn_task_set_caller_busy: a reader runs it while
  * the machine has a core for one), or 2 when it must not run here (pasyn_task_set_no_inline:
- * what it reports must come with a completion, as a trace does), or 3 when the caller's loop
- * has nothing else to run or time (pasyn_task_set_caller_idle: a long read runs here too), or
- * 4 when that is to be asked (set_idle_test's function) only if the statement cannot run at
- * once (pasyn_task_set_caller_asks); cursor a table holding every
+ * what it reports must come with a completion, as a trace does), or 4 when the caller's loop
+ * may have nothing else to run or time, which set_idle_test's function is asked only if the
+ * statement cannot run at once (pasyn_task_set_caller_asks; idle: pasyn_task_set_caller_idle,
+ * and it is submitted again with sync); cursor a table holding every
  * field fill_cursor sets in its array part (a Cursor of the Lua layer); names as result takes
  * it; described a table of SQL texts -> their columns records (or nil), where the one for sql,
  * if any, is result()'s `known` (looked up only for a text of at most cache_sql_max bytes).
@@ -747,7 +747,7 @@ static int l_execute(lua_State *L)
         pasyn_task_set_no_inline(t);
     else if (busy == 1)
         pasyn_task_set_caller_busy(t);
-    else if (busy == 3 || sync)
+    else if (sync)
         pasyn_task_set_caller_idle(t);
     else if (busy == 4)
         pasyn_task_set_caller_asks(t);
@@ -766,7 +766,7 @@ static int l_execute(lua_State *L)
         lua_pop(L, 1);
         if (idle)
             pasyn_task_set_caller_idle(t);
-        sync = sync || idle;
+        sync = idle; /* (an asking task is not a blocking caller's: see above) */
         n = submit(L, p, t, sync);
     }
     if (n != 2) {

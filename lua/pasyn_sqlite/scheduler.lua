@@ -817,7 +817,7 @@ local function run_ready()
     M.ready = loop.ready
     local n = #ready
     for i = 1, n do
-        loop.left = n - i -- (the Lua layer's test of an idle loop reads it)
+        loop.left = n - i -- (M.idle reads it)
         local a = args[i]
         if a then
             step(ready[i], unpack(a, 1, a.n))
